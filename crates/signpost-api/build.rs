@@ -1,0 +1,22 @@
+//! Generates the gRPC API from `proto/signpost/admin/v1` with protox (no system
+//! `protoc`) and tonic-prost-build. Log schema types are not generated again:
+//! they resolve to `signpost_schema` through `extern_path`.
+
+use prost::Message;
+
+fn main() {
+    let proto_root = "../../proto";
+    let files = ["signpost/admin/v1/admin.proto"];
+    println!("cargo:rerun-if-changed={proto_root}");
+    let descriptors = protox::compile(files, [proto_root]).expect("compile api protos");
+    let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    std::fs::write(
+        out_dir.join("signpost_descriptor.bin"),
+        descriptors.encode_to_vec(),
+    )
+    .expect("write descriptor set");
+    tonic_prost_build::configure()
+        .extern_path(".signpost.log.v1", "::signpost_schema::log::v1")
+        .compile_fds(descriptors)
+        .expect("generate api");
+}

@@ -1,0 +1,30 @@
+//! Signpost's domain: the aggregates and every rule about them. No I/O, no
+//! tonic, no clock: time, random values and facts from other aggregates are
+//! passed in by the caller (`signpost-control`).
+//!
+//! Each aggregate is a plain state struct with two methods, in the cqrs-es
+//! style: `handle(command) -> Result<Vec<Event>, DomainError>` holds the
+//! rules, `apply(&event)` only changes state. Replaying a stream is `apply`
+//! in a loop.
+//!
+//! - [`organization`]: the firm, its domain claims, SSO policy and which
+//!   connection is active (activation, deactivation and provider switches
+//!   are organization events, so "one active connection" is one stream's rule).
+//! - [`setup_link`]: bearer links for the IT admin's form.
+//! - [`connection`]: IdP settings, claim mapping, group assignments.
+//! - [`api_token`]: tokens with the `admin`, `edge` or `auditor` role.
+//! - [`event`]: the events (the log schema's `Event` oneof) and stream names.
+//! - [`error`]: [`DomainError`], the one refusal type.
+//!
+//! See `OVERVIEW.md` for the model and where each rule lives.
+#![forbid(unsafe_code)]
+
+pub mod api_token;
+pub mod connection;
+pub mod error;
+pub mod event;
+pub mod organization;
+pub mod setup_link;
+
+pub use error::{Decision, DomainError, ErrorKind};
+pub use event::{decode_event, encode_event, event_type, schema, streams, Event};

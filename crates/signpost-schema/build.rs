@@ -1,0 +1,16 @@
+//! Compiles `proto/signpost/log/v1` with protox (no system `protoc`) and prost-build.
+
+fn main() {
+    let proto_root = "../../proto";
+    let files = [
+        "signpost/log/v1/envelope.proto",
+        "signpost/log/v1/events.proto",
+    ];
+    for file in &files {
+        println!("cargo:rerun-if-changed={proto_root}/{file}");
+    }
+    let descriptors = protox::compile(files, [proto_root]).expect("compile log protos");
+    prost_build::Config::new()
+        .compile_fds(descriptors)
+        .expect("generate log schema");
+}

@@ -2,6 +2,11 @@
 //!
 //! - [`admin::v1`]: the generated `ConnectionAdminService` and `SetupFormService`
 //!   (server and client), from `proto/signpost/admin/v1`.
+//! - [`grpc`]: the handlers ([`grpc::AdminApi`], [`grpc::SetupFormApi`]) over
+//!   `signpost_control::ControlPlane`; a few lines each.
+//! - [`convert`]: control-plane views → wire messages.
+//! - [`status`]: the one place errors become gRPC statuses with `ErrorInfo`
+//!   reasons and `BadRequest` field violations.
 //! - [`FILE_DESCRIPTOR_SET`]: every API and log schema file, for server reflection.
 //!
 //! Log schema types (`signpost.log.v1`) come from `signpost_schema`; they are
@@ -9,6 +14,10 @@
 #![forbid(unsafe_code)]
 
 pub use signpost_schema::log;
+
+pub mod convert;
+pub mod grpc;
+pub mod status;
 
 /// `signpost.admin.v1`.
 pub mod admin {

@@ -1,1 +1,69 @@
-fn main() {}
+//! `signpost`: the control plane (`signpost serve`) and its admin CLI.
+
+use clap::Parser;
+use signpost::cli::{self, Cli, Command};
+use signpost::{Overrides, Server, ServerConfig};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNPOST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = match &cli.command {
+        Command::Serve(args) => {
+            init_logging();
+            serve(args).await
+        }
+        _ => cli::run(cli).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            match error.downcast_ref::<tonic::Status>() {
+                Some(status) => cli::report_status(status, json),
+                None => eprintln!("error: {error:#}"),
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: &signpost::config::ServeArgs) -> anyhow::Result<()> {
+    let config = ServerConfig::resolve(args)?;
+    if config.allow_loopback_http_idp_for_tests {
+        tracing::warn!("TEST-ONLY switch on: IdP documents may be fetched over http from loopback");
+    }
+    let mut server = Server::start(&config, Overrides::default()).await?;
+    eprintln!("signpost listening on {}", server.local_addr);
+    match &server.bootstrap_token_file {
+        Some(path) => eprintln!("bootstrap admin token written to {}", path.display()),
+        None => eprintln!(
+            "admin token file (from first start): {}",
+            signpost_control::ControlPlane::bootstrap_token_path(&config.data_dir).display()
+        ),
+    }
+    let stop = async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    tokio::select! {
+        result = stop => {
+            result?;
+            tracing::info!("shutting down");
+            server.request_stop();
+            server.wait().await
+        }
+    }
+}

@@ -1,0 +1,477 @@
+//! [`ControlPlane`]: the one owner of command execution.
+//!
+//! Every mutation goes through [`ControlPlane::execute`]: read the model
+//! (current up to the log head), let the aggregates decide, append the events
+//! with the expected versions they were decided on, wait until the read model
+//! has applied them, answer. Conflicts caused by a concurrent writer are
+//! retried from fresh state unless the caller pinned an `expected_version`
+//! (then the conflict is theirs to see). Idempotent retries are answered
+//! from the log's idempotency record without deciding anything again.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use signpost_domain::{encode_event, event_type, Event};
+use signpost_eventlog::{
+    AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, Idempotency, IdempotencyKey,
+    LogError, NewEvent, StoredOutcome, StreamId, StreamWrite,
+};
+use signpost_outbound::{FetchPolicy, SafeFetcher, TxtResolver};
+use url::Url;
+
+use crate::error::ControlError;
+use crate::principal::Principal;
+use crate::projection::Projection;
+use crate::read_model::ReadModel;
+use crate::secrets::SecretBox;
+
+/// How many times a command is re-decided after losing a race it did not pin.
+const MAX_CONFLICT_RETRIES: usize = 8;
+
+/// A source of the current time (a fixed or movable clock in tests).
+pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
+
+/// Settings of the control plane's application layer.
+#[derive(Clone)]
+pub struct ControlConfig {
+    /// The base of every URL we hand out (setup links, SP entity id, ACS URL).
+    pub public_base_url: Url,
+    /// Limits for fetching IdP metadata and discovery documents.
+    pub fetch: FetchPolicy,
+    /// TEST-ONLY: accept `http` IdP URLs on loopback (discovery documents,
+    /// metadata URLs). Off by default; never enable in production.
+    pub allow_loopback_http_idp_for_tests: bool,
+    /// The clock.
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field("public_base_url", &self.public_base_url.as_str())
+            .field(
+                "allow_loopback_http_idp_for_tests",
+                &self.allow_loopback_http_idp_for_tests,
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlConfig {
+    /// Production defaults for `public_base_url`.
+    pub fn new(public_base_url: Url) -> Self {
+        Self {
+            public_base_url,
+            fetch: FetchPolicy::default(),
+            allow_loopback_http_idp_for_tests: false,
+            clock: Arc::new(Utc::now),
+        }
+    }
+}
+
+/// Per-request metadata that is not part of the command itself.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    /// Idempotency key (AIP-155), scoped to the principal.
+    pub request_id: Option<String>,
+    /// The version the caller read (AIP-154); a mismatch is a conflict.
+    pub expected_version: Option<u64>,
+    /// Ties the events to a workflow; generated when absent.
+    pub correlation_id: Option<String>,
+    /// The person an internal service acts for.
+    pub on_behalf_of: Option<String>,
+}
+
+impl RequestMeta {
+    /// Checks the free-form parts of the metadata.
+    pub fn validate(&self) -> Result<(), ControlError> {
+        let check = |value: &Option<String>, field: &'static str, max: usize| match value {
+            Some(v) if v.is_empty() || v.len() > max || v.chars().any(char::is_control) => {
+                Err(ControlError::invalid(
+                    "FIELD_INVALID",
+                    field,
+                    format!("`{field}` must be 1..={max} printable characters"),
+                ))
+            }
+            _ => Ok(()),
+        };
+        check(&self.request_id, "request_id", 128)?;
+        check(&self.correlation_id, "x-correlation-id", 128)?;
+        check(&self.on_behalf_of, "x-signpost-on-behalf-of", 256)
+    }
+}
+
+/// One stream's part of a plan.
+pub(crate) struct PlannedWrite {
+    pub stream: String,
+    pub expected: ExpectedVersion,
+    pub events: Vec<Event>,
+}
+
+/// What a command decided: the writes, and what to remember for a replay.
+pub(crate) struct Plan {
+    pub writes: Vec<PlannedWrite>,
+    pub outcome: Outcome,
+}
+
+/// What an idempotent replay needs to rebuild the first answer. Stored in the
+/// log's idempotency record; one-time values (tokens) are sealed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Outcome {
+    pub ids: Vec<String>,
+    #[serde(default)]
+    pub sealed_nonce: Vec<u8>,
+    #[serde(default)]
+    pub sealed_ciphertext: Vec<u8>,
+    #[serde(skip)]
+    pub secret: Option<String>,
+}
+
+/// A mutation's result.
+pub(crate) struct Done {
+    pub position: u64,
+    pub outcome: Outcome,
+}
+
+struct Inner {
+    store: Arc<dyn EventStore>,
+    projection: Projection,
+    secrets: SecretBox,
+    fetcher: SafeFetcher,
+    txt_resolver: Arc<dyn TxtResolver>,
+    config: ControlConfig,
+    /// Serializes commands that check a uniqueness index (domains, external
+    /// ids, IdP entity ids) so that check and append cannot interleave.
+    uniqueness: tokio::sync::Mutex<()>,
+}
+
+/// The control plane's application layer. Cheap to clone.
+#[derive(Clone)]
+pub struct ControlPlane {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for ControlPlane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlPlane")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ControlPlane {
+    /// Builds the read model from `store` and returns once it is current.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        secrets: SecretBox,
+        txt_resolver: Arc<dyn TxtResolver>,
+        config: ControlConfig,
+    ) -> Result<Self, ControlError> {
+        let mut fetch = config.fetch.clone();
+        fetch.allow_loopback_http_for_tests = config.allow_loopback_http_idp_for_tests;
+        let fetcher = SafeFetcher::new(fetch)
+            .map_err(|e| ControlError::Internal(format!("http client: {e}")))?;
+        let projection = Projection::start(store.clone()).await?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                projection,
+                secrets,
+                fetcher,
+                txt_resolver,
+                config,
+                uniqueness: tokio::sync::Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The event store.
+    pub fn store(&self) -> &Arc<dyn EventStore> {
+        &self.inner.store
+    }
+
+    /// The admin read model.
+    pub fn projection(&self) -> &Projection {
+        &self.inner.projection
+    }
+
+    pub(crate) fn secrets(&self) -> &SecretBox {
+        &self.inner.secrets
+    }
+
+    pub(crate) fn fetcher(&self) -> &SafeFetcher {
+        &self.inner.fetcher
+    }
+
+    pub(crate) fn txt_resolver(&self) -> &dyn TxtResolver {
+        self.inner.txt_resolver.as_ref()
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &ControlConfig {
+        &self.inner.config
+    }
+
+    /// The current time.
+    pub fn now(&self) -> DateTime<Utc> {
+        (self.inner.config.clock)()
+    }
+
+    /// Takes the uniqueness lock (see [`Inner::uniqueness`]).
+    pub(crate) async fn uniqueness_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.uniqueness.lock().await
+    }
+
+    /// Reads the model once it has applied everything committed so far.
+    pub(crate) async fn read_current<T>(
+        &self,
+        f: impl FnOnce(&ReadModel) -> T,
+    ) -> Result<T, ControlError> {
+        self.inner
+            .projection
+            .wait_for(self.inner.store.head().position)
+            .await?;
+        Ok(self.inner.projection.read(f))
+    }
+
+    /// Runs a mutation: replay check, decide, append, wait for the read model.
+    pub(crate) async fn execute(
+        &self,
+        principal: &Principal,
+        meta: &RequestMeta,
+        fingerprint: [u8; 32],
+        decide: impl Fn(&ReadModel) -> Result<Plan, ControlError>,
+    ) -> Result<Done, ControlError> {
+        meta.validate()?;
+        let key = meta.request_id.as_ref().map(|request_id| IdempotencyKey {
+            principal: principal.id(),
+            request_id: request_id.clone(),
+        });
+        if let Some(key) = &key {
+            if let Some(stored) = self.inner.store.lookup_idempotency(key).await? {
+                return self.replay(key, stored, fingerprint).await;
+            }
+        }
+        let correlation_id = meta
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        let mut attempts = 0;
+        loop {
+            let mut plan = self.read_current(&decide).await??;
+            plan.writes.retain(|write| !write.events.is_empty());
+            if plan.writes.is_empty() {
+                // Nothing to change (e.g. the same policy set twice): answer with the current position.
+                return Ok(Done {
+                    position: self.inner.projection.position(),
+                    outcome: plan.outcome,
+                });
+            }
+            let idempotency = match &key {
+                Some(key) => Some(Idempotency {
+                    key: key.clone(),
+                    request_fingerprint: fingerprint,
+                    outcome: self.seal_outcome(key, &plan.outcome)?.into(),
+                }),
+                None => None,
+            };
+            let commit = Commit {
+                writes: plan
+                    .writes
+                    .iter()
+                    .map(|write| {
+                        Ok(StreamWrite {
+                            stream: StreamId::new(write.stream.clone())?,
+                            expected: write.expected,
+                            events: write
+                                .events
+                                .iter()
+                                .map(|event| NewEvent {
+                                    event_type: event_type(event).to_owned(),
+                                    payload: encode_event(event).into(),
+                                })
+                                .collect(),
+                        })
+                    })
+                    .collect::<Result<_, LogError>>()?,
+                meta: CommitMeta {
+                    actor: principal.actor(meta.on_behalf_of.as_deref()),
+                    correlation_id: correlation_id.clone(),
+                    request_id: meta.request_id.clone(),
+                },
+                idempotency,
+            };
+            match self.inner.store.append(commit).await {
+                Ok(AppendOutcome::Committed(committed)) => {
+                    self.inner
+                        .projection
+                        .wait_for(committed.last_position)
+                        .await?;
+                    return Ok(Done {
+                        position: committed.last_position,
+                        outcome: plan.outcome,
+                    });
+                }
+                Ok(AppendOutcome::Duplicate(stored)) => {
+                    let key = key
+                        .as_ref()
+                        .expect("a duplicate implies an idempotency key");
+                    return self.replay(key, stored, fingerprint).await;
+                }
+                Err(LogError::WrongExpectedVersion { .. })
+                    if meta.expected_version.is_none() && attempts < MAX_CONFLICT_RETRIES =>
+                {
+                    attempts += 1;
+                    tracing::debug!(
+                        attempts,
+                        "command lost a race; deciding again on fresh state"
+                    );
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn replay(
+        &self,
+        key: &IdempotencyKey,
+        stored: StoredOutcome,
+        fingerprint: [u8; 32],
+    ) -> Result<Done, ControlError> {
+        if stored.request_fingerprint != fingerprint {
+            return Err(ControlError::RequestIdReused(key.request_id.clone()));
+        }
+        let mut outcome: Outcome = serde_json::from_slice(&stored.outcome)
+            .map_err(|e| ControlError::Internal(format!("stored outcome: {e}")))?;
+        if !outcome.sealed_ciphertext.is_empty() {
+            let sealed = signpost_schema::log::v1::EncryptedSecret {
+                key_id: self.inner.secrets.key_id().to_owned(),
+                nonce: std::mem::take(&mut outcome.sealed_nonce),
+                ciphertext: std::mem::take(&mut outcome.sealed_ciphertext),
+            };
+            let secret = self
+                .inner
+                .secrets
+                .open(&sealed, &outcome_context(key))
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+            outcome.secret = Some(String::from_utf8_lossy(&secret).into_owned());
+        }
+        let position = stored.committed.last_position;
+        self.inner.projection.wait_for(position).await?;
+        Ok(Done { position, outcome })
+    }
+
+    fn seal_outcome(
+        &self,
+        key: &IdempotencyKey,
+        outcome: &Outcome,
+    ) -> Result<Vec<u8>, ControlError> {
+        let mut stored = outcome.clone();
+        if let Some(secret) = &outcome.secret {
+            let sealed = self
+                .inner
+                .secrets
+                .seal(secret.as_bytes(), &outcome_context(key));
+            stored.sealed_nonce = sealed.nonce;
+            stored.sealed_ciphertext = sealed.ciphertext;
+        }
+        serde_json::to_vec(&stored).map_err(|e| ControlError::Internal(e.to_string()))
+    }
+
+    /// Where the bootstrap admin token is written.
+    pub fn bootstrap_token_path(data_dir: &std::path::Path) -> PathBuf {
+        data_dir.join("bootstrap-admin.token")
+    }
+}
+
+fn outcome_context(key: &IdempotencyKey) -> String {
+    format!("idempotency:{}:{}", key.principal, key.request_id)
+}
+
+/// The fingerprint of a request: what an idempotent retry must repeat exactly.
+/// `input` must not print secrets in its `Debug` form.
+pub(crate) fn fingerprint(operation: &str, input: &impl std::fmt::Debug) -> [u8; 32] {
+    Sha256::digest(format!("{operation}\u{0}{input:?}")).into()
+}
+
+/// The version a write expects: the caller's pin if any, else what we read.
+pub(crate) fn expected_version(
+    meta: &RequestMeta,
+    current: u64,
+) -> Result<ExpectedVersion, ControlError> {
+    match meta.expected_version {
+        Some(pinned) if pinned != current => {
+            Err(signpost_domain::DomainError::conflict(pinned, current).into())
+        }
+        _ if current == 0 => Ok(ExpectedVersion::NoStream),
+        _ => Ok(ExpectedVersion::Exact(current)),
+    }
+}
+
+/// Encodes a page token (opaque to callers: the last id of the page).
+pub(crate) fn page_token(last_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(last_id)
+}
+
+/// Decodes a page token and a page size.
+pub(crate) fn page_request(
+    page_size: i32,
+    page_token: &str,
+) -> Result<(usize, String), ControlError> {
+    let size = match page_size {
+        0 => 100,
+        1..=1000 => page_size as usize,
+        _ => {
+            return Err(ControlError::invalid(
+                "PAGE_SIZE_OUT_OF_RANGE",
+                "page_size",
+                "`page_size` must be between 0 and 1000",
+            ))
+        }
+    };
+    let after = if page_token.is_empty() {
+        String::new()
+    } else {
+        URL_SAFE_NO_PAD
+            .decode(page_token)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .ok_or_else(|| {
+                ControlError::invalid(
+                    "PAGE_TOKEN_INVALID",
+                    "page_token",
+                    "`page_token` is not valid",
+                )
+            })?
+    };
+    Ok((size, after))
+}
+
+/// Takes one page of `items` (sorted by id) after `after`.
+pub(crate) fn paginate<T>(
+    items: impl Iterator<Item = (String, T)>,
+    size: usize,
+    after: &str,
+) -> crate::views::Page<T> {
+    let mut page: Vec<(String, T)> = items
+        .filter(|(id, _)| after.is_empty() || id.as_str() > after)
+        .take(size + 1)
+        .collect();
+    let next_page_token = if page.len() > size {
+        page.truncate(size);
+        page.last()
+            .map(|(id, _)| page_token(id))
+            .unwrap_or_default()
+    } else {
+        String::new()
+    };
+    crate::views::Page {
+        items: page.into_iter().map(|(_, item)| item).collect(),
+        next_page_token,
+    }
+}

@@ -1,0 +1,59 @@
+//! Signpost's event log: durable, append-only, tamper-evident.
+//!
+//! Everything Signpost knows is a fold of this log. The log knows nothing of the domain or of
+//! gRPC: an event is an `event_type` string and opaque payload bytes, wrapped by the store in a
+//! [`EventEnvelope`] (position, stream and version, ids, actor, time, hash chain).
+//!
+//! How data moves:
+//!
+//! ```text
+//! append(Commit) ──► bounded channel ──► sequencer (one thread, sled_store)
+//!                                          │ drain ≤ 1024 commits, validate each (batch.rs)
+//!                                          │ assign positions, versions, hashes (chain.rs)
+//!                                          │ ONE atomic sled batch + ONE flush (fsync)
+//!                                          ▼
+//!                           publish head (watch) ──► answer callers
+//!                                          │
+//! read_range / read_stream / head ◄────────┘ bounded by the published head
+//! subscribe ──► Subscription: read pages while behind, wait on the head watch when caught up
+//! verify_chain ──► walk any EventStore, recompute hashes, name the first bad position
+//! ```
+//!
+//! Modules that matter:
+//! - [`EventStore`] (`store.rs`): the contract every implementation honours.
+//! - [`SledEventStore`] (`sled_store/`): the durable store and its group-commit sequencer;
+//!   [`raw`] is low-level offline tampering for tests, never used by the server.
+//! - [`MemoryEventStore`] (`memory.rs`): the same semantics without a disk.
+//! - `batch.rs`: commit validation shared by both stores, so their semantics cannot drift.
+//! - [`Subscription`], [`verify_chain`], and `contract` (feature `contract-tests`): the test
+//!   suite every store must pass.
+//!
+//! See `OVERVIEW.md` next to this crate's `Cargo.toml` for the mental model, the disk layout
+//! and the failure modes.
+#![forbid(unsafe_code)]
+
+mod batch;
+mod chain;
+mod error;
+mod memory;
+mod sled_store;
+mod store;
+mod subscription;
+mod types;
+mod verify;
+
+#[cfg(feature = "contract-tests")]
+pub mod contract;
+
+pub use chain::{envelope_hash, GENESIS_HASH};
+pub use error::LogError;
+pub use memory::MemoryEventStore;
+pub use signpost_schema::log::v1::{Actor, ActorKind, EventEnvelope};
+pub use sled_store::{raw, SequencerStats, SledEventStore, SledOptions, FORMAT_VERSION};
+pub use store::EventStore;
+pub use subscription::{Subscription, SUBSCRIPTION_PAGE};
+pub use types::{
+    AppendOutcome, Commit, CommitMeta, Committed, ExpectedVersion, Head, Idempotency,
+    IdempotencyKey, NewEvent, Position, StoredOutcome, StreamId, StreamWrite,
+};
+pub use verify::{verify_chain, ChainProblem, ChainVerdict};

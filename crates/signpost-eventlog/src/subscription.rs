@@ -1,0 +1,118 @@
+//! Catch-up-then-live subscriptions that "pull on notify".
+//!
+//! A subscription keeps at most one page of events. While behind, it reads the next page from
+//! the store; once caught up it waits on the head watch channel and reads again. Nothing is
+//! pushed to it, so a slow subscriber costs only its own reads and never slows appends, and a
+//! subscriber that stops polling holds no growing buffer.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+use signpost_schema::log::v1::EventEnvelope;
+
+use crate::error::LogError;
+use crate::store::EventStore;
+use crate::types::Position;
+
+/// How many events a subscription reads per page.
+pub const SUBSCRIPTION_PAGE: usize = 512;
+
+/// A stream of every event from a position on, in order, exactly once.
+///
+/// It ends after yielding an error (a failed read, or a gap in positions).
+pub struct Subscription {
+    inner: BoxStream<'static, Result<EventEnvelope, LogError>>,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription").finish_non_exhaustive()
+    }
+}
+
+struct PullState<S> {
+    store: S,
+    next: Position,
+    page: VecDeque<EventEnvelope>,
+    head: tokio::sync::watch::Receiver<Position>,
+    failed: bool,
+}
+
+impl Subscription {
+    /// Subscribes to `store` from `from` by reading pages and waiting on its head watch.
+    /// Any `EventStore` can build its `subscribe` from this.
+    pub fn pull_on_notify<S>(store: S, from: Position) -> Subscription
+    where
+        S: EventStore + Clone,
+    {
+        let head = store.watch_head();
+        let state = PullState {
+            store,
+            next: from.max(1),
+            page: VecDeque::new(),
+            head,
+            failed: false,
+        };
+        let inner = stream::unfold(state, |mut state| async move {
+            if state.failed {
+                return None;
+            }
+            loop {
+                if let Some(envelope) = state.page.pop_front() {
+                    if envelope.position != state.next {
+                        state.failed = true;
+                        let error = LogError::Corrupt {
+                            position: state.next,
+                            reason: format!(
+                                "subscription expected position {} but read {}",
+                                state.next, envelope.position
+                            ),
+                        };
+                        return Some((Err(error), state));
+                    }
+                    state.next += 1;
+                    return Some((Ok(envelope), state));
+                }
+                // Mark the current head as seen *before* reading, so a commit published while
+                // we read wakes the wait below instead of being missed.
+                let head = *state.head.borrow_and_update();
+                if head >= state.next {
+                    match state.store.read_range(state.next, SUBSCRIPTION_PAGE).await {
+                        Ok(events) if events.is_empty() => {
+                            state.failed = true;
+                            let error = LogError::Corrupt {
+                                position: state.next,
+                                reason: "event below the head is missing".to_owned(),
+                            };
+                            return Some((Err(error), state));
+                        }
+                        Ok(events) => state.page.extend(events),
+                        Err(error) => {
+                            state.failed = true;
+                            return Some((Err(error), state));
+                        }
+                    }
+                    continue;
+                }
+                if state.head.changed().await.is_err() {
+                    state.failed = true;
+                    return Some((Err(LogError::Closed), state));
+                }
+            }
+        });
+        Subscription {
+            inner: inner.boxed(),
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Result<EventEnvelope, LogError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.poll_next_unpin(cx)
+    }
+}

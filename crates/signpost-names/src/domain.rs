@@ -1,0 +1,226 @@
+//! [`DomainName`]: the normalized form of an email domain.
+
+use std::fmt;
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::str::FromStr;
+
+use crate::NameError;
+
+/// Longest domain name in its ASCII form (RFC 1035, without the root dot).
+const MAX_DOMAIN_LEN: usize = 253;
+/// Longest single label (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
+/// Inputs longer than this are refused before any IDNA work is done on them.
+const MAX_INPUT_LEN: usize = 1024;
+
+/// A normalized DNS domain name, e.g. `acme.com` or `xn--bcher-kva.example`.
+///
+/// Invariants, established by [`DomainName::parse`] and never broken afterwards: ASCII
+/// lowercase (IDNA UTS-46 to ASCII), no trailing dot, at least two labels, each label 1..=63
+/// characters of `[a-z0-9-]` not starting or ending with `-`, at most 253 characters in total,
+/// not an IP address and not ending in an all-digit label. Parsing a [`DomainName::as_str`]
+/// again yields the same value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DomainName(String);
+
+impl DomainName {
+    /// Normalizes and validates `input`.
+    ///
+    /// Leading and trailing whitespace and one trailing dot are removed; Unicode labels are
+    /// converted to punycode (`bücher.example` → `xn--bcher-kva.example`).
+    pub fn parse(input: &str) -> Result<DomainName, NameError> {
+        let trimmed = input.trim();
+        if trimmed.is_empty() {
+            return Err(NameError::domain_invalid(trimmed, "it is empty"));
+        }
+        if trimmed.len() > MAX_INPUT_LEN {
+            return Err(NameError::domain_invalid(trimmed, "it is too long"));
+        }
+        let without_root = trimmed.strip_suffix('.').unwrap_or(trimmed);
+        if is_ip_literal(without_root) {
+            return Err(NameError::domain_invalid(
+                trimmed,
+                "an IP address is not a domain name",
+            ));
+        }
+        let ascii = idna::domain_to_ascii_strict(without_root).map_err(|_| {
+            NameError::domain_invalid(trimmed, "it is not a valid internationalized domain name")
+        })?;
+        check_ascii_shape(&ascii).map_err(|problem| NameError::domain_invalid(trimmed, problem))?;
+        Ok(DomainName(ascii))
+    }
+
+    /// The normalized ASCII form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DomainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for DomainName {
+    type Err = NameError;
+
+    fn from_str(input: &str) -> Result<Self, Self::Err> {
+        DomainName::parse(input)
+    }
+}
+
+impl AsRef<str> for DomainName {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+fn is_ip_literal(text: &str) -> bool {
+    let unbracketed = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(text);
+    text.parse::<Ipv4Addr>().is_ok() || unbracketed.parse::<Ipv6Addr>().is_ok()
+}
+
+/// Checks the result of IDNA against the DNS hostname rules; IDNA alone lets through
+/// empty labels and single-label names.
+fn check_ascii_shape(ascii: &str) -> Result<(), &'static str> {
+    if ascii.is_empty() {
+        return Err("it is empty");
+    }
+    if ascii.len() > MAX_DOMAIN_LEN {
+        return Err("it is longer than 253 characters");
+    }
+    let labels: Vec<&str> = ascii.split('.').collect();
+    if labels.len() < 2 {
+        return Err("it needs at least two labels");
+    }
+    for label in &labels {
+        if label.is_empty() {
+            return Err("it has an empty label");
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err("a label is longer than 63 characters");
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        {
+            return Err("a label has characters other than letters, digits and hyphens");
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label starts or ends with a hyphen");
+        }
+    }
+    let top_level = labels[labels.len() - 1];
+    if top_level.bytes().all(|b| b.is_ascii_digit()) {
+        // Also catches IPv4 forms that `Ipv4Addr` does not accept, like `1.2.3.04`.
+        return Err("the top-level label is all digits");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn normalized(input: &str) -> String {
+        DomainName::parse(input).unwrap().as_str().to_owned()
+    }
+
+    fn refused(input: &str) -> NameError {
+        DomainName::parse(input).unwrap_err()
+    }
+
+    #[test]
+    fn case_whitespace_and_trailing_dot_are_normalized() {
+        assert_eq!(normalized("  Acme.COM. "), "acme.com");
+        assert_eq!(normalized("sub.Acme.com"), "sub.acme.com");
+    }
+
+    #[test]
+    fn unicode_labels_become_punycode() {
+        assert_eq!(normalized("bücher.example"), "xn--bcher-kva.example");
+        assert_eq!(normalized("BÜCHER.example"), "xn--bcher-kva.example");
+        assert_eq!(normalized("xn--bcher-kva.example"), "xn--bcher-kva.example");
+    }
+
+    #[test]
+    fn display_shows_the_normalized_form() {
+        assert_eq!(
+            DomainName::parse("Acme.com").unwrap().to_string(),
+            "acme.com"
+        );
+    }
+
+    #[test]
+    fn malformed_domains_are_refused() {
+        for input in [
+            "",
+            "   ",
+            ".",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "acme",
+            "acme.com..",
+            ".acme.com",
+            "ac me.com",
+            "acme_corp.com",
+            "acme.com/path",
+            "user@acme.com",
+            "1.2.3.4",
+            "1.2.3.4.",
+            "[::1]",
+            "::1",
+            "acme.123",
+        ] {
+            let error = refused(input);
+            assert_eq!(error.reason(), "DOMAIN_INVALID", "input {input:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn overlong_domains_and_labels_are_refused() {
+        let long_label = format!("{}.com", "a".repeat(64));
+        assert_eq!(refused(&long_label).reason(), "DOMAIN_INVALID");
+        let label_63 = format!("{}.com", "a".repeat(63));
+        assert!(DomainName::parse(&label_63).is_ok());
+        let three_hundred = format!("{}.com", ["abcdefghi"; 30].join("."));
+        assert!(three_hundred.len() > 253);
+        assert_eq!(refused(&three_hundred).reason(), "DOMAIN_INVALID");
+        assert_eq!(refused(&"a".repeat(300)).reason(), "DOMAIN_INVALID");
+        assert_eq!(refused(&"a.".repeat(5000)).reason(), "DOMAIN_INVALID");
+    }
+
+    #[test]
+    fn error_messages_are_lowercase_and_bounded() {
+        let message = refused(&format!("{}.com", "a".repeat(500))).to_string();
+        assert!(message.starts_with("domain `"));
+        assert!(message.len() < 200, "{message}");
+        assert!(!message.ends_with('.'));
+    }
+
+    proptest! {
+        #[test]
+        fn normalization_is_idempotent(input in "\\PC{0,40}") {
+            if let Ok(first) = DomainName::parse(&input) {
+                let second = DomainName::parse(first.as_str());
+                prop_assert_eq!(second, Ok(first));
+            }
+        }
+
+        #[test]
+        fn normalization_is_idempotent_on_domain_shaped_input(
+            input in "[ A-Za-z0-9äöüßé.-]{1,30}\\.[A-Za-zü]{2,6}\\.?"
+        ) {
+            if let Ok(first) = DomainName::parse(&input) {
+                let second = DomainName::parse(first.as_str());
+                prop_assert_eq!(second, Ok(first));
+            }
+        }
+    }
+}

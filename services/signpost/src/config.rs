@@ -1,0 +1,157 @@
+//! Server settings. Precedence: command-line flag, then `SIGNPOST_*`
+//! environment variable (clap reads both), then the TOML config file
+//! (`--config`), then the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde::Deserialize;
+use url::Url;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+/// Default data directory.
+pub const DEFAULT_DATA_DIR: &str = "./signpost-data";
+/// Default public base URL (what setup links and SP URLs start with).
+pub const DEFAULT_PUBLIC_BASE_URL: &str = "http://127.0.0.1:8080/";
+
+/// `signpost serve` flags; each can also come from the environment or the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on [default: 127.0.0.1:50051].
+    #[arg(long, env = "SIGNPOST_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Data directory: event log, data key, bootstrap token [default: ./signpost-data].
+    #[arg(long, env = "SIGNPOST_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Base of every URL handed out (setup links, SP entity id, ACS URL).
+    #[arg(long, env = "SIGNPOST_PUBLIC_BASE_URL")]
+    pub public_base_url: Option<Url>,
+    /// File holding the 32-byte data key (hex) [default: <data-dir>/secret.key].
+    #[arg(long, env = "SIGNPOST_SECRET_KEY_FILE")]
+    pub secret_key_file: Option<PathBuf>,
+    /// TOML config file with the same keys (listen, data_dir, public_base_url, secret_key_file).
+    #[arg(long, env = "SIGNPOST_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// TEST-ONLY: let setup forms fetch IdP metadata and discovery documents
+    /// over http from loopback. Never set this in production.
+    #[arg(long, env = "SIGNPOST_TEST_ONLY_ALLOW_LOOPBACK_HTTP_IDP", hide = true)]
+    pub test_only_allow_loopback_http_idp: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    public_base_url: Option<Url>,
+    secret_key_file: Option<PathBuf>,
+}
+
+/// Resolved server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Public base URL.
+    pub public_base_url: Url,
+    /// Data key file, when not in the data directory.
+    pub secret_key_file: Option<PathBuf>,
+    /// TEST-ONLY switch, off by default.
+    pub allow_loopback_http_idp_for_tests: bool,
+}
+
+impl ServerConfig {
+    /// Defaults, with `data_dir`.
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.parse().expect("valid default"),
+            data_dir: data_dir.to_owned(),
+            public_base_url: DEFAULT_PUBLIC_BASE_URL.parse().expect("valid default"),
+            secret_key_file: None,
+            allow_loopback_http_idp_for_tests: false,
+        }
+    }
+
+    /// Merges flags / environment over the config file over defaults.
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str::<FileConfig>(&text)
+                    .with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let mut config = Self::new(&data_dir);
+        if let Some(listen) = args.listen.or(file.listen) {
+            config.listen = listen;
+        }
+        if let Some(url) = args.public_base_url.clone().or(file.public_base_url) {
+            if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() {
+                anyhow::bail!("public base URL must be an http(s) URL, got {url}");
+            }
+            config.public_base_url = url;
+        }
+        // Joining relative paths needs a trailing slash on the base.
+        if !config.public_base_url.path().ends_with('/') {
+            let path = format!("{}/", config.public_base_url.path());
+            config.public_base_url.set_path(&path);
+        }
+        config.secret_key_file = args.secret_key_file.clone().or(file.secret_key_file);
+        config.allow_loopback_http_idp_for_tests = args.test_only_allow_loopback_http_idp;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = std::env::temp_dir().join(format!("signpost-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signpost.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:6000\"\npublic_base_url = \"https://sso.example.com/base\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        let config = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(config.listen.port(), 7000);
+        assert_eq!(
+            config.public_base_url.as_str(),
+            "https://sso.example.com/base/"
+        );
+        assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        assert!(!config.allow_loopback_http_idp_for_tests);
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_refused() {
+        let dir = std::env::temp_dir().join(format!("signpost-config-bad-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signpost.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:6000\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            ..Default::default()
+        };
+        assert!(ServerConfig::resolve(&args).is_err());
+    }
+}

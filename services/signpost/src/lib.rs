@@ -1,0 +1,167 @@
+//! The Signpost control plane server: wiring only.
+//!
+//! [`Server::start`] opens the sled event log in the data directory, loads
+//! (or creates) the data key, starts the [`ControlPlane`] (which builds its
+//! read model from the log), mints the bootstrap admin token on an empty
+//! store, and serves over gRPC: `ConnectionAdminService`, `SetupFormService`,
+//! `grpc.health.v1` and server reflection, with explicit limits.
+//!
+//! - [`config`]: settings from flags, `SIGNPOST_*` variables and a TOML file.
+//! - [`cli`]: the admin CLI (the same binary), a thin gRPC client.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod output;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminServiceServer;
+use signpost_api::admin::v1::setup_form_service_server::SetupFormServiceServer;
+use signpost_api::grpc::{AdminApi, SetupFormApi};
+use signpost_control::{ControlConfig, ControlPlane, SecretBox};
+use signpost_eventlog::{EventStore, SledEventStore, SledOptions};
+use signpost_outbound::{SystemTxtResolver, TxtResolver};
+use tokio::sync::oneshot;
+
+pub use config::ServerConfig;
+
+/// Largest inbound gRPC message (metadata XML is capped lower, at 512 KiB).
+pub const MAX_INBOUND_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+/// Concurrent requests per connection.
+pub const MAX_CONCURRENT_REQUESTS_PER_CONNECTION: usize = 256;
+/// Deadline for a request when the client sets none (or a longer one).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Things tests replace; production uses the defaults.
+#[derive(Default)]
+pub struct Overrides {
+    /// DNS TXT lookups for domain verification (tests use a static map).
+    pub txt_resolver: Option<Arc<dyn TxtResolver>>,
+    /// The clock (tests move it to expire links).
+    pub clock: Option<signpost_control::Clock>,
+}
+
+/// A running control plane.
+pub struct Server {
+    /// Where it listens.
+    pub local_addr: SocketAddr,
+    /// The application layer (tests read it directly).
+    pub plane: ControlPlane,
+    /// The bootstrap token file, when this start minted it.
+    pub bootstrap_token_file: Option<PathBuf>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the store, starts the control plane and binds the listener.
+    pub async fn start(config: &ServerConfig, overrides: Overrides) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
+        let store: Arc<dyn EventStore> = Arc::new(
+            SledEventStore::open(&config.data_dir.join("log"), SledOptions::default())
+                .with_context(|| {
+                    format!("opening the event log in {}", config.data_dir.display())
+                })?,
+        );
+        let key_file = config
+            .secret_key_file
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("secret.key"));
+        let secrets = SecretBox::load_or_create(&key_file)?;
+        let mut control = ControlConfig::new(config.public_base_url.clone());
+        control.allow_loopback_http_idp_for_tests = config.allow_loopback_http_idp_for_tests;
+        if let Some(clock) = overrides.clock {
+            control.clock = clock;
+        }
+        let txt_resolver = overrides
+            .txt_resolver
+            .unwrap_or_else(|| Arc::new(SystemTxtResolver::new()));
+        let plane = ControlPlane::start(store, secrets, txt_resolver, control).await?;
+        let token_file = ControlPlane::bootstrap_token_path(&config.data_dir);
+        let bootstrap_token_file = plane
+            .bootstrap_admin_token(&token_file)
+            .await?
+            .then_some(token_file);
+
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        let local_addr = listener.local_addr()?;
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<ConnectionAdminServiceServer<AdminApi>>()
+            .await;
+        health_reporter
+            .set_serving::<SetupFormServiceServer<SetupFormApi>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(signpost_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let admin = ConnectionAdminServiceServer::new(AdminApi::new(plane.clone()))
+            .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
+        let form = SetupFormServiceServer::new(SetupFormApi::new(plane.clone()))
+            .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
+        let (shutdown, shutdown_signal) = oneshot::channel::<()>();
+        let router = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
+            .timeout(REQUEST_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .add_service(health_service)
+            .add_service(reflection)
+            .add_service(admin)
+            .add_service(form);
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
+            let _ = shutdown_signal.await;
+        }));
+        tracing::info!(listen = %local_addr, data_dir = %config.data_dir.display(), "signpost control plane serving");
+        if let Some(path) = &bootstrap_token_file {
+            tracing::info!(path = %path.display(), "bootstrap admin token written (mode 0600)");
+        }
+        Ok(Self {
+            local_addr,
+            plane,
+            bootstrap_token_file,
+            shutdown: Some(shutdown),
+            task,
+        })
+    }
+
+    /// Stops serving and waits for in-flight requests.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Serves until the task ends (an error) or forever.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    /// Asks the server to stop without waiting.
+    pub fn request_stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}

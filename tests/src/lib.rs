@@ -1,1 +1,439 @@
-//! End-to-end test helpers.
+//! Shared helpers for Signpost's end-to-end tests: real servers on loopback,
+//! real gRPC, a real sled directory on disk.
+//!
+//! - [`TestServer`]: the control plane in-process on `127.0.0.1:0`, with a
+//!   static DNS TXT resolver, a movable clock and the TEST-ONLY loopback http
+//!   switch on (so fake IdPs can serve metadata from loopback).
+//! - [`ChildServer`]: the real binary as a child process (restarts, the CLI).
+//! - [`FakeIdp`]: an HTTP server on loopback serving SAML metadata and an
+//!   OIDC discovery document.
+//! - [`reason`], [`field`]: the machine-readable parts of an error status.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use signpost::cli::{interceptor, BearerInterceptor};
+use signpost::{Overrides, Server, ServerConfig};
+use signpost_api::admin::v1 as pb;
+use signpost_api::admin::v1::connection_admin_service_client::ConnectionAdminServiceClient;
+use signpost_api::admin::v1::setup_form_service_client::SetupFormServiceClient;
+use signpost_api::log::v1 as schema;
+use signpost_outbound::StaticTxtResolver;
+use tokio::io::AsyncBufReadExt;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+/// An admin API client with a bearer token.
+pub type AdminClient = ConnectionAdminServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+/// A setup form client with a link token.
+pub type FormClient = SetupFormServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+
+/// A clock tests can move.
+#[derive(Clone)]
+pub struct TestClock(Arc<Mutex<DateTime<Utc>>>);
+
+impl TestClock {
+    /// Starts at the real time.
+    pub fn new() -> Self {
+        Self(Arc::new(Mutex::new(Utc::now())))
+    }
+    /// Moves time forward.
+    pub fn advance(&self, by: Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+    /// Now, on this clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl Default for TestClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The machine-readable `ErrorInfo.reason` of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .error_info()
+        .map(|info| info.reason.clone())
+        .unwrap_or_default()
+}
+
+/// The first `BadRequest` field violation of a status.
+pub fn field(status: &tonic::Status) -> String {
+    status
+        .get_error_details()
+        .bad_request()
+        .and_then(|b| b.field_violations.first().map(|v| v.field.clone()))
+        .unwrap_or_default()
+}
+
+/// Connects to a gRPC address.
+pub async fn channel(addr: SocketAddr) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect to the control plane")
+}
+
+/// An admin client using `token`.
+pub async fn admin_client(addr: SocketAddr, token: &str) -> AdminClient {
+    ConnectionAdminServiceClient::with_interceptor(
+        channel(addr).await,
+        interceptor(token, None).unwrap(),
+    )
+}
+
+/// A setup form client using a link token (or a setup URL).
+pub async fn form_client(addr: SocketAddr, link: &str) -> FormClient {
+    let token = link.rsplit_once('#').map(|(_, t)| t).unwrap_or(link);
+    SetupFormServiceClient::with_interceptor(channel(addr).await, interceptor(token, None).unwrap())
+}
+
+/// The control plane running in this process.
+pub struct TestServer {
+    /// The server.
+    pub server: Server,
+    /// The data directory (kept alive with the server).
+    pub dir: tempfile::TempDir,
+    /// DNS TXT records the server will see.
+    pub txt: StaticTxtResolver,
+    /// The server's clock.
+    pub clock: TestClock,
+    /// The bootstrap admin token.
+    pub admin_token: String,
+}
+
+impl TestServer {
+    /// Starts a fresh control plane on loopback.
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig::new(dir.path());
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.public_base_url = "https://signpost.test/".parse().unwrap();
+        config.allow_loopback_http_idp_for_tests = true;
+        let txt = StaticTxtResolver::new();
+        let clock = TestClock::new();
+        let clock_for_server = clock.clone();
+        let server = Server::start(
+            &config,
+            Overrides {
+                txt_resolver: Some(Arc::new(txt.clone())),
+                clock: Some(Arc::new(move || clock_for_server.now())),
+            },
+        )
+        .await
+        .expect("start the control plane");
+        let admin_token = std::fs::read_to_string(server.bootstrap_token_file.as_ref().unwrap())
+            .unwrap()
+            .trim()
+            .to_owned();
+        Self {
+            server,
+            dir,
+            txt,
+            clock,
+            admin_token,
+        }
+    }
+
+    /// Where it listens.
+    pub fn addr(&self) -> SocketAddr {
+        self.server.local_addr
+    }
+
+    /// An admin client with the bootstrap token.
+    pub async fn admin(&self) -> AdminClient {
+        admin_client(self.addr(), &self.admin_token).await
+    }
+
+    /// A setup form client for a link URL or token.
+    pub async fn form(&self, link: &str) -> FormClient {
+        form_client(self.addr(), link).await
+    }
+
+    /// The log head position.
+    pub fn head(&self) -> u64 {
+        self.server.plane.store().head().position
+    }
+}
+
+/// Path of the `signpost` binary under test (usable in integration tests only).
+#[macro_export]
+macro_rules! signpost_binary {
+    () => {
+        env!("CARGO_BIN_EXE_signpost-e2e-server")
+    };
+}
+
+/// The real binary, as a child process.
+pub struct ChildServer {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+}
+
+impl ChildServer {
+    /// Starts `signpost serve` (the binary at `binary`, see [`signpost_binary!`])
+    /// on `data_dir` with a free loopback port.
+    pub async fn start(binary: &str, data_dir: &Path, extra_args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("SIGNPOST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the signpost binary");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("signpost listening on ") {
+                    return addr.trim().parse::<SocketAddr>().unwrap();
+                }
+            }
+            panic!("the server exited before listening");
+        })
+        .await
+        .expect("the server starts within 60 s");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// The bootstrap admin token written in the data directory.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("bootstrap-admin.token"))
+            .unwrap()
+            .trim()
+            .to_owned()
+    }
+
+    /// Stops it with SIGKILL (no graceful shutdown: acknowledged writes must survive anyway).
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// The test IdP signing certificate (RSA-2048, SHA-256, valid until 2046).
+pub const IDP_CERTIFICATE_PEM: &str =
+    include_str!("../../crates/signpost-idp/testdata/rsa2048_sha256.pem");
+
+/// The base64 body of [`IDP_CERTIFICATE_PEM`].
+pub fn idp_certificate_base64() -> String {
+    IDP_CERTIFICATE_PEM
+        .lines()
+        .filter(|line| !line.starts_with("-----"))
+        .collect()
+}
+
+/// SAML IdP metadata with one entity, HTTP-Redirect and HTTP-POST SSO endpoints and the test certificate.
+pub fn idp_metadata(entity_id: &str, sso_url: &str) -> String {
+    format!(
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<md:EntityDescriptor xmlns:md="urn:oasis:names:tc:SAML:2.0:metadata" entityID="{entity_id}">
+  <md:IDPSSODescriptor protocolSupportEnumeration="urn:oasis:names:tc:SAML:2.0:protocol">
+    <md:KeyDescriptor use="signing">
+      <ds:KeyInfo xmlns:ds="http://www.w3.org/2000/09/xmldsig#"><ds:X509Data><ds:X509Certificate>{cert}</ds:X509Certificate></ds:X509Data></ds:KeyInfo>
+    </md:KeyDescriptor>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-POST" Location="{sso_url}/post"/>
+    <md:SingleSignOnService Binding="urn:oasis:names:tc:SAML:2.0:bindings:HTTP-Redirect" Location="{sso_url}"/>
+  </md:IDPSSODescriptor>
+</md:EntityDescriptor>"#,
+        cert = idp_certificate_base64()
+    )
+}
+
+/// A fake identity provider on loopback: `/saml/metadata` serves SAML
+/// metadata, `/.well-known/openid-configuration` an OIDC discovery document
+/// whose issuer is the server's own base URL.
+pub struct FakeIdp {
+    /// Base URL, e.g. `http://127.0.0.1:40123`.
+    pub base_url: String,
+    /// The entity id in the metadata.
+    pub entity_id: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeIdp {
+    /// Starts a fake IdP whose SAML entity id is `entity_id`.
+    pub async fn start(entity_id: &str) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base_url = format!("http://{}", listener.local_addr().unwrap());
+        let metadata = idp_metadata(entity_id, "https://idp.example.com/sso/saml");
+        let discovery = serde_json::json!({
+            "issuer": base_url,
+            "authorization_endpoint": "https://idp.example.com/oauth2/authorize",
+            "token_endpoint": "https://idp.example.com/oauth2/token",
+            "jwks_uri": "https://idp.example.com/oauth2/keys",
+            "userinfo_endpoint": "https://idp.example.com/oauth2/userinfo",
+            "scopes_supported": ["openid", "email", "profile"],
+            "code_challenge_methods_supported": ["S256"],
+        })
+        .to_string();
+        let app = axum::Router::new()
+            .route(
+                "/saml/metadata",
+                axum::routing::get(move || async move { metadata }),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                axum::routing::get(move || async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        discovery,
+                    )
+                }),
+            );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self {
+            base_url,
+            entity_id: entity_id.to_owned(),
+            task,
+        }
+    }
+
+    /// The metadata URL.
+    pub fn metadata_url(&self) -> String {
+        format!("{}/saml/metadata", self.base_url)
+    }
+}
+
+impl Drop for FakeIdp {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Creates an organization with `domain` claimed and verified by DNS TXT.
+/// Returns (organization id, last log position).
+pub async fn organization_with_verified_domain(
+    server: &TestServer,
+    admin: &mut AdminClient,
+    name: &str,
+    domain: &str,
+) -> String {
+    let org = admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: name.into(),
+            external_id: format!("ext-{name}-{domain}"),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap();
+    let claim = admin
+        .claim_domain(pb::ClaimDomainRequest {
+            organization_id: org.organization_id.clone(),
+            domain: domain.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .domain_claim
+        .unwrap();
+    server.txt.set(
+        &claim.verification_record_name,
+        vec![claim.verification_value.clone()],
+    );
+    admin
+        .verify_domain(pb::VerifyDomainRequest {
+            organization_id: org.organization_id.clone(),
+            domain: domain.into(),
+            method: pb::VerifyDomainMethod::Dns as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    org.organization_id
+}
+
+/// Issues a setup link; returns (link id, URL, connection id).
+pub async fn issue_link(
+    admin: &mut AdminClient,
+    organization_id: &str,
+    intent: schema::SetupIntent,
+    connection_id: &str,
+) -> (String, String, String) {
+    let reply = admin
+        .issue_setup_link(pb::IssueSetupLinkRequest {
+            organization_id: organization_id.into(),
+            intent: intent as i32,
+            connection_id: connection_id.into(),
+            recipient_email: "it-admin@example.org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let link = reply.setup_link.unwrap();
+    (link.setup_link_id, reply.url, link.connection_id)
+}
+
+/// A SAML form submission by metadata URL.
+pub fn saml_form(metadata_url: &str) -> pb::SubmitSetupFormRequest {
+    pb::SubmitSetupFormRequest {
+        provider_preset: "okta".into(),
+        settings: Some(pb::submit_setup_form_request::Settings::SamlMetadataUrl(
+            metadata_url.into(),
+        )),
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            groups: "groups".into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}
+
+/// A SAML form submission with pasted metadata XML.
+pub fn saml_xml_form(xml: &str) -> pb::SubmitSetupFormRequest {
+    pb::SubmitSetupFormRequest {
+        settings: Some(pb::submit_setup_form_request::Settings::SamlMetadataXml(
+            xml.into(),
+        )),
+        ..saml_form("")
+    }
+}
+
+/// An OIDC form submission.
+pub fn oidc_form(issuer: &str, client_secret: &str) -> pb::SubmitSetupFormRequest {
+    pb::SubmitSetupFormRequest {
+        provider_preset: "generic_oidc".into(),
+        settings: Some(pb::submit_setup_form_request::Settings::Oidc(
+            pb::OidcForm {
+                issuer: issuer.into(),
+                client_id: "signpost-client".into(),
+                client_secret: client_secret.into(),
+                scopes: vec![],
+            },
+        )),
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            ..Default::default()
+        }),
+        request_id: String::new(),
+    }
+}

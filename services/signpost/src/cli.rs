@@ -419,7 +419,8 @@ impl tonic::service::Interceptor for BearerInterceptor {
     }
 }
 
-fn interceptor(token: &str, on_behalf_of: Option<&str>) -> anyhow::Result<BearerInterceptor> {
+/// An interceptor adding `authorization: Bearer <token>` (and the on-behalf-of header when given).
+pub fn interceptor(token: &str, on_behalf_of: Option<&str>) -> anyhow::Result<BearerInterceptor> {
     Ok(BearerInterceptor {
         authorization: format!("Bearer {token}")
             .parse()

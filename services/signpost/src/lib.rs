@@ -8,10 +8,13 @@
 //!
 //! - [`config`]: settings from flags, `SIGNPOST_*` variables and a TOML file.
 //! - [`cli`]: the admin CLI (the same binary), a thin gRPC client.
+//! - [`entry`]: the binary's `main` (argument parsing, logging, signals).
+//! - [`output`]: one printer for every reply (human or `--json`).
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod entry;
 pub mod output;
 
 use std::net::SocketAddr;

@@ -115,11 +115,19 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a fresh control plane on loopback.
     pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts a fresh control plane on loopback after `tweak` has adjusted the
+    /// test configuration (e.g. to turn the TEST-ONLY loopback http switch off
+    /// and see the production default).
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut config = ServerConfig::new(dir.path());
         config.listen = "127.0.0.1:0".parse().unwrap();
         config.public_base_url = "https://signpost.test/".parse().unwrap();
         config.allow_loopback_http_idp_for_tests = true;
+        tweak(&mut config);
         let txt = StaticTxtResolver::new();
         let clock = TestClock::new();
         let clock_for_server = clock.clone();

@@ -86,3 +86,730 @@ async fn saml_lifecycle_from_nothing_to_an_active_connection() {
     assert_eq!(refused.code(), tonic::Code::Unauthenticated);
     assert_eq!(reason(&refused), "SETUP_LINK_INVALID");
 }
+
+/// The OIDC client secret every OIDC test submits.
+const CLIENT_SECRET: &str = "super-secret-value-123";
+
+/// Whether `needle` occurs anywhere in `haystack`.
+fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// Every regular file under `dir`, recursively.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
+
+/// Every event in the log, in position order.
+async fn all_events(server: &TestServer) -> Vec<schema::EventEnvelope> {
+    server
+        .server
+        .plane
+        .store()
+        .read_range(1, 100_000)
+        .await
+        .unwrap()
+}
+
+async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
+    admin
+        .get_connection(pb::GetConnectionRequest {
+            connection_id: connection_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap()
+}
+
+async fn get_organization(admin: &mut AdminClient, organization_id: &str) -> pb::Organization {
+    admin
+        .get_organization(pb::GetOrganizationRequest {
+            organization_id: organization_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+}
+
+async fn get_setup_link(admin: &mut AdminClient, setup_link_id: &str) -> pb::SetupLink {
+    admin
+        .get_setup_link(pb::GetSetupLinkRequest {
+            setup_link_id: setup_link_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .setup_link
+        .unwrap()
+}
+
+/// An organization with a verified domain and an active SAML connection
+/// configured through a NEW_CONNECTION link. Returns (organization id, connection id).
+async fn organization_with_active_saml_connection(
+    server: &TestServer,
+    admin: &mut AdminClient,
+    domain: &str,
+    idp: &FakeIdp,
+) -> (String, String) {
+    let org = organization_with_verified_domain(server, admin, "Firm", domain).await;
+    let (_, url, connection_id) =
+        issue_link(admin, &org, schema::SetupIntent::NewConnection, "").await;
+    server
+        .form(&url)
+        .await
+        .submit_setup_form(saml_form(&idp.metadata_url()))
+        .await
+        .unwrap();
+    admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    (org, connection_id)
+}
+
+#[tokio::test]
+async fn oidc_lifecycle_keeps_the_client_secret_out_of_reads_the_log_and_the_data_directory() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org =
+        organization_with_verified_domain(&server, &mut admin, "Birch Realty", "birch-realty.com")
+            .await;
+    let (_, url, connection_id) =
+        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+
+    let mut form = server.form(&url).await;
+    let shown = form
+        .get_setup_form(pb::GetSetupFormRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(shown.connection_id, connection_id);
+    assert_eq!(
+        shown.service_provider.unwrap().oidc_redirect_uri,
+        format!("https://signpost.test/sso/oidc/{connection_id}/callback")
+    );
+
+    let idp = FakeIdp::start("https://idp.birch-realty.com/entity").await;
+    let submitted = form
+        .submit_setup_form(oidc_form(&idp.base_url, CLIENT_SECRET))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(submitted.connection_id, connection_id);
+    assert_eq!(submitted.submission, 1);
+    assert_eq!(submitted.status, pb::ConnectionStatus::Configured as i32);
+
+    let connection = get_connection(&mut admin, &connection_id).await;
+    assert_eq!(connection.protocol, schema::Protocol::Oidc as i32);
+    let oidc = connection.oidc.clone().unwrap();
+    assert_eq!(oidc.issuer, idp.base_url);
+    assert_eq!(
+        oidc.authorization_endpoint,
+        "https://idp.example.com/oauth2/authorize"
+    );
+    assert_eq!(oidc.token_endpoint, "https://idp.example.com/oauth2/token");
+    assert_eq!(oidc.jwks_uri, "https://idp.example.com/oauth2/keys");
+    assert_eq!(
+        oidc.userinfo_endpoint,
+        "https://idp.example.com/oauth2/userinfo"
+    );
+    assert_eq!(oidc.client_id, "signpost-client");
+    assert!(oidc.client_secret_set);
+    assert_eq!(oidc.scopes, ["openid", "email", "profile"]);
+
+    let activated = admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        activated.connection.clone().unwrap().status,
+        pb::ConnectionStatus::Active as i32
+    );
+
+    // No read shows the secret.
+    let listed = admin
+        .list_connections(pb::ListConnectionsRequest {
+            organization_id: org.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.connections.len(), 1);
+    let reads = format!(
+        "{connection:?}\n{listed:?}\n{activated:?}\n{:?}",
+        get_connection(&mut admin, &connection_id).await
+    );
+    assert!(!reads.contains(CLIENT_SECRET), "a read shows the secret");
+
+    // No event payload holds it in clear.
+    let events = all_events(&server).await;
+    assert!(events.iter().any(|e| e.event_type == "connection_configured"));
+    for event in &events {
+        assert!(
+            !contains_bytes(&event.payload, CLIENT_SECRET.as_bytes()),
+            "event at position {} holds the secret in clear",
+            event.position
+        );
+        assert!(!format!("{event:?}").contains(CLIENT_SECRET));
+    }
+
+    // Nor does any file in the data directory.
+    let files = files_under(server.dir.path());
+    assert!(!files.is_empty());
+    for file in files {
+        let bytes = std::fs::read(&file).unwrap();
+        assert!(
+            !contains_bytes(&bytes, CLIENT_SECRET.as_bytes()),
+            "{} holds the secret in clear",
+            file.display()
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_setup_link_can_be_submitted_again_until_it_is_spent() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org =
+        organization_with_verified_domain(&server, &mut admin, "Cedar Law", "cedar-law.com").await;
+    let (link_id, url, connection_id) =
+        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let mut form = server.form(&url).await;
+
+    let first_idp = FakeIdp::start("https://first.cedar-law.com/entity").await;
+    let first = form
+        .submit_setup_form(saml_form(&first_idp.metadata_url()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(first.submission, 1);
+
+    let second = form
+        .submit_setup_form(saml_xml_form(&idp_metadata(
+            "https://second.cedar-law.com/entity",
+            "https://second.cedar-law.com/sso",
+        )))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(second.submission, 2);
+    assert_eq!(second.connection_id, connection_id);
+    assert_eq!(second.status, pb::ConnectionStatus::Configured as i32);
+
+    let connection = get_connection(&mut admin, &connection_id).await;
+    let saml = connection.saml.unwrap();
+    assert_eq!(saml.idp_entity_id, "https://second.cedar-law.com/entity");
+    assert_eq!(saml.source, schema::SamlSource::MetadataXml as i32);
+    assert!(saml
+        .sso_endpoints
+        .iter()
+        .any(|e| e.location == "https://second.cedar-law.com/sso"));
+    let link = get_setup_link(&mut admin, &link_id).await;
+    assert_eq!(link.submissions, 2);
+    assert_eq!(link.status, pb::SetupLinkStatus::Open as i32);
+
+    // Activation spends the link: a third submission is refused.
+    admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = form
+        .submit_setup_form(saml_form(&first_idp.metadata_url()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(reason(&refused), "SETUP_LINK_INVALID");
+    assert_eq!(
+        get_connection(&mut admin, &connection_id)
+            .await
+            .saml
+            .unwrap()
+            .idp_entity_id,
+        "https://second.cedar-law.com/entity"
+    );
+}
+
+#[tokio::test]
+async fn a_provider_switch_and_the_switch_back_each_move_the_active_connection_in_one_event() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let saml_idp = FakeIdp::start("https://okta.dogwood.com/entity").await;
+    let (org, connection_a) =
+        organization_with_active_saml_connection(&server, &mut admin, "dogwood.com", &saml_idp)
+            .await;
+
+    // Stage the switch: an OIDC connection in standby.
+    let (switch_link_id, switch_url, connection_b) =
+        issue_link(&mut admin, &org, schema::SetupIntent::StageSwitch, "").await;
+    assert_ne!(connection_b, connection_a);
+    let oidc_idp = FakeIdp::start("https://unused.dogwood.com/entity").await;
+    let staged = server
+        .form(&switch_url)
+        .await
+        .submit_setup_form(oidc_form(&oidc_idp.base_url, CLIENT_SECRET))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(staged.status, pb::ConnectionStatus::Standby as i32);
+    assert_eq!(
+        get_connection(&mut admin, &connection_a).await.status,
+        pb::ConnectionStatus::Active as i32
+    );
+
+    // Switch: B active, A inactive, one organization event plus the spent link.
+    let version_before = get_organization(&mut admin, &org).await.version;
+    let head_before = server.head();
+    let switched = admin
+        .switch_provider(pb::SwitchProviderRequest {
+            organization_id: org.clone(),
+            connection_id: connection_b.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(switched.previous_connection_id, connection_a);
+    let organization = switched.organization.unwrap();
+    assert_eq!(organization.active_connection_id, connection_b);
+    assert_eq!(organization.version, version_before + 1);
+    assert_eq!(switched.log_position, server.head());
+    assert_eq!(server.head(), head_before + 2, "one switch + one spent link");
+    let new_events: Vec<_> = all_events(&server)
+        .await
+        .into_iter()
+        .filter(|e| e.position > head_before)
+        .collect();
+    let kinds: Vec<&str> = new_events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "provider_switched").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "setup_link_spent").count(),
+        1,
+        "{kinds:?}"
+    );
+    // One commit: the same correlation id on both.
+    assert_eq!(new_events[0].correlation_id, new_events[1].correlation_id);
+    assert_eq!(
+        get_connection(&mut admin, &connection_b).await.status,
+        pb::ConnectionStatus::Active as i32
+    );
+    assert_eq!(
+        get_connection(&mut admin, &connection_a).await.status,
+        pb::ConnectionStatus::Inactive as i32
+    );
+    assert_eq!(
+        get_setup_link(&mut admin, &switch_link_id).await.status,
+        pb::SetupLinkStatus::Spent as i32
+    );
+
+    // Switch back: A active again, B inactive, exactly one event.
+    let head_before = server.head();
+    let switched_back = admin
+        .switch_provider(pb::SwitchProviderRequest {
+            organization_id: org.clone(),
+            connection_id: connection_a.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(switched_back.previous_connection_id, connection_b);
+    let organization = switched_back.organization.unwrap();
+    assert_eq!(organization.active_connection_id, connection_a);
+    assert_eq!(organization.version, version_before + 2);
+    assert_eq!(server.head(), head_before + 1);
+    assert_eq!(switched_back.log_position, server.head());
+    assert_eq!(
+        get_connection(&mut admin, &connection_a).await.status,
+        pb::ConnectionStatus::Active as i32
+    );
+    assert_eq!(
+        get_connection(&mut admin, &connection_b).await.status,
+        pb::ConnectionStatus::Inactive as i32
+    );
+    let refused = server
+        .form(&switch_url)
+        .await
+        .get_setup_form(pb::GetSetupFormRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn a_deactivated_connection_is_inactive_and_no_switch_can_be_staged_without_an_active_one() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let idp = FakeIdp::start("https://idp.elm-estates.com/entity").await;
+    let (org, connection_id) =
+        organization_with_active_saml_connection(&server, &mut admin, "elm-estates.com", &idp)
+            .await;
+
+    let deactivated = admin
+        .deactivate_connection(pb::DeactivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        deactivated.connection.unwrap().status,
+        pb::ConnectionStatus::Inactive as i32
+    );
+    assert_eq!(deactivated.log_position, server.head());
+    assert_eq!(
+        get_organization(&mut admin, &org)
+            .await
+            .active_connection_id,
+        ""
+    );
+
+    let refused = admin
+        .issue_setup_link(pb::IssueSetupLinkRequest {
+            organization_id: org.clone(),
+            intent: schema::SetupIntent::StageSwitch as i32,
+            recipient_email: "it@elm-estates.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "NO_ACTIVE_CONNECTION");
+
+    // Deactivating again is refused: nothing is active.
+    let again = admin
+        .deactivate_connection(pb::DeactivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&again), "CONNECTION_NOT_ACTIVE");
+}
+
+#[tokio::test]
+async fn activation_needs_a_verified_domain_and_manual_verification_records_who_vouched() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org = admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Fir Partners".into(),
+            external_id: "fir-1".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+        .organization_id;
+    admin
+        .claim_domain(pb::ClaimDomainRequest {
+            organization_id: org.clone(),
+            domain: "fir-partners.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let (_, url, connection_id) =
+        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let idp = FakeIdp::start("https://idp.fir-partners.com/entity").await;
+    server
+        .form(&url)
+        .await
+        .submit_setup_form(saml_form(&idp.metadata_url()))
+        .await
+        .unwrap();
+
+    let head = server.head();
+    let refused = admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(reason(&refused), "NO_VERIFIED_DOMAIN");
+    assert_eq!(server.head(), head, "a refused command appends nothing");
+
+    let mut verify = tonic::Request::new(pb::VerifyDomainRequest {
+        organization_id: org.clone(),
+        domain: "fir-partners.com".into(),
+        method: pb::VerifyDomainMethod::Manual as i32,
+        note: "called their IT".into(),
+        ..Default::default()
+    });
+    verify
+        .metadata_mut()
+        .insert("x-signpost-on-behalf-of", "jane@platform.example".parse().unwrap());
+    let verified = admin
+        .verify_domain(verify)
+        .await
+        .unwrap()
+        .into_inner();
+    let claim = verified.domain_claim.unwrap();
+    assert_eq!(claim.status, pb::DomainStatus::Verified as i32);
+    assert_eq!(
+        claim.verification_method,
+        schema::VerificationMethod::Manual as i32
+    );
+    assert!(
+        claim.verified_by.contains("bootstrap admin"),
+        "{}",
+        claim.verified_by
+    );
+    assert!(
+        claim.verified_by.contains("jane@platform.example"),
+        "{}",
+        claim.verified_by
+    );
+    assert!(claim.verify_time.is_some());
+    let event = all_events(&server).await.pop().unwrap();
+    assert_eq!(event.position, verified.log_position);
+    assert_eq!(event.event_type, "domain_verified");
+    assert_eq!(event.actor.unwrap().on_behalf_of, "jane@platform.example");
+    let shown = get_organization(&mut admin, &org).await;
+    assert_eq!(shown.domains[0].verified_by, claim.verified_by);
+
+    let activated = admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        activated.connection.unwrap().status,
+        pb::ConnectionStatus::Active as i32
+    );
+}
+
+#[tokio::test]
+async fn every_mutation_answers_with_the_head_it_reached_and_reads_right_after_see_it() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let mut positions = Vec::new();
+
+    let created = admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Grove Leasing".into(),
+            external_id: "grove-1".into(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.log_position, server.head());
+    positions.push(created.log_position);
+    let org = created.organization.unwrap().organization_id;
+    assert_eq!(
+        get_organization(&mut admin, &org).await.display_name,
+        "Grove Leasing"
+    );
+
+    let claimed = admin
+        .claim_domain(pb::ClaimDomainRequest {
+            organization_id: org.clone(),
+            domain: "Grove-Leasing.COM.".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(claimed.log_position, server.head());
+    positions.push(claimed.log_position);
+    let shown = get_organization(&mut admin, &org).await;
+    assert_eq!(shown.domains[0].domain, "grove-leasing.com");
+    assert_eq!(shown.domains[0].status, pb::DomainStatus::Pending as i32);
+
+    let verified = admin
+        .verify_domain(pb::VerifyDomainRequest {
+            organization_id: org.clone(),
+            domain: "grove-leasing.com".into(),
+            method: pb::VerifyDomainMethod::Manual as i32,
+            note: "signed contract".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(verified.log_position, server.head());
+    positions.push(verified.log_position);
+    assert_eq!(
+        get_organization(&mut admin, &org).await.domains[0].status,
+        pb::DomainStatus::Verified as i32
+    );
+
+    let policy = admin
+        .set_sso_policy(pb::SetSsoPolicyRequest {
+            organization_id: org.clone(),
+            policy: schema::SsoPolicy::Enforced as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(policy.log_position, server.head());
+    positions.push(policy.log_position);
+    assert_eq!(
+        get_organization(&mut admin, &org).await.sso_policy,
+        schema::SsoPolicy::Enforced as i32
+    );
+
+    let issued = admin
+        .issue_setup_link(pb::IssueSetupLinkRequest {
+            organization_id: org.clone(),
+            intent: schema::SetupIntent::NewConnection as i32,
+            recipient_email: "it@grove-leasing.com".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(issued.log_position, server.head());
+    positions.push(issued.log_position);
+    let link = issued.setup_link.unwrap();
+    assert_eq!(
+        get_setup_link(&mut admin, &link.setup_link_id).await.status,
+        pb::SetupLinkStatus::Open as i32
+    );
+
+    let idp = FakeIdp::start("https://idp.grove-leasing.com/entity").await;
+    let submitted = server
+        .form(&issued.url)
+        .await
+        .submit_setup_form(saml_form(&idp.metadata_url()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(submitted.log_position, server.head());
+    positions.push(submitted.log_position);
+    let connection_id = link.connection_id;
+    assert_eq!(
+        get_connection(&mut admin, &connection_id).await.status,
+        pb::ConnectionStatus::Configured as i32
+    );
+
+    let assigned = admin
+        .assign_group(pb::AssignGroupRequest {
+            connection_id: connection_id.clone(),
+            idp_group: "Leasing Agents".into(),
+            role: "agent".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(assigned.log_position, server.head());
+    positions.push(assigned.log_position);
+    assert_eq!(
+        get_connection(&mut admin, &connection_id).await.groups,
+        [pb::GroupAssignment {
+            idp_group: "Leasing Agents".into(),
+            role: "agent".into()
+        }]
+    );
+
+    let required = admin
+        .set_group_requirement(pb::SetGroupRequirementRequest {
+            connection_id: connection_id.clone(),
+            require_group: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(required.log_position, server.head());
+    positions.push(required.log_position);
+    assert!(get_connection(&mut admin, &connection_id).await.require_group);
+
+    let activated = admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection_id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(activated.log_position, server.head());
+    positions.push(activated.log_position);
+    assert_eq!(
+        get_organization(&mut admin, &org)
+            .await
+            .active_connection_id,
+        connection_id
+    );
+
+    let minted = admin
+        .mint_api_token(pb::MintApiTokenRequest {
+            name: "support console".into(),
+            role: schema::TokenRole::Admin as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(minted.log_position, server.head());
+    positions.push(minted.log_position);
+    let mut support = admin_client(server.addr(), &minted.token).await;
+    assert_eq!(
+        get_organization(&mut support, &org).await.active_connection_id,
+        connection_id
+    );
+
+    let revoked = admin
+        .revoke_setup_link(pb::RevokeSetupLinkRequest {
+            setup_link_id: issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "")
+                .await
+                .0,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revoked.log_position, server.head());
+    positions.push(revoked.log_position);
+    assert_eq!(
+        revoked.setup_link.unwrap().status,
+        pb::SetupLinkStatus::Revoked as i32
+    );
+
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "positions grow: {positions:?}"
+    );
+}

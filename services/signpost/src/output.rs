@@ -74,8 +74,14 @@ fn render(value: &Value, indent: usize, out: &mut String) {
     }
 }
 
+/// Strings longer than this without spaces (certificates in base64) are shortened for humans.
+const LONG_TOKEN: usize = 96;
+
 fn scalar(value: &Value) -> String {
     match value {
+        Value::String(s) if s.len() > LONG_TOKEN && !s.contains(' ') => {
+            format!("{}… ({} chars; --json for all)", &s[..48], s.len())
+        }
         Value::String(s) => s.clone(),
         other => other.to_string(),
     }

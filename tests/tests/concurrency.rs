@@ -1,0 +1,368 @@
+//! Many writers at once, over real gRPC: optimistic concurrency gives one
+//! winner per version, unpinned commands retry internally, and request ids
+//! make retries idempotent.
+
+use signpost_api::admin::v1 as pb;
+use signpost_api::log::v1 as schema;
+use signpost_e2e::*;
+
+/// How many clients race in each test.
+const RACERS: usize = 50;
+
+/// An organization with a configured (not yet active) SAML connection.
+/// Returns (organization id, connection id).
+async fn configured_connection(server: &TestServer, admin: &mut AdminClient) -> (String, String) {
+    let org =
+        organization_with_verified_domain(server, admin, "Hawthorn Law", "hawthorn-law.com").await;
+    let (_, url, connection_id) =
+        issue_link(admin, &org, schema::SetupIntent::NewConnection, "").await;
+    server
+        .form(&url)
+        .await
+        .submit_setup_form(saml_xml_form(&idp_metadata(
+            "https://idp.hawthorn-law.com/entity",
+            "https://idp.hawthorn-law.com/sso",
+        )))
+        .await
+        .unwrap();
+    (org, connection_id)
+}
+
+async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
+    admin
+        .get_connection(pb::GetConnectionRequest {
+            connection_id: connection_id.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap()
+}
+
+/// `RACERS` admin clients, each on its own HTTP/2 connection.
+async fn racing_clients(server: &TestServer) -> Vec<AdminClient> {
+    let mut clients = Vec::with_capacity(RACERS);
+    for _ in 0..RACERS {
+        clients.push(server.admin().await);
+    }
+    clients
+}
+
+/// The log's positions are exactly 1..=head.
+async fn assert_log_has_no_gaps(server: &TestServer) {
+    let head = server.head();
+    let positions: Vec<u64> = server
+        .server
+        .plane
+        .store()
+        .read_range(1, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.position)
+        .collect();
+    assert_eq!(positions, (1..=head).collect::<Vec<_>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_pinned_commands_have_exactly_one_winner_per_version() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, connection_id) = configured_connection(&server, &mut admin).await;
+    let clients = racing_clients(&server).await;
+    let start_version = get_connection(&mut admin, &connection_id).await.version;
+    const ROUNDS: u64 = 5;
+
+    for round in 0..ROUNDS {
+        let version = start_version + round;
+        let racers: Vec<_> = clients
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(racer, mut client)| {
+                let connection_id = connection_id.clone();
+                tokio::spawn(async move {
+                    let group = format!("round-{round}-racer-{racer}");
+                    let reply = client
+                        .assign_group(pb::AssignGroupRequest {
+                            connection_id,
+                            idp_group: group.clone(),
+                            role: "viewer".into(),
+                            request_id: String::new(),
+                            expected_version: Some(version),
+                        })
+                        .await;
+                    (group, reply.map(|r| r.into_inner()))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            let (group, reply) = racer.await.unwrap();
+            match reply {
+                Ok(reply) => winners.push((group, reply)),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+                    assert_eq!(reason(&status), "VERSION_MISMATCH", "{status:?}");
+                }
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: one winner per version");
+        let (winning_group, reply) = winners.pop().unwrap();
+        let connection = reply.connection.unwrap();
+        assert_eq!(connection.version, version + 1);
+        assert!(connection.groups.iter().any(|g| g.idp_group == winning_group));
+
+        let now = get_connection(&mut admin, &connection_id).await;
+        assert_eq!(now.version, version + 1);
+        assert_eq!(now.groups.len() as u64, round + 1, "only winners were applied");
+        assert!(now.groups.iter().any(|g| g.idp_group == winning_group));
+    }
+
+    assert_eq!(
+        get_connection(&mut admin, &connection_id).await.version,
+        start_version + ROUNDS
+    );
+    assert_log_has_no_gaps(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_unpinned_commands_all_succeed_by_retrying_internally() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, connection_id) = configured_connection(&server, &mut admin).await;
+    let clients = racing_clients(&server).await;
+    let start_version = get_connection(&mut admin, &connection_id).await.version;
+
+    let racers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(racer, mut client)| {
+            let connection_id = connection_id.clone();
+            tokio::spawn(async move {
+                client
+                    .assign_group(pb::AssignGroupRequest {
+                        connection_id,
+                        idp_group: format!("group-{racer}"),
+                        role: "viewer".into(),
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    let mut positions = Vec::new();
+    for racer in racers {
+        let reply = racer.await.unwrap().expect("an unpinned command succeeds");
+        positions.push(reply.into_inner().log_position);
+    }
+    positions.sort_unstable();
+    positions.dedup();
+    assert_eq!(positions.len(), RACERS, "each command appended its own event");
+
+    let connection = get_connection(&mut admin, &connection_id).await;
+    assert_eq!(connection.groups.len(), RACERS);
+    for racer in 0..RACERS {
+        let group = format!("group-{racer}");
+        assert!(connection.groups.iter().any(|g| g.idp_group == group));
+    }
+    assert_eq!(connection.version, start_version + RACERS as u64);
+    assert_log_has_no_gaps(&server).await;
+}
+
+#[tokio::test]
+async fn a_retried_command_with_the_same_request_id_returns_the_first_outcome_and_appends_nothing()
+{
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+
+    let create = || pb::CreateOrganizationRequest {
+        display_name: "Juniper Homes".into(),
+        external_id: "juniper-1".into(),
+        request_id: "create-juniper".into(),
+    };
+    let first = admin
+        .create_organization(create())
+        .await
+        .unwrap()
+        .into_inner();
+    let head = server.head();
+    assert_eq!(first.log_position, head);
+    let retry = admin
+        .create_organization(create())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(server.head(), head, "the retry appends nothing");
+    assert_eq!(retry.log_position, first.log_position);
+    let org = first.organization.unwrap();
+    assert_eq!(retry.organization.unwrap().organization_id, org.organization_id);
+
+    let issue = || pb::IssueSetupLinkRequest {
+        organization_id: org.organization_id.clone(),
+        intent: schema::SetupIntent::NewConnection as i32,
+        recipient_email: "it@juniper-homes.com".into(),
+        request_id: "issue-juniper-link".into(),
+        ..Default::default()
+    };
+    let first = admin.issue_setup_link(issue()).await.unwrap().into_inner();
+    let head = server.head();
+    let retry = admin.issue_setup_link(issue()).await.unwrap().into_inner();
+    assert_eq!(server.head(), head, "the retry appends nothing");
+    assert_eq!(retry.log_position, first.log_position);
+    assert_eq!(
+        retry.setup_link.as_ref().unwrap().setup_link_id,
+        first.setup_link.as_ref().unwrap().setup_link_id
+    );
+    assert_eq!(retry.url, first.url, "the one-time URL is replayed");
+    assert!(retry.url.contains("#spl_"), "{}", retry.url);
+    // The replayed URL is the real one: it opens the form.
+    server
+        .form(&retry.url)
+        .await
+        .get_setup_form(pb::GetSetupFormRequest {})
+        .await
+        .unwrap();
+
+    let mint = || pb::MintApiTokenRequest {
+        name: "onboarding tool".into(),
+        role: schema::TokenRole::Admin as i32,
+        organization_scope: String::new(),
+        request_id: "mint-onboarding".into(),
+    };
+    let first = admin.mint_api_token(mint()).await.unwrap().into_inner();
+    let head = server.head();
+    let retry = admin.mint_api_token(mint()).await.unwrap().into_inner();
+    assert_eq!(server.head(), head, "the retry appends nothing");
+    assert_eq!(retry.log_position, first.log_position);
+    assert_eq!(
+        retry.api_token.unwrap().token_id,
+        first.api_token.unwrap().token_id
+    );
+    assert_eq!(retry.token, first.token, "the one-time token is replayed");
+    let mut onboarding = admin_client(server.addr(), &retry.token).await;
+    let tokens = onboarding
+        .list_api_tokens(pb::ListApiTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens;
+    assert_eq!(tokens.len(), 2, "bootstrap + one minted token: {tokens:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_retries_of_one_request_create_exactly_one_organization() {
+    let server = TestServer::start().await;
+    let head = server.head();
+    let mut retries = Vec::new();
+    for _ in 0..20 {
+        let mut client = server.admin().await;
+        retries.push(tokio::spawn(async move {
+            client
+                .create_organization(pb::CreateOrganizationRequest {
+                    display_name: "Larch Legal".into(),
+                    external_id: "larch-1".into(),
+                    request_id: "create-larch".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    let mut answers = Vec::new();
+    for retry in retries {
+        answers.push(retry.await.unwrap().expect("every retry succeeds"));
+    }
+    let first = &answers[0];
+    for answer in &answers {
+        assert_eq!(answer.log_position, first.log_position);
+        assert_eq!(
+            answer.organization.as_ref().unwrap().organization_id,
+            first.organization.as_ref().unwrap().organization_id
+        );
+    }
+    assert_eq!(server.head(), head + 1, "one event appended");
+    let organizations = server
+        .admin()
+        .await
+        .list_organizations(pb::ListOrganizationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .organizations;
+    assert_eq!(organizations.len(), 1);
+}
+
+#[tokio::test]
+async fn a_request_id_reused_with_a_different_body_is_refused() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Maple Realty".into(),
+            external_id: "maple-1".into(),
+            request_id: "create-maple".into(),
+        })
+        .await
+        .unwrap();
+    let head = server.head();
+    let refused = admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Maple Realty Group".into(),
+            external_id: "maple-2".into(),
+            request_id: "create-maple".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(reason(&refused), "REQUEST_ID_REUSED");
+    assert_eq!(field(&refused), "request_id");
+    assert_eq!(server.head(), head, "nothing appended");
+}
+
+#[tokio::test]
+async fn request_ids_are_scoped_to_the_principal() {
+    let server = TestServer::start().await;
+    let mut bootstrap = server.admin().await;
+    let minted = bootstrap
+        .mint_api_token(pb::MintApiTokenRequest {
+            name: "support console".into(),
+            role: schema::TokenRole::Admin as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut support = admin_client(server.addr(), &minted.token).await;
+
+    let by_bootstrap = bootstrap
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Oak Leasing".into(),
+            external_id: "oak-1".into(),
+            request_id: "shared-request-id".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let by_support = support
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "Pine Leasing".into(),
+            external_id: "pine-1".into(),
+            request_id: "shared-request-id".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_ne!(
+        by_bootstrap.organization.unwrap().organization_id,
+        by_support.organization.unwrap().organization_id
+    );
+    assert_eq!(by_support.log_position, by_bootstrap.log_position + 1);
+    let organizations = bootstrap
+        .list_organizations(pb::ListOrganizationsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .organizations;
+    assert_eq!(organizations.len(), 2);
+}

@@ -167,11 +167,16 @@ impl ConnectionAdminService for AdminApi {
                 note: r.note.clone(),
             },
             pb::VerifyDomainMethod::Unspecified => {
+                // Authorization before validation: a caller without the role
+                // learns nothing about what a valid request looks like.
+                principal
+                    .require(&[signpost_control::Role::Admin])
+                    .map_err(to_status)?;
                 return Err(invalid_field(
                     "FIELD_REQUIRED",
                     "method",
                     "`method` must be DNS or MANUAL",
-                ))
+                ));
             }
         };
         let done = self
@@ -232,11 +237,13 @@ impl ConnectionAdminService for AdminApi {
             .issue_setup_link(
                 &principal,
                 &meta,
-                &r.organization_id,
-                r.intent(),
-                &r.connection_id,
-                &r.recipient_email,
-                r.lifetime_seconds,
+                &signpost_control::IssueSetupLink {
+                    organization_id: r.organization_id.clone(),
+                    intent: r.intent(),
+                    connection_id: r.connection_id.clone(),
+                    recipient_email: r.recipient_email.clone(),
+                    lifetime_seconds: r.lifetime_seconds,
+                },
             )
             .await
             .map_err(to_status)?;

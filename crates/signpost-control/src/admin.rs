@@ -37,6 +37,21 @@ pub enum VerifyMethod {
     Manual { note: String },
 }
 
+/// What to issue a setup link for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IssueSetupLink {
+    /// The organization.
+    pub organization_id: String,
+    /// What the link lets its holder do.
+    pub intent: schema::SetupIntent,
+    /// For update links: the connection to update.
+    pub connection_id: String,
+    /// The IT admin it is for.
+    pub recipient_email: String,
+    /// Lifetime in seconds; 0 for the default (72 hours).
+    pub lifetime_seconds: u64,
+}
+
 /// A setup link just issued: the only time its URL (with the token) exists.
 #[derive(Clone)]
 pub struct IssuedSetupLink {
@@ -369,22 +384,23 @@ impl ControlPlane {
         &self,
         principal: &Principal,
         meta: &RequestMeta,
-        organization_id: &str,
-        intent: schema::SetupIntent,
-        connection_id: &str,
-        recipient_email: &str,
-        lifetime_seconds: u64,
+        request: &IssueSetupLink,
     ) -> Result<Mutated<IssuedSetupLink>, ControlError> {
         principal.require(ADMIN)?;
-        let fp = fingerprint(
-            "issue_setup_link",
-            &(
-                organization_id,
-                intent,
-                connection_id,
-                recipient_email,
-                lifetime_seconds,
-            ),
+        let fp = fingerprint("issue_setup_link", request);
+        let IssueSetupLink {
+            organization_id,
+            intent,
+            connection_id,
+            recipient_email,
+            lifetime_seconds,
+        } = request;
+        let (organization_id, intent, connection_id, recipient_email, lifetime_seconds) = (
+            organization_id.as_str(),
+            *intent,
+            connection_id.as_str(),
+            recipient_email.as_str(),
+            *lifetime_seconds,
         );
         let lifetime = match lifetime_seconds {
             0 => None,

@@ -31,7 +31,7 @@ pub mod secrets;
 pub mod setup_form;
 pub mod views;
 
-pub use admin::{IssuedSetupLink, MintedApiToken, VerifyMethod};
+pub use admin::{IssueSetupLink, IssuedSetupLink, MintedApiToken, VerifyMethod};
 pub use error::ControlError;
 pub use plane::{Clock, ControlConfig, ControlPlane, RequestMeta};
 pub use principal::{Principal, Role};

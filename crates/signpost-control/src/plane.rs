@@ -31,7 +31,13 @@ use crate::read_model::ReadModel;
 use crate::secrets::SecretBox;
 
 /// How many times a command is re-decided after losing a race it did not pin.
-const MAX_CONFLICT_RETRIES: usize = 8;
+/// Each loss means another command on the same stream committed, so a command
+/// with N concurrent writers loses at most N - 1 times: the cap must be far
+/// above any real contention (a small cap turned unpinned commands under load
+/// into ABORTED `VERSION_MISMATCH` answers the caller never asked for). It
+/// only stops a decide function that could never win from spinning until the
+/// request deadline.
+const MAX_CONFLICT_RETRIES: usize = 1024;
 
 /// A source of the current time (a fixed or movable clock in tests).
 pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;

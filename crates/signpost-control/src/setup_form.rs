@@ -214,7 +214,7 @@ impl ControlPlane {
             })
             .await?
             .filter(|(link, _)| link.is_usable(now))
-            .ok_or_else(|| link_refused())?;
+            .ok_or_else(link_refused)?;
         let current = if link.intent == schema::SetupIntent::UpdateConnection {
             self.connection_view(&link.connection_id).ok()
         } else {
@@ -257,7 +257,7 @@ impl ControlPlane {
                     .map(|l| l.state.connection_id.clone())
             })
             .await?
-            .ok_or_else(|| link_refused())?;
+            .ok_or_else(link_refused)?;
         // Replays skip the (slow, external) checks: the first outcome stands.
         let settings = match self.replayable(principal, meta).await? {
             true => None,

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use signpost_control::{
-    ControlConfig, ControlPlane, Principal, RequestMeta, Role, SecretBox, SettingsInput,
-    SetupFormInput, VerifyMethod,
+    ControlConfig, ControlPlane, IssueSetupLink, Principal, RequestMeta, Role, SecretBox,
+    SettingsInput, SetupFormInput, VerifyMethod,
 };
 use signpost_domain::api_token::ApiToken;
 use signpost_domain::connection::Connection;
@@ -86,7 +86,24 @@ fn manual_saml(entity: u8) -> SetupFormInput {
             sso_url: format!("https://idp{entity}.example.com/sso"),
             certificate_pem: IDP_CERT.into(),
         },
-        claim_mapping: schema::ClaimMapping { email: "email".into(), ..Default::default() },
+        claim_mapping: schema::ClaimMapping {
+            email: "email".into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn link_request(
+    organization_id: &str,
+    intent: schema::SetupIntent,
+    connection_id: &str,
+) -> IssueSetupLink {
+    IssueSetupLink {
+        organization_id: organization_id.into(),
+        intent,
+        connection_id: connection_id.into(),
+        recipient_email: "it@example.org".into(),
+        lifetime_seconds: 0,
     }
 }
 
@@ -129,7 +146,12 @@ async fn run(steps: Vec<Step>) {
         let _ = match step {
             Step::Onboard(d, entity) => {
                 let org = plane
-                    .create_organization(&admin, &meta, "Journey", &format!("journey-{}", orgs.len()))
+                    .create_organization(
+                        &admin,
+                        &meta,
+                        "Journey",
+                        &format!("journey-{}", orgs.len()),
+                    )
                     .await
                     .unwrap()
                     .value
@@ -138,16 +160,29 @@ async fn run(steps: Vec<Step>) {
                 orgs.push(org.clone());
                 let journey = async {
                     plane.claim_domain(&admin, &meta, &org, &domain(d)).await?;
-                    let note = VerifyMethod::Manual { note: "checked".into() };
-                    plane.verify_domain(&admin, &meta, &org, &domain(d), note).await?;
+                    let note = VerifyMethod::Manual {
+                        note: "checked".into(),
+                    };
+                    plane
+                        .verify_domain(&admin, &meta, &org, &domain(d), note)
+                        .await?;
                     let intent = schema::SetupIntent::NewConnection;
-                    let link = plane.issue_setup_link(&admin, &meta, &org, intent, "", "it@example.org", 0).await?.value;
+                    let link = plane
+                        .issue_setup_link(&admin, &meta, &link_request(&org, intent, ""))
+                        .await?
+                        .value;
                     links.push(link.link.link.id.clone());
                     link_urls.push(link.url.clone());
                     connections.push(link.link.link.connection_id.clone());
-                    let holder = plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
-                    plane.submit_setup_form(&holder, &meta, manual_saml(entity)).await?;
-                    plane.activate_connection(&admin, &meta, &link.link.link.connection_id).await.map(drop)
+                    let holder =
+                        plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
+                    plane
+                        .submit_setup_form(&holder, &meta, manual_saml(entity))
+                        .await?;
+                    plane
+                        .activate_connection(&admin, &meta, &link.link.link.connection_id)
+                        .await
+                        .map(drop)
                 };
                 journey.await
             }
@@ -155,15 +190,23 @@ async fn run(steps: Vec<Step>) {
                 Some(org) => {
                     let stage = async {
                         let intent = schema::SetupIntent::StageSwitch;
-                        let link = plane.issue_setup_link(&admin, &meta, &org, intent, "", "it@example.org", 0).await?.value;
+                        let link = plane
+                            .issue_setup_link(&admin, &meta, &link_request(&org, intent, ""))
+                            .await?
+                            .value;
                         links.push(link.link.link.id.clone());
                         link_urls.push(link.url.clone());
                         let connection = link.link.link.connection_id.clone();
                         connections.push(connection.clone());
-                        let holder = plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
-                        plane.submit_setup_form(&holder, &meta, manual_saml(entity)).await?;
+                        let holder =
+                            plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
+                        plane
+                            .submit_setup_form(&holder, &meta, manual_saml(entity))
+                            .await?;
                         if switch {
-                            plane.switch_provider(&admin, &meta, &org, &connection).await?;
+                            plane
+                                .switch_provider(&admin, &meta, &org, &connection)
+                                .await?;
                         }
                         Ok::<_, signpost_control::ControlError>(())
                     };
@@ -172,28 +215,54 @@ async fn run(steps: Vec<Step>) {
                 None => Ok(()),
             },
             Step::CreateOrganization(n) => plane
-                .create_organization(&admin, &meta, &format!("Firm {n}"), &format!("ext-{n}-{}", orgs.len()))
+                .create_organization(
+                    &admin,
+                    &meta,
+                    &format!("Firm {n}"),
+                    &format!("ext-{n}-{}", orgs.len()),
+                )
                 .await
                 .map(|m| orgs.push(m.value.organization.id)),
             Step::ClaimDomain(o, d) => match nth(&orgs, o) {
-                Some(org) => plane.claim_domain(&admin, &meta, &org, &domain(d)).await.map(drop),
+                Some(org) => plane
+                    .claim_domain(&admin, &meta, &org, &domain(d))
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::VerifyDomain(o, d) => match nth(&orgs, o) {
                 Some(org) => plane
-                    .verify_domain(&admin, &meta, &org, &domain(d), VerifyMethod::Manual { note: "checked".into() })
+                    .verify_domain(
+                        &admin,
+                        &meta,
+                        &org,
+                        &domain(d),
+                        VerifyMethod::Manual {
+                            note: "checked".into(),
+                        },
+                    )
                     .await
                     .map(drop),
                 None => Ok(()),
             },
             Step::ReleaseDomain(o, d) => match nth(&orgs, o) {
-                Some(org) => plane.release_domain(&admin, &meta, &org, &domain(d)).await.map(drop),
+                Some(org) => plane
+                    .release_domain(&admin, &meta, &org, &domain(d))
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::SetPolicy(o, enforced) => match nth(&orgs, o) {
                 Some(org) => {
-                    let policy = if enforced { schema::SsoPolicy::Enforced } else { schema::SsoPolicy::Optional };
-                    plane.set_sso_policy(&admin, &meta, &org, policy).await.map(drop)
+                    let policy = if enforced {
+                        schema::SsoPolicy::Enforced
+                    } else {
+                        schema::SsoPolicy::Optional
+                    };
+                    plane
+                        .set_sso_policy(&admin, &meta, &org, policy)
+                        .await
+                        .map(drop)
                 }
                 None => Ok(()),
             },
@@ -202,60 +271,100 @@ async fn run(steps: Vec<Step>) {
                     let (intent, target) = match kind {
                         0 => (schema::SetupIntent::NewConnection, String::new()),
                         1 => (schema::SetupIntent::StageSwitch, String::new()),
-                        _ => (schema::SetupIntent::UpdateConnection, nth(&connections, o).unwrap_or_default()),
+                        _ => (
+                            schema::SetupIntent::UpdateConnection,
+                            nth(&connections, o).unwrap_or_default(),
+                        ),
                     };
-                    plane.issue_setup_link(&admin, &meta, &org, intent, &target, "it@example.org", 0).await.map(|m| {
-                        links.push(m.value.link.link.id.clone());
-                        link_urls.push(m.value.url.clone());
-                        connections.push(m.value.link.link.connection_id.clone());
-                    })
+                    plane
+                        .issue_setup_link(&admin, &meta, &link_request(&org, intent, &target))
+                        .await
+                        .map(|m| {
+                            links.push(m.value.link.link.id.clone());
+                            link_urls.push(m.value.url.clone());
+                            connections.push(m.value.link.link.connection_id.clone());
+                        })
                 }
                 None => Ok(()),
             },
             Step::RevokeLink(l) => match nth(&links, l) {
-                Some(link) => plane.revoke_setup_link(&admin, &meta, &link).await.map(drop),
+                Some(link) => plane
+                    .revoke_setup_link(&admin, &meta, &link)
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::Submit(l, entity) => match nth(&link_urls, l) {
                 Some(url) => {
                     let token = url.rsplit_once('#').unwrap().1;
                     match plane.authenticate_setup_link(token) {
-                        Ok(link) => plane.submit_setup_form(&link, &meta, manual_saml(entity)).await.map(drop),
+                        Ok(link) => plane
+                            .submit_setup_form(&link, &meta, manual_saml(entity))
+                            .await
+                            .map(drop),
                         Err(e) => Err(e),
                     }
                 }
                 None => Ok(()),
             },
             Step::AssignGroup(c, g) => match nth(&connections, c) {
-                Some(conn) => plane.assign_group(&admin, &meta, &conn, &format!("group-{g}"), "member").await.map(drop),
+                Some(conn) => plane
+                    .assign_group(&admin, &meta, &conn, &format!("group-{g}"), "member")
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::UnassignGroup(c, g) => match nth(&connections, c) {
-                Some(conn) => plane.unassign_group(&admin, &meta, &conn, &format!("group-{g}")).await.map(drop),
+                Some(conn) => plane
+                    .unassign_group(&admin, &meta, &conn, &format!("group-{g}"))
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::RequireGroup(c, required) => match nth(&connections, c) {
-                Some(conn) => plane.set_group_requirement(&admin, &meta, &conn, required).await.map(drop),
+                Some(conn) => plane
+                    .set_group_requirement(&admin, &meta, &conn, required)
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::Activate(c) => match nth(&connections, c) {
-                Some(conn) => plane.activate_connection(&admin, &meta, &conn).await.map(drop),
+                Some(conn) => plane
+                    .activate_connection(&admin, &meta, &conn)
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::Deactivate(c) => match nth(&connections, c) {
-                Some(conn) => plane.deactivate_connection(&admin, &meta, &conn).await.map(drop),
+                Some(conn) => plane
+                    .deactivate_connection(&admin, &meta, &conn)
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
             Step::Switch(o, c) => match (nth(&orgs, o), nth(&connections, c)) {
-                (Some(org), Some(conn)) => plane.switch_provider(&admin, &meta, &org, &conn).await.map(drop),
+                (Some(org), Some(conn)) => plane
+                    .switch_provider(&admin, &meta, &org, &conn)
+                    .await
+                    .map(drop),
                 _ => Ok(()),
             },
             Step::MintToken(role) => {
-                let role = [schema::TokenRole::Admin, schema::TokenRole::Edge, schema::TokenRole::Auditor][role as usize];
-                plane.mint_api_token(&admin, &meta, "token", role, "").await.map(|m| tokens.push(m.value.token.token.id))
+                let role = [
+                    schema::TokenRole::Admin,
+                    schema::TokenRole::Edge,
+                    schema::TokenRole::Auditor,
+                ][role as usize];
+                plane
+                    .mint_api_token(&admin, &meta, "token", role, "")
+                    .await
+                    .map(|m| tokens.push(m.value.token.token.id))
             }
             Step::RevokeToken(t) => match nth(&tokens, t) {
-                Some(token) => plane.revoke_api_token(&admin, &meta, &token).await.map(drop),
+                Some(token) => plane
+                    .revoke_api_token(&admin, &meta, &token)
+                    .await
+                    .map(drop),
                 None => Ok(()),
             },
         };
@@ -264,18 +373,33 @@ async fn run(steps: Vec<Step>) {
     let live = plane.projection().read(|model| model.clone());
     assert_eq!(live.position, store.head().position);
     if std::env::var_os("REPLAY_DEBUG").is_some() {
-        let active = live.organizations.values().filter(|o| o.state.active_connection_id.is_some()).count();
-        let switched = live.organizations.values().filter(|o| o.state.previously_active.len() > 1).count();
-        eprintln!("replay-debug head={} connections={} active={active} switched={switched}", live.position, live.connections.len());
+        let active = live
+            .organizations
+            .values()
+            .filter(|o| o.state.active_connection_id.is_some())
+            .count();
+        let switched = live
+            .organizations
+            .values()
+            .filter(|o| o.state.previously_active.len() > 1)
+            .count();
+        eprintln!(
+            "replay-debug head={} connections={} active={active} switched={switched}",
+            live.position,
+            live.connections.len()
+        );
     }
 
     // (1) A read model rebuilt from scratch equals the live one.
-    let rebuilt = ControlPlane::start(store.clone(), secrets, txt, config).await.unwrap();
+    let rebuilt = ControlPlane::start(store.clone(), secrets, txt, config)
+        .await
+        .unwrap();
     assert_eq!(rebuilt.projection().read(|model| model.clone()), live);
 
     // (2) Each aggregate folded from its own stream equals the read model's state.
     for (id, org) in &live.organizations {
-        let folded: Organization = fold(&store, streams::organization(id), Organization::apply).await;
+        let folded: Organization =
+            fold(&store, streams::organization(id), Organization::apply).await;
         assert_eq!(&folded, &org.state);
     }
     for (id, connection) in &live.connections {
@@ -295,12 +419,20 @@ async fn run(steps: Vec<Step>) {
     let mut owners = std::collections::HashMap::new();
     for org in live.organizations.values() {
         if let Some(active) = &org.state.active_connection_id {
-            let connection = live.connections.get(active).expect("the active connection exists");
+            let connection = live
+                .connections
+                .get(active)
+                .expect("the active connection exists");
             assert!(connection.state.is_configured());
             assert_eq!(connection.state.organization_id, org.state.id);
         }
         for domain in org.state.domains.keys() {
-            assert!(owners.insert(domain.clone(), org.state.id.clone()).is_none(), "{domain} claimed twice");
+            assert!(
+                owners
+                    .insert(domain.clone(), org.state.id.clone())
+                    .is_none(),
+                "{domain} claimed twice"
+            );
         }
     }
 }

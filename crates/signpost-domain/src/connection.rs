@@ -49,6 +49,8 @@ pub struct Connection {
 }
 
 /// Commands on a connection.
+// Commands are short-lived values; boxing the settings would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ConnectionCommand {
     /// Set (or replace) the IdP configuration from a setup form.

@@ -350,6 +350,7 @@ pub enum TokenCommand {
 }
 
 /// `signpost form ...` (authorized by the setup link, not an API token).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum FormCommand {
     /// Show what the form needs (SP details, presets).

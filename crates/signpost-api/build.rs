@@ -1,4 +1,4 @@
-//! Generates the gRPC API from `proto/signpost/admin/v1` with protox (no system
+//! Generates the gRPC API from `proto/signpost/{admin,routing}/v1` with protox (no system
 //! `protoc`) and tonic-prost-build. Log schema types are not generated again:
 //! they resolve to `signpost_schema` through `extern_path`.
 
@@ -6,7 +6,10 @@ use prost::Message;
 
 fn main() {
     let proto_root = "../../proto";
-    let files = ["signpost/admin/v1/admin.proto"];
+    let files = [
+        "signpost/admin/v1/admin.proto",
+        "signpost/routing/v1/routing.proto",
+    ];
     println!("cargo:rerun-if-changed={proto_root}");
     let descriptors = protox::compile(files, [proto_root]).expect("compile api protos");
     let out_dir = std::path::PathBuf::from(std::env::var("OUT_DIR").unwrap());

@@ -1,12 +1,10 @@
-//! Signpost's wire boundary.
+//! Signpost's wire types: what clients (the CLI, login edges, tests) and the
+//! server share. Handlers live in `signpost-grpc`.
 //!
 //! - [`admin::v1`]: the generated `ConnectionAdminService` and `SetupFormService`
 //!   (server and client), from `proto/signpost/admin/v1`.
-//! - [`grpc`]: the handlers ([`grpc::AdminApi`], [`grpc::SetupFormApi`]) over
-//!   `signpost_control::ControlPlane`; a few lines each.
-//! - [`convert`]: control-plane views → wire messages.
-//! - [`status`]: the one place errors become gRPC statuses with `ErrorInfo`
-//!   reasons and `BadRequest` field violations.
+//! - [`routing::v1`]: the generated `RoutingService` (login edges), from
+//!   `proto/signpost/routing/v1`.
 //! - [`FILE_DESCRIPTOR_SET`]: every API and log schema file, for server reflection.
 //!
 //! Log schema types (`signpost.log.v1`) come from `signpost_schema`; they are
@@ -14,10 +12,6 @@
 #![forbid(unsafe_code)]
 
 pub use signpost_schema::log;
-
-pub mod convert;
-pub mod grpc;
-pub mod status;
 
 /// `signpost.admin.v1`.
 pub mod admin {
@@ -29,6 +23,19 @@ pub mod admin {
             clippy::doc_lazy_continuation
         )]
         include!(concat!(env!("OUT_DIR"), "/signpost.admin.v1.rs"));
+    }
+}
+
+/// `signpost.routing.v1`.
+pub mod routing {
+    /// Version 1 of the routing API.
+    pub mod v1 {
+        #![allow(
+            missing_docs,
+            clippy::large_enum_variant,
+            clippy::doc_lazy_continuation
+        )]
+        include!(concat!(env!("OUT_DIR"), "/signpost.routing.v1.rs"));
     }
 }
 

@@ -682,14 +682,15 @@ impl ControlPlane {
 
     /// Our SP details for a connection, derived from the public base URL.
     pub fn service_provider(&self, connection_id: &str) -> ServiceProvider {
-        let base = self.config().public_base_url.as_str().trim_end_matches('/');
-        let entity_id = format!("{base}/sso/saml/{connection_id}");
-        let acs_url = format!("{base}/sso/saml/{connection_id}/acs");
+        let urls = signpost_idp::ServiceProviderUrls::for_connection(
+            self.config().public_base_url.as_str(),
+            connection_id,
+        );
         ServiceProvider {
-            metadata_xml: signpost_idp::sp_metadata::sp_metadata_xml(&entity_id, &acs_url),
-            oidc_redirect_uri: format!("{base}/sso/oidc/{connection_id}/callback"),
-            entity_id,
-            acs_url,
+            metadata_xml: urls.metadata_xml(),
+            entity_id: urls.entity_id,
+            acs_url: urls.acs_url,
+            oidc_redirect_uri: urls.oidc_redirect_uri,
         }
     }
 

@@ -129,6 +129,7 @@ impl BatchPlan {
                     payload: event.payload.to_vec(),
                     previous_hash: self.tail.hash.to_vec(),
                     hash: Vec::new(),
+                    commit_last_position: first_position + event_count as u64 - 1,
                 };
                 let hash = chain::seal(&mut envelope);
                 self.tail = Head {

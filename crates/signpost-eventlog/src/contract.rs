@@ -312,6 +312,9 @@ pub async fn multi_stream_commit_is_all_or_nothing<S: EventStore>(store: S) {
     assert_gapless(&events);
     let streams: Vec<&str> = events[1..].iter().map(|e| e.stream_id.as_str()).collect();
     assert_eq!(streams, vec!["a", "a", "b", "c"]);
+    // Every event names the end of its commit, so readers can group a command's events.
+    let commit_ends: Vec<u64> = events.iter().map(|e| e.commit_last_position).collect();
+    assert_eq!(commit_ends, vec![1, 5, 5, 5, 5]);
 }
 
 /// A commit that names one stream twice is refused.

@@ -36,4 +36,4 @@ pub use presets::{provider_preset, provider_presets, Protocol, ProviderPreset};
 pub use saml_metadata::{
     manual_idp_config, parse_idp_metadata, SamlBinding, SamlIdpMetadata, SsoEndpoint,
 };
-pub use sp_metadata::sp_metadata_xml;
+pub use sp_metadata::{sp_metadata_xml, ServiceProviderUrls};

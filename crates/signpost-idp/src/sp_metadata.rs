@@ -5,6 +5,36 @@ use crate::saml_metadata::{SamlBinding, SAML_METADATA_NS};
 /// Name ID format we ask for: the user's email address.
 pub const NAME_ID_FORMAT_EMAIL: &str = "urn:oasis:names:tc:SAML:1.1:nameid-format:emailAddress";
 
+/// Our side of one connection: what the IT admin enters in their IdP and what
+/// login edges put in their requests. Derived from the public base URL and the
+/// connection id, so the control plane and the routing table always agree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceProviderUrls {
+    /// Our SAML SP entity id.
+    pub entity_id: String,
+    /// Our SAML assertion consumer service URL (HTTP-POST).
+    pub acs_url: String,
+    /// Our OIDC redirect URI.
+    pub oidc_redirect_uri: String,
+}
+
+impl ServiceProviderUrls {
+    /// The URLs of `connection_id` under `public_base_url`.
+    pub fn for_connection(public_base_url: &str, connection_id: &str) -> Self {
+        let base = public_base_url.trim_end_matches('/');
+        Self {
+            entity_id: format!("{base}/sso/saml/{connection_id}"),
+            acs_url: format!("{base}/sso/saml/{connection_id}/acs"),
+            oidc_redirect_uri: format!("{base}/sso/oidc/{connection_id}/callback"),
+        }
+    }
+
+    /// Our SP metadata XML for these URLs.
+    pub fn metadata_xml(&self) -> String {
+        sp_metadata_xml(&self.entity_id, &self.acs_url)
+    }
+}
+
 /// Renders SAML 2.0 SP metadata for one connection.
 ///
 /// One `SPSSODescriptor` with `AuthnRequestsSigned="false"` (we do not sign requests),

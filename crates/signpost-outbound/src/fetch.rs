@@ -27,8 +27,8 @@ pub struct FetchPolicy {
     pub total_timeout: Duration,
     /// Most redirects followed. Default 3.
     pub max_redirects: usize,
-    /// TEST-ONLY: also allow `http` URLs and loopback addresses (and nothing else that
-    /// is otherwise forbidden). Default `false`; never enable in production.
+    /// TEST-ONLY: also allow loopback addresses, and `http` URLs to them (and nothing
+    /// else that is otherwise forbidden). Default `false`; never enable in production.
     pub allow_loopback_http_for_tests: bool,
 }
 
@@ -191,6 +191,12 @@ impl SafeFetcher {
                 });
             }
         }
+        // The test switch opens plain http to loopback only, never to other hosts.
+        if url.scheme() == "http" && !is_loopback_host(&url) {
+            return Err(FetchError::NotHttps {
+                scheme: "http".to_owned(),
+            });
+        }
         url.set_fragment(None);
         Ok(url)
     }
@@ -299,6 +305,16 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = current.source();
     }
     text
+}
+
+/// Whether `url` names this machine: `localhost` or a loopback address.
+fn is_loopback_host(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(Host::Ipv4(address)) => address.is_loopback(),
+        Some(Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
 }
 
 #[cfg(test)]

@@ -414,7 +414,7 @@ impl tonic::service::Interceptor for BearerInterceptor {
         if let Some(person) = &self.on_behalf_of {
             request
                 .metadata_mut()
-                .insert(signpost_api::grpc::ON_BEHALF_OF_HEADER, person.clone());
+                .insert(signpost_grpc::ON_BEHALF_OF_HEADER, person.clone());
         }
         Ok(request)
     }

@@ -34,6 +34,12 @@ pub struct ServeArgs {
     /// TOML config file with the same keys (listen, data_dir, public_base_url, secret_key_file).
     #[arg(long, env = "SIGNPOST_CONFIG")]
     pub config: Option<PathBuf>,
+    /// How many route changes are kept for watchers that resume [default: 4096].
+    #[arg(long, env = "SIGNPOST_ROUTING_HISTORY")]
+    pub routing_history: Option<usize>,
+    /// Seconds between progress messages on idle routing streams [default: 5].
+    #[arg(long, env = "SIGNPOST_ROUTING_PROGRESS_SECONDS")]
+    pub routing_progress_seconds: Option<u64>,
     /// TEST-ONLY: let setup forms fetch IdP metadata and discovery documents
     /// over http from loopback. Never set this in production.
     #[arg(long, env = "SIGNPOST_TEST_ONLY_ALLOW_LOOPBACK_HTTP_IDP", hide = true)]
@@ -47,6 +53,8 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     public_base_url: Option<Url>,
     secret_key_file: Option<PathBuf>,
+    routing_history: Option<usize>,
+    routing_progress_seconds: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -62,6 +70,10 @@ pub struct ServerConfig {
     pub secret_key_file: Option<PathBuf>,
     /// TEST-ONLY switch, off by default.
     pub allow_loopback_http_idp_for_tests: bool,
+    /// Route changes kept for resuming watchers.
+    pub routing_history: usize,
+    /// Interval of progress messages on idle routing streams.
+    pub routing_progress_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -73,6 +85,8 @@ impl ServerConfig {
             public_base_url: DEFAULT_PUBLIC_BASE_URL.parse().expect("valid default"),
             secret_key_file: None,
             allow_loopback_http_idp_for_tests: false,
+            routing_history: 4096,
+            routing_progress_interval: std::time::Duration::from_secs(5),
         }
     }
 
@@ -109,6 +123,15 @@ impl ServerConfig {
         }
         config.secret_key_file = args.secret_key_file.clone().or(file.secret_key_file);
         config.allow_loopback_http_idp_for_tests = args.test_only_allow_loopback_http_idp;
+        if let Some(history) = args.routing_history.or(file.routing_history) {
+            config.routing_history = history.max(1);
+        }
+        if let Some(seconds) = args
+            .routing_progress_seconds
+            .or(file.routing_progress_seconds)
+        {
+            config.routing_progress_interval = std::time::Duration::from_secs(seconds.max(1));
+        }
         Ok(config)
     }
 }

@@ -3,7 +3,8 @@
 //! [`Server::start`] opens the sled event log in the data directory, loads
 //! (or creates) the data key, starts the [`ControlPlane`] (which builds its
 //! read model from the log), mints the bootstrap admin token on an empty
-//! store, and serves over gRPC: `ConnectionAdminService`, `SetupFormService`,
+//! store, builds the routing projection, and serves over gRPC:
+//! `ConnectionAdminService`, `SetupFormService`, `RoutingService`,
 //! `grpc.health.v1` and server reflection, with explicit limits.
 //!
 //! - [`config`]: settings from flags, `SIGNPOST_*` variables and a TOML file.
@@ -25,10 +26,12 @@ use std::time::Duration;
 use anyhow::Context;
 use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminServiceServer;
 use signpost_api::admin::v1::setup_form_service_server::SetupFormServiceServer;
-use signpost_api::grpc::{AdminApi, SetupFormApi};
+use signpost_api::routing::v1::routing_service_server::RoutingServiceServer;
 use signpost_control::{ControlConfig, ControlPlane, SecretBox};
 use signpost_eventlog::{EventStore, SledEventStore, SledOptions};
+use signpost_grpc::{AdminApi, RoutingApi, SetupFormApi};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
+use signpost_routing::{RoutingOptions, RoutingProjection};
 use tokio::sync::oneshot;
 
 pub use config::ServerConfig;
@@ -55,6 +58,8 @@ pub struct Server {
     pub local_addr: SocketAddr,
     /// The application layer (tests read it directly).
     pub plane: ControlPlane,
+    /// The routing projection.
+    pub routing: RoutingProjection,
     /// The bootstrap token file, when this start minted it.
     pub bootstrap_token_file: Option<PathBuf>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -93,7 +98,12 @@ impl Server {
         let txt_resolver = overrides
             .txt_resolver
             .unwrap_or_else(|| Arc::new(SystemTxtResolver::new()));
-        let plane = ControlPlane::start(store, secrets, txt_resolver, control).await?;
+        let plane = ControlPlane::start(store.clone(), secrets, txt_resolver, control).await?;
+        let mut routing_options = RoutingOptions::new(config.public_base_url.as_str());
+        routing_options.history_limit = config.routing_history;
+        let routing = RoutingProjection::start(store, routing_options)
+            .await
+            .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
         let token_file = ControlPlane::bootstrap_token_path(&config.data_dir);
         let bootstrap_token_file = plane
             .bootstrap_admin_token(&token_file)
@@ -119,6 +129,12 @@ impl Server {
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
         let form = SetupFormServiceServer::new(SetupFormApi::new(plane.clone()))
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
+        let routes = RoutingServiceServer::new(RoutingApi::new(
+            plane.clone(),
+            routing.clone(),
+            config.routing_progress_interval,
+        ))
+        .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
@@ -128,7 +144,8 @@ impl Server {
             .add_service(health_service)
             .add_service(reflection)
             .add_service(admin)
-            .add_service(form);
+            .add_service(form)
+            .add_service(routes);
         let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
@@ -140,6 +157,7 @@ impl Server {
         Ok(Self {
             local_addr,
             plane,
+            routing,
             bootstrap_token_file,
             shutdown: Some(shutdown),
             task,

@@ -8,10 +8,12 @@ use signpost_control::{
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
-use crate::admin::v1 as pb;
-use crate::admin::v1::connection_admin_service_server::ConnectionAdminService;
-use crate::admin::v1::setup_form_service_server::SetupFormService;
+use signpost_api::admin::v1 as pb;
+use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminService;
+use signpost_api::admin::v1::setup_form_service_server::SetupFormService;
+
 use crate::convert::connection_status_i32;
+use crate::convert::ToWire;
 use crate::status::{invalid_field, to_status};
 
 /// Metadata key naming the person an internal service acts for.
@@ -20,7 +22,7 @@ pub const ON_BEHALF_OF_HEADER: &str = "x-signpost-on-behalf-of";
 pub const CORRELATION_ID_HEADER: &str = "x-correlation-id";
 
 /// The bearer credential of a request.
-fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
+pub(crate) fn bearer(metadata: &MetadataMap) -> Result<&str, Status> {
     let missing = || {
         to_status(signpost_control::ControlError::Unauthenticated {
             reason: "CREDENTIALS_MISSING",
@@ -99,7 +101,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::CreateOrganizationResponse {
-            organization: Some(done.value.into()),
+            organization: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -115,7 +117,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetOrganizationResponse {
-            organization: Some(view.into()),
+            organization: Some(view.to_wire()),
         }))
     }
 
@@ -131,7 +133,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListOrganizationsResponse {
-            organizations: page.items.into_iter().map(Into::into).collect(),
+            organizations: page.items.into_iter().map(ToWire::to_wire).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -149,7 +151,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ClaimDomainResponse {
-            domain_claim: Some(done.value.into()),
+            domain_claim: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -185,7 +187,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::VerifyDomainResponse {
-            domain_claim: Some(done.value.into()),
+            domain_claim: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -220,7 +222,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SetSsoPolicyResponse {
-            organization: Some(done.value.into()),
+            organization: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -248,7 +250,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::IssueSetupLinkResponse {
-            setup_link: Some(done.value.link.into()),
+            setup_link: Some(done.value.link.to_wire()),
             url: done.value.url,
             log_position: done.position,
             superseded_setup_link_ids: done.value.superseded,
@@ -268,7 +270,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeSetupLinkResponse {
-            setup_link: Some(done.value.into()),
+            setup_link: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -284,7 +286,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetSetupLinkResponse {
-            setup_link: Some(view.into()),
+            setup_link: Some(view.to_wire()),
         }))
     }
 
@@ -300,7 +302,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListSetupLinksResponse {
-            setup_links: page.items.into_iter().map(Into::into).collect(),
+            setup_links: page.items.into_iter().map(ToWire::to_wire).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -316,7 +318,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetConnectionResponse {
-            connection: Some(view.into()),
+            connection: Some(view.to_wire()),
         }))
     }
 
@@ -332,7 +334,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListConnectionsResponse {
-            connections: page.items.into_iter().map(Into::into).collect(),
+            connections: page.items.into_iter().map(ToWire::to_wire).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -350,7 +352,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::AssignGroupResponse {
-            connection: Some(done.value.into()),
+            connection: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -368,7 +370,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::UnassignGroupResponse {
-            connection: Some(done.value.into()),
+            connection: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -386,7 +388,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SetGroupRequirementResponse {
-            connection: Some(done.value.into()),
+            connection: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -404,7 +406,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ActivateConnectionResponse {
-            connection: Some(done.value.into()),
+            connection: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -422,7 +424,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DeactivateConnectionResponse {
-            connection: Some(done.value.into()),
+            connection: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -441,7 +443,7 @@ impl ConnectionAdminService for AdminApi {
             .map_err(to_status)?;
         let (organization, previous) = done.value;
         Ok(Response::new(pb::SwitchProviderResponse {
-            organization: Some(organization.into()),
+            organization: Some(organization.to_wire()),
             previous_connection_id: previous,
             log_position: done.position,
         }))
@@ -460,7 +462,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::MintApiTokenResponse {
-            api_token: Some(done.value.token.into()),
+            api_token: Some(done.value.token.to_wire()),
             token: done.value.secret,
             log_position: done.position,
         }))
@@ -478,7 +480,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListApiTokensResponse {
-            api_tokens: page.items.into_iter().map(Into::into).collect(),
+            api_tokens: page.items.into_iter().map(ToWire::to_wire).collect(),
             next_page_token: page.next_page_token,
         }))
     }
@@ -496,7 +498,7 @@ impl ConnectionAdminService for AdminApi {
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::RevokeApiTokenResponse {
-            api_token: Some(done.value.into()),
+            api_token: Some(done.value.to_wire()),
             log_position: done.position,
         }))
     }
@@ -529,7 +531,7 @@ impl SetupFormService for SetupFormApi {
     ) -> Reply<pb::GetSetupFormResponse> {
         let principal = self.principal(request.metadata())?;
         let view = self.plane.setup_form(&principal).await.map_err(to_status)?;
-        Ok(Response::new(view.into()))
+        Ok(Response::new(view.to_wire()))
     }
 
     async fn submit_setup_form(

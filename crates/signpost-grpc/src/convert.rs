@@ -11,17 +11,28 @@ use signpost_domain::connection::ConnectionSettings;
 use signpost_domain::event::timestamp;
 use signpost_domain::organization::ClaimStatus;
 
-use crate::admin::v1 as pb;
-use crate::log::v1 as schema;
+use signpost_api::admin::v1 as pb;
+use signpost_api::log::v1 as schema;
 
-impl From<OrganizationView> for pb::Organization {
-    fn from(view: OrganizationView) -> Self {
+/// Converts a control-plane value to its wire message.
+pub trait ToWire {
+    /// The wire message.
+    type Wire;
+    /// Converts.
+    fn to_wire(self) -> Self::Wire;
+}
+
+impl ToWire for OrganizationView {
+    type Wire = pb::Organization;
+
+    fn to_wire(self) -> pb::Organization {
+        let view = self;
         let org = view.organization;
-        Self {
+        Self::Wire {
             organization_id: org.id,
             display_name: org.display_name,
             external_id: org.external_id,
-            domains: view.domains.into_iter().map(Into::into).collect(),
+            domains: view.domains.into_iter().map(ToWire::to_wire).collect(),
             sso_policy: org.sso_policy as i32,
             active_connection_id: org.active_connection_id.unwrap_or_default(),
             version: org.version,
@@ -30,13 +41,16 @@ impl From<OrganizationView> for pb::Organization {
     }
 }
 
-impl From<DomainClaimView> for pb::DomainClaim {
-    fn from(view: DomainClaimView) -> Self {
+impl ToWire for DomainClaimView {
+    type Wire = pb::DomainClaim;
+
+    fn to_wire(self) -> pb::DomainClaim {
+        let view = self;
         let status = match view.claim.status {
             ClaimStatus::Pending => pb::DomainStatus::Pending,
             ClaimStatus::Verified => pb::DomainStatus::Verified,
         };
-        Self {
+        Self::Wire {
             domain: view.domain,
             status: status as i32,
             verification_record_name: view.claim.verification_record_name,
@@ -52,9 +66,12 @@ impl From<DomainClaimView> for pb::DomainClaim {
     }
 }
 
-impl From<ServiceProvider> for pb::ServiceProviderDetails {
-    fn from(sp: ServiceProvider) -> Self {
-        Self {
+impl ToWire for ServiceProvider {
+    type Wire = pb::ServiceProviderDetails;
+
+    fn to_wire(self) -> pb::ServiceProviderDetails {
+        let sp = self;
+        Self::Wire {
             entity_id: sp.entity_id,
             acs_url: sp.acs_url,
             oidc_redirect_uri: sp.oidc_redirect_uri,
@@ -78,13 +95,16 @@ pub fn connection_status_i32(status: ConnectionStatus) -> i32 {
     connection_status(status) as i32
 }
 
-impl From<ConnectionView> for pb::Connection {
-    fn from(view: ConnectionView) -> Self {
-        let mut message = Self {
+impl ToWire for ConnectionView {
+    type Wire = pb::Connection;
+
+    fn to_wire(self) -> pb::Connection {
+        let view = self;
+        let mut message = pb::Connection {
             connection_id: view.connection_id,
             organization_id: view.organization_id,
             status: connection_status(view.status) as i32,
-            service_provider: Some(view.service_provider.into()),
+            service_provider: Some(view.service_provider.to_wire()),
             ..Default::default()
         };
         let Some(connection) = view.connection else {
@@ -120,8 +140,11 @@ impl From<ConnectionView> for pb::Connection {
     }
 }
 
-impl From<SetupLinkView> for pb::SetupLink {
-    fn from(view: SetupLinkView) -> Self {
+impl ToWire for SetupLinkView {
+    type Wire = pb::SetupLink;
+
+    fn to_wire(self) -> pb::SetupLink {
+        let view = self;
         let status = match view.status {
             SetupLinkStatus::Open => pb::SetupLinkStatus::Open,
             SetupLinkStatus::Expired => pb::SetupLinkStatus::Expired,
@@ -129,7 +152,7 @@ impl From<SetupLinkView> for pb::SetupLink {
             SetupLinkStatus::Spent => pb::SetupLinkStatus::Spent,
         };
         let link = view.link;
-        Self {
+        Self::Wire {
             setup_link_id: link.id,
             organization_id: link.organization_id,
             intent: link.intent as i32,
@@ -143,15 +166,18 @@ impl From<SetupLinkView> for pb::SetupLink {
     }
 }
 
-impl From<ApiTokenView> for pb::ApiToken {
-    fn from(view: ApiTokenView) -> Self {
+impl ToWire for ApiTokenView {
+    type Wire = pb::ApiToken;
+
+    fn to_wire(self) -> pb::ApiToken {
+        let view = self;
         let token = view.token;
         let status = if token.revoked {
             pb::ApiTokenStatus::Revoked
         } else {
             pb::ApiTokenStatus::Active
         };
-        Self {
+        Self::Wire {
             token_id: token.id,
             name: token.name,
             role: token.role as i32,
@@ -162,13 +188,16 @@ impl From<ApiTokenView> for pb::ApiToken {
     }
 }
 
-impl From<SetupFormView> for pb::GetSetupFormResponse {
-    fn from(view: SetupFormView) -> Self {
-        Self {
+impl ToWire for SetupFormView {
+    type Wire = pb::GetSetupFormResponse;
+
+    fn to_wire(self) -> pb::GetSetupFormResponse {
+        let view = self;
+        Self::Wire {
             organization_display_name: view.organization_display_name,
             intent: view.intent as i32,
             connection_id: view.connection_id,
-            service_provider: Some(view.service_provider.into()),
+            service_provider: Some(view.service_provider.to_wire()),
             provider_presets: view
                 .presets
                 .iter()
@@ -189,7 +218,7 @@ impl From<SetupFormView> for pb::GetSetupFormResponse {
                 })
                 .collect(),
             expire_time: Some(timestamp(view.expires_at)),
-            current: view.current.map(Into::into),
+            current: view.current.map(ToWire::to_wire),
         }
     }
 }

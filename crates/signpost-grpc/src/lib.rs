@@ -1,0 +1,19 @@
+//! Signpost's gRPC services: handlers a few lines each over
+//! `signpost_control::ControlPlane`.
+//!
+//! - [`admin`]: `ConnectionAdminService` ([`admin::AdminApi`]) and
+//!   `SetupFormService` ([`admin::SetupFormApi`]).
+//! - [`routing`]: `RoutingService` ([`routing::RoutingApi`]): `Resolve` and
+//!   `WatchRoutes` over the routing projection.
+//! - [`convert`]: control-plane views → wire messages ([`convert::ToWire`]).
+//! - [`status`]: the one place errors become gRPC statuses, with
+//!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod convert;
+pub mod routing;
+pub mod status;
+
+pub use admin::{AdminApi, SetupFormApi, CORRELATION_ID_HEADER, ON_BEHALF_OF_HEADER};
+pub use routing::RoutingApi;

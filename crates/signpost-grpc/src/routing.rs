@@ -1,0 +1,258 @@
+//! `RoutingService`: `Resolve` and `WatchRoutes` over the routing projection.
+//!
+//! A watch stream is a small state machine with one cursor (the revision the
+//! watcher holds). It pulls deltas from the projection's shared history when
+//! the revision moves, so the projection never waits for a watcher and a
+//! watcher costs no memory beyond its cursor and what its transport buffers.
+//! A watcher that stops reading simply stops pulling; when it resumes and
+//! its cursor has fallen out of the history, it gets a reset and a fresh
+//! snapshot instead of a silent gap.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use signpost_api::routing::v1 as wire;
+use signpost_api::routing::v1::routing_service_server::RoutingService;
+use signpost_control::{ControlError, ControlPlane, Role};
+use signpost_routing::{RouteTable, RoutingProjection};
+use tonic::{Request, Response, Status};
+
+use crate::admin::bearer;
+use crate::status::{invalid_field, to_status};
+
+/// Routes per snapshot message.
+pub const SNAPSHOT_CHUNK: usize = 1000;
+/// Longest a `Resolve` waits for `min_revision` when the call has no deadline.
+pub const MAX_REVISION_WAIT: Duration = Duration::from_secs(30);
+
+/// `RoutingService` over a [`RoutingProjection`]; `edge` and `admin` tokens.
+#[derive(Clone)]
+pub struct RoutingApi {
+    plane: ControlPlane,
+    routing: RoutingProjection,
+    progress_interval: Duration,
+}
+
+impl std::fmt::Debug for RoutingApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingApi")
+            .field("progress_interval", &self.progress_interval)
+            .finish()
+    }
+}
+
+impl RoutingApi {
+    /// Serves `routing`, authenticating callers with `plane`; idle watchers
+    /// get a progress message every `progress_interval`.
+    pub fn new(
+        plane: ControlPlane,
+        routing: RoutingProjection,
+        progress_interval: Duration,
+    ) -> Self {
+        Self {
+            plane,
+            routing,
+            progress_interval,
+        }
+    }
+
+    fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
+        let principal = self
+            .plane
+            .authenticate_api_token(bearer(metadata)?)
+            .map_err(to_status)?;
+        principal
+            .require(&[Role::Edge, Role::Admin])
+            .map_err(to_status)
+    }
+}
+
+/// The call's deadline from `grpc-timeout`, if the client sent one.
+fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let value = metadata.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.saturating_mul(3600)),
+        "M" => Duration::from_secs(amount.saturating_mul(60)),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+fn message(
+    revision: u64,
+    epoch: &str,
+    kind: wire::watch_routes_response::Kind,
+) -> wire::WatchRoutesResponse {
+    wire::WatchRoutesResponse {
+        revision,
+        store_epoch: epoch.to_owned(),
+        kind: Some(kind),
+    }
+}
+
+fn snapshot_messages(
+    revision: u64,
+    epoch: &str,
+    table: &RouteTable,
+) -> Vec<wire::WatchRoutesResponse> {
+    use wire::watch_routes_response::Kind;
+    let mut messages = Vec::with_capacity(table.len() / SNAPSHOT_CHUNK + 2);
+    let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK.min(table.len()));
+    for route in table.values() {
+        chunk.push(wire::Route::clone(route));
+        if chunk.len() == SNAPSHOT_CHUNK {
+            messages.push(message(
+                revision,
+                epoch,
+                Kind::Snapshot(wire::SnapshotChunk {
+                    routes: std::mem::take(&mut chunk),
+                }),
+            ));
+        }
+    }
+    if !chunk.is_empty() {
+        messages.push(message(
+            revision,
+            epoch,
+            Kind::Snapshot(wire::SnapshotChunk { routes: chunk }),
+        ));
+    }
+    messages.push(message(
+        revision,
+        epoch,
+        Kind::SnapshotEnd(wire::SnapshotEnd {
+            route_count: table.len() as u64,
+        }),
+    ));
+    messages
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<wire::WatchRoutesResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RoutingService for RoutingApi {
+    async fn resolve(
+        &self,
+        request: Request<wire::ResolveRequest>,
+    ) -> Result<Response<wire::ResolveResponse>, Status> {
+        self.authorize(request.metadata())?;
+        let deadline = grpc_timeout(request.metadata())
+            .unwrap_or(MAX_REVISION_WAIT)
+            .min(MAX_REVISION_WAIT);
+        let request = request.into_inner();
+        let email = signpost_names::EmailAddress::parse(&request.email)
+            .map_err(|e| invalid_field(e.reason(), "email", e.to_string()))?;
+        if let Some(min_revision) = request.min_revision {
+            match tokio::time::timeout(deadline, self.routing.wait_for(min_revision)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(reason)) => return Err(to_status(ControlError::Internal(reason))),
+                Err(_) => {
+                    return Err(to_status(ControlError::DeadlineExceeded(format!(
+                        "the routing table did not reach revision {min_revision} within the deadline (it is at {})",
+                        self.routing.revision()
+                    ))))
+                }
+            }
+        }
+        let domain = email.domain().as_str().to_owned();
+        let (revision, route) = self.routing.lookup(&domain);
+        let answer = match route {
+            Some(route) => wire::resolve_response::Answer::Route(wire::Route::clone(&route)),
+            None => wire::resolve_response::Answer::Password(wire::Password {}),
+        };
+        Ok(Response::new(wire::ResolveResponse {
+            revision,
+            answer: Some(answer),
+            domain,
+        }))
+    }
+
+    type WatchRoutesStream = WatchStream;
+
+    async fn watch_routes(
+        &self,
+        request: Request<wire::WatchRoutesRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        use wire::watch_routes_response::Kind;
+        self.authorize(request.metadata())?;
+        let request = request.into_inner();
+        let routing = self.routing.clone();
+        let progress_interval = self.progress_interval;
+        let stream = async_stream::stream! {
+            let epoch = routing.epoch().to_owned();
+            let mut revisions = routing.watch_revision();
+            // Decide where this watcher starts: resume, or (reset +) snapshot.
+            let mut cursor = None;
+            if let Some(from) = request.from_revision {
+                let reset = if request.store_epoch != epoch {
+                    Some(wire::ResetReason::EpochChanged)
+                } else if from > routing.revision() {
+                    Some(wire::ResetReason::RevisionAhead)
+                } else if routing.changes_since(from).is_err() {
+                    Some(wire::ResetReason::HistoryNotKept)
+                } else {
+                    None
+                };
+                match reset {
+                    None => cursor = Some(from),
+                    Some(reason) => yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: reason as i32 }))),
+                }
+            }
+            let mut progress = tokio::time::interval(progress_interval);
+            progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            progress.tick().await;
+            loop {
+                let Some(at) = cursor else {
+                    revisions.borrow_and_update();
+                    let (revision, table) = routing.snapshot();
+                    for message in snapshot_messages(revision, &epoch, &table) {
+                        yield Ok(message);
+                    }
+                    cursor = Some(revision);
+                    continue;
+                };
+                match routing.changes_since(at) {
+                    Err(_) => {
+                        yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
+                        cursor = None;
+                        continue;
+                    }
+                    Ok((deltas, revision)) => {
+                        for delta in deltas {
+                            yield Ok(message(delta.revision, &epoch, Kind::Delta(wire::RouteDelta {
+                                upserts: delta.upserts.iter().map(|r| wire::Route::clone(r)).collect(),
+                                deletes: delta.deletes.clone(),
+                            })));
+                        }
+                        cursor = Some(revision);
+                    }
+                }
+                if let Some(reason) = routing.failure() {
+                    yield Err(to_status(ControlError::Internal(reason)));
+                    return;
+                }
+                let caught_up = cursor.unwrap_or_default();
+                tokio::select! {
+                    changed = revisions.changed() => {
+                        if changed.is_err() {
+                            yield Err(Status::unavailable("the routing projection stopped; resume from your revision"));
+                            return;
+                        }
+                    }
+                    _ = progress.tick() => {
+                        if routing.revision() == caught_up {
+                            yield Ok(message(caught_up, &epoch, Kind::Progress(wire::Progress {})));
+                        }
+                    }
+                }
+            }
+        };
+        Ok(Response::new(Box::pin(stream) as WatchStream))
+    }
+}

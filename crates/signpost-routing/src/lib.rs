@@ -1,0 +1,22 @@
+//! The routing projection: which IdP each email domain signs in through.
+//!
+//! - [`routes`]: how an organization's state (verified domains, active
+//!   connection, policy) becomes routes — one per verified domain, or none
+//!   (password).
+//! - [`projection`]: [`RoutingProjection`], folded from the log and kept
+//!   current by tailing it; its revision is the last log position applied.
+//!   It publishes one [`Delta`] per commit that changed routes, keeps a
+//!   bounded history of them for resuming watchers, and hands out O(1)
+//!   snapshots of the table.
+//!
+//! Routes are the wire type (`signpost.routing.v1.Route`): the table exists to
+//! be sent to login edges, so it is kept in the form it is sent in. The
+//! gRPC service over it lives in `signpost-grpc`.
+#![forbid(unsafe_code)]
+
+pub mod projection;
+pub mod routes;
+
+pub use projection::{
+    Delta, HistoryGap, RouteTable, RoutingOptions, RoutingProjection, RoutingStats,
+};

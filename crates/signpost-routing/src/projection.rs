@@ -1,0 +1,335 @@
+//! The routing projection: folds the log into the routing table and keeps a
+//! bounded history of route changes for watchers that resume.
+//!
+//! One task tails the log. For each event it updates the aggregates it needs
+//! (organizations, connections — the domain's own `apply`), recomputes the
+//! routes of the organization the event touched and diffs them with the
+//! previous ones. Changes are gathered until the end of the event's commit
+//! (`commit_last_position`), then published as one [`Delta`] at that revision:
+//! every route change of one command reaches watchers in one message.
+//!
+//! Readers never block the fold for long: the table is a persistent map
+//! (`imbl`), so a snapshot is an O(1) clone that stays valid while the fold
+//! moves on, and the history is a ring of at most `history_limit` deltas.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+
+use futures::StreamExt;
+use signpost_api::routing::v1 as wire;
+use signpost_domain::connection::Connection;
+use signpost_domain::organization::Organization;
+use signpost_domain::Event;
+use signpost_eventlog::{EventEnvelope, EventStore};
+use tokio::sync::watch;
+
+use crate::routes::{organization_routes, OrganizationRoutes};
+
+/// The whole routing table: domain → route.
+pub type RouteTable = imbl::HashMap<String, Arc<wire::Route>>;
+
+/// Every route change of one commit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Delta {
+    /// The revision (log position) the change brings a watcher to.
+    pub revision: u64,
+    /// Routes added or replaced.
+    pub upserts: Vec<Arc<wire::Route>>,
+    /// Domains that now route to password.
+    pub deletes: Vec<String>,
+}
+
+/// The history no longer holds every change after the revision asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("route changes after revision {asked} are no longer kept (history starts after {floor})")]
+pub struct HistoryGap {
+    /// The revision asked for.
+    pub asked: u64,
+    /// Changes after this revision are kept.
+    pub floor: u64,
+}
+
+/// Settings of the projection.
+#[derive(Debug, Clone)]
+pub struct RoutingOptions {
+    /// The base of our SP URLs (entity id, ACS URL, redirect URI).
+    pub public_base_url: String,
+    /// How many deltas the history keeps for resuming watchers.
+    pub history_limit: usize,
+}
+
+impl RoutingOptions {
+    /// Defaults with `public_base_url`.
+    pub fn new(public_base_url: impl Into<String>) -> Self {
+        Self {
+            public_base_url: public_base_url.into(),
+            history_limit: 4096,
+        }
+    }
+}
+
+/// Counters for status pages and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoutingStats {
+    /// Revision applied.
+    pub revision: u64,
+    /// Routes in the table.
+    pub routes: usize,
+    /// Deltas kept.
+    pub history_len: usize,
+    /// Changes after this revision are kept.
+    pub history_floor: u64,
+}
+
+struct Live {
+    revision: u64,
+    table: RouteTable,
+    history: VecDeque<Arc<Delta>>,
+    history_floor: u64,
+}
+
+struct Shared {
+    live: RwLock<Live>,
+    failure: RwLock<Option<String>>,
+    epoch: String,
+    history_limit: usize,
+}
+
+/// The live routing projection. Cheap to clone.
+#[derive(Clone)]
+pub struct RoutingProjection {
+    shared: Arc<Shared>,
+    revision: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for RoutingProjection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingProjection")
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+/// The fold's private state: what it needs to recompute an organization's routes.
+struct Fold {
+    public_base_url: String,
+    organizations: HashMap<String, Organization>,
+    connections: HashMap<String, Connection>,
+    routes: HashMap<String, OrganizationRoutes>,
+    /// Changes of the commit being applied: domain → new route (None = delete).
+    pending: BTreeMap<String, Option<Arc<wire::Route>>>,
+}
+
+impl Fold {
+    fn apply(&mut self, envelope: &EventEnvelope, event: &Event) {
+        let stream = envelope.stream_id.as_str();
+        let organization_id = if let Some(id) = stream.strip_prefix("organization-") {
+            self.organizations
+                .entry(id.to_owned())
+                .or_default()
+                .apply(event);
+            id.to_owned()
+        } else if let Some(id) = stream.strip_prefix("connection-") {
+            let connection = self.connections.entry(id.to_owned()).or_default();
+            connection.apply(event);
+            connection.organization_id.clone()
+        } else {
+            return;
+        };
+        self.recompute(&organization_id);
+    }
+
+    fn recompute(&mut self, organization_id: &str) {
+        let Some(organization) = self.organizations.get(organization_id) else {
+            return;
+        };
+        let active = organization
+            .active_connection_id
+            .as_ref()
+            .and_then(|id| self.connections.get(id));
+        let new = organization_routes(organization, active, &self.public_base_url);
+        let old = self.routes.remove(organization_id).unwrap_or_default();
+        for (domain, route) in &new {
+            if old.get(domain) != Some(route) {
+                self.pending.insert(domain.clone(), Some(route.clone()));
+            }
+        }
+        for domain in old.keys().filter(|d| !new.contains_key(*d)) {
+            self.pending.insert(domain.clone(), None);
+        }
+        if !new.is_empty() {
+            self.routes.insert(organization_id.to_owned(), new);
+        }
+    }
+}
+
+impl RoutingProjection {
+    /// Folds everything already in `store`, then keeps following it.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        options: RoutingOptions,
+    ) -> Result<Self, String> {
+        let shared = Arc::new(Shared {
+            live: RwLock::new(Live {
+                revision: 0,
+                table: RouteTable::new(),
+                history: VecDeque::new(),
+                history_floor: 0,
+            }),
+            failure: RwLock::new(None),
+            epoch: store.store_epoch().to_string(),
+            history_limit: options.history_limit.max(1),
+        });
+        let (publish, revision) = watch::channel(0u64);
+        let projection = Self {
+            shared: shared.clone(),
+            revision,
+        };
+        let head = store.head().position;
+        let mut fold = Fold {
+            public_base_url: options.public_base_url,
+            organizations: HashMap::new(),
+            connections: HashMap::new(),
+            routes: HashMap::new(),
+            pending: BTreeMap::new(),
+        };
+        let mut events = store.subscribe(1);
+        tokio::spawn(async move {
+            while let Some(next) = events.next().await {
+                let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
+                    let event = signpost_domain::decode_event(&envelope.payload)
+                        .map_err(|e| format!("position {}: {e}", envelope.position))?;
+                    fold.apply(&envelope, &event);
+                    Ok(envelope)
+                });
+                match outcome {
+                    Ok(envelope) if envelope.commit_last_position > envelope.position => {}
+                    Ok(envelope) => {
+                        let changes = std::mem::take(&mut fold.pending);
+                        shared.publish(envelope.position, changes);
+                        publish.send_replace(envelope.position);
+                    }
+                    Err(reason) => {
+                        tracing::error!(%reason, "routing projection stopped: cannot apply the log");
+                        *shared.failure.write().expect("failure lock") = Some(reason);
+                        publish.send_modify(|_| {});
+                        return;
+                    }
+                }
+            }
+        });
+        projection.wait_for(head).await?;
+        Ok(projection)
+    }
+
+    /// The store epoch the revisions belong to.
+    pub fn epoch(&self) -> &str {
+        &self.shared.epoch
+    }
+
+    /// The revision applied.
+    pub fn revision(&self) -> u64 {
+        self.shared.live.read().expect("routing lock").revision
+    }
+
+    /// A receiver that changes whenever the revision moves.
+    pub fn watch_revision(&self) -> watch::Receiver<u64> {
+        self.revision.clone()
+    }
+
+    /// Why the projection stopped, if it did.
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure.read().expect("failure lock").clone()
+    }
+
+    /// Waits until the projection has applied `revision`.
+    pub async fn wait_for(&self, revision: u64) -> Result<(), String> {
+        let mut watcher = self.revision.clone();
+        let shared = self.shared.clone();
+        let _ = watcher
+            .wait_for(|applied| {
+                *applied >= revision || shared.failure.read().expect("failure lock").is_some()
+            })
+            .await;
+        match self.failure() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// The route for a normalized domain, with the revision of the answer.
+    pub fn lookup(&self, domain: &str) -> (u64, Option<Arc<wire::Route>>) {
+        let live = self.shared.live.read().expect("routing lock");
+        (live.revision, live.table.get(domain).cloned())
+    }
+
+    /// The whole table and its revision (an O(1) persistent clone).
+    pub fn snapshot(&self) -> (u64, RouteTable) {
+        let live = self.shared.live.read().expect("routing lock");
+        (live.revision, live.table.clone())
+    }
+
+    /// Every delta after `revision`, and the revision they bring a watcher to
+    /// (the current one: revisions without route changes are included).
+    pub fn changes_since(&self, revision: u64) -> Result<(Vec<Arc<Delta>>, u64), HistoryGap> {
+        let live = self.shared.live.read().expect("routing lock");
+        if revision < live.history_floor {
+            return Err(HistoryGap {
+                asked: revision,
+                floor: live.history_floor,
+            });
+        }
+        let start = live
+            .history
+            .partition_point(|delta| delta.revision <= revision);
+        Ok((
+            live.history.range(start..).cloned().collect(),
+            live.revision,
+        ))
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RoutingStats {
+        let live = self.shared.live.read().expect("routing lock");
+        RoutingStats {
+            revision: live.revision,
+            routes: live.table.len(),
+            history_len: live.history.len(),
+            history_floor: live.history_floor,
+        }
+    }
+}
+
+impl Shared {
+    /// Publishes the end of a commit: table, history and revision move together.
+    fn publish(&self, revision: u64, changes: BTreeMap<String, Option<Arc<wire::Route>>>) {
+        let mut live = self.live.write().expect("routing lock");
+        live.revision = revision;
+        if changes.is_empty() {
+            return;
+        }
+        let mut delta = Delta {
+            revision,
+            upserts: Vec::new(),
+            deletes: Vec::new(),
+        };
+        for (domain, route) in changes {
+            match route {
+                Some(route) => {
+                    live.table.insert(domain, route.clone());
+                    delta.upserts.push(route);
+                }
+                None => {
+                    live.table.remove(&domain);
+                    delta.deletes.push(domain);
+                }
+            }
+        }
+        live.history.push_back(Arc::new(delta));
+        while live.history.len() > self.history_limit {
+            if let Some(dropped) = live.history.pop_front() {
+                live.history_floor = dropped.revision;
+            }
+        }
+    }
+}

@@ -445,3 +445,95 @@ pub fn oidc_form(issuer: &str, client_secret: &str) -> pb::SubmitSetupFormReques
         request_id: String::new(),
     }
 }
+
+// ------------------------------------------------------------------ routing
+
+/// A routing client with a bearer token.
+pub type RoutingClient = signpost_api::routing::v1::routing_service_client::RoutingServiceClient<
+    InterceptedService<Channel, BearerInterceptor>,
+>;
+
+/// A routing client using `token`.
+pub async fn routing_client(addr: SocketAddr, token: &str) -> RoutingClient {
+    signpost_api::routing::v1::routing_service_client::RoutingServiceClient::with_interceptor(
+        channel(addr).await,
+        interceptor(token, None).unwrap(),
+    )
+}
+
+/// Mints an API token with `role`; returns the bearer token.
+pub async fn mint_token(admin: &mut AdminClient, role: schema::TokenRole) -> String {
+    admin
+        .mint_api_token(pb::MintApiTokenRequest {
+            name: format!("{role:?} token"),
+            role: role as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+}
+
+/// An organization with `domains` verified (manually) and an active SAML
+/// connection configured from pasted metadata for `entity_id`.
+/// Returns (organization id, connection id, log position after activation).
+pub async fn active_saml_organization(
+    admin: &mut AdminClient,
+    addr: SocketAddr,
+    name: &str,
+    domains: &[&str],
+    entity_id: &str,
+) -> (String, String, u64) {
+    let org = admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: name.into(),
+            external_id: format!("ext-{name}"),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+        .organization_id;
+    for domain in domains {
+        admin
+            .claim_domain(pb::ClaimDomainRequest {
+                organization_id: org.clone(),
+                domain: (*domain).into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        admin
+            .verify_domain(pb::VerifyDomainRequest {
+                organization_id: org.clone(),
+                domain: (*domain).into(),
+                method: pb::VerifyDomainMethod::Manual as i32,
+                note: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let (_, url, connection) =
+        issue_link(admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let mut form = form_client(addr, &url).await;
+    form.submit_setup_form(saml_xml_form(&idp_metadata(
+        entity_id,
+        &format!("{entity_id}/sso"),
+    )))
+    .await
+    .unwrap();
+    let position = admin
+        .activate_connection(pb::ActivateConnectionRequest {
+            connection_id: connection.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .log_position;
+    (org, connection, position)
+}

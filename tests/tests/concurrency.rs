@@ -112,11 +112,18 @@ async fn racing_pinned_commands_have_exactly_one_winner_per_version() {
         let (winning_group, reply) = winners.pop().unwrap();
         let connection = reply.connection.unwrap();
         assert_eq!(connection.version, version + 1);
-        assert!(connection.groups.iter().any(|g| g.idp_group == winning_group));
+        assert!(connection
+            .groups
+            .iter()
+            .any(|g| g.idp_group == winning_group));
 
         let now = get_connection(&mut admin, &connection_id).await;
         assert_eq!(now.version, version + 1);
-        assert_eq!(now.groups.len() as u64, round + 1, "only winners were applied");
+        assert_eq!(
+            now.groups.len() as u64,
+            round + 1,
+            "only winners were applied"
+        );
         assert!(now.groups.iter().any(|g| g.idp_group == winning_group));
     }
 
@@ -159,7 +166,11 @@ async fn racing_unpinned_commands_all_succeed_by_retrying_internally() {
     }
     positions.sort_unstable();
     positions.dedup();
-    assert_eq!(positions.len(), RACERS, "each command appended its own event");
+    assert_eq!(
+        positions.len(),
+        RACERS,
+        "each command appended its own event"
+    );
 
     let connection = get_connection(&mut admin, &connection_id).await;
     assert_eq!(connection.groups.len(), RACERS);
@@ -197,7 +208,10 @@ async fn a_retried_command_with_the_same_request_id_returns_the_first_outcome_an
     assert_eq!(server.head(), head, "the retry appends nothing");
     assert_eq!(retry.log_position, first.log_position);
     let org = first.organization.unwrap();
-    assert_eq!(retry.organization.unwrap().organization_id, org.organization_id);
+    assert_eq!(
+        retry.organization.unwrap().organization_id,
+        org.organization_id
+    );
 
     let issue = || pb::IssueSetupLinkRequest {
         organization_id: org.organization_id.clone(),
@@ -365,4 +379,49 @@ async fn request_ids_are_scoped_to_the_principal() {
         .into_inner()
         .organizations;
     assert_eq!(organizations.len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_retries_of_one_mint_issue_exactly_one_token() {
+    // Minting takes no uniqueness lock: the log's idempotency record alone
+    // must turn the racing retries into one token.
+    let server = TestServer::start().await;
+    let head = server.head();
+    let mut retries = Vec::new();
+    for _ in 0..20 {
+        let mut client = server.admin().await;
+        retries.push(tokio::spawn(async move {
+            client
+                .mint_api_token(pb::MintApiTokenRequest {
+                    name: "login edge".into(),
+                    role: schema::TokenRole::Edge as i32,
+                    organization_scope: String::new(),
+                    request_id: "mint-edge".into(),
+                })
+                .await
+                .map(|r| r.into_inner())
+        }));
+    }
+    let mut answers = Vec::new();
+    for retry in retries {
+        answers.push(retry.await.unwrap().expect("every retry succeeds"));
+    }
+    for answer in &answers {
+        assert_eq!(answer.log_position, answers[0].log_position);
+        assert_eq!(answer.token, answers[0].token);
+        assert_eq!(
+            answer.api_token.as_ref().unwrap().token_id,
+            answers[0].api_token.as_ref().unwrap().token_id
+        );
+    }
+    assert_eq!(server.head(), head + 1, "one event appended");
+    let tokens = server
+        .admin()
+        .await
+        .list_api_tokens(pb::ListApiTokensRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .api_tokens;
+    assert_eq!(tokens.len(), 2, "bootstrap + one edge token");
 }

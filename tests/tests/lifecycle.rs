@@ -92,7 +92,9 @@ const CLIENT_SECRET: &str = "super-secret-value-123";
 
 /// Whether `needle` occurs anywhere in `haystack`.
 fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|window| window == needle)
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle)
 }
 
 /// Every regular file under `dir`, recursively.
@@ -267,7 +269,9 @@ async fn oidc_lifecycle_keeps_the_client_secret_out_of_reads_the_log_and_the_dat
 
     // No event payload holds it in clear.
     let events = all_events(&server).await;
-    assert!(events.iter().any(|e| e.event_type == "connection_configured"));
+    assert!(events
+        .iter()
+        .any(|e| e.event_type == "connection_configured"));
     for event in &events {
         assert!(
             !contains_bytes(&event.payload, CLIENT_SECRET.as_bytes()),
@@ -402,7 +406,11 @@ async fn a_provider_switch_and_the_switch_back_each_move_the_active_connection_i
     assert_eq!(organization.active_connection_id, connection_b);
     assert_eq!(organization.version, version_before + 1);
     assert_eq!(switched.log_position, server.head());
-    assert_eq!(server.head(), head_before + 2, "one switch + one spent link");
+    assert_eq!(
+        server.head(),
+        head_before + 2,
+        "one switch + one spent link"
+    );
     let new_events: Vec<_> = all_events(&server)
         .await
         .into_iter()
@@ -574,14 +582,11 @@ async fn activation_needs_a_verified_domain_and_manual_verification_records_who_
         note: "called their IT".into(),
         ..Default::default()
     });
-    verify
-        .metadata_mut()
-        .insert("x-signpost-on-behalf-of", "jane@platform.example".parse().unwrap());
-    let verified = admin
-        .verify_domain(verify)
-        .await
-        .unwrap()
-        .into_inner();
+    verify.metadata_mut().insert(
+        "x-signpost-on-behalf-of",
+        "jane@platform.example".parse().unwrap(),
+    );
+    let verified = admin.verify_domain(verify).await.unwrap().into_inner();
     let claim = verified.domain_claim.unwrap();
     assert_eq!(claim.status, pb::DomainStatus::Verified as i32);
     assert_eq!(
@@ -757,7 +762,11 @@ async fn every_mutation_answers_with_the_head_it_reached_and_reads_right_after_s
         .into_inner();
     assert_eq!(required.log_position, server.head());
     positions.push(required.log_position);
-    assert!(get_connection(&mut admin, &connection_id).await.require_group);
+    assert!(
+        get_connection(&mut admin, &connection_id)
+            .await
+            .require_group
+    );
 
     let activated = admin
         .activate_connection(pb::ActivateConnectionRequest {
@@ -789,7 +798,9 @@ async fn every_mutation_answers_with_the_head_it_reached_and_reads_right_after_s
     positions.push(minted.log_position);
     let mut support = admin_client(server.addr(), &minted.token).await;
     assert_eq!(
-        get_organization(&mut support, &org).await.active_connection_id,
+        get_organization(&mut support, &org)
+            .await
+            .active_connection_id,
         connection_id
     );
 

@@ -268,9 +268,12 @@ impl ControlPlane {
         meta: &RequestMeta,
         organization_id: &str,
         domain: &str,
-        method: VerifyMethod,
+        method: Option<VerifyMethod>,
     ) -> Result<Mutated<DomainClaimView>, ControlError> {
         principal.require(ADMIN)?;
+        let method = method.ok_or_else(|| {
+            ControlError::invalid("FIELD_REQUIRED", "method", "`method` must be DNS or MANUAL")
+        })?;
         let domain = parse_domain(domain)?;
         let fp = fingerprint(
             "verify_domain",

@@ -3,7 +3,9 @@
 //! Random command sequences run through the real [`ControlPlane`] on an
 //! in-memory log; then (1) a read model rebuilt from scratch equals the live
 //! one, and (2) every aggregate folded from its own stream equals the state
-//! the read model holds for it.
+//! the read model holds for it, and (3) the routing projection rebuilt from
+//! scratch equals the one that followed the commands live, and routes exactly
+//! the verified domains of organizations with an active connection.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use signpost_domain::setup_link::SetupLink;
 use signpost_domain::{decode_event, schema, streams};
 use signpost_eventlog::{EventStore, MemoryEventStore, StreamId};
 use signpost_outbound::StaticTxtResolver;
+use signpost_routing::{RoutingOptions, RoutingProjection};
 
 const IDP_CERT: &str = include_str!("../../signpost-idp/testdata/rsa2048_sha256.pem");
 
@@ -128,6 +131,10 @@ async fn run(steps: Vec<Step>) {
     let plane = ControlPlane::start(store.clone(), secrets.clone(), txt.clone(), config.clone())
         .await
         .unwrap();
+    let live_routing =
+        RoutingProjection::start(store.clone(), RoutingOptions::new("https://signpost.test/"))
+            .await
+            .unwrap();
     let admin = Principal::ApiToken {
         token_id: "test".into(),
         name: "test".into(),
@@ -160,9 +167,9 @@ async fn run(steps: Vec<Step>) {
                 orgs.push(org.clone());
                 let journey = async {
                     plane.claim_domain(&admin, &meta, &org, &domain(d)).await?;
-                    let note = VerifyMethod::Manual {
+                    let note = Some(VerifyMethod::Manual {
                         note: "checked".into(),
-                    };
+                    });
                     plane
                         .verify_domain(&admin, &meta, &org, &domain(d), note)
                         .await?;
@@ -237,9 +244,9 @@ async fn run(steps: Vec<Step>) {
                         &meta,
                         &org,
                         &domain(d),
-                        VerifyMethod::Manual {
+                        Some(VerifyMethod::Manual {
                             note: "checked".into(),
-                        },
+                        }),
                     )
                     .await
                     .map(drop),
@@ -414,6 +421,32 @@ async fn run(steps: Vec<Step>) {
         let folded: ApiToken = fold(&store, streams::api_token(id), ApiToken::apply).await;
         assert_eq!(&folded, &token.state);
     }
+
+    // (3) Routing: rebuilt equals live, and routes are exactly what the rules say.
+    live_routing.wait_for(store.head().position).await.unwrap();
+    let rebuilt_routing =
+        RoutingProjection::start(store.clone(), RoutingOptions::new("https://signpost.test/"))
+            .await
+            .unwrap();
+    let (live_revision, live_table) = live_routing.snapshot();
+    let (rebuilt_revision, rebuilt_table) = rebuilt_routing.snapshot();
+    assert_eq!(live_revision, rebuilt_revision);
+    assert_eq!(live_table, rebuilt_table);
+    let mut expected_domains = std::collections::BTreeSet::new();
+    for org in live.organizations.values() {
+        if let Some(active) = &org.state.active_connection_id {
+            for domain in org.state.verified_domains() {
+                expected_domains.insert(domain.to_owned());
+                let route = live_table
+                    .get(domain)
+                    .expect("a verified domain of an active organization routes");
+                assert_eq!(&route.connection_id, active);
+                assert_eq!(route.organization_id, org.state.id);
+            }
+        }
+    }
+    let routed: std::collections::BTreeSet<String> = live_table.keys().cloned().collect();
+    assert_eq!(routed, expected_domains);
 
     // And the invariants the rules promise hold in the result.
     let mut owners = std::collections::HashMap::new();

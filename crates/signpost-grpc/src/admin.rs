@@ -164,22 +164,11 @@ impl ConnectionAdminService for AdminApi {
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
         let method = match r.method() {
-            pb::VerifyDomainMethod::Dns => VerifyMethod::Dns,
-            pb::VerifyDomainMethod::Manual => VerifyMethod::Manual {
+            pb::VerifyDomainMethod::Dns => Some(VerifyMethod::Dns),
+            pb::VerifyDomainMethod::Manual => Some(VerifyMethod::Manual {
                 note: r.note.clone(),
-            },
-            pb::VerifyDomainMethod::Unspecified => {
-                // Authorization before validation: a caller without the role
-                // learns nothing about what a valid request looks like.
-                principal
-                    .require(&[signpost_control::Role::Admin])
-                    .map_err(to_status)?;
-                return Err(invalid_field(
-                    "FIELD_REQUIRED",
-                    "method",
-                    "`method` must be DNS or MANUAL",
-                ));
-            }
+            }),
+            pb::VerifyDomainMethod::Unspecified => None,
         };
         let done = self
             .plane

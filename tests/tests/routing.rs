@@ -1,0 +1,579 @@
+//! The routing stream and lookups over real gRPC: snapshot, deltas, one
+//! message per command, resume, resets, progress, slow consumers, and
+//! read-your-writes `Resolve`.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use signpost_api::admin::v1 as pb;
+use signpost_api::log::v1 as schema;
+use signpost_api::routing::v1 as wire;
+use signpost_api::routing::v1::watch_routes_response::Kind;
+use signpost_e2e::*;
+
+type Watch = tonic::Streaming<wire::WatchRoutesResponse>;
+
+async fn watch(client: &mut RoutingClient, from: Option<(u64, String)>) -> Watch {
+    let request = match from {
+        Some((revision, epoch)) => wire::WatchRoutesRequest {
+            from_revision: Some(revision),
+            store_epoch: epoch,
+        },
+        None => wire::WatchRoutesRequest::default(),
+    };
+    client.watch_routes(request).await.unwrap().into_inner()
+}
+
+async fn next(stream: &mut Watch) -> wire::WatchRoutesResponse {
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("a message within 20 s")
+        .expect("the stream stays open")
+        .expect("no error")
+}
+
+/// The next message that is not a progress heartbeat.
+async fn next_change(stream: &mut Watch) -> wire::WatchRoutesResponse {
+    loop {
+        let message = next(stream).await;
+        if !matches!(message.kind, Some(Kind::Progress(_))) {
+            return message;
+        }
+    }
+}
+
+/// Reads a whole snapshot; returns its routes by domain and its revision.
+async fn read_snapshot(
+    stream: &mut Watch,
+) -> (std::collections::BTreeMap<String, wire::Route>, u64) {
+    let mut routes = std::collections::BTreeMap::new();
+    loop {
+        let message = next_change(stream).await;
+        match message.kind {
+            Some(Kind::Snapshot(chunk)) => {
+                routes.extend(chunk.routes.into_iter().map(|r| (r.domain.clone(), r)))
+            }
+            Some(Kind::SnapshotEnd(end)) => {
+                assert_eq!(end.route_count as usize, routes.len());
+                return (routes, message.revision);
+            }
+            other => panic!("expected a snapshot, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_provider_switch_moves_every_domain_in_one_message_at_one_revision() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let domains = ["acme.com", "acme.co.uk", "acme-law.com"];
+    let (org, old, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &domains,
+        "https://old-idp.example.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let mut stream = watch(&mut routing, None).await;
+    let (snapshot, _) = read_snapshot(&mut stream).await;
+    assert_eq!(snapshot.len(), 3);
+    assert!(snapshot.values().all(|r| r.connection_id == old));
+
+    let (_, url, new) = issue_link(&mut admin, &org, schema::SetupIntent::StageSwitch, "").await;
+    let mut form = server.form(&url).await;
+    form.submit_setup_form(saml_xml_form(&idp_metadata(
+        "https://new-idp.example.com/e",
+        "https://new-idp.example.com/sso",
+    )))
+    .await
+    .unwrap();
+    let switched = admin
+        .switch_provider(pb::SwitchProviderRequest {
+            organization_id: org,
+            connection_id: new.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    // Staging a standby connection changes no route; the switch is the next message.
+    let message = next_change(&mut stream).await;
+    assert_eq!(message.revision, switched.log_position);
+    let Some(Kind::Delta(delta)) = message.kind else {
+        panic!("expected a delta, got {:?}", message.kind)
+    };
+    assert!(delta.deletes.is_empty());
+    let mut moved: Vec<&str> = delta.upserts.iter().map(|r| r.domain.as_str()).collect();
+    moved.sort();
+    assert_eq!(moved, vec!["acme-law.com", "acme.co.uk", "acme.com"]);
+    assert!(delta.upserts.iter().all(|r| r.connection_id == new));
+    assert!(delta
+        .upserts
+        .iter()
+        .all(|r| r.saml.as_ref().unwrap().idp_entity_id == "https://new-idp.example.com/e"));
+}
+
+#[tokio::test]
+async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, first, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "one",
+        &["one.com"],
+        "https://idp-one.example.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let mut stream = watch(&mut routing, None).await;
+    let (mut table, revision) = read_snapshot(&mut stream).await;
+    let epoch = server.server.routing.epoch().to_owned();
+    drop(stream);
+
+    // Changes while the watcher is away.
+    admin
+        .assign_group(pb::AssignGroupRequest {
+            connection_id: first.clone(),
+            idp_group: "Partners".into(),
+            role: "admin".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "two",
+        &["two.com", "two.org"],
+        "https://idp-two.example.com/e",
+    )
+    .await;
+    let (org_three, three, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "three",
+        &["three.com"],
+        "https://idp-three.example.com/e",
+    )
+    .await;
+    admin
+        .deactivate_connection(pb::DeactivateConnectionRequest {
+            connection_id: three,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let head = server.head();
+
+    let mut stream = watch(&mut routing, Some((revision, epoch))).await;
+    let mut at = revision;
+    while at < head {
+        let message = next(&mut stream).await;
+        match message.kind {
+            Some(Kind::Delta(delta)) => {
+                for route in delta.upserts {
+                    table.insert(route.domain.clone(), route);
+                }
+                for domain in delta.deletes {
+                    table.remove(&domain);
+                }
+            }
+            Some(Kind::Progress(_)) => {}
+            other => panic!("a resume must get only deltas, got {other:?}"),
+        }
+        assert!(message.revision > at, "revisions only move forward");
+        at = message.revision;
+    }
+    let _ = org_three;
+
+    let mut fresh = watch(&mut routing, None).await;
+    let (fresh_table, fresh_revision) = read_snapshot(&mut fresh).await;
+    assert_eq!(fresh_revision, head);
+    assert_eq!(table, fresh_table);
+    assert_eq!(
+        table["one.com"]
+            .group_roles
+            .get("Partners")
+            .map(String::as_str),
+        Some("admin")
+    );
+    assert!(!table.contains_key("three.com"));
+}
+
+#[tokio::test]
+async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
+    let server = TestServer::start_with(|config| config.routing_history = 2).await;
+    let mut admin = server.admin().await;
+    let (_, connection, revision) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    for group in 0..5 {
+        admin
+            .assign_group(pb::AssignGroupRequest {
+                connection_id: connection.clone(),
+                idp_group: format!("g{group}"),
+                role: "r".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let epoch = server.server.routing.epoch().to_owned();
+    let mut stream = watch(&mut routing, Some((revision, epoch))).await;
+    let reset = next_change(&mut stream).await;
+    assert_eq!(
+        reset.kind,
+        Some(Kind::Reset(wire::Reset {
+            reason: wire::ResetReason::HistoryNotKept as i32
+        }))
+    );
+    let (table, at) = read_snapshot(&mut stream).await;
+    assert_eq!(at, server.head());
+    assert_eq!(table["acme.com"].group_roles.len(), 5);
+}
+
+#[tokio::test]
+async fn resuming_with_another_store_epoch_or_a_revision_ahead_gives_a_reset() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+
+    let mut other_epoch = watch(&mut routing, Some((1, "a-restored-backup".into()))).await;
+    let reset = next_change(&mut other_epoch).await;
+    assert_eq!(
+        reset.kind,
+        Some(Kind::Reset(wire::Reset {
+            reason: wire::ResetReason::EpochChanged as i32
+        }))
+    );
+    assert_eq!(read_snapshot(&mut other_epoch).await.0.len(), 1);
+
+    let epoch = server.server.routing.epoch().to_owned();
+    let mut ahead = watch(&mut routing, Some((server.head() + 1000, epoch))).await;
+    let reset = next_change(&mut ahead).await;
+    assert_eq!(
+        reset.kind,
+        Some(Kind::Reset(wire::Reset {
+            reason: wire::ResetReason::RevisionAhead as i32
+        }))
+    );
+    assert_eq!(read_snapshot(&mut ahead).await.0.len(), 1);
+}
+
+#[tokio::test]
+async fn an_idle_stream_gets_progress_messages_with_the_current_revision() {
+    let server = TestServer::start_with(|config| {
+        config.routing_progress_interval = Duration::from_millis(100)
+    })
+    .await;
+    let mut admin = server.admin().await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let mut stream = watch(&mut routing, None).await;
+    read_snapshot(&mut stream).await;
+    // A change that moves the revision but no route: progress carries it.
+    admin
+        .create_organization(pb::CreateOrganizationRequest {
+            display_name: "quiet".into(),
+            external_id: "quiet".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let head = server.head();
+    loop {
+        let message = next(&mut stream).await;
+        assert!(
+            matches!(message.kind, Some(Kind::Progress(_))),
+            "{message:?}"
+        );
+        if message.revision == head {
+            break;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
+    let server = TestServer::start_with(|config| config.routing_history = 32).await;
+    let mut admin = server.admin().await;
+    let (_, connection, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut slow_client = routing_client(server.addr(), &edge_token).await;
+    let mut slow = watch(&mut slow_client, None).await;
+    read_snapshot(&mut slow).await;
+
+    // The fast watcher reads on its own task while changes are appended.
+    let mut fast_client = routing_client(server.addr(), &edge_token).await;
+    let mut fast = watch(&mut fast_client, None).await;
+    read_snapshot(&mut fast).await;
+    const CHANGES: usize = 1500;
+    const GROUPS: usize = 400;
+    let reader = tokio::spawn(async move {
+        let mut deltas = 0;
+        let mut last = 0;
+        while deltas < CHANGES {
+            let message = next(&mut fast).await;
+            match message.kind {
+                Some(Kind::Delta(_)) => {
+                    deltas += 1;
+                    assert!(
+                        message.revision > last,
+                        "each delta moves the revision forward"
+                    );
+                }
+                Some(Kind::Progress(_)) => assert!(message.revision >= last),
+                other => panic!("the fast watcher must not be reset: {other:?}"),
+            }
+            last = message.revision;
+        }
+        last
+    });
+    // Each change has a big group name, so the slow stream's transport buffers fill quickly.
+    let padding = "x".repeat(200);
+    for change in 0..CHANGES {
+        admin
+            .assign_group(pb::AssignGroupRequest {
+                connection_id: connection.clone(),
+                idp_group: format!("group-{}-{padding}", change % GROUPS),
+                role: format!("role-{change}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let fast_reached = reader.await.unwrap();
+    assert_eq!(fast_reached, server.head());
+    // The server kept only its bounded history, whatever the slow stream did.
+    assert!(server.server.routing.stats().history_len <= 32);
+
+    // The slow stream drains what its transport buffered, then is reset and re-snapshotted.
+    let saw_reset;
+    loop {
+        let message = next(&mut slow).await;
+        match message.kind {
+            Some(Kind::Reset(reset)) => {
+                assert_eq!(reset.reason, wire::ResetReason::TooSlow as i32);
+                saw_reset = true;
+                let (table, revision) = read_snapshot(&mut slow).await;
+                assert_eq!(revision, server.head());
+                let roles = &table["acme.com"].group_roles;
+                assert_eq!(roles.len(), GROUPS);
+                let last_group = format!("group-{}-{padding}", (CHANGES - 1) % GROUPS);
+                assert_eq!(roles[&last_group], format!("role-{}", CHANGES - 1));
+                break;
+            }
+            Some(Kind::Delta(_)) | Some(Kind::Progress(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(saw_reset);
+}
+
+#[tokio::test]
+async fn deactivation_and_domain_release_route_to_password_and_the_enforced_policy_is_visible() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (org, connection, activated_at) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com", "acme.org"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let resolve = |email: &str, at: u64| wire::ResolveRequest {
+        email: email.into(),
+        min_revision: Some(at),
+    };
+
+    let answer = routing
+        .resolve(resolve("Jane.Doe@ACME.com", activated_at))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.domain, "acme.com");
+    let Some(wire::resolve_response::Answer::Route(route)) = answer.answer else {
+        panic!("expected a route")
+    };
+    assert_eq!(route.connection_id, connection);
+    assert_eq!(route.sso_policy, schema::SsoPolicy::Optional as i32);
+    let saml = route.saml.unwrap();
+    assert_eq!(
+        saml.idp_sso_binding,
+        schema::SamlBinding::HttpRedirect as i32
+    );
+    assert_eq!(
+        saml.acs_url,
+        format!("https://signpost.test/sso/saml/{connection}/acs")
+    );
+
+    let enforced = admin
+        .set_sso_policy(pb::SetSsoPolicyRequest {
+            organization_id: org.clone(),
+            policy: schema::SsoPolicy::Enforced as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .log_position;
+    let answer = routing
+        .resolve(resolve("a@acme.org", enforced))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(wire::resolve_response::Answer::Route(route)) = answer.answer else {
+        panic!("expected a route")
+    };
+    assert_eq!(route.sso_policy, schema::SsoPolicy::Enforced as i32);
+
+    let released = admin
+        .release_domain(pb::ReleaseDomainRequest {
+            organization_id: org.clone(),
+            domain: "acme.org".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .log_position;
+    let answer = routing
+        .resolve(resolve("a@acme.org", released))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.answer,
+        Some(wire::resolve_response::Answer::Password(wire::Password {}))
+    );
+    assert!(answer.revision >= released);
+
+    let deactivated = admin
+        .deactivate_connection(pb::DeactivateConnectionRequest {
+            connection_id: connection,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .log_position;
+    let answer = routing
+        .resolve(resolve("a@acme.com", deactivated))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.answer,
+        Some(wire::resolve_response::Answer::Password(wire::Password {}))
+    );
+
+    let unknown = routing
+        .resolve(wire::ResolveRequest {
+            email: "x@nobody.example".into(),
+            min_revision: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        unknown.into_inner().answer,
+        Some(wire::resolve_response::Answer::Password(wire::Password {}))
+    );
+}
+
+#[tokio::test]
+async fn resolve_refuses_malformed_emails_and_times_out_on_a_revision_never_reached() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let malformed = routing
+        .resolve(wire::ResolveRequest {
+            email: "not an email".into(),
+            min_revision: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(malformed.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        (reason(&malformed), field(&malformed)),
+        ("EMAIL_INVALID".to_owned(), "email".to_owned())
+    );
+
+    let mut request = tonic::Request::new(wire::ResolveRequest {
+        email: "a@acme.com".into(),
+        min_revision: Some(server.head() + 100),
+    });
+    request.set_timeout(Duration::from_millis(300));
+    let late = routing.resolve(request).await.unwrap_err();
+    assert_eq!(late.code(), tonic::Code::DeadlineExceeded);
+}
+
+#[tokio::test]
+async fn routing_is_for_edge_and_admin_tokens_only() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let request = || wire::ResolveRequest {
+        email: "a@acme.com".into(),
+        min_revision: None,
+    };
+    for role in [schema::TokenRole::Edge, schema::TokenRole::Admin] {
+        let token = mint_token(&mut admin, role).await;
+        let mut routing = routing_client(server.addr(), &token).await;
+        routing.resolve(request()).await.unwrap();
+        routing
+            .watch_routes(wire::WatchRoutesRequest::default())
+            .await
+            .unwrap();
+    }
+    let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
+    let mut routing = routing_client(server.addr(), &auditor).await;
+    assert_eq!(
+        routing.resolve(request()).await.unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    assert_eq!(
+        routing
+            .watch_routes(wire::WatchRoutesRequest::default())
+            .await
+            .unwrap_err()
+            .code(),
+        tonic::Code::PermissionDenied
+    );
+    let mut anonymous = routing_client(server.addr(), "spt_not-a-real-token").await;
+    assert_eq!(
+        anonymous.resolve(request()).await.unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+}

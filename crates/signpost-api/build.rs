@@ -1,4 +1,4 @@
-//! Generates the gRPC API from `proto/signpost/{admin,routing}/v1` with protox (no system
+//! Generates the gRPC API from `proto/signpost/{admin,routing,audit,eventlog}/v1` with protox (no system
 //! `protoc`) and tonic-prost-build. Log schema types are not generated again:
 //! they resolve to `signpost_schema` through `extern_path`.
 
@@ -9,6 +9,8 @@ fn main() {
     let files = [
         "signpost/admin/v1/admin.proto",
         "signpost/routing/v1/routing.proto",
+        "signpost/audit/v1/audit.proto",
+        "signpost/eventlog/v1/eventlog.proto",
     ];
     println!("cargo:rerun-if-changed={proto_root}");
     let descriptors = protox::compile(files, [proto_root]).expect("compile api protos");

@@ -1069,6 +1069,32 @@ impl ControlPlane {
             .ok_or_else(|| not_found("API_TOKEN_NOT_FOUND", "token_id", "API token"))
     }
 
+    /// Records `SetupLinkExpired` for every open link past its expiry, in one
+    /// commit by the system. Returns how many links it expired. Run
+    /// periodically by the server; expiry is enforced by the clock whether or
+    /// not this has run, it only makes the timeline say so.
+    pub async fn expire_setup_links(&self) -> Result<usize, ControlError> {
+        let now = self.now();
+        let done = self
+            .execute(&Principal::System, &RequestMeta::default(), [0; 32], |model| {
+                let mut writes = Vec::new();
+                for link in model.setup_links.values() {
+                    let events = link.state.handle(SetupLinkCommand::Expire { now })?;
+                    if !events.is_empty() {
+                        writes.push(PlannedWrite {
+                            stream: streams::setup_link(&link.state.id),
+                            expected: ExpectedVersion::Exact(link.state.version),
+                            events,
+                        });
+                    }
+                }
+                let ids = writes.iter().map(|w| w.stream.clone()).collect();
+                Ok(Plan { writes, outcome: Outcome { ids, ..Default::default() } })
+            })
+            .await?;
+        Ok(done.outcome.ids.len())
+    }
+
     /// Resolves an `authorization: Bearer` API token to its principal.
     pub fn authenticate_api_token(&self, bearer: &str) -> Result<Principal, ControlError> {
         let refused = || ControlError::Unauthenticated {
@@ -1162,6 +1188,7 @@ fn setup_link_view(
     let status = match link.state.state {
         LinkState::Revoked => SetupLinkStatus::Revoked,
         LinkState::Spent => SetupLinkStatus::Spent,
+        LinkState::Expired => SetupLinkStatus::Expired,
         _ if now >= link.state.expires_at => SetupLinkStatus::Expired,
         _ => SetupLinkStatus::Open,
     };

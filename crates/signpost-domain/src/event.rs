@@ -23,6 +23,7 @@ pub fn event_type(event: &Event) -> &'static str {
         Event::SetupFormSubmitted(_) => "setup_form_submitted",
         Event::SetupLinkRevoked(_) => "setup_link_revoked",
         Event::SetupLinkSpent(_) => "setup_link_spent",
+        Event::SetupLinkExpired(_) => "setup_link_expired",
         Event::ConnectionConfigured(_) => "connection_configured",
         Event::GroupAssigned(_) => "group_assigned",
         Event::GroupUnassigned(_) => "group_unassigned",

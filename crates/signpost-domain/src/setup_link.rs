@@ -27,6 +27,8 @@ pub enum LinkState {
     Revoked,
     /// The connection it set up was activated.
     Spent,
+    /// Its expiry passed while it was open (recorded by the sweeper).
+    Expired,
 }
 
 /// SetupLink state: a fold of its stream.
@@ -75,6 +77,8 @@ pub enum SetupLinkCommand {
     Submit { now: DateTime<Utc> },
     /// Mark it spent: the connection it set up was activated.
     Spend,
+    /// Record that an open link's expiry has passed.
+    Expire { now: DateTime<Utc> },
 }
 
 /// The same refusal for unknown, expired, revoked and spent links: the answer
@@ -183,6 +187,14 @@ impl SetupLink {
                     },
                 )])
             }
+            SetupLinkCommand::Expire { now } => {
+                if self.state != LinkState::Open || now < self.expires_at {
+                    return Ok(vec![]);
+                }
+                Ok(vec![Event::SetupLinkExpired(schema::SetupLinkExpired {
+                    expired_at: Some(timestamp(self.expires_at)),
+                })])
+            }
             SetupLinkCommand::Spend => {
                 if self.state != LinkState::Open {
                     return Ok(vec![]);
@@ -210,6 +222,7 @@ impl SetupLink {
             Event::SetupFormSubmitted(e) => self.submissions = e.submission,
             Event::SetupLinkRevoked(_) => self.state = LinkState::Revoked,
             Event::SetupLinkSpent(_) => self.state = LinkState::Spent,
+            Event::SetupLinkExpired(_) => self.state = LinkState::Expired,
             _ => return,
         }
         self.version += 1;
@@ -301,6 +314,19 @@ mod tests {
         assert_eq!(expired, revoked);
         assert_eq!(revoked, spent);
         assert_eq!(spent, unknown);
+    }
+
+    #[test]
+    fn only_an_open_link_past_its_expiry_is_recorded_as_expired() {
+        let link = issued();
+        assert_eq!(link.handle(C::Expire { now: now() + Duration::hours(71) }).unwrap(), vec![]);
+        let events = link.handle(C::Expire { now: now() + Duration::hours(73) }).unwrap();
+        assert!(matches!(&events[0], Event::SetupLinkExpired(_)));
+        let mut expired = link.clone();
+        expired.apply(&events[0]);
+        assert_eq!(expired.state, LinkState::Expired);
+        assert_eq!(expired.handle(C::Expire { now: now() + Duration::hours(80) }).unwrap(), vec![]);
+        assert_eq!(expired.handle(C::Submit { now: now() }).unwrap_err(), unusable_link());
     }
 
     #[test]

@@ -1,0 +1,191 @@
+//! Bulk-loads a synthetic but valid history straight into a sled event log:
+//! organizations with a verified domain and an active SAML connection (one
+//! route each), plus an admin token whose secret is written next to the data.
+//! Events go through the real `SledEventStore` (group commit, hash chain), so
+//! the control plane opening the directory afterwards sees an ordinary log.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use signpost_domain::{encode_event, event_type, schema, streams, Event};
+use signpost_eventlog::{
+    Commit, CommitMeta, EventStore, ExpectedVersion, NewEvent, SledEventStore, SledOptions,
+    StreamId, StreamWrite,
+};
+
+/// The test IdP certificate (RSA-2048, SHA-256, valid until 2046).
+const CERT_PEM: &str = include_str!("../../crates/signpost-idp/testdata/rsa2048_sha256.pem");
+
+/// What to load.
+#[derive(Debug, Clone, Copy)]
+pub struct Population {
+    /// Organizations, each with one routed domain.
+    pub organizations: usize,
+    /// Extra events per organization (group assignments), to reach a log size.
+    pub extra_events_per_organization: usize,
+}
+
+fn write(stream: String, events: Vec<Event>) -> StreamWrite {
+    StreamWrite {
+        stream: StreamId::new(stream).expect("valid stream id"),
+        expected: ExpectedVersion::NoStream,
+        events: events
+            .iter()
+            .map(|event| NewEvent {
+                event_type: event_type(event).to_owned(),
+                payload: encode_event(event).into(),
+            })
+            .collect(),
+    }
+}
+
+fn system_meta() -> CommitMeta {
+    CommitMeta {
+        actor: schema::Actor {
+            kind: schema::ActorKind::System as i32,
+            id: "bench".into(),
+            on_behalf_of: String::new(),
+            display_name: "bench loader".into(),
+        },
+        correlation_id: uuid::Uuid::now_v7().to_string(),
+        request_id: None,
+    }
+}
+
+fn certificate() -> anyhow::Result<schema::Certificate> {
+    let cert = signpost_idp::parse_certificate_pem(CERT_PEM, chrono::Utc::now())?;
+    Ok(schema::Certificate {
+        sha256_fingerprint: cert.sha256_fingerprint,
+        subject: cert.subject,
+        not_before: Some(signpost_domain::event::timestamp(cert.not_before)),
+        not_after: Some(signpost_domain::event::timestamp(cert.not_after)),
+        der: cert.der,
+    })
+}
+
+/// The domain of organization `index`.
+pub fn domain_of(index: usize) -> String {
+    format!("firm{index}.example.com")
+}
+
+fn organization_commit(index: usize, cert: &schema::Certificate, extra: usize) -> Commit {
+    let org = uuid::Uuid::now_v7().to_string();
+    let connection = uuid::Uuid::now_v7().to_string();
+    let domain = domain_of(index);
+    let entity = format!("https://idp{index}.example.com/entity");
+    let mut org_events = vec![
+        Event::OrganizationCreated(schema::OrganizationCreated {
+            organization_id: org.clone(),
+            display_name: format!("Firm {index}"),
+            external_id: format!("ext-{index}"),
+        }),
+        Event::DomainClaimed(schema::DomainClaimed {
+            domain: domain.clone(),
+            verification_record_name: format!("_signpost-challenge.{domain}"),
+            verification_value: "signpost-verification=bench".into(),
+        }),
+        Event::DomainVerified(schema::DomainVerified {
+            domain,
+            method: schema::VerificationMethod::Manual as i32,
+            note: "bench".into(),
+        }),
+    ];
+    org_events.push(Event::ConnectionActivated(schema::ConnectionActivated {
+        connection_id: connection.clone(),
+    }));
+    let mut connection_events = vec![Event::ConnectionConfigured(schema::ConnectionConfigured {
+        connection_id: connection.clone(),
+        organization_id: org.clone(),
+        setup_link_id: String::new(),
+        role: schema::ConnectionRole::Primary as i32,
+        protocol: schema::Protocol::Saml as i32,
+        saml: Some(schema::SamlSettings {
+            idp_entity_id: entity.clone(),
+            sso_endpoints: vec![schema::SamlEndpoint {
+                binding: schema::SamlBinding::HttpRedirect as i32,
+                location: format!("{entity}/sso"),
+            }],
+            signing_certificates: vec![cert.clone()],
+            source: schema::SamlSource::MetadataXml as i32,
+            metadata_url: String::new(),
+        }),
+        oidc: None,
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            groups: "groups".into(),
+            ..Default::default()
+        }),
+        provider_preset: "okta".into(),
+    })];
+    for group in 0..extra {
+        connection_events.push(Event::GroupAssigned(schema::GroupAssigned {
+            idp_group: format!("group-{}", group % 50),
+            role: format!("role-{group}"),
+        }));
+    }
+    Commit {
+        writes: vec![
+            write(streams::connection(&connection), connection_events),
+            write(streams::organization(&org), org_events),
+        ],
+        meta: system_meta(),
+        idempotency: None,
+    }
+}
+
+/// Loads `population` into a fresh log in `dir`; writes an admin token to
+/// `<dir>/bench-admin.token` and returns it.
+pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<String> {
+    std::fs::create_dir_all(dir)?;
+    let store = Arc::new(
+        SledEventStore::open(&dir.join("log"), SledOptions::default()).context("open the log")?,
+    );
+    anyhow::ensure!(
+        store.head().position == 0,
+        "{} already holds a log",
+        dir.display()
+    );
+    let token =
+        signpost_control::credentials::generate(signpost_control::credentials::API_TOKEN_PREFIX);
+    let token_id = uuid::Uuid::now_v7().to_string();
+    let issued = Event::ApiTokenIssued(schema::ApiTokenIssued {
+        token_id: token_id.clone(),
+        name: "bench admin".into(),
+        role: schema::TokenRole::Admin as i32,
+        token_sha256: token.sha256.to_vec(),
+        organization_scope: String::new(),
+    });
+    store
+        .append(Commit {
+            writes: vec![write(streams::api_token(&token_id), vec![issued])],
+            meta: system_meta(),
+            idempotency: None,
+        })
+        .await?;
+    let cert = certificate()?;
+    let per_task = population.organizations.div_ceil(16);
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let store = store.clone();
+        let cert = cert.clone();
+        let range = (task * per_task)..((task + 1) * per_task).min(population.organizations);
+        tasks.push(tokio::spawn(async move {
+            for index in range {
+                store
+                    .append(organization_commit(
+                        index,
+                        &cert,
+                        population.extra_events_per_organization,
+                    ))
+                    .await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    std::fs::write(dir.join("bench-admin.token"), &token.token)?;
+    Ok(token.token)
+}

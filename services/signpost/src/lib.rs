@@ -7,6 +7,13 @@
 //! `ConnectionAdminService`, `SetupFormService`, `RoutingService`,
 //! `grpc.health.v1` and server reflection, with explicit limits.
 //!
+//! Before serving it walks the whole hash chain (concurrently with the
+//! projections' catch-up) and refuses to start, naming the first bad position,
+//! when it is broken. It also starts the audit projection (`<data-dir>/audit`)
+//! and the checkpointer (a signed checkpoint at start when the head moved, then
+//! periodically), serves `AuditService` and `EventLogService`, and sweeps
+//! expired setup links periodically.
+//!
 //! - [`config`]: settings from flags, `SIGNPOST_*` variables and a TOML file.
 //! - [`cli`]: the admin CLI (the same binary), a thin gRPC client.
 //! - [`entry`]: the binary's `main` (argument parsing, logging, signals).
@@ -26,10 +33,15 @@ use std::time::Duration;
 use anyhow::Context;
 use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminServiceServer;
 use signpost_api::admin::v1::setup_form_service_server::SetupFormServiceServer;
+use signpost_api::audit::v1::audit_service_server::AuditServiceServer;
+use signpost_api::eventlog::v1::event_log_service_server::EventLogServiceServer;
 use signpost_api::routing::v1::routing_service_server::RoutingServiceServer;
+use signpost_audit::{AuditOptions, AuditProjection, CheckpointKey, Checkpointer};
 use signpost_control::{ControlConfig, ControlPlane, SecretBox};
-use signpost_eventlog::{EventStore, SledEventStore, SledOptions};
-use signpost_grpc::{AdminApi, RoutingApi, SetupFormApi};
+use signpost_eventlog::{
+    verify_chain, ChainVerdict, EventStore, LogError, SledEventStore, SledOptions,
+};
+use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, SetupFormApi};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
 use signpost_routing::{RoutingOptions, RoutingProjection};
 use tokio::sync::oneshot;
@@ -62,6 +74,12 @@ pub struct Server {
     pub routing: RoutingProjection,
     /// The bootstrap token file, when this start minted it.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// The audit projection.
+    pub audit: AuditProjection,
+    /// Signed checkpoints of the log.
+    pub checkpoints: Arc<Checkpointer>,
+    /// Periodic work (checkpoints, link expiry sweeps), stopped with the server.
+    background: Vec<tokio::task::JoinHandle<()>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -98,12 +116,49 @@ impl Server {
         let txt_resolver = overrides
             .txt_resolver
             .unwrap_or_else(|| Arc::new(SystemTxtResolver::new()));
-        let plane = ControlPlane::start(store.clone(), secrets, txt_resolver, control).await?;
         let mut routing_options = RoutingOptions::new(config.public_base_url.as_str());
         routing_options.history_limit = config.routing_history;
-        let routing = RoutingProjection::start(store, routing_options)
+        let audit_options = AuditOptions::new(config.public_base_url.as_str());
+        let projections = async {
+            let plane = ControlPlane::start(store.clone(), secrets, txt_resolver, control).await?;
+            let routing = RoutingProjection::start(store.clone(), routing_options)
+                .await
+                .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
+            let audit = AuditProjection::start(
+                store.clone(),
+                &config.data_dir.join("audit"),
+                audit_options,
+            )
             .await
-            .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
+            .context("building the audit timeline")?;
+            anyhow::Ok((plane, routing, audit))
+        };
+        let head = store.head().position;
+        let (plane, routing, audit) =
+            start_if_intact(verify_chain(store.as_ref(), 1, head), projections).await?;
+        let checkpoint_key = CheckpointKey::load_or_create(
+            &config
+                .checkpoint_key_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join("checkpoint.key")),
+        )?;
+        let checkpoints = Arc::new(Checkpointer::open(
+            audit.database(),
+            store.clone(),
+            checkpoint_key,
+        )?);
+        checkpoints.create_if_moved(plane.now()).await?;
+        let background = vec![
+            tokio::spawn(checkpoint_periodically(
+                checkpoints.clone(),
+                plane.clone(),
+                config.checkpoint_interval,
+            )),
+            tokio::spawn(sweep_expired_links(
+                plane.clone(),
+                config.link_expiry_sweep_interval,
+            )),
+        ];
         let token_file = ControlPlane::bootstrap_token_path(&config.data_dir);
         let bootstrap_token_file = plane
             .bootstrap_admin_token(&token_file)
@@ -121,6 +176,12 @@ impl Server {
         health_reporter
             .set_serving::<SetupFormServiceServer<SetupFormApi>>()
             .await;
+        health_reporter
+            .set_serving::<AuditServiceServer<AuditApi>>()
+            .await;
+        health_reporter
+            .set_serving::<EventLogServiceServer<EventLogApi>>()
+            .await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(signpost_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -135,6 +196,18 @@ impl Server {
             config.routing_progress_interval,
         ))
         .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
+        let audit_service = AuditServiceServer::new(AuditApi::new(
+            plane.clone(),
+            audit.clone(),
+            checkpoints.clone(),
+        ))
+        .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
+        let event_log = EventLogServiceServer::new(EventLogApi::new(
+            plane.clone(),
+            store.clone(),
+            config.event_feed_max_lag,
+        ))
+        .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
         let (shutdown, shutdown_signal) = oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
             .concurrency_limit_per_connection(MAX_CONCURRENT_REQUESTS_PER_CONNECTION)
@@ -145,8 +218,20 @@ impl Server {
             .add_service(reflection)
             .add_service(admin)
             .add_service(form)
-            .add_service(routes);
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            .add_service(routes)
+            .add_service(audit_service)
+            .add_service(event_log);
+        // `tcp_nodelay` on the builder only applies to listeners tonic binds itself: set it on
+        // every accepted socket, or Nagle + delayed ACKs add ~40 ms to small replies.
+        let incoming = tokio_stream::StreamExt::map(
+            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            |socket| {
+                if let Ok(socket) = &socket {
+                    let _ = socket.set_nodelay(true);
+                }
+                socket
+            },
+        );
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
         }));
@@ -159,6 +244,9 @@ impl Server {
             plane,
             routing,
             bootstrap_token_file,
+            audit,
+            checkpoints,
+            background,
             shutdown: Some(shutdown),
             task,
         })
@@ -168,6 +256,9 @@ impl Server {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+        for task in &self.background {
+            task.abort();
         }
         (&mut self.task).await??;
         Ok(())
@@ -183,6 +274,86 @@ impl Server {
     pub fn request_stop(&mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
+        }
+    }
+}
+
+/// Runs the projections' start-up while the hash chain is verified, and refuses to start,
+/// loudly and naming the first bad position, when the chain is broken. A broken log may
+/// also make a projection fail or stall (a gap stops a subscription), so whichever
+/// finishes first, the verdict decides.
+async fn start_if_intact<T>(
+    verify: impl std::future::Future<Output = Result<ChainVerdict, LogError>>,
+    startup: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    tokio::pin!(verify);
+    tokio::pin!(startup);
+    let started = tokio::select! {
+        verdict = &mut verify => {
+            require_intact(verdict)?;
+            startup.await
+        }
+        started = &mut startup => {
+            require_intact(verify.await)?;
+            started
+        }
+    };
+    started
+}
+
+fn require_intact(verdict: Result<ChainVerdict, LogError>) -> anyhow::Result<()> {
+    match verdict.context("verifying the event log's hash chain")? {
+        ChainVerdict::Intact {
+            head,
+            events_checked,
+        } => {
+            tracing::info!(
+                head = head.position,
+                events_checked,
+                "event log hash chain verified"
+            );
+            Ok(())
+        }
+        ChainVerdict::Broken { position, problem } => {
+            tracing::error!(
+                position,
+                %problem,
+                "EVENT LOG TAMPERED OR DAMAGED: the hash chain is broken; refusing to serve"
+            );
+            anyhow::bail!(
+                "the event log's hash chain is broken at position {position}: {problem}; refusing to start"
+            )
+        }
+    }
+}
+
+/// Signs a checkpoint every `interval` when the head moved since the last one.
+async fn checkpoint_periodically(
+    checkpoints: Arc<Checkpointer>,
+    plane: ControlPlane,
+    interval: Duration,
+) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = checkpoints.create_if_moved(plane.now()).await {
+            tracing::error!(%error, "signing a log checkpoint failed");
+        }
+    }
+}
+
+/// Records `SetupLinkExpired` for links past their expiry every `interval`.
+async fn sweep_expired_links(plane: ControlPlane, interval: Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match plane.expire_setup_links().await {
+            Ok(0) => {}
+            Ok(expired) => tracing::info!(expired, "setup links expired"),
+            Err(error) => tracing::warn!(%error, "setup link expiry sweep failed"),
         }
     }
 }

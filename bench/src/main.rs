@@ -1,29 +1,105 @@
-//! `signpost-bench`: measures a real Signpost control plane (a child process
-//! of the release binary) over loopback, and prints JSON lines of figures.
+//! `signpost-bench`: measures a real Signpost control plane and login edge
+//! (child processes of the release binaries) side by side with etcd, over
+//! loopback, and prints JSON lines of figures; `report` turns them into
+//! `BENCHMARKS.md`. `bench/run.sh` runs the whole suite.
 //!
-//! - `populate`: bulk-load a synthetic history into a data directory.
-//! - `routing`: Resolve throughput (and the do-nothing ceiling), snapshot
-//!   time, fan-out to many watchers, memory per watcher.
+//! Subcommands and the scenarios they run (one module each):
+//! - `writes`: [`writes`] (1, durable writes).
+//! - `routing`: [`lookups`] (2), [`snapshot`] (6), [`edge`] (4), [`fanout`] (3),
+//!   [`memory`] (8), all against one control plane holding the big table.
+//! - `history`: [`cold_start`] (5) and [`audit`] (7) on a large log.
+//! - `populate`: bulk-load a data directory ([`populate`]).
+//! - `report`: JSON lines → markdown ([`report`]).
 //!
-//! Modules: [`populate`] (loader), [`server`] (child process, RSS),
-//! [`load`] (closed-loop load generator), [`routing`] (scenarios).
+//! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
+//! generator, HDR histograms), [`grpc`] and [`etcd`] (clients).
 #![forbid(unsafe_code)]
 
+mod audit;
+mod cold_start;
+mod edge;
+mod etcd;
+mod fanout;
+mod grpc;
 mod load;
+mod lookups;
+mod memory;
 mod populate;
-mod routing;
+mod report;
 mod server;
+mod snapshot;
+mod writes;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "signpost-bench")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+}
+
+/// What every scenario run needs.
+#[derive(Args, Clone)]
+struct Common {
+    /// Scratch directory for data directories (on the disk under test).
+    #[arg(long)]
+    work_dir: PathBuf,
+    /// etcd's client URL.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    etcd: String,
+    /// etcd's process id (for its resident memory).
+    #[arg(long)]
+    etcd_pid: Option<u32>,
+    /// Seconds per load phase (default: 10, or 1 with --quick).
+    #[arg(long)]
+    seconds: Option<u64>,
+    /// Requests in flight for load phases.
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    /// HTTP/2 connections the load is spread over (same for both peers).
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Small sizes and short phases: proves the suite works, measures nothing.
+    #[arg(long)]
+    quick: bool,
+    /// The `signpost` binary (default: next to this one).
+    #[arg(long)]
+    signpost: Option<PathBuf>,
+    /// The `signpost-edge` binary (default: next to this one).
+    #[arg(long)]
+    signpost_edge: Option<PathBuf>,
+}
+
+impl Common {
+    fn duration(&self) -> Duration {
+        Duration::from_secs(self.seconds.unwrap_or(if self.quick { 1 } else { 10 }))
+    }
+    fn signpost(&self) -> PathBuf {
+        self.signpost
+            .clone()
+            .unwrap_or_else(|| server::sibling_binary("signpost"))
+    }
+    fn edge(&self) -> PathBuf {
+        self.signpost_edge
+            .clone()
+            .unwrap_or_else(|| server::sibling_binary("signpost-edge"))
+    }
+    fn etcd_rss(&self) -> u64 {
+        self.etcd_pid.map(server::rss_of).unwrap_or_default()
+    }
+    /// A fresh directory `name` under the work dir.
+    fn fresh(&self, name: &str) -> anyhow::Result<PathBuf> {
+        let dir = self.work_dir.join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        Ok(dir)
+    }
 }
 
 #[derive(Subcommand)]
@@ -37,29 +113,58 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         extra_events: usize,
     },
-    /// Routing scenarios against a control plane started on a populated directory.
+    /// Scenario 1: durable writes.
+    Writes {
+        #[command(flatten)]
+        common: Common,
+        /// Organizations (connections) the writers spread over.
+        #[arg(long)]
+        organizations: Option<usize>,
+    },
+    /// Scenarios 2, 3, 4, 6 and 8 against one control plane with the big table.
     Routing {
-        /// Scratch directory (populated here).
+        #[command(flatten)]
+        common: Common,
+        /// Routes in the table (default 100,000; 2,000 with --quick).
         #[arg(long)]
-        work_dir: PathBuf,
-        /// Routes in the table.
-        #[arg(long, default_value_t = 100_000)]
-        routes: usize,
-        /// Requests in flight for Resolve.
-        #[arg(long, default_value_t = 64)]
-        in_flight: usize,
-        /// Seconds per load run.
-        #[arg(long, default_value_t = 10)]
-        seconds: u64,
-        /// Watcher counts for fan-out, e.g. 1000,10000.
-        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
-        fan_out: Vec<usize>,
-        /// Changes per fan-out run.
-        #[arg(long, default_value_t = 20)]
-        changes: usize,
-        /// The signpost binary.
+        routes: Option<usize>,
+        /// Watching streams for fan-out (default 10,000; 200 with --quick).
         #[arg(long)]
-        signpost: Option<PathBuf>,
+        streams: Option<usize>,
+        /// Changes in the fan-out run (default 20; 3 with --quick).
+        #[arg(long)]
+        changes: Option<usize>,
+    },
+    /// Scenarios 5 and 7 on a large log.
+    History {
+        #[command(flatten)]
+        common: Common,
+        /// Organizations (default 10,000; 200 with --quick).
+        #[arg(long)]
+        organizations: Option<usize>,
+        /// Events per organization, 5 of them its setup (default 100; 25 with --quick).
+        #[arg(long)]
+        events_per_organization: Option<usize>,
+    },
+    /// Prints a loopback port that is free right now.
+    FreePort,
+    /// Turns JSON lines of results into BENCHMARKS.md.
+    Report {
+        /// The JSON lines the scenario runs printed.
+        #[arg(long)]
+        results: PathBuf,
+        /// Where to write the markdown.
+        #[arg(long)]
+        out: PathBuf,
+        /// The commit measured.
+        #[arg(long, default_value = "unknown")]
+        commit: String,
+        /// The etcd version measured against.
+        #[arg(long, default_value = "unknown")]
+        etcd_version: String,
+        /// The run was --quick.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -70,6 +175,235 @@ fn emit(scenario: &str, value: serde_json::Value) {
     );
 }
 
+fn status(message: &str) {
+    eprintln!("[signpost-bench] {message}");
+}
+
+async fn populate_timed(
+    dir: &Path,
+    organizations: usize,
+    extra: usize,
+) -> anyhow::Result<populate::Populated> {
+    let started = std::time::Instant::now();
+    status(&format!(
+        "populating {organizations} organizations (+{extra} events each) in {}",
+        dir.display()
+    ));
+    let populated = populate::populate(
+        dir,
+        populate::Population {
+            organizations,
+            extra_events_per_organization: extra,
+        },
+    )
+    .await?;
+    emit(
+        "populate",
+        serde_json::json!({
+            "dir": dir.file_name().map(|n| n.to_string_lossy().into_owned()),
+            "organizations": organizations, "events": populated.events,
+            "seconds": started.elapsed().as_secs_f64(),
+        }),
+    );
+    Ok(populated)
+}
+
+async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Result<()> {
+    let organizations = organizations.unwrap_or(if common.quick { 256 } else { 4096 });
+    let dir = common.fresh("writes")?;
+    let populated = populate_timed(&dir, organizations, 0).await?;
+    let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
+    let channels = grpc::channels(&server.url(), common.connections).await?;
+    let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
+    status("scenario 1: durable writes");
+    let result = writes::run(
+        &channels,
+        &etcd_channels,
+        &populated.token,
+        &populated.organizations,
+        &dir,
+        common.in_flight,
+        common.duration(),
+    )
+    .await?;
+    emit("writes", result);
+    server.stop().await;
+    Ok(())
+}
+
+async fn routing_run(
+    common: Common,
+    routes: Option<usize>,
+    streams: Option<usize>,
+    changes: Option<usize>,
+) -> anyhow::Result<()> {
+    let quick = common.quick;
+    let routes = routes.unwrap_or(if quick { 2_000 } else { 100_000 });
+    let streams = streams.unwrap_or(if quick { 200 } else { 10_000 });
+    let changes = changes.unwrap_or(if quick { 3 } else { 20 });
+    let duration = common.duration();
+    let dir = common.fresh("routing")?;
+    let populated = populate_timed(&dir, routes, 0).await?;
+    let token = populated.token.clone();
+    let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
+    emit(
+        "startup",
+        serde_json::json!({ "routes": routes, "seconds": server.startup.as_secs_f64(), "rss_bytes": server.rss_bytes() }),
+    );
+    let url = server.url();
+    let channels = grpc::channels(&url, common.connections).await?;
+    let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
+    let mut memory = memory::Memory {
+        routes,
+        streams,
+        ..Default::default()
+    };
+
+    // Scenario 2: lookups.
+    let value_bytes = lookups::route_bytes(&channels[0], &token).await?;
+    status(&format!(
+        "loading {routes} keys of {value_bytes} bytes into etcd"
+    ));
+    let etcd_load_seconds =
+        lookups::load_etcd_table(&etcd_channels, routes, value_bytes, common.in_flight).await?;
+    status("scenario 2: lookups");
+    let mut result = lookups::run(
+        &channels,
+        &etcd_channels,
+        &token,
+        routes,
+        common.in_flight,
+        duration,
+    )
+    .await?;
+    result["value_bytes"] = value_bytes.into();
+    result["etcd_load_seconds"] = etcd_load_seconds.into();
+    emit("lookups", result);
+    memory.control_plane_idle = server.rss_bytes();
+    memory.etcd_idle = common.etcd_rss();
+
+    // Scenario 6: snapshot; the in-process edge then serves scenario 4's lookups.
+    status("scenario 6: snapshot");
+    let grpc_snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
+    let (etcd_list, etcd_keys) =
+        snapshot::etcd_list(&etcd_channels[0], lookups::ETCD_PREFIX).await?;
+    let (edge, edge_ready) =
+        snapshot::edge_ready(&url, &token, &dir.join("edge-in-process.state"), routes).await?;
+    status("scenario 4: edge lookups");
+    let lookups_done = tokio::task::block_in_place(|| {
+        edge::lookup_latency(&edge, routes, if quick { 100_000 } else { 1_000_000 })
+    });
+    edge.stop().await;
+    let edge_process = server::EdgeProcess::start(
+        &common.edge(),
+        &url,
+        &dir.join("bench-admin.token"),
+        &dir.join("edge-binary.state"),
+    )
+    .await?;
+    let edge_binary_ready = edge_process.wait_ready(Duration::from_secs(120)).await?;
+    let edge_status = server::http_get(edge_process.addr, "/v1/status")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    emit(
+        "snapshot",
+        serde_json::json!({
+            "routes": routes,
+            "edge_ready_ms": edge_ready.as_secs_f64() * 1000.0,
+            "grpc_snapshot_ms": grpc_snapshot.elapsed.as_secs_f64() * 1000.0,
+            "grpc_snapshot_routes": grpc_snapshot.routes,
+            "edge_binary_ready_ms": edge_binary_ready.as_secs_f64() * 1000.0,
+            "edge_binary_status": edge_status,
+            "etcd_list_ms": etcd_list.as_secs_f64() * 1000.0,
+            "etcd_list_keys": etcd_keys,
+        }),
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    memory.edge = edge_process.rss_bytes();
+    status("scenario 4: edge discover over HTTP");
+    let discover = edge::discover(
+        edge_process.addr,
+        routes,
+        common.in_flight,
+        duration,
+        &dir,
+    )
+    .await?;
+    emit(
+        "edge",
+        serde_json::json!({ "lookup": lookups_done, "discover": discover }),
+    );
+    edge_process.stop().await;
+
+    // Scenario 3: fan-out (and scenario 8's peak memory).
+    status(&format!("scenario 3: fan-out to {streams} streams"));
+    let per_connection = 100;
+    let fan_channels = grpc::channels(&url, streams.div_ceil(per_connection).max(1)).await?;
+    let signpost_fan_out = fanout::signpost(
+        &fan_channels,
+        &token,
+        streams,
+        changes,
+        &populated.organizations[0].connection_id,
+        grpc_snapshot.revision,
+        &grpc_snapshot.store_epoch,
+        || server.rss_bytes(),
+    )
+    .await?;
+    memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
+    drop(fan_channels);
+    let etcd_fan_channels =
+        grpc::channels(&common.etcd, streams.div_ceil(per_connection).max(1)).await?;
+    let etcd_fan_out = fanout::etcd(
+        &etcd_fan_channels,
+        streams,
+        changes,
+        writes::VALUE_BYTES,
+        || common.etcd_rss(),
+    )
+    .await?;
+    memory.etcd_watchers = etcd_fan_out.rss_open.max(etcd_fan_out.rss_after);
+    drop(etcd_fan_channels);
+    emit(
+        "fan_out",
+        serde_json::json!({
+            "streams": streams, "changes": changes,
+            "signpost": signpost_fan_out.json(), "etcd": etcd_fan_out.json(),
+        }),
+    );
+    emit("memory", memory.json());
+    server.stop().await;
+    Ok(())
+}
+
+async fn history_run(
+    common: Common,
+    organizations: Option<usize>,
+    events_per_organization: Option<usize>,
+) -> anyhow::Result<()> {
+    let quick = common.quick;
+    let organizations = organizations.unwrap_or(if quick { 200 } else { 10_000 });
+    let per_organization = events_per_organization.unwrap_or(if quick { 25 } else { 100 });
+    let dir = common.fresh("history")?;
+    // Each organization's setup is 5 events; the rest are group assignments.
+    let populated =
+        populate_timed(&dir, organizations, per_organization.saturating_sub(5)).await?;
+    status(&format!(
+        "scenario 5: cold start with {} events",
+        populated.events
+    ));
+    let (server, result) =
+        cold_start::run(&common.signpost(), &dir, &populated.token, populated.events).await?;
+    emit("cold_start", result);
+    status("scenario 7: audit");
+    let channels = grpc::channels(&server.url(), common.connections).await?;
+    let result = audit::run(&channels, &populated, common.in_flight, common.duration()).await?;
+    emit("audit", result);
+    server.stop().await;
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -78,109 +412,34 @@ async fn main() -> anyhow::Result<()> {
             organizations,
             extra_events,
         } => {
-            let started = std::time::Instant::now();
-            populate::populate(
-                &data_dir,
-                populate::Population {
-                    organizations,
-                    extra_events_per_organization: extra_events,
-                },
-            )
-            .await?;
-            emit(
-                "populate",
-                serde_json::json!({ "organizations": organizations, "seconds": started.elapsed().as_secs_f64() }),
-            );
+            populate_timed(&data_dir, organizations, extra_events).await?;
         }
+        Command::Writes {
+            common,
+            organizations,
+        } => writes_run(common, organizations).await?,
         Command::Routing {
-            work_dir,
+            common,
             routes,
-            in_flight,
-            seconds,
-            fan_out,
+            streams,
             changes,
-            signpost,
+        } => routing_run(common, routes, streams, changes).await?,
+        Command::History {
+            common,
+            organizations,
+            events_per_organization,
+        } => history_run(common, organizations, events_per_organization).await?,
+        Command::FreePort => println!("{}", server::free_port()?.port()),
+        Command::Report {
+            results,
+            out,
+            commit,
+            etcd_version,
+            quick,
         } => {
-            let binary = signpost.unwrap_or_else(|| server::sibling_binary("signpost"));
-            let duration = Duration::from_secs(seconds);
-            // A big table for lookups and snapshots.
-            let big = work_dir.join(format!("routes-{routes}"));
-            let _ = std::fs::remove_dir_all(&big);
-            let token = populate::populate(
-                &big,
-                populate::Population {
-                    organizations: routes,
-                    extra_events_per_organization: 0,
-                },
-            )
-            .await?;
-            let server = server::ControlPlaneProcess::start(&binary, &big, &[]).await?;
-            emit(
-                "startup",
-                serde_json::json!({ "routes": routes, "seconds": server.startup.as_secs_f64(), "rss_bytes": server.rss_bytes() }),
-            );
-            let channels = routing::channels(server.addr, 4).await?;
-            let (snapshot, count) = routing::snapshot_time(&channels[0], &token).await?;
-            emit(
-                "snapshot",
-                serde_json::json!({ "routes": count, "ms": snapshot.as_secs_f64() * 1000.0 }),
-            );
-            let noop = routing::noop_load(&channels, in_flight, duration).await;
-            emit("noop_unary", noop.json());
-            let resolve =
-                routing::resolve_load(&channels, &token, routes, in_flight, duration).await;
-            emit(
-                "resolve",
-                serde_json::json!({ "routes": routes, "in_flight": in_flight, "load": resolve.json(), "ratio_to_noop": resolve.rate() / noop.rate() }),
-            );
-            emit(
-                "memory",
-                serde_json::json!({ "routes": routes, "control_plane_rss_bytes": server.rss_bytes() }),
-            );
-            server.stop().await;
-
-            // A small table for fan-out, so snapshots don't dominate.
-            let small = work_dir.join("fan-out");
-            let _ = std::fs::remove_dir_all(&small);
-            let token = populate::populate(
-                &small,
-                populate::Population {
-                    organizations: 100,
-                    extra_events_per_organization: 0,
-                },
-            )
-            .await?;
-            for streams in fan_out {
-                let server = server::ControlPlaneProcess::start(&binary, &small, &[]).await?;
-                let channels = routing::channels(server.addr, (streams / 100).max(1)).await?;
-                let mut admin: routing::Admin = signpost_api::admin::v1::connection_admin_service_client::ConnectionAdminServiceClient::with_interceptor(
-                    channels[0].clone(),
-                    routing::bearer(&token),
-                );
-                let connection = routing::some_active_connection(&mut admin).await?;
-                let result =
-                    routing::fan_out(&channels, &token, streams, changes, &connection, || {
-                        server.rss_bytes()
-                    })
-                    .await?;
-                let mut medians: Vec<f64> = result.per_change_ms.iter().map(|(m, _)| *m).collect();
-                medians.sort_by(f64::total_cmp);
-                let worst = result
-                    .per_change_ms
-                    .iter()
-                    .map(|(_, w)| *w)
-                    .fold(0.0, f64::max);
-                emit(
-                    "fan_out",
-                    serde_json::json!({
-                        "streams": streams, "changes": result.changes,
-                        "median_of_medians_ms": medians[medians.len() / 2], "worst_ms": worst,
-                        "per_change_ms": result.per_change_ms, "memory_per_stream_bytes": result.memory_per_stream,
-                        "connect_seconds": result.connect_seconds,
-                    }),
-                );
-                server.stop().await;
-            }
+            let text = std::fs::read_to_string(&results)?;
+            let markdown = report::render(&text, &commit, &etcd_version, quick)?;
+            std::fs::write(&out, markdown)?;
         }
     }
     Ok(())

@@ -69,9 +69,41 @@ pub fn domain_of(index: usize) -> String {
     format!("firm{index}.example.com")
 }
 
-fn organization_commit(index: usize, cert: &schema::Certificate, extra: usize) -> Commit {
+/// One loaded organization.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    /// Its id.
+    pub organization_id: String,
+    /// Its active connection.
+    pub connection_id: String,
+}
+
+/// What [`populate`] loaded.
+#[derive(Debug, Clone)]
+pub struct Populated {
+    /// The admin token (also in `<dir>/bench-admin.token`).
+    pub token: String,
+    /// Organizations in index order (organization `i` routes `domain_of(i)`).
+    pub organizations: Vec<Organization>,
+    /// Events in the log.
+    pub events: u64,
+    /// When loading started and ended (event times fall in between).
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// See `started`.
+    pub ended: chrono::DateTime<chrono::Utc>,
+}
+
+fn organization_commit(
+    index: usize,
+    cert: &schema::Certificate,
+    extra: usize,
+) -> (Commit, Organization) {
     let org = uuid::Uuid::now_v7().to_string();
     let connection = uuid::Uuid::now_v7().to_string();
+    let loaded = Organization {
+        organization_id: org.clone(),
+        connection_id: connection.clone(),
+    };
     let domain = domain_of(index);
     let entity = format!("https://idp{index}.example.com/entity");
     let mut org_events = vec![
@@ -124,19 +156,21 @@ fn organization_commit(index: usize, cert: &schema::Certificate, extra: usize) -
             role: format!("role-{group}"),
         }));
     }
-    Commit {
+    let commit = Commit {
         writes: vec![
             write(streams::connection(&connection), connection_events),
             write(streams::organization(&org), org_events),
         ],
         meta: system_meta(),
         idempotency: None,
-    }
+    };
+    (commit, loaded)
 }
 
 /// Loads `population` into a fresh log in `dir`; writes an admin token to
-/// `<dir>/bench-admin.token` and returns it.
-pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<String> {
+/// `<dir>/bench-admin.token` and returns it with the organizations loaded.
+pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Populated> {
+    let started = chrono::Utc::now();
     std::fs::create_dir_all(dir)?;
     let store = Arc::new(
         SledEventStore::open(&dir.join("log"), SledOptions::default()).context("open the log")?,
@@ -171,21 +205,26 @@ pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Stri
         let cert = cert.clone();
         let range = (task * per_task)..((task + 1) * per_task).min(population.organizations);
         tasks.push(tokio::spawn(async move {
+            let mut loaded = Vec::with_capacity(range.len());
             for index in range {
-                store
-                    .append(organization_commit(
-                        index,
-                        &cert,
-                        population.extra_events_per_organization,
-                    ))
-                    .await?;
+                let (commit, organization) =
+                    organization_commit(index, &cert, population.extra_events_per_organization);
+                store.append(commit).await?;
+                loaded.push(organization);
             }
-            anyhow::Ok(())
+            anyhow::Ok(loaded)
         }));
     }
+    let mut organizations = Vec::with_capacity(population.organizations);
     for task in tasks {
-        task.await??;
+        organizations.extend(task.await??);
     }
     std::fs::write(dir.join("bench-admin.token"), &token.token)?;
-    Ok(token.token)
+    Ok(Populated {
+        token: token.token,
+        organizations,
+        events: store.head().position,
+        started,
+        ended: chrono::Utc::now(),
+    })
 }

@@ -1,4 +1,5 @@
-//! Runs the real control plane binary as a child process and reads its memory.
+//! Child processes under test: the control plane (`signpost serve`) and the
+//! login edge (`signpost-edge`), with their resident memory read from /proc.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -6,21 +7,24 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::io::AsyncBufReadExt;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 
 /// A control plane child process.
 pub struct ControlPlaneProcess {
     child: tokio::process::Child,
     /// Where it listens.
     pub addr: SocketAddr,
-    /// From spawn to "listening".
+    /// When it was spawned.
+    pub spawned: Instant,
+    /// From spawn to "listening" (every projection built).
     pub startup: Duration,
 }
 
 impl ControlPlaneProcess {
-    /// Starts `binary serve` on `data_dir` with a free loopback port.
+    /// Starts `binary serve` on `data_dir` with a free loopback port and waits
+    /// for its "signpost listening on" line.
     pub async fn start(binary: &Path, data_dir: &Path, extra: &[&str]) -> anyhow::Result<Self> {
-        let started = Instant::now();
+        let spawned = Instant::now();
         let mut child = tokio::process::Command::new(binary)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
@@ -43,13 +47,87 @@ impl ControlPlaneProcess {
         })
         .await
         .context("the control plane did not start within 10 minutes")??;
-        let startup = started.elapsed();
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let startup = spawned.elapsed();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                eprintln!("[control plane] {line}");
+            }
+        });
         Ok(Self {
             child,
             addr,
+            spawned,
             startup,
         })
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        crate::grpc::url(self.addr)
+    }
+
+    /// Resident memory of the process, in bytes.
+    pub fn rss_bytes(&self) -> u64 {
+        self.child.id().map(rss_of).unwrap_or_default()
+    }
+
+    /// Stops it (SIGKILL: the log is durable at every acknowledged append).
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// A login edge child process (`signpost-edge`).
+pub struct EdgeProcess {
+    child: tokio::process::Child,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    /// When it was spawned.
+    pub spawned: Instant,
+}
+
+impl EdgeProcess {
+    /// Starts `binary` following `control_plane` with the token in `token_file`.
+    pub async fn start(
+        binary: &Path,
+        control_plane: &str,
+        token_file: &Path,
+        state_file: &Path,
+    ) -> anyhow::Result<Self> {
+        let addr = free_port()?;
+        let spawned = Instant::now();
+        let child = tokio::process::Command::new(binary)
+            .arg("--control-plane")
+            .arg(control_plane)
+            .arg("--token-file")
+            .arg(token_file)
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--state-file")
+            .arg(state_file)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("spawning {}", binary.display()))?;
+        Ok(Self {
+            child,
+            addr,
+            spawned,
+        })
+    }
+
+    /// Waits until `GET /readyz` answers 200; returns the time from spawn.
+    pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if http_get(self.addr, "/readyz").await.map(|(status, _)| status) == Some(200) {
+                return Ok(self.spawned.elapsed());
+            }
+            anyhow::ensure!(Instant::now() < deadline, "the edge was not ready in {limit:?}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
     }
 
     /// Resident memory of the process, in bytes.
@@ -61,6 +139,31 @@ impl ControlPlaneProcess {
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_port() -> anyhow::Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// A one-shot HTTP/1.1 GET: the status and body, or `None` when it fails.
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
 }
 
 /// Resident memory of a process, in bytes (from /proc).

@@ -537,3 +537,186 @@ pub async fn active_saml_organization(
         .log_position;
     (org, connection, position)
 }
+
+// ------------------------------------------------------- audit and event feed
+
+/// An audit client with a bearer token.
+pub type AuditClient = signpost_api::audit::v1::audit_service_client::AuditServiceClient<
+    InterceptedService<Channel, BearerInterceptor>,
+>;
+
+/// An audit client using `token`.
+pub async fn audit_client(addr: SocketAddr, token: &str) -> AuditClient {
+    signpost_api::audit::v1::audit_service_client::AuditServiceClient::with_interceptor(
+        channel(addr).await,
+        interceptor(token, None).unwrap(),
+    )
+}
+
+/// An event feed client with a bearer token.
+pub type EventLogClient =
+    signpost_api::eventlog::v1::event_log_service_client::EventLogServiceClient<
+        InterceptedService<Channel, BearerInterceptor>,
+    >;
+
+/// An event feed client using `token` over `channel`.
+pub fn eventlog_client(channel: Channel, token: &str) -> EventLogClient {
+    signpost_api::eventlog::v1::event_log_service_client::EventLogServiceClient::with_interceptor(
+        channel,
+        interceptor(token, None).unwrap(),
+    )
+}
+
+/// Mints an auditor token scoped to `organization_id`; returns (token id, bearer token).
+pub async fn mint_scoped_auditor(
+    admin: &mut AdminClient,
+    organization_id: &str,
+) -> (String, String) {
+    let reply = admin
+        .mint_api_token(pb::MintApiTokenRequest {
+            name: format!("auditor of {organization_id}"),
+            role: schema::TokenRole::Auditor as i32,
+            organization_scope: organization_id.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (reply.api_token.unwrap().token_id, reply.token)
+}
+
+/// The real binary as a child process whose log lines (stderr) are kept.
+pub struct LoggedChildServer {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Every stderr line so far.
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl LoggedChildServer {
+    /// Starts `signpost serve` on `data_dir` with `SIGNPOST_LOG=<log_filter>`.
+    pub async fn start(
+        binary: &str,
+        data_dir: &Path,
+        extra_args: &[&str],
+        log_filter: &str,
+    ) -> Self {
+        let mut child = tokio::process::Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra_args)
+            .env("SIGNPOST_LOG", log_filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the signpost binary");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let (found, listening) = tokio::sync::oneshot::channel();
+        let kept = log.clone();
+        tokio::spawn(async move {
+            let mut found = Some(found);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(addr) = line.strip_prefix("signpost listening on ") {
+                    if let Some(found) = found.take() {
+                        let _ = found.send(addr.trim().parse::<SocketAddr>().unwrap());
+                    }
+                }
+                kept.lock().unwrap().push(line);
+            }
+        });
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), listening)
+            .await
+            .expect("the server starts within 60 s")
+            .expect("the server exited before listening");
+        Self { child, addr, log }
+    }
+
+    /// Everything it logged so far, one line each.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Stops it with SIGKILL.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+        self.child.wait().await.unwrap();
+    }
+}
+
+/// Runs `signpost serve` on `data_dir` expecting it to exit on its own (within 60 s);
+/// returns whether it succeeded and its stderr.
+pub async fn run_server_until_exit(binary: &str, data_dir: &Path) -> (bool, String) {
+    let output = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        tokio::process::Command::new(binary)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env("SIGNPOST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the server exits within 60 s")
+    .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+// ------------------------------------------------------------- login edge
+
+/// A loopback port that was free a moment ago (bind `127.0.0.1:0`, read the
+/// port, drop the listener), for a child server that must come back on the
+/// same address after a restart.
+pub fn free_loopback_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl ChildServer {
+    /// Like [`ChildServer::start`], but listening on `127.0.0.1:<port>`, so a
+    /// restarted server is reachable at the same address.
+    pub async fn start_on(binary: &str, data_dir: &Path, port: u16, extra_args: &[&str]) -> Self {
+        let mut child = tokio::process::Command::new(binary)
+            .args(["serve", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra_args)
+            .env("SIGNPOST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the signpost binary");
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        let addr = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            let mut seen = Vec::new();
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if let Some(addr) = line.strip_prefix("signpost listening on ") {
+                    return addr.trim().parse::<SocketAddr>().unwrap();
+                }
+                seen.push(line);
+            }
+            panic!("the server exited before listening:\n{}", seen.join("\n"));
+        })
+        .await
+        .expect("the server starts within 60 s");
+        // Keep draining stderr so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self {
+            child,
+            addr,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+}

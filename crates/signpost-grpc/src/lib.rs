@@ -5,15 +5,22 @@
 //!   `SetupFormService` ([`admin::SetupFormApi`]).
 //! - [`routing`]: `RoutingService` ([`routing::RoutingApi`]): `Resolve` and
 //!   `WatchRoutes` over the routing projection.
+//! - [`audit`]: `AuditService` ([`audit::AuditApi`]): timeline, verification,
+//!   checkpoints and point-in-time answers over `signpost_audit`.
+//! - [`eventlog`]: `EventLogService` ([`eventlog::EventLogApi`]): the raw log feed.
 //! - [`convert`]: control-plane views → wire messages ([`convert::ToWire`]).
 //! - [`status`]: the one place errors become gRPC statuses, with
 //!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod convert;
+pub mod eventlog;
 pub mod routing;
 pub mod status;
 
 pub use admin::{AdminApi, SetupFormApi, CORRELATION_ID_HEADER, ON_BEHALF_OF_HEADER};
+pub use audit::AuditApi;
+pub use eventlog::EventLogApi;
 pub use routing::RoutingApi;

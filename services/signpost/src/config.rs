@@ -40,6 +40,21 @@ pub struct ServeArgs {
     /// Seconds between progress messages on idle routing streams [default: 5].
     #[arg(long, env = "SIGNPOST_ROUTING_PROGRESS_SECONDS")]
     pub routing_progress_seconds: Option<u64>,
+    /// Seconds between signed log checkpoints (one is also made at start when the head
+    /// moved since the last) [default: 3600].
+    #[arg(long, env = "SIGNPOST_CHECKPOINT_INTERVAL_SECONDS")]
+    pub checkpoint_interval_seconds: Option<u64>,
+    /// File holding the Ed25519 checkpoint signing key (hex seed)
+    /// [default: <data-dir>/checkpoint.key].
+    #[arg(long, env = "SIGNPOST_CHECKPOINT_KEY_FILE")]
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// How many events a live event-feed subscriber may fall behind the head before it is
+    /// ended with `resume_from_position` [default: 100000].
+    #[arg(long, env = "SIGNPOST_EVENT_FEED_MAX_LAG")]
+    pub event_feed_max_lag: Option<u64>,
+    /// Seconds between sweeps that record expired setup links [default: 60].
+    #[arg(long, env = "SIGNPOST_LINK_EXPIRY_SWEEP_SECONDS")]
+    pub link_expiry_sweep_seconds: Option<u64>,
     /// TEST-ONLY: let setup forms fetch IdP metadata and discovery documents
     /// over http from loopback. Never set this in production.
     #[arg(long, env = "SIGNPOST_TEST_ONLY_ALLOW_LOOPBACK_HTTP_IDP", hide = true)]
@@ -55,6 +70,10 @@ struct FileConfig {
     secret_key_file: Option<PathBuf>,
     routing_history: Option<usize>,
     routing_progress_seconds: Option<u64>,
+    checkpoint_interval_seconds: Option<u64>,
+    checkpoint_key_file: Option<PathBuf>,
+    event_feed_max_lag: Option<u64>,
+    link_expiry_sweep_seconds: Option<u64>,
 }
 
 /// Resolved server settings.
@@ -74,6 +93,14 @@ pub struct ServerConfig {
     pub routing_history: usize,
     /// Interval of progress messages on idle routing streams.
     pub routing_progress_interval: std::time::Duration,
+    /// Interval between signed log checkpoints.
+    pub checkpoint_interval: std::time::Duration,
+    /// Checkpoint signing key file, when not in the data directory.
+    pub checkpoint_key_file: Option<PathBuf>,
+    /// Events a live event-feed subscriber may fall behind the head.
+    pub event_feed_max_lag: u64,
+    /// Interval between expired-setup-link sweeps.
+    pub link_expiry_sweep_interval: std::time::Duration,
 }
 
 impl ServerConfig {
@@ -87,6 +114,10 @@ impl ServerConfig {
             allow_loopback_http_idp_for_tests: false,
             routing_history: 4096,
             routing_progress_interval: std::time::Duration::from_secs(5),
+            checkpoint_interval: std::time::Duration::from_secs(3600),
+            checkpoint_key_file: None,
+            event_feed_max_lag: 100_000,
+            link_expiry_sweep_interval: std::time::Duration::from_secs(60),
         }
     }
 
@@ -131,6 +162,25 @@ impl ServerConfig {
             .or(file.routing_progress_seconds)
         {
             config.routing_progress_interval = std::time::Duration::from_secs(seconds.max(1));
+        }
+        if let Some(seconds) = args
+            .checkpoint_interval_seconds
+            .or(file.checkpoint_interval_seconds)
+        {
+            config.checkpoint_interval = std::time::Duration::from_secs(seconds.max(1));
+        }
+        config.checkpoint_key_file = args
+            .checkpoint_key_file
+            .clone()
+            .or(file.checkpoint_key_file);
+        if let Some(lag) = args.event_feed_max_lag.or(file.event_feed_max_lag) {
+            config.event_feed_max_lag = lag.max(1);
+        }
+        if let Some(seconds) = args
+            .link_expiry_sweep_seconds
+            .or(file.link_expiry_sweep_seconds)
+        {
+            config.link_expiry_sweep_interval = std::time::Duration::from_secs(seconds.max(1));
         }
         Ok(config)
     }

@@ -147,6 +147,11 @@ impl Server {
             store.clone(),
             checkpoint_key,
         )?);
+        let token_file = ControlPlane::bootstrap_token_path(&config.data_dir);
+        let bootstrap_token_file = plane
+            .bootstrap_admin_token(&token_file)
+            .await?
+            .then_some(token_file);
         checkpoints.create_if_moved(plane.now()).await?;
         let background = vec![
             tokio::spawn(checkpoint_periodically(
@@ -159,11 +164,6 @@ impl Server {
                 config.link_expiry_sweep_interval,
             )),
         ];
-        let token_file = ControlPlane::bootstrap_token_path(&config.data_dir);
-        let bootstrap_token_file = plane
-            .bootstrap_admin_token(&token_file)
-            .await?
-            .then_some(token_file);
 
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await

@@ -1,0 +1,123 @@
+//! Scenario 1, durable writes: 64 concurrent clients each issuing a small
+//! mutation (`AssignGroup`, spread over many organizations' connections so
+//! clients never share a stream) against etcd `put` of a 200-byte value with
+//! 64 in flight; one sequential client on each side; and the disk's raw
+//! fdatasync rate (200-byte write + fdatasync) on the same directory.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signpost_api::admin::v1 as pb;
+use tonic::transport::Channel;
+
+use crate::populate::Organization;
+use crate::{etcd, grpc, load};
+
+/// Value size for etcd puts (the figure).
+pub const VALUE_BYTES: usize = 200;
+
+/// 200-byte writes + fdatasync in a loop for `duration`, in `dir`: syncs per second.
+pub fn fdatasync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
+    let path = dir.join("fdatasync-probe");
+    let mut file = std::fs::File::create(&path)?;
+    let block = [0x42u8; VALUE_BYTES];
+    let started = Instant::now();
+    let mut syncs = 0u64;
+    while started.elapsed() < duration {
+        file.write_all(&block)?;
+        file.sync_data()?;
+        syncs += 1;
+    }
+    let rate = syncs as f64 / started.elapsed().as_secs_f64();
+    drop(file);
+    std::fs::remove_file(path)?;
+    Ok(rate)
+}
+
+/// `AssignGroup` from `in_flight` clients; worker `w` only touches connections
+/// `w, w + in_flight, ...`, so no two clients write the same stream. Every call
+/// changes the role, so every call appends an event (and a route change).
+pub async fn signpost_assign_load(
+    channels: &[Channel],
+    token: &str,
+    organizations: &[Organization],
+    in_flight: usize,
+    duration: Duration,
+) -> load::LoadReport {
+    let clients: Arc<Vec<grpc::Admin>> =
+        Arc::new(channels.iter().map(|c| grpc::admin(c, token)).collect());
+    let connections: Arc<Vec<String>> = Arc::new(
+        organizations
+            .iter()
+            .map(|o| o.connection_id.clone())
+            .collect(),
+    );
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    load::run(in_flight, duration, move |worker, i| {
+        let mut client = clients[worker % clients.len()].clone();
+        let per_worker = (connections.len() / in_flight).max(1);
+        let slot = (i as usize % per_worker) * in_flight + worker;
+        let connection_id = connections[slot % connections.len()].clone();
+        let role = format!("role-{run}-{worker}-{i}");
+        async move {
+            client
+                .assign_group(pb::AssignGroupRequest {
+                    connection_id,
+                    idp_group: format!("bench-writers-{worker}"),
+                    role,
+                    ..Default::default()
+                })
+                .await
+                .is_ok()
+        }
+    })
+    .await
+}
+
+/// etcd `put` of a 200-byte value from `in_flight` clients (each its own keys).
+pub async fn etcd_put_load(
+    channels: &[Channel],
+    in_flight: usize,
+    duration: Duration,
+) -> load::LoadReport {
+    let clients: Arc<Vec<etcd::Kv>> = Arc::new(channels.iter().map(etcd::kv).collect());
+    load::run(in_flight, duration, move |worker, i| {
+        let mut client = clients[worker % clients.len()].clone();
+        let key = format!("/bench/writes/{worker}/{}", i % 1000).into_bytes();
+        let value = etcd::value_of(i as usize, VALUE_BYTES);
+        async move { etcd::put(&mut client, key, value).await.is_ok() }
+    })
+    .await
+}
+
+/// Everything scenario 1 measured.
+pub async fn run(
+    channels: &[Channel],
+    etcd_channels: &[Channel],
+    token: &str,
+    organizations: &[Organization],
+    data_dir: &Path,
+    in_flight: usize,
+    duration: Duration,
+) -> anyhow::Result<serde_json::Value> {
+    let fsync_before = fdatasync_rate(data_dir, duration.min(Duration::from_secs(3)))?;
+    let signpost = signpost_assign_load(channels, token, organizations, in_flight, duration).await;
+    let etcd_many = etcd_put_load(etcd_channels, in_flight, duration).await;
+    let signpost_one = signpost_assign_load(channels, token, organizations, 1, duration).await;
+    let etcd_one = etcd_put_load(etcd_channels, 1, duration).await;
+    let fsync_after = fdatasync_rate(data_dir, duration.min(Duration::from_secs(3)))?;
+    let fsync = (fsync_before + fsync_after) / 2.0;
+    Ok(serde_json::json!({
+        "in_flight": in_flight,
+        "organizations": organizations.len(),
+        "signpost": signpost.json(),
+        "etcd": etcd_many.json(),
+        "signpost_sequential": signpost_one.json(),
+        "etcd_sequential": etcd_one.json(),
+        "fdatasync_per_second": fsync,
+        "fdatasync_before": fsync_before,
+        "fdatasync_after": fsync_after,
+    }))
+}

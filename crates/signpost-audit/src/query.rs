@@ -1,0 +1,538 @@
+//! Reading the timeline: filters, pages and export batches.
+//!
+//! A query maps its time range to a position range through the time index, picks the
+//! most selective index the filter allows (connection, then actor, then organization,
+//! then a single event type; otherwise the entries themselves), walks it in position
+//! order within the range and checks every other condition on the entries it reads.
+//! Everything is bounded by the projection's published position, so a query sees whole
+//! commits only.
+//!
+//! Pages are cut by position: a page token is the last position returned plus a hash of
+//! the filter (and order), so a token cannot be replayed with another filter. Appends only
+//! add positions above the published one, so paging while the log grows never returns an
+//! entry twice nor skips one.
+
+use std::collections::BTreeSet;
+
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use signpost_api::audit::v1 as wire;
+use signpost_api::audit::v1::AuditEntry;
+
+use crate::describe::action_name;
+use crate::error::AuditError;
+use crate::keys;
+use crate::projection::AuditProjection;
+
+/// Entries per page when the caller asks for 0.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// The largest page served.
+pub const MAX_PAGE_SIZE: usize = 1000;
+/// Entries per export batch.
+pub const EXPORT_BATCH: usize = 500;
+
+/// Which entries a query wants. Empty fields do not filter.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    /// Only this organization's entries.
+    pub organization_id: Option<String>,
+    /// From this time (inclusive).
+    pub start_time: Option<DateTime<Utc>>,
+    /// Until this time (exclusive).
+    pub end_time: Option<DateTime<Utc>>,
+    /// Only these envelope event types.
+    pub event_types: BTreeSet<String>,
+    /// Only entries caused by this actor id.
+    pub actor_id: Option<String>,
+    /// Only entries about this connection.
+    pub connection_id: Option<String>,
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    Some(value.trim().to_owned()).filter(|v| !v.is_empty())
+}
+
+fn time(
+    value: Option<&prost_types::Timestamp>,
+    field: &'static str,
+) -> Result<Option<DateTime<Utc>>, AuditError> {
+    value
+        .map(|t| {
+            DateTime::from_timestamp(t.seconds, u32::try_from(t.nanos).unwrap_or(u32::MAX))
+                .ok_or_else(|| {
+                    AuditError::invalid("TIME_INVALID", field, "the time is out of range")
+                })
+        })
+        .transpose()
+}
+
+impl AuditFilter {
+    /// Validates a wire filter (unknown event types are refused, not ignored).
+    pub fn from_wire(filter: Option<&wire::AuditFilter>) -> Result<Self, AuditError> {
+        let Some(filter) = filter else {
+            return Ok(Self::default());
+        };
+        let mut event_types = BTreeSet::new();
+        for event_type in &filter.event_types {
+            if action_name(event_type).is_none() {
+                return Err(AuditError::invalid(
+                    "EVENT_TYPE_UNKNOWN",
+                    "filter.event_types",
+                    format!("unknown event type `{event_type}`"),
+                ));
+            }
+            event_types.insert(event_type.clone());
+        }
+        let filter = Self {
+            organization_id: non_empty(&filter.organization_id),
+            start_time: time(filter.start_time.as_ref(), "filter.start_time")?,
+            end_time: time(filter.end_time.as_ref(), "filter.end_time")?,
+            event_types,
+            actor_id: non_empty(&filter.actor_id),
+            connection_id: non_empty(&filter.connection_id),
+        };
+        if let (Some(start), Some(end)) = (filter.start_time, filter.end_time) {
+            if end < start {
+                return Err(AuditError::invalid(
+                    "TIME_RANGE_INVALID",
+                    "filter.end_time",
+                    "the end time is before the start time",
+                ));
+            }
+        }
+        Ok(filter)
+    }
+
+    /// Applies an auditor's organization scope: forces the filter to that organization and
+    /// refuses a filter naming another one.
+    pub fn scoped(mut self, scope: Option<&str>) -> Result<Self, AuditError> {
+        let Some(scope) = scope else {
+            return Ok(self);
+        };
+        match &self.organization_id {
+            Some(asked) if asked != scope => Err(AuditError::PermissionDenied(format!(
+                "this token may read organization {scope} only"
+            ))),
+            _ => {
+                self.organization_id = Some(scope.to_owned());
+                Ok(self)
+            }
+        }
+    }
+
+    /// Whether `entry` passes every condition but the time range (ranges are positions)
+    /// and the connection (a connection filter always walks the connection index, which
+    /// also lists the previous connection of a switch).
+    fn admits(&self, entry: &AuditEntry) -> bool {
+        let target = entry.target.as_ref();
+        if let Some(organization) = &self.organization_id {
+            if target.map(|t| t.organization_id.as_str()) != Some(organization.as_str()) {
+                return false;
+            }
+        }
+        if !self.event_types.is_empty() && !self.event_types.contains(&entry.event_type) {
+            return false;
+        }
+        if let Some(actor) = &self.actor_id {
+            if entry.actor.as_ref().map(|a| a.id.as_str()) != Some(actor.as_str()) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn fingerprint(&self, order: Order) -> [u8; 8] {
+        let mut hasher = Sha256::new();
+        let mut field = |value: &str| {
+            hasher.update((value.len() as u64).to_be_bytes());
+            hasher.update(value.as_bytes());
+        };
+        field(self.organization_id.as_deref().unwrap_or_default());
+        field(&self.start_time.map(|t| t.to_rfc3339()).unwrap_or_default());
+        field(&self.end_time.map(|t| t.to_rfc3339()).unwrap_or_default());
+        for event_type in &self.event_types {
+            field(event_type);
+        }
+        field("|");
+        field(self.actor_id.as_deref().unwrap_or_default());
+        field(self.connection_id.as_deref().unwrap_or_default());
+        field(match order {
+            Order::Ascending => "asc",
+            Order::Descending => "desc",
+        });
+        let digest = hasher.finalize();
+        let mut out = [0u8; 8];
+        out.copy_from_slice(&digest[..8]);
+        out
+    }
+}
+
+/// Oldest or newest first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Order {
+    /// Oldest first.
+    #[default]
+    Ascending,
+    /// Newest first.
+    Descending,
+}
+
+/// One page of entries.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditPage {
+    /// The entries, in the order asked for.
+    pub entries: Vec<AuditEntry>,
+    /// Token for the next page; empty at the end.
+    pub next_page_token: String,
+}
+
+/// One batch of an export.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExportBatch {
+    /// Matching entries, oldest first.
+    pub entries: Vec<AuditEntry>,
+    /// The export has covered the log up to here; resume after it.
+    pub position: u64,
+}
+
+const TOKEN_VERSION: u8 = 1;
+
+fn encode_token(last: u64, fingerprint: [u8; 8]) -> String {
+    let mut bytes = Vec::with_capacity(17);
+    bytes.push(TOKEN_VERSION);
+    bytes.extend_from_slice(&last.to_be_bytes());
+    bytes.extend_from_slice(&fingerprint);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn decode_token(token: &str, fingerprint: [u8; 8]) -> Result<Option<u64>, AuditError> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = |message: &str| AuditError::invalid("PAGE_TOKEN_INVALID", "page_token", message);
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| invalid("the page token is malformed"))?;
+    if bytes.len() != 17 || bytes[0] != TOKEN_VERSION {
+        return Err(invalid("the page token is malformed"));
+    }
+    if bytes[9..] != fingerprint {
+        return Err(invalid(
+            "the page token was issued for another filter or order",
+        ));
+    }
+    Ok(Some(keys::trailing_position(&bytes[1..9])))
+}
+
+/// Where candidate positions come from.
+enum Source {
+    Index(&'static str, String),
+    Entries,
+}
+
+impl AuditProjection {
+    /// One page of entries matching `filter` (after applying `scope`, an auditor's
+    /// organization). `page_size` 0 means [`DEFAULT_PAGE_SIZE`]; above [`MAX_PAGE_SIZE`]
+    /// it is lowered to it.
+    pub fn list(
+        &self,
+        filter: AuditFilter,
+        scope: Option<&str>,
+        page_size: i32,
+        page_token: &str,
+        order: Order,
+    ) -> Result<AuditPage, AuditError> {
+        let filter = filter.scoped(scope)?;
+        let size = match page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n if n < 0 => {
+                return Err(AuditError::invalid(
+                    "PAGE_SIZE_INVALID",
+                    "page_size",
+                    "the page size must not be negative",
+                ))
+            }
+            n => usize::try_from(n)
+                .unwrap_or(MAX_PAGE_SIZE)
+                .min(MAX_PAGE_SIZE),
+        };
+        let fingerprint = filter.fingerprint(order);
+        let cursor = decode_token(page_token, fingerprint)?;
+        let Some((mut low, mut high)) = self.position_range(&filter)? else {
+            return Ok(AuditPage::default());
+        };
+        match (order, cursor) {
+            (Order::Ascending, Some(last)) => low = low.max(last.saturating_add(1)),
+            (Order::Descending, Some(last)) => high = high.min(last.saturating_sub(1)),
+            (_, None) => {}
+        }
+        let mut entries = self.collect(&filter, low, high, order, size + 1)?;
+        let next_page_token = if entries.len() > size {
+            entries.truncate(size);
+            encode_token(
+                entries.last().map(|e| e.position).unwrap_or_default(),
+                fingerprint,
+            )
+        } else {
+            String::new()
+        };
+        Ok(AuditPage {
+            entries,
+            next_page_token,
+        })
+    }
+
+    /// The next export batch: entries matching `filter` (scoped) with positions in
+    /// `after + 1 ..= until`, at most `max_entries` of them, oldest first.
+    pub fn export_batch(
+        &self,
+        filter: &AuditFilter,
+        scope: Option<&str>,
+        after: u64,
+        until: u64,
+        max_entries: usize,
+    ) -> Result<ExportBatch, AuditError> {
+        let filter = filter.clone().scoped(scope)?;
+        let until = until.min(self.position());
+        let Some((low, high)) = self.position_range(&filter)? else {
+            return Ok(ExportBatch {
+                entries: Vec::new(),
+                position: until.max(after),
+            });
+        };
+        let low = low.max(after.saturating_add(1));
+        let high = high.min(until);
+        let entries = self.collect(&filter, low, high, Order::Ascending, max_entries.max(1))?;
+        let position = if entries.len() >= max_entries.max(1) {
+            entries.last().map(|e| e.position).unwrap_or(until)
+        } else {
+            until.max(after)
+        };
+        Ok(ExportBatch { entries, position })
+    }
+
+    /// The positions `[low, high]` the filter's time range covers (bounded by the
+    /// published position); `None` when empty.
+    fn position_range(&self, filter: &AuditFilter) -> Result<Option<(u64, u64)>, AuditError> {
+        let applied = self.position();
+        let low = match filter.start_time {
+            Some(start) => self.first_position_at_or_after(start)?,
+            None => 1,
+        };
+        let high = match filter.end_time {
+            Some(end) => self.first_position_at_or_after(end)?.saturating_sub(1),
+            None => applied,
+        }
+        .min(applied);
+        Ok((low <= high).then_some((low, high)))
+    }
+
+    /// The first position whose (non-decreasing) indexed time is `>= time`; one past the
+    /// published position when none is.
+    pub fn first_position_at_or_after(&self, time: DateTime<Utc>) -> Result<u64, AuditError> {
+        let applied = self.position();
+        let nanos = time
+            .timestamp_nanos_opt()
+            .unwrap_or(if time.timestamp() < 0 {
+                i64::MIN
+            } else {
+                i64::MAX
+            });
+        let first = self
+            .shared
+            .trees
+            .time
+            .range(keys::time(nanos, 0)..)
+            .next()
+            .transpose()?
+            .map(|(key, _)| keys::trailing_position(&key));
+        Ok(match first {
+            Some(position) if position <= applied => position,
+            _ => applied + 1,
+        })
+    }
+
+    /// The log position as of `time`: the last event recorded at or before it (0 if none).
+    pub fn position_at_time(&self, time: DateTime<Utc>) -> Result<u64, AuditError> {
+        let after = time + chrono::Duration::nanoseconds(1);
+        Ok(self.first_position_at_or_after(after)?.saturating_sub(1))
+    }
+
+    /// The entry at `position`, if it is applied.
+    pub fn entry(&self, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+        if position == 0 || position > self.position() {
+            return Ok(None);
+        }
+        self.shared
+            .trees
+            .entries
+            .get(keys::position(position))?
+            .map(|bytes| AuditEntry::decode(bytes.as_ref()).map_err(AuditError::from))
+            .transpose()
+    }
+
+    /// The last entry about `connection_id` at or before `position`.
+    pub(crate) fn last_connection_entry(
+        &self,
+        connection_id: &str,
+        position: u64,
+    ) -> Result<Option<AuditEntry>, AuditError> {
+        let prefix = keys::prefix(connection_id);
+        let upper = keys::indexed(connection_id, position.min(self.position()));
+        let last = self
+            .shared
+            .trees
+            .by_connection
+            .range(prefix.clone()..=upper)
+            .next_back()
+            .transpose()?;
+        match last {
+            Some((key, _)) => self.entry(keys::trailing_position(&key)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether any entry of `organization_id` exists at or before `position`.
+    pub(crate) fn organization_known(
+        &self,
+        organization_id: &str,
+        position: u64,
+    ) -> Result<bool, AuditError> {
+        let prefix = keys::prefix(organization_id);
+        let upper = keys::indexed(organization_id, position.min(self.position()));
+        Ok(self
+            .shared
+            .trees
+            .by_org
+            .range(prefix..=upper)
+            .next()
+            .transpose()?
+            .is_some())
+    }
+
+    fn source(filter: &AuditFilter) -> Source {
+        if let Some(connection) = &filter.connection_id {
+            Source::Index(keys::BY_CONNECTION, connection.clone())
+        } else if let Some(actor) = &filter.actor_id {
+            Source::Index(keys::BY_ACTOR, actor.clone())
+        } else if let Some(organization) = &filter.organization_id {
+            Source::Index(keys::BY_ORG, organization.clone())
+        } else if filter.event_types.len() == 1 {
+            let only = filter
+                .event_types
+                .iter()
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            Source::Index(keys::BY_TYPE, only)
+        } else {
+            Source::Entries
+        }
+    }
+
+    /// Up to `limit` entries matching `filter` with positions in `[low, high]`.
+    fn collect(
+        &self,
+        filter: &AuditFilter,
+        low: u64,
+        high: u64,
+        order: Order,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, AuditError> {
+        let mut out = Vec::new();
+        if low > high || limit == 0 {
+            return Ok(out);
+        }
+        let trees = &self.shared.trees;
+        let source = Self::source(filter);
+        let mut take = |bytes: &[u8]| -> Result<bool, AuditError> {
+            let entry = AuditEntry::decode(bytes)?;
+            if filter.admits(&entry) {
+                out.push(entry);
+            }
+            Ok(out.len() < limit)
+        };
+        match source {
+            Source::Entries => {
+                let range = trees
+                    .entries
+                    .range(keys::position(low)..=keys::position(high));
+                let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+                    match order {
+                        Order::Ascending => Box::new(range),
+                        Order::Descending => Box::new(range.rev()),
+                    };
+                for row in rows {
+                    let (_, value) = row?;
+                    if !take(&value)? {
+                        break;
+                    }
+                }
+            }
+            Source::Index(tree, id) => {
+                let range = trees
+                    .index(tree)
+                    .range(keys::indexed(&id, low)..=keys::indexed(&id, high));
+                let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
+                    match order {
+                        Order::Ascending => Box::new(range),
+                        Order::Descending => Box::new(range.rev()),
+                    };
+                for row in rows {
+                    let (key, _) = row?;
+                    let position = keys::trailing_position(&key);
+                    let Some(value) = trees.entries.get(keys::position(position))? else {
+                        return Err(AuditError::Corrupt(format!(
+                            "index {tree} points at missing entry {position}"
+                        )));
+                    };
+                    if !take(&value)? {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_token_is_refused_for_another_filter() {
+        let a = AuditFilter {
+            organization_id: Some("a".into()),
+            ..Default::default()
+        };
+        let b = AuditFilter {
+            organization_id: Some("b".into()),
+            ..Default::default()
+        };
+        let token = encode_token(42, a.fingerprint(Order::Ascending));
+        assert_eq!(
+            decode_token(&token, a.fingerprint(Order::Ascending)).unwrap(),
+            Some(42)
+        );
+        assert!(decode_token(&token, b.fingerprint(Order::Ascending)).is_err());
+        assert!(decode_token(&token, a.fingerprint(Order::Descending)).is_err());
+        assert!(decode_token("not-a-token", a.fingerprint(Order::Ascending)).is_err());
+    }
+
+    #[test]
+    fn a_scoped_auditor_is_forced_to_its_organization() {
+        let open = AuditFilter::default().scoped(Some("org-a")).unwrap();
+        assert_eq!(open.organization_id.as_deref(), Some("org-a"));
+        let other = AuditFilter {
+            organization_id: Some("org-b".into()),
+            ..Default::default()
+        };
+        assert!(matches!(
+            other.scoped(Some("org-a")),
+            Err(AuditError::PermissionDenied(_))
+        ));
+    }
+}

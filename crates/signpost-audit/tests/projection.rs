@@ -1,0 +1,1220 @@
+//! The audit projection over a realistic log (hand-built events in an in-memory store):
+//! rebuild equals live, entries describe changes with before / after and no secrets,
+//! queries page and filter by position, point-in-time answers, scoping, checkpoints.
+
+use std::sync::Arc;
+
+use prost::Message;
+use signpost_audit::*;
+use signpost_domain::{encode_event, event_type, schema, streams, Event};
+use signpost_eventlog::{
+    AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, MemoryEventStore, NewEvent,
+    StreamId, StreamWrite,
+};
+
+const BASE_URL: &str = "https://signpost.test/";
+const FP_OLD: &str = "1111111111111111aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+const FP_NEW: &str = "2222222222222222bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+const SECRET_CIPHERTEXT: &[u8] = b"CIPHERTEXT-OF-THE-CLIENT-SECRET";
+const LINK_TOKEN_HASH: [u8; 32] = [0xab; 32];
+const API_TOKEN_HASH: [u8; 32] = [0xcd; 32];
+
+fn token_actor(id: &str, name: &str, on_behalf_of: &str) -> schema::Actor {
+    schema::Actor {
+        kind: schema::ActorKind::ApiToken as i32,
+        id: id.into(),
+        on_behalf_of: on_behalf_of.into(),
+        display_name: name.into(),
+    }
+}
+
+fn link_actor(id: &str, recipient: &str) -> schema::Actor {
+    schema::Actor {
+        kind: schema::ActorKind::SetupLink as i32,
+        id: id.into(),
+        on_behalf_of: recipient.into(),
+        display_name: "setup link".into(),
+    }
+}
+
+fn system() -> schema::Actor {
+    schema::Actor {
+        kind: schema::ActorKind::System as i32,
+        id: "system".into(),
+        on_behalf_of: String::new(),
+        display_name: "Signpost".into(),
+    }
+}
+
+/// Appends one commit: several streams, each with its events.
+async fn append(
+    store: &MemoryEventStore,
+    actor: schema::Actor,
+    writes: Vec<(String, Vec<Event>)>,
+) -> u64 {
+    let commit = Commit {
+        writes: writes
+            .into_iter()
+            .map(|(stream, events)| StreamWrite {
+                stream: StreamId::new(stream).unwrap(),
+                expected: ExpectedVersion::Any,
+                events: events
+                    .iter()
+                    .map(|e| NewEvent {
+                        event_type: event_type(e).into(),
+                        payload: encode_event(e).into(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        meta: CommitMeta {
+            actor,
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            request_id: None,
+        },
+        idempotency: None,
+    };
+    match store.append(commit).await.unwrap() {
+        AppendOutcome::Committed(c) => c.last_position,
+        AppendOutcome::Duplicate(_) => unreachable!(),
+    }
+}
+
+fn certificate(fingerprint: &str) -> schema::Certificate {
+    schema::Certificate {
+        der: vec![1, 2, 3],
+        sha256_fingerprint: fingerprint.into(),
+        subject: "CN=idp".into(),
+        not_before: None,
+        not_after: None,
+    }
+}
+
+fn saml(connection: &str, org: &str, link: &str, sso_url: &str, certs: &[&str]) -> Event {
+    Event::ConnectionConfigured(schema::ConnectionConfigured {
+        connection_id: connection.into(),
+        organization_id: org.into(),
+        setup_link_id: link.into(),
+        role: schema::ConnectionRole::Primary as i32,
+        protocol: schema::Protocol::Saml as i32,
+        saml: Some(schema::SamlSettings {
+            idp_entity_id: "https://idp.acme.example/entity".into(),
+            sso_endpoints: vec![schema::SamlEndpoint {
+                binding: schema::SamlBinding::HttpRedirect as i32,
+                location: sso_url.into(),
+            }],
+            signing_certificates: certs.iter().map(|fp| certificate(fp)).collect(),
+            source: schema::SamlSource::MetadataXml as i32,
+            metadata_url: String::new(),
+        }),
+        oidc: None,
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            ..Default::default()
+        }),
+        provider_preset: "okta".into(),
+    })
+}
+
+fn oidc(connection: &str, org: &str, link: &str) -> Event {
+    Event::ConnectionConfigured(schema::ConnectionConfigured {
+        connection_id: connection.into(),
+        organization_id: org.into(),
+        setup_link_id: link.into(),
+        role: schema::ConnectionRole::Standby as i32,
+        protocol: schema::Protocol::Oidc as i32,
+        saml: None,
+        oidc: Some(schema::OidcSettings {
+            issuer: "https://login.microsoftonline.example/acme/v2.0".into(),
+            authorization_endpoint: "https://login.microsoftonline.example/authorize".into(),
+            token_endpoint: "https://login.microsoftonline.example/token".into(),
+            jwks_uri: "https://login.microsoftonline.example/keys".into(),
+            userinfo_endpoint: String::new(),
+            client_id: "signpost-client".into(),
+            client_secret: Some(schema::EncryptedSecret {
+                key_id: "k1".into(),
+                nonce: vec![7; 12],
+                ciphertext: SECRET_CIPHERTEXT.to_vec(),
+            }),
+            scopes: vec!["openid".into(), "email".into()],
+        }),
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            ..Default::default()
+        }),
+        provider_preset: "entra".into(),
+    })
+}
+
+fn link_issued(link: &str, org: &str, connection: &str, intent: schema::SetupIntent) -> Event {
+    Event::SetupLinkIssued(schema::SetupLinkIssued {
+        setup_link_id: link.into(),
+        organization_id: org.into(),
+        intent: intent as i32,
+        connection_id: connection.into(),
+        token_sha256: LINK_TOKEN_HASH.to_vec(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: 4_000_000_000,
+            nanos: 0,
+        }),
+        recipient_email: "it@acme.example".into(),
+    })
+}
+
+/// Positions of interest in the realistic log.
+struct Story {
+    configured: u64,
+    reconfigured: u64,
+    switched: u64,
+    switched_back: u64,
+    head: u64,
+}
+
+const ORG_A: &str = "org-a";
+const ORG_B: &str = "org-b";
+const C1: &str = "conn-1";
+const C2: &str = "conn-2";
+const ADMIN: &str = "token-admin";
+
+/// An organization's whole SSO life: domains, first connection through a link, groups, a
+/// certificate rotation, a staged provider switch and a switch back, link revocation and
+/// expiry, policy, a released domain; plus a second organization and API tokens.
+async fn story(store: &MemoryEventStore) -> Story {
+    let admin = || token_actor(ADMIN, "Onboarding", "alice@platform.example");
+    append(
+        store,
+        system(),
+        vec![(
+            streams::api_token(ADMIN),
+            vec![Event::ApiTokenIssued(schema::ApiTokenIssued {
+                token_id: ADMIN.into(),
+                name: "Onboarding".into(),
+                role: schema::TokenRole::Admin as i32,
+                token_sha256: API_TOKEN_HASH.to_vec(),
+                organization_scope: String::new(),
+            })],
+        )],
+    )
+    .await;
+    let org = streams::organization(ORG_A);
+    append(
+        store,
+        admin(),
+        vec![(
+            org.clone(),
+            vec![Event::OrganizationCreated(schema::OrganizationCreated {
+                organization_id: ORG_A.into(),
+                display_name: "Acme Law".into(),
+                external_id: "ext-acme".into(),
+            })],
+        )],
+    )
+    .await;
+    for domain in ["acme.example", "acme-law.example"] {
+        append(
+            store,
+            admin(),
+            vec![(
+                org.clone(),
+                vec![Event::DomainClaimed(schema::DomainClaimed {
+                    domain: domain.into(),
+                    verification_record_name: format!("_signpost-challenge.{domain}"),
+                    verification_value: "challenge".into(),
+                })],
+            )],
+        )
+        .await;
+        append(
+            store,
+            admin(),
+            vec![(
+                org.clone(),
+                vec![Event::DomainVerified(schema::DomainVerified {
+                    domain: domain.into(),
+                    method: schema::VerificationMethod::DnsTxt as i32,
+                    note: String::new(),
+                })],
+            )],
+        )
+        .await;
+    }
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::setup_link("link-1"),
+            vec![link_issued(
+                "link-1",
+                ORG_A,
+                C1,
+                schema::SetupIntent::NewConnection,
+            )],
+        )],
+    )
+    .await;
+    let configured = append(
+        store,
+        link_actor("link-1", "it@acme.example"),
+        vec![
+            (
+                streams::connection(C1),
+                vec![saml(
+                    C1,
+                    ORG_A,
+                    "link-1",
+                    "https://a.idp.example/sso",
+                    &[FP_OLD],
+                )],
+            ),
+            (
+                streams::setup_link("link-1"),
+                vec![Event::SetupFormSubmitted(schema::SetupFormSubmitted {
+                    setup_link_id: "link-1".into(),
+                    connection_id: C1.into(),
+                    submission: 1,
+                })],
+            ),
+        ],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![
+            (
+                org.clone(),
+                vec![Event::ConnectionActivated(schema::ConnectionActivated {
+                    connection_id: C1.into(),
+                })],
+            ),
+            (
+                streams::setup_link("link-1"),
+                vec![Event::SetupLinkSpent(schema::SetupLinkSpent {
+                    connection_id: C1.into(),
+                })],
+            ),
+        ],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::connection(C1),
+            vec![
+                Event::GroupAssigned(schema::GroupAssigned {
+                    idp_group: "Lawyers".into(),
+                    role: "member".into(),
+                }),
+                Event::GroupRequirementChanged(schema::GroupRequirementChanged {
+                    require_group: true,
+                }),
+            ],
+        )],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::setup_link("link-2"),
+            vec![link_issued(
+                "link-2",
+                ORG_A,
+                C1,
+                schema::SetupIntent::UpdateConnection,
+            )],
+        )],
+    )
+    .await;
+    let reconfigured = append(
+        store,
+        link_actor("link-2", "it@acme.example"),
+        vec![(
+            streams::connection(C1),
+            vec![saml(
+                C1,
+                ORG_A,
+                "link-2",
+                "https://b.idp.example/sso",
+                &[FP_NEW],
+            )],
+        )],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::setup_link("link-3"),
+            vec![link_issued(
+                "link-3",
+                ORG_A,
+                C2,
+                schema::SetupIntent::StageSwitch,
+            )],
+        )],
+    )
+    .await;
+    append(
+        store,
+        link_actor("link-3", "it@acme.example"),
+        vec![(streams::connection(C2), vec![oidc(C2, ORG_A, "link-3")])],
+    )
+    .await;
+    let switched = append(
+        store,
+        admin(),
+        vec![(
+            org.clone(),
+            vec![Event::ProviderSwitched(schema::ProviderSwitched {
+                previous_connection_id: C1.into(),
+                connection_id: C2.into(),
+            })],
+        )],
+    )
+    .await;
+    append(
+        store,
+        token_actor("token-support", "Support console", "bob@platform.example"),
+        vec![(
+            streams::setup_link("link-4"),
+            vec![
+                link_issued("link-4", ORG_A, C1, schema::SetupIntent::UpdateConnection),
+                Event::SetupLinkRevoked(schema::SetupLinkRevoked {
+                    reason: schema::RevocationReason::Revoked as i32,
+                    superseded_by: String::new(),
+                }),
+            ],
+        )],
+    )
+    .await;
+    let switched_back = append(
+        store,
+        token_actor("token-support", "Support console", "bob@platform.example"),
+        vec![(
+            org.clone(),
+            vec![Event::ProviderSwitched(schema::ProviderSwitched {
+                previous_connection_id: C2.into(),
+                connection_id: C1.into(),
+            })],
+        )],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::setup_link("link-5"),
+            vec![link_issued(
+                "link-5",
+                ORG_A,
+                "conn-9",
+                schema::SetupIntent::StageSwitch,
+            )],
+        )],
+    )
+    .await;
+    append(
+        store,
+        system(),
+        vec![(
+            streams::setup_link("link-5"),
+            vec![Event::SetupLinkExpired(schema::SetupLinkExpired {
+                expired_at: Some(prost_types::Timestamp {
+                    seconds: 4_000_000_000,
+                    nanos: 0,
+                }),
+            })],
+        )],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            org.clone(),
+            vec![
+                Event::SsoPolicyChanged(schema::SsoPolicyChanged {
+                    previous: schema::SsoPolicy::Optional as i32,
+                    policy: schema::SsoPolicy::Enforced as i32,
+                }),
+                Event::DomainReleased(schema::DomainReleased {
+                    domain: "acme-law.example".into(),
+                }),
+            ],
+        )],
+    )
+    .await;
+    append(
+        store,
+        admin(),
+        vec![(
+            streams::organization(ORG_B),
+            vec![
+                Event::OrganizationCreated(schema::OrganizationCreated {
+                    organization_id: ORG_B.into(),
+                    display_name: "Birch Realty".into(),
+                    external_id: "ext-birch".into(),
+                }),
+                Event::DomainClaimed(schema::DomainClaimed {
+                    domain: "birch.example".into(),
+                    verification_record_name: "_signpost-challenge.birch.example".into(),
+                    verification_value: "challenge".into(),
+                }),
+            ],
+        )],
+    )
+    .await;
+    let head = append(
+        store,
+        system(),
+        vec![(
+            streams::api_token("token-audit"),
+            vec![Event::ApiTokenIssued(schema::ApiTokenIssued {
+                token_id: "token-audit".into(),
+                name: "Compliance".into(),
+                role: schema::TokenRole::Auditor as i32,
+                token_sha256: API_TOKEN_HASH.to_vec(),
+                organization_scope: ORG_B.into(),
+            })],
+        )],
+    )
+    .await;
+    Story {
+        configured,
+        reconfigured,
+        switched,
+        switched_back,
+        head,
+    }
+}
+
+async fn projection(store: &Arc<MemoryEventStore>, dir: &std::path::Path) -> AuditProjection {
+    let mut options = AuditOptions::new(BASE_URL);
+    options.batch_events = 3;
+    AuditProjection::start(store.clone(), dir, options)
+        .await
+        .unwrap()
+}
+
+fn all(
+    projection: &AuditProjection,
+    filter: AuditFilter,
+    scope: Option<&str>,
+) -> Vec<signpost_api::audit::v1::AuditEntry> {
+    projection
+        .list(filter, scope, 1000, "", Order::Ascending)
+        .unwrap()
+        .entries
+}
+
+fn struct_field<'a>(s: &'a prost_types::Struct, path: &[&str]) -> Option<&'a prost_types::Value> {
+    use prost_types::value::Kind;
+    let (first, rest) = path.split_first()?;
+    let value = s.fields.get(*first)?;
+    if rest.is_empty() {
+        return Some(value);
+    }
+    match &value.kind {
+        Some(Kind::StructValue(inner)) => struct_field(inner, rest),
+        _ => None,
+    }
+}
+
+fn strings(value: Option<&prost_types::Value>) -> Vec<String> {
+    use prost_types::value::Kind;
+    match value.and_then(|v| v.kind.as_ref()) {
+        Some(Kind::ListValue(list)) => list
+            .values
+            .iter()
+            .filter_map(|v| match &v.kind {
+                Some(Kind::StringValue(s)) => Some(s.clone()),
+                _ => None,
+            })
+            .collect(),
+        Some(Kind::StringValue(s)) => vec![s.clone()],
+        _ => vec![],
+    }
+}
+
+#[tokio::test]
+async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_rows() {
+    let store = Arc::new(MemoryEventStore::new());
+    let live_dir = tempfile::tempdir().unwrap();
+    // Live: the projection follows the log while the story is appended.
+    let live = projection(&store, live_dir.path()).await;
+    let story = story(&store).await;
+    live.wait_for(story.head).await.unwrap();
+
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = projection(&store, rebuilt_dir.path()).await;
+    assert_eq!(rebuilt.position(), story.head);
+    let live_rows = live.dump().unwrap();
+    assert_eq!(live_rows, rebuilt.dump().unwrap());
+    assert!(
+        live_rows.len() > 100,
+        "entries, indexes, time and route history"
+    );
+
+    // Restart: stop, append more, start again on the same database: it resumes.
+    live.stop().await;
+    drop(live);
+    let more = append(
+        &store,
+        system(),
+        vec![(
+            streams::api_token("token-late"),
+            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+        )],
+    )
+    .await;
+    let resumed = projection(&store, live_dir.path()).await;
+    assert_eq!(resumed.stats().resumed_from, story.head);
+    assert!(!resumed.stats().rebuilt);
+    assert_eq!(resumed.position(), more);
+    rebuilt.wait_for(more).await.unwrap();
+    assert_eq!(resumed.dump().unwrap(), rebuilt.dump().unwrap());
+
+    // Another log history (a new epoch) rebuilds from scratch.
+    resumed.stop().await;
+    drop(resumed);
+    let other = Arc::new(MemoryEventStore::new());
+    let other_head = append(
+        &other,
+        system(),
+        vec![(
+            streams::api_token("x"),
+            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+        )],
+    )
+    .await;
+    let fresh = projection(&other, live_dir.path()).await;
+    assert!(fresh.stats().rebuilt);
+    assert_eq!(fresh.position(), other_head);
+    assert_eq!(all(&fresh, AuditFilter::default(), None).len(), 1);
+}
+
+#[tokio::test]
+async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+
+    let first = audit.entry(story.configured - 1).unwrap().unwrap();
+    assert_eq!(first.action, "connection.configured");
+    assert!(
+        first.summary.starts_with("connection configured: SAML"),
+        "{}",
+        first.summary
+    );
+
+    let entry = audit.entry(story.reconfigured).unwrap().unwrap();
+    assert_eq!(entry.action, "connection.configured");
+    assert!(
+        entry.summary.contains(
+            "SSO URL changed from https://a.idp.example/sso to https://b.idp.example/sso"
+        ),
+        "{}",
+        entry.summary
+    );
+    assert!(
+        entry
+            .summary
+            .contains("signing certificate 2222222222222222 added"),
+        "{}",
+        entry.summary
+    );
+    assert!(
+        entry
+            .summary
+            .contains("signing certificate 1111111111111111 removed"),
+        "{}",
+        entry.summary
+    );
+    let details = entry.details.as_ref().unwrap();
+    assert_eq!(
+        strings(struct_field(details, &["changes", "sso_url", "before"])),
+        ["https://a.idp.example/sso"]
+    );
+    assert_eq!(
+        strings(struct_field(details, &["changes", "sso_url", "after"])),
+        ["https://b.idp.example/sso"]
+    );
+    assert_eq!(
+        strings(struct_field(
+            details,
+            &["changes", "signing_certificates", "added"]
+        )),
+        [FP_NEW]
+    );
+    assert_eq!(
+        strings(struct_field(
+            details,
+            &["changes", "signing_certificates", "removed"]
+        )),
+        [FP_OLD]
+    );
+    let target = entry.target.unwrap();
+    assert_eq!(
+        (
+            target.organization_id.as_str(),
+            target.connection_id.as_str()
+        ),
+        (ORG_A, C1)
+    );
+    let actor = entry.actor.unwrap();
+    assert_eq!(actor.kind, schema::ActorKind::SetupLink as i32);
+    assert_eq!(actor.on_behalf_of, "it@acme.example");
+
+    let switch = audit.entry(story.switched).unwrap().unwrap();
+    assert_eq!(switch.action, "provider.switched");
+    assert_eq!(
+        switch.summary,
+        "provider switched from conn-1 (okta, SAML) to conn-2 (entra, OIDC)"
+    );
+    let issued = all(
+        &audit,
+        AuditFilter {
+            event_types: ["setup_link_issued".to_owned()].into(),
+            ..Default::default()
+        },
+        None,
+    );
+    assert!(
+        issued[0].summary.starts_with(
+            "setup link issued to it@acme.example by Onboarding for alice@platform.example"
+        ),
+        "{}",
+        issued[0].summary
+    );
+    let actions: std::collections::BTreeSet<String> = all(&audit, AuditFilter::default(), None)
+        .into_iter()
+        .map(|e| e.action)
+        .collect();
+    for action in [
+        "setup_link.issued",
+        "setup_link.submitted",
+        "setup_link.revoked",
+        "setup_link.spent",
+        "setup_link.expired",
+        "group.assigned",
+        "group_requirement.changed",
+        "sso_policy.changed",
+        "domain.released",
+        "api_token.issued",
+    ] {
+        assert!(actions.contains(action), "missing {action}");
+    }
+}
+
+#[tokio::test]
+async fn secrets_and_token_hashes_appear_in_no_entry() {
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let entries = all(&audit, AuditFilter::default(), None);
+    let needles: Vec<Vec<u8>> = vec![
+        SECRET_CIPHERTEXT.to_vec(),
+        LINK_TOKEN_HASH.to_vec(),
+        API_TOKEN_HASH.to_vec(),
+        hex::encode(LINK_TOKEN_HASH).into_bytes(),
+        hex::encode(API_TOKEN_HASH).into_bytes(),
+        hex::encode(SECRET_CIPHERTEXT).into_bytes(),
+    ];
+    for entry in &entries {
+        let bytes = entry.encode_to_vec();
+        let text = format!("{entry:?}");
+        for needle in &needles {
+            assert!(!bytes.windows(needle.len()).any(|w| w == needle.as_slice()));
+            assert!(!text
+                .as_bytes()
+                .windows(needle.len())
+                .any(|w| w == needle.as_slice()));
+        }
+    }
+    let oidc = entries
+        .iter()
+        .find(|e| {
+            e.action == "connection.configured" && e.target.as_ref().unwrap().connection_id == C2
+        })
+        .unwrap();
+    assert_eq!(
+        strings(struct_field(
+            oidc.details.as_ref().unwrap(),
+            &["configuration", "client_secret"]
+        )),
+        ["set"]
+    );
+    assert!(
+        oidc.summary.contains("client secret set"),
+        "{}",
+        oidc.summary
+    );
+}
+
+#[tokio::test]
+async fn pages_cover_every_matching_entry_once_in_either_order() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let filters = [
+        AuditFilter::default(),
+        AuditFilter {
+            organization_id: Some(ORG_A.into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            connection_id: Some(C1.into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            actor_id: Some(ADMIN.into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            event_types: [
+                "provider_switched".to_owned(),
+                "setup_link_issued".to_owned(),
+            ]
+            .into(),
+            ..Default::default()
+        },
+        AuditFilter {
+            organization_id: Some(ORG_A.into()),
+            event_types: ["provider_switched".to_owned()].into(),
+            ..Default::default()
+        },
+    ];
+    for filter in filters {
+        let expected: Vec<u64> = all(&audit, filter.clone(), None)
+            .iter()
+            .map(|e| e.position)
+            .collect();
+        assert!(!expected.is_empty(), "{filter:?}");
+        for order in [Order::Ascending, Order::Descending] {
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            loop {
+                let page = audit.list(filter.clone(), None, 2, &token, order).unwrap();
+                seen.extend(page.entries.iter().map(|e| e.position));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                token = page.next_page_token;
+            }
+            let mut wanted = expected.clone();
+            if order == Order::Descending {
+                wanted.reverse();
+            }
+            assert_eq!(seen, wanted, "{filter:?} {order:?}");
+        }
+    }
+    // Connection timeline: the switch shows on both connections.
+    for connection in [C1, C2] {
+        let timeline = all(
+            &audit,
+            AuditFilter {
+                connection_id: Some(connection.into()),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(timeline.iter().any(|e| e.position == story.switched));
+    }
+    // A token cannot be reused with another filter.
+    let page = audit
+        .list(AuditFilter::default(), None, 1, "", Order::Ascending)
+        .unwrap();
+    let other = AuditFilter {
+        organization_id: Some(ORG_A.into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        audit.list(other, None, 1, &page.next_page_token, Order::Ascending),
+        Err(AuditError::InvalidArgument {
+            field: "page_token",
+            ..
+        })
+    ));
+    // Export in small batches covers the same entries as a list.
+    let mut exported = Vec::new();
+    let mut after = 0;
+    loop {
+        let batch = audit
+            .export_batch(&AuditFilter::default(), None, after, story.head, 4)
+            .unwrap();
+        exported.extend(batch.entries.iter().map(|e| e.position));
+        if batch.position >= story.head {
+            break;
+        }
+        assert!(batch.position > after);
+        after = batch.position;
+    }
+    assert_eq!(exported, (1..=story.head).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn time_ranges_map_to_positions() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let entries = all(&audit, AuditFilter::default(), None);
+    for entry in &entries {
+        let time = signpost_domain::event::from_timestamp(entry.time.as_ref());
+        assert!(audit.position_at_time(time).unwrap() >= entry.position);
+        assert!(audit.first_position_at_or_after(time).unwrap() <= entry.position);
+    }
+    let last = signpost_domain::event::from_timestamp(entries.last().unwrap().time.as_ref());
+    assert_eq!(audit.position_at_time(last).unwrap(), story.head);
+    let before_all = signpost_domain::event::from_timestamp(entries[0].time.as_ref())
+        - chrono::Duration::seconds(1);
+    assert_eq!(audit.position_at_time(before_all).unwrap(), 0);
+    let in_range = audit
+        .list(
+            AuditFilter {
+                start_time: Some(before_all),
+                end_time: Some(last + chrono::Duration::seconds(1)),
+                ..Default::default()
+            },
+            None,
+            1000,
+            "",
+            Order::Ascending,
+        )
+        .unwrap();
+    assert_eq!(in_range.entries.len(), entries.len());
+    let empty = audit
+        .list(
+            AuditFilter {
+                end_time: Some(before_all),
+                ..Default::default()
+            },
+            None,
+            10,
+            "",
+            Order::Ascending,
+        )
+        .unwrap();
+    assert!(empty.entries.is_empty());
+}
+
+#[tokio::test]
+async fn routing_and_connections_are_answered_as_they_were() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let domain = RoutingSubject::Domain("ACME.example".into());
+    let route_at = |position: u64| {
+        let answer = audit
+            .routing_at(&domain, PointInTime::Position(position), None)
+            .unwrap();
+        let routing = answer.domains.into_iter().next().unwrap();
+        (
+            routing.route.map(|r| r.connection_id).unwrap_or_default(),
+            routing.cause,
+        )
+    };
+    assert_eq!(
+        route_at(story.configured).0,
+        "",
+        "configured, not active: password"
+    );
+    let (before, _) = route_at(story.switched - 1);
+    assert_eq!(before, C1);
+    let (between, cause) = route_at(story.switched);
+    assert_eq!(between, C2);
+    let cause = cause.unwrap();
+    assert_eq!(cause.action, "provider.switched");
+    assert_eq!(cause.actor.unwrap().id, ADMIN);
+    let (after, cause) = route_at(story.switched_back);
+    assert_eq!(after, C1);
+    assert_eq!(cause.unwrap().actor.unwrap().id, "token-support");
+    assert_eq!(route_at(story.head).0, C1);
+
+    // The organization's domains: the released one is gone at the end.
+    let org = RoutingSubject::Organization(ORG_A.into());
+    let then = audit
+        .routing_at(&org, PointInTime::Position(story.switched), None)
+        .unwrap();
+    assert_eq!(then.domains.len(), 2);
+    let now = audit.routing_at(&org, PointInTime::Now, None).unwrap();
+    assert_eq!(
+        now.domains
+            .iter()
+            .map(|d| d.domain.as_str())
+            .collect::<Vec<_>>(),
+        ["acme.example"]
+    );
+    let released = audit
+        .routing_at(
+            &RoutingSubject::Domain("acme-law.example".into()),
+            PointInTime::Now,
+            None,
+        )
+        .unwrap();
+    assert!(released.domains[0].route.is_none());
+    assert_eq!(
+        released.domains[0].cause.as_ref().unwrap().action,
+        "domain.released"
+    );
+
+    // Connection state then: SSO URL before and after the reconfiguration, status.
+    let sso_url = |at: &ConnectionAt| match at
+        .view
+        .connection
+        .as_ref()
+        .unwrap()
+        .settings
+        .as_ref()
+        .unwrap()
+    {
+        signpost_domain::connection::ConnectionSettings::Saml(s) => {
+            s.sso_endpoints[0].location.clone()
+        }
+        _ => panic!("saml"),
+    };
+    let early = audit
+        .connection_at(C1, PointInTime::Position(story.configured), None)
+        .await
+        .unwrap();
+    assert_eq!(sso_url(&early), "https://a.idp.example/sso");
+    assert_eq!(
+        early.view.status,
+        signpost_control::views::ConnectionStatus::Configured
+    );
+    let later = audit
+        .connection_at(C1, PointInTime::Position(story.reconfigured), None)
+        .await
+        .unwrap();
+    assert_eq!(sso_url(&later), "https://b.idp.example/sso");
+    assert_eq!(
+        later.view.status,
+        signpost_control::views::ConnectionStatus::Active
+    );
+    assert_eq!(later.last_change.position, story.reconfigured);
+    let during_switch = audit
+        .connection_at(C1, PointInTime::Position(story.switched), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        during_switch.view.status,
+        signpost_control::views::ConnectionStatus::Inactive
+    );
+    assert_eq!(during_switch.last_change.action, "provider.switched");
+    let standby = audit
+        .connection_at(C2, PointInTime::Position(story.switched - 1), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        standby.view.status,
+        signpost_control::views::ConnectionStatus::Standby
+    );
+    assert!(matches!(
+        audit
+            .connection_at(C1, PointInTime::Position(2), None)
+            .await,
+        Err(AuditError::NotFound { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_scoped_auditor_sees_only_its_organization() {
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let scope = Some(ORG_B);
+    let visible = all(&audit, AuditFilter::default(), scope);
+    assert!(!visible.is_empty());
+    assert!(visible
+        .iter()
+        .all(|e| e.target.as_ref().unwrap().organization_id == ORG_B));
+    for filter in [
+        AuditFilter {
+            connection_id: Some(C1.into()),
+            ..Default::default()
+        },
+        AuditFilter {
+            actor_id: Some(ADMIN.into()),
+            event_types: ["provider_switched".to_owned()].into(),
+            ..Default::default()
+        },
+        AuditFilter {
+            event_types: ["api_token_issued".to_owned()].into(),
+            ..Default::default()
+        },
+    ] {
+        assert!(all(&audit, filter, scope).is_empty());
+    }
+    assert!(matches!(
+        audit.list(
+            AuditFilter {
+                organization_id: Some(ORG_A.into()),
+                ..Default::default()
+            },
+            scope,
+            10,
+            "",
+            Order::Ascending
+        ),
+        Err(AuditError::PermissionDenied(_))
+    ));
+    let export = audit
+        .export_batch(&AuditFilter::default(), scope, 0, u64::MAX, 1000)
+        .unwrap();
+    assert_eq!(export.entries, visible);
+    assert!(matches!(
+        audit.routing_at(
+            &RoutingSubject::Domain("acme.example".into()),
+            PointInTime::Now,
+            scope
+        ),
+        Err(AuditError::NotFound { .. })
+    ));
+    assert!(matches!(
+        audit.routing_at(
+            &RoutingSubject::Organization(ORG_A.into()),
+            PointInTime::Now,
+            scope
+        ),
+        Err(AuditError::NotFound { .. })
+    ));
+    assert!(matches!(
+        audit.connection_at(C1, PointInTime::Now, scope).await,
+        Err(AuditError::NotFound { .. })
+    ));
+    let own = audit
+        .routing_at(
+            &RoutingSubject::Organization(ORG_B.into()),
+            PointInTime::Now,
+            scope,
+        )
+        .unwrap();
+    assert_eq!(own.domains.len(), 1);
+    assert!(
+        own.domains[0].route.is_none(),
+        "claimed, not verified: password"
+    );
+}
+
+#[tokio::test]
+async fn checkpoints_chain_verify_online_and_offline_and_catch_tampering() {
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let key_file = dir.path().join("checkpoint.key");
+    let key = CheckpointKey::load_or_create(&key_file).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&key_file).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    assert_eq!(
+        CheckpointKey::load_or_create(&key_file).unwrap().key_id(),
+        key.key_id()
+    );
+    let checkpoints = Checkpointer::open(audit.database(), store.clone(), key.clone()).unwrap();
+    let first = checkpoints.create(chrono::Utc::now()).await.unwrap();
+    assert!(first.previous_checkpoint_hash.is_empty());
+    assert!(checkpoints
+        .create_if_moved(chrono::Utc::now())
+        .await
+        .unwrap()
+        .is_none());
+    let more = append(
+        &store,
+        system(),
+        vec![(
+            streams::api_token("token-late"),
+            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+        )],
+    )
+    .await;
+    let second = checkpoints
+        .create_if_moved(chrono::Utc::now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(second.position, more);
+    assert_eq!(
+        second.previous_checkpoint_hash,
+        checkpoint_hash(&first).to_vec()
+    );
+    let (listed, token) = checkpoints.list(1, "").unwrap();
+    assert_eq!(listed, std::slice::from_ref(&second));
+    let (rest, end) = checkpoints.list(1, &token).unwrap();
+    assert_eq!(rest, std::slice::from_ref(&first));
+    assert!(end.is_empty());
+
+    let online = checkpoints.verify(&first).await.unwrap();
+    assert!(
+        online.signature_valid && online.log_extends_checkpoint,
+        "{online:?}"
+    );
+    assert_eq!(online.head.unwrap().position, more);
+    let mut forged = first.clone();
+    forged.position -= 1;
+    let verdict = checkpoints.verify(&forged).await.unwrap();
+    assert!(!verdict.signature_valid);
+
+    // Offline, from an exported log file.
+    let envelopes = store.read_range(1, 10_000).await.unwrap();
+    let mut file = Vec::new();
+    assert_eq!(
+        write_log_export(&mut file, envelopes.clone()).unwrap(),
+        more
+    );
+    let read: Vec<_> = read_log_export(file.as_slice())
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(read, envelopes);
+    let head =
+        verify_checkpoint_offline(&first, &key.public_key(), read.clone().into_iter()).unwrap();
+    assert_eq!(head.position, more);
+    // An export starting at the checkpoint's position also shows the extension.
+    let tail = read
+        .iter()
+        .filter(|e| e.position >= first.position)
+        .cloned();
+    assert_eq!(
+        verify_checkpoint_offline(&first, &key.public_key(), tail).unwrap(),
+        head
+    );
+
+    let mut changed = read.clone();
+    changed[3].correlation_id = "edited".into();
+    assert_eq!(
+        verify_checkpoint_offline(&first, &key.public_key(), changed.into_iter()),
+        Err(CheckpointProblem::ChainBroken {
+            position: 4,
+            problem: "hash does not match content".into()
+        })
+    );
+    let mut missing = read.clone();
+    missing.remove(5);
+    assert!(matches!(
+        verify_checkpoint_offline(&first, &key.public_key(), missing.into_iter()),
+        Err(CheckpointProblem::ChainBroken { position: 6, .. })
+    ));
+    let short = read.iter().take(3).cloned();
+    assert!(matches!(
+        verify_checkpoint_offline(&first, &key.public_key(), short),
+        Err(CheckpointProblem::LogTooShort { .. })
+    ));
+    let stranger = CheckpointKey::from_seed([9; 32]);
+    assert!(matches!(
+        verify_checkpoint_offline(&first, &stranger.public_key(), read.into_iter()),
+        Err(CheckpointProblem::UnknownKey { .. })
+    ));
+    // A truncated export file is an error, not a silent end.
+    let cut = &file[..file.len() - 3];
+    assert!(read_log_export(cut).last().unwrap().is_err());
+}

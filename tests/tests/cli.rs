@@ -362,3 +362,171 @@ async fn a_refused_cli_command_exits_non_zero_with_the_reason_on_stderr() {
 
     server.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_cli_lists_exports_verifies_and_checks_a_checkpoint_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_server, cli) = server_and_cli(&dir).await;
+    let org = cli
+        .json(&[
+            "org",
+            "create",
+            "--name",
+            "Acme",
+            "--external-id",
+            "acme-audit",
+        ])
+        .await;
+    let org = text(&org, "/organization/organization_id").to_owned();
+    cli.ok(&["domain", "claim", &org, "acme-audit.example.com"])
+        .await;
+    cli.ok(&[
+        "domain",
+        "verify",
+        &org,
+        "acme-audit.example.com",
+        "--manual",
+        "called IT",
+    ])
+    .await;
+    let link = cli
+        .json(&[
+            "link",
+            "issue",
+            &org,
+            "--recipient",
+            "it@acme-audit.example.com",
+        ])
+        .await;
+    let url = text(&link, "/url").to_owned();
+    let metadata = example("okta-idp-metadata.xml");
+    let submitted = cli
+        .json(&[
+            "form",
+            "submit",
+            "--link",
+            &url,
+            "--metadata-file",
+            &metadata,
+        ])
+        .await;
+    let connection = text(&submitted, "/connection_id").to_owned();
+    cli.ok(&["conn", "activate", &connection]).await;
+
+    // A readable table by default.
+    let table = cli.ok(&["audit", "list", "--org", &org]).await;
+    assert!(table.starts_with("POSITION"), "{table}");
+    for action in [
+        "organization.created",
+        "domain.verified",
+        "setup_link.issued",
+        "connection.configured",
+        "connection.activated",
+        "setup_link.spent",
+    ] {
+        assert!(table.contains(action), "{action} missing from\n{table}");
+    }
+    assert!(
+        !table.contains("spl_"),
+        "a setup link token leaked into the audit table"
+    );
+
+    // JSON Lines and CSV exports hold one record per event of the organization.
+    let jsonl_file = dir.path().join("audit.jsonl");
+    cli.ok(&[
+        "audit",
+        "export",
+        "--org",
+        &org,
+        "--output",
+        jsonl_file.to_str().unwrap(),
+    ])
+    .await;
+    let jsonl = std::fs::read_to_string(&jsonl_file).unwrap();
+    let records: Vec<Value> = jsonl
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert!(records.len() >= 8, "{jsonl}");
+    assert!(records
+        .iter()
+        .all(|r| r["target"]["organization_id"] == org.as_str()
+            || r["target"]["organization_id"].is_null()));
+    let csv_file = dir.path().join("audit.csv");
+    cli.ok(&[
+        "audit",
+        "export",
+        "--org",
+        &org,
+        "--format",
+        "csv",
+        "--output",
+        csv_file.to_str().unwrap(),
+    ])
+    .await;
+    let csv = std::fs::read_to_string(&csv_file).unwrap();
+    assert!(csv.starts_with("position,time,actor_kind"));
+    assert_eq!(csv.lines().count(), records.len() + 1);
+
+    // Verification of the whole chain, and the point-in-time answer.
+    let verified = cli.ok(&["audit", "verify"]).await;
+    assert!(verified.starts_with("intact:"), "{verified}");
+    let at = cli
+        .ok(&["audit", "at", "--domain", "acme-audit.example.com"])
+        .await;
+    assert!(at.contains(&connection), "{at}");
+
+    // A checkpoint verifies offline against an exported log, and a tampered export fails.
+    let checkpoint = dir.path().join("checkpoint.json");
+    let key = dir.path().join("key.hex");
+    let log = dir.path().join("log.pb");
+    cli.ok(&[
+        "audit",
+        "checkpoint",
+        "create",
+        "--save",
+        checkpoint.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&[
+        "audit",
+        "checkpoint",
+        "key",
+        "--save",
+        key.to_str().unwrap(),
+    ])
+    .await;
+    cli.ok(&["log", "export", "--output", log.to_str().unwrap()])
+        .await;
+    let args = |log: &std::path::Path| {
+        vec![
+            "audit".to_owned(),
+            "checkpoint".into(),
+            "verify".into(),
+            checkpoint.to_str().unwrap().into(),
+            "--offline".into(),
+            "--log".into(),
+            log.to_str().unwrap().into(),
+            "--public-key".into(),
+            key.to_str().unwrap().into(),
+        ]
+    };
+    let good: Vec<String> = args(&log);
+    let verified = cli
+        .ok(&good.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert!(verified.contains("checkpoint verified"), "{verified}");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    let tampered = dir.path().join("tampered.pb");
+    std::fs::write(&tampered, bytes).unwrap();
+    let bad: Vec<String> = args(&tampered);
+    let output = cli
+        .run(&bad.iter().map(String::as_str).collect::<Vec<_>>())
+        .await;
+    assert!(
+        !output.status.success(),
+        "a tampered export must not verify"
+    );
+}

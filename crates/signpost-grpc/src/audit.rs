@@ -182,8 +182,9 @@ impl AuditService for AuditApi {
         self.reader(request.metadata())?;
         let r = request.into_inner();
         let store = self.audit.store();
+        let log_head_position = store.head().position;
         let to = if r.to_position == 0 {
-            store.head().position
+            log_head_position
         } else {
             r.to_position
         };
@@ -199,12 +200,14 @@ impl AuditService for AuditApi {
                 head_position: head.position,
                 head_hash: head.hash.to_vec(),
                 events_checked,
+                log_head_position,
                 ..Default::default()
             },
             ChainVerdict::Broken { position, problem } => pb::VerifyLogResponse {
                 intact: false,
                 bad_position: position,
                 problem: problem.to_string(),
+                log_head_position,
                 ..Default::default()
             },
         }))

@@ -142,7 +142,7 @@ impl EventLogService for EventLogApi {
                     }
                 }
                 if next > 1 {
-                    yield Ok(pb::SubscribeResponse { events: batch, position: next - 1 });
+                    yield Ok(pb::SubscribeResponse { events: batch, position: next - 1, head: store.head().position });
                 }
                 if let Some(error) = failure {
                     yield Err(to_status(error.into()));

@@ -81,6 +81,12 @@ pub enum Command {
     /// The setup form, as the IT admin holding a link fills it.
     #[command(subcommand)]
     Form(FormCommand),
+    /// The audit timeline: list, export, verify, point in time, checkpoints (auditor or admin).
+    #[command(subcommand)]
+    Audit(crate::cli_audit::AuditCommand),
+    /// The raw event log: export it for offline verification (admin).
+    #[command(subcommand)]
+    Log(crate::cli_audit::LogCommand),
 }
 
 /// Options every mutation takes.
@@ -433,7 +439,8 @@ pub fn interceptor(token: &str, on_behalf_of: Option<&str>) -> anyhow::Result<Be
     })
 }
 
-async fn channel(server: &str) -> anyhow::Result<Channel> {
+/// Connects to the control plane.
+pub(crate) async fn channel(server: &str) -> anyhow::Result<Channel> {
     Channel::from_shared(server.to_owned())
         .context("invalid --server")?
         .connect()
@@ -441,7 +448,8 @@ async fn channel(server: &str) -> anyhow::Result<Channel> {
         .with_context(|| format!("connecting to {server}"))
 }
 
-fn api_token(cli: &Cli) -> anyhow::Result<String> {
+/// The API token from `--token`, `SIGNPOST_TOKEN` or the token file.
+pub(crate) fn api_token(cli: &Cli) -> anyhow::Result<String> {
     if let Some(token) = &cli.token {
         return Ok(token.trim().to_owned());
     }
@@ -510,6 +518,25 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Serve(_) => unreachable!("serve is handled by main"),
         Command::Form(form) => return run_form(&cli, form).await,
+        Command::Audit(crate::cli_audit::AuditCommand::Checkpoint(
+            crate::cli_audit::CheckpointCommand::Verify {
+                checkpoint,
+                offline,
+                log,
+                public_key,
+            },
+        )) => {
+            return crate::cli_audit::verify_checkpoint(
+                &cli,
+                checkpoint,
+                *offline,
+                log.as_ref(),
+                public_key.as_deref(),
+            )
+            .await
+        }
+        Command::Audit(audit) => return crate::cli_audit::run_audit(&cli, audit).await,
+        Command::Log(log) => return crate::cli_audit::run_log(&cli, log).await,
         _ => {}
     }
     let on_behalf_of = match &cli.command {
@@ -825,7 +852,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }),
             "RevokeApiTokenResponse"
         ),
-        Command::Serve(_) | Command::Form(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Form(_) | Command::Audit(_) | Command::Log(_) => {
+            unreachable!("handled above")
+        }
     }
     Ok(())
 }

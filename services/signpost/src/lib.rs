@@ -16,11 +16,13 @@
 //!
 //! - [`config`]: settings from flags, `SIGNPOST_*` variables and a TOML file.
 //! - [`cli`]: the admin CLI (the same binary), a thin gRPC client.
+//! - [`cli_audit`]: `signpost audit ...` and `signpost log export`.
 //! - [`entry`]: the binary's `main` (argument parsing, logging, signals).
 //! - [`output`]: one printer for every reply (human or `--json`).
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod cli_audit;
 pub mod config;
 pub mod entry;
 pub mod output;

@@ -4,6 +4,7 @@
 
 use std::sync::OnceLock;
 
+use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
 use serde_json::Value;
 
@@ -28,6 +29,17 @@ pub fn to_json<M: prost::Message>(message: &M, full_name: &str) -> Value {
     dynamic
         .serialize_with_options(serde_json::value::Serializer, &options)
         .expect("dynamic messages serialize to JSON")
+}
+
+/// Parses proto3 JSON (as [`to_json`] writes it) into a message.
+pub fn from_json<M: prost::Message + Default>(text: &str, full_name: &str) -> anyhow::Result<M> {
+    let descriptor = pool()
+        .get_message_by_name(full_name)
+        .ok_or_else(|| anyhow::anyhow!("{full_name} is not in the descriptor set"))?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let dynamic = DynamicMessage::deserialize(descriptor, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(M::decode(dynamic.encode_to_vec().as_slice())?)
 }
 
 /// Renders a JSON value as indented `key: value` lines.

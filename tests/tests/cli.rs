@@ -323,6 +323,34 @@ async fn an_oidc_form_submitted_with_the_cli_keeps_the_secret_off_the_command_li
         Some(&Value::Bool(true))
     );
     assert!(!shown.to_string().contains("cli-secret-value-456"));
+
+    // Nor does any audit answer the CLI prints mention the secret or the link's token.
+    let token = url.rsplit_once('#').unwrap().1.to_owned();
+    let export = dir.path().join("export.jsonl");
+    let outputs = [
+        cli.ok(&["audit", "list", "--org", &org]).await,
+        cli.ok(&["--json", "audit", "list", "--org", &org]).await,
+        cli.ok(&["audit", "connection-at", &connection_id]).await,
+        {
+            cli.ok(&["audit", "export", "--output", export.to_str().unwrap()])
+                .await;
+            std::fs::read_to_string(&export).unwrap()
+        },
+    ];
+    for output in &outputs {
+        assert!(
+            output.contains("connection.configured") || output.contains(&connection_id),
+            "{output}"
+        );
+        assert!(
+            !output.contains("cli-secret-value-456"),
+            "the client secret leaked: {output}"
+        );
+        assert!(
+            !output.contains(&token),
+            "the setup link token leaked: {output}"
+        );
+    }
     server.kill().await;
 }
 

@@ -37,6 +37,10 @@ pub struct AuditOptions {
     pub public_base_url: String,
     /// Events gathered into one write while catching up.
     pub batch_events: usize,
+    /// Whether [`AuditProjection::start`] returns only once the projection has
+    /// caught up with the log head (the server doesn't wait: audit reads wait
+    /// for the catch-up themselves, so a long rebuild never delays serving).
+    pub wait_at_start: bool,
 }
 
 impl AuditOptions {
@@ -45,6 +49,7 @@ impl AuditOptions {
         Self {
             public_base_url: public_base_url.into(),
             batch_events: 1024,
+            wait_at_start: true,
         }
     }
 }
@@ -263,10 +268,13 @@ impl AuditProjection {
             resumed_from,
             rebuilt: rebuild,
         });
+        let wait_at_start = options.wait_at_start;
         let task = tokio::spawn(tail(shared.clone(), options, resumed_from, stop_signal));
         *shared.task.lock().expect("task lock") = Some(task);
         let projection = Self { shared };
-        projection.wait_for(head).await?;
+        if wait_at_start {
+            projection.wait_for(head).await?;
+        }
         Ok(projection)
     }
 

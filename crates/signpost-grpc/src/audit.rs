@@ -30,7 +30,8 @@ use crate::convert::ToWire;
 use crate::status::{invalid_field, to_status};
 
 /// How long a read waits for the audit projection to reach the log head seen at its start
-/// (read-your-writes); past it, the answer is computed at the position applied so far.
+/// (read-your-writes); past it, the read is refused as UNAVAILABLE (`AUDIT_CATCHING_UP`),
+/// never answered from an index that is silently behind.
 const CATCH_UP_WAIT: Duration = Duration::from_secs(5);
 
 /// `AuditService`; `auditor` and `admin` tokens.
@@ -93,7 +94,13 @@ impl AuditApi {
         let head = self.audit.store().head().position;
         match tokio::time::timeout(CATCH_UP_WAIT, self.audit.wait_for(head)).await {
             Ok(result) => result.map_err(audit_error),
-            Err(_) => Ok(()),
+            Err(_) => Err(crate::status::unavailable(
+                "AUDIT_CATCHING_UP",
+                format!(
+                    "the audit timeline is catching up with the log (at position {} of {head}); retry shortly",
+                    self.audit.position()
+                ),
+            )),
         }
     }
 }

@@ -76,6 +76,11 @@ pub fn to_status(error: ControlError) -> Status {
     }
 }
 
+/// A service that cannot answer yet (e.g. an index still catching up); retryable.
+pub fn unavailable(reason: &str, message: impl Into<String>) -> Status {
+    status(Code::Unavailable, reason, None, message.into())
+}
+
 /// A malformed request field found at the wire boundary.
 pub fn invalid_field(reason: &str, field: &str, message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, reason, Some(field), message.into())

@@ -120,7 +120,9 @@ impl Server {
             .unwrap_or_else(|| Arc::new(SystemTxtResolver::new()));
         let mut routing_options = RoutingOptions::new(config.public_base_url.as_str());
         routing_options.history_limit = config.routing_history;
-        let audit_options = AuditOptions::new(config.public_base_url.as_str());
+        let mut audit_options = AuditOptions::new(config.public_base_url.as_str());
+        // Serving doesn't wait for the audit timeline: its reads wait for it instead.
+        audit_options.wait_at_start = false;
         let projections = async {
             let plane = ControlPlane::start(store.clone(), secrets, txt_resolver, control).await?;
             let routing = RoutingProjection::start(store.clone(), routing_options)

@@ -1,5 +1,5 @@
-//! Rough figures for the audit projection (ignored by default; run with
-//! `cargo test -p signpost-audit --release --test measure -- --ignored --nocapture`,
+//! Rough figures for the audit projection (a benchmark, not a test: run with
+//! `cargo bench -p signpost-audit --bench measure`,
 //! `SIGNPOST_MEASURE_ORGS` organizations of ten events each, default 10 000).
 
 use std::sync::Arc;
@@ -138,9 +138,8 @@ async fn organization(store: &MemoryEventStore, i: usize) {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "measurement; run explicitly in release"]
-async fn measure_rebuild_list_export_and_verify() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let organizations: usize = std::env::var("SIGNPOST_MEASURE_ORGS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -720,3 +720,47 @@ impl ChildServer {
         }
     }
 }
+
+// ---------------------------------------------------------------- readers
+
+/// Reads a connection (panics if the call fails).
+pub async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
+    let request = pb::GetConnectionRequest {
+        connection_id: connection_id.into(),
+    };
+    admin
+        .get_connection(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap()
+}
+
+/// Reads an organization (panics if the call fails).
+pub async fn get_organization(admin: &mut AdminClient, organization_id: &str) -> pb::Organization {
+    let request = pb::GetOrganizationRequest {
+        organization_id: organization_id.into(),
+    };
+    admin
+        .get_organization(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
+}
+
+/// Reads a setup link (panics if the call fails).
+pub async fn get_setup_link(admin: &mut AdminClient, setup_link_id: &str) -> pb::SetupLink {
+    let request = pb::GetSetupLinkRequest {
+        setup_link_id: setup_link_id.into(),
+    };
+    admin
+        .get_setup_link(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .setup_link
+        .unwrap()
+}

@@ -28,18 +28,6 @@ async fn configured_connection(server: &TestServer, admin: &mut AdminClient) -> 
     (org, connection_id)
 }
 
-async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
-    admin
-        .get_connection(pb::GetConnectionRequest {
-            connection_id: connection_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connection
-        .unwrap()
-}
-
 /// `RACERS` admin clients, each on its own HTTP/2 connection.
 async fn racing_clients(server: &TestServer) -> Vec<AdminClient> {
     let mut clients = Vec::with_capacity(RACERS);

@@ -114,18 +114,6 @@ fn route_map(edge: &Edge) -> BTreeMap<String, wire::Route> {
         .collect()
 }
 
-async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
-    admin
-        .get_connection(pb::GetConnectionRequest {
-            connection_id: connection_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connection
-        .unwrap()
-}
-
 /// Creates an organization with `domains` verified manually.
 async fn organization_with_domains(
     admin: &mut AdminClient,

@@ -125,42 +125,6 @@ async fn all_events(server: &TestServer) -> Vec<schema::EventEnvelope> {
         .unwrap()
 }
 
-async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
-    admin
-        .get_connection(pb::GetConnectionRequest {
-            connection_id: connection_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connection
-        .unwrap()
-}
-
-async fn get_organization(admin: &mut AdminClient, organization_id: &str) -> pb::Organization {
-    admin
-        .get_organization(pb::GetOrganizationRequest {
-            organization_id: organization_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-}
-
-async fn get_setup_link(admin: &mut AdminClient, setup_link_id: &str) -> pb::SetupLink {
-    admin
-        .get_setup_link(pb::GetSetupLinkRequest {
-            setup_link_id: setup_link_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .setup_link
-        .unwrap()
-}
-
 /// An organization with a verified domain and an active SAML connection
 /// configured through a NEW_CONNECTION link. Returns (organization id, connection id).
 async fn organization_with_active_saml_connection(

@@ -7,42 +7,6 @@ use signpost_api::admin::v1 as pb;
 use signpost_api::log::v1 as schema;
 use signpost_e2e::*;
 
-async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
-    admin
-        .get_connection(pb::GetConnectionRequest {
-            connection_id: connection_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .connection
-        .unwrap()
-}
-
-async fn get_organization(admin: &mut AdminClient, organization_id: &str) -> pb::Organization {
-    admin
-        .get_organization(pb::GetOrganizationRequest {
-            organization_id: organization_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-}
-
-async fn get_setup_link(admin: &mut AdminClient, setup_link_id: &str) -> pb::SetupLink {
-    admin
-        .get_setup_link(pb::GetSetupLinkRequest {
-            setup_link_id: setup_link_id.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .setup_link
-        .unwrap()
-}
-
 /// The `*.token` files in the data directory.
 fn token_files(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

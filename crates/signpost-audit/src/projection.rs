@@ -37,6 +37,13 @@ pub struct AuditOptions {
     pub public_base_url: String,
     /// Events gathered into one write while catching up.
     pub batch_events: usize,
+    /// How long the tail waits for more commits before writing what it has, when it is
+    /// at the head: one database write covers every commit of that window instead of
+    /// one write per commit. Queries wait for the position they need, so this only
+    /// delays audit visibility by at most this much.
+    pub linger: std::time::Duration,
+    /// sled page cache of the audit database.
+    pub cache_capacity_bytes: u64,
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
     /// for the catch-up themselves, so a long rebuild never delays serving).
@@ -49,6 +56,8 @@ impl AuditOptions {
         Self {
             public_base_url: public_base_url.into(),
             batch_events: 1024,
+            linger: std::time::Duration::from_millis(20),
+            cache_capacity_bytes: 64 * 1024 * 1024,
             wait_at_start: true,
         }
     }
@@ -205,7 +214,14 @@ impl AuditProjection {
         path: &Path,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let db = sled::Config::new().path(path).open()?;
+        // A projection needs no durability of its own (it records the position it has
+        // applied and catches up from the log), so: no background flushing, and a small
+        // page cache (sled's default is 1 GiB; pages are read back from disk fine).
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(options.cache_capacity_bytes)
+            .flush_every_ms(None)
+            .open()?;
         Self::start_with_db(store, db, options).await
     }
 
@@ -362,14 +378,34 @@ async fn tail(
     let mut pending = Pending::default();
     let batch_events = options.batch_events.max(1);
     let mut events = shared.store.subscribe(1);
+    // The end of the last complete commit gathered in `pending`, and when it must be written.
+    let mut ready: Option<(u64, Vec<u8>)> = None;
+    let mut write_at: Option<tokio::time::Instant> = None;
     loop {
+        let linger = async {
+            match write_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopped| *stopped) => None,
-            next = events.next() => next,
+            _ = stop.wait_for(|stopped| *stopped) => return,
+            _ = linger => None,
+            next = events.next() => match next {
+                Some(next) => Some(next),
+                None => return,
+            },
         };
         let Some(next) = next else {
-            return;
+            // The linger window closed: write what is gathered.
+            if let Some((position, hash)) = ready.take() {
+                write_at = None;
+                if !write(&shared, std::mem::take(&mut pending), position, hash).await {
+                    return;
+                }
+            }
+            continue;
         };
         let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
             let event = signpost_domain::decode_event(&envelope.payload)
@@ -389,15 +425,40 @@ async fn tail(
             continue;
         }
         pending.add(rows);
-        let commit_end = envelope.commit_last_position <= envelope.position;
-        let at_head = envelope.position >= shared.store.head().position;
-        if commit_end && (pending.events >= batch_events || at_head) {
-            let batch = std::mem::take(&mut pending);
-            if let Err(error) = batch.write(&shared.trees, envelope.position, &envelope.hash) {
-                fail(&shared, format!("writing the audit database: {error}"));
+        if envelope.commit_last_position > envelope.position {
+            continue;
+        }
+        // A commit is complete: write now when the batch is big, else within the linger window.
+        ready = Some((envelope.position, envelope.hash.clone()));
+        if pending.events >= batch_events {
+            write_at = None;
+            let (position, hash) = ready.take().expect("just set");
+            if !write(&shared, std::mem::take(&mut pending), position, hash).await {
                 return;
             }
-            shared.applied.send_replace(envelope.position);
+        } else if write_at.is_none() {
+            write_at = Some(tokio::time::Instant::now() + options.linger);
+        }
+    }
+}
+
+/// Writes a batch on a blocking thread and publishes its position; false when it failed.
+async fn write(shared: &Arc<Shared>, batch: Pending, position: u64, hash: Vec<u8>) -> bool {
+    let writer = shared.clone();
+    let written =
+        tokio::task::spawn_blocking(move || batch.write(&writer.trees, position, &hash)).await;
+    match written {
+        Ok(Ok(())) => {
+            shared.applied.send_replace(position);
+            true
+        }
+        Ok(Err(error)) => {
+            fail(shared, format!("writing the audit database: {error}"));
+            false
+        }
+        Err(error) => {
+            fail(shared, format!("writing the audit database: {error}"));
+            false
         }
     }
 }

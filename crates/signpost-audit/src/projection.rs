@@ -56,7 +56,7 @@ impl AuditOptions {
         Self {
             public_base_url: public_base_url.into(),
             batch_events: 1024,
-            linger: std::time::Duration::from_millis(20),
+            linger: std::time::Duration::from_millis(100),
             cache_capacity_bytes: 64 * 1024 * 1024,
             wait_at_start: true,
         }

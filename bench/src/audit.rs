@@ -45,8 +45,9 @@ fn page_load(
     let end = timestamp(populated.ended + chrono::Duration::seconds(1));
     load::run(in_flight, duration, move |worker, i| {
         let mut client = clients[worker % clients.len()].clone();
-        let organization =
-            organizations[((worker as u64 * 7919 + i * 104_729) % organizations.len() as u64) as usize].clone();
+        let organization = organizations
+            [((worker as u64 * 7919 + i * 104_729) % organizations.len() as u64) as usize]
+            .clone();
         let (start, end) = (start, end);
         async move {
             match client

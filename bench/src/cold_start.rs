@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 use signpost_api::audit::v1 as audit_pb;
 use signpost_api::routing::v1 as wire;
 
+use crate::grpc;
 use crate::populate::domain_of;
 use crate::server::ControlPlaneProcess;
-use crate::grpc;
 
 /// One start: (process, spawn → listening, spawn → first Resolve with a route).
 pub async fn start_and_resolve(
@@ -48,14 +48,20 @@ pub async fn start_and_resolve(
                 }
             }
         }
-        anyhow::ensure!(Instant::now() < deadline, "no Resolve answered within 10 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no Resolve answered within 10 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
 
 /// Spawn → the first `ListAuditEvents` answer (the audit index caught up), or
 /// `None` when the server has no audit service.
-pub async fn audit_caught_up(server: &ControlPlaneProcess, token: &str) -> anyhow::Result<Option<Duration>> {
+pub async fn audit_caught_up(
+    server: &ControlPlaneProcess,
+    token: &str,
+) -> anyhow::Result<Option<Duration>> {
     let channels = grpc::channels(&server.url(), 1).await?;
     let mut client = grpc::audit(&channels[0], token);
     let deadline = Instant::now() + Duration::from_secs(900);
@@ -72,7 +78,10 @@ pub async fn audit_caught_up(server: &ControlPlaneProcess, token: &str) -> anyho
             Err(status) if status.code() == tonic::Code::Unimplemented => return Ok(None),
             Err(status) => anyhow::bail!("ListAuditEvents failed: {status}"),
         }
-        anyhow::ensure!(Instant::now() < deadline, "the audit index did not catch up within 15 minutes");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the audit index did not catch up within 15 minutes"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -19,7 +19,13 @@ use crate::populate::domain_of;
 /// Lookup latency of `lookups` random routed emails, one at a time.
 pub fn lookup_latency(edge: &Edge, routes: usize, lookups: usize) -> serde_json::Value {
     let emails: Vec<String> = (0..lookups)
-        .map(|i| format!("user{}@{}", i % 1000, domain_of((i * 104_729 + 17) % routes.max(1))))
+        .map(|i| {
+            format!(
+                "user{}@{}",
+                i % 1000,
+                domain_of((i * 104_729 + 17) % routes.max(1))
+            )
+        })
         .collect();
     // Warm caches and the allocator.
     for email in emails.iter().take(10_000) {
@@ -118,7 +124,9 @@ pub async fn wrk_discover(
     for line in text.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
-            ["Requests/sec:", rate] => json["per_second"] = rate.parse::<f64>().unwrap_or(0.0).into(),
+            ["Requests/sec:", rate] => {
+                json["per_second"] = rate.parse::<f64>().unwrap_or(0.0).into()
+            }
             ["50%", value] => json["p50_us"] = wrk_duration_us(value).into(),
             ["99%", value] => json["p99_us"] = wrk_duration_us(value).into(),
             ["Non-2xx", "or", "3xx", "responses:", count] => {
@@ -161,7 +169,9 @@ pub async fn builtin_discover(
                 return false;
             };
             let index = ((worker as u64 * 7919 + i * 104_729) % routes.max(1) as u64) as usize;
-            let ok = discover_once(stream, &domain_of(index)).await.unwrap_or(false);
+            let ok = discover_once(stream, &domain_of(index))
+                .await
+                .unwrap_or(false);
             if !ok {
                 *slot = None;
             }

@@ -60,7 +60,9 @@ impl FanOut {
 
     /// Server memory growth per watcher (bytes), the larger of open and after changes.
     pub fn memory_per_stream(&self) -> f64 {
-        self.rss_open.max(self.rss_after).saturating_sub(self.rss_before) as f64
+        self.rss_open
+            .max(self.rss_after)
+            .saturating_sub(self.rss_before) as f64
             / self.streams.max(1) as f64
     }
 
@@ -136,16 +138,18 @@ impl Collector {
     }
 }
 
-fn collector_parts(
-    streams: usize,
-) -> (
+/// What every watcher task shares with the collector: the clock's origin, the send time of
+/// the change being measured, and the channels for "snapshot done" and delivery latencies.
+type CollectorParts = (
     Instant,
     Arc<AtomicU64>,
     tokio::sync::mpsc::Sender<()>,
     tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
     tokio::sync::mpsc::Receiver<()>,
     tokio::sync::mpsc::UnboundedReceiver<(usize, u64)>,
-) {
+);
+
+fn collector_parts(streams: usize) -> CollectorParts {
     let (ready_tx, ready_rx) = tokio::sync::mpsc::channel::<()>(streams.max(1));
     let (latency_tx, latency_rx) = tokio::sync::mpsc::unbounded_channel();
     (
@@ -288,7 +292,10 @@ pub async fn etcd(
                     let _ = ready.send(()).await;
                 }
                 if message.canceled {
-                    eprintln!("[fan-out] an etcd watch was canceled: {}", message.cancel_reason);
+                    eprintln!(
+                        "[fan-out] an etcd watch was canceled: {}",
+                        message.cancel_reason
+                    );
                     return;
                 }
                 for _ in &message.events {

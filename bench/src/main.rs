@@ -322,14 +322,8 @@ async fn routing_run(
     tokio::time::sleep(Duration::from_secs(1)).await;
     memory.edge = edge_process.rss_bytes();
     status("scenario 4: edge discover over HTTP");
-    let discover = edge::discover(
-        edge_process.addr,
-        routes,
-        common.in_flight,
-        duration,
-        &dir,
-    )
-    .await?;
+    let discover =
+        edge::discover(edge_process.addr, routes, common.in_flight, duration, &dir).await?;
     emit(
         "edge",
         serde_json::json!({ "lookup": lookups_done, "discover": discover }),
@@ -387,8 +381,7 @@ async fn history_run(
     let per_organization = events_per_organization.unwrap_or(if quick { 25 } else { 100 });
     let dir = common.fresh("history")?;
     // Each organization's setup is 5 events; the rest are group assignments.
-    let populated =
-        populate_timed(&dir, organizations, per_organization.saturating_sub(5)).await?;
+    let populated = populate_timed(&dir, organizations, per_organization.saturating_sub(5)).await?;
     status(&format!(
         "scenario 5: cold start with {} events",
         populated.events

@@ -34,7 +34,7 @@ fn thousands(value: f64) -> String {
     let digits = rounded.abs().to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -111,7 +111,12 @@ fn machine() -> String {
 }
 
 /// Renders the report.
-pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> anyhow::Result<String> {
+pub fn render(
+    results: &str,
+    commit: &str,
+    etcd_version: &str,
+    quick: bool,
+) -> anyhow::Result<String> {
     let mut by: HashMap<String, Value> = HashMap::new();
     for line in results.lines().filter(|l| l.trim_start().starts_with('{')) {
         let value: Value = serde_json::from_str(line)?;
@@ -129,7 +134,10 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
     let (sp99, et99) = (f(&w["signpost"]["p99_us"]), f(&w["etcd"]["p99_us"]));
     rows.push(Row {
         scenario: "1. Durable writes",
-        measure: format!("{} clients, throughput", w["in_flight"].as_u64().unwrap_or(64)),
+        measure: format!(
+            "{} clients, throughput",
+            w["in_flight"].as_u64().unwrap_or(64)
+        ),
         signpost: rate(sp),
         etcd: rate(et),
         ratio: ratio(sp, et),
@@ -145,7 +153,10 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
         goal: "≤ etcd",
         met: sp99.zip(et99).map(|(a, b)| a <= b),
     });
-    let (seq, fsync) = (f(&w["signpost_sequential"]["per_second"]), f(&w["fdatasync_per_second"]));
+    let (seq, fsync) = (
+        f(&w["signpost_sequential"]["per_second"]),
+        f(&w["fdatasync_per_second"]),
+    );
     rows.push(Row {
         scenario: "",
         measure: "1 client vs raw fdatasync".into(),
@@ -198,7 +209,10 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
     let streams = fo["streams"].as_u64().unwrap_or(0);
     rows.push(Row {
         scenario: "3. Fan-out",
-        measure: format!("{} watchers, median commit→delivery", thousands(streams as f64)),
+        measure: format!(
+            "{} watchers, median commit→delivery",
+            thousands(streams as f64)
+        ),
         signpost: ms(spm),
         etcd: ms(etm),
         ratio: ratio(spm, etm),
@@ -380,13 +394,20 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
         )?;
     }
     writeln!(out, "- Machine: {}", machine())?;
-    writeln!(out, "- Date: {}", chrono::Utc::now().format("%Y-%m-%d %H:%M UTC"))?;
+    writeln!(
+        out,
+        "- Date: {}",
+        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+    )?;
     writeln!(out, "- Commit: `{commit}`")?;
     writeln!(out, "- etcd: {etcd_version}, one member on loopback, `--quota-backend-bytes 8589934592`, data directory on the same disk as Signpost's")?;
     writeln!(out, "- Both servers run on the same 2 cores as the load generator; the machine is shared with other work, so figures move by ±10-20% between runs.\n")?;
 
     writeln!(out, "## Summary\n")?;
-    writeln!(out, "| Scenario | Measure | Signpost | etcd | Signpost / etcd | Goal | Met |")?;
+    writeln!(
+        out,
+        "| Scenario | Measure | Signpost | etcd | Signpost / etcd | Goal | Met |"
+    )?;
     writeln!(out, "|---|---|---|---|---|---|---|")?;
     for row in &rows {
         writeln!(
@@ -404,23 +425,33 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
     writeln!(out)?;
 
     writeln!(out, "## Details\n")?;
-    detail(&mut out, "1. Durable writes", w, &[
-        ("Signpost AssignGroup, concurrent", "signpost"),
-        ("etcd put 200 B, concurrent", "etcd"),
-        ("Signpost AssignGroup, 1 client", "signpost_sequential"),
-        ("etcd put 200 B, 1 client", "etcd_sequential"),
-    ])?;
+    detail(
+        &mut out,
+        "1. Durable writes",
+        w,
+        &[
+            ("Signpost AssignGroup, concurrent", "signpost"),
+            ("etcd put 200 B, concurrent", "etcd"),
+            ("Signpost AssignGroup, 1 client", "signpost_sequential"),
+            ("etcd put 200 B, 1 client", "etcd_sequential"),
+        ],
+    )?;
     writeln!(
         out,
         "Raw fdatasync (200-byte write + fdatasync, Signpost's data directory): {} just before the sequential Signpost client, {} just after (the average is the limit compared with).\n",
         rate(f(&w["fdatasync_before"])),
         rate(f(&w["fdatasync_after"]))
     )?;
-    detail(&mut out, "2. Lookups", l, &[
-        ("Signpost Resolve", "signpost"),
-        ("do-nothing unary (grpc.health Check)", "noop_unary"),
-        ("etcd serializable Range", "etcd"),
-    ])?;
+    detail(
+        &mut out,
+        "2. Lookups",
+        l,
+        &[
+            ("Signpost Resolve", "signpost"),
+            ("do-nothing unary (grpc.health Check)", "noop_unary"),
+            ("etcd serializable Range", "etcd"),
+        ],
+    )?;
     writeln!(
         out,
         "etcd values are {} bytes, the encoded size of one Signpost route; loading the {} keys took {:.1} s.\n",
@@ -498,12 +529,20 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
     )?;
     writeln!(out, "### 7. Audit\n")?;
     if available == Some(false) {
-        writeln!(out, "Not available: the server answered `{}`.\n", a["reason"].as_str().unwrap_or(""))?;
+        writeln!(
+            out,
+            "Not available: the server answered `{}`.\n",
+            a["reason"].as_str().unwrap_or("")
+        )?;
     } else {
-        detail_rows(&mut out, a, &[
-            ("ListAuditEvents page, 1 at a time", "page_sequential"),
-            ("ListAuditEvents page, concurrent", "page_concurrent"),
-        ])?;
+        detail_rows(
+            &mut out,
+            a,
+            &[
+                ("ListAuditEvents page, 1 at a time", "page_sequential"),
+                ("ListAuditEvents page, concurrent", "page_concurrent"),
+            ],
+        )?;
         writeln!(
             out,
             "Export: {} entries in {:.2} s ({}). VerifyLog: {} events in {:.2} s ({}, intact: {}).\n",
@@ -543,13 +582,21 @@ pub fn render(results: &str, commit: &str, etcd_version: &str, quick: bool) -> a
     Ok(out)
 }
 
-fn detail(out: &mut String, title: &str, value: &Value, loads: &[(&str, &str)]) -> anyhow::Result<()> {
+fn detail(
+    out: &mut String,
+    title: &str,
+    value: &Value,
+    loads: &[(&str, &str)],
+) -> anyhow::Result<()> {
     writeln!(out, "### {title}\n")?;
     detail_rows(out, value, loads)
 }
 
 fn detail_rows(out: &mut String, value: &Value, loads: &[(&str, &str)]) -> anyhow::Result<()> {
-    writeln!(out, "| Load | Requests | Errors | Seconds | Per second | p50 | p99 | max |")?;
+    writeln!(
+        out,
+        "| Load | Requests | Errors | Seconds | Per second | p50 | p99 | max |"
+    )?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
     for (name, key) in loads {
         let v = &value[*key];

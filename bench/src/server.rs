@@ -122,10 +122,17 @@ impl EdgeProcess {
     pub async fn wait_ready(&self, limit: Duration) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + limit;
         loop {
-            if http_get(self.addr, "/readyz").await.map(|(status, _)| status) == Some(200) {
+            if http_get(self.addr, "/readyz")
+                .await
+                .map(|(status, _)| status)
+                == Some(200)
+            {
                 return Ok(self.spawned.elapsed());
             }
-            anyhow::ensure!(Instant::now() < deadline, "the edge was not ready in {limit:?}");
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "the edge was not ready in {limit:?}"
+            );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }

@@ -45,7 +45,11 @@ pub mod routing {
 pub mod audit {
     /// Version 1 of the audit API.
     pub mod v1 {
-        #![allow(missing_docs, clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+        #![allow(
+            missing_docs,
+            clippy::large_enum_variant,
+            clippy::doc_lazy_continuation
+        )]
         include!(concat!(env!("OUT_DIR"), "/signpost.audit.v1.rs"));
     }
 }
@@ -54,7 +58,11 @@ pub mod audit {
 pub mod eventlog {
     /// Version 1 of the event log API.
     pub mod v1 {
-        #![allow(missing_docs, clippy::large_enum_variant, clippy::doc_lazy_continuation)]
+        #![allow(
+            missing_docs,
+            clippy::large_enum_variant,
+            clippy::doc_lazy_continuation
+        )]
         include!(concat!(env!("OUT_DIR"), "/signpost.eventlog.v1.rs"));
     }
 }

@@ -1076,21 +1076,32 @@ impl ControlPlane {
     pub async fn expire_setup_links(&self) -> Result<usize, ControlError> {
         let now = self.now();
         let done = self
-            .execute(&Principal::System, &RequestMeta::default(), [0; 32], |model| {
-                let mut writes = Vec::new();
-                for link in model.setup_links.values() {
-                    let events = link.state.handle(SetupLinkCommand::Expire { now })?;
-                    if !events.is_empty() {
-                        writes.push(PlannedWrite {
-                            stream: streams::setup_link(&link.state.id),
-                            expected: ExpectedVersion::Exact(link.state.version),
-                            events,
-                        });
+            .execute(
+                &Principal::System,
+                &RequestMeta::default(),
+                [0; 32],
+                |model| {
+                    let mut writes = Vec::new();
+                    for link in model.setup_links.values() {
+                        let events = link.state.handle(SetupLinkCommand::Expire { now })?;
+                        if !events.is_empty() {
+                            writes.push(PlannedWrite {
+                                stream: streams::setup_link(&link.state.id),
+                                expected: ExpectedVersion::Exact(link.state.version),
+                                events,
+                            });
+                        }
                     }
-                }
-                let ids = writes.iter().map(|w| w.stream.clone()).collect();
-                Ok(Plan { writes, outcome: Outcome { ids, ..Default::default() } })
-            })
+                    let ids = writes.iter().map(|w| w.stream.clone()).collect();
+                    Ok(Plan {
+                        writes,
+                        outcome: Outcome {
+                            ids,
+                            ..Default::default()
+                        },
+                    })
+                },
+            )
             .await?;
         Ok(done.outcome.ids.len())
     }

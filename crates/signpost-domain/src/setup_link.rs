@@ -319,14 +319,34 @@ mod tests {
     #[test]
     fn only_an_open_link_past_its_expiry_is_recorded_as_expired() {
         let link = issued();
-        assert_eq!(link.handle(C::Expire { now: now() + Duration::hours(71) }).unwrap(), vec![]);
-        let events = link.handle(C::Expire { now: now() + Duration::hours(73) }).unwrap();
+        assert_eq!(
+            link.handle(C::Expire {
+                now: now() + Duration::hours(71)
+            })
+            .unwrap(),
+            vec![]
+        );
+        let events = link
+            .handle(C::Expire {
+                now: now() + Duration::hours(73),
+            })
+            .unwrap();
         assert!(matches!(&events[0], Event::SetupLinkExpired(_)));
         let mut expired = link.clone();
         expired.apply(&events[0]);
         assert_eq!(expired.state, LinkState::Expired);
-        assert_eq!(expired.handle(C::Expire { now: now() + Duration::hours(80) }).unwrap(), vec![]);
-        assert_eq!(expired.handle(C::Submit { now: now() }).unwrap_err(), unusable_link());
+        assert_eq!(
+            expired
+                .handle(C::Expire {
+                    now: now() + Duration::hours(80)
+                })
+                .unwrap(),
+            vec![]
+        );
+        assert_eq!(
+            expired.handle(C::Submit { now: now() }).unwrap_err(),
+            unusable_link()
+        );
     }
 
     #[test]

@@ -63,9 +63,16 @@ async fn pages_and_exports_have_no_duplicates_and_no_gaps_while_the_log_grows() 
     let addr = server.addr();
     let token = server.admin_token.clone();
     let org_for_writer = org.clone();
+    // The writer keeps appending (at least 40 rounds) until the reader says its export has
+    // been resumed twice while the log grew, so that both happen whatever the machine's speed.
+    let keep_writing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writing = keep_writing.clone();
     let writer = tokio::spawn(async move {
         let mut admin = admin_client(addr, &token).await;
-        for i in 0..40 {
+        let mut i = 0;
+        // (An organization holds at most 200 domains.)
+        while i < 190 && (i < 40 || writing.load(std::sync::atomic::Ordering::SeqCst)) {
+            i += 1;
             admin
                 .claim_domain(pb::ClaimDomainRequest {
                     organization_id: org_for_writer.clone(),
@@ -120,6 +127,9 @@ async fn pages_and_exports_have_no_duplicates_and_no_gaps_while_the_log_grows() 
             after = batch.position;
         }
         rounds += 1;
+        if rounds >= 3 {
+            keep_writing.store(false, std::sync::atomic::Ordering::SeqCst);
+        }
         if writer_done {
             break;
         }

@@ -39,8 +39,8 @@ pub struct AuditOptions {
     pub batch_events: usize,
     /// How long the tail waits for more commits before writing what it has, when it is
     /// at the head: one database write covers every commit of that window instead of
-    /// one write per commit. Queries wait for the position they need, so this only
-    /// delays audit visibility by at most this much.
+    /// one write per commit. A query waiting for a position cuts the window short,
+    /// so lingering never delays a reader.
     pub linger: std::time::Duration,
     /// sled page cache of the audit database.
     pub cache_capacity_bytes: u64,
@@ -140,6 +140,9 @@ pub(crate) struct Shared {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     resumed_from: u64,
     rebuilt: bool,
+    /// Raised by readers waiting for a position: the tail writes what it has gathered
+    /// now instead of lingering.
+    demand: tokio::sync::Notify,
 }
 
 /// The audit timeline: entries, indexes, route history and checkpoints in a sled database
@@ -283,6 +286,7 @@ impl AuditProjection {
             task: Mutex::new(None),
             resumed_from,
             rebuilt: rebuild,
+            demand: tokio::sync::Notify::new(),
         });
         let wait_at_start = options.wait_at_start;
         let task = tokio::spawn(tail(shared.clone(), options, resumed_from, stop_signal));
@@ -331,12 +335,17 @@ impl AuditProjection {
     /// Waits until the projection has applied `position` (or stopped).
     pub async fn wait_for(&self, position: u64) -> Result<(), AuditError> {
         let mut watcher = self.shared.applied.subscribe();
-        let shared = self.shared.clone();
-        let _ = watcher
-            .wait_for(|applied| {
-                *applied >= position || shared.failure.read().expect("failure lock").is_some()
-            })
-            .await;
+        loop {
+            let reached = *watcher.borrow_and_update() >= position;
+            if reached || self.failure().is_some() {
+                break;
+            }
+            // Someone is waiting: the tail writes what it has instead of lingering. Asked
+            // again every few milliseconds, as the position may need commits not read yet.
+            self.shared.demand.notify_one();
+            let _ =
+                tokio::time::timeout(std::time::Duration::from_millis(5), watcher.changed()).await;
+        }
         match self.failure() {
             Some(reason) if self.position() < position => Err(AuditError::Stopped(reason)),
             _ => Ok(()),
@@ -392,6 +401,7 @@ async fn tail(
             biased;
             _ = stop.wait_for(|stopped| *stopped) => return,
             _ = linger => None,
+            _ = shared.demand.notified(), if ready.is_some() => None,
             next = events.next() => match next {
                 Some(next) => Some(next),
                 None => return,

@@ -216,6 +216,14 @@ mod tests {
     }
 
     #[test]
+    fn the_example_config_in_deploy_parses() {
+        let example = include_str!("../../../deploy/signpost.toml");
+        let parsed: FileConfig = toml::from_str(example).unwrap();
+        assert_eq!(parsed.routing_history, Some(4096));
+        assert!(parsed.public_base_url.is_some());
+    }
+
+    #[test]
     fn unknown_keys_in_the_file_are_refused() {
         let dir = std::env::temp_dir().join(format!("signpost-config-bad-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();

@@ -12,10 +12,10 @@ use chrono::{DateTime, Utc};
 use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
-use signpost_control::views::{ConnectionStatus, ConnectionView, ServiceProvider};
+use signpost_control::views::{ConnectionView, ServiceProvider};
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
-use signpost_domain::{schema, streams};
+use signpost_domain::streams;
 use signpost_eventlog::{EventEnvelope, StreamId};
 
 use crate::error::AuditError;
@@ -222,7 +222,11 @@ impl AuditProjection {
             organization.apply(&event);
         }
         let configured = connection.is_configured().then_some(connection);
-        let status = connection_status(connection_id, configured.as_ref(), &organization);
+        let status = signpost_domain::connection::connection_status(
+            connection_id,
+            configured.as_ref(),
+            Some(&organization),
+        );
         let urls = signpost_idp::ServiceProviderUrls::for_connection(
             &self.shared.public_base_url,
             connection_id,
@@ -276,32 +280,5 @@ impl AuditProjection {
                 return Ok(out);
             }
         }
-    }
-}
-
-/// A connection's displayed status, as the control plane derives it: active if the
-/// organization points at it, inactive if it was active once, otherwise standby /
-/// configured from its own role, draft while unconfigured. (The control plane's copy of
-/// this rule reads its live read model; this one reads a fold up to a position.)
-fn connection_status(
-    connection_id: &str,
-    connection: Option<&Connection>,
-    organization: &Organization,
-) -> ConnectionStatus {
-    match connection {
-        None => ConnectionStatus::Draft,
-        Some(_) if organization.active_connection_id.as_deref() == Some(connection_id) => {
-            ConnectionStatus::Active
-        }
-        Some(_)
-            if organization
-                .previously_active
-                .iter()
-                .any(|id| id == connection_id) =>
-        {
-            ConnectionStatus::Inactive
-        }
-        Some(c) if c.role == schema::ConnectionRole::Standby => ConnectionStatus::Standby,
-        Some(_) => ConnectionStatus::Configured,
     }
 }

@@ -22,8 +22,8 @@ use crate::plane::{
 use crate::principal::{Principal, Role};
 use crate::read_model::ReadModel;
 use crate::views::{
-    ApiTokenView, ConnectionStatus, ConnectionView, DomainClaimView, Mutated, OrganizationView,
-    Page, ServiceProvider, SetupLinkStatus, SetupLinkView,
+    ApiTokenView, ConnectionView, DomainClaimView, Mutated, OrganizationView, Page,
+    ServiceProvider, SetupLinkStatus, SetupLinkView,
 };
 
 const ADMIN: &[Role] = &[Role::Admin];
@@ -663,17 +663,8 @@ impl ControlPlane {
             .get(connection_id)
             .map(|c| c.state.clone());
         let org = model.organizations.get(&organization_id).map(|o| &o.state);
-        let status = match (&connection, org) {
-            (None, _) => ConnectionStatus::Draft,
-            (Some(_), Some(org)) if org.active_connection_id.as_deref() == Some(connection_id) => {
-                ConnectionStatus::Active
-            }
-            (Some(_), Some(org)) if org.previously_active.iter().any(|id| id == connection_id) => {
-                ConnectionStatus::Inactive
-            }
-            (Some(c), _) if c.role == schema::ConnectionRole::Standby => ConnectionStatus::Standby,
-            (Some(_), _) => ConnectionStatus::Configured,
-        };
+        let status =
+            signpost_domain::connection::connection_status(connection_id, connection.as_ref(), org);
         Some(ConnectionView {
             connection_id: connection_id.to_owned(),
             organization_id,

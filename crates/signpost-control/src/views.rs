@@ -31,20 +31,7 @@ pub struct DomainClaimView {
     pub verification: Option<Verification>,
 }
 
-/// Where a connection is in its lifecycle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionStatus {
-    /// Allocated by a setup link, not configured.
-    Draft,
-    /// Configured, never active.
-    Configured,
-    /// Configured through a switch link, waiting.
-    Standby,
-    /// The organization's active connection.
-    Active,
-    /// Was active once.
-    Inactive,
-}
+pub use signpost_domain::connection::ConnectionStatus;
 
 /// What the IT admin enters in their IdP, derived from the public base URL.
 #[derive(Debug, Clone, PartialEq, Eq)]

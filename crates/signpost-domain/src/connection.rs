@@ -14,6 +14,46 @@ use crate::event::{schema, Event};
 /// The most group assignments one connection may hold.
 pub const MAX_GROUPS: usize = 500;
 
+/// Where a connection is in its lifecycle. Derived, not stored: whether a
+/// connection is active is the organization's decision (its stream), the rest
+/// comes from the connection's own stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionStatus {
+    /// Allocated by a setup link, not configured yet.
+    Draft,
+    /// Configured, never active.
+    Configured,
+    /// Configured through a switch link, waiting for `SwitchProvider`.
+    Standby,
+    /// The organization's active connection.
+    Active,
+    /// Was active once (deactivated or switched away from).
+    Inactive,
+}
+
+/// The status of `connection_id` given its state (`None` while a draft) and its
+/// organization's. The one place this rule lives: the admin read model and the
+/// point-in-time answers both call it.
+pub fn connection_status(
+    connection_id: &str,
+    connection: Option<&Connection>,
+    organization: Option<&crate::organization::Organization>,
+) -> ConnectionStatus {
+    let Some(connection) = connection.filter(|c| c.is_configured()) else {
+        return ConnectionStatus::Draft;
+    };
+    match organization {
+        Some(org) if org.active_connection_id.as_deref() == Some(connection_id) => {
+            ConnectionStatus::Active
+        }
+        Some(org) if org.previously_active.iter().any(|id| id == connection_id) => {
+            ConnectionStatus::Inactive
+        }
+        _ if connection.role == schema::ConnectionRole::Standby => ConnectionStatus::Standby,
+        _ => ConnectionStatus::Configured,
+    }
+}
+
 /// The IdP settings of a connection.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectionSettings {

@@ -5,11 +5,6 @@ use clap::Parser;
 use signpost_edge::{Cli, Edge};
 use tracing_subscriber::EnvFilter;
 
-/// mimalloc instead of glibc malloc: many small, short-lived allocations per sign-in
-/// from several threads, and a resident size closer to the live data.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

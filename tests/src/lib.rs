@@ -764,3 +764,41 @@ pub async fn get_setup_link(admin: &mut AdminClient, setup_link_id: &str) -> pb:
         .setup_link
         .unwrap()
 }
+
+/// A scripted set of route changes (used while a watcher or an edge is away): a group
+/// assigned on `connection_id`, a new organization "two" with two routed domains, and
+/// an organization "three" activated then deactivated (its domain ends on password).
+pub async fn routing_changes_while_away(
+    admin: &mut AdminClient,
+    addr: SocketAddr,
+    connection_id: &str,
+) {
+    let group = pb::AssignGroupRequest {
+        connection_id: connection_id.into(),
+        idp_group: "Partners".into(),
+        role: "admin".into(),
+        ..Default::default()
+    };
+    admin.assign_group(group).await.unwrap();
+    active_saml_organization(
+        admin,
+        addr,
+        "two",
+        &["two.com", "two.org"],
+        "https://idp-two.example.com/e",
+    )
+    .await;
+    let (_, three, _) = active_saml_organization(
+        admin,
+        addr,
+        "three",
+        &["three.com"],
+        "https://idp-three.example.com/e",
+    )
+    .await;
+    let deactivate = pb::DeactivateConnectionRequest {
+        connection_id: three,
+        ..Default::default()
+    };
+    admin.deactivate_connection(deactivate).await.unwrap();
+}

@@ -637,38 +637,7 @@ async fn a_restarted_edge_resumes_with_only_deltas_and_ends_with_the_fresh_table
     assert_eq!(saved.revision(), left_at);
 
     // Changes while the edge is away.
-    admin
-        .assign_group(pb::AssignGroupRequest {
-            connection_id: first.clone(),
-            idp_group: "Partners".into(),
-            role: "admin".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "two",
-        &["two.com", "two.org"],
-        "https://idp-two.example.com/e",
-    )
-    .await;
-    let (_, three, _) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "three",
-        &["three.com"],
-        "https://idp-three.example.com/e",
-    )
-    .await;
-    admin
-        .deactivate_connection(pb::DeactivateConnectionRequest {
-            connection_id: three,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    routing_changes_while_away(&mut admin, server.addr(), &first).await;
     let head = server.head();
     assert!(head > left_at);
 

@@ -137,38 +137,7 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
     drop(stream);
 
     // Changes while the watcher is away.
-    admin
-        .assign_group(pb::AssignGroupRequest {
-            connection_id: first.clone(),
-            idp_group: "Partners".into(),
-            role: "admin".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "two",
-        &["two.com", "two.org"],
-        "https://idp-two.example.com/e",
-    )
-    .await;
-    let (org_three, three, _) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "three",
-        &["three.com"],
-        "https://idp-three.example.com/e",
-    )
-    .await;
-    admin
-        .deactivate_connection(pb::DeactivateConnectionRequest {
-            connection_id: three,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    routing_changes_while_away(&mut admin, server.addr(), &first).await;
     let head = server.head();
 
     let mut stream = watch(&mut routing, Some((revision, epoch))).await;
@@ -190,7 +159,6 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
         assert!(message.revision > at, "revisions only move forward");
         at = message.revision;
     }
-    let _ = org_three;
 
     let mut fresh = watch(&mut routing, None).await;
     let (fresh_table, fresh_revision) = read_snapshot(&mut fresh).await;

@@ -198,6 +198,9 @@ async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
             .unwrap();
     }
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    // Mutations answer once the admin read model has them; the routing table follows
+    // the log on its own, so wait until it holds the token's position too.
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let epoch = server.server.routing.epoch().to_owned();
     let mut stream = watch(&mut routing, Some((revision, epoch))).await;

@@ -76,6 +76,7 @@ async fn a_provider_switch_moves_every_domain_in_one_message_at_one_revision() {
     )
     .await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let mut stream = watch(&mut routing, None).await;
     let (snapshot, _) = read_snapshot(&mut stream).await;
@@ -130,6 +131,7 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
     )
     .await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let mut stream = watch(&mut routing, None).await;
     let (mut table, revision) = read_snapshot(&mut stream).await;
@@ -229,6 +231,7 @@ async fn resuming_with_another_store_epoch_or_a_revision_ahead_gives_a_reset() {
     )
     .await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
 
     let mut other_epoch = watch(&mut routing, Some((1, "a-restored-backup".into()))).await;
@@ -261,6 +264,7 @@ async fn an_idle_stream_gets_progress_messages_with_the_current_revision() {
     .await;
     let mut admin = server.admin().await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let mut stream = watch(&mut routing, None).await;
     read_snapshot(&mut stream).await;
@@ -383,6 +387,7 @@ async fn deactivation_and_domain_release_route_to_password_and_the_enforced_poli
     )
     .await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let resolve = |email: &str, at: u64| wire::ResolveRequest {
         email: email.into(),
@@ -488,6 +493,7 @@ async fn resolve_refuses_malformed_emails_and_times_out_on_a_revision_never_reac
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let malformed = routing
         .resolve(wire::ResolveRequest {

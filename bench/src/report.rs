@@ -677,10 +677,12 @@ used here with etcd's own field numbers.
 ## Event-log micro-benchmark
 
 From `cargo bench -p signpost-eventlog --bench append_throughput` (the sled store alone, in
-process, one event of 200 bytes per commit, group commit):
+process, one event of 200 bytes per commit, group commit), before and after the sequencer
+started to `fdatasync` sled's data file after each flush (sled's flush alone is
+`sync_file_range`, not durable across a power loss):
 
-| Appenders | Appends/s | Raw fdatasync/s (same run) |
-|---|---|---|
-| 1 | 2,787 | 4,849 |
-| 64 | 29,483 | 4,849 |
+| Appenders | Appends/s (flush only) | Appends/s (flush + fdatasync) | p99 (with fdatasync) | Avg batch | Raw fdatasync/s (same run) |
+|---|---|---|---|---|---|
+| 1 | 2,787 | 2,736 | 0.88 ms | 1.0 | 4,849 / 5,546 |
+| 64 | 29,483 | 29,306 | 4.20 ms | 32.2 | 4,849 / 5,546 |
 "#;

@@ -333,24 +333,14 @@ impl Drop for FakeIdp {
 }
 
 /// Creates an organization with `domain` claimed and verified by DNS TXT.
-/// Returns (organization id, last log position).
+/// Returns the organization id.
 pub async fn organization_with_verified_domain(
     server: &TestServer,
     admin: &mut AdminClient,
     name: &str,
     domain: &str,
 ) -> String {
-    let org = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: name.into(),
-            external_id: format!("ext-{name}-{domain}"),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = new_organization(admin, name, format!("ext-{name}-{domain}")).await;
     let claim = admin
         .claim_domain(pb::ClaimDomainRequest {
             organization_id: org.organization_id.clone(),
@@ -801,4 +791,24 @@ pub async fn routing_changes_while_away(
         ..Default::default()
     };
     admin.deactivate_connection(deactivate).await.unwrap();
+}
+
+/// Creates an organization (panics if the call fails).
+pub async fn new_organization(
+    admin: &mut AdminClient,
+    display_name: impl Into<String>,
+    external_id: impl Into<String>,
+) -> pb::Organization {
+    let request = pb::CreateOrganizationRequest {
+        display_name: display_name.into(),
+        external_id: external_id.into(),
+        request_id: String::new(),
+    };
+    admin
+        .create_organization(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .organization
+        .unwrap()
 }

@@ -656,17 +656,7 @@ async fn domain_claimed_by_another_organization_is_refused() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     organization_with_verified_domain(&server, &mut admin, "Acme", "acme-law.com").await;
-    let other = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: "Bolt".into(),
-            external_id: "ext-bolt".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let other = new_organization(&mut admin, "Bolt", "ext-bolt").await;
     // The same domain however it is spelled.
     for spelling in ["acme-law.com", "ACME-LAW.com.", " acme-law.com "] {
         let before = server.head();
@@ -693,17 +683,7 @@ async fn domain_claimed_by_another_organization_is_refused() {
 async fn unicode_domain_is_claimed_in_its_normalized_ascii_form() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let org = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: "Bücher".into(),
-            external_id: "ext-buecher".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = new_organization(&mut admin, "Bücher", "ext-buecher").await;
     let claim = admin
         .claim_domain(pb::ClaimDomainRequest {
             organization_id: org.organization_id.clone(),
@@ -969,17 +949,7 @@ async fn request_id_reused_for_a_different_request_is_refused() {
 async fn stale_expected_version_is_refused_as_a_conflict() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let org = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: "Acme".into(),
-            external_id: "ext-acme".into(),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap();
+    let org = new_organization(&mut admin, "Acme", "ext-acme").await;
     let before = server.head();
     let status = admin
         .claim_domain(pb::ClaimDomainRequest {

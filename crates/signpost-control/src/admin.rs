@@ -20,7 +20,7 @@ use crate::plane::{
     PlannedWrite, RequestMeta,
 };
 use crate::principal::{Principal, Role};
-use crate::read_model::ReadModel;
+use crate::read_model::{state_of, ReadModel};
 use crate::views::{
     ApiTokenView, ConnectionView, DomainClaimView, Mutated, OrganizationView, Page,
     ServiceProvider, SetupLinkStatus, SetupLinkView,
@@ -208,11 +208,7 @@ impl ControlPlane {
     ) -> Result<u64, ControlError> {
         let done = self
             .execute(principal, meta, fp, |model| {
-                let org = model
-                    .organizations
-                    .get(organization_id)
-                    .map(|t| t.state.clone())
-                    .unwrap_or_default();
+                let org = state_of(&model.organizations, organization_id);
                 let expected = expected_version(meta, org.version)?;
                 let events = org.handle(command(model)?)?;
                 Ok(Plan {
@@ -517,11 +513,7 @@ impl ControlPlane {
         let fp = fingerprint("revoke_setup_link", &setup_link_id);
         let done = self
             .execute(principal, meta, fp, |model| {
-                let link = model
-                    .setup_links
-                    .get(setup_link_id)
-                    .map(|l| l.state.clone())
-                    .unwrap_or_default();
+                let link = state_of(&model.setup_links, setup_link_id);
                 let events = link.handle(SetupLinkCommand::Revoke {
                     superseded_by: None,
                 })?;
@@ -699,11 +691,7 @@ impl ControlPlane {
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         let done = self
             .execute(principal, meta, fp, |model| {
-                let connection = model
-                    .connections
-                    .get(connection_id)
-                    .map(|c| c.state.clone())
-                    .unwrap_or_default();
+                let connection = state_of(&model.connections, connection_id);
                 let expected = expected_version(meta, connection.version)?;
                 let events = connection.handle(command.clone())?;
                 Ok(Plan {
@@ -775,7 +763,9 @@ impl ControlPlane {
 
     /// Activates, deactivates or switches to a connection: an organization
     /// command, plus spending the open setup links that configured the
-    /// connection that becomes active — all in one commit.
+    /// connection that becomes active — all in one commit. Returns the position
+    /// reached and the connection that was active when the command was decided
+    /// (empty if none), which a switch reports as the previous one.
     async fn routing_command(
         &self,
         principal: &Principal,
@@ -794,21 +784,19 @@ impl ControlPlane {
                         not_found("CONNECTION_NOT_FOUND", "connection_id", "connection")
                     })?
                     .to_owned();
+                let missing = signpost_domain::organization::Organization::default();
                 let org = model
                     .organizations
                     .get(&organization_id)
-                    .map(|o| o.state.clone())
-                    .unwrap_or_default();
-                let connection = model
-                    .connections
-                    .get(connection_id)
-                    .map(|c| c.state.clone());
+                    .map_or(&missing, |o| &o.state);
+                let connection = model.connections.get(connection_id).map(|c| &c.state);
                 let facts = ConnectionFacts {
                     connection_id: connection_id.to_owned(),
                     organization_id: organization_id.clone(),
-                    configured: connection.as_ref().is_some_and(|c| c.is_configured()),
+                    configured: connection.is_some_and(|c| c.is_configured()),
                     role: connection.map(|c| c.role).unwrap_or_default(),
                 };
+                let previously_active = org.active_connection_id.clone().unwrap_or_default();
                 let expected = expected_version(meta, org.version)?;
                 let events = org.handle(command(facts))?;
                 let activates = events.iter().any(|e| {
@@ -839,7 +827,7 @@ impl ControlPlane {
                 Ok(Plan {
                     writes,
                     outcome: Outcome {
-                        ids: vec![organization_id],
+                        ids: vec![previously_active],
                         ..Default::default()
                     },
                 })
@@ -903,15 +891,7 @@ impl ControlPlane {
     ) -> Result<Mutated<(OrganizationView, String)>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("switch_provider", &(organization_id, connection_id));
-        let previous = self
-            .read_current(|model| {
-                model
-                    .organizations
-                    .get(organization_id)
-                    .and_then(|o| o.state.active_connection_id.clone())
-            })
-            .await?;
-        let (position, _) = self
+        let (position, previous) = self
             .routing_command(
                 principal,
                 meta,
@@ -922,10 +902,7 @@ impl ControlPlane {
             )
             .await?;
         Ok(Mutated {
-            value: (
-                self.organization_view(organization_id)?,
-                previous.unwrap_or_default(),
-            ),
+            value: (self.organization_view(organization_id)?, previous),
             position,
         })
     }
@@ -1027,11 +1004,7 @@ impl ControlPlane {
         let fp = fingerprint("revoke_api_token", &token_id);
         let done = self
             .execute(principal, meta, fp, |model| {
-                let token = model
-                    .api_tokens
-                    .get(token_id)
-                    .map(|t| t.state.clone())
-                    .unwrap_or_default();
+                let token = state_of(&model.api_tokens, token_id);
                 let events = token.handle(ApiTokenCommand::Revoke)?;
                 Ok(Plan {
                     writes: vec![PlannedWrite {

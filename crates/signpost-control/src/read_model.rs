@@ -66,6 +66,18 @@ fn split_stream(stream: &str) -> Option<(&str, &str)> {
         .find_map(|prefix| stream.strip_prefix(prefix).map(|id| (prefix, id)))
 }
 
+/// The current state of aggregate `id`, or a fresh (empty) one when it does not exist:
+/// what a command handler decides on. Borrowed, so deciding clones nothing.
+pub fn state_of<'a, T: Default + Clone>(
+    map: &'a BTreeMap<String, Tracked<T>>,
+    id: &str,
+) -> std::borrow::Cow<'a, T> {
+    match map.get(id) {
+        Some(tracked) => std::borrow::Cow::Borrowed(&tracked.state),
+        None => std::borrow::Cow::Owned(T::default()),
+    }
+}
+
 fn tracked<'a, T: Default>(
     map: &'a mut BTreeMap<String, Tracked<T>>,
     id: &str,

@@ -20,6 +20,7 @@ use crate::credentials::{self, SETUP_LINK_TOKEN_PREFIX};
 use crate::error::ControlError;
 use crate::plane::{fingerprint, ControlPlane, Outcome, Plan, PlannedWrite, RequestMeta};
 use crate::principal::Principal;
+use crate::read_model::state_of;
 use crate::views::{ConnectionStatus, ConnectionView, ServiceProvider};
 
 /// Default OIDC scopes.
@@ -273,11 +274,7 @@ impl ControlPlane {
                 let settings = settings.clone().ok_or_else(|| {
                     ControlError::Internal("replayed submission without a stored outcome".into())
                 })?;
-                let link = model
-                    .setup_links
-                    .get(setup_link_id)
-                    .map(|l| l.state.clone())
-                    .unwrap_or_default();
+                let link = state_of(&model.setup_links, setup_link_id);
                 let submitted = link.handle(SetupLinkCommand::Submit { now })?;
                 if let ConnectionSettings::Saml(saml) = &settings {
                     if let Some(owner) = model.entity_id_owner(&saml.idp_entity_id) {
@@ -291,11 +288,7 @@ impl ControlPlane {
                         }
                     }
                 }
-                let connection = model
-                    .connections
-                    .get(&connection_id)
-                    .map(|c| c.state.clone())
-                    .unwrap_or_default();
+                let connection = state_of(&model.connections, &connection_id);
                 let role = match link.intent {
                     schema::SetupIntent::StageSwitch => schema::ConnectionRole::Standby,
                     schema::SetupIntent::UpdateConnection => connection.role,

@@ -43,6 +43,9 @@ pub struct Cli {
     /// Print replies as JSON.
     #[arg(long, global = true)]
     pub json: bool,
+    /// The person a change is made for (sent as `x-signpost-on-behalf-of`, recorded in the log).
+    #[arg(long, global = true, env = "SIGNPOST_ON_BEHALF_OF")]
+    pub on_behalf_of: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -98,9 +101,6 @@ pub struct MutationArgs {
     /// Fail with ABORTED unless the resource is at this version.
     #[arg(long)]
     pub expected_version: Option<u64>,
-    /// The person this change is made for (recorded in the log).
-    #[arg(long)]
-    pub on_behalf_of: Option<String>,
 }
 
 /// `signpost org ...`
@@ -471,11 +471,6 @@ fn link_token(link: &str) -> String {
         .to_owned()
 }
 
-fn mutation_request<T>(message: T, mutation: &MutationArgs) -> tonic::Request<T> {
-    let _ = mutation;
-    tonic::Request::new(message)
-}
-
 /// Prints a failed call: code, message, machine-readable reason and field.
 pub fn report_status(status: &tonic::Status, json: bool) {
     let details = status.get_error_details();
@@ -539,17 +534,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Log(log) => return crate::cli_audit::run_log(&cli, log).await,
         _ => {}
     }
-    let on_behalf_of = match &cli.command {
-        Command::Org(OrgCommand::Create { mutation, .. })
-        | Command::Domain(DomainCommand::Claim { mutation, .. })
-        | Command::Domain(DomainCommand::Verify { mutation, .. })
-        | Command::Domain(DomainCommand::Release { mutation, .. }) => mutation.on_behalf_of.clone(),
-        _ => None,
-    };
     let token = api_token(&cli)?;
     let mut admin: Admin = ConnectionAdminServiceClient::with_interceptor(
         channel(&cli.server).await?,
-        interceptor(&token, on_behalf_of.as_deref())?,
+        interceptor(&token, cli.on_behalf_of.as_deref())?,
     );
     match &cli.command {
         Command::Org(OrgCommand::Create {
@@ -558,14 +546,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             mutation,
         }) => show!(
             cli,
-            admin.create_organization(mutation_request(
-                pb::CreateOrganizationRequest {
-                    display_name: name.clone(),
-                    external_id: external_id.clone(),
-                    request_id: mutation.request_id.clone()
-                },
-                mutation
-            )),
+            admin.create_organization(pb::CreateOrganizationRequest {
+                display_name: name.clone(),
+                external_id: external_id.clone(),
+                request_id: mutation.request_id.clone(),
+            }),
             "CreateOrganizationResponse"
         ),
         Command::Org(OrgCommand::Get { organization_id }) => show!(

@@ -178,11 +178,24 @@ impl ControlPlane {
         txt_resolver: Arc<dyn TxtResolver>,
         config: ControlConfig,
     ) -> Result<Self, ControlError> {
+        Self::start_with_routing(store, secrets, txt_resolver, config, None).await
+    }
+
+    /// [`ControlPlane::start`], with the read model's task also driving the
+    /// routing table (`routing`, from [`signpost_routing::RoutingProjection::fed`]):
+    /// the log is read and decoded once for both.
+    pub async fn start_with_routing(
+        store: Arc<dyn EventStore>,
+        secrets: SecretBox,
+        txt_resolver: Arc<dyn TxtResolver>,
+        config: ControlConfig,
+        routing: Option<signpost_routing::RoutingFeed>,
+    ) -> Result<Self, ControlError> {
         let mut fetch = config.fetch.clone();
         fetch.allow_loopback_http_for_tests = config.allow_loopback_http_idp_for_tests;
         let fetcher = SafeFetcher::new(fetch)
             .map_err(|e| ControlError::Internal(format!("http client: {e}")))?;
-        let projection = Projection::start(store.clone()).await?;
+        let projection = Projection::start_with(store.clone(), routing).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

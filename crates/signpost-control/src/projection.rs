@@ -4,11 +4,16 @@
 //! each envelope under a short write lock, then publishes the applied
 //! position on a watch channel. Commands wait on that channel for their own
 //! position before answering, so a caller always reads its own writes.
+//!
+//! The same task can drive the routing table ([`RoutingFeed`]): each event is
+//! read and decoded once, and routes are computed from the read model's own
+//! organizations and connections, so the server holds one copy of them.
 
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
 use signpost_eventlog::EventStore;
+use signpost_routing::{RouteSource, RoutingFeed};
 use tokio::sync::watch;
 
 use crate::error::ControlError;
@@ -33,6 +38,17 @@ impl std::fmt::Debug for Projection {
 impl Projection {
     /// Starts tailing `store` and returns once everything already in it is applied.
     pub async fn start(store: Arc<dyn EventStore>) -> Result<Self, ControlError> {
+        Self::start_with(store, None).await
+    }
+
+    /// [`Projection::start`], also feeding every applied event to `routing`
+    /// (with the model as its [`RouteSource`]). Returns once the model has applied
+    /// everything already in the store; the routing table is then at the same
+    /// position.
+    pub async fn start_with(
+        store: Arc<dyn EventStore>,
+        mut routing: Option<RoutingFeed>,
+    ) -> Result<Self, ControlError> {
         let model = Arc::new(RwLock::new(ReadModel::default()));
         let (publish, applied) = watch::channel(0u64);
         let failure = Arc::new(RwLock::new(None));
@@ -48,10 +64,11 @@ impl Projection {
                 let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
-                    model
-                        .write()
-                        .expect("read model lock")
-                        .apply(&envelope, &event);
+                    let mut model = model.write().expect("read model lock");
+                    model.apply(&envelope, &event);
+                    if let Some(routing) = routing.as_mut() {
+                        routing.apply(&envelope, &*model);
+                    }
                     Ok(envelope.position)
                 });
                 match outcome {
@@ -60,6 +77,9 @@ impl Projection {
                     }
                     Err(reason) => {
                         tracing::error!(%reason, "read model stopped: cannot apply the log");
+                        if let Some(routing) = &routing {
+                            routing.fail(reason.clone());
+                        }
                         *failure.write().expect("failure lock") = Some(reason);
                         // Wake waiters so they see the failure instead of hanging.
                         publish.send_modify(|_| {});
@@ -99,5 +119,15 @@ impl Projection {
     /// Reads the model under its lock.
     pub fn read<T>(&self, f: impl FnOnce(&ReadModel) -> T) -> T {
         f(&self.model.read().expect("read model lock"))
+    }
+}
+
+impl RouteSource for ReadModel {
+    fn organization(&self, id: &str) -> Option<&signpost_domain::organization::Organization> {
+        self.organizations.get(id).map(|tracked| &tracked.state)
+    }
+
+    fn connection(&self, id: &str) -> Option<&signpost_domain::connection::Connection> {
+        self.connections.get(id).map(|tracked| &tracked.state)
     }
 }

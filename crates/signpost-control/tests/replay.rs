@@ -128,13 +128,21 @@ async fn run(steps: Vec<Step>) {
     let config = ControlConfig::new("https://signpost.test/".parse().unwrap());
     let secrets = SecretBox::from_key([5; 32]);
     let txt = Arc::new(StaticTxtResolver::new());
-    let plane = ControlPlane::start(store.clone(), secrets.clone(), txt.clone(), config.clone())
-        .await
-        .unwrap();
-    let live_routing =
-        RoutingProjection::start(store.clone(), RoutingOptions::new("https://signpost.test/"))
-            .await
-            .unwrap();
+    // The live routing table is fed by the read model's task (as in the server); the
+    // rebuilt one below folds the log with its own aggregates: they must agree.
+    let (live_routing, routing_feed) = RoutingProjection::fed(
+        store.store_epoch().to_string(),
+        RoutingOptions::new("https://signpost.test/"),
+    );
+    let plane = ControlPlane::start_with_routing(
+        store.clone(),
+        secrets.clone(),
+        txt.clone(),
+        config.clone(),
+        Some(routing_feed),
+    )
+    .await
+    .unwrap();
     let admin = Principal::ApiToken {
         token_id: "test".into(),
         name: "test".into(),

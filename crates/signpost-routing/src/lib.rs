@@ -18,5 +18,6 @@ pub mod projection;
 pub mod routes;
 
 pub use projection::{
-    Delta, HistoryGap, RouteTable, RoutingOptions, RoutingProjection, RoutingStats,
+    Delta, HistoryGap, OwnAggregates, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
+    RoutingProjection, RoutingStats,
 };

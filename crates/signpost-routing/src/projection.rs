@@ -1,12 +1,18 @@
 //! The routing projection: folds the log into the routing table and keeps a
 //! bounded history of route changes for watchers that resume.
 //!
-//! One task tails the log. For each event it updates the aggregates it needs
-//! (organizations, connections — the domain's own `apply`), recomputes the
-//! routes of the organization the event touched and diffs them with the
-//! previous ones. Changes are gathered until the end of the event's commit
+//! For each event the fold recomputes the routes of the organization the
+//! event touched, from the aggregates after the event (a [`RouteSource`]), and
+//! diffs them with the previous ones. Changes are gathered until the end of the event's commit
 //! (`commit_last_position`), then published as one [`Delta`] at that revision:
 //! every route change of one command reaches watchers in one message.
+//!
+//! Who reads the log: in the server, the control plane's read-model task
+//! ([`RoutingProjection::fed`] + [`RoutingFeed`]), which decodes each event
+//! once and lends its own organizations and connections as the source, so the
+//! log is read once and the aggregates are held once. [`RoutingProjection::start`]
+//! tails the log by itself with its own aggregates ([`OwnAggregates`]): for
+//! tests, tools and rebuilds that must not share state with the read model.
 //!
 //! Readers never block the fold for long: the table is a persistent map
 //! (`imbl`), so a snapshot is an O(1) clone that stays valid while the fold
@@ -110,43 +116,87 @@ impl std::fmt::Debug for RoutingProjection {
     }
 }
 
-/// The fold's private state: what it needs to recompute an organization's routes.
-struct Fold {
-    public_base_url: String,
+/// Where the fold reads the aggregates a route is computed from: the state
+/// *after* the event being applied. The control plane's read model is one (so
+/// the routing table needs no copy of every organization and connection); a
+/// projection that tails the log on its own keeps its own ([`OwnAggregates`]).
+pub trait RouteSource {
+    /// The organization `id`, if it exists.
+    fn organization(&self, id: &str) -> Option<&Organization>;
+    /// The connection `id`, if it exists.
+    fn connection(&self, id: &str) -> Option<&Connection>;
+}
+
+/// Organizations and connections folded by the routing projection itself, for
+/// [`RoutingProjection::start`].
+#[derive(Debug, Default)]
+pub struct OwnAggregates {
     organizations: HashMap<String, Organization>,
     connections: HashMap<String, Connection>,
+}
+
+impl OwnAggregates {
+    /// Applies one event to the aggregate its stream names.
+    pub fn apply(&mut self, envelope: &EventEnvelope, event: &Event) {
+        let stream = envelope.stream_id.as_str();
+        if let Some(id) = stream.strip_prefix("organization-") {
+            self.organizations
+                .entry(id.to_owned())
+                .or_default()
+                .apply(event);
+        } else if let Some(id) = stream.strip_prefix("connection-") {
+            self.connections
+                .entry(id.to_owned())
+                .or_default()
+                .apply(event);
+        }
+    }
+}
+
+impl RouteSource for OwnAggregates {
+    fn organization(&self, id: &str) -> Option<&Organization> {
+        self.organizations.get(id)
+    }
+
+    fn connection(&self, id: &str) -> Option<&Connection> {
+        self.connections.get(id)
+    }
+}
+
+/// The fold's private state: the routes of every organization, and the
+/// changes of the commit being applied.
+struct Fold {
+    public_base_url: String,
     routes: HashMap<String, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
     pending: BTreeMap<String, Option<Arc<wire::Route>>>,
 }
 
 impl Fold {
-    fn apply(&mut self, envelope: &EventEnvelope, event: &Event) {
+    /// Recomputes the routes of the organization `envelope`'s stream touches.
+    fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
         let stream = envelope.stream_id.as_str();
         let organization_id = if let Some(id) = stream.strip_prefix("organization-") {
-            self.organizations
-                .entry(id.to_owned())
-                .or_default()
-                .apply(event);
-            id.to_owned()
+            id
         } else if let Some(id) = stream.strip_prefix("connection-") {
-            let connection = self.connections.entry(id.to_owned()).or_default();
-            connection.apply(event);
-            connection.organization_id.clone()
+            match source.connection(id) {
+                Some(connection) => connection.organization_id.as_str(),
+                None => return,
+            }
         } else {
             return;
         };
-        self.recompute(&organization_id);
+        self.recompute(organization_id, source);
     }
 
-    fn recompute(&mut self, organization_id: &str) {
-        let Some(organization) = self.organizations.get(organization_id) else {
+    fn recompute(&mut self, organization_id: &str, source: &(impl RouteSource + ?Sized)) {
+        let Some(organization) = source.organization(organization_id) else {
             return;
         };
         let active = organization
             .active_connection_id
             .as_ref()
-            .and_then(|id| self.connections.get(id));
+            .and_then(|id| source.connection(id));
         let new = organization_routes(organization, active, &self.public_base_url);
         let old = self.routes.remove(organization_id).unwrap_or_default();
         for (domain, route) in &new {
@@ -163,12 +213,50 @@ impl Fold {
     }
 }
 
+/// The write side of a [`RoutingProjection`] whose log is read by someone else
+/// (see [`RoutingProjection::fed`]): call [`RoutingFeed::apply`] for every
+/// event in position order, with a [`RouteSource`] that already holds the
+/// state after it.
+pub struct RoutingFeed {
+    fold: Fold,
+    shared: Arc<Shared>,
+    publish: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for RoutingFeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutingFeed")
+            .field("revision", &*self.publish.borrow())
+            .finish()
+    }
+}
+
+impl RoutingFeed {
+    /// Applies one event. At the last event of its commit, the commit's route
+    /// changes are published as one delta and the revision moves to it.
+    pub fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
+        self.fold.apply(envelope, source);
+        if envelope.commit_last_position <= envelope.position {
+            let changes = std::mem::take(&mut self.fold.pending);
+            self.shared.publish(envelope.position, changes);
+            self.publish.send_replace(envelope.position);
+        }
+    }
+
+    /// The log cannot be applied: the projection stops, and waiters see `reason`.
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "routing projection stopped: cannot apply the log");
+        *self.shared.failure.write().expect("failure lock") = Some(reason);
+        self.publish.send_modify(|_| {});
+    }
+}
+
 impl RoutingProjection {
-    /// Folds everything already in `store`, then keeps following it.
-    pub async fn start(
-        store: Arc<dyn EventStore>,
-        options: RoutingOptions,
-    ) -> Result<Self, String> {
+    /// An empty projection of the store with epoch `epoch`, and the feed that
+    /// moves it: for a caller that already reads and decodes the log (the
+    /// control plane's read model), so the log is read once and the
+    /// aggregates are held once.
+    pub fn fed(epoch: String, options: RoutingOptions) -> (Self, RoutingFeed) {
         let shared = Arc::new(Shared {
             live: RwLock::new(Live {
                 revision: 0,
@@ -177,7 +265,7 @@ impl RoutingProjection {
                 history_floor: 0,
             }),
             failure: RwLock::new(None),
-            epoch: store.store_epoch().to_string(),
+            epoch,
             history_limit: options.history_limit.max(1),
         });
         let (publish, revision) = watch::channel(0u64);
@@ -185,36 +273,40 @@ impl RoutingProjection {
             shared: shared.clone(),
             revision,
         };
-        let head = store.head().position;
-        let mut fold = Fold {
-            public_base_url: options.public_base_url,
-            organizations: HashMap::new(),
-            connections: HashMap::new(),
-            routes: HashMap::new(),
-            pending: BTreeMap::new(),
+        let feed = RoutingFeed {
+            fold: Fold {
+                public_base_url: options.public_base_url,
+                routes: HashMap::new(),
+                pending: BTreeMap::new(),
+            },
+            shared,
+            publish,
         };
+        (projection, feed)
+    }
+
+    /// Folds everything already in `store` on its own (keeping its own copy
+    /// of the aggregates), then keeps following it.
+    pub async fn start(
+        store: Arc<dyn EventStore>,
+        options: RoutingOptions,
+    ) -> Result<Self, String> {
+        let (projection, mut feed) = Self::fed(store.store_epoch().to_string(), options);
+        let head = store.head().position;
+        let mut aggregates = OwnAggregates::default();
         let mut events = store.subscribe(1);
         tokio::spawn(async move {
             while let Some(next) = events.next().await {
-                let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
+                let applied = next.map_err(|e| e.to_string()).and_then(|envelope| {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
-                    fold.apply(&envelope, &event);
-                    Ok(envelope)
+                    aggregates.apply(&envelope, &event);
+                    feed.apply(&envelope, &aggregates);
+                    Ok(())
                 });
-                match outcome {
-                    Ok(envelope) if envelope.commit_last_position > envelope.position => {}
-                    Ok(envelope) => {
-                        let changes = std::mem::take(&mut fold.pending);
-                        shared.publish(envelope.position, changes);
-                        publish.send_replace(envelope.position);
-                    }
-                    Err(reason) => {
-                        tracing::error!(%reason, "routing projection stopped: cannot apply the log");
-                        *shared.failure.write().expect("failure lock") = Some(reason);
-                        publish.send_modify(|_| {});
-                        return;
-                    }
+                if let Err(reason) = applied {
+                    feed.fail(reason);
+                    return;
                 }
             }
         });

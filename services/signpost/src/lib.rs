@@ -124,8 +124,20 @@ impl Server {
         // Serving doesn't wait for the audit timeline: its reads wait for it instead.
         audit_options.wait_at_start = false;
         let projections = async {
-            let plane = ControlPlane::start(store.clone(), secrets, txt_resolver, control).await?;
-            let routing = RoutingProjection::start(store.clone(), routing_options)
+            // One read of the log builds both the control plane's read model and the
+            // routing table, which computes routes from the read model's aggregates.
+            let (routing, routing_feed) =
+                RoutingProjection::fed(store.store_epoch().to_string(), routing_options);
+            let plane = ControlPlane::start_with_routing(
+                store.clone(),
+                secrets,
+                txt_resolver,
+                control,
+                Some(routing_feed),
+            )
+            .await?;
+            routing
+                .wait_for(plane.projection().position())
                 .await
                 .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
             let audit = AuditProjection::start(
@@ -138,8 +150,17 @@ impl Server {
             anyhow::Ok((plane, routing, audit))
         };
         let head = store.head().position;
-        let (plane, routing, audit) =
-            start_if_intact(verify_chain(store.as_ref(), 1, head), projections).await?;
+        // The chain is verified on its own task, so on a multi-core machine it runs
+        // beside the projections' start instead of taking turns with it.
+        let verify_store = store.clone();
+        let verification =
+            tokio::spawn(async move { verify_chain(verify_store.as_ref(), 1, head).await });
+        let verification = async move {
+            verification.await.map_err(|error| {
+                LogError::Unavailable(format!("chain verification task: {error}"))
+            })?
+        };
+        let (plane, routing, audit) = start_if_intact(verification, projections).await?;
         let checkpoint_key = CheckpointKey::load_or_create(
             &config
                 .checkpoint_key_file

@@ -170,6 +170,40 @@ pub fn render(
         goal: "≥ 70% of fdatasync",
         met: seq.zip(fsync).map(|(a, b)| a >= 0.7 * b),
     });
+    // The limits of this client on this machine (same run): nothing can beat a do-nothing
+    // call, and a sequential durable write costs at least a round trip plus an fdatasync.
+    let noop_many = f(&w["noop_unary"]["per_second"]);
+    rows.push(Row {
+        scenario: "",
+        measure: "limit: do-nothing unary, same client and in-flight count".into(),
+        signpost: rate(sp),
+        etcd: format!(
+            "ceiling {} (2× etcd = {})",
+            rate(noop_many),
+            rate(et.map(|e| 2.0 * e))
+        ),
+        ratio: ratio(sp, noop_many),
+        goal: "context: is 2× etcd below the ceiling?",
+        met: None,
+    });
+    let noop_one_us = f(&w["noop_unary_sequential"]["p50_us"]);
+    let sequential_limit = noop_one_us
+        .zip(fsync)
+        .map(|(rtt_us, fsync)| 1.0 / (rtt_us / 1e6 + 1.0 / fsync));
+    rows.push(Row {
+        scenario: "",
+        measure: "limit: 1 client, round trip (do-nothing p50) + one fdatasync".into(),
+        signpost: rate(seq),
+        etcd: format!(
+            "limit {} (round trip {}, 70% of fdatasync = {})",
+            rate(sequential_limit),
+            us_as_ms(noop_one_us),
+            rate(fsync.map(|f| 0.7 * f))
+        ),
+        ratio: ratio(seq, sequential_limit),
+        goal: "context: is 70% of fdatasync below the limit?",
+        met: None,
+    });
 
     // 2. Lookups.
     let l = get("lookups");
@@ -434,6 +468,11 @@ pub fn render(
             ("etcd put 200 B, concurrent", "etcd"),
             ("Signpost AssignGroup, 1 client", "signpost_sequential"),
             ("etcd put 200 B, 1 client", "etcd_sequential"),
+            ("do-nothing unary, concurrent (ceiling)", "noop_unary"),
+            (
+                "do-nothing unary, 1 client (round trip)",
+                "noop_unary_sequential",
+            ),
         ],
     )?;
     writeln!(

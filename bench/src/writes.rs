@@ -2,7 +2,9 @@
 //! mutation (`AssignGroup`, spread over many organizations' connections so
 //! clients never share a stream) against etcd `put` of a 200-byte value with
 //! 64 in flight; one sequential client on each side; and the disk's raw
-//! fdatasync rate (200-byte write + fdatasync) on the same directory.
+//! fdatasync rate (200-byte write + fdatasync) on the same directory; and the
+//! client's own limits in the same run (a do-nothing unary call with 64 in
+//! flight and one at a time), which bound what any durable write can reach.
 
 use std::io::Write;
 use std::path::Path;
@@ -13,7 +15,7 @@ use signpost_api::admin::v1 as pb;
 use tonic::transport::Channel;
 
 use crate::populate::Organization;
-use crate::{etcd, grpc, load};
+use crate::{etcd, grpc, load, lookups};
 
 /// Value size for etcd puts (the figure).
 pub const VALUE_BYTES: usize = 200;
@@ -112,6 +114,11 @@ pub async fn run(
     let fsync_after = fdatasync_rate(data_dir, probe)?;
     let etcd_one = etcd_put_load(etcd_channels, 1, duration).await;
     let fsync = (fsync_before + fsync_after) / 2.0;
+    // The machine's limits for this client, measured in the same run: a do-nothing unary
+    // call with as many in flight (no request can beat it), and one at a time (a
+    // sequential durable write costs at least this round trip plus one fdatasync).
+    let noop_many = lookups::noop_load(channels, in_flight, duration).await;
+    let noop_one = lookups::noop_load(channels, 1, duration).await;
     Ok(serde_json::json!({
         "in_flight": in_flight,
         "organizations": organizations.len(),
@@ -119,6 +126,8 @@ pub async fn run(
         "etcd": etcd_many.json(),
         "signpost_sequential": signpost_one.json(),
         "etcd_sequential": etcd_one.json(),
+        "noop_unary": noop_many.json(),
+        "noop_unary_sequential": noop_one.json(),
         "fdatasync_per_second": fsync,
         "fdatasync_before": fsync_before,
         "fdatasync_after": fsync_after,

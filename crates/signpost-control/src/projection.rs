@@ -19,6 +19,9 @@ use tokio::sync::watch;
 use crate::error::ControlError;
 use crate::read_model::ReadModel;
 
+/// While catching up at start, the applied position is published once per this many events.
+const CATCH_UP_PUBLISH_EVERY: u64 = 4096;
+
 /// The live read model and the position it has reached.
 #[derive(Clone)]
 pub struct Projection {
@@ -67,11 +70,25 @@ impl Projection {
                     let mut model = model.write().expect("read model lock");
                     model.apply(&envelope, &event);
                     if let Some(routing) = routing.as_mut() {
-                        routing.apply(&envelope, &*model);
+                        // What was in the store at start is caught up on before anyone
+                        // can watch: routes are computed once per organization at the end.
+                        if envelope.position < head {
+                            routing.apply_catching_up(&envelope, &*model);
+                        } else if envelope.position == head {
+                            routing.apply_catching_up(&envelope, &*model);
+                            routing.finish_catch_up(head, &*model);
+                        } else {
+                            routing.apply(&envelope, &*model);
+                        }
                     }
                     Ok(envelope.position)
                 });
                 match outcome {
+                    // While catching up nobody waits for a position below the head yet
+                    // (commands and readers start once `start_with` returns), so the
+                    // position is published now and then, not after every event: each
+                    // publication wakes the start-up's own waiter.
+                    Ok(position) if position < head && position % CATCH_UP_PUBLISH_EVERY != 0 => {}
                     Ok(position) => {
                         publish.send_replace(position);
                     }

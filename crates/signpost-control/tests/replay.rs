@@ -406,7 +406,7 @@ async fn run(steps: Vec<Step>) {
     }
 
     // (1) A read model rebuilt from scratch equals the live one.
-    let rebuilt = ControlPlane::start(store.clone(), secrets, txt, config)
+    let rebuilt = ControlPlane::start(store.clone(), secrets.clone(), txt.clone(), config.clone())
         .await
         .unwrap();
     assert_eq!(rebuilt.projection().read(|model| model.clone()), live);
@@ -440,6 +440,31 @@ async fn run(steps: Vec<Step>) {
     let (rebuilt_revision, rebuilt_table) = rebuilt_routing.snapshot();
     assert_eq!(live_revision, rebuilt_revision);
     assert_eq!(live_table, rebuilt_table);
+    // A restarted server: the read model catches up on the whole log and feeds the routing
+    // table in catch-up mode (routes computed once per organization at the end).
+    let (restarted_routing, restarted_feed) = RoutingProjection::fed(
+        store.store_epoch().to_string(),
+        RoutingOptions::new("https://signpost.test/"),
+    );
+    let restarted = ControlPlane::start_with_routing(
+        store.clone(),
+        secrets.clone(),
+        txt.clone(),
+        config.clone(),
+        Some(restarted_feed),
+    )
+    .await
+    .unwrap();
+    restarted_routing
+        .wait_for(store.head().position)
+        .await
+        .unwrap();
+    let (restarted_revision, restarted_table) = restarted_routing.snapshot();
+    assert_eq!(restarted_revision, live_revision);
+    assert_eq!(restarted_table, live_table);
+    restarted
+        .projection()
+        .read(|model| assert_eq!(model, &live));
     let mut expected_domains = std::collections::BTreeSet::new();
     for org in live.organizations.values() {
         if let Some(active) = &org.state.active_connection_id {

@@ -15,7 +15,7 @@ use futures::Stream;
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_server::RoutingService;
 use signpost_control::{ControlError, ControlPlane, Role};
-use signpost_routing::{RouteTable, RoutingProjection};
+use signpost_routing::RoutingProjection;
 use tonic::{Request, Response, Status};
 
 use crate::admin::bearer;
@@ -94,43 +94,6 @@ fn message(
         store_epoch: epoch.to_owned(),
         kind: Some(kind),
     }
-}
-
-fn snapshot_messages(
-    revision: u64,
-    epoch: &str,
-    table: &RouteTable,
-) -> Vec<wire::WatchRoutesResponse> {
-    use wire::watch_routes_response::Kind;
-    let mut messages = Vec::with_capacity(table.len() / SNAPSHOT_CHUNK + 2);
-    let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK.min(table.len()));
-    for route in table.values() {
-        chunk.push(wire::Route::clone(route));
-        if chunk.len() == SNAPSHOT_CHUNK {
-            messages.push(message(
-                revision,
-                epoch,
-                Kind::Snapshot(wire::SnapshotChunk {
-                    routes: std::mem::take(&mut chunk),
-                }),
-            ));
-        }
-    }
-    if !chunk.is_empty() {
-        messages.push(message(
-            revision,
-            epoch,
-            Kind::Snapshot(wire::SnapshotChunk { routes: chunk }),
-        ));
-    }
-    messages.push(message(
-        revision,
-        epoch,
-        Kind::SnapshotEnd(wire::SnapshotEnd {
-            route_count: table.len() as u64,
-        }),
-    ));
-    messages
 }
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<wire::WatchRoutesResponse, Status>> + Send>>;
@@ -213,10 +176,23 @@ impl RoutingService for RoutingApi {
             loop {
                 let Some(at) = cursor else {
                     revisions.borrow_and_update();
+                    // Chunks are built as they are sent: one chunk of routes is copied at
+                    // a time, never the whole table (the persistent map stays valid while
+                    // the projection moves on).
                     let (revision, table) = routing.snapshot();
-                    for message in snapshot_messages(revision, &epoch, &table) {
-                        yield Ok(message);
+                    let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK.min(table.len()));
+                    for route in table.values() {
+                        chunk.push(wire::Route::clone(route));
+                        if chunk.len() == SNAPSHOT_CHUNK {
+                            let routes = std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK));
+                            yield Ok(message(revision, &epoch, Kind::Snapshot(wire::SnapshotChunk { routes })));
+                        }
                     }
+                    if !chunk.is_empty() {
+                        yield Ok(message(revision, &epoch, Kind::Snapshot(wire::SnapshotChunk { routes: chunk })));
+                    }
+                    yield Ok(message(revision, &epoch, Kind::SnapshotEnd(wire::SnapshotEnd { route_count: table.len() as u64 })));
+                    drop(table);
                     cursor = Some(revision);
                     continue;
                 };

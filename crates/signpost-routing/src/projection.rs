@@ -18,7 +18,7 @@
 //! (`imbl`), so a snapshot is an O(1) clone that stays valid while the fold
 //! moves on, and the history is a ring of at most `history_limit` deltas.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
@@ -175,18 +175,9 @@ struct Fold {
 impl Fold {
     /// Recomputes the routes of the organization `envelope`'s stream touches.
     fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
-        let stream = envelope.stream_id.as_str();
-        let organization_id = if let Some(id) = stream.strip_prefix("organization-") {
-            id
-        } else if let Some(id) = stream.strip_prefix("connection-") {
-            match source.connection(id) {
-                Some(connection) => connection.organization_id.as_str(),
-                None => return,
-            }
-        } else {
-            return;
-        };
-        self.recompute(organization_id, source);
+        if let Some(organization_id) = organization_of(envelope, source) {
+            self.recompute(organization_id, source);
+        }
     }
 
     fn recompute(&mut self, organization_id: &str, source: &(impl RouteSource + ?Sized)) {
@@ -213,6 +204,24 @@ impl Fold {
     }
 }
 
+/// The organization whose routes an event may change: its own stream's, or its
+/// connection's organization.
+fn organization_of<'a>(
+    envelope: &'a EventEnvelope,
+    source: &'a (impl RouteSource + ?Sized),
+) -> Option<&'a str> {
+    let stream = envelope.stream_id.as_str();
+    if let Some(id) = stream.strip_prefix("organization-") {
+        Some(id)
+    } else if let Some(id) = stream.strip_prefix("connection-") {
+        source
+            .connection(id)
+            .map(|connection| connection.organization_id.as_str())
+    } else {
+        None
+    }
+}
+
 /// The write side of a [`RoutingProjection`] whose log is read by someone else
 /// (see [`RoutingProjection::fed`]): call [`RoutingFeed::apply`] for every
 /// event in position order, with a [`RouteSource`] that already holds the
@@ -221,6 +230,8 @@ pub struct RoutingFeed {
     fold: Fold,
     shared: Arc<Shared>,
     publish: watch::Sender<u64>,
+    /// Organizations touched while catching up, whose routes are computed once at its end.
+    catching_up: HashSet<String>,
 }
 
 impl std::fmt::Debug for RoutingFeed {
@@ -241,6 +252,34 @@ impl RoutingFeed {
             self.shared.publish(envelope.position, changes);
             self.publish.send_replace(envelope.position);
         }
+    }
+
+    /// [`RoutingFeed::apply`] for an event that was in the log before anyone could
+    /// watch (the start-up catch-up): the organization is only marked, and
+    /// [`RoutingFeed::finish_catch_up`] computes its routes once, from its final state,
+    /// instead of once per event. Nothing is published meanwhile.
+    pub fn apply_catching_up(
+        &mut self,
+        envelope: &EventEnvelope,
+        source: &(impl RouteSource + ?Sized),
+    ) {
+        if let Some(organization_id) = organization_of(envelope, source) {
+            if !self.catching_up.contains(organization_id) {
+                self.catching_up.insert(organization_id.to_owned());
+            }
+        }
+    }
+
+    /// Ends the catch-up at `revision` (a commit's last position): computes the routes of
+    /// every organization marked, publishes the table at `revision`, and keeps no history
+    /// below it (a watcher from an earlier revision gets a snapshot).
+    pub fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
+        for organization_id in std::mem::take(&mut self.catching_up) {
+            self.fold.recompute(&organization_id, source);
+        }
+        let changes = std::mem::take(&mut self.fold.pending);
+        self.shared.publish_catch_up(revision, changes);
+        self.publish.send_replace(revision);
     }
 
     /// The log cannot be applied: the projection stops, and waiters see `reason`.
@@ -281,6 +320,7 @@ impl RoutingProjection {
             },
             shared,
             publish,
+            catching_up: HashSet::new(),
         };
         (projection, feed)
     }
@@ -301,7 +341,14 @@ impl RoutingProjection {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
                     aggregates.apply(&envelope, &event);
-                    feed.apply(&envelope, &aggregates);
+                    if envelope.position < head {
+                        feed.apply_catching_up(&envelope, &aggregates);
+                    } else if envelope.position == head {
+                        feed.apply_catching_up(&envelope, &aggregates);
+                        feed.finish_catch_up(head, &aggregates);
+                    } else {
+                        feed.apply(&envelope, &aggregates);
+                    }
                     Ok(())
                 });
                 if let Err(reason) = applied {
@@ -393,6 +440,25 @@ impl RoutingProjection {
 }
 
 impl Shared {
+    /// Publishes the end of the start-up catch-up: the table at `revision`, with no
+    /// history below it.
+    fn publish_catch_up(&self, revision: u64, changes: BTreeMap<String, Option<Arc<wire::Route>>>) {
+        let mut live = self.live.write().expect("routing lock");
+        for (domain, route) in changes {
+            match route {
+                Some(route) => {
+                    live.table.insert(domain, route);
+                }
+                None => {
+                    live.table.remove(&domain);
+                }
+            }
+        }
+        live.revision = revision;
+        live.history.clear();
+        live.history_floor = revision;
+    }
+
     /// Publishes the end of a commit: table, history and revision move together.
     fn publish(&self, revision: u64, changes: BTreeMap<String, Option<Arc<wire::Route>>>) {
         let mut live = self.live.write().expect("routing lock");

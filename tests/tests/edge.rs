@@ -110,7 +110,7 @@ fn route_map(edge: &Edge) -> BTreeMap<String, wire::Route> {
     edge.table()
         .routes()
         .iter()
-        .map(|(domain, route)| (domain.clone(), route.as_wire().clone()))
+        .map(|(domain, route)| (domain.to_owned(), route.as_wire()))
         .collect()
 }
 
@@ -494,8 +494,8 @@ async fn a_provider_switch_reaches_the_edge_as_one_message_and_no_read_ever_mixe
                         lookup
                             .route
                             .expect("every domain stays routed")
-                            .connection_id
-                            .clone()
+                            .connection_id()
+                            .to_owned()
                     })
                     .collect();
                 assert!(
@@ -506,7 +506,7 @@ async fn a_provider_switch_reaches_the_edge_as_one_message_and_no_read_ever_mixe
                 // The lookup API itself: one consistent answer per call.
                 let lookup = edge.lookup(&format!("user@{}", domains[0])).unwrap();
                 let point = (table.revision(), connections[0].clone());
-                let single = (lookup.revision, lookup.route.unwrap().connection_id.clone());
+                let single = (lookup.revision, lookup.route.unwrap().connection_id().to_owned());
                 for observed in [point, single] {
                     if seen.last() != Some(&observed) {
                         seen.push(observed);
@@ -576,7 +576,7 @@ async fn a_provider_switch_reaches_the_edge_as_one_message_and_no_read_ever_mixe
     let table = edge.table();
     assert!(table.revision() >= switched);
     for domain in domains {
-        assert_eq!(table.get(domain).unwrap().connection_id, new);
+        assert_eq!(table.get(domain).unwrap().connection_id(), new);
     }
 
     // Let both readers see the new table before they stop.

@@ -442,15 +442,31 @@ fn describe_connection_event(event: &Event, previous: Option<&Connection>) -> (S
 }
 
 /// The non-secret settings of a configuration, field by field, for before / after.
+/// A connection's settings, borrowed (from an event or from the state before it).
+#[derive(Clone, Copy)]
+enum Settings<'a> {
+    Saml(&'a schema::SamlSettings),
+    Oidc(&'a schema::OidcSettings),
+}
+
+impl<'a> From<&'a ConnectionSettings> for Settings<'a> {
+    fn from(settings: &'a ConnectionSettings) -> Self {
+        match settings {
+            ConnectionSettings::Saml(saml) => Settings::Saml(saml),
+            ConnectionSettings::Oidc(oidc) => Settings::Oidc(oidc),
+        }
+    }
+}
+
 fn configuration_fields(
-    settings: Option<&ConnectionSettings>,
+    settings: Option<Settings<'_>>,
     claim_mapping: &schema::ClaimMapping,
     role: schema::ConnectionRole,
     provider_preset: &str,
 ) -> Vec<(&'static str, Value)> {
     let mut fields = Vec::new();
     match settings {
-        Some(ConnectionSettings::Saml(saml)) => {
+        Some(Settings::Saml(saml)) => {
             fields.push(("protocol", json!("SAML")));
             fields.push(("idp_entity_id", json!(saml.idp_entity_id)));
             fields.push(("sso_url", json!(primary_sso_url(saml))));
@@ -473,7 +489,7 @@ fn configuration_fields(
             ));
             fields.push(("metadata_url", json!(saml.metadata_url)));
         }
-        Some(ConnectionSettings::Oidc(oidc)) => {
+        Some(Settings::Oidc(oidc)) => {
             fields.push(("protocol", json!("OIDC")));
             fields.push(("issuer", json!(oidc.issuer)));
             fields.push(("client_id", json!(oidc.client_id)));
@@ -553,22 +569,18 @@ fn describe_configuration(
     e: &schema::ConnectionConfigured,
     previous: Option<&Connection>,
 ) -> (String, Value) {
+    // Borrowed: the settings hold every certificate's DER.
     let new_settings = match (&e.saml, &e.oidc) {
-        (Some(saml), _) => Some(ConnectionSettings::Saml(saml.clone())),
-        (None, Some(oidc)) => Some(ConnectionSettings::Oidc(oidc.clone())),
+        (Some(saml), _) => Some(Settings::Saml(saml)),
+        (None, Some(oidc)) => Some(Settings::Oidc(oidc)),
         (None, None) => None,
     };
     let claim_mapping = e.claim_mapping.clone().unwrap_or_default();
-    let after = configuration_fields(
-        new_settings.as_ref(),
-        &claim_mapping,
-        e.role(),
-        &e.provider_preset,
-    );
+    let after = configuration_fields(new_settings, &claim_mapping, e.role(), &e.provider_preset);
     let previous = previous.filter(|c| c.is_configured());
     let before = previous.map(|c| {
         configuration_fields(
-            c.settings.as_ref(),
+            c.settings.as_ref().map(Settings::from),
             &c.claim_mapping,
             c.role,
             &c.provider_preset,
@@ -587,15 +599,15 @@ fn describe_configuration(
         if let Some(secret) = secret {
             configuration.insert("client_secret".into(), json!(secret));
         }
-        let summary = match new_settings.as_ref() {
-            Some(ConnectionSettings::Saml(saml)) => format!(
+        let summary = match new_settings {
+            Some(Settings::Saml(saml)) => format!(
                 "connection configured: SAML, IdP entity id {}, SSO URL {}, {} signing certificate{}",
                 saml.idp_entity_id,
                 primary_sso_url(saml),
                 saml.signing_certificates.len(),
                 if saml.signing_certificates.len() == 1 { "" } else { "s" }
             ),
-            Some(ConnectionSettings::Oidc(oidc)) => format!(
+            Some(Settings::Oidc(oidc)) => format!(
                 "connection configured: OIDC, issuer {}, client id {}, client secret {}",
                 oidc.issuer,
                 oidc.client_id,

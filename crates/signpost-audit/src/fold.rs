@@ -5,12 +5,10 @@
 //! each domain's current owner and route (routes come from
 //! [`signpost_routing::routes::organization_routes`], the function the live routing table
 //! uses). Everything it emits is a pure function of the log prefix, so replaying the log
-//! from position 1 rebuilds the same state, and re-applying an event rewrites the same
-//! keys with the same values (which makes a crash between two tree writes harmless).
+//! from position 1 rebuilds the same state and the same rows.
 
 use std::collections::{BTreeSet, HashMap};
 
-use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
 use signpost_control::read_model::ReadModel;
@@ -19,21 +17,22 @@ use signpost_eventlog::EventEnvelope;
 use signpost_routing::routes::organization_routes;
 
 use crate::describe::{describe, Described};
-use crate::keys::{self, DomainStateRecord};
+use crate::keys::{DomainChange, Index};
 
 /// What one envelope adds to the database (every key derived from its position).
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
+    /// The entry and its position.
     pub entry: Option<(u64, AuditEntry)>,
-    /// (tree, key)
-    pub index: Vec<(&'static str, Vec<u8>)>,
-    pub time_key: Option<[u8; 16]>,
-    /// (key, encoded record)
-    pub domain_history: Vec<(Vec<u8>, Vec<u8>)>,
-    pub org_domains: Vec<Vec<u8>>,
+    /// The ids the entry is indexed under.
+    pub postings: Vec<(Index, String)>,
+    /// The indexed time (the running maximum of `recorded_at`), nanoseconds.
+    pub time_nanos: i64,
+    /// The domains whose owner or route the event changed, and how.
+    pub changes: Vec<DomainChange>,
 }
 
-/// A domain's current owner and route, as last written to `domain_history`.
+/// A domain's current owner and route, as last recorded in a [`DomainChange`].
 #[derive(Debug, Clone, PartialEq)]
 struct DomainNow {
     organization_id: String,
@@ -78,28 +77,27 @@ impl Fold {
         if rows {
             let Described { entry, connections } = describe(envelope, event, &self.model);
             let position = envelope.position;
-            let target = entry.target.clone().unwrap_or_default();
-            if !target.organization_id.is_empty() {
-                out.index.push((
-                    keys::BY_ORG,
-                    keys::indexed(&target.organization_id, position),
-                ));
+            let target = entry.target.as_ref();
+            if let Some(organization_id) = target
+                .map(|t| t.organization_id.as_str())
+                .filter(|id| !id.is_empty())
+            {
+                out.postings
+                    .push((Index::Organization, organization_id.to_owned()));
             }
             let mut seen = BTreeSet::new();
-            for connection in connections.iter().filter(|c| !c.is_empty()) {
+            for connection in connections.into_iter().filter(|c| !c.is_empty()) {
                 if seen.insert(connection.clone()) {
-                    out.index
-                        .push((keys::BY_CONNECTION, keys::indexed(connection, position)));
+                    out.postings.push((Index::Connection, connection));
                 }
             }
             let actor_id = entry.actor.as_ref().map(|a| a.id.as_str()).unwrap_or("");
             if !actor_id.is_empty() {
-                out.index
-                    .push((keys::BY_ACTOR, keys::indexed(actor_id, position)));
+                out.postings.push((Index::Actor, actor_id.to_owned()));
             }
-            out.index
-                .push((keys::BY_TYPE, keys::indexed(&envelope.event_type, position)));
-            out.time_key = Some(keys::time(self.last_time_nanos, position));
+            out.postings
+                .push((Index::EventType, envelope.event_type.clone()));
+            out.time_nanos = self.last_time_nanos;
             out.entry = Some((position, entry));
         }
 
@@ -116,14 +114,14 @@ impl Fold {
             None
         };
         if let Some(organization_id) = organization_id {
-            self.recompute(&organization_id, envelope.position, rows, &mut out);
+            self.recompute(&organization_id, rows, &mut out);
         }
         out
     }
 
-    /// Recomputes an organization's routes and domain ownership after an event at
-    /// `position`; writes a history row for every domain whose state changed.
-    fn recompute(&mut self, organization_id: &str, position: u64, rows: bool, out: &mut Rows) {
+    /// Recomputes an organization's routes and domain ownership after an event; records a
+    /// change for every domain whose state changed.
+    fn recompute(&mut self, organization_id: &str, rows: bool, out: &mut Rows) {
         let Some(organization) = self.model.organizations.get(organization_id) else {
             return;
         };
@@ -153,16 +151,15 @@ impl Fold {
             }
             if rows {
                 if !state.organization_id.is_empty() && !before_claimed.contains(domain) {
-                    out.org_domains
-                        .push(keys::org_domain(organization_id, domain));
+                    out.postings
+                        .push((Index::OrgDomain, organization_id.to_owned()));
                 }
-                let record = DomainStateRecord {
+                out.postings.push((Index::Domain, domain.clone()));
+                out.changes.push(DomainChange {
+                    domain: domain.clone(),
                     organization_id: state.organization_id.clone(),
                     route: state.route.clone(),
-                    cause_position: position,
-                };
-                out.domain_history
-                    .push((keys::indexed(domain, position), record.encode_to_vec()));
+                });
             }
             self.domains.insert(domain.clone(), state);
         }

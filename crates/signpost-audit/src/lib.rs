@@ -8,16 +8,26 @@
 //!
 //! ```text
 //! log ──subscribe──► projection.rs (one task) ──► fold.rs: ReadModel before the event
-//!                      │ batches per commit /         │  describe.rs: action, target,
-//!                      │ per N events                 │  summary, details (no secrets)
-//!                      ▼                              │  routes per domain (routing crate)
-//!   sled trees: entries, by_org / by_connection / by_actor / by_type, time,
-//!               domain_history, org_domains   (+ checkpoints, never rebuilt)
+//!                      │ batches: a linger window        │  describe.rs: action, target,
+//!                      │ near the head, 8 MiB / 64k      │  summary, details (no secrets)
+//!                      │ events while catching up        │  domain changes (routing crate)
+//!                      ▼
+//!   store.rs: ONE sled batch per write in ONE tree, `timeline` (layout: keys.rs):
+//!     entries in chunks of consecutive positions (+ one time row per chunk),
+//!     postings (organization, connection, actor, event type, domain, claims) as one
+//!     row per write, every 64k positions made a run of packed blocks (runs merged
+//!     logarithmically), the recorded position and hash  (+ `checkpoints`, never rebuilt)
 //!                      ▼
 //!   query.rs: list (pages by position) · export batches
-//!   point_in_time.rs: routing_at (domain history) · connection_at (stream fold)
+//!   point_in_time.rs: routing_at (domain changes) · connection_at (stream fold)
 //!   checkpoint.rs: Ed25519-signed heads, online and offline verification, log export files
 //! ```
+//!
+//! Format 1 kept nine trees and about six sled keys per event (entries, four indexes, a
+//! time row, domain history rows with whole routes, the organization's domains), each
+//! write one `apply_batch` per tree: maintaining them was about a third of the control
+//! plane's CPU under write load and capped a rebuild near 20,000 events/s. A database of
+//! another format is dropped and rebuilt from the log at start (checkpoints are kept).
 //!
 //! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop.
 //! - [`AuditFilter`], [`Order`], [`AuditPage`], [`ExportBatch`] (`query.rs`).
@@ -25,8 +35,9 @@
 //!   (`point_in_time.rs`).
 //! - [`Checkpointer`], [`CheckpointKey`], [`verify_checkpoint_offline`],
 //!   [`write_log_export`], [`read_log_export`] (`checkpoint.rs`).
-//! - `keys.rs`: the database layout; [`AuditError`] (`error.rs`) converts into the control
-//!   plane's error so the one status mapping serves audit calls too.
+//! - `keys.rs`: the database layout; `store.rs`: writing it and the reads queries build
+//!   on; [`AuditError`] (`error.rs`) converts into the control plane's error so the one
+//!   status mapping serves audit calls too.
 #![forbid(unsafe_code)]
 
 mod checkpoint;
@@ -37,6 +48,7 @@ mod keys;
 mod point_in_time;
 mod projection;
 mod query;
+mod store;
 
 pub use checkpoint::{
     canonical_bytes, checkpoint_hash, key_id, read_log_export, verify_checkpoint_offline,

@@ -1,15 +1,16 @@
 //! Point-in-time answers: how a domain routed, and what a connection looked like, at a
 //! log position or a time.
 //!
-//! Routing uses the `domain_history` rows the fold writes whenever a domain's owner or
-//! route changes (routes computed by `signpost_routing::routes::organization_routes`):
-//! the answer at position *p* is the last row at or before *p*, and its cause is the
-//! entry at the row's position. A connection's state is folded on demand from its own
+//! Routing uses the domain changes the fold records whenever a domain's owner or route
+//! changes (routes computed by `signpost_routing::routes::organization_routes`), stored
+//! with the entry of the event that caused them and indexed by domain: the answer at
+//! position *p* is the domain's last change at or before *p*, and its cause is that
+//! entry. An organization's domains are those it newly claimed at or before *p* (indexed
+//! too) that it still owned then. A connection's state is folded on demand from its own
 //! stream and its organization's stream up to *p* (with the domain's `apply`), so it is
 //! exactly what the control plane would have shown then.
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
 use signpost_control::views::{ConnectionView, ServiceProvider};
@@ -19,8 +20,9 @@ use signpost_domain::streams;
 use signpost_eventlog::{EventEnvelope, StreamId};
 
 use crate::error::AuditError;
-use crate::keys::{self, DomainStateRecord};
+use crate::keys::Index;
 use crate::projection::AuditProjection;
+use crate::store::EntryReader;
 
 /// A moment to answer for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,6 +73,14 @@ pub struct ConnectionAt {
     pub view: ConnectionView,
     /// The last entry about the connection at or before that position.
     pub last_change: AuditEntry,
+}
+
+/// A domain's owner and route from one event on.
+struct DomainRecord {
+    /// Empty: nobody.
+    organization_id: String,
+    route: Option<wire::Route>,
+    cause_position: u64,
 }
 
 /// How many events a stream read takes at once.
@@ -127,11 +137,37 @@ impl AuditProjection {
                         "no such organization at that point",
                     ));
                 }
+                // The domains it newly claimed until then, from the changes those events
+                // recorded: a domain it owns then is one of them.
+                let mut claimed = std::collections::BTreeSet::new();
+                let mut reader = EntryReader::default();
+                let tree = &self.shared.timeline.tree;
+                let mut failed = None;
+                self.shared.timeline.positions(
+                    Index::OrgDomain,
+                    organization_id,
+                    1,
+                    position,
+                    crate::query::Order::Ascending,
+                    |at| {
+                        match reader.changes(tree, at) {
+                            Ok(changes) => claimed.extend(
+                                changes
+                                    .into_iter()
+                                    .flat_map(|c| c.changes)
+                                    .filter(|c| &c.organization_id == organization_id)
+                                    .map(|c| c.domain),
+                            ),
+                            Err(error) => failed = Some(error),
+                        }
+                        Ok(failed.is_none())
+                    },
+                )?;
+                if let Some(error) = failed {
+                    return Err(error);
+                }
                 let mut domains = Vec::new();
-                let prefix = keys::prefix(organization_id);
-                for row in self.shared.trees.org_domains.scan_prefix(&prefix) {
-                    let (key, _) = row?;
-                    let domain = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                for domain in claimed {
                     let record = self.domain_record(&domain, position)?;
                     if record.as_ref().map(|r| r.organization_id.as_str())
                         == Some(organization_id.as_str())
@@ -145,26 +181,36 @@ impl AuditProjection {
         Ok(RoutingAt { position, domains })
     }
 
+    /// The domain's state after its last change at or before `position`.
     fn domain_record(
         &self,
         domain: &str,
         position: u64,
-    ) -> Result<Option<DomainStateRecord>, AuditError> {
-        let last = self
-            .shared
-            .trees
-            .domain_history
-            .range(keys::prefix(domain)..=keys::indexed(domain, position))
-            .next_back()
-            .transpose()?;
-        last.map(|(_, value)| DomainStateRecord::decode(value.as_ref()).map_err(AuditError::from))
-            .transpose()
+    ) -> Result<Option<DomainRecord>, AuditError> {
+        let Some(at) = self.last_indexed(Index::Domain, domain, position)? else {
+            return Ok(None);
+        };
+        let changes = EntryReader::default()
+            .changes(&self.shared.timeline.tree, at)?
+            .unwrap_or_default();
+        let change = changes
+            .changes
+            .into_iter()
+            .find(|c| c.domain == domain)
+            .ok_or_else(|| {
+                AuditError::Corrupt(format!("no change of {domain} at position {at}"))
+            })?;
+        Ok(Some(DomainRecord {
+            organization_id: change.organization_id,
+            route: change.route,
+            cause_position: at,
+        }))
     }
 
     fn domain_routing(
         &self,
         domain: String,
-        record: Option<DomainStateRecord>,
+        record: Option<DomainRecord>,
     ) -> Result<DomainRouting, AuditError> {
         let Some(record) = record else {
             return Ok(DomainRouting {

@@ -1,22 +1,31 @@
 //! [`AuditProjection`]: the audit database, kept current by tailing the log.
 //!
-//! At start it reads the `(epoch, position, hash)` it recorded. A different store epoch, a
+//! At start it reads the `M` row (format, store epoch, position, hash). A database of
+//! another format (format 1 kept nine trees: they are dropped), another store epoch, a
 //! position beyond the log's head (the log was replaced by an older copy) or another hash
-//! at that position (another history) clears every projection tree and rebuilds from
-//! position 1. Otherwise one task subscribes from
-//! position 1: events up to the recorded position are only folded in memory (the fold
-//! needs the state before each event), later ones also produce rows.
+//! at that position (another history) is cleared and rebuilt from position 1. Otherwise
+//! it resumes at the recorded position: the postings not yet merged into the base are
+//! read back from their `L` rows and the position is published at once, so queries are
+//! answered while the tail catches up. One task subscribes from position 1: events up to
+//! the recorded position are only folded in memory (the fold needs the state before each
+//! event), later ones also produce rows.
 //!
-//! Rows are written in batches: at the end of a commit (`commit_last_position`) once
-//! `batch_events` events are pending, or when the commit reaches the log's head (live
-//! tailing writes once per commit). A batch is one sled batch per tree, data trees first
-//! and the recorded position last, then the position is published to readers. Readers
-//! never look past the published position, so they always see whole commits. No fsync:
-//! the database can always be rebuilt from the log, and a crash between two tree writes
-//! is repaired by re-applying from the recorded position (every row is keyed by its
-//! position, so re-applying rewrites identical rows).
+//! Rows are written in batches, always at the end of a commit (`commit_last_position`):
+//! - far behind the log's head (a rebuild, a catch-up), once `batch_events` events or
+//!   `batch_bytes` bytes of entries are pending: few large writes;
+//! - near the head, `linger` after the first pending commit: one write covers every
+//!   commit of that window instead of one write per commit;
+//! - at once when a reader waits for a position the pending commits reach (a reader
+//!   waiting for a later position does not cut a rebuild's batches short).
+//!
+//! A write is one sled batch (`store.rs`), the recorded position included, run on a
+//! blocking thread while the tail folds on (one write in flight at most); then the
+//! position is published to readers. Readers never look past the published position, so
+//! they always see whole commits. No fsync: the database can always be rebuilt from the
+//! log, and after a crash (kill -9) sled recovers whole batches only, so the recorded
+//! position matches the rows: the next start resumes from it, without gaps or repeats.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -27,16 +36,24 @@ use signpost_eventlog::{EventEnvelope, EventStore};
 use tokio::sync::watch;
 
 use crate::error::AuditError;
-use crate::fold::{Fold, Rows};
-use crate::keys;
+use crate::fold::Fold;
+use crate::keys::{self, Chunk, Index, Meta};
+use crate::query::Order;
+use crate::store::{Pending, Store};
 
 /// Settings of the projection.
 #[derive(Debug, Clone)]
 pub struct AuditOptions {
     /// The base of our SP URLs (routes and connection views need it).
     pub public_base_url: String,
-    /// Events gathered into one write while catching up.
+    /// Most events gathered into one write while catching up (far behind the head).
     pub batch_events: usize,
+    /// Most bytes of entries gathered into one write while catching up.
+    pub batch_bytes: usize,
+    /// Positions whose postings are kept outside the base (in memory, and in one small
+    /// row per write) before they become a run of the base (sooner if they hold 65,536
+    /// distinct ids). Larger: fewer runs to merge and look up, more memory.
+    pub merge_events: usize,
     /// How long the tail waits for more commits before writing what it has, when it is
     /// at the head: one database write covers every commit of that window instead of
     /// one write per commit. A query waiting for a position cuts the window short,
@@ -55,7 +72,9 @@ impl AuditOptions {
     pub fn new(public_base_url: impl Into<String>) -> Self {
         Self {
             public_base_url: public_base_url.into(),
-            batch_events: 1024,
+            batch_events: 65_536,
+            batch_bytes: 8 * 1024 * 1024,
+            merge_events: 65_536,
             linger: std::time::Duration::from_millis(100),
             cache_capacity_bytes: 64 * 1024 * 1024,
             wait_at_start: true,
@@ -77,61 +96,11 @@ pub struct AuditStats {
 /// One stored row: (tree, key, value).
 pub type DumpedRow = (String, Vec<u8>, Vec<u8>);
 
-/// The trees of the database.
-pub(crate) struct Trees {
-    pub meta: sled::Tree,
-    pub entries: sled::Tree,
-    pub by_org: sled::Tree,
-    pub by_connection: sled::Tree,
-    pub by_actor: sled::Tree,
-    pub by_type: sled::Tree,
-    pub time: sled::Tree,
-    pub domain_history: sled::Tree,
-    pub org_domains: sled::Tree,
-}
-
-impl Trees {
-    fn open(db: &sled::Db) -> Result<Self, AuditError> {
-        Ok(Self {
-            meta: db.open_tree(keys::META)?,
-            entries: db.open_tree(keys::ENTRIES)?,
-            by_org: db.open_tree(keys::BY_ORG)?,
-            by_connection: db.open_tree(keys::BY_CONNECTION)?,
-            by_actor: db.open_tree(keys::BY_ACTOR)?,
-            by_type: db.open_tree(keys::BY_TYPE)?,
-            time: db.open_tree(keys::TIME)?,
-            domain_history: db.open_tree(keys::DOMAIN_HISTORY)?,
-            org_domains: db.open_tree(keys::ORG_DOMAINS)?,
-        })
-    }
-
-    pub(crate) fn index(&self, name: &str) -> &sled::Tree {
-        match name {
-            keys::BY_ORG => &self.by_org,
-            keys::BY_CONNECTION => &self.by_connection,
-            keys::BY_ACTOR => &self.by_actor,
-            _ => &self.by_type,
-        }
-    }
-
-    fn all(&self) -> [&sled::Tree; 9] {
-        [
-            &self.meta,
-            &self.entries,
-            &self.by_org,
-            &self.by_connection,
-            &self.by_actor,
-            &self.by_type,
-            &self.time,
-            &self.domain_history,
-            &self.org_domains,
-        ]
-    }
-}
-
 pub(crate) struct Shared {
     pub db: sled::Db,
-    pub trees: Trees,
+    /// The `timeline` tree and the index state.
+    pub timeline: Store,
+    /// The log.
     pub store: Arc<dyn EventStore>,
     pub public_base_url: String,
     pub applied: watch::Sender<u64>,
@@ -141,8 +110,51 @@ pub(crate) struct Shared {
     resumed_from: u64,
     rebuilt: bool,
     /// Raised by readers waiting for a position: the tail writes what it has gathered
-    /// now instead of lingering.
+    /// now if that reaches a position a reader waits for.
     demand: tokio::sync::Notify,
+    /// The positions readers wait for (position → readers).
+    wanted: Mutex<BTreeMap<u64, usize>>,
+}
+
+impl Shared {
+    /// Whether a reader waits for a position at or below `position`.
+    fn demanded(&self, position: u64) -> bool {
+        self.wanted
+            .lock()
+            .expect("wanted lock")
+            .first_key_value()
+            .is_some_and(|(wanted, _)| *wanted <= position)
+    }
+}
+
+/// A reader's wait for a position, registered while it lasts.
+struct Wanted<'a> {
+    shared: &'a Shared,
+    position: u64,
+}
+
+impl<'a> Wanted<'a> {
+    fn register(shared: &'a Shared, position: u64) -> Self {
+        *shared
+            .wanted
+            .lock()
+            .expect("wanted lock")
+            .entry(position)
+            .or_default() += 1;
+        Self { shared, position }
+    }
+}
+
+impl Drop for Wanted<'_> {
+    fn drop(&mut self) {
+        let mut wanted = self.shared.wanted.lock().expect("wanted lock");
+        if let Some(count) = wanted.get_mut(&self.position) {
+            *count -= 1;
+            if *count == 0 {
+                wanted.remove(&self.position);
+            }
+        }
+    }
 }
 
 /// The audit timeline: entries, indexes, route history and checkpoints in a sled database
@@ -157,55 +169,6 @@ impl std::fmt::Debug for AuditProjection {
         f.debug_struct("AuditProjection")
             .field("stats", &self.stats())
             .finish()
-    }
-}
-
-/// Rows gathered for one write.
-#[derive(Default)]
-struct Pending {
-    events: usize,
-    entries: sled::Batch,
-    index: HashMap<&'static str, sled::Batch>,
-    time: sled::Batch,
-    domain_history: sled::Batch,
-    org_domains: sled::Batch,
-}
-
-impl Pending {
-    fn add(&mut self, rows: Rows) {
-        self.events += 1;
-        if let Some((position, entry)) = rows.entry {
-            self.entries
-                .insert(&keys::position(position), entry.encode_to_vec());
-        }
-        for (tree, key) in rows.index {
-            self.index.entry(tree).or_default().insert(key, &[][..]);
-        }
-        if let Some(key) = rows.time_key {
-            self.time.insert(&key, &[][..]);
-        }
-        for (key, value) in rows.domain_history {
-            self.domain_history.insert(key, value);
-        }
-        for key in rows.org_domains {
-            self.org_domains.insert(key, &[][..]);
-        }
-    }
-
-    fn write(self, trees: &Trees, position: u64, hash: &[u8]) -> Result<(), sled::Error> {
-        trees.entries.apply_batch(self.entries)?;
-        for (name, batch) in self.index {
-            trees.index(name).apply_batch(batch)?;
-        }
-        trees.time.apply_batch(self.time)?;
-        trees.domain_history.apply_batch(self.domain_history)?;
-        trees.org_domains.apply_batch(self.org_domains)?;
-        // The recorded position goes last: everything below it is written.
-        let mut meta = sled::Batch::default();
-        meta.insert(keys::META_HASH, hash);
-        meta.insert(keys::META_POSITION, &position.to_be_bytes()[..]);
-        trees.meta.apply_batch(meta)?;
-        Ok(())
     }
 }
 
@@ -234,50 +197,87 @@ impl AuditProjection {
         db: sled::Db,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        let trees = Trees::open(&db)?;
         let epoch = store.store_epoch();
         let head = store.head().position;
-        let recorded_epoch = trees.meta.get(keys::META_EPOCH)?;
-        let recorded_position = trees
-            .meta
-            .get(keys::META_POSITION)?
-            .map(|v| keys::trailing_position(&v))
-            .unwrap_or(0);
-        let recorded_hash = trees.meta.get(keys::META_HASH)?;
-        let same_history = match recorded_position {
-            0 => true,
-            position if position > head => false,
-            position => {
-                let at = store.read_range(position, 1).await?;
-                at.first().map(|e| e.hash.as_slice()) == recorded_hash.as_deref()
+        let names = db.tree_names();
+        let format_1 = keys::FORMAT_1_TREES
+            .iter()
+            .any(|tree| names.iter().any(|name| name.as_ref() == tree.as_bytes()));
+        if format_1 {
+            tracing::warn!("audit database of format 1 (nine trees); rebuilding it");
+            for tree in keys::FORMAT_1_TREES {
+                db.drop_tree(tree)?;
             }
-        };
-        let rebuild =
-            recorded_epoch.as_deref() != Some(epoch.as_bytes().as_slice()) || !same_history;
-        let resumed_from = if rebuild {
-            if recorded_epoch.is_some() {
+        }
+        let mut tree = db.open_tree(keys::TIMELINE)?;
+        let recorded = tree.get(keys::META)?.map(|bytes| {
+            Meta::decode(bytes.as_ref()).map_err(|_| {
+                tracing::warn!("audit database record does not decode; rebuilding it");
+            })
+        });
+        let resume = match recorded {
+            Some(Ok(meta)) if meta.format != keys::FORMAT => {
                 tracing::warn!(
-                    recorded_position,
-                    head,
-                    "audit database belongs to another log history; rebuilding it"
+                    format = meta.format,
+                    expected = keys::FORMAT,
+                    "audit database of another format; rebuilding it"
                 );
+                None
             }
-            for tree in trees.all() {
-                tree.clear()?;
+            Some(Ok(meta)) if meta.epoch != epoch.as_bytes() => {
+                tracing::warn!(
+                    recorded_position = meta.position,
+                    head,
+                    "audit database belongs to another log (store epoch); rebuilding it"
+                );
+                None
             }
-            trees.meta.insert(keys::META_EPOCH, epoch.as_bytes())?;
-            trees
-                .meta
-                .insert(keys::META_POSITION, &0u64.to_be_bytes()[..])?;
-            0
-        } else {
-            recorded_position
+            Some(Ok(meta)) => {
+                let same_history = match meta.position {
+                    0 => true,
+                    position if position > head => false,
+                    position => {
+                        let at = store.read_range(position, 1).await?;
+                        at.first().map(|e| e.hash.as_slice()) == Some(meta.hash.as_slice())
+                    }
+                };
+                if !same_history {
+                    tracing::warn!(
+                        recorded_position = meta.position,
+                        head,
+                        "audit database belongs to another log history; rebuilding it"
+                    );
+                }
+                same_history.then_some(meta)
+            }
+            Some(Err(())) | None => None,
         };
+        let rebuild = resume.is_none();
+        let meta = match resume {
+            Some(meta) => meta,
+            None => {
+                db.drop_tree(keys::TIMELINE)?;
+                tree = db.open_tree(keys::TIMELINE)?;
+                let meta = Meta {
+                    format: keys::FORMAT,
+                    epoch: epoch.as_bytes().to_vec(),
+                    position: 0,
+                    hash: Vec::new(),
+                    base_position: 0,
+                    runs: Vec::new(),
+                    next_run: 1,
+                };
+                tree.insert(keys::META, meta.encode_to_vec())?;
+                meta
+            }
+        };
+        let resumed_from = meta.position;
+        let timeline = Store::open(tree, &meta, options.merge_events as u64)?;
         let (applied, _) = watch::channel(resumed_from);
         let (stop, stop_signal) = watch::channel(false);
         let shared = Arc::new(Shared {
             db,
-            trees,
+            timeline,
             store: store.clone(),
             public_base_url: options.public_base_url.clone(),
             applied,
@@ -287,9 +287,10 @@ impl AuditProjection {
             resumed_from,
             rebuilt: rebuild,
             demand: tokio::sync::Notify::new(),
+            wanted: Mutex::new(BTreeMap::new()),
         });
         let wait_at_start = options.wait_at_start;
-        let task = tokio::spawn(tail(shared.clone(), options, resumed_from, stop_signal));
+        let task = tokio::spawn(tail(shared.clone(), options, meta, stop_signal));
         *shared.task.lock().expect("task lock") = Some(task);
         let projection = Self { shared };
         if wait_at_start {
@@ -335,17 +336,21 @@ impl AuditProjection {
     /// Waits until the projection has applied `position` (or stopped).
     pub async fn wait_for(&self, position: u64) -> Result<(), AuditError> {
         let mut watcher = self.shared.applied.subscribe();
+        let mut wanted = None;
         loop {
             let reached = *watcher.borrow_and_update() >= position;
             if reached || self.failure().is_some() {
                 break;
             }
-            // Someone is waiting: the tail writes what it has instead of lingering. Asked
-            // again every few milliseconds, as the position may need commits not read yet.
+            // Someone is waiting: the tail writes what it has as soon as that reaches
+            // `position`, instead of lingering or gathering a larger batch. Asked again
+            // every few milliseconds, as the position may need commits not read yet.
+            wanted.get_or_insert_with(|| Wanted::register(&self.shared, position));
             self.shared.demand.notify_one();
             let _ =
                 tokio::time::timeout(std::time::Duration::from_millis(5), watcher.changed()).await;
         }
+        drop(wanted);
         match self.failure() {
             Some(reason) if self.position() < position => Err(AuditError::Stopped(reason)),
             _ => Ok(()),
@@ -363,30 +368,91 @@ impl AuditProjection {
         }
     }
 
-    /// Every row of the rebuildable trees, for comparing a rebuild with a live database.
+    /// Every row the log determines, listed as format 1 stored them (tree, key, value),
+    /// whatever the batching: for comparing a rebuild with a live database.
     pub fn dump(&self) -> Result<Vec<DumpedRow>, AuditError> {
+        let timeline = &self.shared.timeline;
+        let tree = &timeline.tree;
         let mut rows = Vec::new();
-        for (name, tree) in keys::PROJECTION_TREES.iter().zip(self.shared.trees.all()) {
-            for row in tree.iter() {
-                let (key, value) = row?;
-                rows.push((name.to_string(), key.to_vec(), value.to_vec()));
+        let meta = match tree.get(keys::META)? {
+            Some(bytes) => Meta::decode(bytes.as_ref())?,
+            None => Meta::default(),
+        };
+        for (key, value) in [
+            ("epoch", meta.epoch),
+            ("hash", meta.hash),
+            ("position", meta.position.to_be_bytes().to_vec()),
+        ] {
+            rows.push(("meta".to_owned(), key.as_bytes().to_vec(), value));
+        }
+        let mut times = Vec::new();
+        for row in tree.scan_prefix([keys::ENTRY]) {
+            let (key, value) = row?;
+            let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
+            for position in chunk.first..=chunk.last() {
+                let bytes = chunk.entry(&value, position).unwrap_or_default();
+                rows.push((
+                    "entries".to_owned(),
+                    position.to_be_bytes().to_vec(),
+                    bytes.to_vec(),
+                ));
+                let mut time = keys::time_bytes(chunk.time(position).unwrap_or_default()).to_vec();
+                time.extend_from_slice(&position.to_be_bytes());
+                times.push(("time".to_owned(), time, Vec::new()));
             }
+        }
+        rows.extend(times);
+        let postings = timeline.all_postings()?;
+        for index in Index::ALL {
+            let mut keys: Vec<Vec<u8>> = postings
+                .iter()
+                .filter(|(i, _, _)| *i == index)
+                .map(|(_, id, position)| keys::indexed(id, *position))
+                .collect();
+            keys.sort();
+            rows.extend(
+                keys.into_iter()
+                    .map(|key| (index.name().to_owned(), key, Vec::new())),
+            );
         }
         Ok(rows)
     }
+
+    /// Calls `f` with each stored entry's position and bytes in `[low, high]` (for
+    /// queries without an index).
+    pub(crate) fn scan_entries(
+        &self,
+        low: u64,
+        high: u64,
+        order: Order,
+        f: impl FnMut(u64, &[u8]) -> Result<bool, AuditError>,
+    ) -> Result<(), AuditError> {
+        self.shared.timeline.entries(low, high, order, f)
+    }
 }
 
-/// The tailing task: folds every event, writes rows past `resumed_from` in batches.
+/// How far behind the log's head the tail gathers full batches instead of lingering.
+const FAR_BEHIND: u64 = 1024;
+
+/// The tailing task: folds every event, writes rows past `meta.position` in batches.
 async fn tail(
     shared: Arc<Shared>,
     options: AuditOptions,
-    resumed_from: u64,
+    meta: Meta,
     mut stop: watch::Receiver<bool>,
 ) {
+    let resumed_from = meta.position;
     let mut fold = Fold::new(&options.public_base_url);
     let mut pending = Pending::default();
     let batch_events = options.batch_events.max(1);
+    let batch_bytes = options.batch_bytes.max(1);
     let mut events = shared.store.subscribe(1);
+    let head = shared.store.watch_head();
+    let mut writer = Writer {
+        shared: shared.clone(),
+        meta: Some(meta),
+        in_flight: None,
+    };
     // The end of the last complete commit gathered in `pending`, and when it must be written.
     let mut ready: Option<(u64, Vec<u8>)> = None;
     let mut write_at: Option<tokio::time::Instant> = None;
@@ -397,21 +463,50 @@ async fn tail(
                 None => std::future::pending().await,
             }
         };
+        let in_flight = async {
+            match writer.in_flight.as_mut() {
+                Some(in_flight) => (&mut in_flight.handle).await,
+                None => std::future::pending().await,
+            }
+        };
         let next = tokio::select! {
             biased;
-            _ = stop.wait_for(|stopped| *stopped) => return,
+            () = async {
+                let _ = stop.wait_for(|stopped| *stopped).await;
+            } => {
+                writer.settle().await;
+                return;
+            }
+            joined = in_flight => {
+                if !writer.finished(joined) {
+                    return;
+                }
+                continue;
+            }
             _ = linger => None,
-            _ = shared.demand.notified(), if ready.is_some() => None,
+            _ = shared.demand.notified(), if ready.is_some() => {
+                let demanded = ready
+                    .as_ref()
+                    .is_some_and(|(position, _)| shared.demanded(*position));
+                if !demanded {
+                    continue;
+                }
+                None
+            }
             next = events.next() => match next {
                 Some(next) => Some(next),
-                None => return,
+                None => {
+                    writer.settle().await;
+                    return;
+                }
             },
         };
         let Some(next) = next else {
-            // The linger window closed: write what is gathered.
+            // The linger window closed, or a reader waits: write what is gathered.
             if let Some((position, hash)) = ready.take() {
                 write_at = None;
-                if !write(&shared, std::mem::take(&mut pending), position, hash).await {
+                let batch = std::mem::take(&mut pending);
+                if !writer.start(batch, position, hash).await {
                     return;
                 }
             }
@@ -425,6 +520,7 @@ async fn tail(
         let (envelope, event): (EventEnvelope, Event) = match outcome {
             Ok(pair) => pair,
             Err(reason) => {
+                writer.settle().await;
                 fail(&shared, reason);
                 return;
             }
@@ -438,37 +534,93 @@ async fn tail(
         if envelope.commit_last_position > envelope.position {
             continue;
         }
-        // A commit is complete: write now when the batch is big, else within the linger window.
-        ready = Some((envelope.position, envelope.hash.clone()));
-        if pending.events >= batch_events {
+        // A commit is complete: write now when the batch is full or a reader waits for
+        // it, else within the linger window (near the head) or once the batch is full.
+        let position = envelope.position;
+        ready = Some((position, envelope.hash.clone()));
+        let full = pending.events >= batch_events || pending.bytes >= batch_bytes;
+        if full || shared.demanded(position) {
             write_at = None;
             let (position, hash) = ready.take().expect("just set");
-            if !write(&shared, std::mem::take(&mut pending), position, hash).await {
+            let batch = std::mem::take(&mut pending);
+            if !writer.start(batch, position, hash).await {
                 return;
             }
-        } else if write_at.is_none() {
+        } else if write_at.is_none() && *head.borrow() < position.saturating_add(FAR_BEHIND) {
             write_at = Some(tokio::time::Instant::now() + options.linger);
         }
     }
 }
 
-/// Writes a batch on a blocking thread and publishes its position; false when it failed.
-async fn write(shared: &Arc<Shared>, batch: Pending, position: u64, hash: Vec<u8>) -> bool {
-    let writer = shared.clone();
-    let written =
-        tokio::task::spawn_blocking(move || batch.write(&writer.trees, position, &hash)).await;
-    match written {
-        Ok(Ok(())) => {
-            shared.applied.send_replace(position);
-            true
+/// The tail's writes: one at a time on a blocking thread, while the tail folds on.
+struct Writer {
+    shared: Arc<Shared>,
+    /// The record as of the last write finished (`None` while one is in flight).
+    meta: Option<Meta>,
+    in_flight: Option<InFlight>,
+}
+
+struct InFlight {
+    position: u64,
+    handle: tokio::task::JoinHandle<Result<Meta, AuditError>>,
+}
+
+impl Writer {
+    /// Starts writing `batch` (reaching `position` / `hash`) once the write in flight is
+    /// done; false when a write failed (the projection has stopped).
+    async fn start(&mut self, batch: Pending, position: u64, hash: Vec<u8>) -> bool {
+        if !self.settle().await {
+            return false;
         }
-        Ok(Err(error)) => {
-            fail(shared, format!("writing the audit database: {error}"));
-            false
+        let Some(mut meta) = self.meta.take() else {
+            return false;
+        };
+        let shared = self.shared.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            shared
+                .timeline
+                .write(batch, &mut meta, position, &hash)
+                .map(|()| meta)
+        });
+        self.in_flight = Some(InFlight { position, handle });
+        true
+    }
+
+    /// Waits for the write in flight, if any; false when it failed.
+    async fn settle(&mut self) -> bool {
+        match self.in_flight.as_mut() {
+            Some(in_flight) => {
+                let joined = (&mut in_flight.handle).await;
+                self.finished(joined)
+            }
+            None => true,
         }
-        Err(error) => {
-            fail(shared, format!("writing the audit database: {error}"));
-            false
+    }
+
+    /// The write in flight ended: publishes its position; false when it failed.
+    fn finished(
+        &mut self,
+        joined: Result<Result<Meta, AuditError>, tokio::task::JoinError>,
+    ) -> bool {
+        let position = self
+            .in_flight
+            .take()
+            .map(|f| f.position)
+            .unwrap_or_default();
+        match joined {
+            Ok(Ok(meta)) => {
+                self.meta = Some(meta);
+                self.shared.applied.send_replace(position);
+                true
+            }
+            Ok(Err(error)) => {
+                fail(&self.shared, format!("writing the audit database: {error}"));
+                false
+            }
+            Err(error) => {
+                fail(&self.shared, format!("writing the audit database: {error}"));
+                false
+            }
         }
     }
 }

@@ -16,15 +16,15 @@ use std::collections::BTreeSet;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use prost::Message;
 use sha2::{Digest, Sha256};
 use signpost_api::audit::v1 as wire;
 use signpost_api::audit::v1::AuditEntry;
 
 use crate::describe::action_name;
 use crate::error::AuditError;
-use crate::keys;
+use crate::keys::{self, Index};
 use crate::projection::AuditProjection;
+use crate::store::{EntryReader, Store};
 
 /// Entries per page when the caller asks for 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -228,7 +228,7 @@ fn decode_token(token: &str, fingerprint: [u8; 8]) -> Result<Option<u64>, AuditE
 
 /// Where candidate positions come from.
 enum Source {
-    Index(&'static str, String),
+    Index(Index, String),
     Entries,
 }
 
@@ -340,14 +340,7 @@ impl AuditProjection {
             } else {
                 i64::MAX
             });
-        let first = self
-            .shared
-            .trees
-            .time
-            .range(keys::time(nanos, 0)..)
-            .next()
-            .transpose()?
-            .map(|(key, _)| keys::trailing_position(&key));
+        let first = self.shared.timeline.first_at_or_after(nanos)?;
         Ok(match first {
             Some(position) if position <= applied => position,
             _ => applied + 1,
@@ -365,12 +358,29 @@ impl AuditProjection {
         if position == 0 || position > self.position() {
             return Ok(None);
         }
-        self.shared
-            .trees
-            .entries
-            .get(keys::position(position))?
-            .map(|bytes| AuditEntry::decode(bytes.as_ref()).map_err(AuditError::from))
-            .transpose()
+        EntryReader::default().get(&self.shared.timeline.tree, position)
+    }
+
+    /// The last position indexed under `id` in `index` at or before `position`.
+    pub(crate) fn last_indexed(
+        &self,
+        index: Index,
+        id: &str,
+        position: u64,
+    ) -> Result<Option<u64>, AuditError> {
+        let mut last = None;
+        self.shared.timeline.positions(
+            index,
+            id,
+            1,
+            position.min(self.position()),
+            Order::Descending,
+            |found| {
+                last = Some(found);
+                Ok(false)
+            },
+        )?;
+        Ok(last)
     }
 
     /// The last entry about `connection_id` at or before `position`.
@@ -379,17 +389,8 @@ impl AuditProjection {
         connection_id: &str,
         position: u64,
     ) -> Result<Option<AuditEntry>, AuditError> {
-        let prefix = keys::prefix(connection_id);
-        let upper = keys::indexed(connection_id, position.min(self.position()));
-        let last = self
-            .shared
-            .trees
-            .by_connection
-            .range(prefix.clone()..=upper)
-            .next_back()
-            .transpose()?;
-        match last {
-            Some((key, _)) => self.entry(keys::trailing_position(&key)),
+        match self.last_indexed(Index::Connection, connection_id, position)? {
+            Some(position) => self.entry(position),
             None => Ok(None),
         }
     }
@@ -400,25 +401,18 @@ impl AuditProjection {
         organization_id: &str,
         position: u64,
     ) -> Result<bool, AuditError> {
-        let prefix = keys::prefix(organization_id);
-        let upper = keys::indexed(organization_id, position.min(self.position()));
         Ok(self
-            .shared
-            .trees
-            .by_org
-            .range(prefix..=upper)
-            .next()
-            .transpose()?
+            .last_indexed(Index::Organization, organization_id, position)?
             .is_some())
     }
 
     fn source(filter: &AuditFilter) -> Source {
         if let Some(connection) = &filter.connection_id {
-            Source::Index(keys::BY_CONNECTION, connection.clone())
+            Source::Index(Index::Connection, connection.clone())
         } else if let Some(actor) = &filter.actor_id {
-            Source::Index(keys::BY_ACTOR, actor.clone())
+            Source::Index(Index::Actor, actor.clone())
         } else if let Some(organization) = &filter.organization_id {
-            Source::Index(keys::BY_ORG, organization.clone())
+            Source::Index(Index::Organization, organization.clone())
         } else if filter.event_types.len() == 1 {
             let only = filter
                 .event_types
@@ -426,7 +420,7 @@ impl AuditProjection {
                 .next()
                 .cloned()
                 .unwrap_or_default();
-            Source::Index(keys::BY_TYPE, only)
+            Source::Index(Index::EventType, only)
         } else {
             Source::Entries
         }
@@ -445,53 +439,33 @@ impl AuditProjection {
         if low > high || limit == 0 {
             return Ok(out);
         }
-        let trees = &self.shared.trees;
         let source = Self::source(filter);
-        let mut take = |bytes: &[u8]| -> Result<bool, AuditError> {
-            let entry = AuditEntry::decode(bytes)?;
+        let mut take = |entry: AuditEntry| -> bool {
             if filter.admits(&entry) {
                 out.push(entry);
             }
-            Ok(out.len() < limit)
+            out.len() < limit
         };
         match source {
             Source::Entries => {
-                let range = trees
-                    .entries
-                    .range(keys::position(low)..=keys::position(high));
-                let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-                    match order {
-                        Order::Ascending => Box::new(range),
-                        Order::Descending => Box::new(range.rev()),
-                    };
-                for row in rows {
-                    let (_, value) = row?;
-                    if !take(&value)? {
-                        break;
-                    }
-                }
+                self.scan_entries(low, high, order, |position, bytes| {
+                    Ok(take(Store::decode(bytes, position)?))
+                })?;
             }
-            Source::Index(tree, id) => {
-                let range = trees
-                    .index(tree)
-                    .range(keys::indexed(&id, low)..=keys::indexed(&id, high));
-                let rows: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>> =
-                    match order {
-                        Order::Ascending => Box::new(range),
-                        Order::Descending => Box::new(range.rev()),
-                    };
-                for row in rows {
-                    let (key, _) = row?;
-                    let position = keys::trailing_position(&key);
-                    let Some(value) = trees.entries.get(keys::position(position))? else {
-                        return Err(AuditError::Corrupt(format!(
-                            "index {tree} points at missing entry {position}"
-                        )));
-                    };
-                    if !take(&value)? {
-                        break;
-                    }
-                }
+            Source::Index(index, id) => {
+                let tree = &self.shared.timeline.tree;
+                let mut reader = EntryReader::default();
+                self.shared
+                    .timeline
+                    .positions(index, &id, low, high, order, |position| {
+                        let Some(entry) = reader.get(tree, position)? else {
+                            return Err(AuditError::Corrupt(format!(
+                                "index {} points at missing entry {position}",
+                                index.name()
+                            )));
+                        };
+                        Ok(take(entry))
+                    })?;
             }
         }
         Ok(out)

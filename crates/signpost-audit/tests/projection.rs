@@ -1218,3 +1218,163 @@ async fn checkpoints_chain_verify_online_and_offline_and_catch_tampering() {
     let cut = &file[..file.len() - 3];
     assert!(read_log_export(cut).last().unwrap().is_err());
 }
+
+/// Routing at every position, for every domain and organization, against a plain fold of
+/// the log (the admin read model and the routing crate's routes after each event; a
+/// domain's state is whatever the last recomputed organization says, as the fold does).
+#[tokio::test]
+async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
+    use signpost_api::routing::v1 as routing;
+    use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    // A released domain claimed by another organization, and a contested claim.
+    let claim = |domain: &str| {
+        Event::DomainClaimed(schema::DomainClaimed {
+            domain: domain.into(),
+            verification_record_name: format!("_signpost-challenge.{domain}"),
+            verification_value: "challenge".into(),
+        })
+    };
+    append(
+        &store,
+        system(),
+        vec![(
+            streams::organization(ORG_B),
+            vec![
+                claim("acme-law.example"),
+                Event::DomainVerified(schema::DomainVerified {
+                    domain: "acme-law.example".into(),
+                    method: schema::VerificationMethod::Manual as i32,
+                    note: "ticket 7".into(),
+                }),
+            ],
+        )],
+    )
+    .await;
+    append(
+        &store,
+        system(),
+        vec![(streams::organization(ORG_A), vec![claim("birch.example")])],
+    )
+    .await;
+    let head = append(
+        &store,
+        system(),
+        vec![(
+            streams::organization(ORG_A),
+            vec![Event::DomainReleased(schema::DomainReleased {
+                domain: "birch.example".into(),
+            })],
+        )],
+    )
+    .await;
+
+    // The plain fold.
+    type State = (String, Option<routing::Route>, u64);
+    let mut model = signpost_control::read_model::ReadModel::default();
+    let mut domains: HashMap<String, State> = HashMap::new();
+    let mut claimed: HashMap<String, BTreeSet<String>> = HashMap::new();
+    let mut states = vec![domains.clone()];
+    for envelope in store.read_range(1, 10_000).await.unwrap() {
+        let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+        model.apply(&envelope, &event);
+        let stream = envelope.stream_id.as_str();
+        let organization_id = match stream.split_once('-') {
+            Some(("organization", id)) => Some(id.to_owned()),
+            _ => stream.strip_prefix("connection-").and_then(|id| {
+                model
+                    .connections
+                    .get(id)
+                    .map(|c| c.state.organization_id.clone())
+            }),
+        };
+        if let Some(organization) = organization_id
+            .as_ref()
+            .and_then(|id| model.organizations.get(id))
+        {
+            let organization = &organization.state;
+            let organization_id = organization_id.clone().unwrap();
+            let active = organization
+                .active_connection_id
+                .as_ref()
+                .and_then(|id| model.connections.get(id))
+                .map(|c| &c.state);
+            let routes =
+                signpost_routing::routes::organization_routes(organization, active, BASE_URL);
+            let now: BTreeSet<String> = organization.domains.keys().cloned().collect();
+            let before = claimed
+                .insert(organization_id.clone(), now.clone())
+                .unwrap_or_default();
+            for domain in now.union(&before) {
+                let owner = if now.contains(domain) {
+                    organization_id.clone()
+                } else {
+                    String::new()
+                };
+                let route = routes.get(domain).map(|r| routing::Route::clone(r));
+                if domains
+                    .get(domain)
+                    .is_none_or(|(o, r, _)| (o, r) != (&owner, &route))
+                {
+                    domains.insert(domain.clone(), (owner, route, envelope.position));
+                }
+            }
+        }
+        states.push(domains.clone());
+    }
+    assert_eq!(states.len() as u64, head + 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    let names = ["acme.example", "acme-law.example", "birch.example"];
+    let mut changes = 0;
+    for (position, state) in states.iter().enumerate() {
+        let at = PointInTime::Position(position as u64);
+        for name in names {
+            let answer = audit
+                .routing_at(&RoutingSubject::Domain(name.into()), at, None)
+                .unwrap();
+            let routing = &answer.domains[0];
+            let expected = state.get(name);
+            assert_eq!(
+                routing.route,
+                expected.and_then(|(_, r, _)| r.clone()),
+                "{name} at {position}"
+            );
+            assert_eq!(
+                routing.cause.as_ref().map(|c| c.position),
+                expected.map(|(_, _, cause)| *cause),
+                "{name} at {position}"
+            );
+            changes += usize::from(expected.is_some_and(|(_, _, c)| *c == position as u64));
+            // A scoped auditor sees the domain only while its organization owns it.
+            for scope in [ORG_A, ORG_B] {
+                let scoped =
+                    audit.routing_at(&RoutingSubject::Domain(name.into()), at, Some(scope));
+                let owned = expected.is_some_and(|(owner, _, _)| owner == scope);
+                assert_eq!(scoped.is_ok(), owned, "{name} at {position} for {scope}");
+            }
+        }
+        for organization in [ORG_A, ORG_B] {
+            let Ok(answer) =
+                audit.routing_at(&RoutingSubject::Organization(organization.into()), at, None)
+            else {
+                continue;
+            };
+            let owned: BTreeMap<&str, Option<&routing::Route>> = state
+                .iter()
+                .filter(|(_, (owner, _, _))| owner == organization)
+                .map(|(domain, (_, route, _))| (domain.as_str(), route.as_ref()))
+                .collect();
+            let answered: BTreeMap<&str, Option<&routing::Route>> = answer
+                .domains
+                .iter()
+                .map(|d| (d.domain.as_str(), d.route.as_ref()))
+                .collect();
+            assert_eq!(answered, owned, "{organization} at {position}");
+        }
+    }
+    assert!(changes > 10, "{changes} changes");
+}

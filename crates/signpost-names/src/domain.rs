@@ -1,5 +1,6 @@
 //! [`DomainName`]: the normalized form of an email domain.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
@@ -29,36 +30,30 @@ impl DomainName {
     /// Leading and trailing whitespace and one trailing dot are removed; Unicode labels are
     /// converted to punycode (`bücher.example` → `xn--bcher-kva.example`).
     pub fn parse(input: &str) -> Result<DomainName, NameError> {
+        DomainName::normalize(input).map(|domain| DomainName(domain.into_owned()))
+    }
+
+    /// Checks and normalizes `input` exactly like [`DomainName::parse`] (same result, same
+    /// errors), but borrows from `input` instead of allocating when it is already normalized
+    /// apart from surrounding whitespace and a trailing dot: the common case on a login edge,
+    /// which normalizes the domain of every email it is asked about.
+    pub fn normalize(input: &str) -> Result<Cow<'_, str>, NameError> {
         let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(NameError::domain_invalid(trimmed, "it is empty"));
-        }
-        if trimmed.len() > MAX_INPUT_LEN {
-            return Err(NameError::domain_invalid(trimmed, "it is too long"));
-        }
         let without_root = trimmed.strip_suffix('.').unwrap_or(trimmed);
-        if is_ip_literal(without_root) {
-            return Err(NameError::domain_invalid(
-                trimmed,
-                "an IP address is not a domain name",
-            ));
+        if is_plain_normalized(without_root) {
+            return Ok(Cow::Borrowed(without_root));
         }
-        let ascii = match plain_ascii(without_root) {
-            Some(lowercase) => lowercase,
-            None => idna::domain_to_ascii_strict(without_root).map_err(|_| {
-                NameError::domain_invalid(
-                    trimmed,
-                    "it is not a valid internationalized domain name",
-                )
-            })?,
-        };
-        check_ascii_shape(&ascii).map_err(|problem| NameError::domain_invalid(trimmed, problem))?;
-        Ok(DomainName(ascii))
+        normalize_fully(input).map(Cow::Owned)
     }
 
     /// The normalized ASCII form.
     pub fn as_str(&self) -> &str {
         &self.0
+    }
+
+    /// Wraps text that [`DomainName::normalize`] returned.
+    pub(crate) fn from_normalized(normalized: String) -> DomainName {
+        DomainName(normalized)
     }
 }
 
@@ -80,6 +75,72 @@ impl AsRef<str> for DomainName {
     fn as_ref(&self) -> &str {
         &self.0
     }
+}
+
+/// The borrowing fast path of [`DomainName::normalize`]: `text` (already trimmed, root dot
+/// removed) is plain lowercase ASCII of DNS shape without `--`. The full path would return it
+/// unchanged: it cannot be an IP literal (no `:` or `[`, and its top-level label is not all
+/// digits, which every IPv4 form needs), it takes the ASCII path below (no `--`, nothing but
+/// letters, digits, dots and hyphens), lowercasing changes nothing, and the shape check is the
+/// same. One pass over the bytes; property tests check it against `check_ascii_shape` and the
+/// whole against the full path.
+fn is_plain_normalized(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    if bytes.len() > MAX_DOMAIN_LEN {
+        return false;
+    }
+    let mut labels = 1;
+    let mut label_start = 0;
+    let mut label_all_digits = true;
+    // A virtual dot before the first label: it must not start with `.` or `-`.
+    let mut previous = b'.';
+    for (at, &byte) in bytes.iter().enumerate() {
+        match byte {
+            b'a'..=b'z' => label_all_digits = false,
+            b'0'..=b'9' => {}
+            // Not at the start of a label, and never `--`.
+            b'-' if previous != b'.' && previous != b'-' => label_all_digits = false,
+            // Not after an empty label or a hyphen, and ending a label short enough.
+            b'.' if previous != b'.' && previous != b'-' && at - label_start <= MAX_LABEL_LEN => {
+                labels += 1;
+                label_start = at + 1;
+                label_all_digits = true;
+            }
+            _ => return false,
+        }
+        previous = byte;
+    }
+    labels >= 2
+        && previous != b'.'
+        && previous != b'-'
+        && bytes.len() - label_start <= MAX_LABEL_LEN
+        && !label_all_digits
+}
+
+/// The complete normalization: whitespace, root dot, IP literals, IDNA, DNS shape.
+fn normalize_fully(input: &str) -> Result<String, NameError> {
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(NameError::domain_invalid(trimmed, "it is empty"));
+    }
+    if trimmed.len() > MAX_INPUT_LEN {
+        return Err(NameError::domain_invalid(trimmed, "it is too long"));
+    }
+    let without_root = trimmed.strip_suffix('.').unwrap_or(trimmed);
+    if is_ip_literal(without_root) {
+        return Err(NameError::domain_invalid(
+            trimmed,
+            "an IP address is not a domain name",
+        ));
+    }
+    let ascii = match plain_ascii(without_root) {
+        Some(lowercase) => lowercase,
+        None => idna::domain_to_ascii_strict(without_root).map_err(|_| {
+            NameError::domain_invalid(trimmed, "it is not a valid internationalized domain name")
+        })?,
+    };
+    check_ascii_shape(&ascii).map_err(|problem| NameError::domain_invalid(trimmed, problem))?;
+    Ok(ascii)
 }
 
 /// The fast path for the common case (login edges parse an email on every
@@ -111,11 +172,11 @@ fn check_ascii_shape(ascii: &str) -> Result<(), &'static str> {
     if ascii.len() > MAX_DOMAIN_LEN {
         return Err("it is longer than 253 characters");
     }
-    let labels: Vec<&str> = ascii.split('.').collect();
-    if labels.len() < 2 {
+    if !ascii.contains('.') {
         return Err("it needs at least two labels");
     }
-    for label in &labels {
+    let mut top_level = "";
+    for label in ascii.split('.') {
         if label.is_empty() {
             return Err("it has an empty label");
         }
@@ -131,8 +192,8 @@ fn check_ascii_shape(ascii: &str) -> Result<(), &'static str> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err("a label starts or ends with a hyphen");
         }
+        top_level = label;
     }
-    let top_level = labels[labels.len() - 1];
     if top_level.bytes().all(|b| b.is_ascii_digit()) {
         // Also catches IPv4 forms that `Ipv4Addr` does not accept, like `1.2.3.04`.
         return Err("the top-level label is all digits");
@@ -157,6 +218,124 @@ mod fast_path_tests {
                     Err(_) => prop_assert!(check_ascii_shape(&fast).is_err(), "{} passed only by the fast path", fast),
                 }
             }
+        }
+
+        #[test]
+        fn the_one_pass_check_is_the_shape_check_without_double_hyphens(
+            input in "([a-z0-9-]{0,5}[.]?){0,6}"
+        ) {
+            prop_assert_eq!(
+                is_plain_normalized(&input),
+                !input.contains("--") && check_ascii_shape(&input).is_ok(),
+                "{:?}", input
+            );
+        }
+
+        #[test]
+        fn the_borrowing_path_agrees_with_full_normalization_on_domain_shaped_input(
+            input in "[ ]?[a-zA-Z0-9.-]{1,40}[.]?[ ]?"
+        ) {
+            prop_assert_eq!(
+                DomainName::normalize(&input).map(Cow::into_owned),
+                normalize_fully(&input)
+            );
+        }
+
+        #[test]
+        fn the_borrowing_path_agrees_with_full_normalization_on_label_shaped_input(
+            input in "[ ]?([a-zA-Z0-9-]{0,6}[a-z0-9]{1,4}[.]){1,4}[a-zA-Z0-9-]{0,5}[.]?"
+        ) {
+            prop_assert_eq!(
+                DomainName::normalize(&input).map(Cow::into_owned),
+                normalize_fully(&input)
+            );
+        }
+
+        #[test]
+        fn the_borrowing_path_agrees_with_full_normalization_on_ip_like_input(
+            input in "[0-9.:\\[\\]a-f]{1,20}"
+        ) {
+            prop_assert_eq!(
+                DomainName::normalize(&input).map(Cow::into_owned),
+                normalize_fully(&input)
+            );
+        }
+
+        #[test]
+        fn the_borrowing_path_agrees_with_full_normalization_on_any_input(input in "\\PC{0,40}") {
+            prop_assert_eq!(
+                DomainName::normalize(&input).map(Cow::into_owned),
+                normalize_fully(&input)
+            );
+        }
+    }
+
+    #[test]
+    fn the_one_pass_check_follows_label_and_name_lengths() {
+        let label_63 = "a".repeat(63);
+        let label_64 = "a".repeat(64);
+        for (input, plain) in [
+            (format!("{label_63}.com"), true),
+            (format!("{label_64}.com"), false),
+            (format!("com.{label_63}"), true),
+            (format!("com.{label_64}"), false),
+            (
+                format!("{}{}", format!("{label_63}.").repeat(3), "a".repeat(61)),
+                true,
+            ),
+            (
+                format!("{}{}", format!("{label_63}.").repeat(3), "a".repeat(62)),
+                false,
+            ),
+            ("a.1b".to_owned(), true),
+            ("a.12".to_owned(), false),
+            ("a.1-2".to_owned(), true),
+        ] {
+            assert_eq!(is_plain_normalized(&input), plain, "{input}");
+            assert_eq!(
+                plain,
+                !input.contains("--") && check_ascii_shape(&input).is_ok(),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalized_input_is_borrowed_and_anything_else_is_not() {
+        for (input, expected) in [
+            ("acme.com", "acme.com"),
+            ("  eu.acme-corp.co.uk. ", "eu.acme-corp.co.uk"),
+            ("a1.b2.example", "a1.b2.example"),
+        ] {
+            let normalized = DomainName::normalize(input).unwrap();
+            assert!(matches!(normalized, Cow::Borrowed(_)), "{input}");
+            assert_eq!(normalized, expected);
+        }
+        for (input, expected) in [
+            ("Acme.com", "acme.com"),
+            ("bücher.example", "xn--bcher-kva.example"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("a--b.example", "a--b.example"),
+        ] {
+            let normalized = DomainName::normalize(input).unwrap();
+            assert!(matches!(normalized, Cow::Owned(_)), "{input}");
+            assert_eq!(normalized, expected);
+        }
+        for input in [
+            "1.2.3.4",
+            "acme",
+            "ab--c.com",
+            "",
+            "acme..com",
+            "-a.com",
+            " . ",
+        ] {
+            assert_eq!(
+                DomainName::normalize(input).map(Cow::into_owned),
+                normalize_fully(input),
+                "{input}"
+            );
+            assert!(DomainName::normalize(input).is_err(), "{input}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! [`EmailAddress`]: a pragmatic, dot-atom email address with a normalized domain.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 
@@ -32,28 +33,19 @@ impl EmailAddress {
     /// or doubled dot; the domain passes [`DomainName::parse`]; the normalized address is at
     /// most 254 bytes.
     pub fn parse(input: &str) -> Result<EmailAddress, NameError> {
-        let invalid = |problem| NameError::EmailInvalid { problem };
-        let trimmed = input.trim();
-        if trimmed.is_empty() {
-            return Err(invalid("it is empty"));
-        }
-        if trimmed.len() > MAX_INPUT_LEN {
-            return Err(invalid("it is longer than 254 characters"));
-        }
-        let (local, domain) = match trimmed.split_once('@') {
-            Some((local, domain)) if !domain.contains('@') => (local, domain),
-            _ => return Err(invalid("it must contain exactly one `@`")),
-        };
-        check_local_part(local).map_err(invalid)?;
-        let domain = DomainName::parse(domain)
-            .map_err(|_| invalid("the domain part is not a valid domain"))?;
-        if local.len() + 1 + domain.as_str().len() > MAX_ADDRESS_LEN {
-            return Err(invalid("it is longer than 254 characters"));
-        }
+        let (local, domain) = split_checked(input)?;
         Ok(EmailAddress {
             local: local.to_owned(),
-            domain,
+            domain: DomainName::from_normalized(domain.into_owned()),
         })
+    }
+
+    /// Checks `input` exactly like [`EmailAddress::parse`] (same errors) and returns only its
+    /// normalized domain, borrowed from `input` when it is already normalized (see
+    /// [`DomainName::normalize`]): what a login edge needs to route a sign-in, without
+    /// allocating.
+    pub fn normalized_domain(input: &str) -> Result<Cow<'_, str>, NameError> {
+        split_checked(input).map(|(_, domain)| domain)
     }
 
     /// The local part (before the `@`), case preserved.
@@ -81,6 +73,48 @@ impl FromStr for EmailAddress {
     }
 }
 
+/// Every check of [`EmailAddress::parse`]: the local part as given and the normalized domain.
+fn split_checked(input: &str) -> Result<(&str, Cow<'_, str>), NameError> {
+    let invalid = |problem| NameError::EmailInvalid { problem };
+    let trimmed = input.trim();
+    if trimmed.is_empty() {
+        return Err(invalid("it is empty"));
+    }
+    if trimmed.len() > MAX_INPUT_LEN {
+        return Err(invalid("it is longer than 254 characters"));
+    }
+    let (local, domain) = match trimmed.split_once('@') {
+        Some((local, domain)) if !domain.contains('@') => (local, domain),
+        _ => return Err(invalid("it must contain exactly one `@`")),
+    };
+    check_local_part(local).map_err(invalid)?;
+    let domain = DomainName::normalize(domain)
+        .map_err(|_| invalid("the domain part is not a valid domain"))?;
+    if local.len() + 1 + domain.len() > MAX_ADDRESS_LEN {
+        return Err(invalid("it is longer than 254 characters"));
+    }
+    Ok((local, domain))
+}
+
+/// Bytes allowed in a local part: printable ASCII except `"(),:;<>@[\]`.
+const LOCAL_PART_BYTES: [bool; 256] = {
+    let mut allowed = [false; 256];
+    let mut byte = b'!';
+    while byte <= b'~' {
+        allowed[byte as usize] = true;
+        byte += 1;
+    }
+    let refused = b"\"(),:;<>@[\\]";
+    let mut at = 0;
+    while at < refused.len() {
+        allowed[refused[at] as usize] = false;
+        at += 1;
+    }
+    allowed
+};
+
+/// One pass over the local part; the errors are those of the rules in this order: length,
+/// characters, dots.
 fn check_local_part(local: &str) -> Result<(), &'static str> {
     if local.is_empty() {
         return Err("the local part is empty");
@@ -88,11 +122,19 @@ fn check_local_part(local: &str) -> Result<(), &'static str> {
     if local.len() > MAX_LOCAL_LEN {
         return Err("the local part is longer than 64 characters");
     }
-    let allowed = |b: u8| b.is_ascii_graphic() && !b"\"(),:;<>@[\\]".contains(&b);
-    if !local.bytes().all(allowed) {
+    let bytes = local.as_bytes();
+    let mut all_allowed = true;
+    let mut doubled_dot = false;
+    let mut previous = 0u8;
+    for &byte in bytes {
+        all_allowed &= LOCAL_PART_BYTES[usize::from(byte)];
+        doubled_dot |= byte == b'.' && previous == b'.';
+        previous = byte;
+    }
+    if !all_allowed {
         return Err("the local part has a character that is not allowed");
     }
-    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+    if bytes[0] == b'.' || previous == b'.' || doubled_dot {
         return Err("the local part has a leading, trailing or doubled dot");
     }
     Ok(())
@@ -152,9 +194,42 @@ mod tests {
     }
 
     #[test]
+    fn local_part_rules_are_reported_in_order() {
+        let allowed = |b: u8| b.is_ascii_graphic() && !b"\"(),:;<>@[\\]".contains(&b);
+        for byte in 0..=255u8 {
+            assert_eq!(LOCAL_PART_BYTES[usize::from(byte)], allowed(byte), "{byte}");
+        }
+        assert_eq!(check_local_part(""), Err("the local part is empty"));
+        assert_eq!(
+            check_local_part(".a(b"),
+            Err("the local part has a character that is not allowed")
+        );
+        for dotted in [".ab", "ab.", "a..b", "."] {
+            assert_eq!(
+                check_local_part(dotted),
+                Err("the local part has a leading, trailing or doubled dot"),
+                "{dotted}"
+            );
+        }
+        assert_eq!(check_local_part("Jane.Doe+sso"), Ok(()));
+    }
+
+    #[test]
     fn error_message_does_not_echo_the_address() {
         let error = EmailAddress::parse("secret.person@@acme.com").unwrap_err();
         assert!(!error.to_string().contains("secret.person"));
+    }
+
+    #[test]
+    fn normalized_domain_borrows_a_normalized_domain() {
+        let domain = EmailAddress::normalized_domain(" jane@eu.acme.com ").unwrap();
+        assert!(matches!(domain, Cow::Borrowed("eu.acme.com")));
+        let domain = EmailAddress::normalized_domain("jane@Acme.COM.").unwrap();
+        assert_eq!(domain, "acme.com");
+        assert_eq!(
+            EmailAddress::normalized_domain("jane@@acme.com").unwrap_err(),
+            EmailAddress::parse("jane@@acme.com").unwrap_err()
+        );
     }
 
     proptest! {
@@ -163,6 +238,24 @@ mod tests {
             if let Ok(first) = EmailAddress::parse(&input) {
                 prop_assert_eq!(EmailAddress::parse(&first.to_string()), Ok(first));
             }
+        }
+
+        #[test]
+        fn normalized_domain_agrees_with_parse(
+            input in "[ ]?[a-zA-Z0-9.+_\"@-]{0,20}@[a-zA-Z0-9.:\\[\\]ü-]{0,30}[ ]?"
+        ) {
+            prop_assert_eq!(
+                EmailAddress::normalized_domain(&input).map(Cow::into_owned),
+                EmailAddress::parse(&input).map(|email| email.domain().as_str().to_owned())
+            );
+        }
+
+        #[test]
+        fn normalized_domain_agrees_with_parse_on_any_input(input in "\\PC{0,40}") {
+            prop_assert_eq!(
+                EmailAddress::normalized_domain(&input).map(Cow::into_owned),
+                EmailAddress::parse(&input).map(|email| email.domain().as_str().to_owned())
+            );
         }
     }
 }

@@ -13,7 +13,10 @@
 //! - [`NameError`] (`error.rs`): one error type, with a stable [`NameError::reason`] code.
 //!
 //! Data flows one way: raw text → [`DomainName::parse`] / [`EmailAddress::parse`] → normalized
-//! value → (control plane only) [`check_claimable`].
+//! value → (control plane only) [`check_claimable`]. Hot paths that only need the normalized
+//! domain (the login edge, once per sign-in) use [`DomainName::normalize`] /
+//! [`EmailAddress::normalized_domain`]: the same checks and errors, but no allocation when the
+//! input is already normalized (property-tested against the full path).
 #![forbid(unsafe_code)]
 
 mod claim;

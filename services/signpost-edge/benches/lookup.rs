@@ -153,9 +153,13 @@ fn main() {
     measure("lookup + redirect (discover)", redirects, |email| {
         let found = edge.lookup(email).unwrap();
         let route = found.route.unwrap();
-        let url = match &route.target {
-            Target::Saml(saml) => signin::saml_redirect(saml, chrono::Utc::now()).redirect_url,
-            Target::Oidc(oidc) => signin::oidc_redirect(oidc, email).redirect_url,
+        let url = match route.target() {
+            Target::Saml(saml) => {
+                signin::saml_redirect(&saml, chrono::Utc::now())
+                    .unwrap()
+                    .redirect_url
+            }
+            Target::Oidc(oidc) => signin::oidc_redirect(&oidc, email).unwrap().redirect_url,
         };
         assert!(!url.is_empty());
     });

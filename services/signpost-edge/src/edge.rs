@@ -77,29 +77,77 @@ pub struct EdgeStatus {
 /// The answer of [`Edge::lookup`].
 #[derive(Debug, Clone)]
 pub struct Lookup {
-    /// The normalized domain looked up.
-    pub domain: DomainName,
     /// The table's revision at the time of the lookup.
     pub revision: u64,
     /// The route, or `None` for password sign-in.
-    pub route: Option<Arc<Route>>,
+    pub route: Option<Route>,
     /// Whether the edge holds a table. When it does not, `route: None` means
     /// "unknown", not "password".
     pub ready: bool,
+    domain: LookedUpDomain,
+}
+
+impl Lookup {
+    /// The normalized domain looked up.
+    pub fn domain(&self) -> &str {
+        self.domain.as_str()
+    }
+}
+
+/// A normalized domain (at most 253 ASCII bytes) kept inline, so that a
+/// lookup allocates nothing.
+#[derive(Clone, Copy)]
+struct LookedUpDomain {
+    len: u8,
+    bytes: [u8; MAX_DOMAIN_LEN],
+}
+
+/// The longest normalized domain.
+const MAX_DOMAIN_LEN: usize = 253;
+
+impl LookedUpDomain {
+    fn new(domain: &str) -> LookedUpDomain {
+        let mut bytes = [0; MAX_DOMAIN_LEN];
+        // Normalization guarantees the length; a longer text would be cut.
+        let len = domain.len().min(MAX_DOMAIN_LEN);
+        bytes[..len].copy_from_slice(&domain.as_bytes()[..len]);
+        LookedUpDomain {
+            len: len as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        // A copy of a normalized (ASCII) domain.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for LookedUpDomain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
 }
 
 /// Looks up `email_or_domain` (an email address, or a bare domain) in `table`.
+///
+/// The hot path of the edge: the input is checked exactly like
+/// `EmailAddress::parse` / `DomainName::parse` do, but its domain is borrowed
+/// when it is already normalized, so a lookup allocates nothing. Then one
+/// hash and a probe of one shard of the table (see [`crate::table::Routes`]);
+/// the answer shares the route (a reference count).
 pub fn lookup_in(table: &Table, email_or_domain: &str) -> Result<Lookup, NameError> {
     let domain = if email_or_domain.contains('@') {
-        EmailAddress::parse(email_or_domain)?.domain().clone()
+        EmailAddress::normalized_domain(email_or_domain)?
     } else {
-        DomainName::parse(email_or_domain)?
+        DomainName::normalize(email_or_domain)?
     };
+    let route = table.get(&domain);
     Ok(Lookup {
-        route: table.get(domain.as_str()).cloned(),
+        route: route.cloned(),
         revision: table.revision(),
         ready: table.is_complete(),
-        domain,
+        domain: LookedUpDomain::new(&domain),
     })
 }
 
@@ -309,5 +357,47 @@ impl Edge {
             http.abort();
         }
         info!("login edge stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::route::tests::saml_route;
+
+    fn table() -> Table {
+        Table::from_wire_routes([saml_route("acme.com")], 4, "e".to_owned(), None).unwrap()
+    }
+
+    #[test]
+    fn lookups_normalize_like_the_names_crate() {
+        let table = table();
+        for input in [
+            "jane@acme.com",
+            " Jane.Doe@ACME.com. ",
+            "acme.com",
+            "Acme.COM",
+        ] {
+            let lookup = lookup_in(&table, input).unwrap();
+            assert_eq!(lookup.domain(), "acme.com", "{input}");
+            assert_eq!(lookup.route.unwrap().domain(), "acme.com");
+            assert_eq!((lookup.revision, lookup.ready), (4, true));
+        }
+        let miss = lookup_in(&table, "bob@globex.com").unwrap();
+        assert!(miss.route.is_none());
+        assert_eq!(miss.domain(), "globex.com");
+        let long = format!("a@{}.com", vec!["b".repeat(63); 3].join("."));
+        assert_eq!(lookup_in(&table, &long).unwrap().domain(), &long[2..]);
+        for invalid in ["jane@@acme.com", "jane@acme", "ja ne@acme.com", "@acme.com"] {
+            assert_eq!(
+                lookup_in(&table, invalid).unwrap_err(),
+                EmailAddress::parse(invalid).unwrap_err(),
+                "{invalid}"
+            );
+        }
+        assert_eq!(
+            lookup_in(&table, "1.2.3.4").unwrap_err(),
+            DomainName::parse("1.2.3.4").unwrap_err()
+        );
     }
 }

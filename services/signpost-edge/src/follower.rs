@@ -16,7 +16,6 @@ use std::time::Duration;
 use chrono::Utc;
 use rand::Rng;
 use signpost_api::routing::v1 as wire;
-use signpost_api::routing::v1::routing_service_client::RoutingServiceClient;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};
@@ -25,6 +24,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::edge::Shared;
 use crate::state_file;
+use crate::stream;
 use crate::table::{MessageKind, StreamApplier};
 
 /// Longest gap between state file writes caused by deltas.
@@ -105,8 +105,15 @@ pub(crate) fn endpoint(address: &str) -> anyhow::Result<Endpoint> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true)
+        // A snapshot is tens of MiB: with HTTP/2's default 64 KiB window the control plane
+        // would stop every 64 KiB to wait for a window update.
+        .initial_stream_window_size(SNAPSHOT_WINDOW_BYTES)
+        .initial_connection_window_size(SNAPSHOT_WINDOW_BYTES))
 }
+
+/// HTTP/2 flow-control window for the routing stream (stream and connection).
+const SNAPSHOT_WINDOW_BYTES: u32 = 8 << 20;
 
 enum StreamEnd {
     /// No stream was established.
@@ -180,7 +187,6 @@ async fn follow_once(
         Ok(channel) => channel,
         Err(error) => return StreamEnd::ConnectFailed(error_chain(&error)),
     };
-    let mut client = RoutingServiceClient::new(channel);
     let held = shared.table.load();
     let request = if *want_snapshot || !held.is_complete() {
         wire::WatchRoutesRequest::default()
@@ -201,8 +207,9 @@ async fn follow_once(
     request
         .metadata_mut()
         .insert("authorization", authorization.clone());
-    let mut stream = match client.watch_routes(request).await {
-        Ok(response) => response.into_inner(),
+    // Routes stay encoded until the applier checks them (see `stream`).
+    let mut stream = match stream::watch_routes(channel, request).await {
+        Ok(stream) => stream,
         Err(status) => {
             return StreamEnd::Ended {
                 progressed: false,

@@ -158,16 +158,17 @@ async fn discover(
             "the edge has no routing table yet",
         );
     }
-    let Some(route) = lookup.route else {
+    let Some(route) = &lookup.route else {
         return Json(serde_json::json!({ "method": "password" })).into_response();
     };
     let email = request.email.trim().to_owned();
+    let route = route.view();
     let mut answer = SsoAnswer {
         method: "sso",
-        domain: lookup.domain.as_str().to_owned(),
-        organization_id: route.organization_id.clone(),
-        organization_external_id: route.organization_external_id.clone(),
-        connection_id: route.connection_id.clone(),
+        domain: lookup.domain().to_owned(),
+        organization_id: route.organization_id.to_owned(),
+        organization_external_id: route.organization_external_id.to_owned(),
+        connection_id: route.connection_id.to_owned(),
         protocol: route.protocol_name(),
         sso_policy: route.sso_policy.as_str(),
         password_allowed: route.sso_policy == SsoPolicy::Optional,
@@ -178,22 +179,29 @@ async fn discover(
         relay_state: None,
         oidc: None,
     };
-    match &route.target {
-        Target::Saml(saml) => {
-            let redirect = signin::saml_redirect(saml, Utc::now());
+    let redirected = match &route.target {
+        Target::Saml(saml) => signin::saml_redirect(saml, Utc::now()).map(|redirect| {
             answer.redirect_url = redirect.redirect_url;
             answer.request_id = Some(redirect.request_id);
             answer.relay_state = Some(redirect.relay_state);
-        }
-        Target::Oidc(oidc) => {
-            let redirect = signin::oidc_redirect(oidc, &email);
+        }),
+        Target::Oidc(oidc) => signin::oidc_redirect(oidc, &email).map(|redirect| {
             answer.redirect_url = redirect.redirect_url;
             answer.oidc = Some(OidcValues {
                 state: redirect.state,
                 nonce: redirect.nonce,
                 code_verifier: redirect.code_verifier,
             });
-        }
+        }),
+    };
+    if let Err(problem) = redirected {
+        // Every route's URL was checked when the route was accepted.
+        tracing::error!(%problem, connection_id = route.connection_id, "cannot build the sign-in redirect");
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "INTERNAL",
+            "the sign-in redirect could not be built",
+        );
     }
     let mut response = Json(answer).into_response();
     // The answer carries one-time secrets (PKCE verifier): never cache it.

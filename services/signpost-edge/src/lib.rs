@@ -10,12 +10,17 @@
 //!                                   └──── hint ────▶ persister ────┴──▶ state file (EdgeState)
 //! ```
 //!
-//! - [`route`]: [`Route`], a validated route converted from the wire `Route`.
-//! - [`table`]: [`Table`] (persistent map + revision + epoch) and
-//!   [`StreamApplier`], the pure state machine of the stream contract:
-//!   snapshot chunks build a pending table that replaces the live one at
-//!   `snapshot_end`, `reset` discards it, deltas upsert and delete, `progress`
-//!   moves the revision. An invalid message changes nothing.
+//! - [`stream`]: the `WatchRoutes` messages as the edge reads them, each
+//!   route left as its protobuf bytes.
+//! - [`route`]: [`Route`], a validated route kept as those bytes (nothing
+//!   else: the table is about as large as the routes on the wire), read in
+//!   place by `encoded` when the sign-in path needs a field.
+//! - [`table`]: [`Table`] (routes + revision + epoch) and [`StreamApplier`],
+//!   the pure state machine of the stream contract: snapshot chunks build a
+//!   pending table that replaces the live one at `snapshot_end`, `reset`
+//!   discards it, deltas upsert and delete, `progress` moves the revision. An
+//!   invalid message changes nothing. The routes are a copy-on-write sharded
+//!   hash map keyed by each route's own domain ([`table::Routes`]).
 //! - `follower`: the gRPC client loop (jittered exponential backoff, resume
 //!   from the held revision and epoch, full snapshot after an invalid
 //!   message) and the debounced state file writer.
@@ -42,16 +47,20 @@
 
 mod config;
 mod edge;
+mod encoded;
 mod follower;
 mod http;
 pub mod route;
+mod route_map;
 pub mod signin;
 pub mod state_file;
+pub mod stream;
 pub mod table;
 
 pub use config::Cli;
 pub use edge::{lookup_in, Edge, EdgeConfig, EdgeStatus, Lookup};
 pub use follower::{Backoff, PERSIST_DEBOUNCE};
 pub use http::DISCOVER_BODY_LIMIT;
-pub use route::{Route, RouteError, SsoPolicy, Target};
-pub use table::{AppliedMessage, ApplyError, MessageKind, StreamApplier, Table};
+pub use route::{OidcTarget, Route, RouteError, RouteView, SamlTarget, SsoPolicy, Target};
+pub use stream::StreamMessage;
+pub use table::{AppliedMessage, ApplyError, MessageKind, Routes, StreamApplier, Table};

@@ -19,6 +19,7 @@ use flate2::write::DeflateEncoder;
 use flate2::Compression;
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
+use url::Url;
 
 use crate::route::{OidcTarget, SamlTarget};
 
@@ -55,27 +56,31 @@ pub struct OidcRedirect {
     pub code_verifier: String,
 }
 
-/// Builds the HTTP-Redirect binding URL of a fresh AuthnRequest.
-pub fn saml_redirect(target: &SamlTarget, now: DateTime<Utc>) -> SamlRedirect {
+/// Builds the HTTP-Redirect binding URL of a fresh AuthnRequest. Fails only
+/// when `idp_sso_url` is not a URL (a route's is checked when it is accepted).
+pub fn saml_redirect(
+    target: &SamlTarget<'_>,
+    now: DateTime<Utc>,
+) -> Result<SamlRedirect, url::ParseError> {
+    let mut url = Url::parse(target.idp_sso_url)?;
     let request_id = format!("_{}", random_hex(16));
     let relay_state = random_token(24);
     let xml = authn_request_xml(
         &request_id,
         now,
-        target.idp_sso_url.as_str(),
-        &target.acs_url,
-        &target.sp_entity_id,
+        url.as_str(),
+        target.acs_url,
+        target.sp_entity_id,
     );
     let encoded = STANDARD.encode(deflate(xml.as_bytes()));
-    let mut url = target.idp_sso_url.clone();
     url.query_pairs_mut()
         .append_pair("SAMLRequest", &encoded)
         .append_pair("RelayState", &relay_state);
-    SamlRedirect {
+    Ok(SamlRedirect {
         redirect_url: url.into(),
         request_id,
         relay_state,
-    }
+    })
 }
 
 /// The AuthnRequest XML (attribute and text values escaped).
@@ -132,31 +137,36 @@ pub fn xml_escape(text: &str) -> String {
 }
 
 /// Builds an authorization-code request with PKCE (S256) for `login_hint`.
-pub fn oidc_redirect(target: &OidcTarget, login_hint: &str) -> OidcRedirect {
+/// Fails only when `authorization_endpoint` is not a URL (a route's is
+/// checked when it is accepted).
+pub fn oidc_redirect(
+    target: &OidcTarget<'_>,
+    login_hint: &str,
+) -> Result<OidcRedirect, url::ParseError> {
+    let mut url = Url::parse(target.authorization_endpoint)?;
     let state = random_token(32);
     let nonce = random_token(32);
     let code_verifier = code_verifier();
-    let mut scopes: Vec<&str> = target.scopes.iter().map(String::as_str).collect();
+    let mut scopes = target.scopes.clone();
     if !scopes.contains(&"openid") {
         scopes.insert(0, "openid");
     }
-    let mut url = target.authorization_endpoint.clone();
     url.query_pairs_mut()
         .append_pair("response_type", "code")
-        .append_pair("client_id", &target.client_id)
-        .append_pair("redirect_uri", &target.redirect_uri)
+        .append_pair("client_id", target.client_id)
+        .append_pair("redirect_uri", target.redirect_uri)
         .append_pair("scope", &scopes.join(" "))
         .append_pair("state", &state)
         .append_pair("nonce", &nonce)
         .append_pair("code_challenge", &code_challenge(&code_verifier))
         .append_pair("code_challenge_method", "S256")
         .append_pair("login_hint", login_hint);
-    OidcRedirect {
+    Ok(OidcRedirect {
         redirect_url: url.into(),
         state,
         nonce,
         code_verifier,
-    }
+    })
 }
 
 /// A PKCE verifier: [`CODE_VERIFIER_LEN`] unreserved characters.
@@ -195,15 +205,14 @@ mod tests {
     use std::io::Read;
 
     use flate2::read::DeflateDecoder;
-    use url::Url;
 
     use super::*;
 
-    fn saml_target() -> SamlTarget {
+    fn saml_target() -> SamlTarget<'static> {
         SamlTarget {
-            idp_sso_url: Url::parse("https://idp.example/sso?tenant=acme").unwrap(),
-            sp_entity_id: "https://sp.example/saml?x=1&y=\"2\"".to_owned(),
-            acs_url: "https://sp.example/acs".to_owned(),
+            idp_sso_url: "https://idp.example/sso?tenant=acme",
+            sp_entity_id: "https://sp.example/saml?x=1&y=\"2\"",
+            acs_url: "https://sp.example/acs",
         }
     }
 
@@ -217,7 +226,7 @@ mod tests {
 
     #[test]
     fn authn_request_round_trips_through_deflate_and_base64() {
-        let redirect = saml_redirect(&saml_target(), Utc::now());
+        let redirect = saml_redirect(&saml_target(), Utc::now()).unwrap();
         assert!(redirect
             .redirect_url
             .starts_with("https://idp.example/sso?tenant=acme&SAMLRequest="));
@@ -260,8 +269,8 @@ mod tests {
 
     #[test]
     fn every_authn_request_gets_fresh_ids() {
-        let a = saml_redirect(&saml_target(), Utc::now());
-        let b = saml_redirect(&saml_target(), Utc::now());
+        let a = saml_redirect(&saml_target(), Utc::now()).unwrap();
+        let b = saml_redirect(&saml_target(), Utc::now()).unwrap();
         assert_ne!(a.request_id, b.request_id);
         assert_ne!(a.relay_state, b.relay_state);
     }
@@ -269,13 +278,12 @@ mod tests {
     #[test]
     fn oidc_redirect_carries_a_s256_challenge_of_its_verifier() {
         let target = OidcTarget {
-            authorization_endpoint: Url::parse("https://login.example/authorize?prompt=login")
-                .unwrap(),
-            client_id: "client 1".to_owned(),
-            scopes: vec!["email".to_owned(), "profile".to_owned()],
-            redirect_uri: "https://sp.example/callback?c=1".to_owned(),
+            authorization_endpoint: "https://login.example/authorize?prompt=login",
+            client_id: "client 1",
+            scopes: vec!["email", "profile"],
+            redirect_uri: "https://sp.example/callback?c=1",
         };
-        let redirect = oidc_redirect(&target, "jane+x@acme.com");
+        let redirect = oidc_redirect(&target, "jane+x@acme.com").unwrap();
         let params = query(&redirect.redirect_url);
         assert_eq!(params["prompt"], "login", "existing params are kept");
         assert_eq!(params["response_type"], "code");

@@ -4,18 +4,26 @@
 //! The file is a prost-encoded `EdgeState`. It is written atomically: a
 //! temporary file in the same directory, fsync, rename over the old file,
 //! fsync of the directory, so a crash leaves either the old or the new state,
-//! never a torn one. It is validated on load exactly like a stream update.
+//! never a torn one. It is written as a stream (each route's stored bytes go
+//! straight to a buffered file, nothing is decoded or encoded again), so
+//! writing it needs no memory beyond a 64 KiB buffer. It is validated on load
+//! exactly like a stream update.
 
 use std::fs::{self, File};
-use std::io::{self, Write};
+use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Utc};
+use prost::bytes::Bytes;
 use prost::Message;
-use signpost_api::routing::v1 as wire;
 
-use crate::route::RouteError;
-use crate::table::Table;
+use crate::encoded::length_delimited_header;
+use crate::route::{Route, RouteError};
+use crate::stream::EncodedEdgeState;
+use crate::table::{RoutesBuilder, Table};
+
+/// Buffer between the table and the file.
+const WRITE_BUFFER: usize = 64 * 1024;
 
 /// Why the state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -46,18 +54,34 @@ pub enum StateFileError {
     },
 }
 
-/// Encodes `table` as an `EdgeState`.
+/// Writes `table` as an encoded `EdgeState` to `out`, one route at a time.
+pub fn write(table: &Table, out: &mut impl Write) -> io::Result<()> {
+    let mut header = Vec::with_capacity(16);
+    // `EdgeState { revision = 1, store_epoch = 2, repeated Route routes = 3 }`,
+    // default values left out as prost does.
+    if table.revision() != 0 {
+        prost::encoding::uint64::encode(1, &table.revision(), &mut header);
+    }
+    if !table.store_epoch().is_empty() {
+        length_delimited_header(2, table.store_epoch().len(), &mut header);
+        header.extend_from_slice(table.store_epoch().as_bytes());
+    }
+    out.write_all(&header)?;
+    for route in table.routes().values() {
+        header.clear();
+        length_delimited_header(3, route.encoded().len(), &mut header);
+        out.write_all(&header)?;
+        out.write_all(route.encoded())?;
+    }
+    Ok(())
+}
+
+/// Encodes `table` as an `EdgeState` in memory (tests and tools; the edge
+/// itself streams it to the file with [`save`]).
 pub fn encode(table: &Table) -> Vec<u8> {
-    let state = wire::EdgeState {
-        revision: table.revision(),
-        store_epoch: table.store_epoch().to_owned(),
-        routes: table
-            .routes()
-            .values()
-            .map(|route| route.as_wire().clone())
-            .collect(),
-    };
-    state.encode_to_vec()
+    let mut bytes = Vec::new();
+    write(table, &mut bytes).expect("writing to a Vec never fails");
+    bytes
 }
 
 /// Writes `table` to `path` atomically (see the module docs).
@@ -66,7 +90,6 @@ pub fn save(path: &Path, table: &Table) -> Result<(), StateFileError> {
         path: path.to_owned(),
         source,
     };
-    let bytes = encode(table);
     let directory = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
         _ => PathBuf::from("."),
@@ -78,8 +101,9 @@ pub fn save(path: &Path, table: &Table) -> Result<(), StateFileError> {
     temporary_name.push(format!(".tmp-{}", std::process::id()));
     let temporary = directory.join(temporary_name);
     let written = (|| {
-        let mut file = File::create(&temporary)?;
-        file.write_all(&bytes)?;
+        let mut file = BufWriter::with_capacity(WRITE_BUFFER, File::create(&temporary)?);
+        write(table, &mut file)?;
+        let file = file.into_inner().map_err(io::IntoInnerError::into_error)?;
         file.sync_all()?;
         drop(file);
         fs::rename(&temporary, path)?;
@@ -106,28 +130,35 @@ pub fn load(path: &Path, loaded_at: DateTime<Utc>) -> Result<Option<Table>, Stat
             })
         }
     };
+    // The routes are slices of the file's bytes until each is checked and
+    // copied into the table.
     let state =
-        wire::EdgeState::decode(bytes.as_slice()).map_err(|source| StateFileError::Decode {
+        EncodedEdgeState::decode(Bytes::from(bytes)).map_err(|source| StateFileError::Decode {
             path: path.to_owned(),
             source,
         })?;
-    let table = Table::from_wire_routes(
-        state.routes,
+    let mut routes = RoutesBuilder::new();
+    for encoded in &state.routes {
+        let route =
+            Route::from_encoded(encoded).map_err(|source| StateFileError::InvalidRoute {
+                path: path.to_owned(),
+                source,
+            })?;
+        routes.push(route);
+    }
+    Ok(Some(Table::complete(
+        routes.build(),
         state.revision,
         state.store_epoch,
         Some(loaded_at),
-    )
-    .map_err(|source| StateFileError::InvalidRoute {
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(Some(table))
+    )))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::route::tests::{oidc_route, saml_route};
+    use signpost_api::routing::v1 as wire;
 
     fn table() -> Table {
         Table::from_wire_routes(
@@ -151,11 +182,11 @@ mod tests {
         assert_eq!(loaded.len(), 2);
         assert_eq!(
             loaded.get("acme.com").unwrap().as_wire(),
-            &saml_route("acme.com")
+            saml_route("acme.com")
         );
         assert_eq!(
             loaded.get("globex.com").unwrap().as_wire(),
-            &oidc_route("globex.com")
+            oidc_route("globex.com")
         );
         // Saving again replaces the file and leaves no temporary behind.
         save(&path, &loaded).unwrap();
@@ -164,6 +195,25 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, vec![std::ffi::OsString::from("edge-state.pb")]);
+    }
+
+    #[test]
+    fn the_streamed_file_is_the_edge_state_prost_encodes() {
+        let table = table();
+        let decoded = wire::EdgeState::decode(encode(&table).as_slice()).unwrap();
+        let mut expected = wire::EdgeState {
+            revision: 42,
+            store_epoch: "epoch-7".to_owned(),
+            routes: table.routes().values().map(Route::as_wire).collect(),
+        };
+        assert_eq!(decoded, expected);
+        assert_eq!(encode(&table), expected.encode_to_vec());
+        expected.routes.sort_by(|a, b| a.domain.cmp(&b.domain));
+        assert_eq!(
+            expected.routes,
+            vec![saml_route("acme.com"), oidc_route("globex.com")]
+        );
+        assert!(encode(&Table::default()).is_empty());
     }
 
     #[test]

@@ -9,18 +9,17 @@
 //! Snapshot chunks accumulate in a pending table that becomes live only at
 //! `snapshot_end`; until then the live table (and its revision) stays what it
 //! was, so a reconnect in the middle of a snapshot never claims a revision
-//! whose routes the edge does not hold.
-
-use std::sync::Arc;
+//! whose routes the edge does not hold. The pending routes are a plain vector
+//! ([`RoutesBuilder`]) laid out into the table once, at the end; a route that
+//! the live table already holds with the same bytes is shared with it rather
+//! than copied, so a re-snapshot of an unchanged table costs no memory.
 
 use chrono::{DateTime, Utc};
 use signpost_api::routing::v1 as wire;
-use signpost_api::routing::v1::watch_routes_response::Kind;
 
 use crate::route::{check_domain, Route, RouteError};
-
-/// The routes by normalized domain.
-pub type Routes = imbl::HashMap<String, Arc<Route>>;
+pub use crate::route_map::{Routes, RoutesBuilder};
+use crate::stream::{StreamKind, StreamMessage};
 
 /// One immutable version of the routing table.
 #[derive(Debug, Clone, Default)]
@@ -56,16 +55,20 @@ impl Table {
         store_epoch: String,
         last_update: Option<DateTime<Utc>>,
     ) -> Result<Table, RouteError> {
-        let mut map = Routes::new();
+        let mut builder = RoutesBuilder::new();
         for route in routes {
-            let route = Route::try_from(route)?;
-            map.insert(route.domain.clone(), Arc::new(route));
+            builder.push(Route::try_from(route)?);
         }
-        Ok(Table::complete(map, revision, store_epoch, last_update))
+        Ok(Table::complete(
+            builder.build(),
+            revision,
+            store_epoch,
+            last_update,
+        ))
     }
 
     /// The route of a normalized domain, if it has one.
-    pub fn get(&self, domain: &str) -> Option<&Arc<Route>> {
+    pub fn get(&self, domain: &str) -> Option<&Route> {
         self.routes.get(domain)
     }
 
@@ -219,7 +222,7 @@ pub struct Applied {
 struct PendingSnapshot {
     revision: u64,
     store_epoch: String,
-    routes: Routes,
+    routes: RoutesBuilder,
 }
 
 /// The state machine of one `WatchRoutes` stream (see the module docs).
@@ -239,15 +242,17 @@ impl StreamApplier {
         self.pending.is_some()
     }
 
-    /// Applies `message` on top of `live`. On error nothing changes (the
-    /// pending snapshot, if any, is discarded: the stream is dropped anyway).
+    /// Applies `message` (as the follower reads it, or a decoded
+    /// `wire::WatchRoutesResponse`) on top of `live`. On error nothing
+    /// changes (the pending snapshot, if any, is discarded: the stream is
+    /// dropped anyway).
     pub fn apply(
         &mut self,
         live: &Table,
-        message: wire::WatchRoutesResponse,
+        message: impl Into<StreamMessage>,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
-        let result = self.apply_inner(live, message, now);
+        let result = self.apply_inner(live, message.into(), now);
         if result.is_err() {
             self.pending = None;
         }
@@ -257,10 +262,10 @@ impl StreamApplier {
     fn apply_inner(
         &mut self,
         live: &Table,
-        message: wire::WatchRoutesResponse,
+        message: StreamMessage,
         now: DateTime<Utc>,
     ) -> Result<Applied, ApplyError> {
-        let wire::WatchRoutesResponse {
+        let StreamMessage {
             revision,
             store_epoch,
             kind,
@@ -274,12 +279,16 @@ impl StreamApplier {
             deletes,
         };
         match kind {
-            Kind::Snapshot(chunk) => {
-                let routes = validate_routes(revision, chunk.routes)?;
+            StreamKind::Snapshot(chunk) => {
+                let routes = chunk
+                    .routes
+                    .iter()
+                    .map(|encoded| accept(revision, encoded, live))
+                    .collect::<Result<Vec<_>, _>>()?;
                 let pending = self.pending.get_or_insert_with(|| PendingSnapshot {
                     revision,
                     store_epoch: store_epoch.clone(),
-                    routes: Routes::new(),
+                    routes: RoutesBuilder::new(),
                 });
                 if pending.revision != revision || pending.store_epoch != store_epoch {
                     return Err(ApplyError::OutOfOrder {
@@ -290,19 +299,19 @@ impl StreamApplier {
                 }
                 let count = routes.len();
                 for route in routes {
-                    pending.routes.insert(route.domain.clone(), route);
+                    pending.routes.push(route);
                 }
                 Ok(Applied {
                     table: None,
                     message: observed(MessageKind::Snapshot, count, 0, &store_epoch),
                 })
             }
-            Kind::SnapshotEnd(end) => {
+            StreamKind::SnapshotEnd(end) => {
                 // An empty snapshot is a lone `snapshot_end`.
                 let pending = self.pending.take().unwrap_or(PendingSnapshot {
                     revision,
                     store_epoch: store_epoch.clone(),
-                    routes: Routes::new(),
+                    routes: RoutesBuilder::new(),
                 });
                 if pending.revision != revision || pending.store_epoch != store_epoch {
                     return Err(ApplyError::OutOfOrder {
@@ -311,20 +320,21 @@ impl StreamApplier {
                         reason: "the snapshot end has another revision or epoch than its chunks",
                     });
                 }
-                if end.route_count != pending.routes.len() as u64 {
+                let routes = pending.routes.build();
+                if end.route_count != routes.len() as u64 {
                     return Err(ApplyError::SnapshotCountMismatch {
                         revision,
                         announced: end.route_count,
-                        received: pending.routes.len(),
+                        received: routes.len(),
                     });
                 }
-                let table = Table::complete(pending.routes, revision, store_epoch, Some(now));
+                let table = Table::complete(routes, revision, store_epoch, Some(now));
                 Ok(Applied {
                     message: observed(MessageKind::SnapshotEnd, 0, 0, &table.store_epoch),
                     table: Some(table),
                 })
             }
-            Kind::Reset(_) => {
+            StreamKind::Reset(_) => {
                 // The live table keeps serving (and keeps its revision) until
                 // the snapshot that follows is complete.
                 self.pending = None;
@@ -333,9 +343,13 @@ impl StreamApplier {
                     message: observed(MessageKind::Reset, 0, 0, &store_epoch),
                 })
             }
-            Kind::Delta(delta) => {
+            StreamKind::Delta(delta) => {
                 self.check_follows(live, MessageKind::Delta, revision, &store_epoch)?;
-                let upserts = validate_routes(revision, delta.upserts)?;
+                let upserts = delta
+                    .upserts
+                    .iter()
+                    .map(|encoded| accept(revision, encoded, live))
+                    .collect::<Result<Vec<_>, _>>()?;
                 for domain in &delta.deletes {
                     check_domain(domain)
                         .map_err(|source| ApplyError::InvalidDelete { revision, source })?;
@@ -346,7 +360,7 @@ impl StreamApplier {
                 }
                 let counts = (upserts.len(), delta.deletes.len());
                 for route in upserts {
-                    routes.insert(route.domain.clone(), route);
+                    routes.insert(route);
                 }
                 let table = Table::complete(routes, revision, store_epoch, Some(now));
                 Ok(Applied {
@@ -354,7 +368,7 @@ impl StreamApplier {
                     table: Some(table),
                 })
             }
-            Kind::Progress(_) => {
+            StreamKind::Progress(_) => {
                 self.check_follows(live, MessageKind::Progress, revision, &store_epoch)?;
                 // `last_update` moves too: it tells operators how fresh the
                 // edge's view is, not only when routes last changed.
@@ -412,21 +426,27 @@ impl StreamApplier {
     }
 }
 
-fn validate_routes(revision: u64, routes: Vec<wire::Route>) -> Result<Vec<Arc<Route>>, ApplyError> {
-    routes
-        .into_iter()
-        .map(|route| {
-            Route::try_from(route)
-                .map(Arc::new)
-                .map_err(|source| ApplyError::InvalidRoute { revision, source })
-        })
-        .collect()
+/// Checks an encoded route of a message at `revision`. A route `live`
+/// already holds with the same bytes was checked then: it is shared, not
+/// checked and copied again.
+fn accept(revision: u64, encoded: &[u8], live: &Table) -> Result<Route, ApplyError> {
+    if let Some(held) = (!live.is_empty())
+        .then(|| crate::encoded::leading_domain(encoded))
+        .flatten()
+        .and_then(|domain| std::str::from_utf8(domain).ok())
+        .and_then(|domain| live.get(domain))
+        .filter(|held| held.encoded() == encoded)
+    {
+        return Ok(held.clone());
+    }
+    Route::from_encoded(encoded).map_err(|source| ApplyError::InvalidRoute { revision, source })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::route::tests::{oidc_route, saml_route};
+    use signpost_api::routing::v1::watch_routes_response::Kind;
 
     const EPOCH: &str = "epoch-1";
 
@@ -552,6 +572,39 @@ mod tests {
         .unwrap();
         assert!(table.get("old.com").is_none());
         assert!(table.get("new.com").is_some());
+    }
+
+    #[test]
+    fn a_new_snapshot_shares_the_routes_the_live_table_already_holds() {
+        let live = snapshot_table(5, &["same.com", "changed.com"]);
+        let mut changed = saml_route("changed.com");
+        changed.connection_id = "conn_new".to_owned();
+        let table = run(
+            &mut StreamApplier::new(),
+            live.clone(),
+            vec![
+                chunk(
+                    9,
+                    vec![saml_route("same.com"), changed, saml_route("new.com")],
+                ),
+                end(9, 3),
+            ],
+        )
+        .unwrap();
+        let same = table.get("same.com").unwrap();
+        assert!(same.shares_allocation_with(live.get("same.com").unwrap()));
+        assert_eq!(
+            table.get("changed.com").unwrap().connection_id(),
+            "conn_new"
+        );
+        assert!(!table
+            .get("changed.com")
+            .unwrap()
+            .shares_allocation_with(live.get("changed.com").unwrap()));
+        assert_eq!(
+            live.get("changed.com").unwrap().connection_id(),
+            "conn_saml"
+        );
     }
 
     #[test]

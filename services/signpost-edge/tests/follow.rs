@@ -68,7 +68,7 @@ async fn edge_follows_a_snapshot_then_deltas() {
     let table = edge.table();
     assert_eq!(table.revision(), 9);
     assert_eq!(table.len(), 3);
-    assert_eq!(table.get("acme.com").unwrap().connection_id, "conn_new");
+    assert_eq!(table.get("acme.com").unwrap().connection_id(), "conn_new");
     assert!(edge.lookup("bob@globex.com").unwrap().route.is_none());
 
     stream.send(

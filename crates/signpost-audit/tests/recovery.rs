@@ -1,0 +1,309 @@
+//! The audit database as a projection: a database of another format is rebuilt (and keeps
+//! its checkpoints), and a projection killed with SIGKILL (a child process on a real sled
+//! log) resumes from the position it recorded, with no entry missing or repeated.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use signpost_audit::*;
+use signpost_domain::{encode_event, event_type, schema, streams, Event};
+use signpost_eventlog::{
+    Commit, CommitMeta, EventStore, ExpectedVersion, MemoryEventStore, NewEvent, SledEventStore,
+    SledOptions, StreamId, StreamWrite,
+};
+
+const BASE_URL: &str = "https://signpost.test/";
+
+async fn append(store: &dyn EventStore, actor: &str, stream: String, events: Vec<Event>) {
+    let commit = Commit {
+        writes: vec![StreamWrite {
+            stream: StreamId::new(stream).unwrap(),
+            expected: ExpectedVersion::Any,
+            events: events
+                .iter()
+                .map(|e| NewEvent {
+                    event_type: event_type(e).into(),
+                    payload: encode_event(e).into(),
+                })
+                .collect(),
+        }],
+        meta: CommitMeta {
+            actor: schema::Actor {
+                kind: schema::ActorKind::ApiToken as i32,
+                id: actor.into(),
+                on_behalf_of: String::new(),
+                display_name: "Onboarding".into(),
+            },
+            correlation_id: uuid::Uuid::now_v7().to_string(),
+            request_id: None,
+        },
+        idempotency: None,
+    };
+    store.append(commit).await.unwrap();
+}
+
+/// Organization `i`'s `n`th commit: created, then domains claimed, verified, released.
+async fn organization_commit(store: &dyn EventStore, i: usize, n: usize) {
+    let org = format!("org-{i}");
+    let domain = format!("d{}.firm-{i}.example", n / 3);
+    let event = match n {
+        0 => Event::OrganizationCreated(schema::OrganizationCreated {
+            organization_id: org.clone(),
+            display_name: format!("Firm {i}"),
+            external_id: format!("ext-{i}"),
+        }),
+        n if n % 3 == 1 => Event::DomainClaimed(schema::DomainClaimed {
+            domain,
+            verification_record_name: "_signpost-challenge".into(),
+            verification_value: "v".into(),
+        }),
+        n if n % 3 == 2 => Event::DomainVerified(schema::DomainVerified {
+            domain,
+            method: schema::VerificationMethod::DnsTxt as i32,
+            note: String::new(),
+        }),
+        _ => Event::SsoPolicyChanged(schema::SsoPolicyChanged {
+            previous: schema::SsoPolicy::Optional as i32,
+            policy: schema::SsoPolicy::Enforced as i32,
+        }),
+    };
+    append(
+        store,
+        &format!("token-{}", i % 3),
+        streams::organization(&org),
+        vec![event],
+    )
+    .await;
+}
+
+fn all_positions(audit: &AuditProjection) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list(
+                AuditFilter::default(),
+                None,
+                MAX_PAGE_SIZE as i32,
+                &token,
+                Order::Ascending,
+            )
+            .unwrap();
+        out.extend(page.entries.iter().map(|e| e.position));
+        if page.next_page_token.is_empty() {
+            return out;
+        }
+        token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn a_database_of_another_format_is_rebuilt_and_keeps_its_checkpoints() {
+    let store = Arc::new(MemoryEventStore::new());
+    for n in 0..12 {
+        organization_commit(store.as_ref(), n % 2, n / 2).await;
+    }
+    let head = store.head().position;
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        sled::Config::new()
+            .path(dir.path())
+            .flush_every_ms(None)
+            .open()
+            .unwrap()
+    };
+    let options = || {
+        let mut options = AuditOptions::new(BASE_URL);
+        options.batch_events = 5;
+        options.merge_events = 4;
+        options
+    };
+
+    // Format 1: nine trees, whose meta says "caught up with this very log". Misread as
+    // the current format, it would be served as is.
+    let db = open();
+    let meta = db.open_tree("meta").unwrap();
+    meta.insert("epoch", store.store_epoch().as_bytes())
+        .unwrap();
+    meta.insert("position", &head.to_be_bytes()).unwrap();
+    meta.insert("hash", store.head().hash.to_vec()).unwrap();
+    for tree in ["entries", "by_org", "time"] {
+        db.open_tree(tree)
+            .unwrap()
+            .insert(1u64.to_be_bytes(), &b"format 1 row"[..])
+            .unwrap();
+    }
+    let key = CheckpointKey::from_seed([3; 32]);
+    let checkpoint = Checkpointer::open(&db, store.clone(), key.clone())
+        .unwrap()
+        .create(chrono::Utc::now())
+        .await
+        .unwrap();
+    let audit = AuditProjection::start_with_db(store.clone(), db.clone(), options())
+        .await
+        .unwrap();
+    assert!(audit.stats().rebuilt);
+    assert_eq!(audit.position(), head);
+    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
+    let names: Vec<String> = db
+        .tree_names()
+        .iter()
+        .map(|n| String::from_utf8_lossy(n).into_owned())
+        .collect();
+    for old in ["meta", "entries", "by_org", "time"] {
+        assert!(!names.iter().any(|n| n == old), "{old} in {names:?}");
+    }
+    let checkpoints = Checkpointer::open(&db, store.clone(), key.clone()).unwrap();
+    assert_eq!(
+        checkpoints.list(10, "").unwrap().0,
+        std::slice::from_ref(&checkpoint)
+    );
+    let rows = audit.dump().unwrap();
+    audit.stop().await;
+    drop(audit);
+
+    // The same database again: resumed, not rebuilt.
+    let audit = AuditProjection::start_with_db(store.clone(), db.clone(), options())
+        .await
+        .unwrap();
+    assert!(!audit.stats().rebuilt);
+    assert_eq!(audit.stats().resumed_from, head);
+    assert_eq!(audit.dump().unwrap(), rows);
+    audit.stop().await;
+    drop(audit);
+
+    // A record of another format version, or one that does not decode: rebuilt.
+    for record in [vec![0x08, 99], vec![0xff, 0xff]] {
+        db.open_tree("timeline")
+            .unwrap()
+            .insert("M", record)
+            .unwrap();
+        let audit = AuditProjection::start_with_db(store.clone(), db.clone(), options())
+            .await
+            .unwrap();
+        assert!(audit.stats().rebuilt);
+        assert_eq!(audit.dump().unwrap(), rows);
+        audit.stop().await;
+    }
+    assert_eq!(checkpoints.list(10, "").unwrap().0, [checkpoint]);
+}
+
+const CHILD: &str = "SIGNPOST_AUDIT_CRASH_CHILD";
+const TEST: &str = "a_projection_killed_mid_write_resumes_without_gaps_or_repeats";
+
+fn crash_options() -> AuditOptions {
+    let mut options = AuditOptions::new(BASE_URL);
+    // Many small writes and frequent merges: a kill lands in or between any of them.
+    options.linger = std::time::Duration::from_millis(1);
+    options.batch_events = 7;
+    options.merge_events = 40;
+    options
+}
+
+/// The child: opens the log and the projection in `dir`, reports how it started, then
+/// appends commits and reports the applied position until it is killed.
+async fn child(dir: std::path::PathBuf) {
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventStore::open(&dir.join("log"), SledOptions::default()).unwrap());
+    let audit = AuditProjection::start(store.clone(), &dir.join("audit"), crash_options())
+        .await
+        .unwrap();
+    let stats = audit.stats();
+    println!(
+        "CHILD started {} {} {}",
+        stats.resumed_from,
+        stats.rebuilt,
+        store.head().position
+    );
+    let first = store.head().position as usize;
+    for task in 0..4 {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for n in 0.. {
+                organization_commit(store.as_ref(), first + task, n).await;
+            }
+        });
+    }
+    loop {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        println!("CHILD applied {}", audit.position());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_mid_write_resumes_without_gaps_or_repeats() {
+    if let Some(dir) = std::env::var_os(CHILD) {
+        child(dir.into()).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..4 {
+        let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([TEST, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD, dir.path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let lines = std::io::BufReader::new(process.stdout.take().unwrap()).lines();
+        let mut started = None;
+        let mut running = false;
+        for line in lines {
+            let line = line.unwrap();
+            // The test harness may print its own words before ours on the same line.
+            let ours = line.find("CHILD ").map_or("", |at| &line[at..]);
+            let words: Vec<&str> = ours.split_whitespace().collect();
+            match words.as_slice() {
+                ["CHILD", "started", resumed, rebuilt, _head] => {
+                    let resumed: u64 = resumed.parse().unwrap();
+                    assert_eq!(*rebuilt, (round == 0).to_string(), "round {round}");
+                    if round > 0 {
+                        assert!(resumed > 0, "round {round}: nothing recovered");
+                    }
+                    started = Some(resumed);
+                }
+                ["CHILD", "applied", position] => {
+                    let position: u64 = position.parse().unwrap();
+                    let started = started.expect("started first");
+                    if position >= started + 150 + 40 * round {
+                        running = true;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        process.kill().unwrap();
+        process.wait().unwrap();
+        assert!(running, "round {round}: the child ended on its own");
+    }
+
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventStore::open(&dir.path().join("log"), SledOptions::default()).unwrap());
+    let head = store.head().position;
+    let audit = AuditProjection::start(store.clone(), &dir.path().join("audit"), crash_options())
+        .await
+        .unwrap();
+    assert!(!audit.stats().rebuilt);
+    assert!(audit.stats().resumed_from > 0);
+    assert_eq!(audit.position(), head);
+    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
+    let fresh_dir = tempfile::tempdir().unwrap();
+    let fresh =
+        AuditProjection::start(store.clone(), fresh_dir.path(), AuditOptions::new(BASE_URL))
+            .await
+            .unwrap();
+    assert_eq!(audit.dump().unwrap(), fresh.dump().unwrap());
+    for org in 0..4 {
+        let filter = AuditFilter {
+            organization_id: Some(format!("org-{org}")),
+            ..Default::default()
+        };
+        let page = |audit: &AuditProjection| {
+            audit
+                .list(filter.clone(), None, 1000, "", Order::Descending)
+                .unwrap()
+                .entries
+        };
+        assert_eq!(page(&audit), page(&fresh));
+    }
+}

@@ -1,7 +1,7 @@
 //! Bulk-loads a synthetic but valid history straight into a sled event log:
 //! organizations with a verified domain and an active SAML connection (one
 //! route each), plus an admin token whose secret is written next to the data.
-//! Events go through the real `SledEventStore` (group commit, hash chain), so
+//! Events go through the real `FileEventStore` (group commit, hash chain), so
 //! the control plane opening the directory afterwards sees an ordinary log.
 
 use std::path::Path;
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use signpost_domain::{encode_event, event_type, schema, streams, Event};
 use signpost_eventlog::{
-    Commit, CommitMeta, EventStore, ExpectedVersion, NewEvent, SledEventStore, SledOptions,
+    Commit, CommitMeta, EventStore, ExpectedVersion, FileEventStore, FileOptions, NewEvent,
     StreamId, StreamWrite,
 };
 
@@ -173,7 +173,7 @@ pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Popu
     let started = chrono::Utc::now();
     std::fs::create_dir_all(dir)?;
     let store = Arc::new(
-        SledEventStore::open(&dir.join("log"), SledOptions::default()).context("open the log")?,
+        FileEventStore::open(&dir.join("log"), FileOptions::default()).context("open the log")?,
     );
     anyhow::ensure!(
         store.head().position == 0,

@@ -10,7 +10,8 @@ use signpost_api::audit::v1 as audit;
 use signpost_api::eventlog::v1 as feed;
 use signpost_api::log::v1 as schema;
 use signpost_e2e::*;
-use signpost_eventlog::{raw, verify_chain, ChainVerdict, EventStore, SledEventStore, SledOptions};
+use signpost_eventlog::file_store::raw;
+use signpost_eventlog::{verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -878,7 +879,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 type Tamper = fn(&std::path::Path);
 
 async fn verdict(log_dir: &std::path::Path) -> ChainVerdict {
-    let store = SledEventStore::open(log_dir, SledOptions::default()).unwrap();
+    let store = FileEventStore::open(log_dir, FileOptions::default()).unwrap();
     let head = store.head().position;
     let verdict = verify_chain(&store, 1, head).await.unwrap();
     drop(store);
@@ -992,7 +993,7 @@ async fn a_tampered_log_is_named_at_its_first_bad_position_and_the_server_refuse
     server.kill().await;
 
     // Offline: the checkpoint against an exported copy of the log.
-    let store = SledEventStore::open(&dir.path().join("log"), SledOptions::default()).unwrap();
+    let store = FileEventStore::open(&dir.path().join("log"), FileOptions::default()).unwrap();
     let envelopes = store.read_range(1, 1_000_000).await.unwrap();
     drop(store);
     let mut file = Vec::new();

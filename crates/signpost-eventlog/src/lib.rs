@@ -23,6 +23,9 @@
 //! - [`EventStore`] (`store.rs`): the contract every implementation honours.
 //! - [`SledEventStore`] (`sled_store/`): the durable store and its group-commit sequencer;
 //!   [`raw`] is low-level offline tampering for tests, never used by the server.
+//! - [`FileEventStore`] ([`file_store`]): the same sequencer design on append-only segment
+//!   files (one `write` and one `fdatasync` per batch, in-memory indexes rebuilt by one
+//!   sequential scan at open); [`file_store::raw`] is its offline tampering toolkit.
 //! - [`MemoryEventStore`] (`memory.rs`): the same semantics without a disk.
 //! - `batch.rs`: commit validation shared by both stores, so their semantics cannot drift.
 //! - [`Subscription`], [`verify_chain`], and `contract` (feature `contract-tests`): the test
@@ -35,6 +38,7 @@
 mod batch;
 mod chain;
 mod error;
+pub mod file_store;
 mod memory;
 mod sled_store;
 mod store;
@@ -47,6 +51,7 @@ pub mod contract;
 
 pub use chain::{envelope_hash, GENESIS_HASH};
 pub use error::LogError;
+pub use file_store::{FileEventStore, FileOptions, FileScan};
 pub use memory::MemoryEventStore;
 pub use signpost_schema::log::v1::{Actor, ActorKind, EventEnvelope};
 pub use sled_store::{raw, SequencerStats, SledEventStore, SledOptions, FORMAT_VERSION};

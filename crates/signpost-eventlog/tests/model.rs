@@ -1,12 +1,13 @@
-//! Property: the store decides like a trivial model of optimistic concurrency.
+//! Property: the stores decide like a trivial model of optimistic concurrency.
 
 use std::collections::HashMap;
 
 use bytes::Bytes;
 use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
 use signpost_eventlog::{
-    Actor, AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, LogError,
-    MemoryEventStore, NewEvent, StreamId, StreamWrite,
+    Actor, AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, FileEventStore,
+    FileOptions, LogError, MemoryEventStore, NewEvent, StreamId, StreamWrite,
 };
 
 const STREAMS: [&str; 4] = ["a", "b", "c", "d"];
@@ -98,6 +99,55 @@ fn to_commit(writes: &[WriteSpec]) -> Commit {
     }
 }
 
+/// Appends `commits` to `store` one by one and checks each answer, the head and every
+/// stream's version against the model.
+async fn check_against_model<S: EventStore>(
+    store: &S,
+    commits: &[Vec<WriteSpec>],
+) -> Result<(), TestCaseError> {
+    let mut versions: HashMap<usize, u64> = HashMap::new();
+    let mut position = 0u64;
+    for writes in commits {
+        let decision = model_decide(&versions, writes);
+        let outcome = store.append(to_commit(writes)).await;
+        match (decision, outcome) {
+            (Ok(after), Ok(AppendOutcome::Committed(committed))) => {
+                let events: u64 = writes.iter().map(|w| w.events as u64).sum();
+                prop_assert_eq!(committed.first_position, position + 1);
+                prop_assert_eq!(committed.last_position, position + events);
+                position += events;
+                let reported: Vec<(usize, u64)> = committed
+                    .stream_versions
+                    .iter()
+                    .map(|(s, v)| (STREAMS.iter().position(|n| *n == s.as_str()).unwrap(), *v))
+                    .collect();
+                prop_assert_eq!(&reported, &after);
+                versions.extend(after);
+            }
+            (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
+            (decision, outcome) => {
+                prop_assert!(false, "model said {:?}, store said {:?}", decision, outcome)
+            }
+        }
+    }
+    prop_assert_eq!(store.head().position, position);
+    for (index, name) in STREAMS.iter().enumerate() {
+        let stored = store
+            .stream_version(&StreamId::new(*name).unwrap())
+            .await
+            .unwrap();
+        prop_assert_eq!(stored, versions.get(&index).copied().unwrap_or(0));
+    }
+    Ok(())
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
@@ -105,38 +155,40 @@ proptest! {
     fn store_decisions_and_versions_match_the_model(
         commits in prop::collection::vec(prop::collection::vec(write_spec(), 1..4), 1..40)
     ) {
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        runtime.block_on(async {
-            let store = MemoryEventStore::new();
-            let mut versions: HashMap<usize, u64> = HashMap::new();
-            let mut position = 0u64;
-            for writes in &commits {
-                let decision = model_decide(&versions, writes);
-                let outcome = store.append(to_commit(writes)).await;
-                match (decision, outcome) {
-                    (Ok(after), Ok(AppendOutcome::Committed(committed))) => {
-                        let events: u64 = writes.iter().map(|w| w.events as u64).sum();
-                        prop_assert_eq!(committed.first_position, position + 1);
-                        prop_assert_eq!(committed.last_position, position + events);
-                        position += events;
-                        let reported: Vec<(usize, u64)> = committed
-                            .stream_versions
-                            .iter()
-                            .map(|(s, v)| (STREAMS.iter().position(|n| *n == s.as_str()).unwrap(), *v))
-                            .collect();
-                        prop_assert_eq!(&reported, &after);
-                        versions.extend(after);
-                    }
-                    (Err(expected), Err(actual)) => prop_assert_eq!(expected, actual),
-                    (decision, outcome) => {
-                        prop_assert!(false, "model said {:?}, store said {:?}", decision, outcome)
-                    }
-                }
+        runtime().block_on(check_against_model(&MemoryEventStore::new(), &commits))?;
+    }
+}
+
+proptest! {
+    // Every accepted commit costs an fdatasync here: fewer cases than the memory store.
+    #![proptest_config(ProptestConfig::with_cases(96))]
+
+    #[test]
+    fn file_store_decisions_and_versions_match_the_model(
+        commits in prop::collection::vec(prop::collection::vec(write_spec(), 1..4), 1..40)
+    ) {
+        runtime().block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            // Small zero-fills and segments: cheap cases that still roll over and write ahead.
+            let options = FileOptions {
+                segment_bytes: 8 * 1024,
+                preallocate_bytes: 4 * 1024,
+                ..FileOptions::default()
+            };
+            let store = FileEventStore::open(dir.path(), options.clone()).unwrap();
+            check_against_model(&store, &commits).await?;
+            // The versions rebuilt by a reopen are the ones the sequencer ended with.
+            let head = store.head();
+            let mut versions = Vec::new();
+            for name in STREAMS {
+                versions.push(store.stream_version(&StreamId::new(name).unwrap()).await.unwrap());
             }
-            prop_assert_eq!(store.head().position, position);
-            for (index, name) in STREAMS.iter().enumerate() {
-                let stored = store.stream_version(&StreamId::new(*name).unwrap()).await.unwrap();
-                prop_assert_eq!(stored, versions.get(&index).copied().unwrap_or(0));
+            drop(store);
+            let store = FileEventStore::open(dir.path(), options).unwrap();
+            prop_assert_eq!(store.head(), head);
+            for (name, version) in STREAMS.iter().zip(versions) {
+                let reopened = store.stream_version(&StreamId::new(*name).unwrap()).await.unwrap();
+                prop_assert_eq!(reopened, version);
             }
             Ok(())
         })?;

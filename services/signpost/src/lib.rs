@@ -41,7 +41,8 @@ use signpost_api::routing::v1::routing_service_server::RoutingServiceServer;
 use signpost_audit::{AuditOptions, AuditProjection, CheckpointKey, Checkpointer};
 use signpost_control::{ControlConfig, ControlPlane, SecretBox};
 use signpost_eventlog::{
-    verify_chain, ChainVerdict, EventStore, LogError, SledEventStore, SledOptions,
+    verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions, LogError, SledEventStore,
+    SledOptions,
 };
 use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, SetupFormApi};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
@@ -99,12 +100,8 @@ impl Server {
     pub async fn start(config: &ServerConfig, overrides: Overrides) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&config.data_dir)
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
-        let store: Arc<dyn EventStore> = Arc::new(
-            SledEventStore::open(&config.data_dir.join("log"), SledOptions::default())
-                .with_context(|| {
-                    format!("opening the event log in {}", config.data_dir.display())
-                })?,
-        );
+        let store = open_event_log(&config.data_dir.join("log"))
+            .with_context(|| format!("opening the event log in {}", config.data_dir.display()))?;
         let key_file = config
             .secret_key_file
             .clone()
@@ -303,6 +300,22 @@ impl Server {
     }
 }
 
+/// Opens the event log in `dir`: the segment-file store ([`FileEventStore`]), which every new
+/// data directory gets, or the sled store of a directory created before it (recognised by
+/// sled's `conf` and `db` files), which keeps working as it was.
+pub fn open_event_log(dir: &std::path::Path) -> Result<Arc<dyn EventStore>, LogError> {
+    if is_sled_log(dir) {
+        tracing::info!(dir = %dir.display(), "event log in the sled format (created by an earlier version)");
+        return Ok(Arc::new(SledEventStore::open(dir, SledOptions::default())?));
+    }
+    Ok(Arc::new(FileEventStore::open(dir, FileOptions::default())?))
+}
+
+/// Whether `dir` holds a sled event log (the format before the segment-file store).
+pub fn is_sled_log(dir: &std::path::Path) -> bool {
+    dir.join("conf").is_file() && dir.join("db").is_file()
+}
+
 /// Runs the projections' start-up while the hash chain is verified, and refuses to start,
 /// loudly and naming the first bad position, when the chain is broken. A broken log may
 /// also make a projection fail or stall (a gap stops a subscription), so whichever
@@ -380,5 +393,69 @@ async fn sweep_expired_links(plane: ControlPlane, interval: Duration) {
             Ok(expired) => tracing::info!(expired, "setup links expired"),
             Err(error) => tracing::warn!(%error, "setup link expiry sweep failed"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use signpost_eventlog::{Commit, CommitMeta, ExpectedVersion, NewEvent, StreamId, StreamWrite};
+
+    fn commit() -> Commit {
+        Commit {
+            writes: vec![StreamWrite {
+                stream: StreamId::new("format-probe").unwrap(),
+                expected: ExpectedVersion::Any,
+                events: vec![NewEvent {
+                    event_type: "probe".into(),
+                    payload: b"probe".to_vec().into(),
+                }],
+            }],
+            meta: CommitMeta {
+                actor: Default::default(),
+                correlation_id: "c".into(),
+                request_id: None,
+            },
+            idempotency: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_log_is_a_segment_file_store_and_reopens_as_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let store = open_event_log(&log).unwrap();
+        store.append(commit()).await.unwrap();
+        drop(store);
+        assert!(!is_sled_log(&log));
+        assert!(
+            log.join("meta").is_file(),
+            "the segment-file store's metadata"
+        );
+        let reopened = open_event_log(&log).unwrap();
+        assert_eq!(reopened.head().position, 1);
+    }
+
+    #[tokio::test]
+    async fn a_log_written_in_the_sled_format_is_opened_as_sled() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log");
+        let sled = SledEventStore::open(&log, SledOptions::default()).unwrap();
+        let epoch = sled.store_epoch();
+        sled.append(commit()).await.unwrap();
+        sled.append(commit()).await.unwrap();
+        drop(sled);
+        assert!(is_sled_log(&log));
+        let reopened = open_event_log(&log).unwrap();
+        assert_eq!(reopened.head().position, 2);
+        assert_eq!(
+            reopened.store_epoch(),
+            epoch,
+            "the same store, not a new one beside it"
+        );
+        assert!(
+            !log.join("meta").exists(),
+            "no segment-file store was created"
+        );
     }
 }

@@ -1,28 +1,34 @@
 //! Crash-test helper: appends from 16 concurrent tasks forever, printing each acknowledged
 //! position on its own line (stdout flushed per line), until it is killed.
 //!
-//! Usage: `signpost-eventlog-crash-writer <store dir>`. The crash test SIGKILLs it and checks
-//! that every printed position survived.
+//! Usage: `signpost-eventlog-crash-writer <store dir> [sled|file]` (default `sled`). The crash
+//! test SIGKILLs it and checks that every printed position survived.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use std::sync::Arc;
+
 use signpost_eventlog::{
-    Actor, AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, NewEvent,
-    SledEventStore, SledOptions, StreamId, StreamWrite,
+    Actor, AppendOutcome, Commit, CommitMeta, EventStore, ExpectedVersion, FileEventStore,
+    FileOptions, NewEvent, SledEventStore, SledOptions, StreamId, StreamWrite,
 };
 
 const WRITERS: usize = 16;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir: PathBuf = std::env::args_os()
-        .nth(1)
-        .ok_or("usage: signpost-eventlog-crash-writer <store dir>")?
-        .into();
-    let store = SledEventStore::open(&dir, SledOptions::default())?;
+    const USAGE: &str = "usage: signpost-eventlog-crash-writer <store dir> [sled|file]";
+    let mut args = std::env::args_os().skip(1);
+    let dir: PathBuf = args.next().ok_or(USAGE)?.into();
+    let kind = args.next().map(|k| k.to_string_lossy().into_owned());
+    let store: Arc<dyn EventStore> = match kind.as_deref() {
+        None | Some("sled") => Arc::new(SledEventStore::open(&dir, SledOptions::default())?),
+        Some("file") => Arc::new(FileEventStore::open(&dir, FileOptions::default())?),
+        Some(_) => return Err(USAGE.into()),
+    };
     let mut tasks = Vec::new();
     for writer in 0..WRITERS {
         let store = store.clone();

@@ -506,7 +506,10 @@ async fn a_provider_switch_reaches_the_edge_as_one_message_and_no_read_ever_mixe
                 // The lookup API itself: one consistent answer per call.
                 let lookup = edge.lookup(&format!("user@{}", domains[0])).unwrap();
                 let point = (table.revision(), connections[0].clone());
-                let single = (lookup.revision, lookup.route.unwrap().connection_id().to_owned());
+                let single = (
+                    lookup.revision,
+                    lookup.route.unwrap().connection_id().to_owned(),
+                );
                 for observed in [point, single] {
                     if seen.last() != Some(&observed) {
                         seen.push(observed);

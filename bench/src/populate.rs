@@ -1,4 +1,4 @@
-//! Bulk-loads a synthetic but valid history straight into a sled event log:
+//! Bulk-loads a synthetic but valid history straight into an event log (segment files):
 //! organizations with a verified domain and an active SAML connection (one
 //! route each), plus an admin token whose secret is written next to the data.
 //! Events go through the real `FileEventStore` (group commit, hash chain), so

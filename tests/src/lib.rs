@@ -1,5 +1,5 @@
 //! Shared helpers for Signpost's end-to-end tests: real servers on loopback,
-//! real gRPC, a real sled directory on disk.
+//! real gRPC, a real data directory on disk.
 //!
 //! - [`TestServer`]: the control plane in-process on `127.0.0.1:0`, with a
 //!   static DNS TXT resolver, a movable clock and the TEST-ONLY loopback http

@@ -1,9 +1,10 @@
 //! The Signpost control plane server: wiring only.
 //!
-//! [`Server::start`] opens the sled event log in the data directory, loads
-//! (or creates) the data key, starts the [`ControlPlane`] (which builds its
-//! read model from the log), mints the bootstrap admin token on an empty
-//! store, builds the routing projection, and serves over gRPC:
+//! [`Server::start`] opens the event log in the data directory ([`open_event_log`]:
+//! segment files, or the sled format of older directories), loads (or creates) the
+//! data key, starts the [`ControlPlane`] (whose read model's task folds the log once
+//! and also feeds the routing projection), mints the bootstrap admin token on an
+//! empty store, and serves over gRPC:
 //! `ConnectionAdminService`, `SetupFormService`, `RoutingService`,
 //! `grpc.health.v1` and server reflection, with explicit limits.
 //!

@@ -417,6 +417,10 @@ impl FileEventStore {
     }
 }
 
+/// `read_range` reads at most this many events on the calling task instead of the blocking
+/// pool (the live tail: recently written, in the page cache).
+const INLINE_READ_EVENTS: u64 = 64;
+
 /// How many event locations a [`FileScan`] copies out of the index at a time.
 const SCAN_ITEMS: u64 = 64 * 1024;
 
@@ -520,8 +524,17 @@ impl EventStore for FileEventStore {
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, LogError> {
         let from = from.max(1);
-        if limit == 0 || from > self.inner.shared.index().slots() {
+        let slots = self.inner.shared.index().slots();
+        if limit == 0 || from > slots {
             return Ok(Vec::new());
+        }
+        // A subscription following the head reads the last few events, just written and
+        // still in the page cache: a `pread` of a few KiB, cheaper than a hop to the
+        // blocking pool and back (two thread wake-ups on every commit's path).
+        if (limit as u64).min(slots - (from - 1)) <= INLINE_READ_EVENTS {
+            let shared = &self.inner.shared;
+            let (segments, items) = shared.range_items(from - 1, limit as u64);
+            return read::read_events(&segments, &items);
         }
         self.blocking(move |shared| {
             let (segments, items) = shared.range_items(from - 1, limit as u64);

@@ -40,6 +40,8 @@ mod chain;
 mod error;
 pub mod file_store;
 mod memory;
+mod record;
+mod sequencing;
 mod sled_store;
 mod store;
 mod subscription;

@@ -43,7 +43,6 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::thread::JoinHandle;
 
 use prost::Message;
 use signpost_schema::log::v1::EventEnvelope;
@@ -52,6 +51,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 pub use format::FORMAT_VERSION;
 
 use crate::error::LogError;
+use crate::sequencing::{poisoned_error, SequencerThread};
 use crate::sled_store::SequencerStats;
 use crate::store::EventStore;
 use crate::subscription::Subscription;
@@ -161,24 +161,6 @@ impl Shared {
             .collect();
         (index.segments.clone(), items)
     }
-}
-
-struct SequencerThread(Option<JoinHandle<()>>);
-
-impl Drop for SequencerThread {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            if handle.join().is_err() {
-                tracing::error!("event log sequencer panicked");
-            }
-        }
-    }
-}
-
-pub(crate) fn poisoned_error() -> LogError {
-    LogError::Unavailable(
-        "event log poisoned by an earlier failed write; restart to recover".into(),
-    )
 }
 
 /// Takes the exclusive flock on `<dir>/LOCK`.

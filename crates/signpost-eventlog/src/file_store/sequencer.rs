@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::format::{
     begin_frame, finish_frame, head_payload, io_error, push_record, IdempotencyRecord, KIND_EVENT,
@@ -16,15 +16,13 @@ use super::format::{
 };
 use super::index::{idempotency_hash, pack, Location, MAX_SEGMENT_OFFSET};
 use super::recover::create_segment;
-use super::{find_idempotency, poisoned_error, FileOptions, Shared};
+use super::{find_idempotency, FileOptions, Shared};
 use crate::batch::{BatchPlan, CommittedState};
 use crate::error::LogError;
-use crate::types::{AppendOutcome, Commit, Head, IdempotencyKey, StoredOutcome, StreamId};
+use crate::sequencing::{next_batch, poisoned_error};
+use crate::types::{AppendOutcome, Head, IdempotencyKey, StoredOutcome, StreamId};
 
-pub(super) struct Request {
-    pub commit: Commit,
-    pub reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
-}
+pub(super) use crate::sequencing::Request;
 
 pub(super) struct Sequencer {
     pub dir: PathBuf,
@@ -76,14 +74,7 @@ impl Sequencer {
     pub fn run(mut self) {
         let max_batch = self.options.max_batch_commits.max(1);
         let mut requests = Vec::with_capacity(max_batch);
-        while let Some(first) = self.requests.blocking_recv() {
-            requests.push(first);
-            while requests.len() < max_batch {
-                match self.requests.try_recv() {
-                    Ok(request) => requests.push(request),
-                    Err(_) => break,
-                }
-            }
+        while next_batch(&mut self.requests, &mut requests, max_batch) {
             self.commit_batch(&mut requests);
         }
         tracing::debug!("event log sequencer stopped");

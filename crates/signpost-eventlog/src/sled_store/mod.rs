@@ -9,13 +9,11 @@
 
 mod keys;
 pub mod raw;
-mod record;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::thread::JoinHandle;
 
 use prost::Message;
 use signpost_schema::log::v1::EventEnvelope;
@@ -24,12 +22,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::batch::{BatchPlan, CommittedState};
 use crate::chain;
 use crate::error::LogError;
+use crate::record::IdempotencyRecord;
+use crate::sequencing::{next_batch, poisoned_error, Request, SequencerThread};
 use crate::store::EventStore;
 use crate::subscription::Subscription;
 use crate::types::{
     AppendOutcome, Commit, Head, IdempotencyKey, Position, StoredOutcome, StreamId,
 };
-use record::IdempotencyRecord;
 
 /// The on-disk format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
@@ -115,23 +114,6 @@ impl Shared {
             .head
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
-struct Request {
-    commit: Commit,
-    reply: oneshot::Sender<Result<AppendOutcome, LogError>>,
-}
-
-struct SequencerThread(Option<JoinHandle<()>>);
-
-impl Drop for SequencerThread {
-    fn drop(&mut self) {
-        if let Some(handle) = self.0.take() {
-            if handle.join().is_err() {
-                tracing::error!("event log sequencer panicked");
-            }
-        }
     }
 }
 
@@ -367,14 +349,7 @@ impl Sequencer {
     fn run(mut self) {
         let max_batch = self.options.max_batch_commits.max(1);
         let mut requests = Vec::with_capacity(max_batch);
-        while let Some(first) = self.requests.blocking_recv() {
-            requests.push(first);
-            while requests.len() < max_batch {
-                match self.requests.try_recv() {
-                    Ok(request) => requests.push(request),
-                    Err(_) => break,
-                }
-            }
+        while next_batch(&mut self.requests, &mut requests, max_batch) {
             self.commit_batch(&mut requests);
         }
         tracing::debug!("event log sequencer stopped");
@@ -487,12 +462,6 @@ impl Sequencer {
             .map_err(|e| LogError::Unavailable(format!("fdatasync of the log: {e}")))?;
         Ok(())
     }
-}
-
-fn poisoned_error() -> LogError {
-    LogError::Unavailable(
-        "event log poisoned by an earlier failed write; restart to recover".into(),
-    )
 }
 
 #[async_trait::async_trait]

@@ -1,4 +1,5 @@
-//! The stored form of an idempotency record.
+//! The stored form of an idempotency record: the same message in both durable stores (a sled
+//! value, or a record of a segment-file frame).
 
 use bytes::Bytes;
 
@@ -50,6 +51,12 @@ impl IdempotencyRecord {
                 .collect(),
             outcome: stored.outcome.clone(),
         }
+    }
+
+    /// Whether the record is the one stored under `key` (the file store indexes records by a
+    /// hash of the key, so a lookup compares the key itself).
+    pub fn matches(&self, key: &IdempotencyKey) -> bool {
+        self.principal == key.principal && self.request_id == key.request_id
     }
 
     pub fn into_stored(self) -> Result<StoredOutcome, LogError> {

@@ -21,11 +21,15 @@
 //!
 //! Modules that matter:
 //! - [`EventStore`] (`store.rs`): the contract every implementation honours.
-//! - [`SledEventStore`] (`sled_store/`): the durable store and its group-commit sequencer;
-//!   [`raw`] is low-level offline tampering for tests, never used by the server.
-//! - [`FileEventStore`] ([`file_store`]): the same sequencer design on append-only segment
-//!   files (one `write` and one `fdatasync` per batch, in-memory indexes rebuilt by one
-//!   sequential scan at open); [`file_store::raw`] is its offline tampering toolkit.
+//! - [`FileEventStore`] ([`file_store`]): the server's durable store, a group-commit sequencer
+//!   on append-only segment files (one `write` and one `fdatasync` per batch, in-memory
+//!   indexes rebuilt by one sequential scan at open); [`file_store::raw`] is its offline
+//!   tampering toolkit, never used by the server.
+//! - [`SledEventStore`] (`sled_store/`): the same sequencer design on sled, the format of data
+//!   directories created before the file store (still opened as they are); [`raw`] tampers
+//!   with it offline.
+//! - `sequencing.rs` and `record.rs`: the request, thread and batch gathering of both
+//!   sequencers, and the stored idempotency record.
 //! - [`MemoryEventStore`] (`memory.rs`): the same semantics without a disk.
 //! - `batch.rs`: commit validation shared by both stores, so their semantics cannot drift.
 //! - [`Subscription`], [`verify_chain`], and `contract` (feature `contract-tests`): the test

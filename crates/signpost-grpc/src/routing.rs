@@ -112,7 +112,8 @@ impl RoutingService for RoutingApi {
             .unwrap_or(MAX_REVISION_WAIT)
             .min(MAX_REVISION_WAIT);
         let request = request.into_inner();
-        let email = signpost_names::EmailAddress::parse(&request.email)
+        // Only the normalized domain is needed (checked exactly like a full parse).
+        let domain = signpost_names::EmailAddress::normalized_domain(&request.email)
             .map_err(|e| invalid_field(e.reason(), "email", e.to_string()))?;
         if let Some(min_revision) = request.min_revision {
             match tokio::time::timeout(deadline, self.routing.wait_for(min_revision)).await {
@@ -126,7 +127,6 @@ impl RoutingService for RoutingApi {
                 }
             }
         }
-        let domain = email.domain().as_str().to_owned();
         let (revision, route) = self.routing.lookup(&domain);
         let answer = match route {
             Some(route) => wire::resolve_response::Answer::Route(wire::Route::clone(&route)),
@@ -135,7 +135,7 @@ impl RoutingService for RoutingApi {
         Ok(Response::new(wire::ResolveResponse {
             revision,
             answer: Some(answer),
-            domain,
+            domain: domain.into_owned(),
         }))
     }
 

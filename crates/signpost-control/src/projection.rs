@@ -61,6 +61,10 @@ impl Projection {
             failure: failure.clone(),
         };
         let head = store.head().position;
+        if let Some(routing) = routing.as_mut() {
+            // What the store holds now is caught up on before anyone can watch.
+            routing.catch_up_to(head);
+        }
         let mut events = store.subscribe(1);
         tokio::spawn(async move {
             while let Some(next) = events.next().await {
@@ -70,16 +74,7 @@ impl Projection {
                     let mut model = model.write().expect("read model lock");
                     model.apply(&envelope, &event);
                     if let Some(routing) = routing.as_mut() {
-                        // What was in the store at start is caught up on before anyone
-                        // can watch: routes are computed once per organization at the end.
-                        if envelope.position < head {
-                            routing.apply_catching_up(&envelope, &*model);
-                        } else if envelope.position == head {
-                            routing.apply_catching_up(&envelope, &*model);
-                            routing.finish_catch_up(head, &*model);
-                        } else {
-                            routing.apply(&envelope, &*model);
-                        }
+                        routing.apply(&envelope, &*model);
                     }
                     Ok(envelope.position)
                 });

@@ -230,6 +230,8 @@ pub struct RoutingFeed {
     fold: Fold,
     shared: Arc<Shared>,
     publish: watch::Sender<u64>,
+    /// The catch-up ends at this position (0: none).
+    catch_up_head: u64,
     /// Organizations touched while catching up, whose routes are computed once at its end.
     catching_up: HashSet<String>,
 }
@@ -243,9 +245,30 @@ impl std::fmt::Debug for RoutingFeed {
 }
 
 impl RoutingFeed {
-    /// Applies one event. At the last event of its commit, the commit's route
-    /// changes are published as one delta and the revision moves to it.
+    /// Declares that the events up to `head` (what the store held when its reader started)
+    /// are a catch-up before anyone can watch: [`RoutingFeed::apply`] then only marks the
+    /// organizations they touch, and computes their routes once, from their final state,
+    /// when `head` is applied (publishing the table at `head`, with no history below it),
+    /// instead of once per event.
+    pub fn catch_up_to(&mut self, head: u64) {
+        self.catch_up_head = head;
+    }
+
+    /// Applies one event. At the last event of its commit, the commit's route changes are
+    /// published as one delta and the revision moves to it (during a catch-up, see
+    /// [`RoutingFeed::catch_up_to`], nothing is published before its end).
     pub fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
+        if envelope.position <= self.catch_up_head {
+            if let Some(organization_id) = organization_of(envelope, source) {
+                if !self.catching_up.contains(organization_id) {
+                    self.catching_up.insert(organization_id.to_owned());
+                }
+            }
+            if envelope.position == self.catch_up_head {
+                self.finish_catch_up(envelope.position, source);
+            }
+            return;
+        }
         self.fold.apply(envelope, source);
         if envelope.commit_last_position <= envelope.position {
             let changes = std::mem::take(&mut self.fold.pending);
@@ -254,26 +277,7 @@ impl RoutingFeed {
         }
     }
 
-    /// [`RoutingFeed::apply`] for an event that was in the log before anyone could
-    /// watch (the start-up catch-up): the organization is only marked, and
-    /// [`RoutingFeed::finish_catch_up`] computes its routes once, from its final state,
-    /// instead of once per event. Nothing is published meanwhile.
-    pub fn apply_catching_up(
-        &mut self,
-        envelope: &EventEnvelope,
-        source: &(impl RouteSource + ?Sized),
-    ) {
-        if let Some(organization_id) = organization_of(envelope, source) {
-            if !self.catching_up.contains(organization_id) {
-                self.catching_up.insert(organization_id.to_owned());
-            }
-        }
-    }
-
-    /// Ends the catch-up at `revision` (a commit's last position): computes the routes of
-    /// every organization marked, publishes the table at `revision`, and keeps no history
-    /// below it (a watcher from an earlier revision gets a snapshot).
-    pub fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
+    fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
         for organization_id in std::mem::take(&mut self.catching_up) {
             self.fold.recompute(&organization_id, source);
         }
@@ -320,6 +324,7 @@ impl RoutingProjection {
             },
             shared,
             publish,
+            catch_up_head: 0,
             catching_up: HashSet::new(),
         };
         (projection, feed)
@@ -333,6 +338,7 @@ impl RoutingProjection {
     ) -> Result<Self, String> {
         let (projection, mut feed) = Self::fed(store.store_epoch().to_string(), options);
         let head = store.head().position;
+        feed.catch_up_to(head);
         let mut aggregates = OwnAggregates::default();
         let mut events = store.subscribe(1);
         tokio::spawn(async move {
@@ -341,14 +347,7 @@ impl RoutingProjection {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
                     aggregates.apply(&envelope, &event);
-                    if envelope.position < head {
-                        feed.apply_catching_up(&envelope, &aggregates);
-                    } else if envelope.position == head {
-                        feed.apply_catching_up(&envelope, &aggregates);
-                        feed.finish_catch_up(head, &aggregates);
-                    } else {
-                        feed.apply(&envelope, &aggregates);
-                    }
+                    feed.apply(&envelope, &aggregates);
                     Ok(())
                 });
                 if let Err(reason) = applied {

@@ -475,38 +475,7 @@ pub async fn active_saml_organization(
     domains: &[&str],
     entity_id: &str,
 ) -> (String, String, u64) {
-    let org = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: name.into(),
-            external_id: format!("ext-{name}"),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-        .organization_id;
-    for domain in domains {
-        admin
-            .claim_domain(pb::ClaimDomainRequest {
-                organization_id: org.clone(),
-                domain: (*domain).into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        admin
-            .verify_domain(pb::VerifyDomainRequest {
-                organization_id: org.clone(),
-                domain: (*domain).into(),
-                method: pb::VerifyDomainMethod::Manual as i32,
-                note: "test".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    let org = organization_with_domains(admin, name, domains).await;
     let (_, url, connection) =
         issue_link(admin, &org, schema::SetupIntent::NewConnection, "").await;
     let mut form = form_client(addr, &url).await;
@@ -793,6 +762,38 @@ pub async fn routing_changes_while_away(
     admin.deactivate_connection(deactivate).await.unwrap();
 }
 
+/// Creates an organization (external id `ext-<name>`) with `domains` claimed and verified
+/// manually; returns its id.
+pub async fn organization_with_domains(
+    admin: &mut AdminClient,
+    name: &str,
+    domains: &[&str],
+) -> String {
+    let org = new_organization(admin, name, format!("ext-{name}"))
+        .await
+        .organization_id;
+    for domain in domains {
+        admin
+            .claim_domain(pb::ClaimDomainRequest {
+                organization_id: org.clone(),
+                domain: (*domain).into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        admin
+            .verify_domain(pb::VerifyDomainRequest {
+                organization_id: org.clone(),
+                domain: (*domain).into(),
+                method: pb::VerifyDomainMethod::Manual as i32,
+                note: "test".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    org
+}
 /// Creates an organization (panics if the call fails).
 pub async fn new_organization(
     admin: &mut AdminClient,

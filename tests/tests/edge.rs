@@ -114,47 +114,6 @@ fn route_map(edge: &Edge) -> BTreeMap<String, wire::Route> {
         .collect()
 }
 
-/// Creates an organization with `domains` verified manually.
-async fn organization_with_domains(
-    admin: &mut AdminClient,
-    name: &str,
-    domains: &[&str],
-) -> String {
-    let org = admin
-        .create_organization(pb::CreateOrganizationRequest {
-            display_name: name.into(),
-            external_id: format!("ext-{name}"),
-            request_id: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .organization
-        .unwrap()
-        .organization_id;
-    for domain in domains {
-        admin
-            .claim_domain(pb::ClaimDomainRequest {
-                organization_id: org.clone(),
-                domain: (*domain).into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        admin
-            .verify_domain(pb::VerifyDomainRequest {
-                organization_id: org.clone(),
-                domain: (*domain).into(),
-                method: pb::VerifyDomainMethod::Manual as i32,
-                note: "test".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    org
-}
-
 /// Stages a switch to a new SAML IdP and switches to it; returns
 /// (new connection id, log position of the switch).
 async fn switch_to_new_saml_idp(

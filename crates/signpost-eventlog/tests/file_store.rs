@@ -59,7 +59,7 @@ fn flip_byte(path: &Path, offset: u64) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Ported from tests/sled_store.rs
+// Reopening and locking, as in tests/sled_store.rs, with the file store's own checks
 
 #[tokio::test]
 async fn reopening_keeps_head_versions_idempotency_and_epoch() {

@@ -1,20 +1,27 @@
 //! The fold: one envelope in, the rows it adds to the audit database out.
 //!
-//! It keeps, in memory, the state *before* each event: the admin [`ReadModel`] (every
-//! aggregate, folded with the domain's own `apply`) for before / after in entries, and
-//! each domain's current owner and route (routes come from
-//! [`signpost_routing::routes::organization_routes`], the function the live routing table
-//! uses). Everything it emits is a pure function of the log prefix, so replaying the log
-//! from position 1 rebuilds the same state and the same rows.
+//! An event's rows are a pure function of the admin [`ReadModel`] just before it and just
+//! after it (every aggregate, folded with the domain's own `apply`):
+//! - [`before`]: the entry (action, target, summary, before / after details, from
+//!   `describe.rs`), its index postings, and what the organization the event touches
+//!   claimed and how its domains routed;
+//! - [`after`]: the domains whose owner or route the event changed. Routes come from
+//!   [`signpost_routing::routes::organization_routes`], the function the live routing
+//!   table uses, computed on both sides of the event and compared.
+//!
+//! The models come from one of two places (see `projection.rs`): the audit task's own
+//! [`OwnFold`] while it catches up on what the log held at start, or the control plane's
+//! read model task, through [`crate::AuditFeed`], for everything after: then the server
+//! holds one read model, not two. Both call the same two functions, so replaying the log
+//! from position 1 rebuilds the same rows either way.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 
 use signpost_api::audit::v1::AuditEntry;
-use signpost_api::routing::v1 as wire;
 use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
-use signpost_routing::routes::organization_routes;
+use signpost_routing::routes::{organization_routes, OrganizationRoutes};
 
 use crate::describe::{describe, Described};
 use crate::keys::{DomainChange, Index};
@@ -32,39 +39,24 @@ pub(crate) struct Rows {
     pub changes: Vec<DomainChange>,
 }
 
-/// A domain's current owner and route, as last recorded in a [`DomainChange`].
-#[derive(Debug, Clone, PartialEq)]
-struct DomainNow {
-    organization_id: String,
-    route: Option<wire::Route>,
+/// The indexed time: the running maximum of `recorded_at`, so times are indexed
+/// non-decreasing whatever the clocks did. Kept from position 1 by whoever folds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct IndexedTime {
+    last_nanos: i64,
 }
 
-/// The fold's in-memory state.
-pub(crate) struct Fold {
-    public_base_url: String,
-    pub(crate) model: ReadModel,
-    domains: HashMap<String, DomainNow>,
-    /// Domains each organization claims now (to notice releases).
-    claimed: HashMap<String, BTreeSet<String>>,
-    /// The time index value of the last event: times are indexed non-decreasing.
-    last_time_nanos: i64,
-}
-
-impl Fold {
-    pub(crate) fn new(public_base_url: &str) -> Self {
+impl Default for IndexedTime {
+    fn default() -> Self {
         Self {
-            public_base_url: public_base_url.to_owned(),
-            model: ReadModel::default(),
-            domains: HashMap::new(),
-            claimed: HashMap::new(),
-            last_time_nanos: i64::MIN,
+            last_nanos: i64::MIN,
         }
     }
+}
 
-    /// Applies one envelope and returns the rows it adds (none when `rows` is false:
-    /// replaying an already-written prefix needs the state, not the rows).
-    pub(crate) fn apply(&mut self, envelope: &EventEnvelope, event: &Event, rows: bool) -> Rows {
-        let mut out = Rows::default();
+impl IndexedTime {
+    /// Moves past `envelope` and returns its indexed time.
+    pub(crate) fn advance(&mut self, envelope: &EventEnvelope) -> i64 {
         let time = envelope
             .recorded_at
             .map(|t| {
@@ -73,95 +65,201 @@ impl Fold {
                     .saturating_add(i64::from(t.nanos))
             })
             .unwrap_or(0);
-        self.last_time_nanos = self.last_time_nanos.max(time);
-        if rows {
-            let Described { entry, connections } = describe(envelope, event, &self.model);
-            let position = envelope.position;
-            let target = entry.target.as_ref();
-            if let Some(organization_id) = target
-                .map(|t| t.organization_id.as_str())
-                .filter(|id| !id.is_empty())
-            {
-                out.postings
-                    .push((Index::Organization, organization_id.to_owned()));
-            }
-            let mut seen = BTreeSet::new();
-            for connection in connections.into_iter().filter(|c| !c.is_empty()) {
-                if seen.insert(connection.clone()) {
-                    out.postings.push((Index::Connection, connection));
-                }
-            }
-            let actor_id = entry.actor.as_ref().map(|a| a.id.as_str()).unwrap_or("");
-            if !actor_id.is_empty() {
-                out.postings.push((Index::Actor, actor_id.to_owned()));
-            }
-            out.postings
-                .push((Index::EventType, envelope.event_type.clone()));
-            out.time_nanos = self.last_time_nanos;
-            out.entry = Some((position, entry));
-        }
-
-        self.model.apply(envelope, event);
-        let stream = envelope.stream_id.as_str();
-        let organization_id = if let Some(id) = stream.strip_prefix("organization-") {
-            Some(id.to_owned())
-        } else if let Some(id) = stream.strip_prefix("connection-") {
-            self.model
-                .connections
-                .get(id)
-                .map(|c| c.state.organization_id.clone())
-        } else {
-            None
-        };
-        if let Some(organization_id) = organization_id {
-            self.recompute(&organization_id, rows, &mut out);
-        }
-        out
+        self.last_nanos = self.last_nanos.max(time);
+        self.last_nanos
     }
+}
 
-    /// Recomputes an organization's routes and domain ownership after an event; records a
-    /// change for every domain whose state changed.
-    fn recompute(&mut self, organization_id: &str, rows: bool, out: &mut Rows) {
-        let Some(organization) = self.model.organizations.get(organization_id) else {
-            return;
+/// An event's rows as far as the state before it determines them.
+#[derive(Debug)]
+pub(crate) struct Before {
+    rows: Rows,
+    /// The organization whose routes the event may change, as it was before the event.
+    organization: Option<OrganizationSide>,
+}
+
+/// What an organization claimed and how its domains routed, on one side of an event.
+#[derive(Debug, Default)]
+struct OrganizationSide {
+    organization_id: String,
+    claimed: BTreeSet<String>,
+    routes: OrganizationRoutes,
+}
+
+impl OrganizationSide {
+    fn of(model: &ReadModel, organization_id: &str, public_base_url: &str) -> Self {
+        let Some(organization) = model.organizations.get(organization_id) else {
+            return Self {
+                organization_id: organization_id.to_owned(),
+                ..Self::default()
+            };
         };
         let organization = &organization.state;
         let active = organization
             .active_connection_id
             .as_ref()
-            .and_then(|id| self.model.connections.get(id))
+            .and_then(|id| model.connections.get(id))
             .map(|c| &c.state);
-        let routes = organization_routes(organization, active, &self.public_base_url);
-        let now_claimed: BTreeSet<String> = organization.domains.keys().cloned().collect();
-        let before_claimed = self
-            .claimed
-            .insert(organization_id.to_owned(), now_claimed.clone())
-            .unwrap_or_default();
-        for domain in now_claimed.union(&before_claimed) {
-            let state = DomainNow {
-                organization_id: if now_claimed.contains(domain) {
-                    organization_id.to_owned()
-                } else {
-                    String::new()
-                },
-                route: routes.get(domain).map(|r| wire::Route::clone(r)),
-            };
-            if self.domains.get(domain) == Some(&state) {
-                continue;
-            }
-            if rows {
-                if !state.organization_id.is_empty() && !before_claimed.contains(domain) {
-                    out.postings
-                        .push((Index::OrgDomain, organization_id.to_owned()));
-                }
-                out.postings.push((Index::Domain, domain.clone()));
-                out.changes.push(DomainChange {
-                    domain: domain.clone(),
-                    organization_id: state.organization_id.clone(),
-                    route: state.route.clone(),
-                });
-            }
-            self.domains.insert(domain.clone(), state);
+        Self {
+            organization_id: organization_id.to_owned(),
+            claimed: organization.domains.keys().cloned().collect(),
+            routes: organization_routes(organization, active, public_base_url),
         }
+    }
+}
+
+/// The organization whose routes an event on `envelope`'s stream may change, read from
+/// `model`: the stream's own organization, or its (configured) connection's. A
+/// connection's first event names its organization itself.
+fn organization_of(
+    envelope: &EventEnvelope,
+    event: Option<&Event>,
+    model: &ReadModel,
+) -> Option<String> {
+    let stream = envelope.stream_id.as_str();
+    if let Some(id) = stream.strip_prefix("organization-") {
+        return Some(id.to_owned());
+    }
+    let id = stream.strip_prefix("connection-")?;
+    match (model.connections.get(id), event) {
+        (Some(connection), _) => Some(connection.state.organization_id.clone()),
+        (None, Some(Event::ConnectionConfigured(configured))) => {
+            Some(configured.organization_id.clone())
+        }
+        (None, _) => None,
+    }
+}
+
+/// The rows of `event` that the state before it determines (`model`, not yet applied).
+/// `time_nanos` is its [`IndexedTime`].
+pub(crate) fn before(
+    envelope: &EventEnvelope,
+    event: &Event,
+    model: &ReadModel,
+    time_nanos: i64,
+    public_base_url: &str,
+) -> Before {
+    let mut rows = Rows::default();
+    let Described { entry, connections } = describe(envelope, event, model);
+    let position = envelope.position;
+    let target = entry.target.as_ref();
+    if let Some(organization_id) = target
+        .map(|t| t.organization_id.as_str())
+        .filter(|id| !id.is_empty())
+    {
+        rows.postings
+            .push((Index::Organization, organization_id.to_owned()));
+    }
+    let mut seen = BTreeSet::new();
+    for connection in connections.into_iter().filter(|c| !c.is_empty()) {
+        if seen.insert(connection.clone()) {
+            rows.postings.push((Index::Connection, connection));
+        }
+    }
+    let actor_id = entry.actor.as_ref().map(|a| a.id.as_str()).unwrap_or("");
+    if !actor_id.is_empty() {
+        rows.postings.push((Index::Actor, actor_id.to_owned()));
+    }
+    rows.postings
+        .push((Index::EventType, envelope.event_type.clone()));
+    rows.time_nanos = time_nanos;
+    rows.entry = Some((position, entry));
+    let organization = organization_of(envelope, Some(event), model)
+        .map(|id| OrganizationSide::of(model, &id, public_base_url));
+    Before { rows, organization }
+}
+
+/// Completes `before` given the state after the event (`model`, applied): records a
+/// change for every domain whose owner or route the event changed.
+pub(crate) fn after(
+    before: Before,
+    envelope: &EventEnvelope,
+    model: &ReadModel,
+    public_base_url: &str,
+) -> Rows {
+    let Before {
+        mut rows,
+        organization,
+    } = before;
+    let Some(organization_id) = organization_of(envelope, None, model) else {
+        return rows;
+    };
+    if !model.organizations.contains_key(&organization_id) {
+        return rows;
+    }
+    let now = OrganizationSide::of(model, &organization_id, public_base_url);
+    // The side before is of the same organization (a connection never changes hands;
+    // if one did, every domain of the new organization is recorded afresh).
+    let was = organization
+        .filter(|side| side.organization_id == organization_id)
+        .unwrap_or_default();
+    for domain in now.claimed.union(&was.claimed) {
+        let owned = now.claimed.contains(domain);
+        let route = now.routes.get(domain);
+        if owned == was.claimed.contains(domain) && route == was.routes.get(domain) {
+            continue;
+        }
+        if owned && !was.claimed.contains(domain) {
+            rows.postings
+                .push((Index::OrgDomain, organization_id.clone()));
+        }
+        rows.postings.push((Index::Domain, domain.clone()));
+        rows.changes.push(DomainChange {
+            domain: domain.clone(),
+            organization_id: if owned {
+                organization_id.clone()
+            } else {
+                String::new()
+            },
+            route: route.map(|r| (**r).clone()),
+        });
+    }
+    rows
+}
+
+/// The audit task's own fold, for the part of the log it catches up on alone: a read
+/// model of its own, and the indexed time.
+pub(crate) struct OwnFold {
+    public_base_url: String,
+    model: ReadModel,
+    time: IndexedTime,
+}
+
+impl OwnFold {
+    pub(crate) fn new(public_base_url: &str) -> Self {
+        Self {
+            public_base_url: public_base_url.to_owned(),
+            model: ReadModel::default(),
+            time: IndexedTime::default(),
+        }
+    }
+
+    /// Applies one envelope and returns the rows it adds (none when `rows` is false:
+    /// replaying an already-written prefix needs the state, not the rows).
+    pub(crate) fn apply(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &Event,
+        rows: bool,
+    ) -> Option<Rows> {
+        let time_nanos = self.time.advance(envelope);
+        if !rows {
+            self.model.apply(envelope, event);
+            return None;
+        }
+        let described = before(
+            envelope,
+            event,
+            &self.model,
+            time_nanos,
+            &self.public_base_url,
+        );
+        self.model.apply(envelope, event);
+        Some(after(
+            described,
+            envelope,
+            &self.model,
+            &self.public_base_url,
+        ))
     }
 }

@@ -43,6 +43,7 @@
 mod checkpoint;
 mod describe;
 mod error;
+mod feed;
 mod fold;
 mod keys;
 mod point_in_time;
@@ -57,6 +58,7 @@ pub use checkpoint::{
 };
 pub use describe::{action_name, ACTIONS};
 pub use error::AuditError;
+pub use feed::AuditFeed;
 pub use point_in_time::{ConnectionAt, DomainRouting, PointInTime, RoutingAt, RoutingSubject};
 pub use projection::{AuditOptions, AuditProjection, AuditStats, DumpedRow};
 pub use query::{

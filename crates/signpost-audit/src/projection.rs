@@ -10,6 +10,12 @@
 //! the recorded position are only folded in memory (the fold needs the state before each
 //! event), later ones also produce rows.
 //!
+//! Started with [`AuditProjection::start_fed`] (as the server does), the task folds the
+//! log itself only up to the head at start, and then drops its read model: later events
+//! come described from the control plane's read model task through the [`AuditFeed`]
+//! (`feed.rs`), so the server holds one read model. If the feed lets go (its channel
+//! filled up), the task reads the log itself again from where the feed's steps end.
+//!
 //! Rows are written in batches, always at the end of a commit (`commit_last_position`):
 //! - far behind the log's head (a rebuild, a catch-up), once `batch_events` events or
 //!   `batch_bytes` bytes of entries are pending: few large writes;
@@ -33,10 +39,11 @@ use futures::StreamExt;
 use prost::Message;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::error::AuditError;
-use crate::fold::Fold;
+use crate::feed::{AuditFeed, Step};
+use crate::fold::OwnFold;
 use crate::keys::{self, Chunk, Index, Meta};
 use crate::query::Order;
 use crate::store::{Pending, Store};
@@ -61,6 +68,9 @@ pub struct AuditOptions {
     pub linger: std::time::Duration,
     /// sled page cache of the audit database.
     pub cache_capacity_bytes: u64,
+    /// Events the [`AuditFeed`] may hand over before the audit task takes them. When
+    /// they fill up, the feed lets go and the task reads the log itself from there on.
+    pub feed_capacity: usize,
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
     /// for the catch-up themselves, so a long rebuild never delays serving).
@@ -77,6 +87,7 @@ impl AuditOptions {
             merge_events: 65_536,
             linger: std::time::Duration::from_millis(100),
             cache_capacity_bytes: 64 * 1024 * 1024,
+            feed_capacity: 32_768,
             wait_at_start: true,
         }
     }
@@ -91,6 +102,9 @@ pub struct AuditStats {
     pub resumed_from: u64,
     /// Whether this start cleared the database and rebuilt it.
     pub rebuilt: bool,
+    /// Whether the events come described from an [`AuditFeed`] now (the task holds no
+    /// read model of its own) rather than from the task's own fold of the log.
+    pub fed: bool,
 }
 
 /// One stored row: (tree, key, value).
@@ -109,6 +123,8 @@ pub(crate) struct Shared {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
     resumed_from: u64,
     rebuilt: bool,
+    /// Whether the tail takes its events from the feed now.
+    fed: std::sync::atomic::AtomicBool,
     /// Raised by readers waiting for a position: the tail writes what it has gathered
     /// now if that reaches a position a reader waits for.
     demand: tokio::sync::Notify,
@@ -180,15 +196,25 @@ impl AuditProjection {
         path: &Path,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
-        // A projection needs no durability of its own (it records the position it has
-        // applied and catches up from the log), so: no background flushing, and a small
-        // page cache (sled's default is 1 GiB; pages are read back from disk fine).
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(options.cache_capacity_bytes)
-            .flush_every_ms(None)
-            .open()?;
+        let db = open_database(path, &options)?;
         Self::start_with_db(store, db, options).await
+    }
+
+    /// Like [`AuditProjection::start`], but events after the log's head at this call are
+    /// described by the returned [`AuditFeed`], to be given to the control plane's read
+    /// model task ([`signpost_control::ControlPlane::start_with`]): the audit task then
+    /// keeps no read model of its own once it has caught up with that head.
+    pub async fn start_fed(
+        store: Arc<dyn EventStore>,
+        path: &Path,
+        options: AuditOptions,
+    ) -> Result<(Self, AuditFeed), AuditError> {
+        let db = open_database(path, &options)?;
+        let (sender, receiver) = mpsc::channel(options.feed_capacity.max(1));
+        let head = store.head().position;
+        let feed = AuditFeed::new(head, &options.public_base_url, sender);
+        let projection = Self::open(store, db, options, Some((head, receiver))).await?;
+        Ok((projection, feed))
     }
 
     /// Like [`AuditProjection::start`] on an already opened database.
@@ -197,8 +223,22 @@ impl AuditProjection {
         db: sled::Db,
         options: AuditOptions,
     ) -> Result<Self, AuditError> {
+        Self::open(store, db, options, None).await
+    }
+
+    /// Opens the projection; `feed`: the head at which the task hands over to a feed, and
+    /// the feed's steps.
+    async fn open(
+        store: Arc<dyn EventStore>,
+        db: sled::Db,
+        options: AuditOptions,
+        feed: Option<(u64, mpsc::Receiver<Step>)>,
+    ) -> Result<Self, AuditError> {
         let epoch = store.store_epoch();
-        let head = store.head().position;
+        let head = match &feed {
+            Some((head, _)) => *head,
+            None => store.head().position,
+        };
         let names = db.tree_names();
         let format_1 = keys::FORMAT_1_TREES
             .iter()
@@ -286,11 +326,16 @@ impl AuditProjection {
             task: Mutex::new(None),
             resumed_from,
             rebuilt: rebuild,
+            fed: std::sync::atomic::AtomicBool::new(false),
             demand: tokio::sync::Notify::new(),
             wanted: Mutex::new(BTreeMap::new()),
         });
         let wait_at_start = options.wait_at_start;
-        let task = tokio::spawn(tail(shared.clone(), options, meta, stop_signal));
+        let source = Source::start(&shared, &options.public_base_url, meta.position, feed);
+        shared
+            .fed
+            .store(source.is_fed(), std::sync::atomic::Ordering::Relaxed);
+        let task = tokio::spawn(tail(shared.clone(), options, meta, source, stop_signal));
         *shared.task.lock().expect("task lock") = Some(task);
         let projection = Self { shared };
         if wait_at_start {
@@ -320,6 +365,7 @@ impl AuditProjection {
             position: self.position(),
             resumed_from: self.shared.resumed_from,
             rebuilt: self.shared.rebuilt,
+            fed: self.shared.fed.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -434,19 +480,150 @@ impl AuditProjection {
 /// How far behind the log's head the tail gathers full batches instead of lingering.
 const FAR_BEHIND: u64 = 1024;
 
+/// A database with the settings of `options`.
+fn open_database(path: &Path, options: &AuditOptions) -> Result<sled::Db, AuditError> {
+    // A projection needs no durability of its own (it records the position it has
+    // applied and catches up from the log), so: no background flushing, and a small
+    // page cache (sled's default is 1 GiB; pages are read back from disk fine).
+    Ok(sled::Config::new()
+        .path(path)
+        .cache_capacity(options.cache_capacity_bytes)
+        .flush_every_ms(None)
+        .open()?)
+}
+
+/// Where the tail's events come from.
+struct Source {
+    store: Arc<dyn EventStore>,
+    public_base_url: String,
+    mode: Mode,
+}
+
+enum Mode {
+    /// Folding the log itself, with a read model of its own: rows for positions past
+    /// `rows_after`; at `hand_over`'s position it moves on to the feed's steps.
+    Own {
+        events: signpost_eventlog::Subscription,
+        fold: Box<OwnFold>,
+        rows_after: u64,
+        hand_over: Option<(u64, mpsc::Receiver<Step>)>,
+    },
+    /// Taking the steps the read model's task describes; `last`: the last one taken.
+    Fed {
+        steps: mpsc::Receiver<Step>,
+        last: u64,
+    },
+}
+
+impl Source {
+    /// The source of a task whose rows are written up to `recorded`, with the feed (if
+    /// any) taking over after the position it names.
+    fn start(
+        shared: &Shared,
+        public_base_url: &str,
+        recorded: u64,
+        feed: Option<(u64, mpsc::Receiver<Step>)>,
+    ) -> Self {
+        let store = shared.store.clone();
+        let mode = match feed {
+            // Nothing to catch up on: no read model of its own is built at all.
+            Some((head, steps)) if recorded >= head => Mode::Fed { steps, last: head },
+            hand_over => Mode::own(&store, public_base_url, recorded, hand_over),
+        };
+        Self {
+            store,
+            public_base_url: public_base_url.to_owned(),
+            mode,
+        }
+    }
+
+    /// The next event (`None`: the log was closed). Cancel-safe: nothing is awaited
+    /// after an event is taken.
+    async fn next(&mut self) -> Option<Result<Step, String>> {
+        loop {
+            match &mut self.mode {
+                Mode::Fed { steps, last } => match steps.recv().await {
+                    Some(step) => {
+                        *last = step.position;
+                        return Some(Ok(step));
+                    }
+                    None => {
+                        // The feed let go (or the read model's task stopped): read the
+                        // log again, with rows from the first step not handed over.
+                        tracing::warn!(
+                            position = *last,
+                            "audit timeline reads the log itself from here on"
+                        );
+                        let last = *last;
+                        self.mode = Mode::own(&self.store, &self.public_base_url, last, None);
+                    }
+                },
+                Mode::Own {
+                    events,
+                    fold,
+                    rows_after,
+                    hand_over,
+                } => {
+                    let next = events.next().await?;
+                    let decoded = next.map_err(|e| e.to_string()).and_then(|envelope| {
+                        let event = signpost_domain::decode_event(&envelope.payload)
+                            .map_err(|e| format!("position {}: {e}", envelope.position))?;
+                        Ok((envelope, event))
+                    });
+                    let (envelope, event): (EventEnvelope, Event) = match decoded {
+                        Ok(pair) => pair,
+                        Err(reason) => return Some(Err(reason)),
+                    };
+                    let rows = fold.apply(&envelope, &event, envelope.position > *rows_after);
+                    if let Some((_, steps)) = hand_over.take_if(|(at, _)| *at == envelope.position)
+                    {
+                        // Caught up with the head at start: the read model is dropped,
+                        // the feed describes everything after.
+                        self.mode = Mode::Fed {
+                            steps,
+                            last: envelope.position,
+                        };
+                    }
+                    return Some(Ok(Step::new(&envelope, rows)));
+                }
+            }
+        }
+    }
+}
+
+impl Source {
+    fn is_fed(&self) -> bool {
+        matches!(self.mode, Mode::Fed { .. })
+    }
+}
+
+impl Mode {
+    fn own(
+        store: &Arc<dyn EventStore>,
+        public_base_url: &str,
+        rows_after: u64,
+        hand_over: Option<(u64, mpsc::Receiver<Step>)>,
+    ) -> Self {
+        Mode::Own {
+            events: store.subscribe(1),
+            fold: Box::new(OwnFold::new(public_base_url)),
+            rows_after,
+            hand_over,
+        }
+    }
+}
+
 /// The tailing task: folds every event, writes rows past `meta.position` in batches.
 async fn tail(
     shared: Arc<Shared>,
     options: AuditOptions,
     meta: Meta,
+    mut source: Source,
     mut stop: watch::Receiver<bool>,
 ) {
-    let resumed_from = meta.position;
-    let mut fold = Fold::new(&options.public_base_url);
     let mut pending = Pending::default();
     let batch_events = options.batch_events.max(1);
     let batch_bytes = options.batch_bytes.max(1);
-    let mut events = shared.store.subscribe(1);
     let head = shared.store.watch_head();
     let mut writer = Writer {
         shared: shared.clone(),
@@ -493,7 +670,7 @@ async fn tail(
                 }
                 None
             }
-            next = events.next() => match next {
+            next = source.next() => match next {
                 Some(next) => Some(next),
                 None => {
                     writer.settle().await;
@@ -512,32 +689,28 @@ async fn tail(
             }
             continue;
         };
-        let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
-            let event = signpost_domain::decode_event(&envelope.payload)
-                .map_err(|e| format!("position {}: {e}", envelope.position))?;
-            Ok((envelope, event))
-        });
-        let (envelope, event): (EventEnvelope, Event) = match outcome {
-            Ok(pair) => pair,
+        shared
+            .fed
+            .store(source.is_fed(), std::sync::atomic::Ordering::Relaxed);
+        let step = match next {
+            Ok(step) => step,
             Err(reason) => {
                 writer.settle().await;
                 fail(&shared, reason);
                 return;
             }
         };
-        let write_rows = envelope.position > resumed_from;
-        let rows = fold.apply(&envelope, &event, write_rows);
-        if !write_rows {
+        let Some(rows) = step.rows else {
             continue;
-        }
+        };
         pending.add(rows);
-        if envelope.commit_last_position > envelope.position {
+        if step.commit_last_position > step.position {
             continue;
         }
         // A commit is complete: write now when the batch is full or a reader waits for
         // it, else within the linger window (near the head) or once the batch is full.
-        let position = envelope.position;
-        ready = Some((position, envelope.hash.clone()));
+        let position = step.position;
+        ready = Some((position, step.hash));
         let full = pending.events >= batch_events || pending.bytes >= batch_bytes;
         if full || shared.demanded(position) {
             write_at = None;

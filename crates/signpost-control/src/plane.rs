@@ -26,7 +26,7 @@ use url::Url;
 
 use crate::error::ControlError;
 use crate::principal::Principal;
-use crate::projection::Projection;
+use crate::projection::{Followers, Projection};
 use crate::read_model::ReadModel;
 use crate::secrets::SecretBox;
 
@@ -178,24 +178,24 @@ impl ControlPlane {
         txt_resolver: Arc<dyn TxtResolver>,
         config: ControlConfig,
     ) -> Result<Self, ControlError> {
-        Self::start_with_routing(store, secrets, txt_resolver, config, None).await
+        Self::start_with(store, secrets, txt_resolver, config, Followers::default()).await
     }
 
-    /// [`ControlPlane::start`], with the read model's task also driving the
-    /// routing table (`routing`, from [`signpost_routing::RoutingProjection::fed`]):
-    /// the log is read and decoded once for both.
-    pub async fn start_with_routing(
+    /// [`ControlPlane::start`], with the read model's task also driving `followers`:
+    /// the routing table (from [`signpost_routing::RoutingProjection::fed`]) and the
+    /// audit timeline's feed. The log is read and decoded once for all of them.
+    pub async fn start_with(
         store: Arc<dyn EventStore>,
         secrets: SecretBox,
         txt_resolver: Arc<dyn TxtResolver>,
         config: ControlConfig,
-        routing: Option<signpost_routing::RoutingFeed>,
+        followers: Followers,
     ) -> Result<Self, ControlError> {
         let mut fetch = config.fetch.clone();
         fetch.allow_loopback_http_for_tests = config.allow_loopback_http_idp_for_tests;
         let fetcher = SafeFetcher::new(fetch)
             .map_err(|e| ControlError::Internal(format!("http client: {e}")))?;
-        let projection = Projection::start_with(store.clone(), routing).await?;
+        let projection = Projection::start_with(store.clone(), followers).await?;
         Ok(Self {
             inner: Arc::new(Inner {
                 store,

@@ -7,12 +7,15 @@
 //!
 //! The same task can drive the routing table ([`RoutingFeed`]): each event is
 //! read and decoded once, and routes are computed from the read model's own
-//! organizations and connections, so the server holds one copy of them.
+//! organizations and connections, so the server holds one copy of them. A
+//! [`Follower`] (the audit timeline's feed) is shown each event with the model
+//! just before and just after it, for the same reason.
 
 use std::sync::{Arc, RwLock};
 
 use futures::StreamExt;
-use signpost_eventlog::EventStore;
+use signpost_domain::Event;
+use signpost_eventlog::{EventEnvelope, EventStore};
 use signpost_routing::{RouteSource, RoutingFeed};
 use tokio::sync::watch;
 
@@ -21,6 +24,37 @@ use crate::read_model::ReadModel;
 
 /// While catching up at start, the applied position is published once per this many events.
 const CATCH_UP_PUBLISH_EVERY: u64 = 4096;
+
+/// Something the read model's task shows every event, in position order from position
+/// 1, with the model as it was just before the event and as it is just after. Both calls
+/// run under the model's read lock, so they should be quick; the task moves on when they
+/// return. When the task stops (the log cannot be applied, or the server shuts down) the
+/// follower is dropped.
+pub trait Follower: Send + 'static {
+    /// `event` at `envelope`, with the model before it.
+    fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel);
+    /// `event` at `envelope`, with the model after it.
+    fn after(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel);
+}
+
+/// What the read model's task drives besides the model, reading and decoding each
+/// event once for all of them.
+#[derive(Default)]
+pub struct Followers {
+    /// The routing table, computed from the model's aggregates.
+    pub routing: Option<RoutingFeed>,
+    /// Anything else that reads the model around each event.
+    pub follower: Option<Box<dyn Follower>>,
+}
+
+impl std::fmt::Debug for Followers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Followers")
+            .field("routing", &self.routing)
+            .field("follower", &self.follower.is_some())
+            .finish()
+    }
+}
 
 /// The live read model and the position it has reached.
 #[derive(Clone)]
@@ -41,17 +75,21 @@ impl std::fmt::Debug for Projection {
 impl Projection {
     /// Starts tailing `store` and returns once everything already in it is applied.
     pub async fn start(store: Arc<dyn EventStore>) -> Result<Self, ControlError> {
-        Self::start_with(store, None).await
+        Self::start_with(store, Followers::default()).await
     }
 
-    /// [`Projection::start`], also feeding every applied event to `routing`
-    /// (with the model as its [`RouteSource`]). Returns once the model has applied
-    /// everything already in the store; the routing table is then at the same
-    /// position.
+    /// [`Projection::start`], also feeding every applied event to `followers`: the
+    /// routing table (with the model as its [`RouteSource`]) and a [`Follower`]. Returns
+    /// once the model has applied everything already in the store; the routing table is
+    /// then at the same position.
     pub async fn start_with(
         store: Arc<dyn EventStore>,
-        mut routing: Option<RoutingFeed>,
+        followers: Followers,
     ) -> Result<Self, ControlError> {
+        let Followers {
+            mut routing,
+            mut follower,
+        } = followers;
         let model = Arc::new(RwLock::new(ReadModel::default()));
         let (publish, applied) = watch::channel(0u64);
         let failure = Arc::new(RwLock::new(None));
@@ -71,10 +109,18 @@ impl Projection {
                 let outcome = next.map_err(|e| e.to_string()).and_then(|envelope| {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
-                    let mut model = model.write().expect("read model lock");
-                    model.apply(&envelope, &event);
-                    if let Some(routing) = routing.as_mut() {
-                        routing.apply(&envelope, &*model);
+                    if let Some(follower) = follower.as_mut() {
+                        follower.before(&envelope, &event, &model.read().expect("read model lock"));
+                    }
+                    {
+                        let mut model = model.write().expect("read model lock");
+                        model.apply(&envelope, &event);
+                        if let Some(routing) = routing.as_mut() {
+                            routing.apply(&envelope, &*model);
+                        }
+                    }
+                    if let Some(follower) = follower.as_mut() {
+                        follower.after(&envelope, &event, &model.read().expect("read model lock"));
                     }
                     Ok(envelope.position)
                 });

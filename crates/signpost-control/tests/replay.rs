@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use signpost_control::{
-    ControlConfig, ControlPlane, IssueSetupLink, Principal, RequestMeta, Role, SecretBox,
-    SettingsInput, SetupFormInput, VerifyMethod,
+    ControlConfig, ControlPlane, Followers, IssueSetupLink, Principal, RequestMeta, Role,
+    SecretBox, SettingsInput, SetupFormInput, VerifyMethod,
 };
 use signpost_domain::api_token::ApiToken;
 use signpost_domain::connection::Connection;
@@ -134,12 +134,15 @@ async fn run(steps: Vec<Step>) {
         store.store_epoch().to_string(),
         RoutingOptions::new("https://signpost.test/"),
     );
-    let plane = ControlPlane::start_with_routing(
+    let plane = ControlPlane::start_with(
         store.clone(),
         secrets.clone(),
         txt.clone(),
         config.clone(),
-        Some(routing_feed),
+        Followers {
+            routing: Some(routing_feed),
+            ..Followers::default()
+        },
     )
     .await
     .unwrap();
@@ -446,12 +449,15 @@ async fn run(steps: Vec<Step>) {
         store.store_epoch().to_string(),
         RoutingOptions::new("https://signpost.test/"),
     );
-    let restarted = ControlPlane::start_with_routing(
+    let restarted = ControlPlane::start_with(
         store.clone(),
         secrets.clone(),
         txt.clone(),
         config.clone(),
-        Some(restarted_feed),
+        Followers {
+            routing: Some(restarted_feed),
+            ..Followers::default()
+        },
     )
     .await
     .unwrap();

@@ -40,7 +40,7 @@ use signpost_api::audit::v1::audit_service_server::AuditServiceServer;
 use signpost_api::eventlog::v1::event_log_service_server::EventLogServiceServer;
 use signpost_api::routing::v1::routing_service_server::RoutingServiceServer;
 use signpost_audit::{AuditOptions, AuditProjection, CheckpointKey, Checkpointer};
-use signpost_control::{ControlConfig, ControlPlane, SecretBox};
+use signpost_control::{ControlConfig, ControlPlane, Followers, SecretBox};
 use signpost_eventlog::{
     verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions, LogError, SledEventStore,
     SledOptions,
@@ -122,29 +122,34 @@ impl Server {
         // Serving doesn't wait for the audit timeline: its reads wait for it instead.
         audit_options.wait_at_start = false;
         let projections = async {
-            // One read of the log builds both the control plane's read model and the
-            // routing table, which computes routes from the read model's aggregates.
-            let (routing, routing_feed) =
-                RoutingProjection::fed(store.store_epoch().to_string(), routing_options);
-            let plane = ControlPlane::start_with_routing(
-                store.clone(),
-                secrets,
-                txt_resolver,
-                control,
-                Some(routing_feed),
-            )
-            .await?;
-            routing
-                .wait_for(plane.projection().position())
-                .await
-                .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
-            let audit = AuditProjection::start(
+            // One read of the log builds the control plane's read model, the routing
+            // table (computed from the read model's aggregates) and, past the head the
+            // audit timeline has to catch up on alone, the audit timeline's entries
+            // (described from the read model around each event).
+            let (audit, audit_feed) = AuditProjection::start_fed(
                 store.clone(),
                 &config.data_dir.join("audit"),
                 audit_options,
             )
             .await
             .context("building the audit timeline")?;
+            let (routing, routing_feed) =
+                RoutingProjection::fed(store.store_epoch().to_string(), routing_options);
+            let plane = ControlPlane::start_with(
+                store.clone(),
+                secrets,
+                txt_resolver,
+                control,
+                Followers {
+                    routing: Some(routing_feed),
+                    follower: Some(Box::new(audit_feed)),
+                },
+            )
+            .await?;
+            routing
+                .wait_for(plane.projection().position())
+                .await
+                .map_err(|reason| anyhow::anyhow!("building the routing table: {reason}"))?;
             anyhow::Ok((plane, routing, audit))
         };
         let head = store.head().position;

@@ -11,9 +11,24 @@
 //! for; and 64 concurrent appenders): process CPU time per event, minus the same appends
 //! into a log nobody follows. CPU times come from `/proc/self/stat` (10 ms ticks), RSS
 //! from `/proc/self/status` (the system allocator here; the server uses mimalloc).
+//!
+//! The `describe` phase runs last: `describe` (one event → one audit entry) timed alone
+//! over two mixes, folded in order so each event sees a realistic state before it: a story
+//! of 32 events per organization touching every event type and every kind of configuration
+//! change, and the projection phases' own log (10 events per organization, 4 of them SAML
+//! configurations). `SIGNPOST_MEASURE_DESCRIBE_ORGS` organizations, default 2 000;
+//! `SIGNPOST_MEASURE_DESCRIBE_REPS` calls per event, default 1 (the first call is the
+//! realistic one: its inputs are not in cache yet). It prints the cost per event type and
+//! a SHA-256 of every entry produced (stable for the story mix), so two builds can be
+//! compared for identical output. Pass `describe` or `projection` to run only that phase
+//! (`cargo bench -p signpost-audit --bench measure -- describe`).
 
+use std::collections::BTreeMap;
+use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
 
 use signpost_audit::*;
 use signpost_domain::{encode_event, event_type, schema, streams, Event};
@@ -21,6 +36,12 @@ use signpost_eventlog::{
     verify_chain, Commit, CommitMeta, EventStore, ExpectedVersion, MemoryEventStore, NewEvent,
     StreamId, StreamWrite,
 };
+
+// `describe` is crate-private; the bench compiles its source as a module of its own to time
+// it without the projection around it (the file names no other module of the crate).
+#[allow(dead_code)]
+#[path = "../src/describe.rs"]
+mod describe;
 
 async fn append(store: &MemoryEventStore, stream: String, events: Vec<Event>) {
     append_as(store, admin(), stream, events).await
@@ -275,8 +296,536 @@ async fn live(
     cpu_seconds() - cpu
 }
 
+/// A 64-hex-digit certificate fingerprint, like the ones `signpost-idp` computes.
+fn fingerprint(seed: &str) -> String {
+    hex::encode(Sha256::digest(seed.as_bytes()))
+}
+
+fn saml_settings(i: usize, sso_path: &str, certificates: &[&str]) -> schema::SamlSettings {
+    schema::SamlSettings {
+        idp_entity_id: format!("http://www.okta.com/exk{i:08}"),
+        sso_endpoints: vec![
+            schema::SamlEndpoint {
+                binding: schema::SamlBinding::HttpPost as i32,
+                location: format!("https://firm-{i}.okta.com/app/signpost/{sso_path}/sso/saml"),
+            },
+            schema::SamlEndpoint {
+                binding: schema::SamlBinding::HttpRedirect as i32,
+                location: format!("https://firm-{i}.okta.com/app/signpost/{sso_path}/sso/saml"),
+            },
+        ],
+        signing_certificates: certificates
+            .iter()
+            .map(|seed| schema::Certificate {
+                der: vec![0x30; 900],
+                sha256_fingerprint: fingerprint(&format!("{i}-{seed}")),
+                subject: format!("CN=firm-{i}.okta.com"),
+                ..Default::default()
+            })
+            .collect(),
+        source: schema::SamlSource::MetadataUrl as i32,
+        metadata_url: format!("https://firm-{i}.okta.com/app/exk{i:08}/sso/saml/metadata"),
+    }
+}
+
+fn oidc_settings(i: usize, secret: u8) -> schema::OidcSettings {
+    let base = format!("https://login.microsoftonline.com/{i:08}-tenant/v2.0");
+    schema::OidcSettings {
+        issuer: base.clone(),
+        authorization_endpoint: format!("{base}/oauth2/authorize"),
+        token_endpoint: format!("{base}/oauth2/token"),
+        jwks_uri: format!("{base}/discovery/keys"),
+        userinfo_endpoint: "https://graph.microsoft.com/oidc/userinfo".into(),
+        client_id: format!("client-{i}"),
+        client_secret: Some(schema::EncryptedSecret {
+            key_id: "data-key-1".into(),
+            nonce: vec![secret; 12],
+            ciphertext: vec![secret; 48],
+        }),
+        scopes: vec!["openid".into(), "email".into(), "profile".into()],
+    }
+}
+
+fn configured(
+    i: usize,
+    connection: &str,
+    link: &str,
+    role: schema::ConnectionRole,
+    saml: Option<schema::SamlSettings>,
+    oidc: Option<schema::OidcSettings>,
+) -> Event {
+    Event::ConnectionConfigured(schema::ConnectionConfigured {
+        connection_id: connection.to_owned(),
+        organization_id: format!("org-{i}"),
+        setup_link_id: link.to_owned(),
+        role: role as i32,
+        protocol: if saml.is_some() {
+            schema::Protocol::Saml
+        } else {
+            schema::Protocol::Oidc
+        } as i32,
+        saml,
+        oidc,
+        claim_mapping: Some(schema::ClaimMapping {
+            email: "email".into(),
+            given_name: "firstName".into(),
+            family_name: "lastName".into(),
+            groups: "groups".into(),
+        }),
+        provider_preset: "okta".into(),
+    })
+}
+
+fn issued(i: usize, link: &str, connection: &str, intent: schema::SetupIntent) -> Event {
+    Event::SetupLinkIssued(schema::SetupLinkIssued {
+        setup_link_id: link.to_owned(),
+        organization_id: format!("org-{i}"),
+        intent: intent as i32,
+        connection_id: connection.to_owned(),
+        token_sha256: Sha256::digest(link.as_bytes()).to_vec(),
+        expires_at: Some(prost_types::Timestamp {
+            seconds: 1_780_000_000,
+            nanos: 0,
+        }),
+        recipient_email: format!("it@firm-{i}.com"),
+    })
+}
+
+/// One organization's life in 32 events (stream, actor, event): every event type, first
+/// configurations and re-configurations (changed, unchanged, SAML → OIDC), a switch.
+fn organization_story(i: usize) -> Vec<(String, schema::Actor, Event)> {
+    use schema::{ConnectionRole as Role, SetupIntent as Intent};
+    let org = streams::organization(&format!("org-{i}"));
+    let (a, b) = (format!("conn-{i}-a"), format!("conn-{i}-b"));
+    let (ca, cb) = (streams::connection(&a), streams::connection(&b));
+    let links: Vec<String> = (1..=4).map(|n| format!("link-{i}-{n}")).collect();
+    let link_stream = |n: usize| streams::setup_link(&links[n]);
+    let token = streams::api_token(&format!("token-{i}"));
+    let system = schema::Actor {
+        kind: schema::ActorKind::System as i32,
+        id: "signpost".into(),
+        on_behalf_of: String::new(),
+        display_name: "Signpost".into(),
+    };
+    let holder = |n: usize| schema::Actor {
+        kind: schema::ActorKind::SetupLink as i32,
+        id: links[n].clone(),
+        on_behalf_of: format!("it@firm-{i}.com"),
+        display_name: "setup link".into(),
+    };
+    let assigned = |group: &str, role: &str| {
+        Event::GroupAssigned(schema::GroupAssigned {
+            idp_group: group.into(),
+            role: role.into(),
+        })
+    };
+    let domain = format!("firm-{i}.com");
+    let other_domain = format!("firm-{i}.co.uk");
+    vec![
+        (
+            token.clone(),
+            admin(),
+            Event::ApiTokenIssued(schema::ApiTokenIssued {
+                token_id: format!("token-{i}"),
+                name: format!("auditor for firm {i}"),
+                role: schema::TokenRole::Auditor as i32,
+                token_sha256: vec![1; 32],
+                organization_scope: format!("org-{i}"),
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::OrganizationCreated(schema::OrganizationCreated {
+                organization_id: format!("org-{i}"),
+                display_name: format!("Firm {i} LLP"),
+                external_id: format!("ext-{i}"),
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::DomainClaimed(schema::DomainClaimed {
+                domain: domain.clone(),
+                verification_record_name: format!("_signpost-challenge.{domain}"),
+                verification_value: "v".into(),
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::DomainClaimed(schema::DomainClaimed {
+                domain: other_domain.clone(),
+                verification_record_name: format!("_signpost-challenge.{other_domain}"),
+                verification_value: "v".into(),
+            }),
+        ),
+        (
+            org.clone(),
+            system.clone(),
+            Event::DomainVerified(schema::DomainVerified {
+                domain: domain.clone(),
+                method: schema::VerificationMethod::DnsTxt as i32,
+                note: String::new(),
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::DomainVerified(schema::DomainVerified {
+                domain: other_domain.clone(),
+                method: schema::VerificationMethod::Manual as i32,
+                note: "checked by phone".into(),
+            }),
+        ),
+        (
+            link_stream(0),
+            admin(),
+            issued(i, &links[0], &a, Intent::NewConnection),
+        ),
+        (
+            link_stream(0),
+            holder(0),
+            Event::SetupFormSubmitted(schema::SetupFormSubmitted {
+                setup_link_id: links[0].clone(),
+                connection_id: a.clone(),
+                submission: 1,
+            }),
+        ),
+        (
+            ca.clone(),
+            holder(0),
+            configured(
+                i,
+                &a,
+                &links[0],
+                Role::Primary,
+                Some(saml_settings(i, "1", &["c1"])),
+                None,
+            ),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::ConnectionActivated(schema::ConnectionActivated {
+                connection_id: a.clone(),
+            }),
+        ),
+        (
+            link_stream(0),
+            admin(),
+            Event::SetupLinkSpent(schema::SetupLinkSpent {
+                connection_id: a.clone(),
+            }),
+        ),
+        (ca.clone(), admin(), assigned("Lawyers", "member")),
+        (ca.clone(), admin(), assigned("IT", "admin")),
+        (ca.clone(), admin(), assigned("Lawyers", "editor")),
+        (
+            ca.clone(),
+            admin(),
+            Event::GroupRequirementChanged(schema::GroupRequirementChanged {
+                require_group: true,
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::SsoPolicyChanged(schema::SsoPolicyChanged {
+                previous: schema::SsoPolicy::Optional as i32,
+                policy: schema::SsoPolicy::Enforced as i32,
+            }),
+        ),
+        (
+            link_stream(1),
+            admin(),
+            issued(i, &links[1], &a, Intent::UpdateConnection),
+        ),
+        (
+            link_stream(1),
+            holder(1),
+            Event::SetupFormSubmitted(schema::SetupFormSubmitted {
+                setup_link_id: links[1].clone(),
+                connection_id: a.clone(),
+                submission: 1,
+            }),
+        ),
+        // A certificate rollover and a new SSO URL, then the same form again.
+        (
+            ca.clone(),
+            holder(1),
+            configured(
+                i,
+                &a,
+                &links[1],
+                Role::Primary,
+                Some(saml_settings(i, "2", &["c1", "c2"])),
+                None,
+            ),
+        ),
+        (
+            ca.clone(),
+            holder(1),
+            configured(
+                i,
+                &a,
+                &links[1],
+                Role::Primary,
+                Some(saml_settings(i, "2", &["c1", "c2"])),
+                None,
+            ),
+        ),
+        (
+            link_stream(2),
+            admin(),
+            issued(i, &links[2], &b, Intent::StageSwitch),
+        ),
+        (
+            link_stream(1),
+            admin(),
+            Event::SetupLinkRevoked(schema::SetupLinkRevoked {
+                reason: schema::RevocationReason::Superseded as i32,
+                superseded_by: links[2].clone(),
+            }),
+        ),
+        (
+            cb.clone(),
+            holder(2),
+            configured(
+                i,
+                &b,
+                &links[2],
+                Role::Standby,
+                None,
+                Some(oidc_settings(i, 1)),
+            ),
+        ),
+        (
+            cb.clone(),
+            holder(2),
+            configured(
+                i,
+                &b,
+                &links[2],
+                Role::Standby,
+                None,
+                Some(oidc_settings(i, 2)),
+            ),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::ProviderSwitched(schema::ProviderSwitched {
+                previous_connection_id: a.clone(),
+                connection_id: b.clone(),
+            }),
+        ),
+        (
+            ca.clone(),
+            admin(),
+            Event::GroupUnassigned(schema::GroupUnassigned {
+                idp_group: "IT".into(),
+            }),
+        ),
+        (
+            link_stream(3),
+            admin(),
+            issued(i, &links[3], &b, Intent::UpdateConnection),
+        ),
+        (
+            link_stream(3),
+            system.clone(),
+            Event::SetupLinkExpired(schema::SetupLinkExpired {
+                expired_at: Some(prost_types::Timestamp {
+                    seconds: 1_780_000_000,
+                    nanos: 0,
+                }),
+            }),
+        ),
+        (
+            link_stream(2),
+            admin(),
+            Event::SetupLinkRevoked(schema::SetupLinkRevoked {
+                reason: schema::RevocationReason::Revoked as i32,
+                superseded_by: String::new(),
+            }),
+        ),
+        (
+            org.clone(),
+            admin(),
+            Event::ConnectionDeactivated(schema::ConnectionDeactivated {
+                connection_id: b.clone(),
+            }),
+        ),
+        (
+            org,
+            admin(),
+            Event::DomainReleased(schema::DomainReleased {
+                domain: other_domain,
+            }),
+        ),
+        (
+            token,
+            admin(),
+            Event::ApiTokenRevoked(schema::ApiTokenRevoked {}),
+        ),
+    ]
+}
+
+/// The story mix: every organization's story as envelopes, in log order, with fixed times
+/// and ids (so the entries, hence their digest, are the same from run to run).
+fn story_mix(organizations: usize) -> Vec<(signpost_eventlog::EventEnvelope, Event)> {
+    let mut envelopes = Vec::new();
+    for i in 0..organizations {
+        for (stream, actor, event) in organization_story(i) {
+            let position = envelopes.len() as u64 + 1;
+            let envelope = signpost_eventlog::EventEnvelope {
+                position,
+                stream_id: stream,
+                recorded_at: Some(prost_types::Timestamp {
+                    seconds: 1_770_000_000 + position as i64,
+                    nanos: 0,
+                }),
+                actor: Some(actor),
+                correlation_id: format!("{:032x}", position * 7919),
+                event_type: event_type(&event).into(),
+                ..Default::default()
+            };
+            envelopes.push((envelope, event));
+        }
+    }
+    envelopes
+}
+
+/// The rebuild mix: the log the projection phases rebuild from (`organization`, ten events
+/// each, four of them SAML configurations), read back from a memory store.
+async fn rebuild_mix(organizations: usize) -> Vec<(signpost_eventlog::EventEnvelope, Event)> {
+    let store = MemoryEventStore::new();
+    for i in 0..organizations {
+        organization(&store, i).await;
+    }
+    let mut envelopes = Vec::new();
+    loop {
+        let batch = store
+            .read_range(envelopes.len() as u64 + 1, 10_000)
+            .await
+            .unwrap();
+        if batch.is_empty() {
+            return envelopes;
+        }
+        for envelope in batch {
+            let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+            envelopes.push((envelope, event));
+        }
+    }
+}
+
+/// Times `describe` alone over `envelopes`, folded in order (the state before each event is
+/// the admin read model, as in the fold): `reps` calls per event, each entry dropped inside
+/// the timed spans (freeing it is part of its cost), encoded for the digest outside them.
+fn measure_describe(mix: &str, envelopes: &[(signpost_eventlog::EventEnvelope, Event)]) {
+    let reps: u32 = std::env::var("SIGNPOST_MEASURE_DESCRIBE_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+        .max(1);
+    // What one `Instant` pair costs, to subtract from every timed span.
+    let calibration = {
+        let started = Instant::now();
+        let mut sum = Duration::ZERO;
+        for _ in 0..100_000 {
+            let t = Instant::now();
+            sum += black_box(t).elapsed();
+        }
+        black_box(sum);
+        started.elapsed() / 100_000
+    };
+
+    let mut model = signpost_control::read_model::ReadModel::default();
+    let mut by_type: BTreeMap<&'static str, (u64, Duration)> = BTreeMap::new();
+    let mut digest = Sha256::new();
+    let mut total = Duration::ZERO;
+    for (envelope, event) in envelopes {
+        let started = Instant::now();
+        let described = describe::describe(black_box(envelope), black_box(event), &model);
+        let described = black_box(described);
+        let mut spent = started.elapsed();
+        digest.update(prost::Message::encode_to_vec(&described.entry));
+        for connection in &described.connections {
+            digest.update(connection.as_bytes());
+            digest.update([0]);
+        }
+        let started = Instant::now();
+        drop(described);
+        for _ in 1..reps {
+            drop(black_box(describe::describe(
+                black_box(envelope),
+                black_box(event),
+                black_box(&model),
+            )));
+        }
+        spent += started.elapsed();
+        let spent = spent.saturating_sub(calibration * 2) / reps;
+        total += spent;
+        let kind = by_type.entry(event_type(event)).or_default();
+        kind.0 += 1;
+        kind.1 += spent;
+        model.apply(envelope, event);
+    }
+    println!(
+        "describe, {mix}: {} events, {reps} call(s) each: {:.2} us/event on average (timer overhead {calibration:?} subtracted)",
+        envelopes.len(),
+        total.as_secs_f64() * 1e6 / envelopes.len().max(1) as f64
+    );
+    for (kind, (count, spent)) in &by_type {
+        println!(
+            "  {kind:<26} {count:>7} x {:>6.2} us",
+            spent.as_secs_f64() * 1e6 / *count as f64
+        );
+    }
+    println!(
+        "  entries' SHA-256 (identical output, identical digest): {}",
+        hex::encode(digest.finalize())
+    );
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::args().any(|a| a == "--help" || a == "-h") {
+        println!(
+            "usage: cargo bench -p signpost-audit --bench measure [-- projection | describe]\n\
+             (environment variables: see the top of benches/measure.rs)"
+        );
+        return;
+    }
+    // Positional arguments pick phases (cargo adds `--bench`, ignored); none: all of them.
+    let phases: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let wants = |phase: &str| phases.is_empty() || phases.iter().any(|p| p == phase);
+    if wants("projection") {
+        measure_projection().await;
+    }
+    // Last, so that its memory does not show in the projection's RSS figures.
+    if wants("describe") {
+        let organizations: usize = std::env::var("SIGNPOST_MEASURE_DESCRIBE_ORGS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        measure_describe(
+            "story mix (every event type, 32 per organization)",
+            &story_mix(organizations),
+        );
+        measure_describe(
+            "rebuild mix (the projection phases' log, 10 per organization)",
+            &rebuild_mix(organizations).await,
+        );
+    }
+}
+
+/// The projection phases (see the top of the file).
+async fn measure_projection() {
     let organizations: usize = std::env::var("SIGNPOST_MEASURE_ORGS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -500,12 +500,10 @@ struct Source {
 }
 
 enum Mode {
-    /// Folding the log itself, with a read model of its own: rows for positions past
-    /// `rows_after`; at `hand_over`'s position it moves on to the feed's steps.
+    /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own);
+    /// at `hand_over`'s position it moves on to the feed's steps.
     Own {
-        events: signpost_eventlog::Subscription,
-        fold: Box<OwnFold>,
-        rows_after: u64,
+        steps: mpsc::Receiver<Result<Step, String>>,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
     },
     /// Taking the steps the read model's task describes; `last`: the last one taken.
@@ -537,6 +535,10 @@ impl Source {
         }
     }
 
+    fn is_fed(&self) -> bool {
+        matches!(self.mode, Mode::Fed { .. })
+    }
+
     /// The next event (`None`: the log was closed). Cancel-safe: nothing is awaited
     /// after an event is taken.
     async fn next(&mut self) -> Option<Result<Step, String>> {
@@ -558,42 +560,23 @@ impl Source {
                         self.mode = Mode::own(&self.store, &self.public_base_url, last, None);
                     }
                 },
-                Mode::Own {
-                    events,
-                    fold,
-                    rows_after,
-                    hand_over,
-                } => {
-                    let next = events.next().await?;
-                    let decoded = next.map_err(|e| e.to_string()).and_then(|envelope| {
-                        let event = signpost_domain::decode_event(&envelope.payload)
-                            .map_err(|e| format!("position {}: {e}", envelope.position))?;
-                        Ok((envelope, event))
-                    });
-                    let (envelope, event): (EventEnvelope, Event) = match decoded {
-                        Ok(pair) => pair,
+                Mode::Own { steps, hand_over } => {
+                    let step = match steps.recv().await? {
+                        Ok(step) => step,
                         Err(reason) => return Some(Err(reason)),
                     };
-                    let rows = fold.apply(&envelope, &event, envelope.position > *rows_after);
-                    if let Some((_, steps)) = hand_over.take_if(|(at, _)| *at == envelope.position)
-                    {
-                        // Caught up with the head at start: the read model is dropped,
-                        // the feed describes everything after.
+                    if let Some((_, steps)) = hand_over.take_if(|(at, _)| *at == step.position) {
+                        // Caught up with the head at start (the fold's thread has ended,
+                        // dropping its read model): the feed describes everything after.
                         self.mode = Mode::Fed {
                             steps,
-                            last: envelope.position,
+                            last: step.position,
                         };
                     }
-                    return Some(Ok(Step::new(&envelope, rows)));
+                    return Some(Ok(step));
                 }
             }
         }
-    }
-}
-
-impl Source {
-    fn is_fed(&self) -> bool {
-        matches!(self.mode, Mode::Fed { .. })
     }
 }
 
@@ -604,13 +587,75 @@ impl Mode {
         rows_after: u64,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
     ) -> Self {
+        let until = hand_over.as_ref().map(|(at, _)| *at);
         Mode::Own {
-            events: store.subscribe(1),
-            fold: Box::new(OwnFold::new(public_base_url)),
-            rows_after,
+            steps: own_fold(store.clone(), public_base_url, rows_after, until),
             hand_over,
         }
     }
+}
+
+/// Steps of the own fold queued for the tail (the fold waits when they are not taken).
+const OWN_FOLD_QUEUE: usize = 4096;
+
+/// Folds the log from position 1 with a read model of its own, on a thread of its own,
+/// and returns its steps: rows for positions past `rows_after`, up to `until` (then the
+/// thread ends) or for as long as the log and the receiver last. The read model lives
+/// and dies on that thread, so the allocator hands its memory back whole when it ends
+/// rather than leaving it scattered among the pages of the server's other tasks.
+fn own_fold(
+    store: Arc<dyn EventStore>,
+    public_base_url: &str,
+    rows_after: u64,
+    until: Option<u64>,
+) -> mpsc::Receiver<Result<Step, String>> {
+    let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
+    let public_base_url = public_base_url.to_owned();
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new()
+        .name("audit-fold".into())
+        .spawn(move || {
+            let mut fold = OwnFold::new(&public_base_url);
+            let mut events = store.subscribe(1);
+            loop {
+                let next = runtime.block_on(async {
+                    tokio::select! {
+                        next = events.next() => next,
+                        () = sender.closed() => None,
+                    }
+                });
+                let Some(next) = next else {
+                    return;
+                };
+                let decoded = next.map_err(|e| e.to_string()).and_then(|envelope| {
+                    let event = signpost_domain::decode_event(&envelope.payload)
+                        .map_err(|e| format!("position {}: {e}", envelope.position))?;
+                    Ok((envelope, event))
+                });
+                let (envelope, event): (EventEnvelope, Event) = match decoded {
+                    Ok(pair) => pair,
+                    Err(reason) => {
+                        let _ = sender.blocking_send(Err(reason));
+                        return;
+                    }
+                };
+                let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
+                let last = until == Some(envelope.position);
+                if sender
+                    .blocking_send(Ok(Step::new(&envelope, rows)))
+                    .is_err()
+                    || last
+                {
+                    return;
+                }
+            }
+        });
+    if let Err(error) = spawned {
+        let (failed, receiver) = mpsc::channel(1);
+        let _ = failed.try_send(Err(format!("starting the audit fold thread: {error}")));
+        return receiver;
+    }
+    receiver
 }
 
 /// The tailing task: folds every event, writes rows past `meta.position` in batches.

@@ -15,6 +15,7 @@ use signpost_control::read_model::ReadModel;
 use signpost_control::Follower;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
+use signpost_routing::RouteChange;
 use tokio::sync::mpsc;
 
 use crate::fold::{self, Before, IndexedTime, Rows};
@@ -75,7 +76,13 @@ impl AuditFeed {
 }
 
 impl Follower for AuditFeed {
-    fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel) {
+    fn before(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &Event,
+        model: &ReadModel,
+        route_changes_follow: bool,
+    ) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
         if envelope.position <= self.from || self.sender.is_none() {
@@ -87,17 +94,30 @@ impl Follower for AuditFeed {
             model,
             time_nanos,
             &self.public_base_url,
+            route_changes_follow,
         ));
     }
 
-    fn after(&mut self, envelope: &EventEnvelope, _event: &Event, model: &ReadModel) {
+    fn after(
+        &mut self,
+        envelope: &EventEnvelope,
+        _event: &Event,
+        model: &ReadModel,
+        route_changes: Option<&[RouteChange]>,
+    ) {
         let Some(before) = self.before.take() else {
             return;
         };
         let Some(sender) = &self.sender else {
             return;
         };
-        let rows = fold::after(before, envelope, model, &self.public_base_url);
+        let rows = fold::after(
+            before,
+            envelope,
+            model,
+            &self.public_base_url,
+            route_changes,
+        );
         match sender.try_send(Step::new(envelope, Some(rows))) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {

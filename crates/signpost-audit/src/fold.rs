@@ -5,9 +5,11 @@
 //! - [`before`]: the entry (action, target, summary, before / after details, from
 //!   `describe.rs`), its index postings, and what the organization the event touches
 //!   claimed and how its domains routed;
-//! - [`after`]: the domains whose owner or route the event changed. Routes come from
-//!   [`signpost_routing::routes::organization_routes`], the function the live routing
-//!   table uses, computed on both sides of the event and compared.
+//! - [`after`]: the domains whose owner or route the event changed. The route changes
+//!   are the live routing table's own for the event when the caller drives one (the
+//!   read model's task does), else they are computed here with
+//!   [`signpost_routing::routes::organization_routes`], the function the routing table
+//!   uses, on both sides of the event and compared.
 //!
 //! The models come from one of two places (see `projection.rs`): the audit task's own
 //! [`OwnFold`] while it catches up on what the log held at start, or the control plane's
@@ -22,6 +24,7 @@ use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::routes::{organization_routes, OrganizationRoutes};
+use signpost_routing::RouteChange;
 
 use crate::describe::{describe, Described};
 use crate::keys::{DomainChange, Index};
@@ -83,11 +86,14 @@ pub(crate) struct Before {
 struct OrganizationSide {
     organization_id: String,
     claimed: BTreeSet<String>,
-    routes: OrganizationRoutes,
+    /// `None` when the event's route changes come from the routing table instead.
+    routes: Option<OrganizationRoutes>,
 }
 
 impl OrganizationSide {
-    fn of(model: &ReadModel, organization_id: &str, public_base_url: &str) -> Self {
+    /// The organization's side in `model`; its routes only when `public_base_url` is
+    /// given.
+    fn of(model: &ReadModel, organization_id: &str, public_base_url: Option<&str>) -> Self {
         let Some(organization) = model.organizations.get(organization_id) else {
             return Self {
                 organization_id: organization_id.to_owned(),
@@ -103,7 +109,7 @@ impl OrganizationSide {
         Self {
             organization_id: organization_id.to_owned(),
             claimed: organization.domains.keys().cloned().collect(),
-            routes: organization_routes(organization, active, public_base_url),
+            routes: public_base_url.map(|url| organization_routes(organization, active, url)),
         }
     }
 }
@@ -131,13 +137,15 @@ fn organization_of(
 }
 
 /// The rows of `event` that the state before it determines (`model`, not yet applied).
-/// `time_nanos` is its [`IndexedTime`].
+/// `time_nanos` is its [`IndexedTime`]; `route_changes_follow`: whether [`after`] will be
+/// given the event's route changes (else the routes are computed on both sides).
 pub(crate) fn before(
     envelope: &EventEnvelope,
     event: &Event,
     model: &ReadModel,
     time_nanos: i64,
     public_base_url: &str,
+    route_changes_follow: bool,
 ) -> Before {
     let mut rows = Rows::default();
     let Described { entry, connections } = describe(envelope, event, model);
@@ -164,18 +172,21 @@ pub(crate) fn before(
         .push((Index::EventType, envelope.event_type.clone()));
     rows.time_nanos = time_nanos;
     rows.entry = Some((position, entry));
+    let url = (!route_changes_follow).then_some(public_base_url);
     let organization = organization_of(envelope, Some(event), model)
-        .map(|id| OrganizationSide::of(model, &id, public_base_url));
+        .map(|id| OrganizationSide::of(model, &id, url));
     Before { rows, organization }
 }
 
 /// Completes `before` given the state after the event (`model`, applied): records a
-/// change for every domain whose owner or route the event changed.
+/// change for every domain whose owner or route the event changed. `route_changes`: the
+/// routing table's changes for this event, when [`before`] was told they follow.
 pub(crate) fn after(
     before: Before,
     envelope: &EventEnvelope,
     model: &ReadModel,
     public_base_url: &str,
+    route_changes: Option<&[RouteChange]>,
 ) -> Rows {
     let Before {
         mut rows,
@@ -187,16 +198,32 @@ pub(crate) fn after(
     if !model.organizations.contains_key(&organization_id) {
         return rows;
     }
-    let now = OrganizationSide::of(model, &organization_id, public_base_url);
     // The side before is of the same organization (a connection never changes hands;
     // if one did, every domain of the new organization is recorded afresh).
     let was = organization
         .filter(|side| side.organization_id == organization_id)
         .unwrap_or_default();
+    let computed = was.routes.is_some() || route_changes.is_none();
+    let now = OrganizationSide::of(model, &organization_id, computed.then_some(public_base_url));
+    let no_routes = OrganizationRoutes::new();
     for domain in now.claimed.union(&was.claimed) {
         let owned = now.claimed.contains(domain);
-        let route = now.routes.get(domain);
-        if owned == was.claimed.contains(domain) && route == was.routes.get(domain) {
+        // The route after the event, and whether the event changed it.
+        let (route, route_changed) = match (&now.routes, route_changes) {
+            (Some(now_routes), _) => {
+                let route = now_routes.get(domain);
+                let before = was.routes.as_ref().unwrap_or(&no_routes).get(domain);
+                (route, route != before)
+            }
+            // A domain the event changed the ownership of and not the route has none
+            // on either side: routes exist for claimed domains only.
+            (None, Some(changes)) => match changes.iter().find(|(d, _)| d == domain) {
+                Some((_, route)) => (route.as_ref(), true),
+                None => (None, false),
+            },
+            (None, None) => (None, false),
+        };
+        if owned == was.claimed.contains(domain) && !route_changed {
             continue;
         }
         if owned && !was.claimed.contains(domain) {
@@ -253,6 +280,7 @@ impl OwnFold {
             &self.model,
             time_nanos,
             &self.public_base_url,
+            false,
         );
         self.model.apply(envelope, event);
         Some(after(
@@ -260,6 +288,7 @@ impl OwnFold {
             envelope,
             &self.model,
             &self.public_base_url,
+            None,
         ))
     }
 }

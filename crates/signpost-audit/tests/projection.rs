@@ -1380,19 +1380,28 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
 }
 
 /// A projection started with [`AuditProjection::start_fed`], its feed followed by a
-/// control-plane read model over `store`.
+/// control-plane read model over `store` (which drives a routing table too when
+/// `with_routing`: then the domain changes are the routing table's).
 async fn fed_projection(
     store: &Arc<MemoryEventStore>,
     dir: &std::path::Path,
     options: AuditOptions,
+    with_routing: bool,
 ) -> (AuditProjection, signpost_control::projection::Projection) {
     let (audit, feed) = AuditProjection::start_fed(store.clone(), dir, options)
         .await
         .unwrap();
+    let routing = with_routing.then(|| {
+        signpost_routing::RoutingProjection::fed(
+            store.store_epoch().to_string(),
+            signpost_routing::RoutingOptions::new(BASE_URL),
+        )
+        .1
+    });
     let model = signpost_control::projection::Projection::start_with(
         store.clone(),
         signpost_control::Followers {
-            routing: None,
+            routing,
             follower: Some(Box::new(feed)),
         },
     )
@@ -1452,7 +1461,7 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     let store = Arc::new(MemoryEventStore::new());
     // Fed from the first event: nothing to catch up on alone.
     let fed_dir = tempfile::tempdir().unwrap();
-    let (fed, _model) = fed_projection(&store, fed_dir.path(), small_batches()).await;
+    let (fed, _model) = fed_projection(&store, fed_dir.path(), small_batches(), true).await;
     assert!(fed.stats().fed);
     let story = story(&store).await;
     fed.wait_for(story.head).await.unwrap();
@@ -1473,7 +1482,7 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     // Started on a log with history: it catches up alone to the head at start, then the
     // feed takes over.
     let late_dir = tempfile::tempdir().unwrap();
-    let (late, _late_model) = fed_projection(&store, late_dir.path(), small_batches()).await;
+    let (late, _late_model) = fed_projection(&store, late_dir.path(), small_batches(), false).await;
     let head = epilogue(&store).await;
     late.wait_for(head).await.unwrap();
     assert!(
@@ -1514,9 +1523,9 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     let mut model = signpost_control::read_model::ReadModel::default();
     for envelope in store.read_range(1, 10_000).await.unwrap() {
         let event = signpost_domain::decode_event(&envelope.payload).unwrap();
-        feed.before(&envelope, &event, &model);
+        feed.before(&envelope, &event, &model, false);
         model.apply(&envelope, &event);
-        feed.after(&envelope, &event, &model);
+        feed.after(&envelope, &event, &model, None);
     }
     assert!(format!("{feed:?}").contains("attached: false"));
     audit.wait_for(head).await.unwrap();

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
-use signpost_routing::{RouteSource, RoutingFeed};
+use signpost_routing::{RouteChange, RouteSource, RoutingFeed};
 use tokio::sync::watch;
 
 use crate::error::ControlError;
@@ -26,15 +26,30 @@ use crate::read_model::ReadModel;
 const CATCH_UP_PUBLISH_EVERY: u64 = 4096;
 
 /// Something the read model's task shows every event, in position order from position
-/// 1, with the model as it was just before the event and as it is just after. Both calls
-/// run under the model's read lock, so they should be quick; the task moves on when they
+/// 1, with the model as it was just before the event and as it is just after (and, when
+/// the task also drives the routing table, the routes the event changed). Both calls run
+/// under the model's read lock, so they should be quick; the task moves on when they
 /// return. When the task stops (the log cannot be applied, or the server shuts down) the
 /// follower is dropped.
 pub trait Follower: Send + 'static {
-    /// `event` at `envelope`, with the model before it.
-    fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel);
-    /// `event` at `envelope`, with the model after it.
-    fn after(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel);
+    /// `event` at `envelope`, with the model before it. `route_changes_follow`: whether
+    /// [`Follower::after`] will be given the event's route changes.
+    fn before(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &Event,
+        model: &ReadModel,
+        route_changes_follow: bool,
+    );
+    /// `event` at `envelope`, with the model after it and the routes it changed (`None`
+    /// when no routing table is driven, or while it catches up).
+    fn after(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &Event,
+        model: &ReadModel,
+        route_changes: Option<&[RouteChange]>,
+    );
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -110,7 +125,11 @@ impl Projection {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
                     if let Some(follower) = follower.as_mut() {
-                        follower.before(&envelope, &event, &model.read().expect("read model lock"));
+                        let follow = routing
+                            .as_ref()
+                            .is_some_and(|r| r.follows_events_at(envelope.position));
+                        let model = model.read().expect("read model lock");
+                        follower.before(&envelope, &event, &model, follow);
                     }
                     {
                         let mut model = model.write().expect("read model lock");
@@ -120,7 +139,11 @@ impl Projection {
                         }
                     }
                     if let Some(follower) = follower.as_mut() {
-                        follower.after(&envelope, &event, &model.read().expect("read model lock"));
+                        let changes = routing
+                            .as_ref()
+                            .and_then(|r| r.event_changes(envelope.position));
+                        let model = model.read().expect("read model lock");
+                        follower.after(&envelope, &event, &model, changes);
                     }
                     Ok(envelope.position)
                 });

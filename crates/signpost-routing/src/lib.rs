@@ -18,6 +18,6 @@ pub mod projection;
 pub mod routes;
 
 pub use projection::{
-    Delta, HistoryGap, OwnAggregates, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
-    RoutingProjection, RoutingStats,
+    Delta, HistoryGap, OwnAggregates, RouteChange, RouteSource, RouteTable, RoutingFeed,
+    RoutingOptions, RoutingProjection, RoutingStats,
 };

@@ -163,13 +163,18 @@ impl RouteSource for OwnAggregates {
     }
 }
 
+/// One domain's route changed by an event: the new route, `None` when it was removed.
+pub type RouteChange = (String, Option<Arc<wire::Route>>);
+
 /// The fold's private state: the routes of every organization, and the
-/// changes of the commit being applied.
+/// changes of the commit (and of the event) being applied.
 struct Fold {
     public_base_url: String,
     routes: HashMap<String, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
     pending: BTreeMap<String, Option<Arc<wire::Route>>>,
+    /// Changes of the event applied last.
+    event_changes: Vec<RouteChange>,
 }
 
 impl Fold {
@@ -193,10 +198,13 @@ impl Fold {
         for (domain, route) in &new {
             if old.get(domain) != Some(route) {
                 self.pending.insert(domain.clone(), Some(route.clone()));
+                self.event_changes
+                    .push((domain.clone(), Some(route.clone())));
             }
         }
         for domain in old.keys().filter(|d| !new.contains_key(*d)) {
             self.pending.insert(domain.clone(), None);
+            self.event_changes.push((domain.clone(), None));
         }
         if !new.is_empty() {
             self.routes.insert(organization_id.to_owned(), new);
@@ -258,6 +266,7 @@ impl RoutingFeed {
     /// published as one delta and the revision moves to it (during a catch-up, see
     /// [`RoutingFeed::catch_up_to`], nothing is published before its end).
     pub fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
+        self.fold.event_changes.clear();
         if envelope.position <= self.catch_up_head {
             if let Some(organization_id) = organization_of(envelope, source) {
                 if !self.catching_up.contains(organization_id) {
@@ -275,6 +284,21 @@ impl RoutingFeed {
             self.shared.publish(envelope.position, changes);
             self.publish.send_replace(envelope.position);
         }
+    }
+
+    /// Whether [`RoutingFeed::event_changes`] will tell the route changes of the event at
+    /// `position` once it is applied (not while catching up: then routes are computed
+    /// once at the end).
+    pub fn follows_events_at(&self, position: u64) -> bool {
+        position > self.catch_up_head
+    }
+
+    /// The route changes of the event applied last, in domain order within each
+    /// organization; `None` when it was applied while catching up (see
+    /// [`RoutingFeed::follows_events_at`]).
+    pub fn event_changes(&self, position: u64) -> Option<&[RouteChange]> {
+        self.follows_events_at(position)
+            .then_some(self.fold.event_changes.as_slice())
     }
 
     fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
@@ -321,6 +345,7 @@ impl RoutingProjection {
                 public_base_url: options.public_base_url,
                 routes: HashMap::new(),
                 pending: BTreeMap::new(),
+                event_changes: Vec::new(),
             },
             shared,
             publish,

@@ -260,7 +260,12 @@ fn check(
             ));
         }
     }
-    stream_versions.insert(envelope.stream_id.clone(), envelope.stream_version);
+    match stream_versions.get_mut(&envelope.stream_id) {
+        Some(version) => *version = envelope.stream_version,
+        None => {
+            stream_versions.insert(envelope.stream_id.clone(), envelope.stream_version);
+        }
+    }
     *previous = Head {
         position: envelope.position,
         hash: computed,

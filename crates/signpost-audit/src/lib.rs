@@ -7,10 +7,18 @@
 //! How data moves:
 //!
 //! ```text
-//! log ──subscribe──► projection.rs (one task) ──► fold.rs: ReadModel before the event
-//!                      │ batches: a linger window        │  describe.rs: action, target,
-//!                      │ near the head, 8 MiB / 64k      │  summary, details (no secrets)
-//!                      │ events while catching up        │  domain changes (routing crate)
+//!  up to the log's head at start              every later event
+//!  (a rebuild, a catch-up)                    (the server's steady state)
+//!  projection.rs: a fold of its own on a      the control plane's read model task, around
+//!  thread (fold.rs, with a read model of      each event (feed.rs, AuditFeed):
+//!  its own, dropped once at that head)        fold::before on the model before it
+//!        │                                      (describe.rs: action, target, summary,
+//!        │                                       details with before / after, no secrets)
+//!        │                                    fold::after on the model after it, with the
+//!        │                                      routing table's route changes: domain changes
+//!        ▼                                            ▼ bounded channel (if it fills, the task
+//!   projection.rs (one task): rows in batches ◄────────  reads the log itself again)
+//!     a linger window near the head, 8 MiB / 64k events while catching up
 //!                      ▼
 //!   store.rs: ONE sled batch per write in ONE tree, `timeline` (layout: keys.rs):
 //!     entries in chunks of consecutive positions (+ one time row per chunk),
@@ -29,7 +37,8 @@
 //! plane's CPU under write load and capped a rebuild near 20,000 events/s. A database of
 //! another format is dropped and rebuilt from the log at start (checkpoints are kept).
 //!
-//! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop.
+//! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop;
+//!   [`AuditFeed`] (`feed.rs`): the read model task's side of a fed projection.
 //! - [`AuditFilter`], [`Order`], [`AuditPage`], [`ExportBatch`] (`query.rs`).
 //! - [`PointInTime`], [`RoutingSubject`], [`RoutingAt`], [`ConnectionAt`]
 //!   (`point_in_time.rs`).

@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use signpost_api::admin::v1 as pb;
+use signpost_api::audit::v1 as audit;
 use signpost_api::log::v1 as schema;
 use signpost_e2e::*;
 
@@ -173,6 +174,62 @@ async fn a_killed_server_restarts_on_the_same_directory_and_the_lifecycle_contin
     assert_eq!(
         get_setup_link(&mut admin, &link_id).await.status,
         pb::SetupLinkStatus::Spent as i32
+    );
+
+    // The audit timeline has every event once, from before the kill (whatever its
+    // database had written by then) and after it (described by the read model's task),
+    // and the events after the kill say what they did.
+    let mut auditor = audit_client(server.addr, &token).await;
+    let mut entries = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = auditor
+            .list_audit_events(audit::ListAuditEventsRequest {
+                page_size: 100,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        entries.extend(page.entries);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let positions: Vec<u64> = entries.iter().map(|e| e.position).collect();
+    assert_eq!(positions, (1..=activated.log_position).collect::<Vec<_>>());
+    let actions: Vec<&str> = entries[entries.len() - 3..]
+        .iter()
+        .map(|e| e.action.as_str())
+        .collect();
+    // The activation commit also spends the setup link.
+    assert_eq!(
+        actions,
+        ["group.assigned", "connection.activated", "setup_link.spent"]
+    );
+    // The activation routed the verified domain (a domain change the feed recorded).
+    let routed = auditor
+        .get_routing_at(audit::GetRoutingAtRequest {
+            subject: Some(audit::get_routing_at_request::Subject::Domain(
+                "quince-law.com".into(),
+            )),
+            at: Some(audit::PointInTime {
+                at: Some(audit::point_in_time::At::Position(activated.log_position)),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let domain = &routed.domains[0];
+    assert_eq!(
+        domain.route.as_ref().map(|r| r.connection_id.as_str()),
+        Some(connection_id.as_str())
+    );
+    assert_eq!(
+        domain.cause.as_ref().map(|c| c.action.as_str()),
+        Some("connection.activated")
     );
     server.kill().await;
 }

@@ -16,7 +16,7 @@ use signpost_control::Follower;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::RouteChange;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::fold::{self, Before, IndexedTime, Rows};
 
@@ -52,6 +52,9 @@ pub struct AuditFeed {
     before: Option<Before>,
     /// `None` once the feed has let go.
     sender: Option<mpsc::Sender<Step>>,
+    /// Raised once the read model has applied `from`: the audit task's own catch-up waits
+    /// for it, so that it never competes with the read model's start.
+    model_ready: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AuditFeed {
@@ -64,13 +67,19 @@ impl std::fmt::Debug for AuditFeed {
 }
 
 impl AuditFeed {
-    pub(crate) fn new(from: u64, public_base_url: &str, sender: mpsc::Sender<Step>) -> Self {
+    pub(crate) fn new(
+        from: u64,
+        public_base_url: &str,
+        sender: mpsc::Sender<Step>,
+        model_ready: watch::Sender<bool>,
+    ) -> Self {
         Self {
             from,
             public_base_url: public_base_url.to_owned(),
             time: IndexedTime::default(),
             before: None,
             sender: Some(sender),
+            model_ready,
         }
     }
 }
@@ -85,6 +94,9 @@ impl Follower for AuditFeed {
     ) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
+        if envelope.position == self.from {
+            self.model_ready.send_replace(true);
+        }
         if envelope.position <= self.from || self.sender.is_none() {
             return;
         }

@@ -27,9 +27,11 @@
 //! A write is one sled batch (`store.rs`), the recorded position included, run on a
 //! blocking thread while the tail folds on (one write in flight at most); then the
 //! position is published to readers. Readers never look past the published position, so
-//! they always see whole commits. No fsync: the database can always be rebuilt from the
-//! log, and after a crash (kill -9) sled recovers whole batches only, so the recorded
-//! position matches the rows: the next start resumes from it, without gaps or repeats.
+//! they always see whole commits. Under load, no fsync: the database can always be
+//! rebuilt from the log, and after a crash (kill -9) sled recovers whole batches only, so
+//! the recorded position matches the rows: the next start resumes from it, without gaps
+//! or repeats. A write that reaches the log's head is flushed, so a server killed while
+//! idle resumes at the head without folding the log again.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -74,6 +76,8 @@ pub struct AuditOptions {
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
     /// for the catch-up themselves, so a long rebuild never delays serving).
+    /// [`AuditProjection::start_fed`] never waits: its catch-up starts once the read
+    /// model its feed is given to has caught up.
     pub wait_at_start: bool,
 }
 
@@ -210,10 +214,16 @@ impl AuditProjection {
         options: AuditOptions,
     ) -> Result<(Self, AuditFeed), AuditError> {
         let db = open_database(path, &options)?;
-        let (sender, receiver) = mpsc::channel(options.feed_capacity.max(1));
+        let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
+        let (model_ready_sender, model_ready) = watch::channel(false);
         let head = store.head().position;
-        let feed = AuditFeed::new(head, &options.public_base_url, sender);
-        let projection = Self::open(store, db, options, Some((head, receiver))).await?;
+        let feed = AuditFeed::new(head, &options.public_base_url, sender, model_ready_sender);
+        let hand_over = HandOver {
+            head,
+            steps,
+            model_ready,
+        };
+        let projection = Self::open(store, db, options, Some(hand_over)).await?;
         Ok((projection, feed))
     }
 
@@ -226,17 +236,16 @@ impl AuditProjection {
         Self::open(store, db, options, None).await
     }
 
-    /// Opens the projection; `feed`: the head at which the task hands over to a feed, and
-    /// the feed's steps.
+    /// Opens the projection; `feed`: where the task hands over to a feed.
     async fn open(
         store: Arc<dyn EventStore>,
         db: sled::Db,
         options: AuditOptions,
-        feed: Option<(u64, mpsc::Receiver<Step>)>,
+        feed: Option<HandOver>,
     ) -> Result<Self, AuditError> {
         let epoch = store.store_epoch();
         let head = match &feed {
-            Some((head, _)) => *head,
+            Some(hand_over) => hand_over.head,
             None => store.head().position,
         };
         let names = db.tree_names();
@@ -330,7 +339,9 @@ impl AuditProjection {
             demand: tokio::sync::Notify::new(),
             wanted: Mutex::new(BTreeMap::new()),
         });
-        let wait_at_start = options.wait_at_start;
+        // A fed projection's catch-up waits for the read model its feed is given to, so it
+        // cannot be waited for here.
+        let wait_at_start = options.wait_at_start && feed.is_none();
         let source = Source::start(&shared, &options.public_base_url, meta.position, feed);
         shared
             .fed
@@ -492,6 +503,16 @@ fn open_database(path: &Path, options: &AuditOptions) -> Result<sled::Db, AuditE
         .open()?)
 }
 
+/// Where a fed projection's task moves from its own fold to the feed's steps.
+struct HandOver {
+    /// The log's head when the feed was made: the feed describes every later event.
+    head: u64,
+    steps: mpsc::Receiver<Step>,
+    /// Whether the read model has caught up with `head` (the task's own fold waits for
+    /// it, so a catch-up of the audit database never slows the control plane's start).
+    model_ready: watch::Receiver<bool>,
+}
+
 /// Where the tail's events come from.
 struct Source {
     store: Arc<dyn EventStore>,
@@ -501,7 +522,7 @@ struct Source {
 
 enum Mode {
     /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own);
-    /// at `hand_over`'s position it moves on to the feed's steps.
+    /// at `hand_over`'s head it moves on to the feed's steps.
     Own {
         steps: mpsc::Receiver<Result<Step, String>>,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
@@ -520,13 +541,26 @@ impl Source {
         shared: &Shared,
         public_base_url: &str,
         recorded: u64,
-        feed: Option<(u64, mpsc::Receiver<Step>)>,
+        feed: Option<HandOver>,
     ) -> Self {
         let store = shared.store.clone();
         let mode = match feed {
             // Nothing to catch up on: no read model of its own is built at all.
-            Some((head, steps)) if recorded >= head => Mode::Fed { steps, last: head },
-            hand_over => Mode::own(&store, public_base_url, recorded, hand_over),
+            Some(HandOver { head, steps, .. }) if recorded >= head => {
+                Mode::Fed { steps, last: head }
+            }
+            Some(HandOver {
+                head,
+                steps,
+                model_ready,
+            }) => Mode::own(
+                &store,
+                public_base_url,
+                recorded,
+                Some((head, steps)),
+                Some(model_ready),
+            ),
+            None => Mode::own(&store, public_base_url, recorded, None, None),
         };
         Self {
             store,
@@ -557,7 +591,7 @@ impl Source {
                             "audit timeline reads the log itself from here on"
                         );
                         let last = *last;
-                        self.mode = Mode::own(&self.store, &self.public_base_url, last, None);
+                        self.mode = Mode::own(&self.store, &self.public_base_url, last, None, None);
                     }
                 },
                 Mode::Own { steps, hand_over } => {
@@ -586,10 +620,11 @@ impl Mode {
         public_base_url: &str,
         rows_after: u64,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
+        wait_for: Option<watch::Receiver<bool>>,
     ) -> Self {
         let until = hand_over.as_ref().map(|(at, _)| *at);
         Mode::Own {
-            steps: own_fold(store.clone(), public_base_url, rows_after, until),
+            steps: own_fold(store.clone(), public_base_url, rows_after, until, wait_for),
             hand_over,
         }
     }
@@ -600,7 +635,8 @@ const OWN_FOLD_QUEUE: usize = 4096;
 
 /// Folds the log from position 1 with a read model of its own, on a thread of its own,
 /// and returns its steps: rows for positions past `rows_after`, up to `until` (then the
-/// thread ends) or for as long as the log and the receiver last. The read model lives
+/// thread ends) or for as long as the log and the receiver last. With `wait_for`, it
+/// starts once that is raised (or its sender is gone). The read model lives
 /// and dies on that thread, so the allocator hands its memory back whole when it ends
 /// rather than leaving it scattered among the pages of the server's other tasks.
 fn own_fold(
@@ -608,6 +644,7 @@ fn own_fold(
     public_base_url: &str,
     rows_after: u64,
     until: Option<u64>,
+    wait_for: Option<watch::Receiver<bool>>,
 ) -> mpsc::Receiver<Result<Step, String>> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let public_base_url = public_base_url.to_owned();
@@ -615,6 +652,17 @@ fn own_fold(
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
+            if let Some(mut ready) = wait_for {
+                let stopped = runtime.block_on(async {
+                    tokio::select! {
+                        _ = ready.wait_for(|ready| *ready) => false,
+                        () = sender.closed() => true,
+                    }
+                });
+                if stopped {
+                    return;
+                }
+            }
             let mut fold = OwnFold::new(&public_base_url);
             let mut events = store.subscribe(1);
             loop {
@@ -794,11 +842,17 @@ impl Writer {
             return false;
         };
         let shared = self.shared.clone();
+        // A write that reaches the log's head is flushed too, so a server killed while
+        // idle resumes at the head instead of folding the whole log again. Under load the
+        // head has moved on by then and nothing is flushed (rows need no durability: they
+        // are rebuilt from the log).
+        let flush = *shared.store.watch_head().borrow() <= position;
         let handle = tokio::task::spawn_blocking(move || {
-            shared
-                .timeline
-                .write(batch, &mut meta, position, &hash)
-                .map(|()| meta)
+            shared.timeline.write(batch, &mut meta, position, &hash)?;
+            if flush {
+                shared.db.flush()?;
+            }
+            Ok(meta)
         });
         self.in_flight = Some(InFlight { position, handle });
         true

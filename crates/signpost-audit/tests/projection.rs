@@ -1380,28 +1380,24 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
 }
 
 /// A projection started with [`AuditProjection::start_fed`], its feed followed by a
-/// control-plane read model over `store` (which drives a routing table too when
-/// `with_routing`: then the domain changes are the routing table's).
+/// control-plane read model over `store` that drives a routing table too (as in the
+/// server: the domain changes are then the routing table's).
 async fn fed_projection(
     store: &Arc<MemoryEventStore>,
     dir: &std::path::Path,
     options: AuditOptions,
-    with_routing: bool,
 ) -> (AuditProjection, signpost_control::projection::Projection) {
     let (audit, feed) = AuditProjection::start_fed(store.clone(), dir, options)
         .await
         .unwrap();
-    let routing = with_routing.then(|| {
-        signpost_routing::RoutingProjection::fed(
-            store.store_epoch().to_string(),
-            signpost_routing::RoutingOptions::new(BASE_URL),
-        )
-        .1
-    });
+    let (_, routing) = signpost_routing::RoutingProjection::fed(
+        store.store_epoch().to_string(),
+        signpost_routing::RoutingOptions::new(BASE_URL),
+    );
     let model = signpost_control::projection::Projection::start_with(
         store.clone(),
         signpost_control::Followers {
-            routing,
+            routing: Some(routing),
             follower: Some(Box::new(feed)),
         },
     )
@@ -1461,7 +1457,7 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     let store = Arc::new(MemoryEventStore::new());
     // Fed from the first event: nothing to catch up on alone.
     let fed_dir = tempfile::tempdir().unwrap();
-    let (fed, _model) = fed_projection(&store, fed_dir.path(), small_batches(), true).await;
+    let (fed, _model) = fed_projection(&store, fed_dir.path(), small_batches()).await;
     assert!(fed.stats().fed);
     let story = story(&store).await;
     fed.wait_for(story.head).await.unwrap();
@@ -1481,8 +1477,25 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
 
     // Started on a log with history: it catches up alone to the head at start, then the
     // feed takes over.
+    // Its catch-up waits for the read model its feed is given to: nothing is written
+    // before that read model has caught up.
     let late_dir = tempfile::tempdir().unwrap();
-    let (late, _late_model) = fed_projection(&store, late_dir.path(), small_batches(), false).await;
+    let (late, late_feed) =
+        AuditProjection::start_fed(store.clone(), late_dir.path(), small_batches())
+            .await
+            .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(late.position(), 0, "waits for the read model");
+    // This read model drives no routing table: the audit computes domain changes itself.
+    let _late_model = signpost_control::projection::Projection::start_with(
+        store.clone(),
+        signpost_control::Followers {
+            routing: None,
+            follower: Some(Box::new(late_feed)),
+        },
+    )
+    .await
+    .unwrap();
     let head = epilogue(&store).await;
     late.wait_for(head).await.unwrap();
     assert!(

@@ -307,3 +307,72 @@ async fn a_projection_killed_mid_write_resumes_without_gaps_or_repeats() {
         assert_eq!(page(&audit), page(&fresh));
     }
 }
+
+const IDLE_CHILD: &str = "SIGNPOST_AUDIT_IDLE_CHILD";
+const IDLE_TEST: &str = "a_projection_killed_while_idle_resumes_at_the_head";
+
+/// The idle child: appends commits, waits until the projection has applied them all,
+/// reports it, and idles until it is killed.
+async fn idle_child(dir: std::path::PathBuf) {
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventStore::open(&dir.join("log"), SledOptions::default()).unwrap());
+    let audit = AuditProjection::start(
+        store.clone(),
+        &dir.join("audit"),
+        AuditOptions::new(BASE_URL),
+    )
+    .await
+    .unwrap();
+    for n in 0..50 {
+        organization_commit(store.as_ref(), n % 3, n).await;
+    }
+    let head = store.head().position;
+    audit.wait_for(head).await.unwrap();
+    println!("CHILD idle {head}");
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_killed_while_idle_resumes_at_the_head() {
+    if let Some(dir) = std::env::var_os(IDLE_CHILD) {
+        idle_child(dir.into()).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut process = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([IDLE_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(IDLE_CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = std::io::BufReader::new(process.stdout.take().unwrap()).lines();
+    let mut idle_at = None;
+    for line in lines {
+        let line = line.unwrap();
+        if let Some(at) = line.find("CHILD idle ") {
+            idle_at = Some(
+                line[at + "CHILD idle ".len()..]
+                    .trim()
+                    .parse::<u64>()
+                    .unwrap(),
+            );
+            break;
+        }
+    }
+    process.kill().unwrap();
+    process.wait().unwrap();
+    let idle_at = idle_at.expect("the child reported it was idle");
+
+    let store: Arc<dyn EventStore> =
+        Arc::new(SledEventStore::open(&dir.path().join("log"), SledOptions::default()).unwrap());
+    assert_eq!(store.head().position, idle_at);
+    let audit = AuditProjection::start(store.clone(), &dir.path().join("audit"), crash_options())
+        .await
+        .unwrap();
+    assert_eq!(
+        audit.stats().resumed_from,
+        idle_at,
+        "the write that reached the head was flushed before the kill"
+    );
+    assert_eq!(all_positions(&audit), (1..=idle_at).collect::<Vec<_>>());
+}

@@ -88,6 +88,8 @@ struct OrganizationSide {
     claimed: BTreeSet<String>,
     /// `None` when the event's route changes come from the routing table instead.
     routes: Option<OrganizationRoutes>,
+    /// The event keeps the claims as they are (`claimed` is not filled in then).
+    claims_kept: bool,
 }
 
 impl OrganizationSide {
@@ -110,6 +112,7 @@ impl OrganizationSide {
             organization_id: organization_id.to_owned(),
             claimed: organization.domains.keys().cloned().collect(),
             routes: public_base_url.map(|url| organization_routes(organization, active, url)),
+            claims_kept: false,
         }
     }
 }
@@ -172,9 +175,20 @@ pub(crate) fn before(
         .push((Index::EventType, envelope.event_type.clone()));
     rows.time_nanos = time_nanos;
     rows.entry = Some((position, entry));
-    let url = (!route_changes_follow).then_some(public_base_url);
-    let organization = organization_of(envelope, Some(event), model)
-        .map(|id| OrganizationSide::of(model, &id, url));
+    let organization = organization_of(envelope, Some(event), model).map(|id| {
+        if route_changes_follow && envelope.stream_id.starts_with("connection-") {
+            // A connection's event never changes its organization's claims, and its
+            // route changes will be given: nothing to copy from this side.
+            OrganizationSide {
+                organization_id: id,
+                claims_kept: true,
+                ..OrganizationSide::default()
+            }
+        } else {
+            let url = (!route_changes_follow).then_some(public_base_url);
+            OrganizationSide::of(model, &id, url)
+        }
+    });
     Before { rows, organization }
 }
 
@@ -203,6 +217,20 @@ pub(crate) fn after(
     let was = organization
         .filter(|side| side.organization_id == organization_id)
         .unwrap_or_default();
+    if let (true, Some(changes)) = (was.claims_kept, route_changes) {
+        // Every domain whose route changed is still the organization's; in domain order.
+        let mut changes: Vec<&RouteChange> = changes.iter().collect();
+        changes.sort_by(|a, b| a.0.cmp(&b.0));
+        for (domain, route) in changes {
+            rows.postings.push((Index::Domain, domain.clone()));
+            rows.changes.push(DomainChange {
+                domain: domain.clone(),
+                organization_id: organization_id.clone(),
+                route: route.as_ref().map(|r| (**r).clone()),
+            });
+        }
+        return rows;
+    }
     let computed = was.routes.is_some() || route_changes.is_none();
     let now = OrganizationSide::of(model, &organization_id, computed.then_some(public_base_url));
     let no_routes = OrganizationRoutes::new();

@@ -16,6 +16,9 @@ use signpost_control::Follower;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::RouteChange;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, watch};
 
 use crate::fold::{self, Before, IndexedTime, Rows};
@@ -52,6 +55,9 @@ pub struct AuditFeed {
     before: Option<Before>,
     /// `None` once the feed has let go.
     sender: Option<mpsc::Sender<Step>>,
+    /// Lowered when the feed lets go (or is dropped): the audit task's own fold, if it is
+    /// still catching up, then goes on past the head instead of handing over.
+    attached: Arc<AtomicBool>,
     /// Raised once the read model has applied `from`: the audit task's own catch-up waits
     /// for it, so that it never competes with the read model's start.
     model_ready: watch::Sender<bool>,
@@ -72,6 +78,7 @@ impl AuditFeed {
         public_base_url: &str,
         sender: mpsc::Sender<Step>,
         model_ready: watch::Sender<bool>,
+        attached: Arc<AtomicBool>,
     ) -> Self {
         Self {
             from,
@@ -79,8 +86,20 @@ impl AuditFeed {
             time: IndexedTime::default(),
             before: None,
             sender: Some(sender),
+            attached,
             model_ready,
         }
+    }
+
+    fn let_go(&mut self) {
+        self.attached.store(false, Ordering::Release);
+        self.sender = None;
+    }
+}
+
+impl Drop for AuditFeed {
+    fn drop(&mut self) {
+        self.let_go();
     }
 }
 
@@ -138,9 +157,9 @@ impl Follower for AuditFeed {
                     capacity = sender.max_capacity(),
                     "audit timeline fell behind the read model; it reads the log itself from here"
                 );
-                self.sender = None;
+                self.let_go();
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.sender = None,
+            Err(mpsc::error::TrySendError::Closed(_)) => self.let_go(),
         }
     }
 }

@@ -216,12 +216,20 @@ impl AuditProjection {
         let db = open_database(path, &options)?;
         let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
         let (model_ready_sender, model_ready) = watch::channel(false);
+        let attached = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let head = store.head().position;
-        let feed = AuditFeed::new(head, &options.public_base_url, sender, model_ready_sender);
+        let feed = AuditFeed::new(
+            head,
+            &options.public_base_url,
+            sender,
+            model_ready_sender,
+            attached.clone(),
+        );
         let hand_over = HandOver {
             head,
             steps,
             model_ready,
+            attached,
         };
         let projection = Self::open(store, db, options, Some(hand_over)).await?;
         Ok((projection, feed))
@@ -511,6 +519,8 @@ struct HandOver {
     /// Whether the read model has caught up with `head` (the task's own fold waits for
     /// it, so a catch-up of the audit database never slows the control plane's start).
     model_ready: watch::Receiver<bool>,
+    /// Whether the feed still hands over (see [`AuditFeed`]).
+    attached: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Where the tail's events come from.
@@ -522,10 +532,13 @@ struct Source {
 
 enum Mode {
     /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own);
-    /// at `hand_over`'s head it moves on to the feed's steps.
+    /// when the fold ends at `hand_over`'s head, it moves on to the feed's steps (if the
+    /// feed has let go by then, the fold goes on past that head and the hand-over is
+    /// dropped). `last`: the last step taken.
     Own {
         steps: mpsc::Receiver<Result<Step, String>>,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
+        last: u64,
     },
     /// Taking the steps the read model's task describes; `last`: the last one taken.
     Fed {
@@ -553,12 +566,13 @@ impl Source {
                 head,
                 steps,
                 model_ready,
+                attached,
             }) => Mode::own(
                 &store,
                 public_base_url,
                 recorded,
                 Some((head, steps)),
-                Some(model_ready),
+                Some((model_ready, attached)),
             ),
             None => Mode::own(&store, public_base_url, recorded, None, None),
         };
@@ -594,21 +608,33 @@ impl Source {
                         self.mode = Mode::own(&self.store, &self.public_base_url, last, None, None);
                     }
                 },
-                Mode::Own { steps, hand_over } => {
-                    let step = match steps.recv().await? {
-                        Ok(step) => step,
-                        Err(reason) => return Some(Err(reason)),
-                    };
-                    if let Some((_, steps)) = hand_over.take_if(|(at, _)| *at == step.position) {
-                        // Caught up with the head at start (the fold's thread has ended,
-                        // dropping its read model): the feed describes everything after.
-                        self.mode = Mode::Fed {
-                            steps,
-                            last: step.position,
-                        };
+                Mode::Own {
+                    steps,
+                    hand_over,
+                    last,
+                } => match steps.recv().await {
+                    Some(Ok(step)) => {
+                        *last = step.position;
+                        if hand_over
+                            .as_ref()
+                            .is_some_and(|(at, _)| step.position > *at)
+                        {
+                            // The feed let go while the fold caught up: it goes on alone.
+                            *hand_over = None;
+                        }
+                        return Some(Ok(step));
                     }
-                    return Some(Ok(step));
-                }
+                    Some(Err(reason)) => return Some(Err(reason)),
+                    None => match hand_over.take() {
+                        // The fold ended at the head at start (dropping its read model):
+                        // the feed describes everything after.
+                        Some((at, steps)) if *last == at => {
+                            self.mode = Mode::Fed { steps, last: at };
+                        }
+                        // The log was closed.
+                        _ => return None,
+                    },
+                },
             }
         }
     }
@@ -620,12 +646,13 @@ impl Mode {
         public_base_url: &str,
         rows_after: u64,
         hand_over: Option<(u64, mpsc::Receiver<Step>)>,
-        wait_for: Option<watch::Receiver<bool>>,
+        feed: Option<(watch::Receiver<bool>, Arc<std::sync::atomic::AtomicBool>)>,
     ) -> Self {
         let until = hand_over.as_ref().map(|(at, _)| *at);
         Mode::Own {
-            steps: own_fold(store.clone(), public_base_url, rows_after, until, wait_for),
+            steps: own_fold(store.clone(), public_base_url, rows_after, until, feed),
             hand_over,
+            last: 0,
         }
     }
 }
@@ -635,8 +662,9 @@ const OWN_FOLD_QUEUE: usize = 4096;
 
 /// Folds the log from position 1 with a read model of its own, on a thread of its own,
 /// and returns its steps: rows for positions past `rows_after`, up to `until` (then the
-/// thread ends) or for as long as the log and the receiver last. With `wait_for`, it
-/// starts once that is raised (or its sender is gone). The read model lives
+/// thread ends, unless the feed has let go by then) or for as long as the log and the
+/// receiver last. With a `feed`, it starts once the read model has caught up (or the
+/// feed is gone). The read model lives
 /// and dies on that thread, so the allocator hands its memory back whole when it ends
 /// rather than leaving it scattered among the pages of the server's other tasks.
 fn own_fold(
@@ -644,7 +672,7 @@ fn own_fold(
     public_base_url: &str,
     rows_after: u64,
     until: Option<u64>,
-    wait_for: Option<watch::Receiver<bool>>,
+    feed: Option<(watch::Receiver<bool>, Arc<std::sync::atomic::AtomicBool>)>,
 ) -> mpsc::Receiver<Result<Step, String>> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let public_base_url = public_base_url.to_owned();
@@ -652,7 +680,8 @@ fn own_fold(
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
-            if let Some(mut ready) = wait_for {
+            let attached = feed.as_ref().map(|(_, attached)| attached.clone());
+            if let Some((mut ready, _)) = feed {
                 let stopped = runtime.block_on(async {
                     tokio::select! {
                         _ = ready.wait_for(|ready| *ready) => false,
@@ -688,7 +717,10 @@ fn own_fold(
                     }
                 };
                 let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
-                let last = until == Some(envelope.position);
+                let last = until == Some(envelope.position)
+                    && attached
+                        .as_ref()
+                        .is_none_or(|a| a.load(std::sync::atomic::Ordering::Acquire));
                 if sender
                     .blocking_send(Ok(Step::new(&envelope, rows)))
                     .is_err()

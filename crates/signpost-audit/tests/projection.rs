@@ -1519,31 +1519,61 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
 
 #[tokio::test]
 async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itself() {
-    use signpost_control::Follower;
-    let store = Arc::new(MemoryEventStore::new());
-    let story = story(&store).await;
-    let dir = tempfile::tempdir().unwrap();
+    // The read model's task is played by hand without yielding (this runtime has one
+    // thread, so the audit task takes nothing meanwhile): with room for one step, the
+    // second does not fit and the feed lets go.
+    fn play(feed: &mut AuditFeed, envelopes: &[signpost_eventlog::EventEnvelope]) {
+        use signpost_control::Follower;
+        let mut model = signpost_control::read_model::ReadModel::default();
+        for envelope in envelopes {
+            let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+            feed.before(envelope, &event, &model, false);
+            model.apply(envelope, &event);
+            feed.after(envelope, &event, &model, None);
+        }
+        assert!(format!("{feed:?}").contains("attached: false"));
+    }
     let mut options = small_batches();
     options.feed_capacity = 1;
-    let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
+
+    // Fed from the start, then let go: the task takes the step handed over and reads
+    // the log itself from the next one.
+    let store = Arc::new(MemoryEventStore::new());
+    let fed_dir = tempfile::tempdir().unwrap();
+    let (fed, mut fed_feed) =
+        AuditProjection::start_fed(store.clone(), fed_dir.path(), options.clone())
+            .await
+            .unwrap();
+    assert!(fed.stats().fed);
+    story(&store).await;
+    let head = epilogue(&store).await;
+    let envelopes = store.read_range(1, 10_000).await.unwrap();
+    play(&mut fed_feed, &envelopes);
+    fed.wait_for(head).await.unwrap();
+    assert!(!fed.stats().fed, "back to reading the log itself");
+
+    // Let go while the task was still catching up alone: its fold goes on past the head
+    // at start instead of handing over.
+    let late_dir = tempfile::tempdir().unwrap();
+    let (late, mut late_feed) = AuditProjection::start_fed(store.clone(), late_dir.path(), options)
         .await
         .unwrap();
-    let head = epilogue(&store).await;
-    assert!(head >= story.head + 3);
-    // The read model's task, played by hand without yielding (this runtime has one
-    // thread, so the audit task takes nothing meanwhile): one step fits, the second
-    // does not, and the feed lets go.
-    let mut model = signpost_control::read_model::ReadModel::default();
-    for envelope in store.read_range(1, 10_000).await.unwrap() {
-        let event = signpost_domain::decode_event(&envelope.payload).unwrap();
-        feed.before(&envelope, &event, &model, false);
-        model.apply(&envelope, &event);
-        feed.after(&envelope, &event, &model, None);
-    }
-    assert!(format!("{feed:?}").contains("attached: false"));
-    audit.wait_for(head).await.unwrap();
-    assert!(!audit.stats().fed, "back to reading the log itself");
+    let revoke = |token: &str| {
+        (
+            streams::api_token(token),
+            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+        )
+    };
+    append(&store, system(), vec![revoke("token-later")]).await;
+    let more = append(&store, system(), vec![revoke("token-last")]).await;
+    let envelopes = store.read_range(1, 10_000).await.unwrap();
+    play(&mut late_feed, &envelopes);
+    late.wait_for(more).await.unwrap();
+    assert!(!late.stats().fed);
+
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
+    fed.wait_for(more).await.unwrap();
+    assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
 }

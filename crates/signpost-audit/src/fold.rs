@@ -105,7 +105,7 @@ impl OrganizationSide {
         let organization = &organization.state;
         let active = organization
             .active_connection_id
-            .as_ref()
+            .as_deref()
             .and_then(|id| model.connections.get(id))
             .map(|c| &c.state);
         Self {
@@ -209,7 +209,7 @@ pub(crate) fn after(
     let Some(organization_id) = organization_of(envelope, None, model) else {
         return rows;
     };
-    if !model.organizations.contains_key(&organization_id) {
+    if !model.organizations.contains_key(organization_id.as_str()) {
         return rows;
     }
     // The side before is of the same organization (a connection never changes hands;

@@ -1291,14 +1291,14 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
             }),
         };
         if let Some(organization) = organization_id
-            .as_ref()
+            .as_deref()
             .and_then(|id| model.organizations.get(id))
         {
             let organization = &organization.state;
             let organization_id = organization_id.clone().unwrap();
             let active = organization
                 .active_connection_id
-                .as_ref()
+                .as_deref()
                 .and_then(|id| model.connections.get(id))
                 .map(|c| &c.state);
             let routes =

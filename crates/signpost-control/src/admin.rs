@@ -179,7 +179,7 @@ impl ControlPlane {
                 model
                     .organizations
                     .keys()
-                    .map(|id| (id.clone(), organization_view(model, id))),
+                    .map(|id| (id.to_string(), organization_view(model, id))),
                 size,
                 &after,
             )
@@ -563,7 +563,7 @@ impl ControlPlane {
                     .filter(|(_, l)| {
                         organization_id.is_empty() || l.state.organization_id == organization_id
                     })
-                    .map(|(id, l)| (id.clone(), setup_link_view(l, now))),
+                    .map(|(id, l)| (id.to_string(), setup_link_view(l, now))),
                 size,
                 &after,
             )
@@ -607,10 +607,11 @@ impl ControlPlane {
         principal.require(ADMIN)?;
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
-            let mut ids: Vec<&String> = model
+            let mut ids: Vec<&str> = model
                 .connections
                 .keys()
-                .chain(model.draft_connections.keys())
+                .map(|id| &**id)
+                .chain(model.draft_connections.keys().map(String::as_str))
                 .collect();
             ids.sort();
             let page = paginate(
@@ -619,7 +620,7 @@ impl ControlPlane {
                         organization_id.is_empty()
                             || model.connection_organization(id) == Some(organization_id)
                     })
-                    .map(|id| (id.clone(), id.clone())),
+                    .map(|id| (id.to_owned(), id.to_owned())),
                 size,
                 &after,
             );
@@ -654,7 +655,10 @@ impl ControlPlane {
             .connections
             .get(connection_id)
             .map(|c| c.state.clone());
-        let org = model.organizations.get(&organization_id).map(|o| &o.state);
+        let org = model
+            .organizations
+            .get(organization_id.as_str())
+            .map(|o| &o.state);
         let status =
             signpost_domain::connection::connection_status(connection_id, connection.as_ref(), org);
         Some(ConnectionView {
@@ -787,7 +791,7 @@ impl ControlPlane {
                 let missing = signpost_domain::organization::Organization::default();
                 let org = model
                     .organizations
-                    .get(&organization_id)
+                    .get(organization_id.as_str())
                     .map_or(&missing, |o| &o.state);
                 let connection = model.connections.get(connection_id).map(|c| &c.state);
                 let facts = ConnectionFacts {
@@ -979,7 +983,7 @@ impl ControlPlane {
             paginate(
                 model.api_tokens.iter().map(|(id, t)| {
                     (
-                        id.clone(),
+                        id.to_string(),
                         ApiTokenView {
                             token: t.state.clone(),
                             created_at: t.created_at,
@@ -1142,10 +1146,7 @@ fn organization_view(model: &ReadModel, organization_id: &str) -> Option<Organiz
         .map(|(domain, claim)| DomainClaimView {
             domain: domain.clone(),
             claim: claim.clone(),
-            verification: model
-                .verifications
-                .get(&(organization_id.to_owned(), domain.clone()))
-                .cloned(),
+            verification: model.verification(organization_id, domain),
         })
         .collect();
     Some(OrganizationView {

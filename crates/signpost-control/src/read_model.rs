@@ -5,8 +5,15 @@
 //! envelope at a time, with the aggregates' own `apply`, so it cannot drift
 //! from what a command handler would rebuild from the streams. It records the
 //! position it has applied.
+//!
+//! It holds every organization the control plane serves (the server's largest
+//! structure, and the audit timeline folds a second one while it catches up), so it is
+//! laid out for size: aggregates boxed in their maps ([`Aggregates`]), ids held once
+//! (the indexes share the maps' `Arc<str>` keys), one record per domain name for its
+//! owner and its verifications, and who verified a claim stored once per actor.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use signpost_domain::api_token::ApiToken;
@@ -14,7 +21,7 @@ use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::organization::Organization;
 use signpost_domain::setup_link::SetupLink;
-use signpost_domain::{schema, Event};
+use signpost_domain::{schema, Event, VecMap};
 use signpost_eventlog::EventEnvelope;
 
 /// An aggregate's state with when its stream began.
@@ -26,6 +33,15 @@ pub struct Tracked<T> {
     pub created_at: DateTime<Utc>,
 }
 
+/// The aggregates of one kind, by id, in id order (lists page by id).
+///
+/// Boxed: a `BTreeMap` node holds eleven values inline, and ids that arrive in order
+/// (UUID v7) leave nodes about half full, so an inline `Tracked<Connection>` (488 bytes)
+/// cost about twice its size; a box costs its own size plus a pointer. The keys are
+/// `Arc<str>` so that the indexes (domain → organization, entity id → connection, ...)
+/// share them instead of holding copies.
+pub type Aggregates<T> = BTreeMap<Arc<str>, Box<Tracked<T>>>;
+
 /// Who verified a domain claim, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -35,28 +51,54 @@ pub struct Verification {
     pub verified_at: DateTime<Utc>,
 }
 
+/// A [`Verification`] as the model keeps it: the actor's text is shared by every claim
+/// it verified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct VerificationRecord {
+    verified_by: Arc<str>,
+    verified_at: DateTime<Utc>,
+}
+
+/// What the model knows of one domain name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct DomainRecord {
+    /// The organization that claimed it last, until a release.
+    owner: Option<Arc<str>>,
+    /// Who verified each organization's claim. Claims are unique across organizations
+    /// (the control plane checks before claiming), so this holds one entry at most in
+    /// practice; it is keyed by organization so that any log folds as before.
+    verifications: VecMap<Arc<str>, VerificationRecord>,
+}
+
+impl DomainRecord {
+    fn is_empty(&self) -> bool {
+        self.owner.is_none() && self.verifications.is_empty()
+    }
+}
+
 /// Current state of everything, as of [`ReadModel::position`].
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReadModel {
     /// The last log position applied.
     pub position: u64,
     /// Organizations by id.
-    pub organizations: BTreeMap<String, Tracked<Organization>>,
+    pub organizations: Aggregates<Organization>,
     /// Configured connections by id.
-    pub connections: BTreeMap<String, Tracked<Connection>>,
+    pub connections: Aggregates<Connection>,
     /// Connections allocated by a setup link but not configured yet: id → organization.
     pub draft_connections: BTreeMap<String, String>,
     /// Setup links by id.
-    pub setup_links: BTreeMap<String, Tracked<SetupLink>>,
+    pub setup_links: Aggregates<SetupLink>,
     /// API tokens by id.
-    pub api_tokens: BTreeMap<String, Tracked<ApiToken>>,
-    /// Who verified each (organization, domain).
-    pub verifications: HashMap<(String, String), Verification>,
-    domain_owner: HashMap<String, String>,
-    external_id_owner: HashMap<String, String>,
-    entity_id_owner: HashMap<String, String>,
-    link_by_token: HashMap<Vec<u8>, String>,
-    api_token_by_hash: HashMap<Vec<u8>, String>,
+    pub api_tokens: Aggregates<ApiToken>,
+    /// Owner and verifications of every domain name claimed.
+    domains: HashMap<Box<str>, DomainRecord>,
+    /// Every `verified_by` text, once.
+    verifiers: HashSet<Arc<str>>,
+    external_id_owner: HashMap<Box<str>, Arc<str>>,
+    entity_id_owner: HashMap<Box<str>, Arc<str>>,
+    link_by_token: HashMap<Vec<u8>, Arc<str>>,
+    api_token_by_hash: HashMap<Vec<u8>, Arc<str>>,
 }
 
 /// The kind of aggregate a stream holds, and its id.
@@ -69,7 +111,7 @@ fn split_stream(stream: &str) -> Option<(&str, &str)> {
 /// The current state of aggregate `id`, or a fresh (empty) one when it does not exist:
 /// what a command handler decides on. Borrowed, so deciding clones nothing.
 pub fn state_of<'a, T: Default + Clone>(
-    map: &'a BTreeMap<String, Tracked<T>>,
+    map: &'a Aggregates<T>,
     id: &str,
 ) -> std::borrow::Cow<'a, T> {
     match map.get(id) {
@@ -78,18 +120,33 @@ pub fn state_of<'a, T: Default + Clone>(
     }
 }
 
-fn tracked<'a, T: Default>(
-    map: &'a mut BTreeMap<String, Tracked<T>>,
+/// Makes sure aggregate `id` is in `map` (fresh, created `at`, when it was not), and
+/// returns its key for the indexes to share.
+fn ensure<T: Default>(map: &mut Aggregates<T>, id: &str, at: DateTime<Utc>) -> Arc<str> {
+    if let Some((key, _)) = map.get_key_value(id) {
+        return key.clone();
+    }
+    let key: Arc<str> = id.into();
+    let fresh = Tracked {
+        state: T::default(),
+        created_at: at,
+    };
+    map.insert(key.clone(), Box::new(fresh));
+    key
+}
+
+/// Applies `event` to aggregate `id` (created `at` when new); returns its shared key.
+fn apply_to<T: Default>(
+    map: &mut Aggregates<T>,
     id: &str,
     at: DateTime<Utc>,
-) -> &'a mut T {
-    &mut map
-        .entry(id.to_owned())
-        .or_insert_with(|| Tracked {
-            state: T::default(),
-            created_at: at,
-        })
-        .state
+    apply: impl FnOnce(&mut T),
+) -> Arc<str> {
+    let key = ensure(map, id, at);
+    if let Some(tracked) = map.get_mut(id) {
+        apply(&mut tracked.state);
+    }
+    key
 }
 
 impl ReadModel {
@@ -102,8 +159,8 @@ impl ReadModel {
         };
         match kind {
             "organization-" => {
-                self.index_organization_event(id, envelope, event, at);
-                tracked(&mut self.organizations, id, at).apply(event);
+                let key = apply_to(&mut self.organizations, id, at, |o| o.apply(event));
+                self.index_organization_event(key, envelope, event, at);
             }
             "connection-" => {
                 if let Event::ConnectionConfigured(configured) = event {
@@ -113,34 +170,34 @@ impl ReadModel {
                         .get(id)
                         .and_then(|c| saml_entity_id(&c.state));
                     if let Some(previous) = previous {
-                        self.entity_id_owner.remove(&previous);
+                        self.entity_id_owner.remove(previous.as_str());
                     }
+                    let key = ensure(&mut self.connections, id, at);
                     if let Some(saml) = &configured.saml {
                         self.entity_id_owner
-                            .insert(saml.idp_entity_id.clone(), id.to_owned());
+                            .insert(saml.idp_entity_id.as_str().into(), key);
                     }
                 }
-                tracked(&mut self.connections, id, at).apply(event);
+                apply_to(&mut self.connections, id, at, |c| c.apply(event));
             }
             "setup-link-" => {
+                let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
                 if let Event::SetupLinkIssued(issued) = event {
-                    self.link_by_token
-                        .insert(issued.token_sha256.clone(), id.to_owned());
+                    self.link_by_token.insert(issued.token_sha256.clone(), key);
                     if issued.intent() != schema::SetupIntent::UpdateConnection
-                        && !self.connections.contains_key(&issued.connection_id)
+                        && !self.connections.contains_key(issued.connection_id.as_str())
                     {
                         self.draft_connections
                             .insert(issued.connection_id.clone(), issued.organization_id.clone());
                     }
                 }
-                tracked(&mut self.setup_links, id, at).apply(event);
             }
             "api-token-" => {
+                let key = apply_to(&mut self.api_tokens, id, at, |t| t.apply(event));
                 if let Event::ApiTokenIssued(issued) = event {
                     self.api_token_by_hash
-                        .insert(issued.token_sha256.clone(), id.to_owned());
+                        .insert(issued.token_sha256.clone(), key);
                 }
-                tracked(&mut self.api_tokens, id, at).apply(event);
             }
             _ => {}
         }
@@ -148,20 +205,18 @@ impl ReadModel {
 
     fn index_organization_event(
         &mut self,
-        organization_id: &str,
+        organization_id: Arc<str>,
         envelope: &EventEnvelope,
         event: &Event,
         at: DateTime<Utc>,
     ) {
-        let key = |domain: &str| (organization_id.to_owned(), domain.to_owned());
         match event {
             Event::OrganizationCreated(e) => {
                 self.external_id_owner
-                    .insert(e.external_id.clone(), organization_id.to_owned());
+                    .insert(e.external_id.as_str().into(), organization_id);
             }
             Event::DomainClaimed(e) => {
-                self.domain_owner
-                    .insert(e.domain.clone(), organization_id.to_owned());
+                self.domain_record(&e.domain).owner = Some(organization_id);
             }
             Event::DomainVerified(e) => {
                 let actor = envelope.actor.clone().unwrap_or_default();
@@ -173,51 +228,81 @@ impl ReadModel {
                         actor.display_name, actor.id, actor.on_behalf_of
                     )
                 };
-                self.verifications.insert(
-                    key(&e.domain),
-                    Verification {
+                let verified_by = self.verifier(verified_by);
+                self.domain_record(&e.domain).verifications.insert(
+                    organization_id,
+                    VerificationRecord {
                         verified_by,
                         verified_at: at,
                     },
                 );
             }
             Event::DomainReleased(e) => {
-                self.domain_owner.remove(&e.domain);
-                self.verifications.remove(&key(&e.domain));
+                if let Some(record) = self.domains.get_mut(e.domain.as_str()) {
+                    record.owner = None;
+                    record.verifications.remove(&*organization_id);
+                    if record.is_empty() {
+                        self.domains.remove(e.domain.as_str());
+                    }
+                }
             }
             _ => {}
         }
     }
 
+    fn domain_record(&mut self, domain: &str) -> &mut DomainRecord {
+        self.domains.entry(domain.into()).or_default()
+    }
+
+    /// The shared copy of a `verified_by` text.
+    fn verifier(&mut self, verified_by: String) -> Arc<str> {
+        if let Some(shared) = self.verifiers.get(verified_by.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = verified_by.into();
+        self.verifiers.insert(shared.clone());
+        shared
+    }
+
     /// The organization that claims `domain`, if any.
     pub fn domain_owner(&self, domain: &str) -> Option<&str> {
-        self.domain_owner.get(domain).map(String::as_str)
+        self.domains.get(domain)?.owner.as_deref()
+    }
+
+    /// Who verified `organization_id`'s claim on `domain`, and when.
+    pub fn verification(&self, organization_id: &str, domain: &str) -> Option<Verification> {
+        let record = self
+            .domains
+            .get(domain)?
+            .verifications
+            .get(organization_id)?;
+        Some(Verification {
+            verified_by: record.verified_by.to_string(),
+            verified_at: record.verified_at,
+        })
     }
 
     /// The organization with this external id, if any.
     pub fn external_id_owner(&self, external_id: &str) -> Option<&str> {
-        self.external_id_owner.get(external_id).map(String::as_str)
+        self.external_id_owner.get(external_id).map(|id| &**id)
     }
 
     /// The connection configured with this SAML IdP entity id, if any.
     pub fn entity_id_owner(&self, entity_id: &str) -> Option<&Tracked<Connection>> {
-        self.entity_id_owner
-            .get(entity_id)
-            .and_then(|id| self.connections.get(id))
+        let id = self.entity_id_owner.get(entity_id)?;
+        self.connections.get(id).map(|c| &**c)
     }
 
     /// The setup link whose token hashes to `sha256`.
     pub fn setup_link_by_token(&self, sha256: &[u8]) -> Option<&Tracked<SetupLink>> {
-        self.link_by_token
-            .get(sha256)
-            .and_then(|id| self.setup_links.get(id))
+        let id = self.link_by_token.get(sha256)?;
+        self.setup_links.get(id).map(|l| &**l)
     }
 
     /// The API token whose token hashes to `sha256`.
     pub fn api_token_by_hash(&self, sha256: &[u8]) -> Option<&Tracked<ApiToken>> {
-        self.api_token_by_hash
-            .get(sha256)
-            .and_then(|id| self.api_tokens.get(id))
+        let id = self.api_token_by_hash.get(sha256)?;
+        self.api_tokens.get(id).map(|t| &**t)
     }
 
     /// The organization a connection (configured or draft) belongs to.

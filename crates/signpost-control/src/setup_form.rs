@@ -203,11 +203,11 @@ impl ControlPlane {
             .read_current(|model| {
                 let link = model
                     .setup_links
-                    .get(setup_link_id)
+                    .get(setup_link_id.as_str())
                     .map(|l| l.state.clone())?;
                 let org = model
                     .organizations
-                    .get(&link.organization_id)?
+                    .get(link.organization_id.as_str())?
                     .state
                     .display_name
                     .clone();
@@ -254,7 +254,7 @@ impl ControlPlane {
             .read_current(|model| {
                 model
                     .setup_links
-                    .get(setup_link_id)
+                    .get(setup_link_id.as_str())
                     .map(|l| l.state.connection_id.clone())
             })
             .await?
@@ -436,7 +436,7 @@ impl ControlPlane {
                     },
                 )
                 .map_err(idp_error)?;
-                Ok(ConnectionSettings::Oidc(schema::OidcSettings {
+                Ok(ConnectionSettings::Oidc(Box::new(schema::OidcSettings {
                     issuer: provider.issuer,
                     authorization_endpoint: provider.authorization_endpoint,
                     token_endpoint: provider.token_endpoint,
@@ -447,7 +447,7 @@ impl ControlPlane {
                         self.secrets().seal(client_secret.as_bytes(), connection_id),
                     ),
                     scopes,
-                }))
+                })))
             }
         }
     }

@@ -15,6 +15,8 @@
 //! - [`api_token`]: tokens with the `admin`, `edge` or `auditor` role.
 //! - [`event`]: the events (the log schema's `Event` oneof) and stream names.
 //! - [`error`]: [`DomainError`], the one refusal type.
+//! - [`vec_map`]: [`VecMap`], the sorted-`Vec` map aggregates use for their small
+//!   maps (a `BTreeMap` node per organization cost more than the rest of its state).
 //!
 //! See `OVERVIEW.md` for the model and where each rule lives.
 #![forbid(unsafe_code)]
@@ -25,6 +27,8 @@ pub mod error;
 pub mod event;
 pub mod organization;
 pub mod setup_link;
+pub mod vec_map;
 
 pub use error::{Decision, DomainError, ErrorKind};
 pub use event::{decode_event, encode_event, event_type, schema, streams, Event};
+pub use vec_map::VecMap;

@@ -5,12 +5,11 @@
 //! see; the application layer checks it against its domain registry before
 //! calling [`Organization::handle`] (see `signpost-control`).
 
-use std::collections::BTreeMap;
-
 use signpost_names::DomainName;
 
 use crate::error::{check_text, Decision, DomainError};
 use crate::event::{schema, Event};
+use crate::vec_map::VecMap;
 
 /// The most domains one organization may claim.
 pub const MAX_DOMAINS_PER_ORGANIZATION: usize = 200;
@@ -61,7 +60,7 @@ pub struct Organization {
     /// The platform's own id for the firm.
     pub external_id: String,
     /// Claimed domains, by normalized name.
-    pub domains: BTreeMap<String, DomainClaim>,
+    pub domains: VecMap<String, DomainClaim>,
     /// The SSO policy.
     pub sso_policy: schema::SsoPolicy,
     /// The active connection, if any.
@@ -381,6 +380,9 @@ impl Organization {
     fn make_active(&mut self, connection_id: &str) {
         self.active_connection_id = Some(connection_id.to_owned());
         if !self.previously_active.iter().any(|id| id == connection_id) {
+            // One slot at a time: most organizations only ever activate one or two
+            // connections, and `push` would make room for four.
+            self.previously_active.reserve_exact(1);
             self.previously_active.push(connection_id.to_owned());
         }
     }

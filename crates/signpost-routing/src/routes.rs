@@ -1,17 +1,17 @@
 //! How an organization's state becomes routes: one per verified domain when
 //! the organization has an active, configured connection; none otherwise.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use signpost_api::routing::v1 as wire;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::organization::Organization;
-use signpost_domain::schema;
+use signpost_domain::{schema, VecMap};
 use signpost_idp::ServiceProviderUrls;
 
-/// The routes of one organization, by domain.
-pub type OrganizationRoutes = BTreeMap<String, Arc<wire::Route>>;
+/// The routes of one organization, by domain, in domain order. A [`VecMap`]: the
+/// routing fold keeps one per routed organization, and most route one domain.
+pub type OrganizationRoutes = VecMap<String, Arc<wire::Route>>;
 
 /// Computes the routes of `organization` given its active connection (if any).
 pub fn organization_routes(

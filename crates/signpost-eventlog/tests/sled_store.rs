@@ -10,7 +10,17 @@ use signpost_eventlog::{
     SledEventStore, SledOptions, StreamId, FORMAT_VERSION,
 };
 
+/// Opens the store, waiting a little for sled's lock: a store (or raw handle) dropped just
+/// before may still hold it while sled's I/O threads finish.
 fn open(dir: &Path) -> Result<SledEventStore, LogError> {
+    for _ in 0..500 {
+        match SledEventStore::open(dir, SledOptions::default()) {
+            Err(error) if error.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
     SledEventStore::open(dir, SledOptions::default())
 }
 

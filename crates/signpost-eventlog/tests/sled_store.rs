@@ -13,7 +13,7 @@ use signpost_eventlog::{
 /// Opens the store, waiting a little for sled's lock: a store (or raw handle) dropped just
 /// before may still hold it while sled's I/O threads finish.
 fn open(dir: &Path) -> Result<SledEventStore, LogError> {
-    for _ in 0..500 {
+    for _ in 0..200 {
         match SledEventStore::open(dir, SledOptions::default()) {
             Err(error) if error.to_string().contains("could not acquire lock") => {
                 std::thread::sleep(std::time::Duration::from_millis(10));

@@ -554,3 +554,33 @@ async fn routing_is_for_edge_and_admin_tokens_only() {
         tonic::Code::Unauthenticated
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_service_reports_every_service_serving() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{health_client::HealthClient, HealthCheckRequest};
+    let server = TestServer::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    for service in [
+        "signpost.admin.v1.ConnectionAdminService",
+        "signpost.admin.v1.SetupFormService",
+        "signpost.routing.v1.RoutingService",
+        "signpost.audit.v1.AuditService",
+        "signpost.eventlog.v1.EventLogService",
+    ] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("{service}: {status}"))
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "{service}");
+    }
+}

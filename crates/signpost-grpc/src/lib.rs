@@ -4,7 +4,9 @@
 //! - [`admin`]: `ConnectionAdminService` ([`admin::AdminApi`]) and
 //!   `SetupFormService` ([`admin::SetupFormApi`]).
 //! - [`routing`]: `RoutingService` ([`routing::RoutingApi`]): `Resolve` and
-//!   `WatchRoutes` over the routing projection.
+//!   `WatchRoutes` over the routing projection, served by
+//!   [`routing::RoutingServer`], which encodes each published delta once for
+//!   every watch stream.
 //! - [`audit`]: `AuditService` ([`audit::AuditApi`]): timeline, verification,
 //!   checkpoints and point-in-time answers over `signpost_audit`.
 //! - [`eventlog`]: `EventLogService` ([`eventlog::EventLogApi`]): the raw log feed.
@@ -23,4 +25,4 @@ pub mod status;
 pub use admin::{AdminApi, SetupFormApi, CORRELATION_ID_HEADER, ON_BEHALF_OF_HEADER};
 pub use audit::AuditApi;
 pub use eventlog::EventLogApi;
-pub use routing::RoutingApi;
+pub use routing::{RoutingApi, RoutingServer};

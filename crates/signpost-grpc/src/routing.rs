@@ -7,11 +7,20 @@
 //! A watcher that stops reading simply stops pulling; when it resumes and
 //! its cursor has fallen out of the history, it gets a reset and a fresh
 //! snapshot instead of a silent gap.
+//!
+//! The stream yields [`WatchFrame`]s: a published delta is the same message for
+//! every watcher, so it is encoded once and its bytes are shared by every
+//! stream ([`codec`]). [`RoutingServer`] serves `WatchRoutes` with that codec
+//! and everything else through the generated server ([`server`]).
+
+mod codec;
+mod server;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_server::RoutingService;
 use signpost_control::{ControlError, ControlPlane, Role};
@@ -20,6 +29,9 @@ use tonic::{Request, Response, Status};
 
 use crate::admin::bearer;
 use crate::status::{invalid_field, to_status};
+
+pub use codec::{WatchFrame, WatchFrameEncoder, WatchRoutesCodec};
+pub use server::RoutingServer;
 
 /// Routes per snapshot message.
 pub const SNAPSHOT_CHUNK: usize = 1000;
@@ -84,17 +96,16 @@ fn grpc_timeout(metadata: &tonic::metadata::MetadataMap) -> Option<Duration> {
     })
 }
 
-fn message(
-    revision: u64,
-    epoch: &str,
-    kind: wire::watch_routes_response::Kind,
-) -> wire::WatchRoutesResponse {
-    wire::WatchRoutesResponse {
+fn message(revision: u64, epoch: &str, kind: wire::watch_routes_response::Kind) -> WatchFrame {
+    WatchFrame::Message(wire::WatchRoutesResponse {
         revision,
         store_epoch: epoch.to_owned(),
         kind: Some(kind),
-    }
+    })
 }
+
+/// The messages of one watch stream, as [`WatchRoutesCodec`] writes them.
+pub type WatchFrames = Pin<Box<dyn Stream<Item = Result<WatchFrame, Status>> + Send>>;
 
 type WatchStream = Pin<Box<dyn Stream<Item = Result<wire::WatchRoutesResponse, Status>> + Send>>;
 
@@ -141,22 +152,37 @@ impl RoutingService for RoutingApi {
 
     type WatchRoutesStream = WatchStream;
 
+    /// `WatchRoutes` through the generated server, which wants messages: each frame is
+    /// turned back into one. [`RoutingServer`] serves it without that step.
     async fn watch_routes(
         &self,
         request: Request<wire::WatchRoutesRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        use wire::watch_routes_response::Kind;
+        let frames = self.watch(request)?;
+        let messages = frames.map(|frame| frame.map(WatchFrame::into_message));
+        Ok(Response::new(Box::pin(messages) as WatchStream))
+    }
+}
+
+impl RoutingApi {
+    /// Authorizes a `WatchRoutes` call and returns its stream; nothing is streamed to
+    /// a caller that is refused.
+    pub fn watch(&self, request: Request<wire::WatchRoutesRequest>) -> Result<WatchFrames, Status> {
         self.authorize(request.metadata())?;
-        let request = request.into_inner();
+        Ok(self.watch_frames(request.into_inner()))
+    }
+
+    fn watch_frames(&self, request: wire::WatchRoutesRequest) -> WatchFrames {
+        use wire::watch_routes_response::Kind;
         let routing = self.routing.clone();
         let progress_interval = self.progress_interval;
         let stream = async_stream::stream! {
-            let epoch = routing.epoch().to_owned();
+            let epoch: Arc<str> = routing.epoch().into();
             let mut revisions = routing.watch_revision();
             // Decide where this watcher starts: resume, or (reset +) snapshot.
             let mut cursor = None;
             if let Some(from) = request.from_revision {
-                let reset = if request.store_epoch != epoch {
+                let reset = if request.store_epoch != *epoch {
                     Some(wire::ResetReason::EpochChanged)
                 } else if from > routing.revision() {
                     Some(wire::ResetReason::RevisionAhead)
@@ -176,20 +202,20 @@ impl RoutingService for RoutingApi {
             loop {
                 let Some(at) = cursor else {
                     revisions.borrow_and_update();
-                    // Chunks are built as they are sent: one chunk of routes is copied at
+                    // Chunks are built as they are sent: one chunk of routes is referenced at
                     // a time, never the whole table (the persistent map stays valid while
-                    // the projection moves on).
+                    // the projection moves on), and routes are encoded where they are.
                     let (revision, table) = routing.snapshot();
                     let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK.min(table.len()));
                     for route in table.values() {
-                        chunk.push(wire::Route::clone(route));
+                        chunk.push(route.clone());
                         if chunk.len() == SNAPSHOT_CHUNK {
                             let routes = std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK));
-                            yield Ok(message(revision, &epoch, Kind::Snapshot(wire::SnapshotChunk { routes })));
+                            yield Ok(WatchFrame::SnapshotChunk { revision, store_epoch: epoch.clone(), routes });
                         }
                     }
                     if !chunk.is_empty() {
-                        yield Ok(message(revision, &epoch, Kind::Snapshot(wire::SnapshotChunk { routes: chunk })));
+                        yield Ok(WatchFrame::SnapshotChunk { revision, store_epoch: epoch.clone(), routes: chunk });
                     }
                     yield Ok(message(revision, &epoch, Kind::SnapshotEnd(wire::SnapshotEnd { route_count: table.len() as u64 })));
                     drop(table);
@@ -204,10 +230,8 @@ impl RoutingService for RoutingApi {
                     }
                     Ok((deltas, revision)) => {
                         for delta in deltas {
-                            yield Ok(message(delta.revision, &epoch, Kind::Delta(wire::RouteDelta {
-                                upserts: delta.upserts.iter().map(|r| wire::Route::clone(r)).collect(),
-                                deletes: delta.deletes.clone(),
-                            })));
+                            // Encoded by the first stream to write it; the others copy its bytes.
+                            yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
                         }
                         cursor = Some(revision);
                     }
@@ -232,6 +256,6 @@ impl RoutingService for RoutingApi {
                 }
             }
         };
-        Ok(Response::new(Box::pin(stream) as WatchStream))
+        Box::pin(stream)
     }
 }

@@ -19,7 +19,7 @@
 //! moves on, and the history is a ring of at most `history_limit` deltas.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::StreamExt;
 use signpost_api::routing::v1 as wire;
@@ -43,6 +43,59 @@ pub struct Delta {
     pub upserts: Vec<Arc<wire::Route>>,
     /// Domains that now route to password.
     pub deletes: Vec<String>,
+    /// The delta as the routing stream sends it (see [`Delta::encoded_message`]).
+    encoded_message: EncodedOnce,
+}
+
+impl Delta {
+    /// The changes `upserts` and `deletes` of the commit at `revision`.
+    pub fn new(revision: u64, upserts: Vec<Arc<wire::Route>>, deletes: Vec<String>) -> Self {
+        Self {
+            revision,
+            upserts,
+            deletes,
+            encoded_message: EncodedOnce::default(),
+        }
+    }
+
+    /// The delta as the routing stream's message, encoded by the first watcher that
+    /// sends it and read by every later one: with thousands of watchers the same
+    /// bytes are built once per delta, not once per stream.
+    ///
+    /// The stream has one message form for a delta (`signpost-grpc` builds it), so
+    /// every caller passes the same `encode`; only the first call runs it.
+    pub fn encoded_message(&self, encode: impl FnOnce(&Delta) -> Vec<u8>) -> &[u8] {
+        self.encoded_message
+            .0
+            .get_or_init(|| encode(self).into_boxed_slice())
+    }
+}
+
+/// A cache of a value's encoding, filled once. It is not part of the value: equal
+/// values are equal encoded or not, and a clone (which may then be changed) starts
+/// without it. Published deltas are never changed (the history holds them behind `Arc`).
+#[derive(Default)]
+struct EncodedOnce(OnceLock<Box<[u8]>>);
+
+impl Clone for EncodedOnce {
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+impl PartialEq for EncodedOnce {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for EncodedOnce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.get() {
+            Some(bytes) => write!(f, "{} bytes", bytes.len()),
+            None => f.write_str("not encoded"),
+        }
+    }
 }
 
 /// The history no longer holds every change after the revision asked for.
@@ -490,11 +543,7 @@ impl Shared {
         if changes.is_empty() {
             return;
         }
-        let mut delta = Delta {
-            revision,
-            upserts: Vec::new(),
-            deletes: Vec::new(),
-        };
+        let mut delta = Delta::new(revision, Vec::new(), Vec::new());
         for (domain, route) in changes {
             match route {
                 Some(route) => {

@@ -38,14 +38,13 @@ use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminSer
 use signpost_api::admin::v1::setup_form_service_server::SetupFormServiceServer;
 use signpost_api::audit::v1::audit_service_server::AuditServiceServer;
 use signpost_api::eventlog::v1::event_log_service_server::EventLogServiceServer;
-use signpost_api::routing::v1::routing_service_server::RoutingServiceServer;
 use signpost_audit::{AuditOptions, AuditProjection, CheckpointKey, Checkpointer};
 use signpost_control::{ControlConfig, ControlPlane, Followers, SecretBox};
 use signpost_eventlog::{
     verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions, LogError, SledEventStore,
     SledOptions,
 };
-use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, SetupFormApi};
+use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, RoutingServer, SetupFormApi};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
 use signpost_routing::{RoutingOptions, RoutingProjection};
 use tokio::sync::oneshot;
@@ -210,6 +209,7 @@ impl Server {
         health_reporter
             .set_serving::<EventLogServiceServer<EventLogApi>>()
             .await;
+        health_reporter.set_serving::<RoutingServer>().await;
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(signpost_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -218,7 +218,8 @@ impl Server {
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
         let form = SetupFormServiceServer::new(SetupFormApi::new(plane.clone()))
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
-        let routes = RoutingServiceServer::new(RoutingApi::new(
+        // `WatchRoutes` sends each delta's bytes, encoded once, on every stream.
+        let routes = RoutingServer::new(RoutingApi::new(
             plane.clone(),
             routing.clone(),
             config.routing_progress_interval,

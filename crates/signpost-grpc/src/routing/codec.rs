@@ -1,0 +1,522 @@
+//! The `WatchRoutes` codec: what every watcher receives alike is encoded once.
+//!
+//! A published delta is the same message for every stream (same revision, same
+//! store epoch, same routes), so it is encoded once ([`encode_delta`], cached in
+//! the [`Delta`]) and each stream only copies those bytes into its frame
+//! ([`WatchFrame::Delta`]). Snapshot chunks are encoded straight from the
+//! table's shared routes ([`WatchFrame::SnapshotChunk`]), without copying each
+//! route into a message first. Everything else is an ordinary message.
+//!
+//! The bytes are exactly those prost writes for the equivalent
+//! `WatchRoutesResponse` (same field order, defaults left out), so a client
+//! cannot tell the difference: the tests below hold the two side by side.
+
+use std::sync::Arc;
+
+use bytes::BufMut;
+use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
+use prost::Message;
+use signpost_api::routing::v1 as wire;
+use signpost_routing::Delta;
+use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::Status;
+use tonic_prost::ProstDecoder;
+
+/// `WatchRoutesResponse.revision`.
+const RESPONSE_REVISION: u32 = 1;
+/// `WatchRoutesResponse.store_epoch`.
+const RESPONSE_STORE_EPOCH: u32 = 2;
+/// `WatchRoutesResponse.snapshot` (a `SnapshotChunk`).
+const RESPONSE_SNAPSHOT: u32 = 3;
+/// `WatchRoutesResponse.delta` (a `RouteDelta`).
+const RESPONSE_DELTA: u32 = 5;
+/// `SnapshotChunk.routes` and `RouteDelta.upserts`.
+const ROUTES: u32 = 1;
+/// `RouteDelta.deletes`.
+const DELETES: u32 = 2;
+
+/// One message of a watch stream, in the form it is written to the wire.
+#[derive(Debug, Clone, PartialEq)]
+pub enum WatchFrame {
+    /// A published delta: its message is encoded once, by the first stream that
+    /// writes it, and copied as is by every other ([`Delta::encoded_message`]).
+    Delta {
+        /// The delta, shared with the projection's history.
+        delta: Arc<Delta>,
+        /// The store epoch.
+        store_epoch: Arc<str>,
+    },
+    /// A snapshot chunk, encoded from the table's routes where they are.
+    SnapshotChunk {
+        /// The revision of the snapshot.
+        revision: u64,
+        /// The store epoch.
+        store_epoch: Arc<str>,
+        /// The chunk's routes.
+        routes: Vec<Arc<wire::Route>>,
+    },
+    /// Any other message, encoded for this stream.
+    Message(wire::WatchRoutesResponse),
+}
+
+impl WatchFrame {
+    /// Length of the encoded `WatchRoutesResponse` (a delta's is encoded then, if no
+    /// stream has yet).
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Delta { delta, store_epoch } => shared_delta(delta, store_epoch).len(),
+            Self::SnapshotChunk {
+                revision,
+                store_epoch,
+                routes,
+            } => route_list_response_len(*revision, store_epoch, RESPONSE_SNAPSHOT, routes, &[]),
+            Self::Message(message) => message.encoded_len(),
+        }
+    }
+
+    /// Writes the `WatchRoutesResponse`: the same bytes as prost writes for
+    /// [`WatchFrame::into_message`]. `buf` must have room for
+    /// [`WatchFrame::encoded_len`] bytes (a growing buffer always has).
+    pub fn encode(&self, buf: &mut impl BufMut) {
+        match self {
+            Self::Delta { delta, store_epoch } => buf.put_slice(shared_delta(delta, store_epoch)),
+            Self::SnapshotChunk {
+                revision,
+                store_epoch,
+                routes,
+            } => encode_route_list_response(
+                *revision,
+                store_epoch,
+                RESPONSE_SNAPSHOT,
+                routes,
+                &[],
+                buf,
+            ),
+            Self::Message(message) => message
+                .encode(buf)
+                .expect("a buffer with room for the message"),
+        }
+    }
+
+    /// The message this frame carries, for a caller that needs it as a value
+    /// (the generated `RoutingService` server; tests).
+    pub fn into_message(self) -> wire::WatchRoutesResponse {
+        use wire::watch_routes_response::Kind;
+        let copy = |routes: &[Arc<wire::Route>]| -> Vec<wire::Route> {
+            routes.iter().map(|r| wire::Route::clone(r)).collect()
+        };
+        match self {
+            Self::Delta { delta, store_epoch } => wire::WatchRoutesResponse {
+                revision: delta.revision,
+                store_epoch: store_epoch.as_ref().to_owned(),
+                kind: Some(Kind::Delta(wire::RouteDelta {
+                    upserts: copy(&delta.upserts),
+                    deletes: delta.deletes.clone(),
+                })),
+            },
+            Self::SnapshotChunk {
+                revision,
+                store_epoch,
+                routes,
+            } => wire::WatchRoutesResponse {
+                revision,
+                store_epoch: store_epoch.as_ref().to_owned(),
+                kind: Some(Kind::Snapshot(wire::SnapshotChunk {
+                    routes: copy(&routes),
+                })),
+            },
+            Self::Message(message) => message,
+        }
+    }
+}
+
+/// `delta`'s message, encoded once for every stream.
+fn shared_delta<'a>(delta: &'a Delta, store_epoch: &str) -> &'a [u8] {
+    delta.encoded_message(|delta| encode_delta(store_epoch, delta))
+}
+
+/// The `WatchRoutesResponse` of `delta` in the store epoch `store_epoch`: what
+/// every watcher receives for it, encoded once ([`Delta::encoded_message`]).
+fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
+    let len = route_list_response_len(
+        delta.revision,
+        store_epoch,
+        RESPONSE_DELTA,
+        &delta.upserts,
+        &delta.deletes,
+    );
+    let mut buf = Vec::with_capacity(len);
+    encode_route_list_response(
+        delta.revision,
+        store_epoch,
+        RESPONSE_DELTA,
+        &delta.upserts,
+        &delta.deletes,
+        &mut buf,
+    );
+    buf
+}
+
+/// Length of the `SnapshotChunk` or `RouteDelta` (both: routes at field 1,
+/// deletions at field 2).
+fn route_list_len(routes: &[Arc<wire::Route>], deletes: &[String]) -> usize {
+    routes
+        .iter()
+        .map(|route| prost::encoding::message::encoded_len(ROUTES, route.as_ref()))
+        .sum::<usize>()
+        + prost::encoding::string::encoded_len_repeated(DELETES, deletes)
+}
+
+/// Length of a `WatchRoutesResponse` whose kind (field `kind_field`) is a
+/// `SnapshotChunk` or a `RouteDelta`.
+fn route_list_response_len(
+    revision: u64,
+    store_epoch: &str,
+    kind_field: u32,
+    routes: &[Arc<wire::Route>],
+    deletes: &[String],
+) -> usize {
+    let revision_len = match revision {
+        0 => 0,
+        _ => prost::encoding::uint64::encoded_len(RESPONSE_REVISION, &revision),
+    };
+    let store_epoch_len = match store_epoch.len() {
+        0 => 0,
+        len => key_len(RESPONSE_STORE_EPOCH) + encoded_len_varint(len as u64) + len,
+    };
+    // The kind is a oneof member: written even when empty.
+    let kind_len = route_list_len(routes, deletes);
+    revision_len
+        + store_epoch_len
+        + key_len(kind_field)
+        + encoded_len_varint(kind_len as u64)
+        + kind_len
+}
+
+/// Writes a `WatchRoutesResponse` whose kind (field `kind_field`) is a
+/// `SnapshotChunk` or a `RouteDelta`, as prost does: fields in number order,
+/// the revision and the epoch left out when they are default.
+fn encode_route_list_response(
+    revision: u64,
+    store_epoch: &str,
+    kind_field: u32,
+    routes: &[Arc<wire::Route>],
+    deletes: &[String],
+    buf: &mut impl BufMut,
+) {
+    if revision != 0 {
+        prost::encoding::uint64::encode(RESPONSE_REVISION, &revision, buf);
+    }
+    if !store_epoch.is_empty() {
+        encode_key(RESPONSE_STORE_EPOCH, WireType::LengthDelimited, buf);
+        encode_varint(store_epoch.len() as u64, buf);
+        buf.put_slice(store_epoch.as_bytes());
+    }
+    encode_key(kind_field, WireType::LengthDelimited, buf);
+    encode_varint(route_list_len(routes, deletes) as u64, buf);
+    for route in routes {
+        prost::encoding::message::encode(ROUTES, route.as_ref(), buf);
+    }
+    prost::encoding::string::encode_repeated(DELETES, deletes, buf);
+}
+
+/// The codec `WatchRoutes` is served with: [`WatchFrame`]s out, prost-decoded
+/// `WatchRoutesRequest`s in.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchRoutesCodec;
+
+impl Codec for WatchRoutesCodec {
+    type Encode = WatchFrame;
+    type Decode = wire::WatchRoutesRequest;
+    type Encoder = WatchFrameEncoder;
+    type Decoder = ProstDecoder<wire::WatchRoutesRequest>;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        WatchFrameEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        ProstDecoder::default()
+    }
+}
+
+/// Writes [`WatchFrame`]s into the frames tonic sends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WatchFrameEncoder;
+
+impl Encoder for WatchFrameEncoder {
+    type Item = WatchFrame;
+    type Error = Status;
+
+    fn encode(&mut self, frame: WatchFrame, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        buf.reserve(frame.encoded_len());
+        frame.encode(buf);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wire::watch_routes_response::Kind;
+
+    fn route(domain: &str, connection_id: &str) -> Arc<wire::Route> {
+        Arc::new(wire::Route {
+            domain: domain.to_owned(),
+            connection_id: connection_id.to_owned(),
+            ..Default::default()
+        })
+    }
+
+    /// A route with every kind of field set: strings, enums, nested and
+    /// repeated messages, a map.
+    fn full_route(domain: &str) -> Arc<wire::Route> {
+        Arc::new(wire::Route {
+            domain: domain.to_owned(),
+            organization_id: format!("organization-of-{domain}"),
+            organization_external_id: "ext-1".to_owned(),
+            connection_id: format!("connection-of-{domain}"),
+            protocol: 1,
+            saml: Some(wire::SamlRoute {
+                idp_entity_id: "https://idp.example.com/e".to_owned(),
+                idp_sso_url: "https://idp.example.com/sso".to_owned(),
+                idp_sso_binding: 1,
+                signing_certificates: vec![wire::CertificateFingerprint {
+                    sha256_fingerprint: "ab".repeat(32),
+                    not_after_unix: 1_900_000_000,
+                }],
+                sp_entity_id: "https://signpost.example.com/sp".to_owned(),
+                acs_url: "https://signpost.example.com/acs".to_owned(),
+            }),
+            oidc: Some(wire::OidcRoute {
+                issuer: "https://issuer.example.com".to_owned(),
+                scopes: vec!["openid".to_owned(), "email".to_owned()],
+                ..Default::default()
+            }),
+            claim_mapping: Some(Default::default()),
+            group_roles: [
+                ("admins", "admin"),
+                ("staff", "member"),
+                ("ops", "operator"),
+            ]
+            .into_iter()
+            .map(|(group, role)| (group.to_owned(), role.to_owned()))
+            .collect(),
+            require_group: true,
+            sso_policy: 2,
+        })
+    }
+
+    /// The message the stream built per watcher before deltas were shared.
+    fn delta_message(epoch: &str, delta: &Delta) -> wire::WatchRoutesResponse {
+        wire::WatchRoutesResponse {
+            revision: delta.revision,
+            store_epoch: epoch.to_owned(),
+            kind: Some(Kind::Delta(wire::RouteDelta {
+                upserts: delta
+                    .upserts
+                    .iter()
+                    .map(|r| wire::Route::clone(r))
+                    .collect(),
+                deletes: delta.deletes.clone(),
+            })),
+        }
+    }
+
+    fn frame_bytes(frame: &WatchFrame) -> Vec<u8> {
+        let mut buf = Vec::new();
+        frame.encode(&mut buf);
+        assert_eq!(buf.len(), frame.encoded_len());
+        buf
+    }
+
+    fn deltas() -> Vec<Delta> {
+        let mut deltas = Vec::new();
+        for (revision, upserts, deletes) in [
+            (
+                42,
+                vec![full_route("acme.com"), full_route("acme.co.uk")],
+                vec![],
+            ),
+            (
+                7,
+                vec![],
+                vec!["gone.com".to_owned(), "also-gone.org".to_owned()],
+            ),
+            (
+                u64::MAX,
+                vec![route("a.example", "c1"), route(&"long".repeat(100), "c2")],
+                vec!["x.example".to_owned()],
+            ),
+            (0, vec![], vec![]),
+        ] {
+            deltas.push(Delta::new(revision, upserts, deletes));
+        }
+        deltas
+    }
+
+    #[test]
+    fn a_shared_delta_is_byte_for_byte_the_message_built_per_stream() {
+        for epoch in ["c4d713b9-4e47-4641-a9c4-2d75981738a8", ""] {
+            for delta in deltas() {
+                let old = delta_message(epoch, &delta);
+                assert_eq!(encode_delta(epoch, &delta), old.encode_to_vec());
+                let frame = WatchFrame::Delta {
+                    delta: Arc::new(delta),
+                    store_epoch: epoch.into(),
+                };
+                let sent = frame_bytes(&frame);
+                assert_eq!(sent, old.encode_to_vec());
+                assert_eq!(wire::WatchRoutesResponse::decode(&sent[..]).unwrap(), old);
+                assert_eq!(frame.into_message(), old);
+            }
+        }
+    }
+
+    #[test]
+    fn a_delta_is_encoded_once_for_every_stream() {
+        let delta = Arc::new(deltas().remove(0));
+        let frame = |delta: &Arc<Delta>| WatchFrame::Delta {
+            delta: delta.clone(),
+            store_epoch: "epoch".into(),
+        };
+        let first = frame_bytes(&frame(&delta));
+        let shared = delta.encoded_message(|_| unreachable!("encoded by the first frame"));
+        assert_eq!(shared, &first[..]);
+        assert_eq!(frame_bytes(&frame(&delta)), first);
+        // A clone (which may be changed) does not carry the encoding along.
+        let clone = Delta::clone(&delta);
+        assert_eq!(clone, *delta);
+        assert_eq!(clone.encoded_message(|_| Vec::new()), &[] as &[u8]);
+    }
+
+    #[test]
+    fn a_snapshot_chunk_is_byte_for_byte_the_message_built_per_stream() {
+        let routes: Vec<_> = (0..300)
+            .map(|i| full_route(&format!("domain-{i}.example")))
+            .collect();
+        for (revision, epoch, routes) in [
+            (500_001, "epoch", routes.clone()),
+            (0, "", routes[..1].to_vec()),
+            (3, "epoch", vec![]),
+        ] {
+            let old = wire::WatchRoutesResponse {
+                revision,
+                store_epoch: epoch.to_owned(),
+                kind: Some(Kind::Snapshot(wire::SnapshotChunk {
+                    routes: routes.iter().map(|r| wire::Route::clone(r)).collect(),
+                })),
+            };
+            let frame = WatchFrame::SnapshotChunk {
+                revision,
+                store_epoch: epoch.into(),
+                routes,
+            };
+            assert_eq!(frame_bytes(&frame), old.encode_to_vec());
+            assert_eq!(frame.into_message(), old);
+        }
+    }
+
+    /// What tonic sends for `items` encoded by `encoder` (gRPC framing, compressed or
+    /// not): the data, and the trailers.
+    fn sent_by_tonic<E>(
+        encoder: E,
+        items: Vec<Result<E::Item, Status>>,
+        compression: Option<tonic::codec::CompressionEncoding>,
+    ) -> (Vec<u8>, Vec<(String, Vec<u8>)>)
+    where
+        E: Encoder<Error = Status>,
+    {
+        use tonic::codegen::Body;
+        let body = tonic::codec::EncodeBody::new_server(
+            encoder,
+            futures::stream::iter(items),
+            compression,
+            Default::default(),
+            None,
+        );
+        let mut body = std::pin::pin!(body);
+        let (mut data, mut trailers) = (Vec::new(), Vec::new());
+        while let Some(frame) =
+            futures::executor::block_on(std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)))
+        {
+            match frame.expect("a frame").into_data() {
+                Ok(bytes) => data.extend_from_slice(&bytes),
+                Err(frame) => trailers.extend(
+                    frame
+                        .into_trailers()
+                        .expect("trailers")
+                        .iter()
+                        .map(|(name, value)| (name.to_string(), value.as_bytes().to_vec())),
+                ),
+            }
+        }
+        (data, trailers)
+    }
+
+    #[test]
+    fn a_stream_of_frames_goes_out_as_the_stream_of_messages_did() {
+        let epoch = "c4d713b9-4e47-4641-a9c4-2d75981738a8";
+        let snapshot: Vec<_> = (0..5)
+            .map(|i| full_route(&format!("d{i}.example")))
+            .collect();
+        let reset = wire::WatchRoutesResponse {
+            revision: 12,
+            store_epoch: epoch.to_owned(),
+            kind: Some(Kind::Reset(wire::Reset {
+                reason: wire::ResetReason::HistoryNotKept as i32,
+            })),
+        };
+        let mut frames = vec![
+            Ok(WatchFrame::Message(reset.clone())),
+            Ok(WatchFrame::SnapshotChunk {
+                revision: 12,
+                store_epoch: epoch.into(),
+                routes: snapshot.clone(),
+            }),
+        ];
+        let mut messages = vec![
+            Ok(reset),
+            Ok(wire::WatchRoutesResponse {
+                revision: 12,
+                store_epoch: epoch.to_owned(),
+                kind: Some(Kind::Snapshot(wire::SnapshotChunk {
+                    routes: snapshot.iter().map(|r| wire::Route::clone(r)).collect(),
+                })),
+            }),
+        ];
+        for delta in deltas() {
+            messages.push(Ok(delta_message(epoch, &delta)));
+            frames.push(Ok(WatchFrame::Delta {
+                delta: Arc::new(delta),
+                store_epoch: epoch.into(),
+            }));
+        }
+        frames.push(Err(Status::unavailable("the routing projection stopped")));
+        messages.push(Err(Status::unavailable("the routing projection stopped")));
+        for compression in [None, Some(tonic::codec::CompressionEncoding::Gzip)] {
+            let new = sent_by_tonic(WatchFrameEncoder, frames.clone(), compression);
+            let old = sent_by_tonic(
+                tonic_prost::ProstEncoder::<wire::WatchRoutesResponse>::default(),
+                messages.clone(),
+                compression,
+            );
+            assert!(new.0.len() > 100);
+            assert_eq!(new, old);
+        }
+    }
+
+    #[test]
+    fn other_messages_are_encoded_as_prost_does() {
+        let message = wire::WatchRoutesResponse {
+            revision: 9,
+            store_epoch: "epoch".to_owned(),
+            kind: Some(Kind::Reset(wire::Reset {
+                reason: wire::ResetReason::TooSlow as i32,
+            })),
+        };
+        let frame = WatchFrame::Message(message.clone());
+        assert_eq!(frame_bytes(&frame), message.encode_to_vec());
+        assert_eq!(frame.into_message(), message);
+    }
+}

@@ -89,7 +89,10 @@ impl AuditOptions {
             batch_events: 65_536,
             batch_bytes: 8 * 1024 * 1024,
             merge_events: 65_536,
-            linger: std::time::Duration::from_millis(100),
+            // 20 ms rather than 100: the same CPU in smaller bursts. Measured under 64
+            // writing clients (bench writes scenario, alternating builds, same etcd):
+            // p99 8.8-9.0 ms against 9.6-9.7 ms, the same throughput.
+            linger: std::time::Duration::from_millis(20),
             cache_capacity_bytes: 64 * 1024 * 1024,
             feed_capacity: 32_768,
             wait_at_start: true,

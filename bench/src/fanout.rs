@@ -343,3 +343,71 @@ pub async fn etcd(
         rss_after,
     })
 }
+
+/// The limit of this machine and client ([`crate::stream_ceiling`]): `streams` `Watch`
+/// streams on a do-nothing server, then `changes` changes, measured like the peers.
+pub async fn ceiling(
+    channels: &[Channel],
+    streams: usize,
+    changes: usize,
+) -> anyhow::Result<FanOut> {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = collector_parts(streams);
+    let opening = Instant::now();
+    let mut tasks = Vec::with_capacity(streams);
+    for index in 0..streams {
+        let mut client = HealthClient::new(channels[index % channels.len()].clone());
+        let ready = ready_tx.clone();
+        let latencies = latency_tx.clone();
+        let sent_at = sent_at.clone();
+        tasks.push(tokio::spawn(async move {
+            let Ok(reply) = client.watch(HealthCheckRequest::default()).await else {
+                return;
+            };
+            let mut stream = reply.into_inner();
+            // The first message is the state when the stream opened.
+            if !matches!(stream.next().await, Some(Ok(_))) {
+                return;
+            }
+            let _ = ready.send(()).await;
+            let mut change = 0usize;
+            while let Some(Ok(_)) = stream.next().await {
+                let now = epoch.elapsed().as_micros() as u64;
+                let _ =
+                    latencies.send((change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
+                change += 1;
+            }
+        }));
+    }
+    drop(ready_tx);
+    drop(latency_tx);
+    let mut collector = Collector {
+        epoch,
+        sent_at,
+        ready_rx,
+        latency_rx,
+        tasks,
+    };
+    collector.wait_ready(streams).await?;
+    let connect_seconds = opening.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut trigger = HealthClient::new(channels[0].clone());
+    let mut per_change_ms = Vec::with_capacity(changes);
+    for change in 0..changes {
+        collector.mark_sent();
+        trigger
+            .check(HealthCheckRequest {
+                service: crate::stream_ceiling::TRIGGER.into(),
+            })
+            .await?;
+        per_change_ms.push(collector.collect(change, streams).await?);
+    }
+    collector.stop();
+    Ok(FanOut {
+        streams,
+        per_change_ms,
+        connect_seconds,
+        ..FanOut::default()
+    })
+}

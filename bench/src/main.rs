@@ -9,6 +9,8 @@
 //!   [`memory`] (8), all against one control plane holding the big table.
 //! - `history`: [`cold_start`] (5) and [`audit`] (7) on a large log.
 //! - `populate`: bulk-load a data directory ([`populate`]).
+//! - `stream-ceiling`: the do-nothing stream server scenario 3's limit is measured on
+//!   ([`stream_ceiling`]).
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
@@ -28,6 +30,7 @@ mod populate;
 mod report;
 mod server;
 mod snapshot;
+mod stream_ceiling;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -148,6 +151,11 @@ enum Command {
     },
     /// Prints a loopback port that is free right now.
     FreePort,
+    /// Serves the do-nothing stream server that scenario 3's limit is measured on.
+    StreamCeiling {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
         /// The JSON lines the scenario runs printed.
@@ -359,11 +367,23 @@ async fn routing_run(
     .await?;
     memory.etcd_watchers = etcd_fan_out.rss_open.max(etcd_fan_out.rss_after);
     drop(etcd_fan_channels);
+    // The limit: the same client against a server that does nothing but stream.
+    status("scenario 3: fan-out limit (do-nothing stream server)");
+    let ceiling_server = server::StreamCeilingProcess::start().await?;
+    let ceiling_channels = grpc::channels(
+        &grpc::url(ceiling_server.addr),
+        streams.div_ceil(per_connection).max(1),
+    )
+    .await?;
+    let ceiling_fan_out = fanout::ceiling(&ceiling_channels, streams, changes).await?;
+    drop(ceiling_channels);
+    ceiling_server.stop().await;
     emit(
         "fan_out",
         serde_json::json!({
             "streams": streams, "changes": changes,
             "signpost": signpost_fan_out.json(), "etcd": etcd_fan_out.json(),
+            "ceiling": ceiling_fan_out.json(),
         }),
     );
     emit("memory", memory.json());
@@ -423,6 +443,7 @@ async fn main() -> anyhow::Result<()> {
             events_per_organization,
         } => history_run(common, organizations, events_per_organization).await?,
         Command::FreePort => println!("{}", server::free_port()?.port()),
+        Command::StreamCeiling { listen } => stream_ceiling::serve(listen).await?,
         Command::Report {
             results,
             out,

@@ -262,6 +262,20 @@ pub fn render(
         goal: "≤ 50 ms",
         met: spw.map(|v| v <= 50.0),
     });
+    // The limit of this client on this machine (same run): a server that only streams.
+    let (cem, cew) = (
+        f(&fo["ceiling"]["median_ms"]),
+        f(&fo["ceiling"]["worst_ms"]),
+    );
+    rows.push(Row {
+        scenario: "",
+        measure: "limit: do-nothing stream server, same client, median / worst".into(),
+        signpost: format!("{} / {}", ms(spm), ms(spw)),
+        etcd: format!("limit {} / {}", ms(cem), ms(cew)),
+        ratio: format!("{} / {}", ratio(spm, cem), ratio(spw, cew)),
+        goal: "context: are 30 / 50 ms above the limit?",
+        met: None,
+    });
     let (spmem, etmem) = (
         f(&fo["signpost"]["memory_per_stream_bytes"]),
         f(&fo["etcd"]["memory_per_stream_bytes"]),
@@ -497,24 +511,41 @@ pub fn render(
         l["value_bytes"], l["routes"], f(&l["etcd_load_seconds"]).unwrap_or(0.0)
     )?;
     writeln!(out, "### 3. Fan-out\n")?;
-    for (name, key) in [("Signpost", "signpost"), ("etcd", "etcd")] {
+    for (name, key) in [
+        ("Signpost", "signpost"),
+        ("etcd", "etcd"),
+        ("Do-nothing stream server (the limit)", "ceiling"),
+    ] {
+        if fo[key].is_null() {
+            continue;
+        }
         let v = &fo[key];
         writeln!(
             out,
-            "- {name}: {} watchers opened in {:.1} s; per change (median ms, worst ms): {}; server RSS {} before, {} open, {} after the changes.",
+            "- {name}: {} watchers opened in {:.1} s; per change (median ms, worst ms): {}{}.",
             v["streams"],
             f(&v["connect_seconds"]).unwrap_or(0.0),
             v["per_change_ms"]
                 .as_array()
                 .map(|a| a
                     .iter()
-                    .map(|p| format!("({:.1}, {:.1})", f(&p[0]).unwrap_or(0.0), f(&p[1]).unwrap_or(0.0)))
+                    .map(|p| format!(
+                        "({:.1}, {:.1})",
+                        f(&p[0]).unwrap_or(0.0),
+                        f(&p[1]).unwrap_or(0.0)
+                    ))
                     .collect::<Vec<_>>()
                     .join(" "))
                 .unwrap_or_default(),
-            mib(f(&v["rss_before_bytes"])),
-            mib(f(&v["rss_open_bytes"])),
-            mib(f(&v["rss_after_bytes"])),
+            match f(&v["rss_open_bytes"]) {
+                Some(open) if open > 0.0 => format!(
+                    "; server RSS {} before, {} open, {} after the changes",
+                    mib(f(&v["rss_before_bytes"])),
+                    mib(Some(open)),
+                    mib(f(&v["rss_after_bytes"])),
+                ),
+                _ => String::new(),
+            },
         )?;
     }
     writeln!(out)?;
@@ -691,7 +722,10 @@ used here with etcd's own field numbers.
    prefix; 20 changes one after another (an `AssignGroup` / a 200-byte `put`); for each, the time
    from just before the mutation is sent to its arrival at every watcher; median (over changes)
    of the per-change median, and the worst single delivery. Server memory per stream is the RSS
-   growth with every stream open divided by the number of streams.
+   growth with every stream open divided by the number of streams. The limit row: the same
+   client, streams and connections against a do-nothing stream server (`signpost-bench
+   stream-ceiling`, a child process: `grpc.health.v1.Health/Watch`, one two-byte message per
+   change, nothing computed or written), the floor of this client on this machine.
 4. **Edge.** `Edge::lookup` in process (email normalization + one map lookup) among 100,000
    routes, each of 1,000,000 lookups timed alone (the clock's own cost is reported next to it);
    `POST /v1/discover` on the `signpost-edge` binary (a real SAML AuthnRequest or OIDC URL per

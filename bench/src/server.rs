@@ -192,3 +192,41 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     let me = std::env::current_exe().expect("current exe");
     me.with_file_name(name)
 }
+
+/// The do-nothing stream server of [`crate::stream_ceiling`], a child process of this
+/// benchmark binary.
+pub struct StreamCeilingProcess {
+    child: tokio::process::Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+}
+
+impl StreamCeilingProcess {
+    /// Spawns `signpost-bench stream-ceiling` and waits until it listens.
+    pub async fn start() -> anyhow::Result<Self> {
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .args(["stream-ceiling", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning the stream ceiling server")?;
+        let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = lines.next_line().await? {
+                if let Some(addr) = line.strip_prefix(crate::stream_ceiling::LISTENING) {
+                    return Ok::<_, anyhow::Error>(addr.trim().parse::<SocketAddr>()?);
+                }
+            }
+            anyhow::bail!("the stream ceiling server exited before listening")
+        })
+        .await
+        .context("the stream ceiling server did not start within 30 s")??;
+        Ok(Self { child, addr })
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}

@@ -452,7 +452,8 @@ async fn main() -> anyhow::Result<()> {
             quick,
         } => {
             let text = std::fs::read_to_string(&results)?;
-            let markdown = report::render(&text, &commit, &etcd_version, quick)?;
+            let measured_at = std::fs::metadata(&results)?.modified()?.into();
+            let markdown = report::render(&text, measured_at, &commit, &etcd_version, quick)?;
             std::fs::write(&out, markdown)?;
         }
     }

@@ -113,6 +113,7 @@ fn machine() -> String {
 /// Renders the report.
 pub fn render(
     results: &str,
+    measured_at: chrono::DateTime<chrono::Utc>,
     commit: &str,
     etcd_version: &str,
     quick: bool,
@@ -444,8 +445,8 @@ pub fn render(
     writeln!(out, "- Machine: {}", machine())?;
     writeln!(
         out,
-        "- Date: {}",
-        chrono::Utc::now().format("%Y-%m-%d %H:%M UTC")
+        "- Date: {} (when the results were written)",
+        measured_at.format("%Y-%m-%d %H:%M UTC")
     )?;
     writeln!(out, "- Commit: `{commit}`")?;
     writeln!(out, "- etcd: {etcd_version}, one member on loopback, `--quota-backend-bytes 8589934592`, data directory on the same disk as Signpost's")?;

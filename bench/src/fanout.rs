@@ -90,6 +90,32 @@ struct Collector {
 }
 
 impl Collector {
+    /// The collector of the watchers `tasks`, once each of the `streams` has reported that it
+    /// is open (the senders in `parts` are the originals, dropped here so that watchers that
+    /// fail are noticed), and half a second more for the server to settle; with the seconds
+    /// since `opening`.
+    async fn open(
+        parts: CollectorParts,
+        tasks: Vec<JoinHandle<()>>,
+        streams: usize,
+        opening: Instant,
+    ) -> anyhow::Result<(Self, f64)> {
+        let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = parts;
+        drop(ready_tx);
+        drop(latency_tx);
+        let mut collector = Collector {
+            epoch,
+            sent_at,
+            ready_rx,
+            latency_rx,
+            tasks,
+        };
+        collector.wait_ready(streams).await?;
+        let connect_seconds = opening.elapsed().as_secs_f64();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        Ok((collector, connect_seconds))
+    }
+
     async fn wait_ready(&mut self, streams: usize) -> anyhow::Result<()> {
         for _ in 0..streams {
             tokio::time::timeout(Duration::from_secs(300), self.ready_rx.recv())
@@ -212,18 +238,13 @@ pub async fn signpost(
             }
         }));
     }
-    drop(ready_tx);
-    drop(latency_tx);
-    let mut collector = Collector {
-        epoch,
-        sent_at,
-        ready_rx,
-        latency_rx,
+    let (mut collector, connect_seconds) = Collector::open(
+        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
         tasks,
-    };
-    collector.wait_ready(streams).await?;
-    let connect_seconds = opening.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        streams,
+        opening,
+    )
+    .await?;
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
     let mut per_change_ms = Vec::with_capacity(changes);
@@ -307,18 +328,13 @@ pub async fn etcd(
             }
         }));
     }
-    drop(ready_tx);
-    drop(latency_tx);
-    let mut collector = Collector {
-        epoch,
-        sent_at,
-        ready_rx,
-        latency_rx,
+    let (mut collector, connect_seconds) = Collector::open(
+        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
         tasks,
-    };
-    collector.wait_ready(streams).await?;
-    let connect_seconds = opening.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        streams,
+        opening,
+    )
+    .await?;
     let rss_open = server_rss();
     let mut kv = etcd::kv(&channels[0]);
     let mut per_change_ms = Vec::with_capacity(changes);
@@ -380,18 +396,13 @@ pub async fn ceiling(
             }
         }));
     }
-    drop(ready_tx);
-    drop(latency_tx);
-    let mut collector = Collector {
-        epoch,
-        sent_at,
-        ready_rx,
-        latency_rx,
+    let (mut collector, connect_seconds) = Collector::open(
+        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
         tasks,
-    };
-    collector.wait_ready(streams).await?;
-    let connect_seconds = opening.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+        streams,
+        opening,
+    )
+    .await?;
     let mut trigger = HealthClient::new(channels[0].clone());
     let mut per_change_ms = Vec::with_capacity(changes);
     for change in 0..changes {

@@ -43,6 +43,8 @@
 //! keys contiguous whatever bytes the id holds.
 
 use prost::bytes::Buf;
+use prost::Message;
+use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
@@ -189,12 +191,23 @@ pub(crate) struct DomainChanges {
 }
 
 /// A stored entry: `varint length`, the entry's bytes, the [`DomainChanges`] bytes.
+#[cfg(test)]
 pub(crate) fn stored(entry: &[u8], changes: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(entry.len() + changes.len() + 3);
     put_varint(&mut out, entry.len() as u64);
     out.extend_from_slice(entry);
     out.extend_from_slice(changes);
     out
+}
+
+/// Appends the stored form of `entry` and its domain `changes` to `out` (what [`stored`]
+/// makes of their encodings), encoding them in place.
+pub(crate) fn put_stored(out: &mut Vec<u8>, entry: &AuditEntry, changes: Option<&DomainChanges>) {
+    put_varint(out, entry.encoded_len() as u64);
+    entry.encode_raw(out);
+    if let Some(changes) = changes {
+        changes.encode_raw(out);
+    }
 }
 
 /// A stored entry's (entry bytes, [`DomainChanges`] bytes).
@@ -262,9 +275,15 @@ pub(crate) fn time(nanos: i64, position: u64) -> [u8; 17] {
 /// The id key of `id` in `index`: `kind`, len (u16 BE), id.
 pub(crate) fn id_key(index: Index, id: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(3 + id.len());
-    key.push(index as u8);
-    push_id(&mut key, id);
+    put_id_key(&mut key, index, id);
     key
+}
+
+/// Writes [`id_key`] into `key` (cleared first), to look it up without allocating.
+pub(crate) fn put_id_key(key: &mut Vec<u8>, index: Index, id: &str) {
+    key.clear();
+    key.push(index as u8);
+    push_id(key, id);
 }
 
 /// Splits an id key into its index and id bytes.
@@ -448,14 +467,29 @@ impl ChunkBuilder {
     }
 
     /// Adds the entry at the next position (`position` must follow the last one).
+    #[cfg(test)]
     pub(crate) fn push(&mut self, position: u64, time: i64, entry: &[u8]) {
+        self.push_with(position, time, |bytes| bytes.extend_from_slice(entry));
+    }
+
+    /// Adds the entry at the next position, written by `write` straight into the chunk;
+    /// returns its length.
+    pub(crate) fn push_with(
+        &mut self,
+        position: u64,
+        time: i64,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> usize {
         if self.times.is_empty() {
             self.first = position;
         }
         debug_assert_eq!(position, self.first + self.times.len() as u64);
+        let start = self.bytes.len();
+        write(&mut self.bytes);
+        let length = self.bytes.len() - start;
         self.times.push(time);
-        self.lengths.push(entry.len());
-        self.bytes.extend_from_slice(entry);
+        self.lengths.push(length);
+        length
     }
 
     /// The `E` and `T` rows of the chunk (`E` key, `E` value, `T` key); empties it.
@@ -602,6 +636,30 @@ mod tests {
         assert_eq!(split_stored(&bytes), Ok((&b"entry"[..], &b"changes"[..])));
         assert_eq!(split_stored(&stored(b"", b"")), Ok((&b""[..], &b""[..])));
         assert!(split_stored(&bytes[..3]).is_err());
+    }
+
+    #[test]
+    fn entries_written_in_place_are_their_stored_form() {
+        let entry = AuditEntry {
+            summary: "Group Partners assigned".into(),
+            action: String::new(),
+            ..AuditEntry::default()
+        };
+        let changes = DomainChanges {
+            changes: vec![DomainChange {
+                domain: "acme.example".into(),
+                organization_id: "org-1".into(),
+                route: None,
+            }],
+        };
+        for changes in [None, Some(&changes)] {
+            let mut out = b"before".to_vec();
+            put_stored(&mut out, &entry, changes);
+            let encoded_changes = changes.map(Message::encode_to_vec).unwrap_or_default();
+            let mut expected = b"before".to_vec();
+            expected.extend(stored(&entry.encode_to_vec(), &encoded_changes));
+            assert_eq!(out, expected);
+        }
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub(crate) struct Pending {
     postings: Postings,
     /// How many postings `postings` holds.
     posting_count: u64,
+    /// Scratch space for id keys.
+    key: Vec<u8>,
 }
 
 impl Pending {
@@ -98,27 +100,28 @@ impl Pending {
         // Derived again on read: the position from the chunk, the action from the type.
         entry.position = 0;
         entry.action.clear();
-        let changes = if rows.changes.is_empty() {
-            Vec::new()
-        } else {
-            DomainChanges {
-                changes: rows.changes,
-            }
-            .encode_to_vec()
-        };
-        let bytes = keys::stored(&entry.encode_to_vec(), &changes);
-        self.bytes += bytes.len();
-        self.chunk.push(position, rows.time_nanos, &bytes);
+        let changes = (!rows.changes.is_empty()).then_some(DomainChanges {
+            changes: rows.changes,
+        });
+        self.bytes += self.chunk.push_with(position, rows.time_nanos, |out| {
+            keys::put_stored(out, &entry, changes.as_ref())
+        });
         if self.chunk.is_full() {
             self.finish_chunk();
         }
+        let mut key = std::mem::take(&mut self.key);
         for (index, id) in rows.postings {
-            let positions = self.postings.entry(keys::id_key(index, &id)).or_default();
+            keys::put_id_key(&mut key, index, &id);
+            let positions = match self.postings.get_mut(key.as_slice()) {
+                Some(positions) => positions,
+                None => self.postings.entry(key.clone()).or_default(),
+            };
             if positions.last() != Some(&position) {
                 positions.push(position);
                 self.posting_count += 1;
             }
         }
+        self.key = key;
     }
 
     fn finish_chunk(&mut self) {

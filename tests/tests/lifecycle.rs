@@ -791,3 +791,38 @@ async fn every_mutation_answers_with_the_head_it_reached_and_reads_right_after_s
         "positions grow: {positions:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn organizations_list_in_pages_each_once_in_id_order() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let mut created = Vec::new();
+    for n in 0..7 {
+        let organization =
+            new_organization(&mut admin, format!("Firm {n}"), format!("ext-{n}")).await;
+        created.push(organization.organization_id);
+    }
+    created.sort();
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = admin
+            .list_organizations(pb::ListOrganizationsRequest {
+                page_size: 3,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        pages += 1;
+        assert!(page.organizations.len() <= 3);
+        listed.extend(page.organizations.into_iter().map(|o| o.organization_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(listed, created);
+    assert_eq!(pages, 3);
+}

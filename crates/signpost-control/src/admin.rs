@@ -176,12 +176,10 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                model
-                    .organizations
-                    .keys()
-                    .map(|id| (id.to_string(), organization_view(model, id))),
+                model.organizations.keys().map(|id| (&**id, &**id)),
                 size,
                 &after,
+                |id| organization_view(model, id),
             )
         })
         .await
@@ -563,9 +561,10 @@ impl ControlPlane {
                     .filter(|(_, l)| {
                         organization_id.is_empty() || l.state.organization_id == organization_id
                     })
-                    .map(|(id, l)| (id.to_string(), setup_link_view(l, now))),
+                    .map(|(id, l)| (&**id, l)),
                 size,
                 &after,
+                |l| setup_link_view(l, now),
             )
         })
         .await
@@ -620,16 +619,13 @@ impl ControlPlane {
                         organization_id.is_empty()
                             || model.connection_organization(id) == Some(organization_id)
                     })
-                    .map(|id| (id.to_owned(), id.to_owned())),
+                    .map(|id| (id, id)),
                 size,
                 &after,
+                |id| self.connection_view_in(model, id),
             );
             Page {
-                items: page
-                    .items
-                    .iter()
-                    .filter_map(|id| self.connection_view_in(model, id))
-                    .collect(),
+                items: page.items.into_iter().flatten().collect(),
                 next_page_token: page.next_page_token,
             }
         })
@@ -981,17 +977,13 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                model.api_tokens.iter().map(|(id, t)| {
-                    (
-                        id.to_string(),
-                        ApiTokenView {
-                            token: t.state.clone(),
-                            created_at: t.created_at,
-                        },
-                    )
-                }),
+                model.api_tokens.iter().map(|(id, t)| (&**id, t)),
                 size,
                 &after,
+                |t| ApiTokenView {
+                    token: t.state.clone(),
+                    created_at: t.created_at,
+                },
             )
         })
         .await

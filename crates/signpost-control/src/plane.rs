@@ -471,14 +471,17 @@ pub(crate) fn page_request(
     Ok((size, after))
 }
 
-/// Takes one page of `items` (sorted by id) after `after`.
-pub(crate) fn paginate<T>(
-    items: impl Iterator<Item = (String, T)>,
+/// Takes one page of `items` (id and source, sorted by id) after `after`, and builds the
+/// view of each item on the page only: skipping to the cursor costs a comparison of ids
+/// per item, not a view.
+pub(crate) fn paginate<'a, S, T>(
+    items: impl Iterator<Item = (&'a str, S)>,
     size: usize,
     after: &str,
+    mut view: impl FnMut(S) -> T,
 ) -> crate::views::Page<T> {
-    let mut page: Vec<(String, T)> = items
-        .filter(|(id, _)| after.is_empty() || id.as_str() > after)
+    let mut page: Vec<(&str, S)> = items
+        .filter(|(id, _)| after.is_empty() || *id > after)
         .take(size + 1)
         .collect();
     let next_page_token = if page.len() > size {
@@ -490,7 +493,34 @@ pub(crate) fn paginate<T>(
         String::new()
     };
     crate::views::Page {
-        items: page.into_iter().map(|(_, item)| item).collect(),
+        items: page.into_iter().map(|(_, source)| view(source)).collect(),
         next_page_token,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_cover_every_item_once_and_build_views_for_the_page_only() {
+        let ids: Vec<String> = (1..=7).map(|n| format!("id-{n}")).collect();
+        let mut built = 0;
+        let mut seen = Vec::new();
+        let mut after = String::new();
+        loop {
+            let page = paginate(ids.iter().map(|id| (id.as_str(), id)), 3, &after, |id| {
+                built += 1;
+                id.clone()
+            });
+            assert!(page.items.len() <= 3);
+            seen.extend(page.items);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            after = page_request(3, &page.next_page_token).unwrap().1;
+        }
+        assert_eq!(seen, ids);
+        assert_eq!(built, ids.len(), "one view per item listed, none for skipped items");
     }
 }

@@ -521,6 +521,10 @@ mod tests {
             after = page_request(3, &page.next_page_token).unwrap().1;
         }
         assert_eq!(seen, ids);
-        assert_eq!(built, ids.len(), "one view per item listed, none for skipped items");
+        assert_eq!(
+            built,
+            ids.len(),
+            "one view per item listed, none for skipped items"
+        );
     }
 }

@@ -125,6 +125,24 @@ impl Collector {
         Ok(())
     }
 
+    /// Makes `changes` changes one after another with `make` (given the change's number),
+    /// each timed from just before it is made to its arrival at every one of `streams`
+    /// watchers: (median, worst) in ms per change.
+    async fn changes(
+        &mut self,
+        streams: usize,
+        changes: usize,
+        mut make: impl AsyncFnMut(usize) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Vec<(f64, f64)>> {
+        let mut per_change_ms = Vec::with_capacity(changes);
+        for change in 0..changes {
+            self.mark_sent();
+            make(change).await?;
+            per_change_ms.push(self.collect(change, streams).await?);
+        }
+        Ok(per_change_ms)
+    }
+
     fn mark_sent(&self) {
         self.sent_at
             .store(self.epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
@@ -247,20 +265,20 @@ pub async fn signpost(
     .await?;
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
-    let mut per_change_ms = Vec::with_capacity(changes);
     let run = uuid::Uuid::now_v7().simple().to_string();
-    for change in 0..changes {
-        collector.mark_sent();
-        admin
-            .assign_group(pb::AssignGroupRequest {
-                connection_id: connection_id.to_owned(),
-                idp_group: "fan-out".into(),
-                role: format!("role-{run}-{change}"),
-                ..Default::default()
-            })
-            .await?;
-        per_change_ms.push(collector.collect(change, streams).await?);
-    }
+    let per_change_ms = collector
+        .changes(streams, changes, async |change| {
+            admin
+                .assign_group(pb::AssignGroupRequest {
+                    connection_id: connection_id.to_owned(),
+                    idp_group: "fan-out".into(),
+                    role: format!("role-{run}-{change}"),
+                    ..Default::default()
+                })
+                .await?;
+            Ok(())
+        })
+        .await?;
     let rss_after = server_rss();
     collector.stop();
     Ok(FanOut {
@@ -337,17 +355,17 @@ pub async fn etcd(
     .await?;
     let rss_open = server_rss();
     let mut kv = etcd::kv(&channels[0]);
-    let mut per_change_ms = Vec::with_capacity(changes);
-    for change in 0..changes {
-        collector.mark_sent();
-        etcd::put(
-            &mut kv,
-            format!("{ETCD_PREFIX}route").into_bytes(),
-            etcd::value_of(change, value_bytes),
-        )
+    let per_change_ms = collector
+        .changes(streams, changes, async |change| {
+            etcd::put(
+                &mut kv,
+                format!("{ETCD_PREFIX}route").into_bytes(),
+                etcd::value_of(change, value_bytes),
+            )
+            .await?;
+            Ok(())
+        })
         .await?;
-        per_change_ms.push(collector.collect(change, streams).await?);
-    }
     let rss_after = server_rss();
     collector.stop();
     Ok(FanOut {
@@ -404,16 +422,16 @@ pub async fn ceiling(
     )
     .await?;
     let mut trigger = HealthClient::new(channels[0].clone());
-    let mut per_change_ms = Vec::with_capacity(changes);
-    for change in 0..changes {
-        collector.mark_sent();
-        trigger
-            .check(HealthCheckRequest {
-                service: crate::stream_ceiling::TRIGGER.into(),
-            })
-            .await?;
-        per_change_ms.push(collector.collect(change, streams).await?);
-    }
+    let per_change_ms = collector
+        .changes(streams, changes, async |_| {
+            trigger
+                .check(HealthCheckRequest {
+                    service: crate::stream_ceiling::TRIGGER.into(),
+                })
+                .await?;
+            Ok(())
+        })
+        .await?;
     collector.stop();
     Ok(FanOut {
         streams,

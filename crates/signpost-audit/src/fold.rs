@@ -243,13 +243,17 @@ pub(crate) fn after(
                 let before = was.routes.as_ref().unwrap_or(&no_routes).get(domain);
                 (route, route != before)
             }
-            // A domain the event changed the ownership of and not the route has none
-            // on either side: routes exist for claimed domains only.
-            (None, Some(changes)) => match changes.iter().find(|(d, _)| d == domain) {
+            // Not computed: the routing table's changes were given. A domain the event
+            // changed the ownership of and not the route has none on either side: routes
+            // exist for claimed domains only.
+            (None, changes) => match changes
+                .unwrap_or_default()
+                .iter()
+                .find(|(d, _)| d == domain)
+            {
                 Some((_, route)) => (route.as_ref(), true),
                 None => (None, false),
             },
-            (None, None) => (None, false),
         };
         if owned == was.claimed.contains(domain) && !route_changed {
             continue;

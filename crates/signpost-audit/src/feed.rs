@@ -1,25 +1,26 @@
 //! [`AuditFeed`]: the audit timeline fed by the control plane's read model task, so the
 //! server folds the log into one read model instead of two.
 //!
-//! The audit task catches up alone on what the log held when it started (it needs a read
-//! model of its own for that, dropped once it reaches that head); every later event is
-//! described by the read model's task, which already holds the model just before and just
-//! after it ([`Follower`]), and handed over as [`Step`]s through a bounded channel. The
-//! read model's task never waits for the audit database: when the channel is full (the
-//! audit task is far behind, e.g. rebuilding while writes pour in) the feed lets go, and
-//! the audit task goes back to reading the log itself from where the handed-over steps
-//! end, as a projection without a feed does. Either way it writes the same rows: both
-//! paths call `fold::before` and `fold::after`.
+//! Every event after the position the audit database has recorded is described by the
+//! read model's task, which already holds the model just before and just after it
+//! ([`Follower`]), and handed over as [`Step`]s through a bounded channel: a rebuild of
+//! the timeline at start rides on the read model's own catch-up, and the audit task keeps
+//! no read model at all. While the read model catches up with the head the log had at
+//! start, nobody is served yet: when the channel is full the feed makes the read model's
+//! task wait for the audit task (the two then share the machine's cores: one describes,
+//! the other writes). Past that head the read model's task never waits for the audit
+//! database: when the channel is full (the audit task is far behind, e.g. while writes
+//! pour in) the feed lets go, and the audit task goes back to reading the log itself
+//! from where the handed-over steps end, as a projection without a feed does. Either way
+//! it writes the same rows: both paths call `fold::before` and `fold::after`.
 
 use signpost_control::read_model::ReadModel;
-use signpost_control::Follower;
+use signpost_control::{Follower, FollowerWait};
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::RouteChange;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::fold::{self, Before, IndexedTime, Rows};
 
@@ -48,25 +49,23 @@ impl Step {
 /// [`crate::AuditProjection::start_fed`]: give it to
 /// [`signpost_control::ControlPlane::start_with`] as the follower.
 pub struct AuditFeed {
-    /// Events at or below this position are the audit task's own.
+    /// Events at or below this position are in the audit database already.
     from: u64,
+    /// The log's head when the feed was made: up to it, a full channel makes the read
+    /// model's task wait; past it, the feed lets go.
+    catch_up_to: u64,
     public_base_url: String,
     time: IndexedTime,
     before: Option<Before>,
     /// `None` once the feed has let go.
     sender: Option<mpsc::Sender<Step>>,
-    /// Lowered when the feed lets go (or is dropped): the audit task's own fold, if it is
-    /// still catching up, then goes on past the head instead of handing over.
-    attached: Arc<AtomicBool>,
-    /// Raised once the read model has applied `from`: the audit task's own catch-up waits
-    /// for it, so that it never competes with the read model's start.
-    model_ready: watch::Sender<bool>,
 }
 
 impl std::fmt::Debug for AuditFeed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AuditFeed")
             .field("from", &self.from)
+            .field("catch_up_to", &self.catch_up_to)
             .field("attached", &self.sender.is_some())
             .finish()
     }
@@ -75,31 +74,18 @@ impl std::fmt::Debug for AuditFeed {
 impl AuditFeed {
     pub(crate) fn new(
         from: u64,
+        catch_up_to: u64,
         public_base_url: &str,
         sender: mpsc::Sender<Step>,
-        model_ready: watch::Sender<bool>,
-        attached: Arc<AtomicBool>,
     ) -> Self {
         Self {
             from,
+            catch_up_to,
             public_base_url: public_base_url.to_owned(),
             time: IndexedTime::default(),
             before: None,
             sender: Some(sender),
-            attached,
-            model_ready,
         }
-    }
-
-    fn let_go(&mut self) {
-        self.attached.store(false, Ordering::Release);
-        self.sender = None;
-    }
-}
-
-impl Drop for AuditFeed {
-    fn drop(&mut self) {
-        self.let_go();
     }
 }
 
@@ -113,9 +99,6 @@ impl Follower for AuditFeed {
     ) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
-        if envelope.position == self.from {
-            self.model_ready.send_replace(true);
-        }
         if envelope.position <= self.from || self.sender.is_none() {
             return;
         }
@@ -135,13 +118,9 @@ impl Follower for AuditFeed {
         _event: &Event,
         model: &ReadModel,
         route_changes: Option<&[RouteChange]>,
-    ) {
-        let Some(before) = self.before.take() else {
-            return;
-        };
-        let Some(sender) = &self.sender else {
-            return;
-        };
+    ) -> Option<FollowerWait> {
+        let before = self.before.take()?;
+        let sender = self.sender.as_ref()?;
         let rows = fold::after(
             before,
             envelope,
@@ -150,16 +129,28 @@ impl Follower for AuditFeed {
             route_changes,
         );
         match sender.try_send(Step::new(envelope, Some(rows))) {
-            Ok(()) => {}
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(step)) if envelope.position <= self.catch_up_to => {
+                // Catching up at start: the read model waits for the audit task. If the
+                // audit task is gone by then, the next event finds the channel closed.
+                let sender = sender.clone();
+                Some(Box::pin(async move {
+                    let _ = sender.send(step).await;
+                }))
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
                     position = envelope.position,
                     capacity = sender.max_capacity(),
                     "audit timeline fell behind the read model; it reads the log itself from here"
                 );
-                self.let_go();
+                self.sender = None;
+                None
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.let_go(),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.sender = None;
+                None
+            }
         }
     }
 }

@@ -10,11 +10,12 @@
 //! the recorded position are only folded in memory (the fold needs the state before each
 //! event), later ones also produce rows.
 //!
-//! Started with [`AuditProjection::start_fed`] (as the server does), the task folds the
-//! log itself only up to the head at start, and then drops its read model: later events
-//! come described from the control plane's read model task through the [`AuditFeed`]
-//! (`feed.rs`), so the server holds one read model. If the feed lets go (its channel
-//! filled up), the task reads the log itself again from where the feed's steps end.
+//! Started with [`AuditProjection::start_fed`] (as the server does), the task folds
+//! nothing itself: every event past the recorded position comes described from the
+//! control plane's read model task through the [`AuditFeed`] (`feed.rs`), the catch-up
+//! at start included, so the server holds one read model and reads the log once. If the
+//! feed lets go (its channel filled up after the head at start), the task reads the log
+//! itself from where the feed's steps end, with a read model of its own.
 //!
 //! Rows are written in batches, always at the end of a commit (`commit_last_position`):
 //! - far behind the log's head (a rebuild, a catch-up), once `batch_events` events or
@@ -71,13 +72,13 @@ pub struct AuditOptions {
     /// sled page cache of the audit database.
     pub cache_capacity_bytes: u64,
     /// Events the [`AuditFeed`] may hand over before the audit task takes them. When
-    /// they fill up, the feed lets go and the task reads the log itself from there on.
+    /// they fill up while the read model catches up at start, the read model waits;
+    /// after that, the feed lets go and the task reads the log itself from there on.
     pub feed_capacity: usize,
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
-    /// for the catch-up themselves, so a long rebuild never delays serving).
-    /// [`AuditProjection::start_fed`] never waits: its catch-up starts once the read
-    /// model its feed is given to has caught up.
+    /// for the catch-up themselves). [`AuditProjection::start_fed`] never waits: its
+    /// catch-up is the read model's, which its feed is given to.
     pub wait_at_start: bool,
 }
 
@@ -207,10 +208,11 @@ impl AuditProjection {
         Self::start_with_db(store, db, options).await
     }
 
-    /// Like [`AuditProjection::start`], but events after the log's head at this call are
-    /// described by the returned [`AuditFeed`], to be given to the control plane's read
-    /// model task ([`signpost_control::ControlPlane::start_with`]): the audit task then
-    /// keeps no read model of its own once it has caught up with that head.
+    /// Like [`AuditProjection::start`], but every event after the position the database
+    /// has recorded is described by the returned [`AuditFeed`], to be given to the
+    /// control plane's read model task
+    /// ([`signpost_control::ControlPlane::start_with`]): the audit task keeps no read
+    /// model of its own, and a rebuild rides on the read model's catch-up.
     pub async fn start_fed(
         store: Arc<dyn EventStore>,
         path: &Path,
@@ -218,23 +220,15 @@ impl AuditProjection {
     ) -> Result<(Self, AuditFeed), AuditError> {
         let db = open_database(path, &options)?;
         let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
-        let (model_ready_sender, model_ready) = watch::channel(false);
-        let attached = Arc::new(std::sync::atomic::AtomicBool::new(true));
         let head = store.head().position;
+        let public_base_url = options.public_base_url.clone();
+        let projection = Self::open(store, db, options, Some(steps)).await?;
         let feed = AuditFeed::new(
+            projection.shared.resumed_from,
             head,
-            &options.public_base_url,
+            &public_base_url,
             sender,
-            model_ready_sender,
-            attached.clone(),
         );
-        let hand_over = HandOver {
-            head,
-            steps,
-            model_ready,
-            attached,
-        };
-        let projection = Self::open(store, db, options, Some(hand_over)).await?;
         Ok((projection, feed))
     }
 
@@ -247,18 +241,16 @@ impl AuditProjection {
         Self::open(store, db, options, None).await
     }
 
-    /// Opens the projection; `feed`: where the task hands over to a feed.
+    /// Opens the projection; `feed`: the steps of a feed describing every event past
+    /// the recorded position.
     async fn open(
         store: Arc<dyn EventStore>,
         db: sled::Db,
         options: AuditOptions,
-        feed: Option<HandOver>,
+        feed: Option<mpsc::Receiver<Step>>,
     ) -> Result<Self, AuditError> {
         let epoch = store.store_epoch();
-        let head = match &feed {
-            Some(hand_over) => hand_over.head,
-            None => store.head().position,
-        };
+        let head = store.head().position;
         let names = db.tree_names();
         let format_1 = keys::FORMAT_1_TREES
             .iter()
@@ -350,8 +342,8 @@ impl AuditProjection {
             demand: tokio::sync::Notify::new(),
             wanted: Mutex::new(BTreeMap::new()),
         });
-        // A fed projection's catch-up waits for the read model its feed is given to, so it
-        // cannot be waited for here.
+        // A fed projection's catch-up is the read model's, which its feed is given to
+        // after this returns: it cannot be waited for here.
         let wait_at_start = options.wait_at_start && feed.is_none();
         let source = Source::start(&shared, &options.public_base_url, meta.position, feed);
         shared
@@ -514,18 +506,6 @@ fn open_database(path: &Path, options: &AuditOptions) -> Result<sled::Db, AuditE
         .open()?)
 }
 
-/// Where a fed projection's task moves from its own fold to the feed's steps.
-struct HandOver {
-    /// The log's head when the feed was made: the feed describes every later event.
-    head: u64,
-    steps: mpsc::Receiver<Step>,
-    /// Whether the read model has caught up with `head` (the task's own fold waits for
-    /// it, so a catch-up of the audit database never slows the control plane's start).
-    model_ready: watch::Receiver<bool>,
-    /// Whether the feed still hands over (see [`AuditFeed`]).
-    attached: Arc<std::sync::atomic::AtomicBool>,
-}
-
 /// Where the tail's events come from.
 struct Source {
     store: Arc<dyn EventStore>,
@@ -534,16 +514,12 @@ struct Source {
 }
 
 enum Mode {
-    /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own);
-    /// when the fold ends at `hand_over`'s head, it moves on to the feed's steps (if the
-    /// feed has let go by then, the fold goes on past that head and the hand-over is
-    /// dropped). `last`: the last step taken.
+    /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own).
     Own {
         steps: mpsc::Receiver<Result<Step, String>>,
-        hand_over: Option<(u64, mpsc::Receiver<Step>)>,
-        last: u64,
     },
-    /// Taking the steps the read model's task describes; `last`: the last one taken.
+    /// Taking the steps the read model's task describes; `last`: the last position
+    /// written or taken.
     Fed {
         steps: mpsc::Receiver<Step>,
         last: u64,
@@ -551,33 +527,21 @@ enum Mode {
 }
 
 impl Source {
-    /// The source of a task whose rows are written up to `recorded`, with the feed (if
-    /// any) taking over after the position it names.
+    /// The source of a task whose rows are written up to `recorded`: the feed's steps if
+    /// there is a feed, else its own fold.
     fn start(
         shared: &Shared,
         public_base_url: &str,
         recorded: u64,
-        feed: Option<HandOver>,
+        feed: Option<mpsc::Receiver<Step>>,
     ) -> Self {
         let store = shared.store.clone();
         let mode = match feed {
-            // Nothing to catch up on: no read model of its own is built at all.
-            Some(HandOver { head, steps, .. }) if recorded >= head => {
-                Mode::Fed { steps, last: head }
-            }
-            Some(HandOver {
-                head,
+            Some(steps) => Mode::Fed {
                 steps,
-                model_ready,
-                attached,
-            }) => Mode::own(
-                &store,
-                public_base_url,
-                recorded,
-                Some((head, steps)),
-                Some((model_ready, attached)),
-            ),
-            None => Mode::own(&store, public_base_url, recorded, None, None),
+                last: recorded,
+            },
+            None => Mode::own(&store, public_base_url, recorded),
         };
         Self {
             store,
@@ -608,54 +572,19 @@ impl Source {
                             "audit timeline reads the log itself from here on"
                         );
                         let last = *last;
-                        self.mode = Mode::own(&self.store, &self.public_base_url, last, None, None);
+                        self.mode = Mode::own(&self.store, &self.public_base_url, last);
                     }
                 },
-                Mode::Own {
-                    steps,
-                    hand_over,
-                    last,
-                } => match steps.recv().await {
-                    Some(Ok(step)) => {
-                        *last = step.position;
-                        if hand_over
-                            .as_ref()
-                            .is_some_and(|(at, _)| step.position > *at)
-                        {
-                            // The feed let go while the fold caught up: it goes on alone.
-                            *hand_over = None;
-                        }
-                        return Some(Ok(step));
-                    }
-                    Some(Err(reason)) => return Some(Err(reason)),
-                    None => match hand_over.take() {
-                        // The fold ended at the head at start (dropping its read model):
-                        // the feed describes everything after.
-                        Some((at, steps)) if *last == at => {
-                            self.mode = Mode::Fed { steps, last: at };
-                        }
-                        // The log was closed.
-                        _ => return None,
-                    },
-                },
+                Mode::Own { steps } => return steps.recv().await,
             }
         }
     }
 }
 
 impl Mode {
-    fn own(
-        store: &Arc<dyn EventStore>,
-        public_base_url: &str,
-        rows_after: u64,
-        hand_over: Option<(u64, mpsc::Receiver<Step>)>,
-        feed: Option<(watch::Receiver<bool>, Arc<std::sync::atomic::AtomicBool>)>,
-    ) -> Self {
-        let until = hand_over.as_ref().map(|(at, _)| *at);
+    fn own(store: &Arc<dyn EventStore>, public_base_url: &str, rows_after: u64) -> Self {
         Mode::Own {
-            steps: own_fold(store.clone(), public_base_url, rows_after, until, feed),
-            hand_over,
-            last: 0,
+            steps: own_fold(store.clone(), public_base_url, rows_after),
         }
     }
 }
@@ -664,18 +593,12 @@ impl Mode {
 const OWN_FOLD_QUEUE: usize = 4096;
 
 /// Folds the log from position 1 with a read model of its own, on a thread of its own,
-/// and returns its steps: rows for positions past `rows_after`, up to `until` (then the
-/// thread ends, unless the feed has let go by then) or for as long as the log and the
-/// receiver last. With a `feed`, it starts once the read model has caught up (or the
-/// feed is gone). The read model lives
-/// and dies on that thread, so the allocator hands its memory back whole when it ends
-/// rather than leaving it scattered among the pages of the server's other tasks.
+/// and returns its steps: rows for positions past `rows_after`, for as long as the log
+/// and the receiver last.
 fn own_fold(
     store: Arc<dyn EventStore>,
     public_base_url: &str,
     rows_after: u64,
-    until: Option<u64>,
-    feed: Option<(watch::Receiver<bool>, Arc<std::sync::atomic::AtomicBool>)>,
 ) -> mpsc::Receiver<Result<Step, String>> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let public_base_url = public_base_url.to_owned();
@@ -683,18 +606,6 @@ fn own_fold(
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
-            let attached = feed.as_ref().map(|(_, attached)| attached.clone());
-            if let Some((mut ready, _)) = feed {
-                let stopped = runtime.block_on(async {
-                    tokio::select! {
-                        _ = ready.wait_for(|ready| *ready) => false,
-                        () = sender.closed() => true,
-                    }
-                });
-                if stopped {
-                    return;
-                }
-            }
             let mut fold = OwnFold::new(&public_base_url);
             let mut events = store.subscribe(1);
             loop {
@@ -720,14 +631,9 @@ fn own_fold(
                     }
                 };
                 let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
-                let last = until == Some(envelope.position)
-                    && attached
-                        .as_ref()
-                        .is_none_or(|a| a.load(std::sync::atomic::Ordering::Acquire));
                 if sender
                     .blocking_send(Ok(Step::new(&envelope, rows)))
                     .is_err()
-                    || last
                 {
                     return;
                 }

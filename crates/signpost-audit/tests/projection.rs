@@ -1475,17 +1475,19 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     );
     assert!(fed.stats().fed);
 
-    // Started on a log with history: it catches up alone to the head at start, then the
-    // feed takes over.
-    // Its catch-up waits for the read model its feed is given to: nothing is written
-    // before that read model has caught up.
+    // Started on a log with history: the catch-up is the read model's too (the feed
+    // describes every event past the recorded position), so nothing is written before
+    // the read model its feed is given to runs, and the task never folds alone.
+    // Room for one step: the read model waits for the audit task all along its catch-up.
     let late_dir = tempfile::tempdir().unwrap();
-    let (late, late_feed) =
-        AuditProjection::start_fed(store.clone(), late_dir.path(), small_batches())
-            .await
-            .unwrap();
+    let mut one_step = small_batches();
+    one_step.feed_capacity = 1;
+    let (late, late_feed) = AuditProjection::start_fed(store.clone(), late_dir.path(), one_step)
+        .await
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     assert_eq!(late.position(), 0, "waits for the read model");
+    assert!(late.stats().fed);
     // This read model drives no routing table: the audit computes domain changes itself.
     let _late_model = signpost_control::projection::Projection::start_with(
         store.clone(),
@@ -1496,12 +1498,15 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     )
     .await
     .unwrap();
-    let head = epilogue(&store).await;
-    late.wait_for(head).await.unwrap();
+    late.wait_for(story.head).await.unwrap();
     assert!(
         late.stats().fed,
-        "handed over to the feed after the head at start"
+        "the feed never let go while the model caught up"
     );
+    // Past the head at start, a full channel makes the feed let go (room for one step
+    // is little): the rows are the same either way.
+    let head = epilogue(&store).await;
+    late.wait_for(head).await.unwrap();
     rebuilt.wait_for(head).await.unwrap();
     fed.wait_for(head).await.unwrap();
     assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
@@ -1519,19 +1524,25 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
 
 #[tokio::test]
 async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itself() {
-    // The read model's task is played by hand without yielding (this runtime has one
-    // thread, so the audit task takes nothing meanwhile): with room for one step, the
-    // second does not fit and the feed lets go.
-    fn play(feed: &mut AuditFeed, envelopes: &[signpost_eventlog::EventEnvelope]) {
+    // The read model's task is played by hand, yielding only in the waits the feed asks
+    // for (this runtime has one thread, so the audit task takes nothing otherwise): with
+    // room for one step, the feed makes the model wait up to the head at start, and lets
+    // go at the first later step that does not fit.
+    async fn play(feed: &mut AuditFeed, envelopes: &[signpost_eventlog::EventEnvelope]) -> usize {
         use signpost_control::Follower;
         let mut model = signpost_control::read_model::ReadModel::default();
+        let mut waits = 0;
         for envelope in envelopes {
             let event = signpost_domain::decode_event(&envelope.payload).unwrap();
             feed.before(envelope, &event, &model, false);
             model.apply(envelope, &event);
-            feed.after(envelope, &event, &model, None);
+            if let Some(wait) = feed.after(envelope, &event, &model, None) {
+                waits += 1;
+                wait.await;
+            }
         }
         assert!(format!("{feed:?}").contains("attached: false"));
+        waits
     }
     let mut options = small_batches();
     options.feed_capacity = 1;
@@ -1548,12 +1559,17 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     story(&store).await;
     let head = epilogue(&store).await;
     let envelopes = store.read_range(1, 10_000).await.unwrap();
-    play(&mut fed_feed, &envelopes);
+    assert_eq!(
+        play(&mut fed_feed, &envelopes).await,
+        0,
+        "nothing to catch up on"
+    );
     fed.wait_for(head).await.unwrap();
     assert!(!fed.stats().fed, "back to reading the log itself");
 
-    // Let go while the task was still catching up alone: its fold goes on past the head
-    // at start instead of handing over.
+    // Started on a log with history: the model waits for the audit task while it
+    // catches up (the channel holds one step), then the feed lets go at the first step
+    // past the head at start that does not fit.
     let late_dir = tempfile::tempdir().unwrap();
     let (late, mut late_feed) = AuditProjection::start_fed(store.clone(), late_dir.path(), options)
         .await
@@ -1567,7 +1583,11 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     append(&store, system(), vec![revoke("token-later")]).await;
     let more = append(&store, system(), vec![revoke("token-last")]).await;
     let envelopes = store.read_range(1, 10_000).await.unwrap();
-    play(&mut late_feed, &envelopes);
+    let waits = play(&mut late_feed, &envelopes).await;
+    assert!(
+        waits as u64 >= head - 1,
+        "{waits} waits while catching up to {head}"
+    );
     late.wait_for(more).await.unwrap();
     assert!(!late.stats().fed);
 

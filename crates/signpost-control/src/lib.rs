@@ -35,6 +35,6 @@ pub use admin::{IssueSetupLink, IssuedSetupLink, MintedApiToken, VerifyMethod};
 pub use error::ControlError;
 pub use plane::{Clock, ControlConfig, ControlPlane, RequestMeta};
 pub use principal::{Principal, Role};
-pub use projection::{Follower, Followers};
+pub use projection::{Follower, FollowerWait, Followers};
 pub use secrets::SecretBox;
 pub use setup_form::{SettingsInput, SetupFormInput, SetupFormView, SubmittedForm};

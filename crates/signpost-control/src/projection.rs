@@ -25,12 +25,17 @@ use crate::read_model::ReadModel;
 /// While catching up at start, the applied position is published once per this many events.
 const CATCH_UP_PUBLISH_EVERY: u64 = 4096;
 
+/// What a [`Follower`] asks the read model's task to await before its next event (with
+/// no lock held): how a follower that cannot keep up makes the task wait for it.
+pub type FollowerWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// Something the read model's task shows every event, in position order from position
 /// 1, with the model as it was just before the event and as it is just after (and, when
 /// the task also drives the routing table, the routes the event changed). Both calls run
 /// under the model's read lock, so they should be quick; the task moves on when they
-/// return. When the task stops (the log cannot be applied, or the server shuts down) the
-/// follower is dropped.
+/// return, or, if [`Follower::after`] returns a wait, once that wait is over. When the
+/// task stops (the log cannot be applied, or the server shuts down) the follower is
+/// dropped.
 pub trait Follower: Send + 'static {
     /// `event` at `envelope`, with the model before it. `route_changes_follow`: whether
     /// [`Follower::after`] will be given the event's route changes.
@@ -42,14 +47,17 @@ pub trait Follower: Send + 'static {
         route_changes_follow: bool,
     );
     /// `event` at `envelope`, with the model after it and the routes it changed (`None`
-    /// when no routing table is driven, or while it catches up).
+    /// when no routing table is driven, or while it catches up). A returned wait is
+    /// awaited, with no lock held, before the task takes the next event: it holds back
+    /// the model (and every command waiting for its position), so a follower should
+    /// only ask for it while the model catches up at start, when nobody is served yet.
     fn after(
         &mut self,
         envelope: &EventEnvelope,
         event: &Event,
         model: &ReadModel,
         route_changes: Option<&[RouteChange]>,
-    );
+    ) -> Option<FollowerWait>;
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -138,15 +146,23 @@ impl Projection {
                             routing.apply(&envelope, &*model);
                         }
                     }
-                    if let Some(follower) = follower.as_mut() {
+                    let wait = follower.as_mut().and_then(|follower| {
                         let changes = routing
                             .as_ref()
                             .and_then(|r| r.event_changes(envelope.position));
                         let model = model.read().expect("read model lock");
-                        follower.after(&envelope, &event, &model, changes);
-                    }
-                    Ok(envelope.position)
+                        follower.after(&envelope, &event, &model, changes)
+                    });
+                    Ok((envelope.position, wait))
                 });
+                let outcome = match outcome {
+                    Ok((position, Some(wait))) => {
+                        wait.await;
+                        Ok(position)
+                    }
+                    Ok((position, None)) => Ok(position),
+                    Err(reason) => Err(reason),
+                };
                 match outcome {
                     // While catching up nobody waits for a position below the head yet
                     // (commands and readers start once `start_with` returns), so the

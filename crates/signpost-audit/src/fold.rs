@@ -11,11 +11,11 @@
 //!   [`signpost_routing::routes::organization_routes`], the function the routing table
 //!   uses, on both sides of the event and compared.
 //!
-//! The models come from one of two places (see `projection.rs`): the audit task's own
-//! [`OwnFold`] while it catches up on what the log held at start, or the control plane's
-//! read model task, through [`crate::AuditFeed`], for everything after: then the server
-//! holds one read model, not two. Both call the same two functions, so replaying the log
-//! from position 1 rebuilds the same rows either way.
+//! The models come from one of two places (see `projection.rs`): the control plane's read
+//! model task, through [`crate::AuditFeed`] (the server's way: one read model, the
+//! catch-up at start included), or the audit task's own [`OwnFold`] (a projection started
+//! without a feed, or one whose feed let go). Both call the same two functions, so
+//! replaying the log from position 1 rebuilds the same rows either way.
 
 use std::collections::BTreeSet;
 
@@ -276,8 +276,8 @@ pub(crate) fn after(
     rows
 }
 
-/// The audit task's own fold, for the part of the log it catches up on alone: a read
-/// model of its own, and the indexed time.
+/// The audit task's own fold, when no feed describes the events (a projection started
+/// without one, or after its feed let go): a read model of its own, and the indexed time.
 pub(crate) struct OwnFold {
     public_base_url: String,
     model: ReadModel,

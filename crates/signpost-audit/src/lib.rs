@@ -7,17 +7,19 @@
 //! How data moves:
 //!
 //! ```text
-//!  up to the log's head at start              every later event
-//!  (a rebuild, a catch-up)                    (the server's steady state)
-//!  projection.rs: a fold of its own on a      the control plane's read model task, around
-//!  thread (fold.rs, with a read model of      each event (feed.rs, AuditFeed):
-//!  its own, dropped once at that head)        fold::before on the model before it
-//!        │                                      (describe.rs: action, target, summary,
-//!        │                                       details with before / after, no secrets)
-//!        │                                    fold::after on the model after it, with the
-//!        │                                      routing table's route changes: domain changes
-//!        ▼                                            ▼ bounded channel (if it fills, the task
-//!   projection.rs (one task): rows in batches ◄────────  reads the log itself again)
+//!  every event past the position the database recorded (a rebuild and a catch-up at
+//!  start included): the control plane's read model task, around each event
+//!  (feed.rs, AuditFeed)
+//!    fold::before on the model before it (describe.rs: action, target, summary,
+//!      details with before / after, no secrets)
+//!    fold::after on the model after it, with the routing table's route changes:
+//!      domain changes
+//!        ▼ bounded channel: while the model catches up at start, a full channel makes
+//!        │ it wait; later the feed lets go and the task reads the log itself
+//!        │ (projection.rs own_fold: fold.rs with a read model of its own), as a
+//!        │ projection started without a feed always does
+//!        ▼
+//!   projection.rs (one task): rows in batches
 //!     a linger window near the head, 8 MiB / 64k events while catching up
 //!                      ▼
 //!   store.rs: ONE sled batch per write in ONE tree, `timeline` (layout: keys.rs):

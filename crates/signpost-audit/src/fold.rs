@@ -19,7 +19,6 @@
 
 use std::collections::BTreeSet;
 
-use signpost_api::audit::v1::AuditEntry;
 use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
@@ -32,8 +31,11 @@ use crate::keys::{DomainChange, Index};
 /// What one envelope adds to the database (every key derived from its position).
 #[derive(Debug, Default)]
 pub(crate) struct Rows {
-    /// The entry and its position.
-    pub entry: Option<(u64, AuditEntry)>,
+    /// Its position and the entry, encoded as stored ([`crate::keys::encode_entry`],
+    /// without the position and the action, which reads derive again): encoded by
+    /// whoever folds, so the entry's many small allocations are made and freed on one
+    /// thread, and a step handed to the audit task carries one buffer.
+    pub entry: Option<(u64, Vec<u8>)>,
     /// The ids the entry is indexed under.
     pub postings: Vec<(Index, String)>,
     /// The indexed time (the running maximum of `recorded_at`), nanoseconds.
@@ -151,7 +153,10 @@ pub(crate) fn before(
     route_changes_follow: bool,
 ) -> Before {
     let mut rows = Rows::default();
-    let Described { entry, connections } = describe(envelope, event, model);
+    let Described {
+        mut entry,
+        connections,
+    } = describe(envelope, event, model);
     let position = envelope.position;
     let target = entry.target.as_ref();
     if let Some(organization_id) = target
@@ -174,7 +179,10 @@ pub(crate) fn before(
     rows.postings
         .push((Index::EventType, envelope.event_type.clone()));
     rows.time_nanos = time_nanos;
-    rows.entry = Some((position, entry));
+    // Derived again on read: the position from the chunk, the action from the type.
+    entry.position = 0;
+    entry.action.clear();
+    rows.entry = Some((position, crate::keys::encode_entry(&entry)));
     let organization = organization_of(envelope, Some(event), model).map(|id| {
         if route_changes_follow && envelope.stream_id.starts_with("connection-") {
             // A connection's event never changes its organization's claims, and its

@@ -200,11 +200,21 @@ pub(crate) fn stored(entry: &[u8], changes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Appends the stored form of `entry` and its domain `changes` to `out` (what [`stored`]
-/// makes of their encodings), encoding them in place.
-pub(crate) fn put_stored(out: &mut Vec<u8>, entry: &AuditEntry, changes: Option<&DomainChanges>) {
-    put_varint(out, entry.encoded_len() as u64);
-    entry.encode_raw(out);
+/// The first part of an entry's stored form (see [`stored`]): `varint length`, then the
+/// entry's bytes.
+pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
+    let length = entry.encoded_len();
+    let mut out = Vec::with_capacity(length + 5);
+    put_varint(&mut out, length as u64);
+    entry.encode_raw(&mut out);
+    out
+}
+
+/// Appends the stored form of an entry made by [`encode_entry`] and of its domain
+/// `changes` to `out` (what [`stored`] makes of their encodings), the changes encoded in
+/// place.
+pub(crate) fn put_stored(out: &mut Vec<u8>, entry: &[u8], changes: Option<&DomainChanges>) {
+    out.extend_from_slice(entry);
     if let Some(changes) = changes {
         changes.encode_raw(out);
     }
@@ -654,7 +664,7 @@ mod tests {
         };
         for changes in [None, Some(&changes)] {
             let mut out = b"before".to_vec();
-            put_stored(&mut out, &entry, changes);
+            put_stored(&mut out, &encode_entry(&entry), changes);
             let encoded_changes = changes.map(Message::encode_to_vec).unwrap_or_default();
             let mut expected = b"before".to_vec();
             expected.extend(stored(&entry.encode_to_vec(), &encoded_changes));

@@ -94,12 +94,9 @@ impl Pending {
     /// Adds an event's rows (events come in position order).
     pub(crate) fn add(&mut self, rows: Rows) {
         self.events += 1;
-        let Some((position, mut entry)) = rows.entry else {
+        let Some((position, entry)) = rows.entry else {
             return;
         };
-        // Derived again on read: the position from the chunk, the action from the type.
-        entry.position = 0;
-        entry.action.clear();
         let changes = (!rows.changes.is_empty()).then_some(DomainChanges {
             changes: rows.changes,
         });
@@ -895,12 +892,11 @@ mod tests {
         Rows {
             entry: Some((
                 position,
-                AuditEntry {
-                    position,
+                keys::encode_entry(&AuditEntry {
                     event_type: "domain_claimed".into(),
                     summary: format!("entry {position}"),
                     ..Default::default()
-                },
+                }),
             )),
             postings: event.postings.clone(),
             time_nanos: time,

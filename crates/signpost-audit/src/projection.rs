@@ -450,7 +450,7 @@ impl AuditProjection {
             let (key, value) = row?;
             let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
             for position in chunk.first..=chunk.last() {
-                let bytes = chunk.entry(&value, position).unwrap_or_default();
+                let bytes = chunk.entry(position).unwrap_or_default();
                 rows.push((
                     "entries".to_owned(),
                     position.to_be_bytes().to_vec(),

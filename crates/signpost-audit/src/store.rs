@@ -261,7 +261,7 @@ fn decode_entry(stored: &[u8], position: u64) -> Result<AuditEntry, AuditError> 
 /// Reads entries, keeping the last chunk read (pages and exports read neighbours).
 #[derive(Default)]
 pub(crate) struct EntryReader {
-    chunk: Option<(Chunk, sled::IVec)>,
+    chunk: Option<Chunk>,
 }
 
 impl EntryReader {
@@ -292,7 +292,7 @@ impl EntryReader {
         position: u64,
         f: impl FnOnce(&[u8]) -> Result<T, AuditError>,
     ) -> Result<Option<T>, AuditError> {
-        let cached = matches!(&self.chunk, Some((chunk, _)) if chunk.first <= position && position <= chunk.last());
+        let cached = matches!(&self.chunk, Some(chunk) if chunk.first <= position && position <= chunk.last());
         if !cached {
             let found = tree
                 .range(
@@ -305,12 +305,12 @@ impl EntryReader {
                 return Ok(None);
             };
             let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
-            self.chunk = Some((chunk, value));
+            self.chunk = Some(chunk);
         }
-        let Some((chunk, value)) = &self.chunk else {
+        let Some(chunk) = &self.chunk else {
             return Ok(None);
         };
-        chunk.entry(value, position).map(f).transpose()
+        chunk.entry(position).map(f).transpose()
     }
 }
 
@@ -778,7 +778,7 @@ impl Store {
                     let (key, value) = row?;
                     let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
                     for position in chunk.first.max(low)..=chunk.last().min(high) {
-                        let Some(bytes) = chunk.entry(&value, position) else {
+                        let Some(bytes) = chunk.entry(position) else {
                             continue;
                         };
                         if !f(position, bytes)? {
@@ -808,7 +808,7 @@ impl Store {
                     let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
                     if chunk.first <= high {
                         for position in (chunk.first.max(low)..=chunk.last().min(high)).rev() {
-                            let Some(bytes) = chunk.entry(&value, position) else {
+                            let Some(bytes) = chunk.entry(position) else {
                                 continue;
                             };
                             if !f(position, bytes)? {
@@ -843,7 +843,7 @@ impl Store {
                 "time row of a missing entry chunk ending at {last}"
             )));
         };
-        let chunk = Chunk::decode(last, &value)?;
+        let (chunk, _) = Chunk::decode_header(last, &value)?;
         let first = (chunk.first..=last)
             .find(|p| chunk.time(*p).is_some_and(|t| t >= nanos))
             .unwrap_or(last);

@@ -66,6 +66,27 @@ async fn saml_lifecycle_from_nothing_to_an_active_connection() {
     assert_eq!(saml.idp_entity_id, "https://idp.acme-law.com/entity");
     assert_eq!(saml.signing_certificates[0].sha256_fingerprint.len(), 64);
     assert_eq!(activated.log_position, server.head());
+    // The read model keeps no certificate DER (admin views read it back from the log):
+    // every view still shows the certificate the IdP published, byte for byte.
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        idp_certificate_base64(),
+    )
+    .unwrap();
+    assert_eq!(saml.signing_certificates[0].der, der);
+    let fetched = get_connection(&mut admin, &connection_id).await;
+    assert_eq!(fetched.saml.unwrap().signing_certificates[0].der, der);
+    let listed = admin
+        .list_connections(pb::ListConnectionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = listed
+        .connections
+        .into_iter()
+        .find(|c| c.connection_id == connection_id)
+        .unwrap();
+    assert_eq!(listed.saml.unwrap().signing_certificates[0].der, der);
 
     // Activation spends the link: the form no longer opens.
     let link = admin

@@ -6,10 +6,10 @@
 
 use chrono::Duration;
 use signpost_domain::api_token::ApiTokenCommand;
-use signpost_domain::connection::ConnectionCommand;
+use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
 use signpost_domain::organization::{ConnectionFacts, OrganizationCommand};
 use signpost_domain::setup_link::SetupLinkCommand;
-use signpost_domain::{schema, streams, DomainError};
+use signpost_domain::{schema, streams, DomainError, Event};
 use signpost_eventlog::ExpectedVersion;
 use signpost_names::DomainName;
 
@@ -592,7 +592,7 @@ impl ControlPlane {
     ) -> Result<ConnectionView, ControlError> {
         principal.require(ADMIN)?;
         self.read_current(|_| ()).await?;
-        self.connection_view(connection_id)
+        self.connection_view(connection_id).await
     }
 
     /// Lists connections (drafts included), optionally of one organization.
@@ -605,40 +605,93 @@ impl ControlPlane {
     ) -> Result<Page<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let (size, after) = page_request(page_size, page_token)?;
-        self.read_current(|model| {
-            let mut ids: Vec<&str> = model
-                .connections
-                .keys()
-                .map(|id| &**id)
-                .chain(model.draft_connections.keys().map(String::as_str))
-                .collect();
-            ids.sort();
-            let page = paginate(
-                ids.into_iter()
-                    .filter(|id| {
-                        organization_id.is_empty()
-                            || model.connection_organization(id) == Some(organization_id)
-                    })
-                    .map(|id| (id, id)),
-                size,
-                &after,
-                |id| self.connection_view_in(model, id),
-            );
-            Page {
-                items: page.items.into_iter().flatten().collect(),
-                next_page_token: page.next_page_token,
-            }
+        let (views, next_page_token) = self
+            .read_current(|model| {
+                let mut ids: Vec<&str> = model
+                    .connections
+                    .keys()
+                    .map(|id| &**id)
+                    .chain(model.draft_connections.keys().map(String::as_str))
+                    .collect();
+                ids.sort();
+                let page = paginate(
+                    ids.into_iter()
+                        .filter(|id| {
+                            organization_id.is_empty()
+                                || model.connection_organization(id) == Some(organization_id)
+                        })
+                        .map(|id| (id, id)),
+                    size,
+                    &after,
+                    |id| {
+                        let view = self.connection_view_in(model, id)?;
+                        Some((view, model.certificates_at(id)))
+                    },
+                );
+                (page.items, page.next_page_token)
+            })
+            .await?;
+        let mut items = Vec::with_capacity(views.len());
+        for (view, certificates_at) in views.into_iter().flatten() {
+            items.push(self.with_certificates(view, certificates_at).await?);
+        }
+        Ok(Page {
+            items,
+            next_page_token,
         })
-        .await
     }
 
-    pub(crate) fn connection_view(
+    /// One connection as admins see it, certificates whole.
+    pub(crate) async fn connection_view(
         &self,
         connection_id: &str,
     ) -> Result<ConnectionView, ControlError> {
-        self.projection()
-            .read(|model| self.connection_view_in(model, connection_id))
-            .ok_or_else(|| not_found("CONNECTION_NOT_FOUND", "connection_id", "connection"))
+        let (view, certificates_at) = self.projection().read(|model| {
+            (
+                self.connection_view_in(model, connection_id),
+                model.certificates_at(connection_id),
+            )
+        });
+        let view =
+            view.ok_or_else(|| not_found("CONNECTION_NOT_FOUND", "connection_id", "connection"))?;
+        self.with_certificates(view, certificates_at).await
+    }
+
+    /// Puts back the DER of a SAML connection's signing certificates, which the read
+    /// model does not keep, from the event that set them (at `certificates_at`).
+    async fn with_certificates(
+        &self,
+        mut view: ConnectionView,
+        certificates_at: Option<u64>,
+    ) -> Result<ConnectionView, ControlError> {
+        let Some(ConnectionSettings::Saml(saml)) =
+            view.connection.as_mut().and_then(|c| c.settings.as_mut())
+        else {
+            return Ok(view);
+        };
+        let Some(position) = certificates_at else {
+            return Ok(view);
+        };
+        let missing = || {
+            ControlError::Internal(format!(
+                "no SAML settings at position {position} for connection {}",
+                view.connection_id
+            ))
+        };
+        let envelopes = self.store().read_range(position, 1).await?;
+        let event = envelopes
+            .first()
+            .filter(|e| e.position == position)
+            .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
+        let Some(Event::ConnectionConfigured(configured)) = event else {
+            return Err(missing());
+        };
+        let Some(stored) = configured.saml else {
+            return Err(missing());
+        };
+        // The model's certificates were set from this very event, DER aside.
+        saml.signing_certificates = stored.signing_certificates;
+        Ok(view)
     }
 
     pub(crate) fn connection_view_in(
@@ -705,7 +758,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id)?,
+            value: self.connection_view(connection_id).await?,
             position: done.position,
         })
     }
@@ -854,7 +907,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id)?,
+            value: self.connection_view(connection_id).await?,
             position,
         })
     }
@@ -876,7 +929,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id)?,
+            value: self.connection_view(connection_id).await?,
             position,
         })
     }

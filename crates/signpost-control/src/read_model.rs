@@ -7,10 +7,12 @@
 //! position it has applied.
 //!
 //! It holds every organization the control plane serves (the server's largest
-//! structure, and the audit timeline folds a second one while it catches up), so it is
-//! laid out for size: aggregates boxed in their maps ([`Aggregates`]), ids held once
-//! (the indexes share the maps' `Arc<str>` keys), one record per domain name for its
-//! owner and its verifications, and who verified a claim stored once per actor.
+//! structure; the audit timeline is described from it too), so it is laid out for size:
+//! aggregates boxed in their maps ([`Aggregates`]), ids held once (the indexes share the
+//! maps' `Arc<str>` keys), one record per domain name for its owner and its
+//! verifications, who verified a claim stored once per actor, and SAML signing
+//! certificates without their DER, which admin views read back from the log
+//! ([`ReadModel::certificates_at`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -99,6 +101,12 @@ pub struct ReadModel {
     entity_id_owner: HashMap<Box<str>, Arc<str>>,
     link_by_token: HashMap<Vec<u8>, Arc<str>>,
     api_token_by_hash: HashMap<Vec<u8>, Arc<str>>,
+    /// For each SAML connection, the position of the `ConnectionConfigured` that set its
+    /// settings. The model keeps each signing certificate's fingerprint, subject and
+    /// dates (what routes, decisions and the audit use) but not its DER, about 850 bytes
+    /// per connection and the largest part of its state: admin views read the DER back
+    /// from that event ([`ReadModel::certificates_at`]).
+    certificates_at: HashMap<Arc<str>, u64>,
 }
 
 /// The kind of aggregate a stream holds, and its id.
@@ -175,10 +183,22 @@ impl ReadModel {
                     let key = ensure(&mut self.connections, id, at);
                     if let Some(saml) = &configured.saml {
                         self.entity_id_owner
-                            .insert(saml.idp_entity_id.as_str().into(), key);
+                            .insert(saml.idp_entity_id.as_str().into(), key.clone());
+                        self.certificates_at.insert(key, envelope.position);
+                    } else {
+                        self.certificates_at.remove(id);
                     }
                 }
-                apply_to(&mut self.connections, id, at, |c| c.apply(event));
+                apply_to(&mut self.connections, id, at, |c| {
+                    c.apply(event);
+                    if let (Event::ConnectionConfigured(_), Some(ConnectionSettings::Saml(saml))) =
+                        (event, &mut c.settings)
+                    {
+                        for certificate in &mut saml.signing_certificates {
+                            certificate.der = Vec::new();
+                        }
+                    }
+                });
             }
             "setup-link-" => {
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
@@ -305,6 +325,12 @@ impl ReadModel {
         self.api_tokens.get(id).map(|t| &**t)
     }
 
+    /// The position of the event holding the DER of SAML connection `connection_id`'s
+    /// signing certificates (the model keeps everything else about them).
+    pub fn certificates_at(&self, connection_id: &str) -> Option<u64> {
+        self.certificates_at.get(connection_id).copied()
+    }
+
     /// The organization a connection (configured or draft) belongs to.
     pub fn connection_organization(&self, connection_id: &str) -> Option<&str> {
         self.connections
@@ -322,5 +348,76 @@ fn saml_entity_id(connection: &Connection) -> Option<String> {
     match &connection.settings {
         Some(ConnectionSettings::Saml(saml)) => Some(saml.idp_entity_id.clone()),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configured(position: u64, saml: Option<schema::SamlSettings>) -> (EventEnvelope, Event) {
+        let oidc = saml.is_none().then(schema::OidcSettings::default);
+        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+            connection_id: "c1".into(),
+            organization_id: "o1".into(),
+            saml,
+            oidc,
+            ..Default::default()
+        });
+        let envelope = EventEnvelope {
+            position,
+            stream_id: "connection-c1".into(),
+            ..Default::default()
+        };
+        (envelope, event)
+    }
+
+    fn saml(entity_id: &str, der: &[u8]) -> schema::SamlSettings {
+        schema::SamlSettings {
+            idp_entity_id: entity_id.into(),
+            signing_certificates: vec![schema::Certificate {
+                der: der.to_vec(),
+                sha256_fingerprint: "ab".repeat(32),
+                subject: "CN=idp".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn certificates(model: &ReadModel) -> Vec<schema::Certificate> {
+        match &model.connections["c1"].state.settings {
+            Some(ConnectionSettings::Saml(saml)) => saml.signing_certificates.clone(),
+            _ => Vec::new(),
+        }
+    }
+
+    #[test]
+    fn certificate_der_is_left_in_the_log_and_its_position_kept() {
+        let mut model = ReadModel::default();
+        let (envelope, event) = configured(3, Some(saml("https://idp/1", b"first der")));
+        model.apply(&envelope, &event);
+        let kept = certificates(&model);
+        assert_eq!(kept.len(), 1);
+        assert!(kept[0].der.is_empty(), "no DER in memory");
+        assert_eq!(
+            kept[0].sha256_fingerprint,
+            "ab".repeat(32),
+            "the rest is kept"
+        );
+        assert_eq!(kept[0].subject, "CN=idp");
+        assert_eq!(model.certificates_at("c1"), Some(3));
+
+        // Configured again: the newer event holds them.
+        let (envelope, event) = configured(7, Some(saml("https://idp/2", b"second der")));
+        model.apply(&envelope, &event);
+        assert_eq!(model.certificates_at("c1"), Some(7));
+        assert!(certificates(&model)[0].der.is_empty());
+
+        // OIDC now: no certificates to find.
+        let (envelope, event) = configured(9, None);
+        model.apply(&envelope, &event);
+        assert_eq!(model.certificates_at("c1"), None);
+        assert_eq!(model.certificates_at("c2"), None);
     }
 }

@@ -217,7 +217,7 @@ impl ControlPlane {
             .filter(|(link, _)| link.is_usable(now))
             .ok_or_else(link_refused)?;
         let current = if link.intent == schema::SetupIntent::UpdateConnection {
-            self.connection_view(&link.connection_id).ok()
+            self.connection_view(&link.connection_id).await.ok()
         } else {
             None
         };
@@ -331,7 +331,7 @@ impl ControlPlane {
                 })
             })
             .await?;
-        let view = self.connection_view(&connection_id)?;
+        let view = self.connection_view(&connection_id).await?;
         Ok(SubmittedForm {
             connection_id,
             status: view.status,

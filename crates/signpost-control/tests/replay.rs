@@ -15,10 +15,10 @@ use signpost_control::{
     SecretBox, SettingsInput, SetupFormInput, VerifyMethod,
 };
 use signpost_domain::api_token::ApiToken;
-use signpost_domain::connection::Connection;
+use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::organization::Organization;
 use signpost_domain::setup_link::SetupLink;
-use signpost_domain::{decode_event, schema, streams};
+use signpost_domain::{decode_event, schema, streams, Event};
 use signpost_eventlog::{EventStore, MemoryEventStore, StreamId};
 use signpost_outbound::StaticTxtResolver;
 use signpost_routing::{RoutingOptions, RoutingProjection};
@@ -420,8 +420,30 @@ async fn run(steps: Vec<Step>) {
             fold(&store, streams::organization(id), Organization::apply).await;
         assert_eq!(&folded, &org.state);
     }
+    // The model keeps SAML certificates without their DER: it is in the event at
+    // `certificates_at`, byte for byte what the stream's fold holds.
     for (id, connection) in &live.connections {
-        let folded: Connection = fold(&store, streams::connection(id), Connection::apply).await;
+        let mut folded: Connection = fold(&store, streams::connection(id), Connection::apply).await;
+        if let Some(ConnectionSettings::Saml(saml)) = &mut folded.settings {
+            let position = live
+                .certificates_at(id)
+                .expect("a SAML connection's position");
+            let envelope = store.read_range(position, 1).await.unwrap().remove(0);
+            let Event::ConnectionConfigured(configured) = decode_event(&envelope.payload).unwrap()
+            else {
+                panic!("position {position} is not a configuration of {id}");
+            };
+            assert_eq!(
+                configured.saml.unwrap().signing_certificates,
+                saml.signing_certificates
+            );
+            assert!(saml.signing_certificates.iter().all(|c| !c.der.is_empty()));
+            for certificate in &mut saml.signing_certificates {
+                certificate.der.clear();
+            }
+        } else {
+            assert_eq!(live.certificates_at(id), None);
+        }
         assert_eq!(&folded, &connection.state);
     }
     for (id, link) in &live.setup_links {

@@ -727,7 +727,10 @@ mod tests {
         assert_eq!(chunk.times, [-3, 10, 10]);
         assert!(Chunk::decode(9, &value[..value.len() - 1]).is_err());
         let (header, _) = Chunk::decode_header(9, &value).unwrap();
-        assert_eq!((&header.times[..], header.entry(7)), (&[-3, 10, 10][..], None));
+        assert_eq!(
+            (&header.times[..], header.entry(7)),
+            (&[-3, 10, 10][..], None)
+        );
     }
 
     #[test]
@@ -738,7 +741,11 @@ mod tests {
             builder.push(position, 5, entry);
         }
         let (_, value, _) = builder.finish();
-        assert!(value.len() < CHUNK_ENTRIES * entry.len() / 4, "{} bytes", value.len());
+        assert!(
+            value.len() < CHUNK_ENTRIES * entry.len() / 4,
+            "{} bytes",
+            value.len()
+        );
         let chunk = Chunk::decode(CHUNK_ENTRIES as u64, &value).unwrap();
         assert_eq!(chunk.entry(CHUNK_ENTRIES as u64), Some(&entry[..]));
 

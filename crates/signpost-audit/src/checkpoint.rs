@@ -14,8 +14,13 @@
 //! show that today's log extends it unchanged: the signature is valid, the event at the
 //! checkpoint's position still has the checkpoint's hash, and the hash chain from there to
 //! today's head is intact. The key is a 32-byte seed, hex, in `<data-dir>/checkpoint.key`
-//! (mode 0600) unless configured elsewhere; checkpoints are kept in the audit database's
-//! `checkpoints` tree, which a projection rebuild never clears.
+//! (mode 0600) unless configured elsewhere. The server keeps checkpoints in a small sled
+//! database of their own, `<data-dir>/checkpoints` ([`Checkpointer::open_at`]), apart from
+//! the audit database, which can be deleted at any time (it is rebuilt from the log) and
+//! whose rows are written without flushing: checkpoints cannot be rebuilt, so each is
+//! flushed when made, and in the audit database (where earlier versions kept them, in a
+//! `checkpoints` tree moved over at the first start) that flush also had to write every
+//! audit row not yet on disk.
 //!
 //! Exported logs (for offline verification) are a plain sequence of length-delimited
 //! `EventEnvelope`s: [`write_log_export`], [`read_log_export`].
@@ -444,6 +449,49 @@ impl std::fmt::Debug for Checkpointer {
 pub const DEFAULT_CHECKPOINT_PAGE: usize = 50;
 
 impl Checkpointer {
+    /// Checkpoints of `store`, kept in a sled database of their own at `path` (created
+    /// if missing), signed with `key`. Checkpoints found in `moved_from`'s `checkpoints`
+    /// tree (the audit database, where earlier versions kept them) are moved over first:
+    /// copied, flushed, then that tree is dropped; a move cut short by a crash is
+    /// finished at the next open.
+    pub fn open_at(
+        path: &Path,
+        moved_from: Option<&sled::Db>,
+        store: Arc<dyn EventStore>,
+        key: CheckpointKey,
+    ) -> Result<Self, AuditError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(1024 * 1024)
+            .flush_every_ms(None)
+            .open()?;
+        let checkpoints = Self::open(&db, store, key)?;
+        if let Some(old) = moved_from {
+            let names = old.tree_names();
+            if names
+                .iter()
+                .any(|n| n.as_ref() == keys::CHECKPOINTS.as_bytes())
+            {
+                let moved = old.open_tree(keys::CHECKPOINTS)?;
+                let mut count = 0usize;
+                for row in moved.iter() {
+                    let (key, value) = row?;
+                    if checkpoints.tree.get(&key)?.is_none() {
+                        checkpoints.tree.insert(key, value)?;
+                        count += 1;
+                    }
+                }
+                checkpoints.tree.flush()?;
+                drop(moved);
+                old.drop_tree(keys::CHECKPOINTS)?;
+                if count > 0 {
+                    tracing::info!(count, "checkpoints moved out of the audit database");
+                }
+            }
+        }
+        Ok(checkpoints)
+    }
+
     /// Checkpoints of `store`, kept in `db`'s `checkpoints` tree, signed with `key`.
     pub fn open(
         db: &sled::Db,

@@ -1,5 +1,6 @@
 //! Layout of the audit database: one sled tree, `timeline`, with kind-prefixed keys (so
-//! that one write is one atomic `apply_batch`), and the `checkpoints` tree.
+//! that one write is one atomic `apply_batch`); and of the checkpoints' own database,
+//! one `checkpoints` tree.
 //!
 //! | kind | key                                              | value                                |
 //! |------|--------------------------------------------------|--------------------------------------|
@@ -8,7 +9,7 @@
 //! | `T`  | `T`, time (i64 ns, sign-flipped BE), last pos.   | empty: one per entry chunk, its last (largest) indexed time |
 //! | `L`  | `L`, position of a write, part (u32 BE)          | that write's postings (pieces), until merged into the base |
 //! | `B`  | `B`, run (u32 BE), id key, first position        | base block: pieces of every index, sorted by id key, then position |
-//! | `checkpoints` tree | sequence (u64 BE)                  | prost `Checkpoint`: never rebuilt    |
+//! | `checkpoints` tree (own database) | sequence (u64 BE)   | prost `Checkpoint`: never rebuilt    |
 //!
 //! About two sled keys per chunk of entries (tens of events) instead of about six keys per
 //! event in format 1 (nine trees: entries, four indexes, time, domain history, domains of
@@ -56,7 +57,8 @@ pub(crate) const FORMAT: u32 = 3;
 
 /// The tree rebuilt from the log.
 pub(crate) const TIMELINE: &str = "timeline";
-/// Signed checkpoints: not derivable from the log, so never cleared by a rebuild.
+/// Signed checkpoints, in their own database (`Checkpointer::open_at`; earlier versions
+/// kept this tree in the audit database, and it is moved out from there).
 pub(crate) const CHECKPOINTS: &str = "checkpoints";
 /// The trees of format 1, dropped when found.
 pub(crate) const FORMAT_1_TREES: [&str; 9] = [

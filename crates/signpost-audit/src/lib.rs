@@ -1,6 +1,7 @@
 //! Signpost's audit timeline: what happened to each firm's SSO, whether the record is
 //! intact, and what was true at a given moment. Folded from the log, kept in a sled
-//! database of its own (`<data-dir>/audit`), rebuildable at any time. No tonic here: the
+//! database of its own (`<data-dir>/audit`), rebuildable at any time; signed checkpoints
+//! in another (`<data-dir>/checkpoints`), never rebuilt. No tonic here: the
 //! gRPC handlers in `signpost-grpc` call these functions; entries are the wire
 //! `signpost.audit.v1.AuditEntry` because the timeline exists to be sent.
 //!
@@ -26,7 +27,8 @@
 //!     entries in chunks of consecutive positions (+ one time row per chunk),
 //!     postings (organization, connection, actor, event type, domain, claims) as one
 //!     row per write, every 64k positions made a run of packed blocks (runs merged
-//!     logarithmically), the recorded position and hash  (+ `checkpoints`, never rebuilt)
+//!     logarithmically), the recorded position and hash
+//!   (checkpoints: a sled database of their own, `<data-dir>/checkpoints`, never rebuilt)
 //!                      ▼
 //!   query.rs: list (pages by position) · export batches
 //!   point_in_time.rs: routing_at (domain changes) · connection_at (stream fold)

@@ -383,7 +383,8 @@ impl AuditProjection {
         }
     }
 
-    /// The database (checkpoints live in it too, in a tree a rebuild never clears).
+    /// The database (earlier versions kept checkpoints in it: [`crate::Checkpointer::open_at`]
+    /// moves them out).
     pub fn database(&self) -> &sled::Db {
         &self.shared.db
     }

@@ -376,3 +376,59 @@ async fn a_projection_killed_while_idle_resumes_at_the_head() {
     );
     assert_eq!(all_positions(&audit), (1..=idle_at).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn checkpoints_move_out_of_the_audit_database_into_their_own_and_keep_chaining() {
+    let store = Arc::new(MemoryEventStore::new());
+    organization_commit(store.as_ref(), 0, 0).await;
+    let audit_dir = tempfile::tempdir().unwrap();
+    let audit_db = sled::Config::new().path(audit_dir.path()).open().unwrap();
+    let key = CheckpointKey::from_seed([4; 32]);
+    // Where earlier versions kept them: two checkpoints in the audit database.
+    let old = Checkpointer::open(&audit_db, store.clone(), key.clone()).unwrap();
+    let first = old.create(chrono::Utc::now()).await.unwrap();
+    organization_commit(store.as_ref(), 0, 1).await;
+    let second = old.create(chrono::Utc::now()).await.unwrap();
+    drop(old);
+
+    let own = tempfile::tempdir().unwrap();
+    let path = own.path().join("checkpoints");
+    let moved = Checkpointer::open_at(&path, Some(&audit_db), store.clone(), key.clone()).unwrap();
+    let newest_first = vec![second.clone(), first.clone()];
+    assert_eq!(moved.list(10, "").unwrap().0, newest_first);
+    assert!(
+        !audit_db
+            .tree_names()
+            .iter()
+            .any(|name| name.as_ref() == b"checkpoints"),
+        "moved out of the audit database"
+    );
+    // The next one chains to the moved ones, and the whole chain verifies.
+    organization_commit(store.as_ref(), 1, 0).await;
+    let third = moved.create(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        third.previous_checkpoint_hash,
+        checkpoint_hash(&second).to_vec()
+    );
+    drop(moved);
+
+    // Opened again (and a move cut short by a crash, the old tree back with one of
+    // them): nothing is lost or doubled.
+    let old_again = Checkpointer::open(&audit_db, store.clone(), key.clone()).unwrap();
+    drop(old_again);
+    audit_db
+        .open_tree("checkpoints")
+        .unwrap()
+        .insert(1u64.to_be_bytes(), prost::Message::encode_to_vec(&first))
+        .unwrap();
+    let reopened = Checkpointer::open_at(&path, Some(&audit_db), store.clone(), key).unwrap();
+    assert_eq!(
+        reopened.list(10, "").unwrap().0,
+        vec![third.clone(), second, first]
+    );
+    let verification = reopened.verify(&third).await.unwrap();
+    assert!(
+        verification.signature_valid && verification.log_extends_checkpoint,
+        "{verification:?}"
+    );
+}

@@ -51,6 +51,7 @@ macro_rules! event_store_contract_tests {
             subscription_from_the_middle_starts_there,
             subscription_beyond_the_head_waits_for_those_positions,
             unpolled_subscriber_later_reads_ten_thousand_events_in_order_once,
+            subscriber_catching_up_while_writers_append_reads_every_event_once,
             verify_chain_accepts_a_good_log,
         );
     };
@@ -695,6 +696,62 @@ pub async fn subscription_beyond_the_head_waits_for_those_positions<S: EventStor
     );
     committed(&store, commit(vec![write("a", ExpectedVersion::Any, 3)])).await;
     assert_eq!(next_positions(&mut subscription, 3).await, vec![5, 6, 7]);
+}
+
+/// A subscriber catching up on a log several pages long while writers keep appending
+/// reads every event, in order, exactly once, across the move from catching up to
+/// following the head.
+pub async fn subscriber_catching_up_while_writers_append_reads_every_event_once<
+    S: EventStore + Clone,
+>(
+    store: S,
+) {
+    const HISTORY: usize = 3 * crate::subscription::SUBSCRIPTION_PAGE + 7;
+    const WRITERS: usize = 4;
+    const COMMITS_PER_WRITER: usize = 60;
+    const EVENTS_PER_COMMIT: usize = 9;
+    for chunk in 0..HISTORY / 100 {
+        let name = format!("history-{chunk}");
+        committed(
+            &store,
+            commit(vec![write(&name, ExpectedVersion::Any, 100)]),
+        )
+        .await;
+    }
+    let rest = HISTORY % 100;
+    committed(
+        &store,
+        commit(vec![write("history", ExpectedVersion::Any, rest)]),
+    )
+    .await;
+    let mut subscription = store.subscribe(1);
+    let mut tasks = Vec::new();
+    for writer in 0..WRITERS {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let name = format!("writer-{writer}");
+            for _ in 0..COMMITS_PER_WRITER {
+                committed(
+                    &store,
+                    commit(vec![write(&name, ExpectedVersion::Any, EVENTS_PER_COMMIT)]),
+                )
+                .await;
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let total = (HISTORY + WRITERS * COMMITS_PER_WRITER * EVENTS_PER_COMMIT) as u64;
+    let positions = next_positions(&mut subscription, total as usize).await;
+    assert_eq!(positions, (1..=total).collect::<Vec<_>>());
+    for task in tasks {
+        task.await.expect("writer task");
+    }
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), subscription.next())
+            .await
+            .is_err(),
+        "no event is delivered twice"
+    );
 }
 
 /// A subscriber that does not poll while 10,000 events are appended holds nothing up and

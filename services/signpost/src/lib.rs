@@ -175,8 +175,12 @@ impl Server {
                 .clone()
                 .unwrap_or_else(|| config.data_dir.join("checkpoint.key")),
         )?;
-        let checkpoints = Arc::new(Checkpointer::open(
-            audit.database(),
+        // Checkpoints cannot be rebuilt: in a database of their own, the audit database
+        // can be deleted (and is rebuilt) without losing them, and flushing each one does
+        // not write the audit timeline's rows too.
+        let checkpoints = Arc::new(Checkpointer::open_at(
+            &config.data_dir.join("checkpoints"),
+            Some(audit.database()),
             store.clone(),
             checkpoint_key,
         )?);

@@ -633,7 +633,7 @@ impl ControlPlane {
             .await?;
         let mut items = Vec::with_capacity(views.len());
         for (view, certificates_at) in views.into_iter().flatten() {
-            items.push(self.with_certificates(view, certificates_at).await?);
+            items.push(self.finish_view(view, certificates_at).await?);
         }
         Ok(Page {
             items,
@@ -654,16 +654,19 @@ impl ControlPlane {
         });
         let view =
             view.ok_or_else(|| not_found("CONNECTION_NOT_FOUND", "connection_id", "connection"))?;
-        self.with_certificates(view, certificates_at).await
+        self.finish_view(view, certificates_at).await
     }
 
-    /// Puts back the DER of a SAML connection's signing certificates, which the read
-    /// model does not keep, from the event that set them (at `certificates_at`).
-    async fn with_certificates(
+    /// Completes a view built under the read lock, with the lock released: our SP
+    /// details (their metadata XML is built here), and the DER of a SAML connection's
+    /// signing certificates, which the read model does not keep, read from the event
+    /// that set them (at `certificates_at`).
+    async fn finish_view(
         &self,
         mut view: ConnectionView,
         certificates_at: Option<u64>,
     ) -> Result<ConnectionView, ControlError> {
+        view.service_provider = self.service_provider(&view.connection_id);
         let Some(ConnectionSettings::Saml(saml)) =
             view.connection.as_mut().and_then(|c| c.settings.as_mut())
         else {
@@ -715,7 +718,8 @@ impl ControlPlane {
             organization_id,
             status,
             connection,
-            service_provider: self.service_provider(connection_id),
+            // Filled in by `finish_view`, once the read lock is released.
+            service_provider: ServiceProvider::default(),
         })
     }
 

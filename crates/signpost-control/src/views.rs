@@ -34,7 +34,7 @@ pub struct DomainClaimView {
 pub use signpost_domain::connection::ConnectionStatus;
 
 /// What the IT admin enters in their IdP, derived from the public base URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServiceProvider {
     /// Our SAML SP entity id.
     pub entity_id: String,

@@ -698,6 +698,32 @@ pub async fn subscription_beyond_the_head_waits_for_those_positions<S: EventStor
     assert_eq!(next_positions(&mut subscription, 3).await, vec![5, 6, 7]);
 }
 
+/// `writers` tasks, each appending `commits` commits of `events` events to a stream of its
+/// own (yielding between commits, so that readers interleave).
+fn spawn_writers<S: EventStore + Clone>(
+    store: &S,
+    writers: usize,
+    commits: usize,
+    events: usize,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    (0..writers)
+        .map(|writer| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let name = format!("writer-{writer}");
+                for _ in 0..commits {
+                    committed(
+                        &store,
+                        commit(vec![write(&name, ExpectedVersion::Any, events)]),
+                    )
+                    .await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect()
+}
+
 /// A subscriber catching up on a log several pages long while writers keep appending
 /// reads every event, in order, exactly once, across the move from catching up to
 /// following the head.
@@ -725,21 +751,7 @@ pub async fn subscriber_catching_up_while_writers_append_reads_every_event_once<
     )
     .await;
     let mut subscription = store.subscribe(1);
-    let mut tasks = Vec::new();
-    for writer in 0..WRITERS {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let name = format!("writer-{writer}");
-            for _ in 0..COMMITS_PER_WRITER {
-                committed(
-                    &store,
-                    commit(vec![write(&name, ExpectedVersion::Any, EVENTS_PER_COMMIT)]),
-                )
-                .await;
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
+    let tasks = spawn_writers(&store, WRITERS, COMMITS_PER_WRITER, EVENTS_PER_COMMIT);
     let total = (HISTORY + WRITERS * COMMITS_PER_WRITER * EVENTS_PER_COMMIT) as u64;
     let positions = next_positions(&mut subscription, total as usize).await;
     assert_eq!(positions, (1..=total).collect::<Vec<_>>());
@@ -766,20 +778,7 @@ pub async fn unpolled_subscriber_later_reads_ten_thousand_events_in_order_once<
     const EVENTS_PER_COMMIT: usize = 25;
     const TOTAL: u64 = (WRITERS * COMMITS_PER_WRITER * EVENTS_PER_COMMIT) as u64;
     let mut subscription = store.subscribe(1);
-    let mut tasks = Vec::new();
-    for writer in 0..WRITERS {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            let name = format!("writer-{writer}");
-            for _ in 0..COMMITS_PER_WRITER {
-                committed(
-                    &store,
-                    commit(vec![write(&name, ExpectedVersion::Any, EVENTS_PER_COMMIT)]),
-                )
-                .await;
-            }
-        }));
-    }
+    let tasks = spawn_writers(&store, WRITERS, COMMITS_PER_WRITER, EVENTS_PER_COMMIT);
     for task in tasks {
         tokio::time::timeout(PATIENCE, task)
             .await

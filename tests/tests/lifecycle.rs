@@ -847,3 +847,51 @@ async fn organizations_list_in_pages_each_once_in_id_order() {
     assert_eq!(listed, created);
     assert_eq!(pages, 3);
 }
+
+#[tokio::test]
+async fn metadata_mid_rotation_is_accepted_without_its_expired_certificate() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org =
+        organization_with_verified_domain(&server, &mut admin, "Rota Law", "rota-law.com").await;
+    let (_, url, connection_id) =
+        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let mut form = server.form(&url).await;
+    // The IdP still lists the certificate it retired (expired in 2020) beside its current one.
+    let retired: String =
+        include_str!("../../crates/signpost-idp/testdata/rsa2048_expired_2020.pem")
+            .lines()
+            .filter(|line| !line.starts_with("-----"))
+            .collect();
+    let metadata = idp_metadata(
+        "https://idp.rota-law.com/entity",
+        "https://idp.rota-law.com/sso",
+    )
+    .replace(
+        "<md:SingleSignOnService",
+        &format!(
+            "<md:KeyDescriptor use=\"signing\"><ds:KeyInfo xmlns:ds=\"http://www.w3.org/2000/09/xmldsig#\"><ds:X509Data><ds:X509Certificate>{retired}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService"
+        ),
+    );
+    let submitted = form
+        .submit_setup_form(saml_xml_form(&metadata))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(submitted.status, pb::ConnectionStatus::Configured as i32);
+    let saml = get_connection(&mut admin, &connection_id)
+        .await
+        .saml
+        .unwrap();
+    let der = base64::Engine::decode(
+        &base64::engine::general_purpose::STANDARD,
+        idp_certificate_base64(),
+    )
+    .unwrap();
+    let kept: Vec<&[u8]> = saml
+        .signing_certificates
+        .iter()
+        .map(|c| c.der.as_slice())
+        .collect();
+    assert_eq!(kept, vec![der.as_slice()], "only the current certificate");
+}

@@ -73,6 +73,36 @@ pub fn parse_certificate_pem(pem: &str, now: DateTime<Utc>) -> Result<Certificat
     parse_certificate_der(&der, now, field)
 }
 
+/// Whether `certificate` is valid at `now` (`CERTIFICATE_NOT_YET_VALID`,
+/// `CERTIFICATE_EXPIRED`), reported against `field`.
+pub fn check_validity(
+    certificate: &CertificateInfo,
+    now: DateTime<Utc>,
+    field: &'static str,
+) -> Result<(), IdpError> {
+    if now < certificate.not_before {
+        return Err(IdpError::new(
+            reason::CERTIFICATE_NOT_YET_VALID,
+            field,
+            format!(
+                "the certificate is not valid before {}",
+                certificate.not_before.to_rfc3339()
+            ),
+        ));
+    }
+    if certificate.not_after < now {
+        return Err(IdpError::new(
+            reason::CERTIFICATE_EXPIRED,
+            field,
+            format!(
+                "the certificate expired on {}",
+                certificate.not_after.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Parses and checks a DER certificate, e.g. a decoded `ds:X509Certificate` from metadata.
 ///
 /// `field` is the form field the bytes came from, reported in errors. Checks, in order:
@@ -84,6 +114,17 @@ pub fn parse_certificate_pem(pem: &str, now: DateTime<Utc>) -> Result<Certificat
 pub fn parse_certificate_der(
     der: &[u8],
     now: DateTime<Utc>,
+    field: &'static str,
+) -> Result<CertificateInfo, IdpError> {
+    let info = inspect_certificate_der(der, field)?;
+    check_validity(&info, now, field)?;
+    Ok(info)
+}
+
+/// [`parse_certificate_der`] without the validity check against the clock (what IdP
+/// metadata needs: it may list a retired or a next certificate beside the current one).
+pub fn inspect_certificate_der(
+    der: &[u8],
     field: &'static str,
 ) -> Result<CertificateInfo, IdpError> {
     if der.len() > MAX_CERTIFICATE_BYTES {
@@ -117,24 +158,6 @@ pub fn parse_certificate_der(
     let validity = cert.validity();
     let not_before = to_utc(validity.not_before.timestamp(), field)?;
     let not_after = to_utc(validity.not_after.timestamp(), field)?;
-    if now < not_before {
-        return Err(IdpError::new(
-            reason::CERTIFICATE_NOT_YET_VALID,
-            field,
-            format!(
-                "the certificate is not valid before {}",
-                not_before.to_rfc3339()
-            ),
-        ));
-    }
-    if not_after < now {
-        return Err(IdpError::new(
-            reason::CERTIFICATE_EXPIRED,
-            field,
-            format!("the certificate expired on {}", not_after.to_rfc3339()),
-        ));
-    }
-
     Ok(CertificateInfo {
         sha256_fingerprint: hex::encode(Sha256::digest(consumed)),
         der: consumed.to_vec(),

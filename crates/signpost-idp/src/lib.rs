@@ -4,7 +4,8 @@
 //! - [`certificate`]: PEM / DER signing certificates → [`CertificateInfo`] (fingerprint,
 //!   validity, key strength); refuses pasted private keys without echoing them.
 //! - [`saml_metadata`]: IdP metadata XML (or the by-hand form) → [`SamlIdpMetadata`]
-//!   (entity ID, SSO endpoints, checked signing certificates). DTDs are refused before
+//!   (entity ID, SSO endpoints, checked signing certificates: an expired one is left out
+//!   and one not valid yet kept, as long as one is valid now). DTDs are refused before
 //!   parsing; sizes and node counts are capped.
 //! - [`oidc_discovery`]: issuer normalization and the discovery document →
 //!   [`OidcProviderMetadata`], issuer matched exactly, https enforced.
@@ -26,7 +27,10 @@ pub mod saml_metadata;
 pub mod sp_metadata;
 mod url_check;
 
-pub use certificate::{parse_certificate_der, parse_certificate_pem, CertificateInfo};
+pub use certificate::{
+    check_validity, inspect_certificate_der, parse_certificate_der, parse_certificate_pem,
+    CertificateInfo,
+};
 pub use error::{field, reason, IdpError};
 pub use oidc_discovery::{
     discovery_url, normalize_issuer, parse_discovery_document,

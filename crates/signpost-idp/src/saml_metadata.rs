@@ -12,7 +12,9 @@ use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use roxmltree::{Document, Node, ParsingOptions};
 
-use crate::certificate::{parse_certificate_der, parse_certificate_pem, CertificateInfo};
+use crate::certificate::{
+    check_validity, inspect_certificate_der, parse_certificate_pem, CertificateInfo,
+};
 use crate::error::{field, reason};
 use crate::url_check::{https_url, HttpPolicy};
 use crate::IdpError;
@@ -196,9 +198,25 @@ pub fn parse_idp_metadata(xml: &str, now: DateTime<Utc>) -> Result<SamlIdpMetada
         ));
     }
 
+    // IdPs rotate by listing the retired or the next certificate beside the current one:
+    // an expired certificate is left out (it can sign nothing any more), one not valid yet
+    // is kept (assertions signed with it are accepted once the IdP switches), and the
+    // document is refused only when no certificate is valid now. Anything else wrong
+    // with a certificate (syntax, weak key or signature) refuses the document.
     let mut signing_certificates: Vec<CertificateInfo> = Vec::new();
+    let (mut valid_now, mut expired, mut not_yet_valid) = (false, None, None);
     for encoded in signing_certificate_texts(descriptor) {
-        let certificate = decode_metadata_certificate(encoded, now)?;
+        let certificate = decode_metadata_certificate(encoded)?;
+        match check_validity(&certificate, now, field::METADATA_XML) {
+            Ok(()) => valid_now = true,
+            Err(error) if error.reason() == reason::CERTIFICATE_EXPIRED => {
+                expired.get_or_insert(error);
+                continue;
+            }
+            Err(error) => {
+                not_yet_valid.get_or_insert(error);
+            }
+        }
         if !signing_certificates
             .iter()
             .any(|known| known.sha256_fingerprint == certificate.sha256_fingerprint)
@@ -206,11 +224,13 @@ pub fn parse_idp_metadata(xml: &str, now: DateTime<Utc>) -> Result<SamlIdpMetada
             signing_certificates.push(certificate);
         }
     }
-    if signing_certificates.is_empty() {
-        return Err(refuse(
-            reason::METADATA_NO_SIGNING_CERTIFICATE,
-            "the IDPSSODescriptor has no signing certificate",
-        ));
+    if !valid_now {
+        return Err(not_yet_valid.or(expired).unwrap_or_else(|| {
+            refuse(
+                reason::METADATA_NO_SIGNING_CERTIFICATE,
+                "the IDPSSODescriptor has no signing certificate",
+            )
+        }));
     }
 
     Ok(SamlIdpMetadata {
@@ -280,10 +300,7 @@ fn signing_certificate_texts<'a>(descriptor: Node<'a, 'a>) -> impl Iterator<Item
         .map(|certificate| certificate.text().unwrap_or(""))
 }
 
-fn decode_metadata_certificate(
-    encoded: &str,
-    now: DateTime<Utc>,
-) -> Result<CertificateInfo, IdpError> {
+fn decode_metadata_certificate(encoded: &str) -> Result<CertificateInfo, IdpError> {
     let compact: String = encoded
         .chars()
         .filter(|c| !c.is_ascii_whitespace())
@@ -305,7 +322,7 @@ fn decode_metadata_certificate(
                 "a signing certificate in the metadata is not valid base64",
             )
         })?;
-    parse_certificate_der(&der, now, field::METADATA_XML)
+    inspect_certificate_der(&der, field::METADATA_XML)
 }
 
 fn check_entity_id(raw: &str) -> Result<String, IdpError> {
@@ -383,7 +400,7 @@ mod tests {
     use super::*;
     use crate::certificate::tests::{
         base64_body, now, EC_P256, EXPIRED_2020, PRIVATE_KEY, RSA_1024, RSA_2048_SHA1,
-        RSA_2048_SHA256,
+        RSA_2048_SHA256, VALID_FROM_2090,
     };
     use proptest::prelude::*;
 
@@ -582,6 +599,65 @@ mod tests {
         assert_eq!(refused(&not_base64).reason(), reason::CERTIFICATE_INVALID);
         let huge = idp_entity_xml(&"A".repeat(40_000), "https://idp.example.com/sso");
         assert_eq!(refused(&huge).reason(), reason::CERTIFICATE_TOO_LARGE);
+    }
+
+    #[test]
+    fn a_rotation_keeps_the_current_and_next_certificates_and_drops_expired_ones() {
+        use chrono::Datelike;
+        // good_entity_xml lists the current certificate (RSA_2048_SHA256); an IdP rotating
+        // adds its retired one (expired) and its next one (valid from 2090).
+        let with = |pems: &[&str]| {
+            let keys: String = pems
+                .iter()
+                .map(|pem| {
+                    let body = base64_body(pem);
+                    format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{body}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor>")
+                })
+                .collect();
+            good_entity_xml().replace(
+                "<md:SingleSignOnService",
+                &format!("{keys}<md:SingleSignOnService"),
+            )
+        };
+        let rotating = with(&[EXPIRED_2020, VALID_FROM_2090]);
+        let metadata = parse_idp_metadata(&rotating, now()).unwrap();
+        let current = parse_certificate_pem(RSA_2048_SHA256, now()).unwrap();
+        let years: Vec<_> = metadata
+            .signing_certificates
+            .iter()
+            .map(|c| c.not_before.year())
+            .collect();
+        assert_eq!(years.len(), 2, "the expired one is left out: {years:?}");
+        assert_eq!(
+            metadata.signing_certificates[0], current,
+            "the current one first"
+        );
+        assert_eq!(metadata.signing_certificates[1].not_before.year(), 2090);
+
+        // Nothing valid now: refused, naming why.
+        let only = |pem: &str| idp_entity_xml(&base64_body(pem), "https://idp.example.com/sso");
+        assert_eq!(
+            refused(&only(VALID_FROM_2090)).reason(),
+            reason::CERTIFICATE_NOT_YET_VALID
+        );
+        assert_eq!(
+            refused(&only(EXPIRED_2020)).reason(),
+            reason::CERTIFICATE_EXPIRED
+        );
+        let retired_and_next = idp_entity_xml(&base64_body(EXPIRED_2020), "https://idp.example.com/sso")
+            .replace(
+                "<md:SingleSignOnService",
+                &format!("<md:KeyDescriptor use=\"signing\"><ds:KeyInfo><ds:X509Data><ds:X509Certificate>{}</ds:X509Certificate></ds:X509Data></ds:KeyInfo></md:KeyDescriptor><md:SingleSignOnService", base64_body(VALID_FROM_2090)),
+            );
+        assert_eq!(
+            refused(&retired_and_next).reason(),
+            reason::CERTIFICATE_NOT_YET_VALID
+        );
+        // A weak certificate beside a good one still refuses the document.
+        assert_eq!(
+            refused(&with(&[RSA_1024])).reason(),
+            reason::CERTIFICATE_KEY_TOO_WEAK
+        );
     }
 
     #[test]

@@ -485,7 +485,7 @@ async fn an_organization_scoped_auditor_reads_nothing_of_another_organization() 
         .await
         .unwrap();
     let refused = client
-        .create_checkpoint(audit::CreateCheckpointRequest {})
+        .create_checkpoint(audit::CreateCheckpointRequest::default())
         .await
         .unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
@@ -957,12 +957,43 @@ async fn a_tampered_log_is_named_at_its_first_bad_position_and_the_server_refuse
         "a checkpoint is signed at start when the head moved"
     );
     let created = client
-        .create_checkpoint(audit::CreateCheckpointRequest {})
+        .create_checkpoint(audit::CreateCheckpointRequest::default())
         .await
         .unwrap()
         .into_inner()
         .checkpoint
         .unwrap();
+    // With a request id, a retry gets the first attempt's checkpoint; another id signs anew.
+    let create = |request_id: &str| audit::CreateCheckpointRequest {
+        request_id: request_id.into(),
+    };
+    let count = |list: audit::ListCheckpointsResponse| list.checkpoints.len();
+    let before = count(
+        client
+            .list_checkpoints(audit::ListCheckpointsRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let first = client.create_checkpoint(create("cp-1")).await.unwrap();
+    let retried = client.create_checkpoint(create("cp-1")).await.unwrap();
+    assert_eq!(first.into_inner(), retried.into_inner());
+    client.create_checkpoint(create("cp-2")).await.unwrap();
+    let after = count(
+        client
+            .list_checkpoints(audit::ListCheckpointsRequest::default())
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert_eq!(after, before + 2, "one checkpoint per request id");
+    let refused = client
+        .create_checkpoint(create("bad\nid"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    assert_eq!(reason(&refused), "FIELD_INVALID");
+    assert_eq!(field(&refused), "request_id");
     let key = client
         .get_checkpoint_public_key(audit::GetCheckpointPublicKeyRequest {})
         .await

@@ -42,6 +42,8 @@ use signpost_eventlog::{
     envelope_hash, verify_chain, ChainVerdict, EventEnvelope, EventStore, Head, GENESIS_HASH,
 };
 
+use sled::Transactional;
+
 use crate::error::AuditError;
 use crate::keys;
 
@@ -432,6 +434,8 @@ impl<R: Read> Iterator for LogExportReader<R> {
 pub struct Checkpointer {
     store: Arc<dyn EventStore>,
     tree: sled::Tree,
+    /// (who asked, their request id) → the sequence of the checkpoint that request made.
+    requests: sled::Tree,
     key: CheckpointKey,
     /// Serializes creation, so each checkpoint chains to the one before.
     create: tokio::sync::Mutex<()>,
@@ -501,6 +505,7 @@ impl Checkpointer {
         Ok(Self {
             store,
             tree: db.open_tree(keys::CHECKPOINTS)?,
+            requests: db.open_tree(keys::CHECKPOINT_REQUESTS)?,
             key,
             create: tokio::sync::Mutex::new(()),
         })
@@ -522,7 +527,40 @@ impl Checkpointer {
     /// Signs and stores a checkpoint of the current head, stamped `now`.
     pub async fn create(&self, now: DateTime<Utc>) -> Result<Checkpoint, AuditError> {
         let _guard = self.create.lock().await;
-        self.create_locked(now)
+        self.create_locked(now, None)
+    }
+
+    /// [`Checkpointer::create`] for a caller's request: with a request id, a retry (same
+    /// `principal`, same id) gets the checkpoint the first attempt made instead of a new
+    /// one. `request_id`: 1 to 128 printable characters.
+    pub async fn create_requested(
+        &self,
+        now: DateTime<Utc>,
+        principal: &str,
+        request_id: Option<&str>,
+    ) -> Result<Checkpoint, AuditError> {
+        let Some(request_id) = request_id else {
+            return self.create(now).await;
+        };
+        if request_id.is_empty()
+            || request_id.len() > 128
+            || request_id.chars().any(char::is_control)
+        {
+            return Err(AuditError::invalid(
+                "FIELD_INVALID",
+                "request_id",
+                "`request_id` must be 1..=128 printable characters",
+            ));
+        }
+        let key = format!("{principal}\n{request_id}");
+        let _guard = self.create.lock().await;
+        if let Some(sequence) = self.requests.get(key.as_bytes())? {
+            let stored = self.tree.get(&sequence)?.ok_or_else(|| {
+                AuditError::Corrupt(format!("request {request_id} names a missing checkpoint"))
+            })?;
+            return Ok(Checkpoint::decode(stored.as_ref())?);
+        }
+        self.create_locked(now, Some(key.as_bytes()))
     }
 
     /// Creates a checkpoint unless the newest one already covers the current head (same
@@ -539,10 +577,14 @@ impl Checkpointer {
                 return Ok(None);
             }
         }
-        self.create_locked(now).map(Some)
+        self.create_locked(now, None).map(Some)
     }
 
-    fn create_locked(&self, now: DateTime<Utc>) -> Result<Checkpoint, AuditError> {
+    fn create_locked(
+        &self,
+        now: DateTime<Utc>,
+        request: Option<&[u8]>,
+    ) -> Result<Checkpoint, AuditError> {
         let head = self.store.head();
         let previous = self.latest()?;
         let mut checkpoint = Checkpoint {
@@ -562,8 +604,24 @@ impl Checkpointer {
             Some((key, _)) => keys::trailing_position(&key) + 1,
             None => 1,
         };
-        self.tree
-            .insert(keys::position(sequence), checkpoint.encode_to_vec())?;
+        let encoded = checkpoint.encode_to_vec();
+        // The checkpoint and the request that made it, in one transaction.
+        (&self.tree, &self.requests)
+            .transaction(|(tree, requests)| {
+                tree.insert(&keys::position(sequence), encoded.as_slice())?;
+                if let Some(request) = request {
+                    requests.insert(request, &keys::position(sequence))?;
+                }
+                Ok(())
+            })
+            .map_err(
+                |error: sled::transaction::TransactionError<()>| match error {
+                    sled::transaction::TransactionError::Storage(error) => AuditError::from(error),
+                    sled::transaction::TransactionError::Abort(()) => {
+                        AuditError::Corrupt("checkpoint transaction aborted".into())
+                    }
+                },
+            )?;
         // Checkpoints cannot be rebuilt from the log: make each one durable.
         self.tree.flush()?;
         tracing::info!(

@@ -60,6 +60,8 @@ pub(crate) const TIMELINE: &str = "timeline";
 /// Signed checkpoints, in their own database (`Checkpointer::open_at`; earlier versions
 /// kept this tree in the audit database, and it is moved out from there).
 pub(crate) const CHECKPOINTS: &str = "checkpoints";
+/// In the checkpoints' database: (who asked, request id) → the checkpoint it made.
+pub(crate) const CHECKPOINT_REQUESTS: &str = "checkpoint_requests";
 /// The trees of format 1, dropped when found.
 pub(crate) const FORMAT_1_TREES: [&str; 9] = [
     "meta",

@@ -432,3 +432,62 @@ async fn checkpoints_move_out_of_the_audit_database_into_their_own_and_keep_chai
         "{verification:?}"
     );
 }
+
+#[tokio::test]
+async fn a_checkpoint_request_id_is_honoured_across_a_reopen_and_scoped_to_its_caller() {
+    let store = Arc::new(MemoryEventStore::new());
+    organization_commit(store.as_ref(), 0, 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checkpoints");
+    let key = CheckpointKey::from_seed([5; 32]);
+    let checkpoints = Checkpointer::open_at(&path, None, store.clone(), key.clone()).unwrap();
+    let now = chrono::Utc::now();
+    let first = checkpoints
+        .create_requested(now, "token-a", Some("daily-1"))
+        .await
+        .unwrap();
+    drop(checkpoints);
+
+    // Reopened (a restart between the attempt and its retry), the log moved on: the
+    // retry still gets the first checkpoint.
+    organization_commit(store.as_ref(), 0, 1).await;
+    let checkpoints = Checkpointer::open_at(&path, None, store.clone(), key).unwrap();
+    let later = now + chrono::Duration::seconds(5);
+    let retried = checkpoints
+        .create_requested(later, "token-a", Some("daily-1"))
+        .await
+        .unwrap();
+    assert_eq!(retried, first);
+    // The same id from another caller is another request.
+    let other = checkpoints
+        .create_requested(later, "token-b", Some("daily-1"))
+        .await
+        .unwrap();
+    assert_ne!(other, first);
+    assert_eq!(
+        other.previous_checkpoint_hash,
+        checkpoint_hash(&first).to_vec()
+    );
+    assert_eq!(checkpoints.list(10, "").unwrap().0.len(), 2);
+    for bad in ["", "with\nnewline", &"x".repeat(129)] {
+        let refused = checkpoints
+            .create_requested(later, "token-a", Some(bad))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                AuditError::InvalidArgument {
+                    field: "request_id",
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        checkpoints.list(10, "").unwrap().0.len(),
+        2,
+        "nothing signed"
+    );
+}

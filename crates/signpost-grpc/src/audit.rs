@@ -224,10 +224,19 @@ impl AuditService for AuditApi {
         &self,
         request: Request<pb::CreateCheckpointRequest>,
     ) -> Reply<pb::CreateCheckpointResponse> {
-        self.authorize(request.metadata(), &[Role::Admin])?;
+        let principal = self
+            .plane
+            .authenticate_api_token(bearer(request.metadata())?)
+            .map_err(to_status)?;
+        principal.require(&[Role::Admin]).map_err(to_status)?;
+        let request_id = request.get_ref().request_id.as_str();
         let checkpoint = self
             .checkpoints
-            .create(self.plane.now())
+            .create_requested(
+                self.plane.now(),
+                &principal.id(),
+                (!request_id.is_empty()).then_some(request_id),
+            )
             .await
             .map_err(audit_error)?;
         Ok(Response::new(pb::CreateCheckpointResponse {

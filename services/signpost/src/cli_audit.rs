@@ -135,6 +135,10 @@ pub enum CheckpointCommand {
         /// Also save it (JSON) to this file.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Idempotency key: a retry with the same id returns the checkpoint the first
+        /// attempt made.
+        #[arg(long, default_value = "")]
+        request_id: String,
     },
     /// List checkpoints, newest first.
     List,
@@ -565,9 +569,11 @@ async fn run_checkpoint(
     command: &CheckpointCommand,
 ) -> anyhow::Result<()> {
     match command {
-        CheckpointCommand::Create { save } => {
+        CheckpointCommand::Create { save, request_id } => {
             let reply = client
-                .create_checkpoint(audit::CreateCheckpointRequest {})
+                .create_checkpoint(audit::CreateCheckpointRequest {
+                    request_id: request_id.clone(),
+                })
                 .await?
                 .into_inner();
             if let (Some(path), Some(checkpoint)) = (save, &reply.checkpoint) {

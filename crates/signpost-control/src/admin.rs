@@ -16,8 +16,8 @@ use signpost_names::DomainName;
 use crate::credentials::{self, API_TOKEN_PREFIX, SETUP_LINK_TOKEN_PREFIX};
 use crate::error::ControlError;
 use crate::plane::{
-    expected_version, fingerprint, page_request, paginate, ControlPlane, Outcome, Plan,
-    PlannedWrite, RequestMeta,
+    after_cursor, expected_version, fingerprint, merge_sorted, page_request, paginate,
+    ControlPlane, Outcome, Plan, PlannedWrite, RequestMeta,
 };
 use crate::principal::{Principal, Role};
 use crate::read_model::{state_of, ReadModel};
@@ -176,7 +176,7 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                model.organizations.keys().map(|id| (&**id, &**id)),
+                after_cursor(&model.organizations, &after).map(|(id, _)| (&**id, &**id)),
                 size,
                 &after,
                 |id| organization_view(model, id),
@@ -555,9 +555,7 @@ impl ControlPlane {
         let now = self.now();
         self.read_current(|model| {
             paginate(
-                model
-                    .setup_links
-                    .iter()
+                after_cursor(&model.setup_links, &after)
                     .filter(|(_, l)| {
                         organization_id.is_empty() || l.state.organization_id == organization_id
                     })
@@ -607,20 +605,18 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         let (views, next_page_token) = self
             .read_current(|model| {
-                let mut ids: Vec<&str> = model
-                    .connections
-                    .keys()
-                    .map(|id| &**id)
-                    .chain(model.draft_connections.keys().map(String::as_str))
-                    .collect();
-                ids.sort();
+                // Configured connections and drafts, each map sorted: merged from the
+                // cursor on, not collected and sorted on every page.
+                let ids = merge_sorted(
+                    after_cursor(&model.connections, &after).map(|(id, _)| &**id),
+                    after_cursor(&model.draft_connections, &after).map(|(id, _)| id.as_str()),
+                );
                 let page = paginate(
-                    ids.into_iter()
-                        .filter(|id| {
-                            organization_id.is_empty()
-                                || model.connection_organization(id) == Some(organization_id)
-                        })
-                        .map(|id| (id, id)),
+                    ids.filter(|id| {
+                        organization_id.is_empty()
+                            || model.connection_organization(id) == Some(organization_id)
+                    })
+                    .map(|id| (id, id)),
                     size,
                     &after,
                     |id| {
@@ -1034,7 +1030,7 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                model.api_tokens.iter().map(|(id, t)| (&**id, t)),
+                after_cursor(&model.api_tokens, &after).map(|(id, t)| (&**id, t)),
                 size,
                 &after,
                 |t| ApiTokenView {

@@ -471,9 +471,45 @@ pub(crate) fn page_request(
     Ok((size, after))
 }
 
+/// The entries of `map` whose ids sort after the cursor `after` (all when it is empty):
+/// a page starts there directly instead of walking every id before it.
+pub(crate) fn after_cursor<'a, K, V>(
+    map: &'a std::collections::BTreeMap<K, V>,
+    after: &'a str,
+) -> std::collections::btree_map::Range<'a, K, V>
+where
+    K: std::borrow::Borrow<str> + Ord,
+{
+    use std::ops::Bound;
+    let start = if after.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(after)
+    };
+    map.range::<str, _>((start, Bound::Unbounded))
+}
+
+/// Merges two iterators of ids sorted ascending into one, sorted, each id once.
+pub(crate) fn merge_sorted<'a>(
+    a: impl Iterator<Item = &'a str>,
+    b: impl Iterator<Item = &'a str>,
+) -> impl Iterator<Item = &'a str> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x < y => a.next(),
+        (Some(x), Some(y)) if x > y => b.next(),
+        (Some(_), Some(_)) => {
+            b.next();
+            a.next()
+        }
+        (Some(_), None) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
 /// Takes one page of `items` (id and source, sorted by id) after `after`, and builds the
-/// view of each item on the page only: skipping to the cursor costs a comparison of ids
-/// per item, not a view.
+/// view of each item on the page only. Callers start `items` at the cursor
+/// ([`after_cursor`]) where they can; items at or before it are skipped here anyway.
 pub(crate) fn paginate<'a, S, T>(
     items: impl Iterator<Item = (&'a str, S)>,
     size: usize,
@@ -501,6 +537,37 @@ pub(crate) fn paginate<'a, S, T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Starting at the cursor and merging the two maps lists what sorting every id and
+        /// skipping to the cursor did.
+        #[test]
+        fn cursor_ranges_and_merges_list_what_a_full_sort_did(
+            a in proptest::collection::btree_set("[a-d]{0,3}", 0..12),
+            b in proptest::collection::btree_set("[a-d]{0,3}", 0..12),
+            after in "[a-d]{0,3}",
+        ) {
+            let a: std::collections::BTreeMap<std::sync::Arc<str>, ()> =
+                a.iter().map(|id| (id.as_str().into(), ())).collect();
+            let b: std::collections::BTreeMap<String, ()> =
+                b.iter().map(|id| (id.clone(), ())).collect();
+            let merged: Vec<&str> = merge_sorted(
+                after_cursor(&a, &after).map(|(id, _)| &**id),
+                after_cursor(&b, &after).map(|(id, _)| id.as_str()),
+            )
+            .collect();
+            let mut expected: Vec<&str> = a
+                .keys()
+                .map(|id| &**id)
+                .chain(b.keys().map(String::as_str))
+                .filter(|id| after.is_empty() || *id > after.as_str())
+                .collect();
+            expected.sort();
+            expected.dedup();
+            prop_assert_eq!(merged, expected);
+        }
+    }
 
     #[test]
     fn pages_cover_every_item_once_and_build_views_for_the_page_only() {

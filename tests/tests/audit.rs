@@ -967,25 +967,12 @@ async fn a_tampered_log_is_named_at_its_first_bad_position_and_the_server_refuse
     let create = |request_id: &str| audit::CreateCheckpointRequest {
         request_id: request_id.into(),
     };
-    let count = |list: audit::ListCheckpointsResponse| list.checkpoints.len();
-    let before = count(
-        client
-            .list_checkpoints(audit::ListCheckpointsRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let before = checkpoint_count(&mut client).await;
     let first = client.create_checkpoint(create("cp-1")).await.unwrap();
     let retried = client.create_checkpoint(create("cp-1")).await.unwrap();
     assert_eq!(first.into_inner(), retried.into_inner());
     client.create_checkpoint(create("cp-2")).await.unwrap();
-    let after = count(
-        client
-            .list_checkpoints(audit::ListCheckpointsRequest::default())
-            .await
-            .unwrap()
-            .into_inner(),
-    );
+    let after = checkpoint_count(&mut client).await;
     assert_eq!(after, before + 2, "one checkpoint per request id");
     let refused = client
         .create_checkpoint(create("bad\nid"))
@@ -1033,4 +1020,15 @@ async fn a_tampered_log_is_named_at_its_first_bad_position_and_the_server_refuse
     let head =
         signpost_audit::verify_checkpoint_offline(&created, &key.public_key, exported).unwrap();
     assert_eq!(head.position, created.position);
+}
+
+/// How many checkpoints the server lists (they fit on one page here).
+async fn checkpoint_count(client: &mut AuditClient) -> usize {
+    client
+        .list_checkpoints(audit::ListCheckpointsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .checkpoints
+        .len()
 }

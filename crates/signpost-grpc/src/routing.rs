@@ -14,6 +14,7 @@
 //! and everything else through the generated server ([`server`]).
 
 mod codec;
+mod resolve;
 mod server;
 
 use std::pin::Pin;
@@ -31,6 +32,7 @@ use crate::admin::bearer;
 use crate::status::{invalid_field, to_status};
 
 pub use codec::{WatchFrame, WatchFrameEncoder, WatchRoutesCodec};
+pub use resolve::{ResolveCodec, ResolveReply, ResolveReplyEncoder};
 pub use server::RoutingServer;
 
 /// Routes per snapshot message.
@@ -111,10 +113,36 @@ type WatchStream = Pin<Box<dyn Stream<Item = Result<wire::WatchRoutesResponse, S
 
 #[tonic::async_trait]
 impl RoutingService for RoutingApi {
+    /// `Resolve` through the generated server, which wants an owned message (a copy of
+    /// the route). [`RoutingServer`] serves it without that copy.
     async fn resolve(
         &self,
         request: Request<wire::ResolveRequest>,
     ) -> Result<Response<wire::ResolveResponse>, Status> {
+        let reply = self.resolve_reply(request).await?;
+        Ok(Response::new(reply.into_inner().into_message()))
+    }
+
+    type WatchRoutesStream = WatchStream;
+
+    /// `WatchRoutes` through the generated server, which wants messages: each frame is
+    /// turned back into one. [`RoutingServer`] serves it without that step.
+    async fn watch_routes(
+        &self,
+        request: Request<wire::WatchRoutesRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        let frames = self.watch(request)?;
+        let messages = frames.map(|frame| frame.map(WatchFrame::into_message));
+        Ok(Response::new(Box::pin(messages) as WatchStream))
+    }
+}
+
+impl RoutingApi {
+    /// Answers a `Resolve` with the routing table's own route (no copy).
+    pub async fn resolve_reply(
+        &self,
+        request: Request<wire::ResolveRequest>,
+    ) -> Result<Response<ResolveReply>, Status> {
         self.authorize(request.metadata())?;
         // Answer a little before the caller's deadline, so it gets our DEADLINE_EXCEEDED
         // (with the revision reached) rather than cancelling on its own.
@@ -139,32 +167,13 @@ impl RoutingService for RoutingApi {
             }
         }
         let (revision, route) = self.routing.lookup(&domain);
-        let answer = match route {
-            Some(route) => wire::resolve_response::Answer::Route(wire::Route::clone(&route)),
-            None => wire::resolve_response::Answer::Password(wire::Password {}),
-        };
-        Ok(Response::new(wire::ResolveResponse {
+        Ok(Response::new(ResolveReply {
             revision,
-            answer: Some(answer),
+            route,
             domain: domain.into_owned(),
         }))
     }
 
-    type WatchRoutesStream = WatchStream;
-
-    /// `WatchRoutes` through the generated server, which wants messages: each frame is
-    /// turned back into one. [`RoutingServer`] serves it without that step.
-    async fn watch_routes(
-        &self,
-        request: Request<wire::WatchRoutesRequest>,
-    ) -> Result<Response<WatchStream>, Status> {
-        let frames = self.watch(request)?;
-        let messages = frames.map(|frame| frame.map(WatchFrame::into_message));
-        Ok(Response::new(Box::pin(messages) as WatchStream))
-    }
-}
-
-impl RoutingApi {
     /// Authorizes a `WatchRoutes` call and returns its stream; nothing is streamed to
     /// a caller that is refused.
     pub fn watch(&self, request: Request<wire::WatchRoutesRequest>) -> Result<WatchFrames, Status> {

@@ -1,7 +1,9 @@
 //! [`RoutingServer`]: `RoutingService` as served. The generated server encodes
-//! every message with prost, once per stream; `WatchRoutes` is taken off it and
-//! served with [`WatchRoutesCodec`] instead, so a delta's shared bytes go out
-//! as they are. Every other method goes to the generated server.
+//! every message with prost, once per stream, from owned messages; `WatchRoutes` is
+//! taken off it and served with [`WatchRoutesCodec`] instead, so a delta's shared bytes
+//! go out as they are, and `Resolve` with [`ResolveCodec`], so the table's route is
+//! encoded where it is instead of copied into a message. Every other method goes to the
+//! generated server.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -12,13 +14,15 @@ use signpost_api::routing::v1::routing_service_server::{RoutingServiceServer, SE
 use tonic::codegen::{
     http, Body, BoxFuture, CompressionEncoding, EnabledCompressionEncodings, Service, StdError,
 };
-use tonic::server::{Grpc, NamedService, ServerStreamingService};
+use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::{RoutingApi, WatchFrame, WatchFrames, WatchRoutesCodec};
+use super::{ResolveCodec, ResolveReply, RoutingApi, WatchFrame, WatchFrames, WatchRoutesCodec};
 
 /// The path of `WatchRoutes` (`/{SERVICE_NAME}/WatchRoutes`).
 const WATCH_ROUTES_PATH: &str = "/signpost.routing.v1.RoutingService/WatchRoutes";
+/// The path of `Resolve` (`/{SERVICE_NAME}/Resolve`).
+const RESOLVE_PATH: &str = "/signpost.routing.v1.RoutingService/Resolve";
 
 /// `RoutingService` over a [`RoutingApi`], with `WatchRoutes` sending each
 /// published delta's bytes, encoded once, on every stream. Compression and
@@ -108,6 +112,19 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() == RESOLVE_PATH {
+            let method = ResolveMethod(self.api.clone());
+            let mut grpc = Grpc::new(ResolveCodec)
+                .apply_compression_config(
+                    self.accept_compression_encodings,
+                    self.send_compression_encodings,
+                )
+                .apply_max_message_size_config(
+                    self.max_decoding_message_size,
+                    self.max_encoding_message_size,
+                );
+            return Box::pin(async move { Ok(grpc.unary(method, request).await) });
+        }
         if request.uri().path() != WATCH_ROUTES_PATH {
             return self.generated.call(request);
         }
@@ -122,6 +139,19 @@ where
                 self.max_encoding_message_size,
             );
         Box::pin(async move { Ok(grpc.server_streaming(method, request).await) })
+    }
+}
+
+/// `Resolve` as a tonic unary method answering [`ResolveReply`]s.
+struct ResolveMethod(Arc<RoutingApi>);
+
+impl UnaryService<wire::ResolveRequest> for ResolveMethod {
+    type Response = ResolveReply;
+    type Future = BoxFuture<Response<ResolveReply>, Status>;
+
+    fn call(&mut self, request: Request<wire::ResolveRequest>) -> Self::Future {
+        let api = self.0.clone();
+        Box::pin(async move { api.resolve_reply(request).await })
     }
 }
 
@@ -145,5 +175,6 @@ mod tests {
     #[test]
     fn the_watch_routes_path_is_the_generated_services() {
         assert_eq!(WATCH_ROUTES_PATH, format!("/{SERVICE_NAME}/WatchRoutes"));
+        assert_eq!(RESOLVE_PATH, format!("/{SERVICE_NAME}/Resolve"));
     }
 }

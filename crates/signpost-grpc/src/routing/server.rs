@@ -94,6 +94,22 @@ impl RoutingServer {
     }
 }
 
+impl RoutingServer {
+    /// A tonic method handler with `codec` and this server's compression and message
+    /// size settings.
+    fn grpc<C: tonic::codec::Codec>(&self, codec: C) -> Grpc<C> {
+        Grpc::new(codec)
+            .apply_compression_config(
+                self.accept_compression_encodings,
+                self.send_compression_encodings,
+            )
+            .apply_max_message_size_config(
+                self.max_decoding_message_size,
+                self.max_encoding_message_size,
+            )
+    }
+}
+
 impl NamedService for RoutingServer {
     const NAME: &'static str = SERVICE_NAME;
 }
@@ -114,30 +130,14 @@ where
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         if request.uri().path() == RESOLVE_PATH {
             let method = ResolveMethod(self.api.clone());
-            let mut grpc = Grpc::new(ResolveCodec)
-                .apply_compression_config(
-                    self.accept_compression_encodings,
-                    self.send_compression_encodings,
-                )
-                .apply_max_message_size_config(
-                    self.max_decoding_message_size,
-                    self.max_encoding_message_size,
-                );
+            let mut grpc = self.grpc(ResolveCodec);
             return Box::pin(async move { Ok(grpc.unary(method, request).await) });
         }
         if request.uri().path() != WATCH_ROUTES_PATH {
             return self.generated.call(request);
         }
         let method = WatchRoutesMethod(self.api.clone());
-        let mut grpc = Grpc::new(WatchRoutesCodec)
-            .apply_compression_config(
-                self.accept_compression_encodings,
-                self.send_compression_encodings,
-            )
-            .apply_max_message_size_config(
-                self.max_decoding_message_size,
-                self.max_encoding_message_size,
-            );
+        let mut grpc = self.grpc(WatchRoutesCodec);
         Box::pin(async move { Ok(grpc.server_streaming(method, request).await) })
     }
 }

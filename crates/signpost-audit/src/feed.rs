@@ -8,7 +8,8 @@
 //! no read model at all. While the read model catches up with the head the log had at
 //! start, nobody is served yet: when the channel is full the feed makes the read model's
 //! task wait for the audit task (the two then share the machine's cores: one describes,
-//! the other writes). Past that head the read model's task never waits for the audit
+//! the other writes), and at the last event of that catch-up it waits until the channel
+//! is at most half full, so the first commands after the start find room. Past that head the read model's task never waits for the audit
 //! database: when the channel is full (the audit task is far behind, e.g. while writes
 //! pour in) the feed lets go, and the audit task goes back to reading the log itself
 //! from where the handed-over steps end, as a projection without a feed does. Either way
@@ -89,6 +90,22 @@ impl AuditFeed {
     }
 }
 
+/// The read model's wait for the audit task: until `step` (if any) is handed over, then
+/// until `room` steps are free. If the audit task is gone, the wait ends and the next
+/// event finds the channel closed.
+fn wait(sender: mpsc::Sender<Step>, step: Option<Step>, room: usize) -> FollowerWait {
+    Box::pin(async move {
+        if let Some(step) = step {
+            if sender.send(step).await.is_err() {
+                return;
+            }
+        }
+        if room > 0 {
+            let _ = sender.reserve_many(room).await;
+        }
+    })
+}
+
 impl Follower for AuditFeed {
     fn before(
         &mut self,
@@ -128,15 +145,20 @@ impl Follower for AuditFeed {
             &self.public_base_url,
             route_changes,
         );
+        // The last event of the catch-up: the read model (and serving) goes on once the
+        // channel is at most half full, so that the first commands' events find room
+        // instead of making the feed let go while the audit task drains the catch-up.
+        let room = if envelope.position == self.catch_up_to {
+            sender.max_capacity() / 2
+        } else {
+            0
+        };
         match sender.try_send(Step::new(envelope, Some(rows))) {
-            Ok(()) => None,
+            Ok(()) if room == 0 => None,
+            Ok(()) => Some(wait(sender.clone(), None, room)),
             Err(mpsc::error::TrySendError::Full(step)) if envelope.position <= self.catch_up_to => {
-                // Catching up at start: the read model waits for the audit task. If the
-                // audit task is gone by then, the next event finds the channel closed.
-                let sender = sender.clone();
-                Some(Box::pin(async move {
-                    let _ = sender.send(step).await;
-                }))
+                // Catching up at start: the read model waits for the audit task.
+                Some(wait(sender.clone(), Some(step), room))
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(

@@ -1597,3 +1597,45 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
     assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
 }
+
+#[tokio::test]
+async fn after_its_catch_up_the_feed_has_room_for_the_first_commands() {
+    // Room for four steps. The read model's task is played by hand, yielding only in the
+    // waits the feed asks for: at the end of the catch-up it waits until two steps are
+    // free, so the next two events (commands right after the server starts) fit even
+    // though nothing yields between them.
+    use signpost_control::Follower;
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    let head = epilogue(&store).await;
+    let mut options = small_batches();
+    options.feed_capacity = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
+        .await
+        .unwrap();
+    let revoke = |token: &str| {
+        (
+            streams::api_token(token),
+            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+        )
+    };
+    append(&store, system(), vec![revoke("token-first")]).await;
+    let last = append(&store, system(), vec![revoke("token-second")]).await;
+    let mut model = signpost_control::read_model::ReadModel::default();
+    for envelope in store.read_range(1, 10_000).await.unwrap() {
+        let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+        feed.before(&envelope, &event, &model, false);
+        model.apply(&envelope, &event);
+        if let Some(wait) = feed.after(&envelope, &event, &model, None) {
+            assert!(envelope.position <= head, "no wait past the catch-up");
+            wait.await;
+        }
+    }
+    assert!(format!("{feed:?}").contains("attached: true"), "{feed:?}");
+    audit.wait_for(last).await.unwrap();
+    assert!(audit.stats().fed);
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = projection(&store, rebuilt_dir.path()).await;
+    assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
+}

@@ -193,6 +193,19 @@ type CollectorParts = (
     tokio::sync::mpsc::UnboundedReceiver<(usize, u64)>,
 );
 
+/// Records that change number `change` reached a watcher now (microseconds since the
+/// change was sent), and moves on to the next change.
+fn record_delivery(
+    latencies: &tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
+    epoch: Instant,
+    sent_at: &AtomicU64,
+    change: &mut usize,
+) {
+    let now = epoch.elapsed().as_micros() as u64;
+    let _ = latencies.send((*change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
+    *change += 1;
+}
+
 fn collector_parts(streams: usize) -> CollectorParts {
     let (ready_tx, ready_rx) = tokio::sync::mpsc::channel::<()>(streams.max(1));
     let (latency_tx, latency_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -242,10 +255,7 @@ pub async fn signpost(
             while let Some(Ok(message)) = stream.next().await {
                 match message.kind {
                     Some(Kind::Delta(_)) => {
-                        let now = epoch.elapsed().as_micros() as u64;
-                        let _ = latencies
-                            .send((change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
-                        change += 1;
+                        record_delivery(&latencies, epoch, &sent_at, &mut change);
                     }
                     Some(Kind::Reset(reset)) => {
                         eprintln!("[fan-out] a watcher was reset: {:?}", reset.reason);
@@ -338,10 +348,7 @@ pub async fn etcd(
                     return;
                 }
                 for _ in &message.events {
-                    let now = epoch.elapsed().as_micros() as u64;
-                    let _ = latencies
-                        .send((change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
-                    change += 1;
+                    record_delivery(&latencies, epoch, &sent_at, &mut change);
                 }
             }
         }));
@@ -407,10 +414,7 @@ pub async fn ceiling(
             let _ = ready.send(()).await;
             let mut change = 0usize;
             while let Some(Ok(_)) = stream.next().await {
-                let now = epoch.elapsed().as_micros() as u64;
-                let _ =
-                    latencies.send((change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
-                change += 1;
+                record_delivery(&latencies, epoch, &sent_at, &mut change);
             }
         }));
     }

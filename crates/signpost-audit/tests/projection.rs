@@ -1522,6 +1522,35 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     assert_eq!(late_entries.len(), 2, "created and claimed");
 }
 
+/// Plays the read model's task by hand over `envelopes`, yielding only in the waits the
+/// feed asks for; returns the positions it waited at.
+async fn play_read_model(
+    feed: &mut AuditFeed,
+    envelopes: &[signpost_eventlog::EventEnvelope],
+) -> Vec<u64> {
+    use signpost_control::Follower;
+    let mut model = signpost_control::read_model::ReadModel::default();
+    let mut waited = Vec::new();
+    for envelope in envelopes {
+        let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+        feed.before(envelope, &event, &model, false);
+        model.apply(envelope, &event);
+        if let Some(wait) = feed.after(envelope, &event, &model, None) {
+            waited.push(envelope.position);
+            wait.await;
+        }
+    }
+    waited
+}
+
+/// A token revoked: a one-event commit.
+fn revoke(token: &str) -> (String, Vec<Event>) {
+    (
+        streams::api_token(token),
+        vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
+    )
+}
+
 #[tokio::test]
 async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itself() {
     // The read model's task is played by hand, yielding only in the waits the feed asks
@@ -1529,18 +1558,7 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     // room for one step, the feed makes the model wait up to the head at start, and lets
     // go at the first later step that does not fit.
     async fn play(feed: &mut AuditFeed, envelopes: &[signpost_eventlog::EventEnvelope]) -> usize {
-        use signpost_control::Follower;
-        let mut model = signpost_control::read_model::ReadModel::default();
-        let mut waits = 0;
-        for envelope in envelopes {
-            let event = signpost_domain::decode_event(&envelope.payload).unwrap();
-            feed.before(envelope, &event, &model, false);
-            model.apply(envelope, &event);
-            if let Some(wait) = feed.after(envelope, &event, &model, None) {
-                waits += 1;
-                wait.await;
-            }
-        }
+        let waits = play_read_model(feed, envelopes).await.len();
         assert!(format!("{feed:?}").contains("attached: false"));
         waits
     }
@@ -1574,12 +1592,6 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     let (late, mut late_feed) = AuditProjection::start_fed(store.clone(), late_dir.path(), options)
         .await
         .unwrap();
-    let revoke = |token: &str| {
-        (
-            streams::api_token(token),
-            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
-        )
-    };
     append(&store, system(), vec![revoke("token-later")]).await;
     let more = append(&store, system(), vec![revoke("token-last")]).await;
     let envelopes = store.read_range(1, 10_000).await.unwrap();
@@ -1604,7 +1616,6 @@ async fn after_its_catch_up_the_feed_has_room_for_the_first_commands() {
     // waits the feed asks for: at the end of the catch-up it waits until two steps are
     // free, so the next two events (commands right after the server starts) fit even
     // though nothing yields between them.
-    use signpost_control::Follower;
     let store = Arc::new(MemoryEventStore::new());
     story(&store).await;
     let head = epilogue(&store).await;
@@ -1614,24 +1625,14 @@ async fn after_its_catch_up_the_feed_has_room_for_the_first_commands() {
     let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
         .await
         .unwrap();
-    let revoke = |token: &str| {
-        (
-            streams::api_token(token),
-            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
-        )
-    };
     append(&store, system(), vec![revoke("token-first")]).await;
     let last = append(&store, system(), vec![revoke("token-second")]).await;
-    let mut model = signpost_control::read_model::ReadModel::default();
-    for envelope in store.read_range(1, 10_000).await.unwrap() {
-        let event = signpost_domain::decode_event(&envelope.payload).unwrap();
-        feed.before(&envelope, &event, &model, false);
-        model.apply(&envelope, &event);
-        if let Some(wait) = feed.after(&envelope, &event, &model, None) {
-            assert!(envelope.position <= head, "no wait past the catch-up");
-            wait.await;
-        }
-    }
+    let envelopes = store.read_range(1, 10_000).await.unwrap();
+    let waited = play_read_model(&mut feed, &envelopes).await;
+    assert!(
+        waited.iter().all(|position| *position <= head),
+        "no wait past the catch-up: {waited:?}"
+    );
     assert!(format!("{feed:?}").contains("attached: true"), "{feed:?}");
     audit.wait_for(last).await.unwrap();
     assert!(audit.stats().fed);

@@ -22,6 +22,9 @@ fn main() {
     .expect("write descriptor set");
     tonic_prost_build::configure()
         .extern_path(".signpost.log.v1", "::signpost_schema::log::v1")
+        // Routes are kept and compared encoded (`signpost_routing::EncodedRoute`): a
+        // map in key order makes equal routes encode to equal bytes.
+        .btree_map(".signpost.routing.v1.Route.group_roles")
         .compile_fds(descriptors)
         .expect("generate api");
 }

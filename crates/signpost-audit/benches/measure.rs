@@ -10,7 +10,7 @@
 //! restart on the caught-up database, then live tailing (one commit at a time, each waited
 //! for; and 64 concurrent appenders): process CPU time per event, minus the same appends
 //! into a log nobody follows. CPU times come from `/proc/self/stat` (10 ms ticks), RSS
-//! from `/proc/self/status` (the system allocator here; the server uses mimalloc).
+//! from `/proc/self/status` (the system allocator here; the server uses jemalloc).
 //!
 //! The `describe` phase runs last: `describe` (one event → one audit entry) timed alone
 //! over two mixes, folded in order so each event sees a realistic state before it: a story

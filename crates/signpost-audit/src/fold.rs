@@ -23,7 +23,7 @@ use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::routes::{organization_routes, OrganizationRoutes};
-use signpost_routing::RouteChange;
+use signpost_routing::{EncodedRoute, RouteChange};
 
 use crate::describe::{describe, Described};
 use crate::keys::{DomainChange, Index};
@@ -234,7 +234,7 @@ pub(crate) fn after(
             rows.changes.push(DomainChange {
                 domain: domain.clone(),
                 organization_id: organization_id.clone(),
-                route: route.as_ref().map(|r| (**r).clone()),
+                route: route.as_ref().map(stored_route),
             });
         }
         return rows;
@@ -278,10 +278,15 @@ pub(crate) fn after(
             } else {
                 String::new()
             },
-            route: route.map(|r| (**r).clone()),
+            route: route.map(stored_route),
         });
     }
     rows
+}
+
+/// A route as a [`DomainChange`] stores it: the routing table's bytes, copied.
+fn stored_route(route: &EncodedRoute) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(route.as_bytes())
 }
 
 /// The audit task's own fold, when no feed describes the events (a projection started

@@ -49,7 +49,6 @@
 use prost::bytes::Buf;
 use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
-use signpost_api::routing::v1 as wire;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
 /// nine-tree format 1, detected by its trees) is cleared and rebuilt from the log.
@@ -185,9 +184,11 @@ pub(crate) struct DomainChange {
     /// The organization claiming the domain from then on (empty: nobody).
     #[prost(string, tag = "2")]
     pub organization_id: String,
-    /// The route from then on; `None` routes to password.
-    #[prost(message, optional, tag = "3")]
-    pub route: Option<wire::Route>,
+    /// The route from then on, an encoded `signpost.routing.v1.Route` (the routing
+    /// table's own bytes, written as they are: on the wire the same as the message
+    /// field it was before); `None` routes to password.
+    #[prost(bytes = "bytes", optional, tag = "3")]
+    pub route: Option<bytes::Bytes>,
 }
 
 /// The domains one event changed, stored after its entry.
@@ -707,6 +708,51 @@ mod tests {
             let mut expected = b"before".to_vec();
             expected.extend(stored(&entry.encode_to_vec(), &encoded_changes));
             assert_eq!(out, expected);
+        }
+    }
+
+    /// `DomainChange.route` holds the routing table's encoded route as bytes; stored, it
+    /// is the message field it was before (format 3 is unchanged, and either reads the
+    /// other).
+    #[test]
+    fn domain_change_routes_are_stored_as_the_message_field() {
+        use signpost_api::routing::v1 as wire;
+
+        #[derive(Clone, PartialEq, prost::Message)]
+        struct AsMessage {
+            #[prost(string, tag = "1")]
+            domain: String,
+            #[prost(string, tag = "2")]
+            organization_id: String,
+            #[prost(message, optional, tag = "3")]
+            route: Option<wire::Route>,
+        }
+        let full = wire::Route {
+            domain: "acme.example".into(),
+            organization_id: "org-1".into(),
+            connection_id: "conn-1".into(),
+            group_roles: [("Partners".to_owned(), "admin".to_owned())].into(),
+            require_group: true,
+            ..Default::default()
+        };
+        for route in [None, Some(wire::Route::default()), Some(full)] {
+            let as_message = AsMessage {
+                domain: "acme.example".into(),
+                organization_id: "org-1".into(),
+                route: route.clone(),
+            };
+            let as_bytes = DomainChange {
+                domain: "acme.example".into(),
+                organization_id: "org-1".into(),
+                route: route
+                    .as_ref()
+                    .map(|r| bytes::Bytes::from(r.encode_to_vec())),
+            };
+            assert_eq!(as_bytes.encode_to_vec(), as_message.encode_to_vec());
+            let read = AsMessage::decode(as_bytes.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(read, as_message);
+            let read = DomainChange::decode(as_message.encode_to_vec().as_slice()).unwrap();
+            assert_eq!(read, as_bytes);
         }
     }
 

@@ -11,6 +11,7 @@
 //! exactly what the control plane would have shown then.
 
 use chrono::{DateTime, Utc};
+use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
 use signpost_control::views::{ConnectionView, ServiceProvider};
@@ -200,9 +201,14 @@ impl AuditProjection {
             .ok_or_else(|| {
                 AuditError::Corrupt(format!("no change of {domain} at position {at}"))
             })?;
+        let route = change
+            .route
+            .map(wire::Route::decode)
+            .transpose()
+            .map_err(|e| AuditError::Corrupt(format!("route of {domain} at position {at}: {e}")))?;
         Ok(Some(DomainRecord {
             organization_id: change.organization_id,
-            route: change.route,
+            route,
             cause_position: at,
         }))
     }

@@ -1313,7 +1313,9 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
                 } else {
                     String::new()
                 };
-                let route = routes.get(domain).map(|r| routing::Route::clone(r));
+                let route = routes
+                    .get(domain)
+                    .map(signpost_routing::EncodedRoute::decode);
                 if domains
                     .get(domain)
                     .is_none_or(|(o, r, _)| (o, r) != (&owner, &route))

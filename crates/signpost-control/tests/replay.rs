@@ -500,7 +500,9 @@ async fn run(steps: Vec<Step>) {
                 expected_domains.insert(domain.to_owned());
                 let route = live_table
                     .get(domain)
-                    .expect("a verified domain of an active organization routes");
+                    .expect("a verified domain of an active organization routes")
+                    .decode();
+                assert_eq!(route.domain, domain);
                 assert_eq!(&route.connection_id, active);
                 assert_eq!(route.organization_id, org.state.id);
             }

@@ -22,17 +22,16 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::StreamExt;
-use signpost_api::routing::v1 as wire;
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
 use tokio::sync::watch;
 
-use crate::routes::{organization_routes, OrganizationRoutes};
+use crate::routes::{organization_routes, EncodedRoute, OrganizationRoutes};
 
 /// The whole routing table: domain → route.
-pub type RouteTable = imbl::HashMap<String, Arc<wire::Route>>;
+pub type RouteTable = imbl::HashMap<String, EncodedRoute>;
 
 /// Every route change of one commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,7 +39,7 @@ pub struct Delta {
     /// The revision (log position) the change brings a watcher to.
     pub revision: u64,
     /// Routes added or replaced.
-    pub upserts: Vec<Arc<wire::Route>>,
+    pub upserts: Vec<EncodedRoute>,
     /// Domains that now route to password.
     pub deletes: Vec<String>,
     /// The delta as the routing stream sends it (see [`Delta::encoded_message`]).
@@ -49,7 +48,7 @@ pub struct Delta {
 
 impl Delta {
     /// The changes `upserts` and `deletes` of the commit at `revision`.
-    pub fn new(revision: u64, upserts: Vec<Arc<wire::Route>>, deletes: Vec<String>) -> Self {
+    pub fn new(revision: u64, upserts: Vec<EncodedRoute>, deletes: Vec<String>) -> Self {
         Self {
             revision,
             upserts,
@@ -217,7 +216,7 @@ impl RouteSource for OwnAggregates {
 }
 
 /// One domain's route changed by an event: the new route, `None` when it was removed.
-pub type RouteChange = (String, Option<Arc<wire::Route>>);
+pub type RouteChange = (String, Option<EncodedRoute>);
 
 /// The fold's private state: the routes of every organization, and the
 /// changes of the commit (and of the event) being applied.
@@ -225,7 +224,7 @@ struct Fold {
     public_base_url: String,
     routes: HashMap<String, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
-    pending: BTreeMap<String, Option<Arc<wire::Route>>>,
+    pending: BTreeMap<String, Option<EncodedRoute>>,
     /// Changes of the event applied last.
     event_changes: Vec<RouteChange>,
 }
@@ -474,7 +473,7 @@ impl RoutingProjection {
     }
 
     /// The route for a normalized domain, with the revision of the answer.
-    pub fn lookup(&self, domain: &str) -> (u64, Option<Arc<wire::Route>>) {
+    pub fn lookup(&self, domain: &str) -> (u64, Option<EncodedRoute>) {
         let live = self.shared.live.read().expect("routing lock");
         (live.revision, live.table.get(domain).cloned())
     }
@@ -519,7 +518,7 @@ impl RoutingProjection {
 impl Shared {
     /// Publishes the end of the start-up catch-up: the table at `revision`, with no
     /// history below it.
-    fn publish_catch_up(&self, revision: u64, changes: BTreeMap<String, Option<Arc<wire::Route>>>) {
+    fn publish_catch_up(&self, revision: u64, changes: BTreeMap<String, Option<EncodedRoute>>) {
         let mut live = self.live.write().expect("routing lock");
         for (domain, route) in changes {
             match route {
@@ -537,7 +536,7 @@ impl Shared {
     }
 
     /// Publishes the end of a commit: table, history and revision move together.
-    fn publish(&self, revision: u64, changes: BTreeMap<String, Option<Arc<wire::Route>>>) {
+    fn publish(&self, revision: u64, changes: BTreeMap<String, Option<EncodedRoute>>) {
         let mut live = self.live.write().expect("routing lock");
         live.revision = revision;
         if changes.is_empty() {

@@ -112,7 +112,7 @@ fn route(index: usize, rng: &mut StdRng) -> wire::Route {
         return suite_route(index, rng);
     }
     let connection_id = uuid(rng);
-    let mut group_roles = std::collections::HashMap::new();
+    let mut group_roles = std::collections::BTreeMap::new();
     group_roles.insert("Signpost Administrators".to_owned(), "admin".to_owned());
     group_roles.insert(format!("Engineering-{}", index % 97), "member".to_owned());
     let mut route = wire::Route {

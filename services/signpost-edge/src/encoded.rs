@@ -483,7 +483,7 @@ mod tests {
             saml in proptest::option::of((text(), text(), 0i32..3, proptest::collection::vec((text(), any::<i64>()), 0..3), text(), text())),
             oidc in proptest::option::of((text(), text(), text(), proptest::collection::vec(text(), 0..4), text())),
             claim_mapping in proptest::option::of((text(), text(), text(), text())),
-            group_roles in proptest::collection::hash_map(text(), text(), 0..3),
+            group_roles in proptest::collection::btree_map(text(), text(), 0..3),
             require_group in any::<bool>(),
         ) -> wire::Route {
             wire::Route {

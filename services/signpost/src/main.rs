@@ -1,13 +1,18 @@
 //! `signpost`: the control plane (`signpost serve`) and its admin CLI.
 
-/// mimalloc instead of glibc malloc: the server allocates many small, short-lived
-/// objects from many threads, where glibc spent ~15% of the CPU (profiled under write
-/// load) and fragmented its arenas (resident memory far above live data). Built with
-/// `no_thp`: with transparent huge pages mimalloc's fresh memory arrived as 2 MiB pages
-/// zeroed on first touch, which was a quarter of the CPU of a start on 500,000 events and
-/// inflated the resident set (see bench/FINDINGS.md).
+/// jemalloc with its background purging thread. The server allocates many small,
+/// short-lived objects from many threads: glibc malloc spent ~15% of the CPU there
+/// (profiled under write load) and fragmented its arenas. mimalloc, used before, left
+/// about 150 MiB more resident after a first start on 100,000 organizations than after
+/// a restart on the same data: its delayed purging did not return what the start-up
+/// fold freed (`MIMALLOC_PURGE_DELAY=0` returned most of it, but mimalloc reads that
+/// before `main`). jemalloc's background thread returns freed pages once they have
+/// decayed, whichever thread freed them. Side by side (bench/FINDINGS.md, round 5):
+/// RSS after a first start 603-624 → 514-523 MiB, after a restart 455-458 → 425-429
+/// MiB, write and lookup throughput not lower. jemalloc asks for no transparent huge
+/// pages (mimalloc was built with `no_thp` for the zeroing cost of 2 MiB pages).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 fn main() -> std::process::ExitCode {
     signpost::entry::main_entry()

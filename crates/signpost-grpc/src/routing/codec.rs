@@ -3,9 +3,9 @@
 //! A published delta is the same message for every stream (same revision, same
 //! store epoch, same routes), so it is encoded once ([`encode_delta`], cached in
 //! the [`Delta`]) and each stream only copies those bytes into its frame
-//! ([`WatchFrame::Delta`]). Snapshot chunks are encoded straight from the
-//! table's shared routes ([`WatchFrame::SnapshotChunk`]), without copying each
-//! route into a message first. Everything else is an ordinary message.
+//! ([`WatchFrame::Delta`]). Snapshot chunks copy the table's routes, which are
+//! kept encoded ([`EncodedRoute`]), into their frame ([`WatchFrame::SnapshotChunk`]).
+//! Everything else is an ordinary message.
 //!
 //! The bytes are exactly those prost writes for the equivalent
 //! `WatchRoutesResponse` (same field order, defaults left out), so a client
@@ -17,7 +17,7 @@ use bytes::BufMut;
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
-use signpost_routing::Delta;
+use signpost_routing::{Delta, EncodedRoute};
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
@@ -53,7 +53,7 @@ pub enum WatchFrame {
         /// The store epoch.
         store_epoch: Arc<str>,
         /// The chunk's routes.
-        routes: Vec<Arc<wire::Route>>,
+        routes: Vec<EncodedRoute>,
     },
     /// Any other message, encoded for this stream.
     Message(wire::WatchRoutesResponse),
@@ -102,8 +102,8 @@ impl WatchFrame {
     /// (the generated `RoutingService` server; tests).
     pub fn into_message(self) -> wire::WatchRoutesResponse {
         use wire::watch_routes_response::Kind;
-        let copy = |routes: &[Arc<wire::Route>]| -> Vec<wire::Route> {
-            routes.iter().map(|r| wire::Route::clone(r)).collect()
+        let copy = |routes: &[EncodedRoute]| -> Vec<wire::Route> {
+            routes.iter().map(EncodedRoute::decode).collect()
         };
         match self {
             Self::Delta { delta, store_epoch } => wire::WatchRoutesResponse {
@@ -159,10 +159,10 @@ fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
 
 /// Length of the `SnapshotChunk` or `RouteDelta` (both: routes at field 1,
 /// deletions at field 2).
-fn route_list_len(routes: &[Arc<wire::Route>], deletes: &[String]) -> usize {
+fn route_list_len(routes: &[EncodedRoute], deletes: &[String]) -> usize {
     routes
         .iter()
-        .map(|route| prost::encoding::message::encoded_len(ROUTES, route.as_ref()))
+        .map(|route| route.field_len(ROUTES))
         .sum::<usize>()
         + prost::encoding::string::encoded_len_repeated(DELETES, deletes)
 }
@@ -173,7 +173,7 @@ fn route_list_response_len(
     revision: u64,
     store_epoch: &str,
     kind_field: u32,
-    routes: &[Arc<wire::Route>],
+    routes: &[EncodedRoute],
     deletes: &[String],
 ) -> usize {
     let revision_len = match revision {
@@ -200,7 +200,7 @@ fn encode_route_list_response(
     revision: u64,
     store_epoch: &str,
     kind_field: u32,
-    routes: &[Arc<wire::Route>],
+    routes: &[EncodedRoute],
     deletes: &[String],
     buf: &mut impl BufMut,
 ) {
@@ -215,7 +215,7 @@ fn encode_route_list_response(
     encode_key(kind_field, WireType::LengthDelimited, buf);
     encode_varint(route_list_len(routes, deletes) as u64, buf);
     for route in routes {
-        prost::encoding::message::encode(ROUTES, route.as_ref(), buf);
+        route.encode_field(ROUTES, buf);
     }
     prost::encoding::string::encode_repeated(DELETES, deletes, buf);
 }
@@ -260,8 +260,8 @@ mod tests {
     use super::*;
     use wire::watch_routes_response::Kind;
 
-    fn route(domain: &str, connection_id: &str) -> Arc<wire::Route> {
-        Arc::new(wire::Route {
+    fn route(domain: &str, connection_id: &str) -> EncodedRoute {
+        EncodedRoute::encode(&wire::Route {
             domain: domain.to_owned(),
             connection_id: connection_id.to_owned(),
             ..Default::default()
@@ -270,8 +270,8 @@ mod tests {
 
     /// A route with every kind of field set: strings, enums, nested and
     /// repeated messages, a map.
-    fn full_route(domain: &str) -> Arc<wire::Route> {
-        Arc::new(wire::Route {
+    fn full_route(domain: &str) -> EncodedRoute {
+        EncodedRoute::encode(&wire::Route {
             domain: domain.to_owned(),
             organization_id: format!("organization-of-{domain}"),
             organization_external_id: "ext-1".to_owned(),
@@ -313,11 +313,7 @@ mod tests {
             revision: delta.revision,
             store_epoch: epoch.to_owned(),
             kind: Some(Kind::Delta(wire::RouteDelta {
-                upserts: delta
-                    .upserts
-                    .iter()
-                    .map(|r| wire::Route::clone(r))
-                    .collect(),
+                upserts: delta.upserts.iter().map(EncodedRoute::decode).collect(),
                 deletes: delta.deletes.clone(),
             })),
         }
@@ -404,7 +400,7 @@ mod tests {
                 revision,
                 store_epoch: epoch.to_owned(),
                 kind: Some(Kind::Snapshot(wire::SnapshotChunk {
-                    routes: routes.iter().map(|r| wire::Route::clone(r)).collect(),
+                    routes: routes.iter().map(EncodedRoute::decode).collect(),
                 })),
             };
             let frame = WatchFrame::SnapshotChunk {
@@ -481,7 +477,7 @@ mod tests {
                 revision: 12,
                 store_epoch: epoch.to_owned(),
                 kind: Some(Kind::Snapshot(wire::SnapshotChunk {
-                    routes: snapshot.iter().map(|r| wire::Route::clone(r)).collect(),
+                    routes: snapshot.iter().map(EncodedRoute::decode).collect(),
                 })),
             }),
         ];

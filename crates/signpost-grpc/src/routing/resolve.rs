@@ -1,13 +1,13 @@
 //! `Resolve` answered from the table's shared route: the generated server wants an owned
 //! `ResolveResponse`, which meant a deep copy of the route (a dozen strings and a map)
 //! for every lookup, about a third of the handler's CPU under load. [`ResolveReply`]
-//! holds the route as the table shares it, and [`ResolveCodec`] writes exactly the bytes
-//! prost writes for the equivalent `ResolveResponse` (the tests hold them side by side).
-
-use std::sync::Arc;
+//! holds the route as the table keeps it, already encoded ([`EncodedRoute`]), and
+//! [`ResolveCodec`] copies those bytes into exactly what prost writes for the equivalent
+//! `ResolveResponse` (the tests hold them side by side).
 
 use bytes::BufMut;
 use signpost_api::routing::v1 as wire;
+use signpost_routing::EncodedRoute;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
@@ -27,7 +27,7 @@ pub struct ResolveReply {
     /// The revision the answer was given at.
     pub revision: u64,
     /// The route (`None`: password sign-in).
-    pub route: Option<Arc<wire::Route>>,
+    pub route: Option<EncodedRoute>,
     /// The normalized domain looked up.
     pub domain: String,
 }
@@ -36,7 +36,7 @@ impl ResolveReply {
     /// The same answer as a generated message (a copy of the route).
     pub fn into_message(self) -> wire::ResolveResponse {
         let answer = match self.route {
-            Some(route) => wire::resolve_response::Answer::Route(wire::Route::clone(&route)),
+            Some(route) => wire::resolve_response::Answer::Route(route.decode()),
             None => wire::resolve_response::Answer::Password(wire::Password {}),
         };
         wire::ResolveResponse {
@@ -53,7 +53,7 @@ impl ResolveReply {
             prost::encoding::uint64::encoded_len(REVISION, &self.revision)
         };
         let answer = match &self.route {
-            Some(route) => prost::encoding::message::encoded_len(ROUTE, route.as_ref()),
+            Some(route) => route.field_len(ROUTE),
             None => prost::encoding::message::encoded_len(PASSWORD, &wire::Password {}),
         };
         let domain = if self.domain.is_empty() {
@@ -69,7 +69,7 @@ impl ResolveReply {
             prost::encoding::uint64::encode(REVISION, &self.revision, buf);
         }
         match &self.route {
-            Some(route) => prost::encoding::message::encode(ROUTE, route.as_ref(), buf),
+            Some(route) => route.encode_field(ROUTE, buf),
             None => prost::encoding::message::encode(PASSWORD, &wire::Password {}, buf),
         }
         if !self.domain.is_empty() {
@@ -127,7 +127,7 @@ mod tests {
 
     #[test]
     fn replies_are_byte_for_byte_what_prost_writes() {
-        let route = Arc::new(wire::Route {
+        let route = EncodedRoute::encode(&wire::Route {
             domain: "acme-law.com".into(),
             organization_id: "org-1".into(),
             organization_external_id: "ext-1".into(),
@@ -166,7 +166,7 @@ mod tests {
             },
             ResolveReply {
                 revision: 0,
-                route: Some(Arc::new(wire::Route::default())),
+                route: Some(EncodedRoute::encode(&wire::Route::default())),
                 domain: "x.example".into(),
             },
         ] {

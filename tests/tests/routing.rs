@@ -166,6 +166,10 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
     let (fresh_table, fresh_revision) = read_snapshot(&mut fresh).await;
     assert_eq!(fresh_revision, head);
     assert_eq!(table, fresh_table);
+    // The snapshot's one chunk is larger than a watch stream's first encode buffer, which
+    // grows to fit it.
+    let chunk_bytes: usize = fresh_table.values().map(prost::Message::encoded_len).sum();
+    assert!(chunk_bytes > signpost_grpc::routing::WATCH_BUFFER_BYTES);
     assert_eq!(
         table["one.com"]
             .group_roles

@@ -56,12 +56,6 @@ impl EncodedRoute {
     }
 }
 
-impl From<&wire::Route> for EncodedRoute {
-    fn from(route: &wire::Route) -> Self {
-        Self::encode(route)
-    }
-}
-
 impl std::fmt::Debug for EncodedRoute {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.decode().fmt(f)

@@ -9,12 +9,11 @@
 //!   bounded history of them for resuming watchers, and hands out O(1)
 //!   snapshots of the table.
 //!
-//! Routes are kept encoded ([`EncodedRoute`]: the wire type
-//! `signpost.routing.v1.Route` as prost writes it): the table exists to be sent to
-//! login edges, so it is kept in the form it is sent in. A lookup, a snapshot and a
-//! delta copy those bytes; nothing re-encodes a route per reader, and 100,000
-//! routes take about 43 MB instead of about 90 MB as messages (heap profiles in
-//! bench/FINDINGS.md, round 5). The gRPC service
+//! Routes are kept encoded ([`EncodedRoute`]: the wire type `signpost.routing.v1.Route`
+//! as prost writes it): the table exists to be sent to login edges, so it is kept in
+//! the form it is sent in. A lookup, a snapshot and a delta copy those bytes; nothing
+//! re-encodes a route per reader, and 100,000 routes take about 43 MB instead of about
+//! 90 MB as messages (heap profiles in bench/FINDINGS.md, round 5). The gRPC service
 //! over it lives in `signpost-grpc`.
 #![forbid(unsafe_code)]
 

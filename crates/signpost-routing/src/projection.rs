@@ -36,8 +36,7 @@ use crate::routes::{organization_routes, EncodedRoute, OrganizationRoutes};
 /// entries and mostly empty at this size (heaptrack put the trie at 28 MB for 100,000
 /// routes, against the routes' own 43 MB); the B-tree keeps its nodes at least half full
 /// (RSS after a restart with 100,000 routes 378 / 384 → 358 / 366 MiB, `Resolve` not
-/// slower: bench/FINDINGS.md, round 5).
-/// Snapshots come out in domain order.
+/// slower: bench/FINDINGS.md, round 5). Snapshots come out in domain order.
 pub type RouteTable = imbl::OrdMap<String, EncodedRoute>;
 
 /// Every route change of one commit.

@@ -115,6 +115,10 @@ enum Command {
         organizations: usize,
         #[arg(long, default_value_t = 0)]
         extra_events: usize,
+        /// Each organization in lifecycle order, group assignments to an active
+        /// connection (see `populate::Population::lifecycle`).
+        #[arg(long)]
+        lifecycle: bool,
     },
     /// Scenario 1: durable writes.
     Writes {
@@ -192,6 +196,15 @@ async fn populate_timed(
     organizations: usize,
     extra: usize,
 ) -> anyhow::Result<populate::Populated> {
+    populate_shaped(dir, organizations, extra, false).await
+}
+
+async fn populate_shaped(
+    dir: &Path,
+    organizations: usize,
+    extra: usize,
+    lifecycle: bool,
+) -> anyhow::Result<populate::Populated> {
     let started = std::time::Instant::now();
     status(&format!(
         "populating {organizations} organizations (+{extra} events each) in {}",
@@ -202,6 +215,7 @@ async fn populate_timed(
         populate::Population {
             organizations,
             extra_events_per_organization: extra,
+            lifecycle,
         },
     )
     .await?;
@@ -424,8 +438,9 @@ async fn main() -> anyhow::Result<()> {
             data_dir,
             organizations,
             extra_events,
+            lifecycle,
         } => {
-            populate_timed(&data_dir, organizations, extra_events).await?;
+            populate_shaped(&data_dir, organizations, extra_events, lifecycle).await?;
         }
         Command::Writes {
             common,

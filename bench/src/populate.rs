@@ -24,12 +24,24 @@ pub struct Population {
     pub organizations: usize,
     /// Extra events per organization (group assignments), to reach a log size.
     pub extra_events_per_organization: usize,
+    /// Write each organization in the order of its lifecycle: the organization and its
+    /// domain, the connection configured, activated, and only then the group assignments,
+    /// to an active connection (two commits). Without it one commit holds the connection's
+    /// events (its group assignments included) before the organization's, so the
+    /// assignments are folded before the organization exists: nothing routes yet, and
+    /// the audit's fold compares no routes for them. The scenarios use the default
+    /// (their figures compare with earlier rounds); this shows what a real log costs.
+    pub lifecycle: bool,
 }
 
 fn write(stream: String, events: Vec<Event>) -> StreamWrite {
+    write_expecting(stream, ExpectedVersion::NoStream, events)
+}
+
+fn write_expecting(stream: String, expected: ExpectedVersion, events: Vec<Event>) -> StreamWrite {
     StreamWrite {
         stream: StreamId::new(stream).expect("valid stream id"),
-        expected: ExpectedVersion::NoStream,
+        expected,
         events: events
             .iter()
             .map(|event| NewEvent {
@@ -93,11 +105,12 @@ pub struct Populated {
     pub ended: chrono::DateTime<chrono::Utc>,
 }
 
-fn organization_commit(
+fn organization_commits(
     index: usize,
     cert: &schema::Certificate,
     extra: usize,
-) -> (Commit, Organization) {
+    lifecycle: bool,
+) -> (Vec<Commit>, Organization) {
     let org = uuid::Uuid::now_v7().to_string();
     let connection = uuid::Uuid::now_v7().to_string();
     let loaded = Organization {
@@ -123,9 +136,9 @@ fn organization_commit(
             note: "bench".into(),
         }),
     ];
-    org_events.push(Event::ConnectionActivated(schema::ConnectionActivated {
+    let activated = Event::ConnectionActivated(schema::ConnectionActivated {
         connection_id: connection.clone(),
-    }));
+    });
     let mut connection_events = vec![Event::ConnectionConfigured(schema::ConnectionConfigured {
         connection_id: connection.clone(),
         organization_id: org.clone(),
@@ -150,21 +163,43 @@ fn organization_commit(
         }),
         provider_preset: "okta".into(),
     })];
-    for group in 0..extra {
-        connection_events.push(Event::GroupAssigned(schema::GroupAssigned {
+    let groups = (0..extra).map(|group| {
+        Event::GroupAssigned(schema::GroupAssigned {
             idp_group: format!("group-{}", group % 50),
             role: format!("role-{group}"),
-        }));
-    }
-    let commit = Commit {
-        writes: vec![
-            write(streams::connection(&connection), connection_events),
-            write(streams::organization(&org), org_events),
-        ],
+        })
+    });
+    let commit = |writes| Commit {
+        writes,
         meta: system_meta(),
         idempotency: None,
     };
-    (commit, loaded)
+    if !lifecycle {
+        connection_events.extend(groups);
+        org_events.push(activated);
+        let writes = vec![
+            write(streams::connection(&connection), connection_events),
+            write(streams::organization(&org), org_events),
+        ];
+        return (vec![commit(writes)], loaded);
+    }
+    let configured = vec![
+        write(streams::organization(&org), org_events),
+        write(streams::connection(&connection), connection_events),
+    ];
+    let mut active = vec![write_expecting(
+        streams::organization(&org),
+        ExpectedVersion::Any,
+        vec![activated],
+    )];
+    if extra > 0 {
+        active.push(write_expecting(
+            streams::connection(&connection),
+            ExpectedVersion::Any,
+            groups.collect(),
+        ));
+    }
+    (vec![commit(configured), commit(active)], loaded)
 }
 
 /// Loads `population` into a fresh log in `dir`; writes an admin token to
@@ -207,9 +242,15 @@ pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Popu
         tasks.push(tokio::spawn(async move {
             let mut loaded = Vec::with_capacity(range.len());
             for index in range {
-                let (commit, organization) =
-                    organization_commit(index, &cert, population.extra_events_per_organization);
-                store.append(commit).await?;
+                let (commits, organization) = organization_commits(
+                    index,
+                    &cert,
+                    population.extra_events_per_organization,
+                    population.lifecycle,
+                );
+                for commit in commits {
+                    store.append(commit).await?;
+                }
                 loaded.push(organization);
             }
             anyhow::Ok(loaded)

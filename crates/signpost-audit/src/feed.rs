@@ -107,6 +107,10 @@ fn wait(sender: mpsc::Sender<Step>, step: Option<Step>, room: usize) -> Follower
 }
 
 impl Follower for AuditFeed {
+    fn follows_after(&self) -> u64 {
+        self.from
+    }
+
     fn before(
         &mut self,
         envelope: &EventEnvelope,

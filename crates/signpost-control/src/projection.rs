@@ -58,6 +58,14 @@ pub trait Follower: Send + 'static {
         model: &ReadModel,
         route_changes: Option<&[RouteChange]>,
     ) -> Option<FollowerWait>;
+    /// The position up to which this follower has nothing to do (what it recorded
+    /// before): while the model catches up, the routing table puts off computing routes
+    /// only up to there, and from there on gives the follower each event's route changes
+    /// (so a follower that records them does not compute the routes itself, on both
+    /// sides of every event). Default: the follower follows every event.
+    fn follows_after(&self) -> u64 {
+        0
+    }
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -123,8 +131,11 @@ impl Projection {
         };
         let head = store.head().position;
         if let Some(routing) = routing.as_mut() {
-            // What the store holds now is caught up on before anyone can watch.
-            routing.catch_up_to(head);
+            // What the store holds now is caught up on before anyone can watch: the
+            // routes are computed once at the end, except over what the follower
+            // follows, which is given each event's route changes.
+            let follows_after = follower.as_ref().map_or(head, |f| f.follows_after());
+            routing.catch_up_to(head.min(follows_after));
         }
         let mut events = store.subscribe(1);
         tokio::spawn(async move {

@@ -9,6 +9,10 @@
 //!   later of the first routed `Resolve` and the first `ListAuditEvents` answer;
 //! - the second is an ordinary restart: spawn → "listening" and spawn → the
 //!   first successful `Resolve` are start-to-serving.
+//!
+//! [`rebuild`] times a first start alone: the suite runs it on the same events written in
+//! lifecycle order (`populate --lifecycle`), where every group assignment is made to an
+//! active connection and so changes a route, as in a real log.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -84,6 +88,27 @@ pub async fn audit_caught_up(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A first start alone (every projection built from the log), stopped once caught up.
+pub async fn rebuild(
+    binary: &Path,
+    data_dir: &Path,
+    token: &str,
+    events: u64,
+) -> anyhow::Result<serde_json::Value> {
+    let (first, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
+    let audit = audit_caught_up(&first, token).await?;
+    let rebuilt = audit.unwrap_or_default().max(serving);
+    let rss = first.rss_bytes();
+    first.stop().await;
+    Ok(serde_json::json!({
+        "events": events,
+        "rebuild_seconds": rebuilt.as_secs_f64(),
+        "rebuild_events_per_second": events as f64 / rebuilt.as_secs_f64(),
+        "rebuild_listening_seconds": listening.as_secs_f64(),
+        "rss_after_rebuild_bytes": rss,
+    }))
 }
 
 /// Both starts; returns the second (still running) and the figures.

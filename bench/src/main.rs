@@ -428,6 +428,23 @@ async fn history_run(
     let result = audit::run(&channels, &populated, common.in_flight, common.duration()).await?;
     emit("audit", result);
     server.stop().await;
+
+    // Scenario 5 again, on the same events in lifecycle order.
+    let dir = common.fresh("history-lifecycle")?;
+    let lifecycle = populate_shaped(
+        &dir,
+        organizations,
+        per_organization.saturating_sub(5),
+        true,
+    )
+    .await?;
+    status(&format!(
+        "scenario 5: first start with {} events in lifecycle order",
+        lifecycle.events
+    ));
+    let result =
+        cold_start::rebuild(&common.signpost(), &dir, &lifecycle.token, lifecycle.events).await?;
+    emit("cold_start_lifecycle", result);
     Ok(())
 }
 

@@ -47,7 +47,8 @@ pub trait Follower: Send + 'static {
         route_changes_follow: bool,
     );
     /// `event` at `envelope`, with the model after it and the routes it changed (`None`
-    /// when no routing table is driven, or while it catches up). A returned wait is
+    /// when no routing table is driven, or while it puts routes off at start: up to
+    /// [`Follower::follows_after`]). A returned wait is
     /// awaited, with no lock held, before the task takes the next event: it holds back
     /// the model (and every command waiting for its position), so a follower should
     /// only ask for it while the model catches up at start, when nobody is served yet.

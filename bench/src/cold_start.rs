@@ -107,6 +107,8 @@ pub async fn rebuild(
         "rebuild_seconds": rebuilt.as_secs_f64(),
         "rebuild_events_per_second": events as f64 / rebuilt.as_secs_f64(),
         "rebuild_listening_seconds": listening.as_secs_f64(),
+        "rebuild_audit_caught_up_seconds": audit.map(|d| d.as_secs_f64()),
+        "rebuild_first_resolve_seconds": serving.as_secs_f64(),
         "rss_after_rebuild_bytes": rss,
     }))
 }
@@ -118,27 +120,18 @@ pub async fn run(
     token: &str,
     events: u64,
 ) -> anyhow::Result<(ControlPlaneProcess, serde_json::Value)> {
-    let (first, rebuild_listening, rebuild_serving) =
-        start_and_resolve(binary, data_dir, token).await?;
-    let audit_first = audit_caught_up(&first, token).await?;
-    let rebuilt = audit_first.unwrap_or_default().max(rebuild_serving);
-    let rss_first = first.rss_bytes();
-    first.stop().await;
+    let mut json = rebuild(binary, data_dir, token, events).await?;
     let (second, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
     let audit_second = audit_caught_up(&second, token).await?;
-    let json = serde_json::json!({
-        "events": events,
-        "rebuild_seconds": rebuilt.as_secs_f64(),
-        "rebuild_events_per_second": events as f64 / rebuilt.as_secs_f64(),
-        "rebuild_listening_seconds": rebuild_listening.as_secs_f64(),
-        "rebuild_audit_caught_up_seconds": audit_first.map(|d| d.as_secs_f64()),
+    let restart = serde_json::json!({
         "restart_audit_caught_up_seconds": audit_second.map(|d| d.as_secs_f64()),
-        "rebuild_first_resolve_seconds": rebuild_serving.as_secs_f64(),
         "restart_listening_seconds": listening.as_secs_f64(),
         "restart_first_resolve_seconds": serving.as_secs_f64(),
         "restart_events_per_second": events as f64 / listening.as_secs_f64(),
-        "rss_after_rebuild_bytes": rss_first,
         "rss_after_restart_bytes": second.rss_bytes(),
     });
+    if let (Some(all), serde_json::Value::Object(restart)) = (json.as_object_mut(), restart) {
+        all.extend(restart);
+    }
     Ok((second, json))
 }

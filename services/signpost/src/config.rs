@@ -15,6 +15,13 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
 pub const DEFAULT_DATA_DIR: &str = "./signpost-data";
 /// Default public base URL (what setup links and SP URLs start with).
 pub const DEFAULT_PUBLIC_BASE_URL: &str = "http://127.0.0.1:8080/";
+/// Default page cache of the audit database, in MiB. Small: with 64 MiB the server held
+/// about 29 MiB more after a first start on 100,000 organizations, and audit pages and
+/// exports were no faster (bench/FINDINGS.md, round 6).
+pub const DEFAULT_AUDIT_CACHE_MIB: u64 = 8;
+/// The largest audit cache accepted (64 GiB), so that the size in bytes cannot overflow.
+const MAX_AUDIT_CACHE_MIB: u64 = 64 * 1024;
+const MIB: u64 = 1024 * 1024;
 
 /// `signpost serve` flags; each can also come from the environment or the file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -37,6 +44,11 @@ pub struct ServeArgs {
     /// How many route changes are kept for watchers that resume [default: 4096].
     #[arg(long, env = "SIGNPOST_ROUTING_HISTORY")]
     pub routing_history: Option<usize>,
+    /// Page cache of the audit database, in MiB [default: 8]. Audit queries read what is
+    /// not cached from disk (through the OS's page cache); more only helps heavy audit
+    /// query loads, and costs resident memory.
+    #[arg(long, env = "SIGNPOST_AUDIT_CACHE_MIB")]
+    pub audit_cache_mib: Option<u64>,
     /// Seconds between progress messages on idle routing streams [default: 5].
     #[arg(long, env = "SIGNPOST_ROUTING_PROGRESS_SECONDS")]
     pub routing_progress_seconds: Option<u64>,
@@ -69,6 +81,7 @@ struct FileConfig {
     public_base_url: Option<Url>,
     secret_key_file: Option<PathBuf>,
     routing_history: Option<usize>,
+    audit_cache_mib: Option<u64>,
     routing_progress_seconds: Option<u64>,
     checkpoint_interval_seconds: Option<u64>,
     checkpoint_key_file: Option<PathBuf>,
@@ -91,6 +104,8 @@ pub struct ServerConfig {
     pub allow_loopback_http_idp_for_tests: bool,
     /// Route changes kept for resuming watchers.
     pub routing_history: usize,
+    /// The audit database's page cache, in bytes.
+    pub audit_cache_bytes: u64,
     /// Interval of progress messages on idle routing streams.
     pub routing_progress_interval: std::time::Duration,
     /// Interval between signed log checkpoints.
@@ -113,6 +128,7 @@ impl ServerConfig {
             secret_key_file: None,
             allow_loopback_http_idp_for_tests: false,
             routing_history: 4096,
+            audit_cache_bytes: DEFAULT_AUDIT_CACHE_MIB * MIB,
             routing_progress_interval: std::time::Duration::from_secs(5),
             checkpoint_interval: std::time::Duration::from_secs(3600),
             checkpoint_key_file: None,
@@ -156,6 +172,9 @@ impl ServerConfig {
         config.allow_loopback_http_idp_for_tests = args.test_only_allow_loopback_http_idp;
         if let Some(history) = args.routing_history.or(file.routing_history) {
             config.routing_history = history.max(1);
+        }
+        if let Some(mib) = args.audit_cache_mib.or(file.audit_cache_mib) {
+            config.audit_cache_bytes = mib.clamp(1, MAX_AUDIT_CACHE_MIB) * MIB;
         }
         if let Some(seconds) = args
             .routing_progress_seconds
@@ -213,6 +232,22 @@ mod tests {
         );
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!config.allow_loopback_http_idp_for_tests);
+        assert_eq!(config.audit_cache_bytes, 8 * 1024 * 1024);
+    }
+
+    #[test]
+    fn the_audit_cache_is_given_in_mib_and_bounded() {
+        let resolve = |mib| {
+            ServerConfig::resolve(&ServeArgs {
+                audit_cache_mib: Some(mib),
+                ..Default::default()
+            })
+            .unwrap()
+            .audit_cache_bytes
+        };
+        assert_eq!(resolve(64), 64 * 1024 * 1024);
+        assert_eq!(resolve(0), 1024 * 1024);
+        assert_eq!(resolve(u64::MAX), 64 * 1024 * 1024 * 1024);
     }
 
     #[test]
@@ -220,6 +255,7 @@ mod tests {
         let example = include_str!("../../../deploy/signpost.toml");
         let parsed: FileConfig = toml::from_str(example).unwrap();
         assert_eq!(parsed.routing_history, Some(4096));
+        assert_eq!(parsed.audit_cache_mib, Some(8));
         assert!(parsed.public_base_url.is_some());
     }
 

@@ -143,7 +143,7 @@ pub(crate) fn describe(envelope: &EventEnvelope, event: &Event, before: &ReadMod
             Event::ConnectionConfigured(e) => e.organization_id.clone(),
             // `connection_organization`, without looking the connection up twice.
             _ => previous
-                .map(|c| c.organization_id.as_str())
+                .map(|c| &*c.organization_id)
                 .or_else(|| before.connection_organization(id))
                 .unwrap_or_default()
                 .to_owned(),
@@ -159,8 +159,8 @@ pub(crate) fn describe(envelope: &EventEnvelope, event: &Event, before: &ReadMod
                 e.recipient_email.as_str(),
             ),
             (_, Some(link)) => (
-                link.organization_id.as_str(),
-                link.connection_id.as_str(),
+                &*link.organization_id,
+                &*link.connection_id,
                 link.recipient_email.as_str(),
             ),
             (_, None) => ("", "", ""),
@@ -1185,8 +1185,8 @@ mod tests {
                         e.recipient_email.clone(),
                     ),
                     (_, Some(link)) => (
-                        link.organization_id.clone(),
-                        link.connection_id.clone(),
+                        link.organization_id.to_string(),
+                        link.connection_id.to_string(),
                         link.recipient_email.clone(),
                     ),
                     (_, None) => Default::default(),

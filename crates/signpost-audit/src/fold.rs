@@ -133,7 +133,7 @@ fn organization_of(
     }
     let id = stream.strip_prefix("connection-")?;
     match (model.connections.get(id), event) {
-        (Some(connection), _) => Some(connection.state.organization_id.clone()),
+        (Some(connection), _) => Some(connection.state.organization_id.to_string()),
         (None, Some(Event::ConnectionConfigured(configured))) => {
             Some(configured.organization_id.clone())
         }

@@ -1287,7 +1287,7 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
                 model
                     .connections
                     .get(id)
-                    .map(|c| c.state.organization_id.clone())
+                    .map(|c| c.state.organization_id.to_string())
             }),
         };
         if let Some(organization) = organization_id

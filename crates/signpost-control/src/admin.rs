@@ -422,11 +422,11 @@ impl ControlPlane {
                         let connection = model
                             .connections
                             .get(connection_id)
-                            .filter(|c| c.state.organization_id == organization_id)
+                            .filter(|c| *c.state.organization_id == *organization_id)
                             .ok_or_else(|| {
                                 not_found("CONNECTION_NOT_FOUND", "connection_id", "configured connection in this organization")
                             })?;
-                        connection.state.id.clone()
+                        connection.state.id.to_string()
                     }
                     schema::SetupIntent::StageSwitch => {
                         if org.state.active_connection_id.is_none() {
@@ -459,12 +459,12 @@ impl ControlPlane {
                 }];
                 let mut superseded = Vec::new();
                 for older in model.setup_links.values().filter(|l| {
-                    l.state.organization_id == organization_id && l.state.intent == intent && l.state.is_open()
+                    *l.state.organization_id == *organization_id && l.state.intent == intent && l.state.is_open()
                 }) {
                     let events = older.state.handle(SetupLinkCommand::Revoke {
                         superseded_by: Some(link_id.clone()),
                     })?;
-                    superseded.push(older.state.id.clone());
+                    superseded.push(older.state.id.to_string());
                     writes.push(PlannedWrite {
                         stream: streams::setup_link(&older.state.id),
                         expected: ExpectedVersion::Exact(older.state.version),
@@ -557,7 +557,7 @@ impl ControlPlane {
             paginate(
                 after_cursor(&model.setup_links, &after)
                     .filter(|(_, l)| {
-                        organization_id.is_empty() || l.state.organization_id == organization_id
+                        organization_id.is_empty() || *l.state.organization_id == *organization_id
                     })
                     .map(|(id, l)| (&**id, l)),
                 size,
@@ -849,7 +849,11 @@ impl ControlPlane {
                     configured: connection.is_some_and(|c| c.is_configured()),
                     role: connection.map(|c| c.role).unwrap_or_default(),
                 };
-                let previously_active = org.active_connection_id.clone().unwrap_or_default();
+                let previously_active = org
+                    .active_connection_id
+                    .as_deref()
+                    .unwrap_or_default()
+                    .to_owned();
                 let expected = expected_version(meta, org.version)?;
                 let events = org.handle(command(facts))?;
                 let activates = events.iter().any(|e| {
@@ -868,7 +872,7 @@ impl ControlPlane {
                     for link in model
                         .setup_links
                         .values()
-                        .filter(|l| l.state.connection_id == connection_id && l.state.is_open())
+                        .filter(|l| *l.state.connection_id == *connection_id && l.state.is_open())
                     {
                         writes.push(PlannedWrite {
                             stream: streams::setup_link(&link.state.id),
@@ -1136,7 +1140,7 @@ impl ControlPlane {
                 .ok_or_else(refused)?;
             let role = Role::from_token_role(token.state.role).ok_or_else(refused)?;
             Ok(Principal::ApiToken {
-                token_id: token.state.id.clone(),
+                token_id: token.state.id.to_string(),
                 name: token.state.name.clone(),
                 role,
                 organization_scope: Some(token.state.organization_scope.clone())

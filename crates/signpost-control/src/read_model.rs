@@ -23,7 +23,7 @@ use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::organization::Organization;
 use signpost_domain::setup_link::SetupLink;
-use signpost_domain::{schema, Event, VecMap};
+use signpost_domain::{schema, Event, Id, VecMap};
 use signpost_eventlog::EventEnvelope;
 
 /// An aggregate's state with when its stream began.
@@ -143,6 +143,13 @@ fn ensure<T: Default>(map: &mut Aggregates<T>, id: &str, at: DateTime<Utc>) -> A
     key
 }
 
+/// The map's own copy of `id` when it holds that key, else `id` itself: how state shares
+/// the ids it names with the maps' keys.
+fn shared<T>(map: &Aggregates<T>, id: &Id) -> Id {
+    map.get_key_value(&**id)
+        .map_or_else(|| id.clone(), |(key, _)| key.clone())
+}
+
 /// Applies `event` to aggregate `id` (created `at` when new); returns its shared key.
 fn apply_to<T: Default>(
     map: &mut Aggregates<T>,
@@ -168,6 +175,39 @@ impl ReadModel {
         match kind {
             "organization-" => {
                 let key = apply_to(&mut self.organizations, id, at, |o| o.apply(event));
+                if matches!(
+                    event,
+                    Event::OrganizationCreated(_)
+                        | Event::ConnectionActivated(_)
+                        | Event::ProviderSwitched(_)
+                ) {
+                    if let Some(org) = self.organizations.get_mut(&*key) {
+                        let org = &mut org.state;
+                        org.id = key.clone();
+                        if let Some(active) = &mut org.active_connection_id {
+                            *active = shared(&self.connections, active);
+                        }
+                        for known in &mut org.previously_active {
+                            *known = shared(&self.connections, known);
+                        }
+                        // A connection and its link recorded before their organization
+                        // hold copies of its id.
+                        let active = org.active_connection_id.clone();
+                        if let Some(connection) = active.and_then(|a| self.connections.get_mut(&*a))
+                        {
+                            let connection = &mut connection.state;
+                            if *connection.organization_id == *key {
+                                connection.organization_id = key.clone();
+                            }
+                            if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id)
+                            {
+                                if *link.state.organization_id == *key {
+                                    link.state.organization_id = key.clone();
+                                }
+                            }
+                        }
+                    }
+                }
                 self.index_organization_event(key, envelope, event, at);
             }
             "connection-" => {
@@ -189,7 +229,7 @@ impl ReadModel {
                         self.certificates_at.remove(id);
                     }
                 }
-                apply_to(&mut self.connections, id, at, |c| {
+                let key = apply_to(&mut self.connections, id, at, |c| {
                     c.apply(event);
                     if let (Event::ConnectionConfigured(_), Some(ConnectionSettings::Saml(saml))) =
                         (event, &mut c.settings)
@@ -199,9 +239,32 @@ impl ReadModel {
                         }
                     }
                 });
+                if let (Event::ConnectionConfigured(_), Some(connection)) =
+                    (event, self.connections.get_mut(&*key))
+                {
+                    let connection = &mut connection.state;
+                    connection.id = key.clone();
+                    connection.organization_id =
+                        shared(&self.organizations, &connection.organization_id);
+                    connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
+                    // The link that created the connection named it first, with a copy.
+                    if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
+                        if *link.state.connection_id == *key {
+                            link.state.connection_id = key.clone();
+                        }
+                    }
+                }
             }
             "setup-link-" => {
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
+                if let (Event::SetupLinkIssued(_), Some(link)) =
+                    (event, self.setup_links.get_mut(&*key))
+                {
+                    let link = &mut link.state;
+                    link.id = key.clone();
+                    link.organization_id = shared(&self.organizations, &link.organization_id);
+                    link.connection_id = shared(&self.connections, &link.connection_id);
+                }
                 if let Event::SetupLinkIssued(issued) = event {
                     self.link_by_token.insert(issued.token_sha256.clone(), key);
                     if issued.intent() != schema::SetupIntent::UpdateConnection
@@ -214,6 +277,11 @@ impl ReadModel {
             }
             "api-token-" => {
                 let key = apply_to(&mut self.api_tokens, id, at, |t| t.apply(event));
+                if let (Event::ApiTokenIssued(_), Some(token)) =
+                    (event, self.api_tokens.get_mut(&*key))
+                {
+                    token.state.id = key.clone();
+                }
                 if let Event::ApiTokenIssued(issued) = event {
                     self.api_token_by_hash
                         .insert(issued.token_sha256.clone(), key);
@@ -335,7 +403,7 @@ impl ReadModel {
     pub fn connection_organization(&self, connection_id: &str) -> Option<&str> {
         self.connections
             .get(connection_id)
-            .map(|c| c.state.organization_id.as_str())
+            .map(|c| &*c.state.organization_id)
             .or_else(|| {
                 self.draft_connections
                     .get(connection_id)
@@ -419,5 +487,83 @@ mod tests {
         model.apply(&envelope, &event);
         assert_eq!(model.certificates_at("c1"), None);
         assert_eq!(model.certificates_at("c2"), None);
+    }
+
+    fn at(position: u64, stream: &str) -> EventEnvelope {
+        EventEnvelope {
+            position,
+            stream_id: stream.into(),
+            ..Default::default()
+        }
+    }
+
+    /// Applies an organization's events, its connection's first or last.
+    fn one_organization(connection_first: bool) -> ReadModel {
+        let created = Event::OrganizationCreated(schema::OrganizationCreated {
+            organization_id: "o1".into(),
+            display_name: "One".into(),
+            external_id: "x1".into(),
+        });
+        let issued = Event::SetupLinkIssued(schema::SetupLinkIssued {
+            setup_link_id: "l1".into(),
+            organization_id: "o1".into(),
+            connection_id: "c1".into(),
+            ..Default::default()
+        });
+        let configured = Event::ConnectionConfigured(schema::ConnectionConfigured {
+            connection_id: "c1".into(),
+            organization_id: "o1".into(),
+            setup_link_id: "l1".into(),
+            oidc: Some(schema::OidcSettings::default()),
+            ..Default::default()
+        });
+        let activated = Event::ConnectionActivated(schema::ConnectionActivated {
+            connection_id: "c1".into(),
+        });
+        let mut events = [
+            ("organization-o1", created),
+            ("setup-link-l1", issued),
+            ("connection-c1", configured),
+            ("organization-o1", activated),
+        ];
+        if connection_first {
+            events.rotate_left(1);
+            events.swap(2, 3);
+        }
+        let mut model = ReadModel::default();
+        for (position, (stream, event)) in events.iter().enumerate() {
+            model.apply(&at(position as u64 + 1, stream), event);
+        }
+        model
+    }
+
+    #[test]
+    fn ids_named_by_state_are_the_maps_own_keys() {
+        for connection_first in [false, true] {
+            let model = one_organization(connection_first);
+            fn key<T>(map: &Aggregates<T>, id: &str) -> Id {
+                map.get_key_value(id).unwrap().0.clone()
+            }
+            let (o1, c1, l1) = (
+                key(&model.organizations, "o1"),
+                key(&model.connections, "c1"),
+                key(&model.setup_links, "l1"),
+            );
+            let org = &model.organizations["o1"].state;
+            let connection = &model.connections["c1"].state;
+            let link = &model.setup_links["l1"].state;
+            let same = |a: &Id, b: &Id| Arc::ptr_eq(a, b);
+            assert!(same(&org.id, &o1), "connection first: {connection_first}");
+            assert!(same(org.active_connection_id.as_ref().unwrap(), &c1));
+            assert!(same(&org.previously_active[0], &c1));
+            assert!(same(&connection.id, &c1));
+            assert!(same(&connection.organization_id, &o1), "{connection_first}");
+            assert!(same(&connection.setup_link_id, &l1));
+            assert!(same(&link.id, &l1));
+            assert!(same(&link.organization_id, &o1), "{connection_first}");
+            assert!(same(&link.connection_id, &c1));
+            // Shared or not, the model is the same state.
+            assert_eq!(&*connection.organization_id, "o1");
+        }
     }
 }

@@ -184,8 +184,8 @@ impl ControlPlane {
                 .filter(|l| l.state.is_usable(now))
                 .ok_or_else(link_refused)?;
             Ok(Principal::SetupLink {
-                setup_link_id: link.state.id.clone(),
-                organization_id: link.state.organization_id.clone(),
+                setup_link_id: link.state.id.to_string(),
+                organization_id: link.state.organization_id.to_string(),
                 recipient_email: link.state.recipient_email.clone(),
             })
         })
@@ -207,7 +207,7 @@ impl ControlPlane {
                     .map(|l| l.state.clone())?;
                 let org = model
                     .organizations
-                    .get(link.organization_id.as_str())?
+                    .get(&*link.organization_id)?
                     .state
                     .display_name
                     .clone();
@@ -225,7 +225,7 @@ impl ControlPlane {
             organization_display_name: org_name,
             intent: link.intent,
             service_provider: self.service_provider(&link.connection_id),
-            connection_id: link.connection_id,
+            connection_id: link.connection_id.to_string(),
             presets: signpost_idp::provider_presets(),
             expires_at: link.expires_at,
             current,
@@ -255,7 +255,7 @@ impl ControlPlane {
                 model
                     .setup_links
                     .get(setup_link_id.as_str())
-                    .map(|l| l.state.connection_id.clone())
+                    .map(|l| l.state.connection_id.to_string())
             })
             .await?
             .ok_or_else(link_refused)?;
@@ -278,7 +278,7 @@ impl ControlPlane {
                 let submitted = link.handle(SetupLinkCommand::Submit { now })?;
                 if let ConnectionSettings::Saml(saml) = &settings {
                     if let Some(owner) = model.entity_id_owner(&saml.idp_entity_id) {
-                        if owner.state.organization_id != *organization_id {
+                        if *owner.state.organization_id != **organization_id {
                             return Err(DomainError::already_exists(
                                 "IDP_ENTITY_ID_TAKEN",
                                 "entity_id",

@@ -175,7 +175,7 @@ async fn run(steps: Vec<Step>) {
                     .value
                     .organization
                     .id;
-                orgs.push(org.clone());
+                orgs.push(org.to_string());
                 let journey = async {
                     plane.claim_domain(&admin, &meta, &org, &domain(d)).await?;
                     let note = Some(VerifyMethod::Manual {
@@ -189,9 +189,9 @@ async fn run(steps: Vec<Step>) {
                         .issue_setup_link(&admin, &meta, &link_request(&org, intent, ""))
                         .await?
                         .value;
-                    links.push(link.link.link.id.clone());
+                    links.push(link.link.link.id.to_string());
                     link_urls.push(link.url.clone());
-                    connections.push(link.link.link.connection_id.clone());
+                    connections.push(link.link.link.connection_id.to_string());
                     let holder =
                         plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
                     plane
@@ -212,10 +212,10 @@ async fn run(steps: Vec<Step>) {
                             .issue_setup_link(&admin, &meta, &link_request(&org, intent, ""))
                             .await?
                             .value;
-                        links.push(link.link.link.id.clone());
+                        links.push(link.link.link.id.to_string());
                         link_urls.push(link.url.clone());
                         let connection = link.link.link.connection_id.clone();
-                        connections.push(connection.clone());
+                        connections.push(connection.to_string());
                         let holder =
                             plane.authenticate_setup_link(link.url.rsplit_once('#').unwrap().1)?;
                         plane
@@ -240,7 +240,7 @@ async fn run(steps: Vec<Step>) {
                     &format!("ext-{n}-{}", orgs.len()),
                 )
                 .await
-                .map(|m| orgs.push(m.value.organization.id)),
+                .map(|m| orgs.push(m.value.organization.id.to_string())),
             Step::ClaimDomain(o, d) => match nth(&orgs, o) {
                 Some(org) => plane
                     .claim_domain(&admin, &meta, &org, &domain(d))
@@ -298,9 +298,9 @@ async fn run(steps: Vec<Step>) {
                         .issue_setup_link(&admin, &meta, &link_request(&org, intent, &target))
                         .await
                         .map(|m| {
-                            links.push(m.value.link.link.id.clone());
+                            links.push(m.value.link.link.id.to_string());
                             link_urls.push(m.value.url.clone());
-                            connections.push(m.value.link.link.connection_id.clone());
+                            connections.push(m.value.link.link.connection_id.to_string());
                         })
                 }
                 None => Ok(()),
@@ -376,7 +376,7 @@ async fn run(steps: Vec<Step>) {
                 plane
                     .mint_api_token(&admin, &meta, "token", role, "")
                     .await
-                    .map(|m| tokens.push(m.value.token.token.id))
+                    .map(|m| tokens.push(m.value.token.token.id.to_string()))
             }
             Step::RevokeToken(t) => match nth(&tokens, t) {
                 Some(token) => plane
@@ -503,8 +503,8 @@ async fn run(steps: Vec<Step>) {
                     .expect("a verified domain of an active organization routes")
                     .decode();
                 assert_eq!(route.domain, domain);
-                assert_eq!(&route.connection_id, active);
-                assert_eq!(route.organization_id, org.state.id);
+                assert_eq!(*route.connection_id, **active);
+                assert_eq!(*route.organization_id, *org.state.id);
             }
         }
     }
@@ -517,7 +517,7 @@ async fn run(steps: Vec<Step>) {
         if let Some(active) = &org.state.active_connection_id {
             let connection = live
                 .connections
-                .get(active.as_str())
+                .get(&**active)
                 .expect("the active connection exists");
             assert!(connection.state.is_configured());
             assert_eq!(connection.state.organization_id, org.state.id);

@@ -8,7 +8,7 @@ use crate::event::{schema, Event};
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiToken {
     /// Empty until issued.
-    pub id: String,
+    pub id: crate::Id,
     /// A name for humans ("login-edge eu-west").
     pub name: String,
     /// What it may do.
@@ -107,7 +107,7 @@ impl ApiToken {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::ApiTokenIssued(e) => {
-                self.id = e.token_id.clone();
+                self.id = e.token_id.as_str().into();
                 self.name = e.name.clone();
                 self.role = e.role();
                 self.token_sha256 = e.token_sha256.clone();

@@ -45,7 +45,12 @@ pub fn connection_status(
         Some(org) if org.active_connection_id.as_deref() == Some(connection_id) => {
             ConnectionStatus::Active
         }
-        Some(org) if org.previously_active.iter().any(|id| id == connection_id) => {
+        Some(org)
+            if org
+                .previously_active
+                .iter()
+                .any(|id| &**id == connection_id) =>
+        {
             ConnectionStatus::Inactive
         }
         _ if connection.role == schema::ConnectionRole::Standby => ConnectionStatus::Standby,
@@ -67,11 +72,11 @@ pub enum ConnectionSettings {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Connection {
     /// Empty until configured.
-    pub id: String,
+    pub id: crate::Id,
     /// Its organization.
-    pub organization_id: String,
+    pub organization_id: crate::Id,
     /// The link whose form last configured it.
-    pub setup_link_id: String,
+    pub setup_link_id: crate::Id,
     /// Primary or standby.
     pub role: schema::ConnectionRole,
     /// SAML or OIDC settings; `None` until configured.
@@ -138,7 +143,7 @@ impl Connection {
                 claim_mapping,
                 provider_preset,
             } => {
-                if self.is_configured() && self.organization_id != organization_id {
+                if self.is_configured() && *self.organization_id != *organization_id {
                     return Err(DomainError::precondition(
                         "CONNECTION_OF_ANOTHER_ORGANIZATION",
                         "the connection belongs to another organization",
@@ -236,9 +241,9 @@ impl Connection {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::ConnectionConfigured(e) => {
-                self.id = e.connection_id.clone();
-                self.organization_id = e.organization_id.clone();
-                self.setup_link_id = e.setup_link_id.clone();
+                self.id = e.connection_id.as_str().into();
+                self.organization_id = e.organization_id.as_str().into();
+                self.setup_link_id = e.setup_link_id.as_str().into();
                 self.role = e.role();
                 self.settings = match (&e.saml, &e.oidc) {
                     (Some(saml), _) => Some(ConnectionSettings::Saml(saml.clone())),

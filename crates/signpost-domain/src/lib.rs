@@ -32,3 +32,8 @@ pub mod vec_map;
 pub use error::{Decision, DomainError, ErrorKind};
 pub use event::{decode_event, encode_event, event_type, schema, streams, Event};
 pub use vec_map::VecMap;
+
+/// An aggregate id as state holds it: shared, so that the read model keeps one copy of
+/// each id for its maps' keys and every aggregate that names it (nine copies of three
+/// 36-byte UUIDs per organization with a connection and a setup link, before).
+pub type Id = std::sync::Arc<str>;

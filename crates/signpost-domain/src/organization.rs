@@ -54,7 +54,7 @@ pub struct ConnectionFacts {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Organization {
     /// Empty until created.
-    pub id: String,
+    pub id: crate::Id,
     /// The firm's name.
     pub display_name: String,
     /// The platform's own id for the firm.
@@ -64,9 +64,9 @@ pub struct Organization {
     /// The SSO policy.
     pub sso_policy: schema::SsoPolicy,
     /// The active connection, if any.
-    pub active_connection_id: Option<String>,
+    pub active_connection_id: Option<crate::Id>,
     /// Connections that were active once (the ones a switch can go back to).
-    pub previously_active: Vec<String>,
+    pub previously_active: Vec<crate::Id>,
     /// Stream version (number of events applied).
     pub version: u64,
 }
@@ -239,7 +239,7 @@ impl Organization {
             C::Activate { connection } => {
                 self.check_can_route_to(&connection)?;
                 match &self.active_connection_id {
-                    Some(active) if *active == connection.connection_id => Ok(vec![]),
+                    Some(active) if **active == *connection.connection_id => Ok(vec![]),
                     Some(active) => Err(DomainError::precondition(
                         "ORGANIZATION_HAS_ACTIVE_CONNECTION",
                         format!(
@@ -271,7 +271,7 @@ impl Organization {
                         "the organization has no active connection to switch from; activate one instead",
                     ));
                 };
-                if *active == connection.connection_id {
+                if **active == *connection.connection_id {
                     return Err(DomainError::precondition(
                         "CONNECTION_ALREADY_ACTIVE",
                         format!("connection `{active}` is already active"),
@@ -279,14 +279,19 @@ impl Organization {
                 }
                 self.check_can_route_to(&connection)?;
                 let standby = connection.role == schema::ConnectionRole::Standby;
-                if !standby && !self.previously_active.contains(&connection.connection_id) {
+                if !standby
+                    && !self
+                        .previously_active
+                        .iter()
+                        .any(|id| **id == *connection.connection_id)
+                {
                     return Err(DomainError::precondition(
                         "CONNECTION_NOT_STANDBY",
                         "only a standby connection (configured through a switch link) or a previously active one can take over",
                     ));
                 }
                 Ok(vec![Event::ProviderSwitched(schema::ProviderSwitched {
-                    previous_connection_id: active.clone(),
+                    previous_connection_id: active.to_string(),
                     connection_id: connection.connection_id,
                 })])
             }
@@ -296,7 +301,7 @@ impl Organization {
     /// Rules shared by activation and switching: the connection is this
     /// organization's, it is configured, and there is a verified domain to route.
     fn check_can_route_to(&self, connection: &ConnectionFacts) -> Result<(), DomainError> {
-        if connection.organization_id != self.id {
+        if *connection.organization_id != *self.id {
             return Err(DomainError::not_found(
                 "CONNECTION_NOT_FOUND",
                 "connection_id",
@@ -343,7 +348,7 @@ impl Organization {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::OrganizationCreated(e) => {
-                self.id = e.organization_id.clone();
+                self.id = e.organization_id.as_str().into();
                 self.display_name = e.display_name.clone();
                 self.external_id = e.external_id.clone();
                 self.sso_policy = schema::SsoPolicy::Optional;
@@ -378,12 +383,17 @@ impl Organization {
     }
 
     fn make_active(&mut self, connection_id: &str) {
-        self.active_connection_id = Some(connection_id.to_owned());
-        if !self.previously_active.iter().any(|id| id == connection_id) {
+        let id: crate::Id = connection_id.into();
+        self.active_connection_id = Some(id.clone());
+        if !self
+            .previously_active
+            .iter()
+            .any(|known| **known == *connection_id)
+        {
             // One slot at a time: most organizations only ever activate one or two
             // connections, and `push` would make room for four.
             self.previously_active.reserve_exact(1);
-            self.previously_active.push(connection_id.to_owned());
+            self.previously_active.push(id);
         }
     }
 }

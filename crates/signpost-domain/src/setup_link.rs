@@ -35,13 +35,13 @@ pub enum LinkState {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetupLink {
     /// The link's id.
-    pub id: String,
+    pub id: crate::Id,
     /// Its organization.
-    pub organization_id: String,
+    pub organization_id: crate::Id,
     /// What it lets its holder do.
     pub intent: schema::SetupIntent,
     /// The connection it configures.
-    pub connection_id: String,
+    pub connection_id: crate::Id,
     /// SHA-256 of the token.
     pub token_sha256: Vec<u8>,
     /// When it stops working.
@@ -181,8 +181,8 @@ impl SetupLink {
                 }
                 Ok(vec![Event::SetupFormSubmitted(
                     schema::SetupFormSubmitted {
-                        setup_link_id: self.id.clone(),
-                        connection_id: self.connection_id.clone(),
+                        setup_link_id: self.id.to_string(),
+                        connection_id: self.connection_id.to_string(),
                         submission: self.submissions + 1,
                     },
                 )])
@@ -200,7 +200,7 @@ impl SetupLink {
                     return Ok(vec![]);
                 }
                 Ok(vec![Event::SetupLinkSpent(schema::SetupLinkSpent {
-                    connection_id: self.connection_id.clone(),
+                    connection_id: self.connection_id.to_string(),
                 })])
             }
         }
@@ -210,10 +210,10 @@ impl SetupLink {
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::SetupLinkIssued(e) => {
-                self.id = e.setup_link_id.clone();
-                self.organization_id = e.organization_id.clone();
+                self.id = e.setup_link_id.as_str().into();
+                self.organization_id = e.organization_id.as_str().into();
                 self.intent = e.intent();
-                self.connection_id = e.connection_id.clone();
+                self.connection_id = e.connection_id.as_str().into();
                 self.token_sha256 = e.token_sha256.clone();
                 self.expires_at = from_timestamp(e.expires_at.as_ref());
                 self.recipient_email = e.recipient_email.clone();

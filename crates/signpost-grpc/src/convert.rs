@@ -29,12 +29,16 @@ impl ToWire for OrganizationView {
         let view = self;
         let org = view.organization;
         Self::Wire {
-            organization_id: org.id,
+            organization_id: org.id.to_string(),
             display_name: org.display_name,
             external_id: org.external_id,
             domains: view.domains.into_iter().map(ToWire::to_wire).collect(),
             sso_policy: org.sso_policy as i32,
-            active_connection_id: org.active_connection_id.unwrap_or_default(),
+            active_connection_id: org
+                .active_connection_id
+                .as_deref()
+                .unwrap_or_default()
+                .to_owned(),
             version: org.version,
             create_time: Some(timestamp(view.created_at)),
         }
@@ -153,10 +157,10 @@ impl ToWire for SetupLinkView {
         };
         let link = view.link;
         Self::Wire {
-            setup_link_id: link.id,
-            organization_id: link.organization_id,
+            setup_link_id: link.id.to_string(),
+            organization_id: link.organization_id.to_string(),
             intent: link.intent as i32,
-            connection_id: link.connection_id,
+            connection_id: link.connection_id.to_string(),
             recipient_email: link.recipient_email,
             status: status as i32,
             create_time: Some(timestamp(view.created_at)),
@@ -178,7 +182,7 @@ impl ToWire for ApiTokenView {
             pb::ApiTokenStatus::Active
         };
         Self::Wire {
-            token_id: token.id,
+            token_id: token.id.to_string(),
             name: token.name,
             role: token.role as i32,
             organization_scope: token.organization_scope,

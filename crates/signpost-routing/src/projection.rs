@@ -282,7 +282,7 @@ fn organization_of<'a>(
     } else if let Some(id) = stream.strip_prefix("connection-") {
         source
             .connection(id)
-            .map(|connection| connection.organization_id.as_str())
+            .map(|connection| &*connection.organization_id)
     } else {
         None
     }

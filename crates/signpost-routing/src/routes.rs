@@ -132,9 +132,9 @@ fn route_template(
     };
     wire::Route {
         domain: String::new(),
-        organization_id: organization.id.clone(),
+        organization_id: organization.id.to_string(),
         organization_external_id: organization.external_id.clone(),
-        connection_id: connection.id.clone(),
+        connection_id: connection.id.to_string(),
         protocol: connection.protocol() as i32,
         saml,
         oidc,

@@ -228,7 +228,8 @@ pub type RouteChange = (String, Option<EncodedRoute>);
 /// changes of the commit (and of the event) being applied.
 struct Fold {
     public_base_url: String,
-    routes: HashMap<String, OrganizationRoutes>,
+    /// Each organization's routes, keyed by the organization's own (shared) id.
+    routes: HashMap<signpost_domain::Id, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
     pending: BTreeMap<String, Option<EncodedRoute>>,
     /// Changes of the event applied last.
@@ -265,7 +266,12 @@ impl Fold {
             self.event_changes.push((domain.clone(), None));
         }
         if !new.is_empty() {
-            self.routes.insert(organization_id.to_owned(), new);
+            let key = if *organization.id == *organization_id {
+                organization.id.clone()
+            } else {
+                organization_id.into()
+            };
+            self.routes.insert(key, new);
         }
     }
 }

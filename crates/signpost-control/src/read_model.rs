@@ -150,6 +150,14 @@ fn shared<T>(map: &Aggregates<T>, id: &Id) -> Id {
         .map_or_else(|| id.clone(), |(key, _)| key.clone())
 }
 
+/// Points `slot` at `key` when they hold the same id (state keeps what its events said,
+/// whatever the stream it is in).
+fn share(slot: &mut Id, key: &Id) {
+    if **slot == **key {
+        *slot = key.clone();
+    }
+}
+
 /// Applies `event` to aggregate `id` (created `at` when new); returns its shared key.
 fn apply_to<T: Default>(
     map: &mut Aggregates<T>,
@@ -183,7 +191,7 @@ impl ReadModel {
                 ) {
                     if let Some(org) = self.organizations.get_mut(&*key) {
                         let org = &mut org.state;
-                        org.id = key.clone();
+                        share(&mut org.id, &key);
                         if let Some(active) = &mut org.active_connection_id {
                             *active = shared(&self.connections, active);
                         }
@@ -196,14 +204,10 @@ impl ReadModel {
                         if let Some(connection) = active.and_then(|a| self.connections.get_mut(&*a))
                         {
                             let connection = &mut connection.state;
-                            if *connection.organization_id == *key {
-                                connection.organization_id = key.clone();
-                            }
+                            share(&mut connection.organization_id, &key);
                             if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id)
                             {
-                                if *link.state.organization_id == *key {
-                                    link.state.organization_id = key.clone();
-                                }
+                                share(&mut link.state.organization_id, &key);
                             }
                         }
                     }
@@ -243,15 +247,13 @@ impl ReadModel {
                     (event, self.connections.get_mut(&*key))
                 {
                     let connection = &mut connection.state;
-                    connection.id = key.clone();
+                    share(&mut connection.id, &key);
                     connection.organization_id =
                         shared(&self.organizations, &connection.organization_id);
                     connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
                     // The link that created the connection named it first, with a copy.
                     if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
-                        if *link.state.connection_id == *key {
-                            link.state.connection_id = key.clone();
-                        }
+                        share(&mut link.state.connection_id, &key);
                     }
                 }
             }
@@ -261,7 +263,7 @@ impl ReadModel {
                     (event, self.setup_links.get_mut(&*key))
                 {
                     let link = &mut link.state;
-                    link.id = key.clone();
+                    share(&mut link.id, &key);
                     link.organization_id = shared(&self.organizations, &link.organization_id);
                     link.connection_id = shared(&self.connections, &link.connection_id);
                 }
@@ -280,7 +282,7 @@ impl ReadModel {
                 if let (Event::ApiTokenIssued(_), Some(token)) =
                     (event, self.api_tokens.get_mut(&*key))
                 {
-                    token.state.id = key.clone();
+                    share(&mut token.state.id, &key);
                 }
                 if let Event::ApiTokenIssued(issued) = event {
                     self.api_token_by_hash
@@ -565,5 +567,14 @@ mod tests {
             // Shared or not, the model is the same state.
             assert_eq!(&*connection.organization_id, "o1");
         }
+        // State keeps what its event said, even in a stream of another id.
+        let mut model = one_organization(false);
+        let odd = Event::ConnectionConfigured(schema::ConnectionConfigured {
+            connection_id: "c9".into(),
+            organization_id: "o1".into(),
+            ..Default::default()
+        });
+        model.apply(&at(5, "connection-c2"), &odd);
+        assert_eq!(&*model.connections["c2"].state.id, "c9");
     }
 }

@@ -189,28 +189,7 @@ impl ReadModel {
                         | Event::ConnectionActivated(_)
                         | Event::ProviderSwitched(_)
                 ) {
-                    if let Some(org) = self.organizations.get_mut(&*key) {
-                        let org = &mut org.state;
-                        share(&mut org.id, &key);
-                        if let Some(active) = &mut org.active_connection_id {
-                            *active = shared(&self.connections, active);
-                        }
-                        for known in &mut org.previously_active {
-                            *known = shared(&self.connections, known);
-                        }
-                        // A connection and its link recorded before their organization
-                        // hold copies of its id.
-                        let active = org.active_connection_id.clone();
-                        if let Some(connection) = active.and_then(|a| self.connections.get_mut(&*a))
-                        {
-                            let connection = &mut connection.state;
-                            share(&mut connection.organization_id, &key);
-                            if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id)
-                            {
-                                share(&mut link.state.organization_id, &key);
-                            }
-                        }
-                    }
+                    self.share_organization_ids(&key);
                 }
                 self.index_organization_event(key, envelope, event, at);
             }
@@ -243,31 +222,19 @@ impl ReadModel {
                         }
                     }
                 });
-                if let (Event::ConnectionConfigured(_), Some(connection)) =
-                    (event, self.connections.get_mut(&*key))
-                {
-                    let connection = &mut connection.state;
-                    share(&mut connection.id, &key);
-                    connection.organization_id =
-                        shared(&self.organizations, &connection.organization_id);
-                    connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
-                    // The link that created the connection named it first, with a copy.
-                    if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
-                        share(&mut link.state.connection_id, &key);
-                    }
+                if let Event::ConnectionConfigured(_) = event {
+                    self.share_connection_ids(&key);
                 }
             }
             "setup-link-" => {
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
-                if let (Event::SetupLinkIssued(_), Some(link)) =
-                    (event, self.setup_links.get_mut(&*key))
-                {
-                    let link = &mut link.state;
-                    share(&mut link.id, &key);
-                    link.organization_id = shared(&self.organizations, &link.organization_id);
-                    link.connection_id = shared(&self.connections, &link.connection_id);
-                }
                 if let Event::SetupLinkIssued(issued) = event {
+                    if let Some(link) = self.setup_links.get_mut(&*key) {
+                        let link = &mut link.state;
+                        share(&mut link.id, &key);
+                        link.organization_id = shared(&self.organizations, &link.organization_id);
+                        link.connection_id = shared(&self.connections, &link.connection_id);
+                    }
                     self.link_by_token.insert(issued.token_sha256.clone(), key);
                     if issued.intent() != schema::SetupIntent::UpdateConnection
                         && !self.connections.contains_key(issued.connection_id.as_str())
@@ -279,17 +246,59 @@ impl ReadModel {
             }
             "api-token-" => {
                 let key = apply_to(&mut self.api_tokens, id, at, |t| t.apply(event));
-                if let (Event::ApiTokenIssued(_), Some(token)) =
-                    (event, self.api_tokens.get_mut(&*key))
-                {
-                    share(&mut token.state.id, &key);
-                }
                 if let Event::ApiTokenIssued(issued) = event {
+                    if let Some(token) = self.api_tokens.get_mut(&*key) {
+                        share(&mut token.state.id, &key);
+                    }
                     self.api_token_by_hash
                         .insert(issued.token_sha256.clone(), key);
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Points organization `key`'s ids at the maps' keys. A connection and its link
+    /// recorded before their organization hold copies of its id: they are shared once the
+    /// organization activates the connection.
+    fn share_organization_ids(&mut self, key: &Id) {
+        let Some(org) = self.organizations.get_mut(&**key) else {
+            return;
+        };
+        let org = &mut org.state;
+        share(&mut org.id, key);
+        for id in org
+            .active_connection_id
+            .iter_mut()
+            .chain(&mut org.previously_active)
+        {
+            *id = shared(&self.connections, id);
+        }
+        let Some(connection) = org
+            .active_connection_id
+            .as_deref()
+            .and_then(|id| self.connections.get_mut(id))
+        else {
+            return;
+        };
+        share(&mut connection.state.organization_id, key);
+        if let Some(link) = self.setup_links.get_mut(&*connection.state.setup_link_id) {
+            share(&mut link.state.organization_id, key);
+        }
+    }
+
+    /// Points configured connection `key`'s ids at the maps' keys, and the id of the
+    /// connection in the link that created it (which named it first, with a copy).
+    fn share_connection_ids(&mut self, key: &Id) {
+        let Some(connection) = self.connections.get_mut(&**key) else {
+            return;
+        };
+        let connection = &mut connection.state;
+        share(&mut connection.id, key);
+        connection.organization_id = shared(&self.organizations, &connection.organization_id);
+        connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
+        if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
+            share(&mut link.state.connection_id, key);
         }
     }
 

@@ -87,7 +87,7 @@ pub(crate) struct Before {
 #[derive(Debug, Default)]
 struct OrganizationSide {
     organization_id: String,
-    claimed: BTreeSet<String>,
+    claimed: BTreeSet<signpost_domain::Id>,
     /// `None` when the event's route changes come from the routing table instead.
     routes: Option<OrganizationRoutes>,
     /// The event keeps the claims as they are (`claimed` is not filled in then).
@@ -230,9 +230,9 @@ pub(crate) fn after(
         let mut changes: Vec<&RouteChange> = changes.iter().collect();
         changes.sort_by(|a, b| a.0.cmp(&b.0));
         for (domain, route) in changes {
-            rows.postings.push((Index::Domain, domain.clone()));
+            rows.postings.push((Index::Domain, domain.to_string()));
             rows.changes.push(DomainChange {
-                domain: domain.clone(),
+                domain: domain.to_string(),
                 organization_id: organization_id.clone(),
                 route: route.as_ref().map(stored_route),
             });
@@ -270,9 +270,9 @@ pub(crate) fn after(
             rows.postings
                 .push((Index::OrgDomain, organization_id.clone()));
         }
-        rows.postings.push((Index::Domain, domain.clone()));
+        rows.postings.push((Index::Domain, domain.to_string()));
         rows.changes.push(DomainChange {
-            domain: domain.clone(),
+            domain: domain.to_string(),
             organization_id: if owned {
                 organization_id.clone()
             } else {

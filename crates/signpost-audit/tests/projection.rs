@@ -1303,7 +1303,8 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
                 .map(|c| &c.state);
             let routes =
                 signpost_routing::routes::organization_routes(organization, active, BASE_URL);
-            let now: BTreeSet<String> = organization.domains.keys().cloned().collect();
+            let now: BTreeSet<String> =
+                organization.domains.keys().map(|d| d.to_string()).collect();
             let before = claimed
                 .insert(organization_id.clone(), now.clone())
                 .unwrap_or_default();
@@ -1314,7 +1315,7 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
                     String::new()
                 };
                 let route = routes
-                    .get(domain)
+                    .get(domain.as_str())
                     .map(signpost_routing::EncodedRoute::decode);
                 if domains
                     .get(domain)

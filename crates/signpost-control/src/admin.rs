@@ -290,7 +290,7 @@ impl ControlPlane {
                             .organizations
                             .get(organization_id)
                             .and_then(|org| org.state.domains.get(domain.as_str()))
-                            .map(|claim| claim.verification_record_name.clone())
+                            .map(|claim| claim.verification_record_name(domain.as_str()))
                     })
                     .await?;
                 let txt_records = match record_name {
@@ -1193,7 +1193,7 @@ fn organization_view(model: &ReadModel, organization_id: &str) -> Option<Organiz
         .domains
         .iter()
         .map(|(domain, claim)| DomainClaimView {
-            domain: domain.clone(),
+            domain: domain.to_string(),
             claim: claim.clone(),
             verification: model.verification(organization_id, domain),
         })

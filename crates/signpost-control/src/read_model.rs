@@ -94,9 +94,11 @@ pub struct ReadModel {
     /// API tokens by id.
     pub api_tokens: Aggregates<ApiToken>,
     /// Owner and verifications of every domain name claimed.
-    domains: HashMap<Box<str>, DomainRecord>,
-    /// Every `verified_by` text, once.
-    verifiers: HashSet<Arc<str>>,
+    domains: HashMap<Id, DomainRecord>,
+    /// Texts many aggregates repeat (who verified a claim, a provider preset).
+    texts: Pool<str>,
+    /// Claim mappings: connections set up from one preset share theirs.
+    claim_mappings: Pool<schema::ClaimMapping>,
     external_id_owner: HashMap<Box<str>, Arc<str>>,
     entity_id_owner: HashMap<Box<str>, Arc<str>>,
     link_by_token: HashMap<Vec<u8>, Arc<str>>,
@@ -155,6 +157,63 @@ fn shared<T>(map: &Aggregates<T>, id: &Id) -> Id {
 fn share(slot: &mut Id, key: &Id) {
     if **slot == **key {
         *slot = key.clone();
+    }
+}
+
+/// One shared copy of each distinct value that aggregates repeat (a provider preset,
+/// a claim mapping, who verified a claim).
+///
+/// Values no aggregate holds any more are dropped once the pool has doubled since it
+/// was last pruned, so it stays within twice the distinct values in use, whatever the
+/// log's length.
+#[derive(Debug)]
+struct Pool<T: ?Sized> {
+    values: HashSet<Arc<T>>,
+    prune_at: usize,
+}
+
+/// Values are only pruned from a pool this size and up.
+const POOL_MIN_PRUNE: usize = 64;
+
+impl<T: ?Sized> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            values: HashSet::new(),
+            prune_at: POOL_MIN_PRUNE,
+        }
+    }
+}
+
+impl<T: ?Sized> Clone for Pool<T> {
+    fn clone(&self) -> Self {
+        Pool {
+            values: self.values.clone(),
+            prune_at: self.prune_at,
+        }
+    }
+}
+
+/// Two pools are equal when they hold the same values (a model folded in one pass and
+/// one folded in steps prune at the same points, but a clone's references keep values).
+impl<T: ?Sized + Eq + std::hash::Hash> PartialEq for Pool<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl<T: ?Sized + Eq + std::hash::Hash> Pool<T> {
+    /// The pool's copy of `value`; when it holds none, `make`'s joins the pool.
+    fn share(&mut self, value: &T, make: impl FnOnce() -> Arc<T>) -> Arc<T> {
+        if let Some(shared) = self.values.get(value) {
+            return shared.clone();
+        }
+        if self.values.len() >= self.prune_at {
+            self.values.retain(|held| Arc::strong_count(held) > 1);
+            self.prune_at = (self.values.len() * 2).max(POOL_MIN_PRUNE);
+        }
+        let shared = make();
+        self.values.insert(shared.clone());
+        shared
     }
 }
 
@@ -297,6 +356,10 @@ impl ReadModel {
         share(&mut connection.id, key);
         connection.organization_id = shared(&self.organizations, &connection.organization_id);
         connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
+        let preset = &connection.provider_preset;
+        connection.provider_preset = self.texts.share(preset, || preset.clone());
+        let mapping = &connection.claim_mapping;
+        connection.claim_mapping = self.claim_mappings.share(mapping, || mapping.clone());
         if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
             share(&mut link.state.connection_id, key);
         }
@@ -315,6 +378,10 @@ impl ReadModel {
                     .insert(e.external_id.as_str().into(), organization_id);
             }
             Event::DomainClaimed(e) => {
+                let domain = self.domain_key(&e.domain);
+                if let Some(organization) = self.organizations.get_mut(&*organization_id) {
+                    organization.state.domains.share_key(&domain);
+                }
                 self.domain_record(&e.domain).owner = Some(organization_id);
             }
             Event::DomainVerified(e) => {
@@ -349,18 +416,27 @@ impl ReadModel {
         }
     }
 
+    /// The index's own copy of `domain`, which the organizations that claim it share.
+    fn domain_key(&mut self, domain: &str) -> Id {
+        if let Some((key, _)) = self.domains.get_key_value(domain) {
+            return key.clone();
+        }
+        let key: Id = domain.into();
+        self.domains.insert(key.clone(), DomainRecord::default());
+        key
+    }
+
     fn domain_record(&mut self, domain: &str) -> &mut DomainRecord {
-        self.domains.entry(domain.into()).or_default()
+        if !self.domains.contains_key(domain) {
+            self.domains.insert(domain.into(), DomainRecord::default());
+        }
+        self.domains.get_mut(domain).expect("inserted above")
     }
 
     /// The shared copy of a `verified_by` text.
     fn verifier(&mut self, verified_by: String) -> Arc<str> {
-        if let Some(shared) = self.verifiers.get(verified_by.as_str()) {
-            return shared.clone();
-        }
-        let shared: Arc<str> = verified_by.into();
-        self.verifiers.insert(shared.clone());
-        shared
+        self.texts
+            .share(&verified_by, || verified_by.as_str().into())
     }
 
     /// The organization that claims `domain`, if any.
@@ -585,5 +661,98 @@ mod tests {
         });
         model.apply(&at(5, "connection-c2"), &odd);
         assert_eq!(&*model.connections["c2"].state.id, "c9");
+    }
+
+    fn configure(model: &mut ReadModel, position: u64, connection: &str, email_claim: &str) {
+        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+            connection_id: connection.into(),
+            organization_id: "o1".into(),
+            claim_mapping: Some(schema::ClaimMapping {
+                email: email_claim.into(),
+                groups: "groups".into(),
+                ..Default::default()
+            }),
+            provider_preset: "okta".into(),
+            ..Default::default()
+        });
+        model.apply(&at(position, &format!("connection-{connection}")), &event);
+    }
+
+    #[test]
+    fn connections_share_equal_claim_mappings_and_presets_and_the_pool_stays_bounded() {
+        let mut model = ReadModel::default();
+        configure(&mut model, 1, "c1", "email");
+        configure(&mut model, 2, "c2", "email");
+        configure(&mut model, 3, "c3", "mail");
+        let state = |model: &ReadModel, id: &str| model.connections[id].state.clone();
+        let (c1, c2, c3) = (
+            state(&model, "c1"),
+            state(&model, "c2"),
+            state(&model, "c3"),
+        );
+        assert!(Arc::ptr_eq(&c1.claim_mapping, &c2.claim_mapping));
+        assert!(Arc::ptr_eq(&c1.provider_preset, &c3.provider_preset));
+        assert!(!Arc::ptr_eq(&c1.claim_mapping, &c3.claim_mapping));
+        assert_eq!(c3.claim_mapping.email, "mail");
+        assert_eq!(&*c2.provider_preset, "okta");
+
+        // One connection reconfigured a thousand times, each with a new mapping: the
+        // mappings it no longer holds leave the pool.
+        for round in 0..1_000 {
+            configure(&mut model, 10 + round, "c4", &format!("claim-{round}"));
+        }
+        let held = model.claim_mappings.values.len();
+        assert!(held <= 2 * POOL_MIN_PRUNE, "{held} mappings pooled");
+        assert!(model
+            .claim_mappings
+            .values
+            .contains(&model.connections["c4"].state.claim_mapping));
+        assert!(model.claim_mappings.values.contains(&c1.claim_mapping));
+        assert_eq!(
+            model.connections["c4"].state.claim_mapping.email,
+            "claim-999"
+        );
+    }
+
+    #[test]
+    fn a_claimed_domain_is_the_domain_index_own_key() {
+        let mut model = ReadModel::default();
+        let claim = |domain: &str| {
+            Event::DomainClaimed(schema::DomainClaimed {
+                domain: domain.into(),
+                ..Default::default()
+            })
+        };
+        let events = [
+            ("organization-o1", created("o1")),
+            ("organization-o1", claim("acme.com")),
+            ("organization-o2", created("o2")),
+            (
+                "organization-o1",
+                Event::DomainReleased(schema::DomainReleased {
+                    domain: "acme.com".into(),
+                }),
+            ),
+            ("organization-o2", claim("acme.com")),
+            ("organization-o2", claim("beta.com")),
+        ];
+        for (position, (stream, event)) in events.iter().enumerate() {
+            model.apply(&at(position as u64 + 1, stream), event);
+        }
+        let o2 = &model.organizations["o2"].state;
+        for domain in ["acme.com", "beta.com"] {
+            let (index_key, _) = model.domains.get_key_value(domain).unwrap();
+            let (claim_key, _) = o2.domains.get_key_value(domain).unwrap();
+            assert!(Arc::ptr_eq(index_key, claim_key), "{domain}");
+        }
+        assert!(model.organizations["o1"].state.domains.is_empty());
+        assert_eq!(model.domain_owner("acme.com"), Some("o2"));
+    }
+
+    fn created(id: &str) -> Event {
+        Event::OrganizationCreated(schema::OrganizationCreated {
+            organization_id: id.into(),
+            ..Default::default()
+        })
     }
 }

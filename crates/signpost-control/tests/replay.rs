@@ -497,18 +497,19 @@ async fn run(steps: Vec<Step>) {
     for org in live.organizations.values() {
         if let Some(active) = &org.state.active_connection_id {
             for domain in org.state.verified_domains() {
-                expected_domains.insert(domain.to_owned());
+                expected_domains.insert(domain.to_string());
                 let route = live_table
                     .get(domain)
                     .expect("a verified domain of an active organization routes")
                     .decode();
-                assert_eq!(route.domain, domain);
+                assert_eq!(route.domain, **domain);
                 assert_eq!(*route.connection_id, **active);
                 assert_eq!(*route.organization_id, *org.state.id);
             }
         }
     }
-    let routed: std::collections::BTreeSet<String> = live_table.keys().cloned().collect();
+    let routed: std::collections::BTreeSet<String> =
+        live_table.keys().map(|d| d.to_string()).collect();
     assert_eq!(routed, expected_domains);
 
     // And the invariants the rules promise hold in the result.

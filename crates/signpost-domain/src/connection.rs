@@ -81,10 +81,11 @@ pub struct Connection {
     pub role: schema::ConnectionRole,
     /// SAML or OIDC settings; `None` until configured.
     pub settings: Option<ConnectionSettings>,
-    /// Claim names.
-    pub claim_mapping: schema::ClaimMapping,
-    /// The provider preset picked on the form.
-    pub provider_preset: String,
+    /// Claim names. Shared: connections configured from the same preset name the same
+    /// claims, and the read model keeps one copy of each mapping.
+    pub claim_mapping: std::sync::Arc<schema::ClaimMapping>,
+    /// The provider preset picked on the form (shared like the claim mapping).
+    pub provider_preset: crate::Id,
     /// IdP group → application role.
     pub groups: VecMap<String, String>,
     /// Whether users must belong to an assigned group.
@@ -250,8 +251,8 @@ impl Connection {
                     (None, Some(oidc)) => Some(ConnectionSettings::Oidc(Box::new(oidc.clone()))),
                     (None, None) => None,
                 };
-                self.claim_mapping = e.claim_mapping.clone().unwrap_or_default();
-                self.provider_preset = e.provider_preset.clone();
+                self.claim_mapping = e.claim_mapping.clone().unwrap_or_default().into();
+                self.provider_preset = e.provider_preset.as_str().into();
             }
             Event::GroupAssigned(e) => {
                 self.groups.insert(e.idp_group.clone(), e.role.clone());

@@ -28,12 +28,37 @@ pub enum ClaimStatus {
 pub struct DomainClaim {
     /// Pending or verified.
     pub status: ClaimStatus,
-    /// Where the TXT record must be published.
-    pub verification_record_name: String,
+    /// Where the TXT record must be published, when the claim's event named another
+    /// record than the domain's standard one ([`verification_record_name`]): every
+    /// claim this version makes names the standard one, which is derived rather than
+    /// kept (about 48 bytes per domain held in memory).
+    other_record_name: Option<Box<str>>,
     /// The TXT value expected there.
     pub verification_value: String,
     /// How it was verified, when it was.
     pub verification_method: schema::VerificationMethod,
+}
+
+impl DomainClaim {
+    /// A pending claim on `domain` whose TXT record `verification_value` is expected at
+    /// `record_name`.
+    pub fn pending(domain: &str, record_name: &str, verification_value: String) -> Self {
+        let standard = record_name.strip_prefix(RECORD_NAME_PREFIX) == Some(domain);
+        DomainClaim {
+            status: ClaimStatus::Pending,
+            other_record_name: (!standard).then(|| record_name.into()),
+            verification_value,
+            verification_method: schema::VerificationMethod::Unspecified,
+        }
+    }
+
+    /// Where the TXT record for this claim on `domain` must be published.
+    pub fn verification_record_name(&self, domain: &str) -> String {
+        match &self.other_record_name {
+            Some(name) => name.to_string(),
+            None => format!("{RECORD_NAME_PREFIX}{domain}"),
+        }
+    }
 }
 
 /// What the organization knows of one of its connections when deciding on
@@ -59,8 +84,9 @@ pub struct Organization {
     pub display_name: String,
     /// The platform's own id for the firm.
     pub external_id: String,
-    /// Claimed domains, by normalized name.
-    pub domains: VecMap<String, DomainClaim>,
+    /// Claimed domains, by normalized name. The names are shared: the read model points
+    /// them at its own domain index's keys, and routes are keyed by the same copies.
+    pub domains: VecMap<crate::Id, DomainClaim>,
     /// The SSO policy.
     pub sso_policy: schema::SsoPolicy,
     /// The active connection, if any.
@@ -104,9 +130,12 @@ pub enum OrganizationCommand {
     SwitchProvider { connection: ConnectionFacts },
 }
 
+/// What a domain's verification record name starts with (the domain follows).
+const RECORD_NAME_PREFIX: &str = "_signpost-challenge.";
+
 /// The DNS name where a domain's verification TXT record lives.
 pub fn verification_record_name(domain: &DomainName) -> String {
-    format!("_signpost-challenge.{domain}")
+    format!("{RECORD_NAME_PREFIX}{domain}")
 }
 
 impl Organization {
@@ -116,11 +145,11 @@ impl Organization {
     }
 
     /// Verified domains, sorted.
-    pub fn verified_domains(&self) -> impl Iterator<Item = &str> {
+    pub fn verified_domains(&self) -> impl Iterator<Item = &crate::Id> {
         self.domains
             .iter()
             .filter(|(_, claim)| claim.status == ClaimStatus::Verified)
-            .map(|(domain, _)| domain.as_str())
+            .map(|(domain, _)| domain)
     }
 
     /// Decides a command: the events to append, or a refusal.
@@ -195,7 +224,8 @@ impl Organization {
                         "DOMAIN_VERIFICATION_FAILED",
                         format!(
                             "no TXT record `{}` with the expected value was found at `{}`",
-                            claim.verification_value, claim.verification_record_name
+                            claim.verification_value,
+                            claim.verification_record_name(domain.as_str())
                         ),
                     ));
                 }
@@ -355,23 +385,22 @@ impl Organization {
             }
             Event::DomainClaimed(e) => {
                 self.domains.insert(
-                    e.domain.clone(),
-                    DomainClaim {
-                        status: ClaimStatus::Pending,
-                        verification_record_name: e.verification_record_name.clone(),
-                        verification_value: e.verification_value.clone(),
-                        verification_method: schema::VerificationMethod::Unspecified,
-                    },
+                    e.domain.as_str().into(),
+                    DomainClaim::pending(
+                        &e.domain,
+                        &e.verification_record_name,
+                        e.verification_value.clone(),
+                    ),
                 );
             }
             Event::DomainVerified(e) => {
-                if let Some(claim) = self.domains.get_mut(&e.domain) {
+                if let Some(claim) = self.domains.get_mut(e.domain.as_str()) {
                     claim.status = ClaimStatus::Verified;
                     claim.verification_method = e.method();
                 }
             }
             Event::DomainReleased(e) => {
-                self.domains.remove(&e.domain);
+                self.domains.remove(e.domain.as_str());
             }
             Event::SsoPolicyChanged(e) => self.sso_policy = e.policy(),
             Event::ConnectionActivated(e) => self.make_active(&e.connection_id),
@@ -484,6 +513,41 @@ mod tests {
             policy: schema::SsoPolicy::Enforced,
         });
         assert_eq!(reason(decision), "ORGANIZATION_NOT_FOUND");
+    }
+
+    #[test]
+    fn a_claim_reports_the_record_name_its_event_named() {
+        let claimed = |record: &str| {
+            given(&[
+                created(),
+                Event::DomainClaimed(schema::DomainClaimed {
+                    domain: "acme.com".into(),
+                    verification_record_name: record.into(),
+                    verification_value: "v".into(),
+                }),
+            ])
+        };
+        let standard = claimed("_signpost-challenge.acme.com");
+        let claim = &standard.domains["acme.com"];
+        assert_eq!(
+            claim.other_record_name, None,
+            "the standard name is derived"
+        );
+        assert_eq!(
+            claim.verification_record_name("acme.com"),
+            "_signpost-challenge.acme.com"
+        );
+        for other in [
+            "_signpost-challenge.beta.com",
+            "_signpost-challenge",
+            "_x.acme.com",
+        ] {
+            let org = claimed(other);
+            assert_eq!(
+                org.domains["acme.com"].verification_record_name("acme.com"),
+                other
+            );
+        }
     }
 
     #[test]

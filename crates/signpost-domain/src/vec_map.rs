@@ -141,6 +141,17 @@ impl<K: Ord, V> VecMap<K, V> {
         self.search(key).ok().map(|i| &self.entries[i].1)
     }
 
+    /// Replaces the key equal to `key` (if any) with `key` itself: how equal keys come
+    /// to share one allocation. The order is unchanged, since the keys are equal.
+    pub fn share_key(&mut self, key: &K)
+    where
+        K: Clone,
+    {
+        if let Ok(at) = self.search(key) {
+            self.entries[at].0 = key.clone();
+        }
+    }
+
     /// The stored key equal to `key`, and its value.
     pub fn get_key_value<Q>(&self, key: &Q) -> Option<(&K, &V)>
     where

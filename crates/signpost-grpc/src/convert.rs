@@ -54,10 +54,11 @@ impl ToWire for DomainClaimView {
             ClaimStatus::Pending => pb::DomainStatus::Pending,
             ClaimStatus::Verified => pb::DomainStatus::Verified,
         };
+        let verification_record_name = view.claim.verification_record_name(&view.domain);
         Self::Wire {
             domain: view.domain,
             status: status as i32,
-            verification_record_name: view.claim.verification_record_name,
+            verification_record_name,
             verification_value: view.claim.verification_value,
             verification_method: view.claim.verification_method as i32,
             verified_by: view
@@ -131,14 +132,14 @@ impl ToWire for ConnectionView {
             }
             None => {}
         }
-        message.claim_mapping = Some(connection.claim_mapping);
+        message.claim_mapping = Some(std::sync::Arc::unwrap_or_clone(connection.claim_mapping));
         message.groups = connection
             .groups
             .into_iter()
             .map(|(idp_group, role)| pb::GroupAssignment { idp_group, role })
             .collect();
         message.require_group = connection.require_group;
-        message.provider_preset = connection.provider_preset;
+        message.provider_preset = connection.provider_preset.to_string();
         message.version = connection.version;
         message
     }

@@ -37,7 +37,7 @@ use crate::routes::{organization_routes, EncodedRoute, OrganizationRoutes};
 /// routes, against the routes' own 43 MB); the B-tree keeps its nodes at least half full
 /// (RSS after a restart with 100,000 routes 378 / 384 → 358 / 366 MiB, `Resolve` not
 /// slower: bench/FINDINGS.md, round 5). Snapshots come out in domain order.
-pub type RouteTable = imbl::OrdMap<String, EncodedRoute>;
+pub type RouteTable = imbl::OrdMap<signpost_domain::Id, EncodedRoute>;
 
 /// Every route change of one commit.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,7 +222,11 @@ impl RouteSource for OwnAggregates {
 }
 
 /// One domain's route changed by an event: the new route, `None` when it was removed.
-pub type RouteChange = (String, Option<EncodedRoute>);
+pub type RouteChange = (signpost_domain::Id, Option<EncodedRoute>);
+
+/// Route changes by domain (None = delete). The domains are the organizations' own
+/// copies, which the table keeps as its keys.
+type Changes = BTreeMap<signpost_domain::Id, Option<EncodedRoute>>;
 
 /// The fold's private state: the routes of every organization, and the
 /// changes of the commit (and of the event) being applied.
@@ -231,7 +235,7 @@ struct Fold {
     /// Each organization's routes, keyed by the organization's own (shared) id.
     routes: HashMap<signpost_domain::Id, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
-    pending: BTreeMap<String, Option<EncodedRoute>>,
+    pending: Changes,
     /// Changes of the event applied last.
     event_changes: Vec<RouteChange>,
 }
@@ -530,7 +534,7 @@ impl RoutingProjection {
 impl Shared {
     /// Publishes the end of the start-up catch-up: the table at `revision`, with no
     /// history below it.
-    fn publish_catch_up(&self, revision: u64, changes: BTreeMap<String, Option<EncodedRoute>>) {
+    fn publish_catch_up(&self, revision: u64, changes: Changes) {
         let mut live = self.live.write().expect("routing lock");
         for (domain, route) in changes {
             match route {
@@ -538,7 +542,7 @@ impl Shared {
                     live.table.insert(domain, route);
                 }
                 None => {
-                    live.table.remove(&domain);
+                    live.table.remove(&*domain);
                 }
             }
         }
@@ -548,7 +552,7 @@ impl Shared {
     }
 
     /// Publishes the end of a commit: table, history and revision move together.
-    fn publish(&self, revision: u64, changes: BTreeMap<String, Option<EncodedRoute>>) {
+    fn publish(&self, revision: u64, changes: Changes) {
         let mut live = self.live.write().expect("routing lock");
         live.revision = revision;
         if changes.is_empty() {
@@ -562,8 +566,8 @@ impl Shared {
                     delta.upserts.push(route);
                 }
                 None => {
-                    live.table.remove(&domain);
-                    delta.deletes.push(domain);
+                    live.table.remove(&*domain);
+                    delta.deletes.push(domain.to_string());
                 }
             }
         }

@@ -12,7 +12,7 @@ use signpost_idp::ServiceProviderUrls;
 
 /// The routes of one organization, by domain, in domain order. A [`VecMap`]: the
 /// routing fold keeps one per routed organization, and most route one domain.
-pub type OrganizationRoutes = VecMap<String, EncodedRoute>;
+pub type OrganizationRoutes = VecMap<signpost_domain::Id, EncodedRoute>;
 
 /// One route as it is sent: prost's encoding of a [`wire::Route`], shared by the
 /// table, the deltas, the audit's records and every reply (a clone is a reference
@@ -77,8 +77,9 @@ pub fn organization_routes(
     organization
         .verified_domains()
         .map(|domain| {
-            route.domain = domain.to_owned();
-            (domain.to_owned(), EncodedRoute::encode(&route))
+            route.domain.clear();
+            route.domain.push_str(domain);
+            (domain.clone(), EncodedRoute::encode(&route))
         })
         .collect()
 }
@@ -138,7 +139,7 @@ fn route_template(
         protocol: connection.protocol() as i32,
         saml,
         oidc,
-        claim_mapping: Some(connection.claim_mapping.clone()),
+        claim_mapping: Some((*connection.claim_mapping).clone()),
         group_roles: connection
             .groups
             .iter()

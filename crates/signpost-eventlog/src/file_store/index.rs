@@ -39,36 +39,6 @@ pub(crate) struct Location {
     pub len: u32,
 }
 
-/// A stream's event slots plus one (= positions in an untampered log), ascending.
-#[derive(Debug)]
-pub(crate) enum Positions {
-    One(u64),
-    Many(Vec<u64>),
-}
-
-impl Positions {
-    pub fn len(&self) -> usize {
-        match self {
-            Positions::One(_) => 1,
-            Positions::Many(all) => all.len(),
-        }
-    }
-
-    pub fn as_slice(&self) -> &[u64] {
-        match self {
-            Positions::One(one) => std::slice::from_ref(one),
-            Positions::Many(all) => all,
-        }
-    }
-
-    fn push(&mut self, position: u64) {
-        match self {
-            Positions::One(first) => *self = Positions::Many(vec![*first, position]),
-            Positions::Many(all) => all.push(position),
-        }
-    }
-}
-
 /// Hashes an idempotency key (principal, request id) with `hasher`.
 pub(crate) fn idempotency_hash(hasher: &RandomState, principal: &[u8], request_id: &[u8]) -> u64 {
     hasher.hash_one((principal, request_id))
@@ -85,18 +55,36 @@ enum Locations {
 /// string, entries in a `hashbrown::HashTable` keyed by a seeded foldhash of the id and
 /// compared by id. (The open scan inserts every stream of the log; SipHash, a `Box<str>` per
 /// stream and a second probe for each new stream were most of its time.)
+///
+/// An entry is 16 bytes, for a resident table of about 17 bytes per bucket: the id's place
+/// in the arena, and the stream's one position or, for a stream with more, the index of
+/// its list in `many`. The hash is not kept: it is recomputed from the id when the table
+/// grows (hashbrown's control bytes keep 7 bits of it, so lookups rarely compare ids in
+/// vain).
 pub(crate) struct Streams {
     table: HashTable<StreamEntry>,
     /// Every stream id, concatenated.
     names: String,
+    /// The positions of each stream with more than one event.
+    many: Vec<Vec<u64>>,
     hasher: FastState,
 }
 
 struct StreamEntry {
-    hash: u64,
     /// Offset (48 bits) and length (16 bits) of the id in `names`.
     name: u64,
-    positions: Positions,
+    /// The stream's position, or `MANY | i` when its positions are `many[i]`.
+    positions: u64,
+}
+
+/// Marks an entry's `positions` as an index into `Streams::many` (positions stay below
+/// 2^63: a log of that many events does not fit a disk).
+const MANY: u64 = 1 << 63;
+
+/// The id an entry names in `names`.
+fn name_in(names: &str, name: u64) -> &str {
+    let start = (name >> 16) as usize;
+    &names[start..start + (name & 0xffff) as usize]
 }
 
 impl Streams {
@@ -104,22 +92,22 @@ impl Streams {
         Streams {
             table: HashTable::new(),
             names: String::new(),
+            many: Vec::new(),
             hasher: FastState::default(),
         }
     }
 
-    fn name(&self, name: u64) -> &str {
-        let start = (name >> 16) as usize;
-        &self.names[start..start + (name & 0xffff) as usize]
-    }
-
-    pub fn get(&self, stream: &str) -> Option<&Positions> {
+    /// The positions of `stream`, ascending.
+    pub fn get(&self, stream: &str) -> Option<&[u64]> {
         let hash = self.hasher.hash_one(stream);
-        self.table
-            .find(hash, |entry| {
-                entry.hash == hash && self.name(entry.name) == stream
-            })
-            .map(|entry| &entry.positions)
+        let entry = self
+            .table
+            .find(hash, |entry| name_in(&self.names, entry.name) == stream)?;
+        Some(if entry.positions & MANY == 0 {
+            std::slice::from_ref(&entry.positions)
+        } else {
+            &self.many[(entry.positions & !MANY) as usize]
+        })
     }
 
     fn push(&mut self, stream: &str, position: u64) {
@@ -127,22 +115,35 @@ impl Streams {
             // Only a tampered envelope can name such a stream; it stays out of the index.
             return;
         };
-        let hash = self.hasher.hash_one(stream);
-        let Streams { table, names, .. } = self;
-        let same = |entry: &StreamEntry| {
-            let start = (entry.name >> 16) as usize;
-            entry.hash == hash && &names[start..start + (entry.name & 0xffff) as usize] == stream
-        };
-        match table.entry(hash, same, |entry| entry.hash) {
+        if position >= MANY {
+            return;
+        }
+        let Streams {
+            table,
+            names,
+            many,
+            hasher,
+        } = self;
+        let entry = table.entry(
+            hasher.hash_one(stream),
+            |entry| name_in(names, entry.name) == stream,
+            |entry| hasher.hash_one(name_in(names, entry.name)),
+        );
+        match entry {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
-                occupied.get_mut().positions.push(position)
+                let entry = occupied.get_mut();
+                if entry.positions & MANY == 0 {
+                    many.push(vec![entry.positions, position]);
+                    entry.positions = MANY | (many.len() - 1) as u64;
+                } else {
+                    many[(entry.positions & !MANY) as usize].push(position);
+                }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
                 let name = ((names.len() as u64) << 16) | u64::from(len);
                 vacant.insert(StreamEntry {
-                    hash,
                     name,
-                    positions: Positions::One(position),
+                    positions: position,
                 });
                 names.push_str(stream);
             }
@@ -202,7 +203,7 @@ impl Index {
         }
     }
 
-    pub fn stream(&self, stream: &str) -> Option<&Positions> {
+    pub fn stream(&self, stream: &str) -> Option<&[u64]> {
         self.streams.get(stream)
     }
 
@@ -263,8 +264,8 @@ mod tests {
         index.push_event(at(20), None);
         index.push_event(at(30), Some("a"));
         assert_eq!(index.slots(), 4);
-        assert_eq!(index.stream("a").unwrap().as_slice(), &[1, 4]);
-        assert_eq!(index.stream("b").unwrap().as_slice(), &[2]);
+        assert_eq!(index.stream("a").unwrap(), &[1, 4]);
+        assert_eq!(index.stream("b").unwrap(), &[2]);
         assert!(index.stream("c").is_none());
         assert!(index.stream("").is_none());
         assert!(index.stream("ab").is_none());
@@ -285,5 +286,24 @@ mod tests {
         index.push_idempotency(5, second);
         assert_eq!(index.idempotency_locations(5), vec![first, second]);
         assert!(index.idempotency_locations(6).is_empty());
+    }
+
+    proptest::proptest! {
+        /// The index answers like a map of stream id to positions, through the table's
+        /// growth (its hashes are recomputed from the ids then).
+        #[test]
+        fn streams_answer_like_a_map(streams in proptest::collection::vec(0usize..300, 1..2_000)) {
+            let mut index = Index::new(Default::default());
+            let mut expected: HashMap<String, Vec<u64>> = HashMap::new();
+            for (slot, stream) in streams.iter().enumerate() {
+                let name = format!("connection-{stream:04}");
+                index.push_event(Location { packed: slot as u64, len: 1 }, Some(&name));
+                expected.entry(name).or_default().push(slot as u64 + 1);
+            }
+            for stream in 0..310 {
+                let name = format!("connection-{stream:04}");
+                proptest::prop_assert_eq!(index.stream(&name), expected.get(&name).map(Vec::as_slice));
+            }
+        }
     }
 }

@@ -536,7 +536,6 @@ impl EventStore for FileEventStore {
             let Some(positions) = index.stream(stream.as_str()) else {
                 return Ok(Vec::new());
             };
-            let positions = positions.as_slice();
             let start = usize::try_from(from_version.max(1) - 1).unwrap_or(usize::MAX);
             if limit == 0 || start >= positions.len() {
                 return Ok(Vec::new());

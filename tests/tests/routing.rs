@@ -248,6 +248,18 @@ async fn resuming_with_another_store_epoch_or_a_revision_ahead_gives_a_reset() {
     );
     assert_eq!(read_snapshot(&mut other_epoch).await.0.len(), 1);
 
+    // A request larger than the buffer the server first reads requests into is read
+    // whole (the buffer grows; `WATCH_REQUEST_BUFFER_BYTES`).
+    let long_epoch = "e".repeat(4 * signpost_grpc::routing::WATCH_REQUEST_BUFFER_BYTES);
+    let mut long = watch(&mut routing, Some((1, long_epoch))).await;
+    assert_eq!(
+        next_change(&mut long).await.kind,
+        Some(Kind::Reset(wire::Reset {
+            reason: wire::ResetReason::EpochChanged as i32
+        }))
+    );
+    assert_eq!(read_snapshot(&mut long).await.0.len(), 1);
+
     let epoch = server.server.routing.epoch().to_owned();
     let mut ahead = watch(&mut routing, Some((server.head() + 1000, epoch))).await;
     let reset = next_change(&mut ahead).await;

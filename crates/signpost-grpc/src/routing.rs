@@ -31,7 +31,9 @@ use tonic::{Request, Response, Status};
 use crate::admin::bearer;
 use crate::status::{invalid_field, to_status};
 
-pub use codec::{WatchFrame, WatchFrameEncoder, WatchRoutesCodec, WATCH_BUFFER_BYTES};
+pub use codec::{
+    WatchFrame, WatchFrameEncoder, WatchRoutesCodec, WATCH_BUFFER_BYTES, WATCH_REQUEST_BUFFER_BYTES,
+};
 pub use resolve::{ResolveCodec, ResolveReply, ResolveReplyEncoder};
 pub use server::RoutingServer;
 

@@ -236,9 +236,19 @@ impl Codec for WatchRoutesCodec {
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
+        ProstDecoder::new(BufferSettings::new(
+            WATCH_REQUEST_BUFFER_BYTES,
+            WATCH_YIELD_BYTES,
+        ))
     }
 }
+
+/// The first size of the buffer a `WatchRoutesRequest` is read into (tonic's default:
+/// 8 KiB). The request is an epoch and a revision, under 100 bytes; a larger one grows
+/// the buffer as it arrives, up to the server's message limit. With 10,000 edges opening
+/// their streams at once, thousands of requests are read at the same moment, and 8 KiB
+/// each was the largest item of the server's memory at that moment (heaptrack: 15.6 MB).
+pub const WATCH_REQUEST_BUFFER_BYTES: usize = 256;
 
 /// Writes [`WatchFrame`]s into the frames tonic sends.
 #[derive(Debug, Clone, Copy, Default)]

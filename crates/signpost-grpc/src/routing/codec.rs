@@ -254,11 +254,13 @@ pub const WATCH_REQUEST_BUFFER_BYTES: usize = 256;
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WatchFrameEncoder;
 
-/// The first size of a watch stream's encode buffer (tonic's default: 8 KiB). A stream
-/// is idle most of its life and its deltas are a few hundred bytes, while the buffer
-/// lives as long as the stream: with 10,000 edges watching, 8 KiB each was most of a
-/// stream's memory. A snapshot chunk reserves what it needs (`encoded_len`) in one step.
-pub const WATCH_BUFFER_BYTES: usize = 1024;
+/// The first size of a watch stream's encode buffer (tonic's default: 8 KiB): 64 bytes.
+/// A stream is idle most of its life, and the buffer lives as long as the stream: with
+/// 10,000 edges watching, 8 KiB each was most of a stream's memory, and 1 KiB still
+/// about a sixth of it. The first message sizes the buffer (each frame reserves its
+/// `encoded_len` in one step), and later ones reuse it. Not zero: with compression on,
+/// tonic grows its output buffer in steps of this size.
+pub const WATCH_BUFFER_BYTES: usize = 64;
 
 /// How much a watch stream gathers before handing it to HTTP/2 when messages are
 /// ready back to back (tonic's default).

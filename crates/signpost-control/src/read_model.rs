@@ -23,6 +23,9 @@ use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::organization::Organization;
 use signpost_domain::setup_link::SetupLink;
+use std::hash::BuildHasher;
+
+use hashbrown::hash_table::{self, HashTable};
 use signpost_domain::{schema, Event, Id, VecMap};
 use signpost_eventlog::EventEnvelope;
 
@@ -99,8 +102,10 @@ pub struct ReadModel {
     texts: Pool<str>,
     /// Claim mappings: connections set up from one preset share theirs.
     claim_mappings: Pool<schema::ClaimMapping>,
-    external_id_owner: HashMap<Box<str>, Arc<str>>,
-    entity_id_owner: HashMap<Box<str>, Arc<str>>,
+    /// Organizations by external id.
+    external_ids: TextIndex,
+    /// SAML connections by IdP entity id.
+    entity_ids: TextIndex,
     link_by_token: HashMap<Vec<u8>, Arc<str>>,
     api_token_by_hash: HashMap<Vec<u8>, Arc<str>>,
     /// For each SAML connection, the position of the `ConnectionConfigured` that set its
@@ -241,6 +246,13 @@ impl ReadModel {
         };
         match kind {
             "organization-" => {
+                if let (Event::OrganizationCreated(_), Some((key, organization))) =
+                    (event, self.organizations.get_key_value(id))
+                {
+                    // Entered again after the event, which may name another external id.
+                    self.external_ids
+                        .remove(&organization.state.external_id, key);
+                }
                 let key = apply_to(&mut self.organizations, id, at, |o| o.apply(event));
                 if matches!(
                     event,
@@ -255,17 +267,13 @@ impl ReadModel {
             "connection-" => {
                 if let Event::ConnectionConfigured(configured) = event {
                     self.draft_connections.remove(id);
-                    let previous = self
-                        .connections
-                        .get(id)
-                        .and_then(|c| saml_entity_id(&c.state));
-                    if let Some(previous) = previous {
-                        self.entity_id_owner.remove(previous.as_str());
+                    if let Some((key, connection)) = self.connections.get_key_value(id) {
+                        if let Some(previous) = saml_entity_id(&connection.state) {
+                            self.entity_ids.remove(previous, key);
+                        }
                     }
                     let key = ensure(&mut self.connections, id, at);
-                    if let Some(saml) = &configured.saml {
-                        self.entity_id_owner
-                            .insert(saml.idp_entity_id.as_str().into(), key.clone());
+                    if configured.saml.is_some() {
                         self.certificates_at.insert(key, envelope.position);
                     } else {
                         self.certificates_at.remove(id);
@@ -283,6 +291,11 @@ impl ReadModel {
                 });
                 if let Event::ConnectionConfigured(_) = event {
                     self.share_connection_ids(&key);
+                    let connections = &self.connections;
+                    if let Some(entity_id) = entity_id_of(connections, &key) {
+                        self.entity_ids
+                            .insert(entity_id, key.clone(), |id| entity_id_of(connections, id));
+                    }
                 }
             }
             "setup-link-" => {
@@ -373,9 +386,14 @@ impl ReadModel {
         at: DateTime<Utc>,
     ) {
         match event {
-            Event::OrganizationCreated(e) => {
-                self.external_id_owner
-                    .insert(e.external_id.as_str().into(), organization_id);
+            Event::OrganizationCreated(_) => {
+                let organizations = &self.organizations;
+                if let Some(external_id) = external_id_of(organizations, &organization_id) {
+                    self.external_ids
+                        .insert(external_id, organization_id.clone(), |id| {
+                            external_id_of(organizations, id)
+                        });
+                }
             }
             Event::DomainClaimed(e) => {
                 let domain = self.domain_key(&e.domain);
@@ -459,12 +477,16 @@ impl ReadModel {
 
     /// The organization with this external id, if any.
     pub fn external_id_owner(&self, external_id: &str) -> Option<&str> {
-        self.external_id_owner.get(external_id).map(|id| &**id)
+        self.external_ids
+            .get(external_id, |id| external_id_of(&self.organizations, id))
+            .map(|id| &**id)
     }
 
     /// The connection configured with this SAML IdP entity id, if any.
     pub fn entity_id_owner(&self, entity_id: &str) -> Option<&Tracked<Connection>> {
-        let id = self.entity_id_owner.get(entity_id)?;
+        let id = self
+            .entity_ids
+            .get(entity_id, |id| entity_id_of(&self.connections, id))?;
         self.connections.get(id).map(|c| &**c)
     }
 
@@ -499,10 +521,81 @@ impl ReadModel {
     }
 }
 
-fn saml_entity_id(connection: &Connection) -> Option<String> {
+fn saml_entity_id(connection: &Connection) -> Option<&str> {
     match &connection.settings {
-        Some(ConnectionSettings::Saml(saml)) => Some(saml.idp_entity_id.clone()),
+        Some(ConnectionSettings::Saml(saml)) => Some(&saml.idp_entity_id),
         _ => None,
+    }
+}
+
+/// The IdP entity id of SAML connection `id` in `connections`.
+fn entity_id_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
+    saml_entity_id(&connections.get(&**id)?.state)
+}
+
+/// The external id of organization `id` in `organizations`.
+fn external_id_of<'a>(organizations: &'a Aggregates<Organization>, id: &Id) -> Option<&'a str> {
+    Some(&organizations.get(&**id)?.state.external_id)
+}
+
+/// Aggregate ids found by a text each aggregate holds (an organization's external id, a
+/// SAML connection's IdP entity id), like a `HashMap<text, id>` whose keys are read from
+/// the aggregates: an entry is the shared id alone (16 bytes) instead of a map entry and a
+/// copy of the text. Every method is given `text_of`, which reads an id's text from its
+/// aggregate, to compare and to rehash.
+///
+/// One rule keeps it whole, and the model follows it: an entry is made after its
+/// aggregate holds the text, and removed before that text changes (a configuration
+/// replaced). As with a map, a text has one entry: entering it again replaces the id.
+#[derive(Debug, Clone, Default)]
+struct TextIndex {
+    table: HashTable<Id>,
+    /// SipHash with a random key: the texts come from outside.
+    hasher: std::collections::hash_map::RandomState,
+}
+
+impl TextIndex {
+    /// The id entered under `text`.
+    fn get<'a>(&self, text: &str, text_of: impl Fn(&Id) -> Option<&'a str>) -> Option<&Id> {
+        let hash = self.hasher.hash_one(text);
+        self.table.find(hash, |id| text_of(id) == Some(text))
+    }
+
+    /// Enters `id`, whose aggregate holds `text`, under it.
+    fn insert<'a>(&mut self, text: &str, id: Id, text_of: impl Fn(&Id) -> Option<&'a str>) {
+        let hasher = &self.hasher;
+        let entry = self.table.entry(
+            hasher.hash_one(text),
+            |held| text_of(held) == Some(text),
+            |held| hasher.hash_one(text_of(held).unwrap_or_default()),
+        );
+        match entry {
+            hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = id,
+            hash_table::Entry::Vacant(vacant) => {
+                vacant.insert(id);
+            }
+        }
+    }
+
+    /// Removes `id`'s entry, which its aggregate holds `text` for (if it is entered:
+    /// another aggregate entered under the same text since keeps its entry).
+    fn remove(&mut self, text: &str, id: &Id) {
+        let hash = self.hasher.hash_one(text);
+        if let Ok(entry) = self.table.find_entry(hash, |held| held == id) {
+            entry.remove();
+        }
+    }
+}
+
+/// Two indexes are equal when they hold the same ids (texts are the aggregates').
+impl PartialEq for TextIndex {
+    fn eq(&self, other: &Self) -> bool {
+        let sorted = |index: &TextIndex| {
+            let mut ids: Vec<Id> = index.table.iter().cloned().collect();
+            ids.sort();
+            ids
+        };
+        self.table.len() == other.table.len() && sorted(self) == sorted(other)
     }
 }
 
@@ -754,5 +847,85 @@ mod tests {
             organization_id: id.into(),
             ..Default::default()
         })
+    }
+
+    fn configure_saml(
+        model: &mut ReadModel,
+        position: u64,
+        connection: &str,
+        entity: Option<&str>,
+    ) {
+        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+            connection_id: connection.into(),
+            organization_id: "o1".into(),
+            saml: entity.map(|entity| saml(entity, b"der")),
+            oidc: entity.is_none().then(schema::OidcSettings::default),
+            ..Default::default()
+        });
+        model.apply(&at(position, &format!("connection-{connection}")), &event);
+    }
+
+    #[test]
+    fn entity_and_external_ids_find_their_aggregates_through_growth_and_changes() {
+        let mut model = ReadModel::default();
+        let owner = |model: &ReadModel, entity: &str| {
+            model
+                .entity_id_owner(entity)
+                .map(|c| c.state.id.to_string())
+        };
+        // Enough entries for the table to grow several times (its hashes are recomputed
+        // from the aggregates' texts then).
+        for i in 0..2_000 {
+            configure_saml(
+                &mut model,
+                i + 1,
+                &format!("c{i}"),
+                Some(&format!("https://idp{i}/e")),
+            );
+            let created = Event::OrganizationCreated(schema::OrganizationCreated {
+                organization_id: format!("o{i}"),
+                external_id: format!("ext-{i}"),
+                ..Default::default()
+            });
+            model.apply(&at(i + 1, &format!("organization-o{i}")), &created);
+        }
+        for i in [0, 1, 999, 1_999] {
+            assert_eq!(
+                owner(&model, &format!("https://idp{i}/e")),
+                Some(format!("c{i}"))
+            );
+            assert_eq!(
+                model.external_id_owner(&format!("ext-{i}")),
+                Some(&*format!("o{i}"))
+            );
+        }
+        assert_eq!(owner(&model, "https://idp2000/e"), None);
+        assert_eq!(model.external_id_owner("ext-2000"), None);
+
+        // Reconfigured with another entity id: found by the new one only.
+        configure_saml(&mut model, 3_000, "c5", Some("https://new/e"));
+        assert_eq!(owner(&model, "https://new/e").as_deref(), Some("c5"));
+        assert_eq!(owner(&model, "https://idp5/e"), None);
+        // Reconfigured as OIDC: found by none.
+        configure_saml(&mut model, 3_001, "c6", None);
+        assert_eq!(owner(&model, "https://idp6/e"), None);
+        // A second connection entered under an entity id replaces the first; the first's
+        // reconfiguration then leaves the second's entry alone.
+        configure_saml(&mut model, 3_002, "c8", Some("https://idp7/e"));
+        assert_eq!(owner(&model, "https://idp7/e").as_deref(), Some("c8"));
+        configure_saml(&mut model, 3_003, "c7", Some("https://other/e"));
+        assert_eq!(owner(&model, "https://idp7/e").as_deref(), Some("c8"));
+        assert_eq!(owner(&model, "https://other/e").as_deref(), Some("c7"));
+
+        // An organization created again (a tampered log) under another external id.
+        let again = Event::OrganizationCreated(schema::OrganizationCreated {
+            organization_id: "o3".into(),
+            external_id: "ext-new".into(),
+            ..Default::default()
+        });
+        model.apply(&at(3_004, "organization-o3"), &again);
+        assert_eq!(model.external_id_owner("ext-new"), Some("o3"));
+        assert_eq!(model.external_id_owner("ext-3"), None);
+        assert_eq!(model.external_id_owner("ext-4"), Some("o4"));
     }
 }

@@ -1039,7 +1039,7 @@ impl ControlPlane {
                 &after,
                 |t| ApiTokenView {
                     token: t.state.clone(),
-                    created_at: t.created_at,
+                    created_at: t.created_at(),
                 },
             )
         })
@@ -1080,7 +1080,7 @@ impl ControlPlane {
             .read(|model| {
                 model.api_tokens.get(token_id).map(|t| ApiTokenView {
                     token: t.state.clone(),
-                    created_at: t.created_at,
+                    created_at: t.created_at(),
                 })
             })
             .ok_or_else(|| not_found("API_TOKEN_NOT_FOUND", "token_id", "API token"))
@@ -1200,7 +1200,7 @@ fn organization_view(model: &ReadModel, organization_id: &str) -> Option<Organiz
         .collect();
     Some(OrganizationView {
         organization: tracked.state.clone(),
-        created_at: tracked.created_at,
+        created_at: tracked.created_at(),
         domains,
     })
 }
@@ -1219,7 +1219,7 @@ fn setup_link_view(
     };
     SetupLinkView {
         link: link.state.clone(),
-        created_at: link.created_at,
+        created_at: link.created_at(),
         status,
     }
 }

@@ -34,8 +34,17 @@ use signpost_eventlog::EventEnvelope;
 pub struct Tracked<T> {
     /// Current state.
     pub state: T,
+    /// When its first event was recorded, in nanoseconds since the Unix epoch: 8 bytes
+    /// where a `DateTime<Utc>` takes 12, which put a tracked connection (224 bytes now)
+    /// in the allocator's next size class up (256).
+    created_at_nanos: i64,
+}
+
+impl<T> Tracked<T> {
     /// When its first event was recorded.
-    pub created_at: DateTime<Utc>,
+    pub fn created_at(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_nanos(self.created_at_nanos)
+    }
 }
 
 /// The aggregates of one kind, by id, in id order (lists page by id).
@@ -144,7 +153,8 @@ fn ensure<T: Default>(map: &mut Aggregates<T>, id: &str, at: DateTime<Utc>) -> A
     let key: Arc<str> = id.into();
     let fresh = Tracked {
         state: T::default(),
-        created_at: at,
+        // Times past 2262 do not fit; no log holds one (`recorded_at` is the server's clock).
+        created_at_nanos: at.timestamp_nanos_opt().unwrap_or(i64::MAX),
     };
     map.insert(key.clone(), Box::new(fresh));
     key
@@ -927,5 +937,32 @@ mod tests {
         assert_eq!(model.external_id_owner("ext-new"), Some("o3"));
         assert_eq!(model.external_id_owner("ext-3"), None);
         assert_eq!(model.external_id_owner("ext-4"), Some("o4"));
+    }
+
+    #[test]
+    fn a_tracked_connection_fits_the_224_byte_allocation_class() {
+        // One connection per organization is boxed in the model: past 224 bytes each
+        // costs 256 (jemalloc's next class), 3 MiB more per 100,000 organizations.
+        assert!(std::mem::size_of::<Tracked<Connection>>() <= 224);
+    }
+
+    #[test]
+    fn created_at_keeps_the_first_event_time_to_the_nanosecond() {
+        let mut model = ReadModel::default();
+        let mut first = at(1, "organization-o1");
+        first.recorded_at = Some(prost_types::Timestamp {
+            seconds: 1_795_000_000,
+            nanos: 123_456_789,
+        });
+        model.apply(&first, &created("o1"));
+        let mut later = at(2, "organization-o1");
+        later.recorded_at = Some(prost_types::Timestamp {
+            seconds: 1_795_000_100,
+            nanos: 0,
+        });
+        model.apply(&later, &created("o1"));
+        let created_at = model.organizations["o1"].created_at();
+        assert_eq!(created_at.timestamp(), 1_795_000_000);
+        assert_eq!(created_at.timestamp_subsec_nanos(), 123_456_789);
     }
 }

@@ -8,24 +8,24 @@
 //!
 //! It holds every organization the control plane serves (the server's largest
 //! structure; the audit timeline is described from it too), so it is laid out for size:
-//! aggregates boxed in their maps ([`Aggregates`]), ids held once (the indexes share the
-//! maps' `Arc<str>` keys), one record per domain name for its owner and its
-//! verifications, who verified a claim stored once per actor, and SAML signing
-//! certificates without their DER, which admin views read back from the log
-//! ([`ReadModel::certificates_at`]).
+//! aggregates boxed in their maps ([`Aggregates`]), ids and domain names held once (the
+//! indexes and the aggregates' state share the maps' `Arc<str>` keys), one record per
+//! domain name for its owner and its verifications, texts and claim mappings that many
+//! aggregates repeat held once each (`Pool`), external and entity ids found through
+//! indexes of ids alone (`TextIndex`), and SAML signing certificates without their DER,
+//! which admin views read back from the log ([`ReadModel::certificates_at`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use hashbrown::hash_table::{self, HashTable};
 use signpost_domain::api_token::ApiToken;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::organization::Organization;
 use signpost_domain::setup_link::SetupLink;
-use std::hash::BuildHasher;
-
-use hashbrown::hash_table::{self, HashTable};
 use signpost_domain::{schema, Event, Id, VecMap};
 use signpost_eventlog::EventEnvelope;
 

@@ -400,8 +400,14 @@ async fn routing_run(
             "ceiling": ceiling_fan_out.json(),
         }),
     );
-    emit("memory", memory.json());
     server.stop().await;
+    // For context: the same data after a restart, where every projection is found in
+    // place (a first start also built them, and some of what that left stays resident).
+    let restarted = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 10 })).await;
+    memory.control_plane_restarted = restarted.rss_bytes();
+    restarted.stop().await;
+    emit("memory", memory.json());
     Ok(())
 }
 

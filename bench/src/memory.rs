@@ -14,8 +14,8 @@ pub struct Memory {
     pub control_plane_idle: u64,
     /// Control plane RSS with the table and every stream open.
     pub control_plane_streams: u64,
-    /// Control plane RSS with the table, no stream open, 10 s after a restart on the
-    /// same data (context: the figures above follow a first start).
+    /// Control plane RSS with the table, no stream open, 10 s (1 s with `--quick`) after
+    /// a restart on the same data (context: the figures above follow a first start).
     pub control_plane_restarted: u64,
     /// Edge binary RSS holding the table.
     pub edge: u64,

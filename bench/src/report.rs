@@ -666,7 +666,7 @@ pub fn render(
     writeln!(out, "### 8. Memory\n")?;
     writeln!(
         out,
-        "- Control plane: {} with the table alone, {} with every stream open (after a first start); {} with the table alone 10 s after a restart on the same data. etcd: {} with the keys, {} with every watcher open. Edge binary: {}.\n",
+        "- Control plane: {} with the table alone, {} with every stream open (after a first start); {} with the table alone after a restart on the same data (read 10 s after it; 1 s with --quick). etcd: {} with the keys, {} with every watcher open. Edge binary: {}.\n",
         mib(f(&m["control_plane_idle_bytes"])),
         mib(cp),
         mib(f(&m["control_plane_restarted_bytes"])),

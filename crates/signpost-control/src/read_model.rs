@@ -410,7 +410,7 @@ impl ReadModel {
                 if let Some(organization) = self.organizations.get_mut(&*organization_id) {
                     organization.state.domains.share_key(&domain);
                 }
-                self.domain_record(&e.domain).owner = Some(organization_id);
+                self.domain_record(&domain).owner = Some(organization_id);
             }
             Event::DomainVerified(e) => {
                 let actor = envelope.actor.clone().unwrap_or_default();
@@ -454,11 +454,10 @@ impl ReadModel {
         key
     }
 
+    /// The record of `domain` (an empty one made when there is none).
     fn domain_record(&mut self, domain: &str) -> &mut DomainRecord {
-        if !self.domains.contains_key(domain) {
-            self.domains.insert(domain.into(), DomainRecord::default());
-        }
-        self.domains.get_mut(domain).expect("inserted above")
+        let key = self.domain_key(domain);
+        self.domains.get_mut(&*key).expect("domain_key made it")
     }
 
     /// The shared copy of a `verified_by` text.

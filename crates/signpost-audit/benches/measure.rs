@@ -854,7 +854,7 @@ async fn measure_projection() {
         head as f64 / rebuild.as_secs_f64(),
         rebuild_cpu * 1e6 / head as f64
     );
-    audit.database().flush().unwrap();
+    audit.database().unwrap().flush().unwrap();
     println!(
         "after the rebuild: disk {:.1} MiB; RSS {:.0} MiB (log alone {rss_log:.0} MiB), peak {:.0} MiB",
         dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0),
@@ -864,8 +864,11 @@ async fn measure_projection() {
 
     if std::env::var_os("SIGNPOST_MEASURE_ROWS").is_some() {
         // Rows per kind (first key byte) in the audit database's trees.
-        for name in audit.database().tree_names() {
-            let tree = audit.database().open_tree(&name).unwrap();
+        // The guard is held while the trees are read (the projection may reopen the
+        // database otherwise).
+        let db = audit.database().unwrap();
+        for name in db.tree_names() {
+            let tree = db.open_tree(&name).unwrap();
             let mut kinds = std::collections::BTreeMap::<u8, (usize, usize)>::new();
             for row in tree.iter() {
                 let (key, value) = row.unwrap();
@@ -1003,7 +1006,7 @@ async fn measure_projection() {
             (with - base) * 1e6 / live_commits as f64
         );
     }
-    audit.database().flush().unwrap();
+    audit.database().unwrap().flush().unwrap();
     println!(
         "at the end: disk {:.1} MiB; RSS {:.0} MiB, peak {:.0} MiB",
         dir_bytes(dir.path()) as f64 / (1024.0 * 1024.0),

@@ -142,7 +142,7 @@ impl AuditProjection {
                 // recorded: a domain it owns then is one of them.
                 let mut claimed = std::collections::BTreeSet::new();
                 let mut reader = EntryReader::default();
-                let tree = &self.shared.timeline.tree;
+                let tree = self.shared.timeline.tree()?;
                 let mut failed = None;
                 self.shared.timeline.positions(
                     Index::OrgDomain,
@@ -151,7 +151,7 @@ impl AuditProjection {
                     position,
                     crate::query::Order::Ascending,
                     |at| {
-                        match reader.changes(tree, at) {
+                        match reader.changes(&tree, at) {
                             Ok(changes) => claimed.extend(
                                 changes
                                     .into_iter()
@@ -192,7 +192,7 @@ impl AuditProjection {
             return Ok(None);
         };
         let changes = EntryReader::default()
-            .changes(&self.shared.timeline.tree, at)?
+            .changes(&*self.shared.timeline.tree()?, at)?
             .unwrap_or_default();
         let change = changes
             .changes

@@ -358,7 +358,7 @@ impl AuditProjection {
         if position == 0 || position > self.position() {
             return Ok(None);
         }
-        EntryReader::default().get(&self.shared.timeline.tree, position)
+        EntryReader::default().get(&*self.shared.timeline.tree()?, position)
     }
 
     /// The last position indexed under `id` in `index` at or before `position`.
@@ -453,12 +453,12 @@ impl AuditProjection {
                 })?;
             }
             Source::Index(index, id) => {
-                let tree = &self.shared.timeline.tree;
+                let tree = self.shared.timeline.tree()?;
                 let mut reader = EntryReader::default();
                 self.shared
                     .timeline
                     .positions(index, &id, low, high, order, |position| {
-                        let Some(entry) = reader.get(tree, position)? else {
+                        let Some(entry) = reader.get(&tree, position)? else {
                             return Err(AuditError::Corrupt(format!(
                                 "index {} points at missing entry {position}",
                                 index.name()

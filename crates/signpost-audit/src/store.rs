@@ -14,10 +14,19 @@
 //! the `L` rows) under a lock held only while copying. A merged run's rows are deleted
 //! by a later write, once no reader holds it (a start deletes whatever a crash left
 //! behind).
+//!
+//! The database and its tree sit behind a lock that every read and write holds while it
+//! uses them ([`Store::tree`]), and nothing keeps a handle past it, so the projection can
+//! close the database and open it again ([`Store::reopen`]): after a long catch-up sled
+//! holds on to much of what it wrote (write buffers, cached nodes, garbage not yet
+//! reclaimed), which a reopened database does not.
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use parking_lot::{MappedRwLockReadGuard, RwLockReadGuard};
 
 use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
@@ -64,9 +73,25 @@ struct IndexState {
     log_keys: Vec<Vec<u8>>,
 }
 
+/// The open database and its one tree.
+struct Handles {
+    db: sled::Db,
+    tree: sled::Tree,
+}
+
+/// How long [`Store::reopen`] waits for readers to let go of the database before it
+/// leaves the reopen for later.
+const REOPEN_WAIT: Duration = Duration::from_millis(250);
+
 /// The tree and the index state.
 pub(crate) struct Store {
-    pub tree: sled::Tree,
+    /// `None` only while the database is being reopened, or when opening it again
+    /// failed. Reads take it with `read_recursive` (a query's callbacks read again), so
+    /// a waiting reopen never deadlocks them; it may have to wait for a quiet moment.
+    handles: parking_lot::RwLock<Option<Handles>>,
+    /// How to open the database again (`None`: a database the caller opened, which is
+    /// never reopened).
+    config: Option<sled::Config>,
     /// Postings outside the base that trigger a merge.
     merge_events: u64,
     index: RwLock<IndexState>,
@@ -315,9 +340,12 @@ impl EntryReader {
 }
 
 impl Store {
-    /// The store over `tree`, at the state `meta` records (loads the `L` rows).
+    /// The store over `db`'s `tree`, at the state `meta` records (loads the `L` rows).
+    /// `config`: how to open `db` again, for [`Store::reopen`].
     pub(crate) fn open(
+        db: sled::Db,
         tree: sled::Tree,
+        config: Option<sled::Config>,
         meta: &Meta,
         merge_events: u64,
     ) -> Result<Self, AuditError> {
@@ -372,7 +400,8 @@ impl Store {
             first = record.last + 1;
         }
         Ok(Self {
-            tree,
+            handles: parking_lot::RwLock::new(Some(Handles { db, tree })),
+            config,
             merge_events: merge_events.max(1),
             index: RwLock::new(IndexState {
                 runs,
@@ -382,6 +411,46 @@ impl Store {
             }),
             retired: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The tree, held until the guard drops. Every read and write goes through this and
+    /// keeps no handle (no `sled::Iter` either) past the guard.
+    pub(crate) fn tree(&self) -> Result<MappedRwLockReadGuard<'_, sled::Tree>, AuditError> {
+        RwLockReadGuard::try_map(self.handles.read_recursive(), |h| {
+            h.as_ref().map(|h| &h.tree)
+        })
+        .map_err(|_| closed())
+    }
+
+    /// The database, held until the guard drops.
+    pub(crate) fn database(&self) -> Result<MappedRwLockReadGuard<'_, sled::Db>, AuditError> {
+        RwLockReadGuard::try_map(self.handles.read_recursive(), |h| h.as_ref().map(|h| &h.db))
+            .map_err(|_| closed())
+    }
+
+    /// Flushes the database, closes it and opens it again, so that what sled held on to
+    /// for the writes so far is let go. Waits up to [`REOPEN_WAIT`] for readers to let
+    /// go of it; false when they did not (or when the database cannot be reopened: one
+    /// the caller opened). An error leaves the database closed: reads fail from then on.
+    pub(crate) fn reopen(&self) -> Result<bool, AuditError> {
+        let Some(config) = &self.config else {
+            return Ok(false);
+        };
+        let Some(mut handles) = self.handles.try_write_for(REOPEN_WAIT) else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        if let Some(open) = handles.as_ref() {
+            open.db.flush()?;
+        }
+        // No handle lives outside the lock, so this closes the database (and lets go of
+        // its file lock).
+        *handles = None;
+        let db = config.open()?;
+        let tree = db.open_tree(keys::TIMELINE)?;
+        *handles = Some(Handles { db, tree });
+        tracing::info!(elapsed = ?started.elapsed(), "audit database closed and opened again");
+        Ok(true)
     }
 
     /// Writes `pending` and moves `meta` to `position` / `hash` (and its postings into a
@@ -479,7 +548,7 @@ impl Store {
         }
         let deleted = self.collect_retired(&mut batch)?;
         batch.insert(keys::META, next.encode_to_vec());
-        self.tree.apply_batch(batch)?;
+        self.tree()?.apply_batch(batch)?;
         *meta = next;
         let mut retired = self.retired.lock().expect("retired lock");
         retired.retain(|run| !deleted.contains(&run.id));
@@ -514,7 +583,7 @@ impl Store {
             if Arc::strong_count(run) > 1 {
                 continue;
             }
-            for row in self.tree.scan_prefix(keys::base_prefix(run.id)) {
+            for row in self.tree()?.scan_prefix(keys::base_prefix(run.id)) {
                 batch.remove(row?.0);
             }
             done.push(run.id);
@@ -536,9 +605,10 @@ impl Store {
         fresh.sort_unstable();
         fresh.dedup();
         let mut fresh = fresh.into_iter().peekable();
+        let tree = self.tree()?;
         let mut streams: Vec<RunStream> = runs
             .iter()
-            .map(|run| RunStream::new(&self.tree, run.id))
+            .map(|run| RunStream::new(&tree, run.id))
             .collect();
         let mut heads = Vec::with_capacity(streams.len());
         for stream in &mut streams {
@@ -654,18 +724,18 @@ impl Store {
         f: &mut impl FnMut(u64) -> Result<bool, AuditError>,
     ) -> Result<bool, AuditError> {
         let prefix = keys::base_prefix(run.id);
+        let tree = self.tree()?;
         match order {
             Order::Ascending => {
                 let target = keys::base(run.id, id_key, low);
-                let start = self
-                    .tree
+                let start = tree
                     .range(prefix.to_vec()..=target.clone())
                     .next_back()
                     .transpose()?
                     .map(|(key, _)| key.to_vec())
                     .unwrap_or(target);
                 let end = keys::prefix_end(&prefix).unwrap_or_else(|| vec![u8::MAX; 6]);
-                for row in self.tree.range(start..end) {
+                for row in tree.range(start..end) {
                     let (_, value) = row?;
                     for piece in keys::pieces(&value) {
                         let piece = piece?;
@@ -693,7 +763,7 @@ impl Store {
             Order::Descending => {
                 let target = keys::base(run.id, id_key, high);
                 let mut found = Vec::new();
-                for row in self.tree.range(prefix.to_vec()..=target).rev() {
+                for row in tree.range(prefix.to_vec()..=target).rev() {
                     let (key, value) = row?;
                     found.clear();
                     for piece in keys::pieces(&value) {
@@ -733,6 +803,7 @@ impl Store {
             let state = self.index.read().expect("index lock");
             (state.runs.clone(), state.delta.clone())
         };
+        let tree = self.tree()?;
         let mut out = Vec::new();
         let mut push = |id_key: &[u8], position: u64| {
             if let Some((index, id)) = keys::split_id_key(id_key) {
@@ -740,7 +811,7 @@ impl Store {
             }
         };
         for run in &runs {
-            for row in self.tree.scan_prefix(keys::base_prefix(run.id)) {
+            for row in tree.scan_prefix(keys::base_prefix(run.id)) {
                 let (_, value) = row?;
                 for piece in keys::pieces(&value) {
                     let piece = piece?;
@@ -772,9 +843,10 @@ impl Store {
         }
         let from = keys::positioned(keys::ENTRY, low);
         let end = keys::positioned(keys::ENTRY, u64::MAX);
+        let tree = self.tree()?;
         match order {
             Order::Ascending => {
-                for row in self.tree.range(from..=end) {
+                for row in tree.range(from..=end) {
                     let (key, value) = row?;
                     let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
                     for position in chunk.first.max(low)..=chunk.last().min(high) {
@@ -791,16 +863,14 @@ impl Store {
                 }
             }
             Order::Descending => {
-                let holder = self
-                    .tree
+                let holder = tree
                     .range(keys::positioned(keys::ENTRY, high)..=end)
                     .next()
                     .transpose()?
                     .map(|(key, _)| keys::trailing_position(&key))
                     .unwrap_or(u64::MAX);
                 let start = keys::positioned(keys::ENTRY, 0);
-                for row in self
-                    .tree
+                for row in tree
                     .range(start..=keys::positioned(keys::ENTRY, holder))
                     .rev()
                 {
@@ -834,11 +904,12 @@ impl Store {
     pub(crate) fn first_at_or_after(&self, nanos: i64) -> Result<Option<u64>, AuditError> {
         let from = keys::time(nanos, 0);
         let end = keys::time(i64::MAX, u64::MAX);
-        let Some((key, _)) = self.tree.range(from..=end).next().transpose()? else {
+        let tree = self.tree()?;
+        let Some((key, _)) = tree.range(from..=end).next().transpose()? else {
             return Ok(None);
         };
         let last = keys::trailing_position(&key);
-        let Some(value) = self.tree.get(keys::positioned(keys::ENTRY, last))? else {
+        let Some(value) = tree.get(keys::positioned(keys::ENTRY, last))? else {
             return Err(AuditError::Corrupt(format!(
                 "time row of a missing entry chunk ending at {last}"
             )));
@@ -849,6 +920,10 @@ impl Store {
             .unwrap_or(last);
         Ok(Some(first))
     }
+}
+
+fn closed() -> AuditError {
+    AuditError::Stopped("the audit database is closed: it could not be opened again".into())
 }
 
 #[cfg(test)]
@@ -923,7 +998,7 @@ mod tests {
             format: keys::FORMAT,
             ..Default::default()
         };
-        let mut store = Store::open(tree.clone(), &meta, merge_events).unwrap();
+        let mut store = Store::open(db.clone(), tree.clone(), None, &meta, merge_events).unwrap();
         let mut model = Model {
             postings: BTreeMap::new(),
             times: Vec::new(),
@@ -955,7 +1030,7 @@ mod tests {
                 let recorded =
                     Meta::decode(tree.get(keys::META).unwrap().unwrap().as_ref()).unwrap();
                 assert_eq!(recorded, meta);
-                store = Store::open(tree.clone(), &meta, merge_events).unwrap();
+                store = Store::open(db.clone(), tree.clone(), None, &meta, merge_events).unwrap();
             }
         }
         (store, model)
@@ -1049,7 +1124,7 @@ mod tests {
                     prop_assert_eq!(seen, wanted);
                 }
                 let mut reader = EntryReader::default();
-                let entry = reader.get(&store.tree, a).unwrap();
+                let entry = reader.get(&store.tree().unwrap(), a).unwrap();
                 prop_assert_eq!(entry.map(|e| e.position), (1..=n).contains(&a).then_some(a));
             }
             for nanos in -12..(model.times.last().copied().unwrap_or(0) + 2) {
@@ -1109,7 +1184,7 @@ mod tests {
         let db = sled::Config::new().temporary(true).open().unwrap();
         let tree = db.open_tree("t").unwrap();
         let mut meta = Meta::default();
-        let store = Store::open(tree.clone(), &meta, 100).unwrap();
+        let store = Store::open(db.clone(), tree.clone(), None, &meta, 100).unwrap();
         let write = |meta: &mut Meta, from: u64, to: u64| {
             let mut pending = Pending::default();
             for position in from..=to {

@@ -1108,7 +1108,6 @@ async fn checkpoints_chain_verify_online_and_offline_and_catch_tampering() {
     let store = Arc::new(MemoryEventStore::new());
     story(&store).await;
     let dir = tempfile::tempdir().unwrap();
-    let audit = projection(&store, dir.path()).await;
     let key_file = dir.path().join("checkpoint.key");
     let key = CheckpointKey::load_or_create(&key_file).unwrap();
     #[cfg(unix)]
@@ -1121,7 +1120,12 @@ async fn checkpoints_chain_verify_online_and_offline_and_catch_tampering() {
         CheckpointKey::load_or_create(&key_file).unwrap().key_id(),
         key.key_id()
     );
-    let checkpoints = Checkpointer::open(audit.database(), store.clone(), key.clone()).unwrap();
+    // Checkpoints live in a database of their own (the server's `checkpoints`).
+    let checkpoint_db = sled::Config::new()
+        .path(dir.path().join("checkpoints"))
+        .open()
+        .unwrap();
+    let checkpoints = Checkpointer::open(&checkpoint_db, store.clone(), key.clone()).unwrap();
     let first = checkpoints.create(chrono::Utc::now()).await.unwrap();
     assert!(first.previous_checkpoint_hash.is_empty());
     assert!(checkpoints

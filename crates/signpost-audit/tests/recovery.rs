@@ -491,3 +491,122 @@ async fn a_checkpoint_request_id_is_honoured_across_a_reopen_and_scoped_to_its_c
         "nothing signed"
     );
 }
+
+/// Options under which any catch-up at start reopens the database, in small batches (so
+/// the catch-up takes many writes, and readers overlap them).
+fn reopening_options(reopen_after_catch_up: u64) -> AuditOptions {
+    let mut options = AuditOptions::new(BASE_URL);
+    options.batch_events = 64;
+    options.reopen_after_catch_up = reopen_after_catch_up;
+    options.wait_at_start = false;
+    options
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_catch_up_reopens_the_database_while_readers_read_and_a_restart_resumes() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    for n in 0..600 {
+        organization_commit(store.as_ref(), n % 7, n / 7).await;
+    }
+    let head = store.head().position;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit");
+    let audit = AuditProjection::start(store.clone(), &path, reopening_options(head))
+        .await
+        .unwrap();
+    // Readers page through what is applied while the catch-up writes and then reopens
+    // the database: every read succeeds and sees every applied entry, in order.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let audit = audit.clone();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let mut reads = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    let applied = audit.position();
+                    let seen = all_positions(&audit);
+                    assert!(
+                        seen.len() as u64 >= applied
+                            && seen.iter().copied().eq(1..=seen.len() as u64),
+                        "applied {applied}, read {} entries",
+                        seen.len()
+                    );
+                    reads += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                reads
+            })
+        })
+        .collect();
+    audit.wait_for(head).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while audit.stats().reopens == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no reopen: {:?}",
+            audit.stats()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // More commits after the reopen are written to the reopened database.
+    for n in 600..700 {
+        organization_commit(store.as_ref(), n % 7, n / 7).await;
+    }
+    let head = store.head().position;
+    audit.wait_for(head).await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for reader in readers {
+        assert!(reader.join().expect("a reader failed") > 0);
+    }
+    assert_eq!(
+        audit.stats().reopens,
+        1,
+        "one reopen, after the catch-up only"
+    );
+    assert_eq!(audit.failure(), None);
+    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
+    let rows = audit.dump().unwrap();
+    audit.stop().await;
+    drop(audit);
+
+    // The same log folded without a reopen writes the same rows.
+    let plain_dir = tempfile::tempdir().unwrap();
+    let plain =
+        AuditProjection::start(store.clone(), plain_dir.path(), reopening_options(u64::MAX))
+            .await
+            .unwrap();
+    plain.wait_for(head).await.unwrap();
+    assert_eq!(plain.stats().reopens, 0);
+    assert_eq!(plain.dump().unwrap(), rows);
+
+    // A restart on the reopened database resumes where it was, and does not reopen
+    // again (nothing to catch up).
+    let again = AuditProjection::start(store.clone(), &path, reopening_options(1))
+        .await
+        .unwrap();
+    again.wait_for(head).await.unwrap();
+    let stats = again.stats();
+    assert!(!stats.rebuilt);
+    assert_eq!(stats.resumed_from, head);
+    assert_eq!(stats.reopens, 0);
+    assert_eq!(again.dump().unwrap(), rows);
+}
+
+#[tokio::test]
+async fn a_database_the_caller_opened_is_never_reopened() {
+    let store: Arc<dyn EventStore> = Arc::new(MemoryEventStore::new());
+    for n in 0..40 {
+        organization_commit(store.as_ref(), n % 3, n / 3).await;
+    }
+    let db = sled::Config::new().temporary(true).open().unwrap();
+    let mut options = reopening_options(1);
+    options.wait_at_start = true;
+    let audit = AuditProjection::start_with_db(store.clone(), db.clone(), options)
+        .await
+        .unwrap();
+    assert_eq!(audit.position(), store.head().position);
+    assert_eq!(audit.stats().reopens, 0);
+    // The caller's handle still works, on the same database.
+    assert!(db.tree_names().len() > 1);
+}

@@ -181,7 +181,7 @@ impl Server {
         // not write the audit timeline's rows too.
         let checkpoints = Arc::new(Checkpointer::open_at(
             &config.data_dir.join("checkpoints"),
-            Some(audit.database()),
+            Some(&*audit.database()?),
             store.clone(),
             checkpoint_key,
         )?);

@@ -38,8 +38,9 @@
 //! behind) ends with the database closed and opened again, at the first write that
 //! reaches the log's head: sled keeps much of what a long run of writes used (a first
 //! start on 500,000 events stayed 34 MiB above a restart), and a reopened database holds
-//! only what it reads. Readers wait for the reopen (0.17 s after 500,000 events here);
-//! if they hold the database longer, it is left for a later write that reaches the head.
+//! only what it reads. The reopen starts once that write's position is published, as
+//! the writer's next job. Readers wait for it (0.17 s after 500,000 events here); if
+//! they hold the database longer, it is left for a later write that reaches the head.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -811,12 +812,20 @@ struct Writer {
     reopen_due: bool,
 }
 
-/// What a write returns: the record it reached, and whether it reopened the database.
-type Written = Result<(Meta, bool), AuditError>;
+/// What a job of the writer did.
+enum Done {
+    /// Wrote a batch; `reached_head`: the log's head when it started (it was flushed).
+    Wrote { reached_head: bool },
+    /// Reopened the database (false: readers held it, or it is the caller's).
+    Reopened(bool),
+}
+
+/// What a job returns: the record as of its end, and what it did.
+type Finished = Result<(Meta, Done), AuditError>;
 
 struct InFlight {
     position: u64,
-    handle: tokio::task::JoinHandle<Written>,
+    handle: tokio::task::JoinHandle<Finished>,
 }
 
 impl Writer {
@@ -835,17 +844,34 @@ impl Writer {
         // head has moved on by then and nothing is flushed (rows need no durability: they
         // are rebuilt from the log).
         let flush = *shared.store.watch_head().borrow() <= position;
-        let reopen = flush && self.reopen_due;
         let handle = tokio::task::spawn_blocking(move || {
             shared.timeline.write(batch, &mut meta, position, &hash)?;
             if flush {
                 shared.timeline.database()?.flush()?;
             }
-            let reopened = reopen && shared.timeline.reopen()?;
-            Ok((meta, reopened))
+            Ok((
+                meta,
+                Done::Wrote {
+                    reached_head: flush,
+                },
+            ))
         });
         self.in_flight = Some(InFlight { position, handle });
         true
+    }
+
+    /// Starts reopening the database, after the write that reached `position` (already
+    /// published: the reopen does not delay the catch-up's end).
+    fn start_reopen(&mut self, position: u64) {
+        let Some(meta) = self.meta.take() else {
+            return;
+        };
+        let shared = self.shared.clone();
+        let handle = tokio::task::spawn_blocking(move || {
+            let reopened = shared.timeline.reopen()?;
+            Ok((meta, Done::Reopened(reopened)))
+        });
+        self.in_flight = Some(InFlight { position, handle });
     }
 
     /// Waits for the write in flight, if any; false when it failed.
@@ -859,31 +885,40 @@ impl Writer {
         }
     }
 
-    /// The write in flight ended: publishes its position; false when it failed.
-    fn finished(&mut self, joined: Result<Written, tokio::task::JoinError>) -> bool {
+    /// The job in flight ended: a write's position is published (and the reopen due
+    /// after the catch-up starts once a write reaches the head); false when it failed.
+    fn finished(&mut self, joined: Result<Finished, tokio::task::JoinError>) -> bool {
         let position = self
             .in_flight
             .take()
             .map(|f| f.position)
             .unwrap_or_default();
         match joined {
-            Ok(Ok((meta, reopened))) => {
-                if reopened {
-                    self.reopen_due = false;
-                    self.shared
-                        .reopens
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                }
+            Ok(Ok((meta, done))) => {
                 self.meta = Some(meta);
-                self.shared.applied.send_replace(position);
+                match done {
+                    Done::Wrote { reached_head } => {
+                        self.shared.applied.send_replace(position);
+                        if reached_head && self.reopen_due {
+                            self.start_reopen(position);
+                        }
+                    }
+                    Done::Reopened(true) => {
+                        self.reopen_due = false;
+                        self.shared
+                            .reopens
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Done::Reopened(false) => {}
+                }
                 true
             }
             Ok(Err(error)) => {
-                fail(&self.shared, format!("writing the audit database: {error}"));
+                fail(&self.shared, format!("the audit database: {error}"));
                 false
             }
             Err(error) => {
-                fail(&self.shared, format!("writing the audit database: {error}"));
+                fail(&self.shared, format!("the audit database: {error}"));
                 false
             }
         }

@@ -284,9 +284,9 @@ pub(crate) fn after(
     rows
 }
 
-/// A route as a [`DomainChange`] stores it: the routing table's bytes, copied.
+/// A route as a [`DomainChange`] stores it: the bytes sent for it.
 fn stored_route(route: &EncodedRoute) -> bytes::Bytes {
-    bytes::Bytes::copy_from_slice(route.as_bytes())
+    bytes::Bytes::from(route.to_wire())
 }
 
 /// The audit task's own fold, when no feed describes the events (a projection started

@@ -18,14 +18,27 @@ pub struct ServiceProviderUrls {
     pub oidc_redirect_uri: String,
 }
 
+/// The URLs' parts: the SAML entity id is the base URL (without a trailing `/`),
+/// [`SAML_PATH`] and the connection id; the ACS URL is the entity id and
+/// [`ACS_SUFFIX`]; the OIDC redirect URI is the base URL, [`OIDC_PATH`], the
+/// connection id and [`OIDC_CALLBACK_SUFFIX`]. (The routing table writes them from these
+/// parts instead of keeping them in every route.)
+pub const SAML_PATH: &str = "/sso/saml/";
+/// See [`SAML_PATH`].
+pub const ACS_SUFFIX: &str = "/acs";
+/// See [`SAML_PATH`].
+pub const OIDC_PATH: &str = "/sso/oidc/";
+/// See [`SAML_PATH`].
+pub const OIDC_CALLBACK_SUFFIX: &str = "/callback";
+
 impl ServiceProviderUrls {
     /// The URLs of `connection_id` under `public_base_url`.
     pub fn for_connection(public_base_url: &str, connection_id: &str) -> Self {
         let base = public_base_url.trim_end_matches('/');
         Self {
-            entity_id: format!("{base}/sso/saml/{connection_id}"),
-            acs_url: format!("{base}/sso/saml/{connection_id}/acs"),
-            oidc_redirect_uri: format!("{base}/sso/oidc/{connection_id}/callback"),
+            entity_id: format!("{base}{SAML_PATH}{connection_id}"),
+            acs_url: format!("{base}{SAML_PATH}{connection_id}{ACS_SUFFIX}"),
+            oidc_redirect_uri: format!("{base}{OIDC_PATH}{connection_id}{OIDC_CALLBACK_SUFFIX}"),
         }
     }
 

@@ -3,11 +3,15 @@
 
 use std::sync::Arc;
 
+use prost::encoding::{
+    decode_key, decode_varint, encode_key, encode_varint, encoded_len_varint, key_len, WireType,
+};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::organization::Organization;
 use signpost_domain::{schema, VecMap};
+use signpost_idp::sp_metadata::{ACS_SUFFIX, OIDC_CALLBACK_SUFFIX, OIDC_PATH, SAML_PATH};
 use signpost_idp::ServiceProviderUrls;
 
 /// The routes of one organization, by domain, in domain order. A [`VecMap`]: the
@@ -21,38 +25,341 @@ pub type OrganizationRoutes = VecMap<signpost_domain::Id, EncodedRoute>;
 ///
 /// An `Arc<[u8]>`, 16 bytes where it is held (the table, the fold's map of each
 /// organization, deltas): `bytes::Bytes` would be 32, and 100,000 routes are held twice.
+///
+/// Held without the URLs of our own side (the SAML SP entity id and ACS URL, the OIDC
+/// redirect URI): they are the public base URL and the connection id put together
+/// ([`ServiceProviderUrls`]), about a third of a route, so a route keeps the base URL's
+/// number in a small process-wide list instead and they are written where the route is
+/// ([`EncodedRoute::encode_field`], [`EncodedRoute::to_wire`]): the bytes sent are
+/// still prost's, field for field. A route whose URLs are not the derived ones is kept
+/// as it is.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct EncodedRoute(Arc<[u8]>);
+
+/// The first byte of an [`EncodedRoute`]'s storage: the prost bytes follow as they are.
+const VERBATIM: u8 = 0;
+/// The first byte of a route whose `saml` message lacks `sp_entity_id` and `acs_url`
+/// (then: the base URL's number, the offsets of the `saml` field and of the
+/// `connection_id` field in the body, and the body).
+const SAML_DERIVED: u8 = 1;
+/// Like [`SAML_DERIVED`], for an `oidc` message without its `redirect_uri`.
+const OIDC_DERIVED: u8 = 2;
+
+/// The `saml` / `oidc` fields of a `Route`, and the URL fields of their messages.
+const SAML_FIELD: u32 = 6;
+const OIDC_FIELD: u32 = 7;
+const CONNECTION_ID_FIELD: u32 = 4;
+const SP_ENTITY_ID_FIELD: u32 = 5;
+const ACS_URL_FIELD: u32 = 6;
+const REDIRECT_URI_FIELD: u32 = 5;
+
+/// The public base URLs routes refer to by number (one per server; a test process runs
+/// a few). Append-only, and bounded: past [`MAX_BASES`], routes are kept verbatim.
+mod bases {
+    use std::sync::RwLock;
+
+    static BASES: RwLock<Vec<&'static str>> = RwLock::new(Vec::new());
+
+    /// More distinct base URLs than a process has any use for.
+    const MAX_BASES: usize = 64;
+
+    /// The number of `base` (`None`: the list is full).
+    pub(super) fn intern(base: &str) -> Option<u64> {
+        let find = |bases: &[&'static str]| bases.iter().position(|b| *b == base);
+        if let Some(index) = find(&BASES.read().expect("bases lock")) {
+            return Some(index as u64);
+        }
+        let mut bases = BASES.write().expect("bases lock");
+        if let Some(index) = find(&bases) {
+            return Some(index as u64);
+        }
+        if bases.len() >= MAX_BASES {
+            return None;
+        }
+        bases.push(Box::leak(base.to_owned().into_boxed_str()));
+        Some(bases.len() as u64 - 1)
+    }
+
+    /// The base URL numbered `index` by [`intern`].
+    pub(super) fn get(index: u64) -> &'static str {
+        BASES.read().expect("bases lock")[index as usize]
+    }
+}
+
+/// A stored route, read back.
+enum Stored<'a> {
+    Verbatim(&'a [u8]),
+    Derived(Derived<'a>),
+}
+
+/// A route kept without its derived URLs.
+struct Derived<'a> {
+    saml: bool,
+    base: &'static str,
+    /// UTF-8 (it was a `String`), written as it is.
+    connection_id: &'a [u8],
+    /// The body up to the `saml` / `oidc` field, that field's message, the rest.
+    head: &'a [u8],
+    message: &'a [u8],
+    tail: &'a [u8],
+}
+
+impl Derived<'_> {
+    /// The derived fields' bytes, appended to the message (they are its last fields).
+    fn extra_len(&self) -> usize {
+        let url = self.base.len() + self.connection_id.len();
+        if self.saml {
+            let entity_id = url + SAML_PATH.len();
+            string_field_len(SP_ENTITY_ID_FIELD, entity_id)
+                + string_field_len(ACS_URL_FIELD, entity_id + ACS_SUFFIX.len())
+        } else {
+            string_field_len(
+                REDIRECT_URI_FIELD,
+                url + OIDC_PATH.len() + OIDC_CALLBACK_SUFFIX.len(),
+            )
+        }
+    }
+
+    fn message_len(&self) -> usize {
+        self.message.len() + self.extra_len()
+    }
+
+    fn wire_len(&self) -> usize {
+        let message = self.message_len();
+        self.head.len() + 1 + encoded_len_varint(message as u64) + message + self.tail.len()
+    }
+
+    fn write(&self, buf: &mut impl bytes::BufMut) {
+        buf.put_slice(self.head);
+        let tag = if self.saml { SAML_FIELD } else { OIDC_FIELD };
+        encode_key(tag, WireType::LengthDelimited, buf);
+        encode_varint(self.message_len() as u64, buf);
+        buf.put_slice(self.message);
+        let (base, id) = (self.base.as_bytes(), self.connection_id);
+        if self.saml {
+            let path = SAML_PATH.as_bytes();
+            put_url(buf, SP_ENTITY_ID_FIELD, &[base, path, id]);
+            put_url(buf, ACS_URL_FIELD, &[base, path, id, ACS_SUFFIX.as_bytes()]);
+        } else {
+            let (path, callback) = (OIDC_PATH.as_bytes(), OIDC_CALLBACK_SUFFIX.as_bytes());
+            put_url(buf, REDIRECT_URI_FIELD, &[base, path, id, callback]);
+        }
+        buf.put_slice(self.tail);
+    }
+}
+
+/// Writes the string field `tag` holding `parts` put together.
+fn put_url(buf: &mut impl bytes::BufMut, tag: u32, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    encode_key(tag, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    for part in parts {
+        buf.put_slice(part);
+    }
+}
+
+fn string_field_len(tag: u32, len: usize) -> usize {
+    key_len(tag) + encoded_len_varint(len as u64) + len
+}
+
+/// Reads a varint the route's storage holds (we wrote it).
+fn stored_varint(bytes: &mut &[u8]) -> u64 {
+    decode_varint(bytes).expect("a stored route's header decodes: we wrote it")
+}
+
+/// The offsets in `body` (prost's bytes of a `Route`) of its `connection_id` field and
+/// of its field `message_tag`.
+fn field_offsets(body: &[u8], message_tag: u32) -> Option<(usize, usize)> {
+    let mut rest = body;
+    let (mut connection_id, mut message) = (None, None);
+    while !rest.is_empty() {
+        let offset = body.len() - rest.len();
+        let (tag, wire_type) = decode_key(&mut rest).ok()?;
+        if tag == CONNECTION_ID_FIELD {
+            connection_id = Some(offset);
+        } else if tag == message_tag {
+            message = Some(offset);
+        }
+        match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut rest).ok()?;
+            }
+            WireType::LengthDelimited => {
+                let len = usize::try_from(decode_varint(&mut rest).ok()?).ok()?;
+                rest = rest.get(len..)?;
+            }
+            _ => return None,
+        }
+    }
+    Some((connection_id?, message?))
+}
+
+/// The length-delimited field at the start of `bytes`: (its contents, the bytes after it).
+fn split_field(mut bytes: &[u8]) -> (&[u8], &[u8]) {
+    decode_key(&mut bytes).expect("a stored route's field decodes: we wrote it");
+    let len = stored_varint(&mut bytes) as usize;
+    bytes.split_at(len)
+}
 
 impl EncodedRoute {
     /// Encodes `route`.
     pub fn encode(route: &wire::Route) -> Self {
-        Self(Arc::from(route.encode_to_vec()))
+        let base = match (&route.saml, &route.oidc) {
+            (Some(saml), None) => saml
+                .sp_entity_id
+                .strip_suffix(route.connection_id.as_str())
+                .and_then(|rest| rest.strip_suffix(SAML_PATH))
+                .filter(|_| {
+                    saml.acs_url.strip_suffix(ACS_SUFFIX) == Some(saml.sp_entity_id.as_str())
+                }),
+            (None, Some(oidc)) => oidc
+                .redirect_uri
+                .strip_suffix(OIDC_CALLBACK_SUFFIX)
+                .and_then(|rest| rest.strip_suffix(route.connection_id.as_str()))
+                .and_then(|rest| rest.strip_suffix(OIDC_PATH)),
+            _ => None,
+        };
+        match base {
+            Some(base) if !route.connection_id.is_empty() => {
+                let mut without = route.clone();
+                if let Some(saml) = without.saml.as_mut() {
+                    saml.sp_entity_id.clear();
+                    saml.acs_url.clear();
+                }
+                if let Some(oidc) = without.oidc.as_mut() {
+                    oidc.redirect_uri.clear();
+                }
+                Self::derived_or_verbatim(&without, base).unwrap_or_else(|| Self::verbatim(route))
+            }
+            _ => Self::verbatim(route),
+        }
     }
 
-    /// The encoded `signpost.routing.v1.Route`.
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+    /// Encodes `route`, whose own URLs (`sp_entity_id` and `acs_url`, or `redirect_uri`)
+    /// are left empty, as if they were set from `public_base_url` and its connection id.
+    pub fn with_service_provider_urls(route: &wire::Route, public_base_url: &str) -> Self {
+        let base = public_base_url.trim_end_matches('/');
+        Self::derived_or_verbatim(route, base).unwrap_or_else(|| {
+            let urls = ServiceProviderUrls::for_connection(base, &route.connection_id);
+            let mut route = route.clone();
+            if let Some(saml) = route.saml.as_mut() {
+                saml.sp_entity_id = urls.entity_id;
+                saml.acs_url = urls.acs_url;
+            }
+            if let Some(oidc) = route.oidc.as_mut() {
+                oidc.redirect_uri = urls.oidc_redirect_uri;
+            }
+            Self::verbatim(&route)
+        })
+    }
+
+    fn verbatim(route: &wire::Route) -> Self {
+        let mut bytes = Vec::with_capacity(1 + route.encoded_len());
+        bytes.push(VERBATIM);
+        route.encode(&mut bytes).expect("a Vec grows");
+        Self(Arc::from(bytes))
+    }
+
+    /// `route` (its derived URLs empty) kept without them; `None` when that cannot be:
+    /// no connection id, neither or both protocol messages, or too many base URLs.
+    fn derived_or_verbatim(route: &wire::Route, base: &str) -> Option<Self> {
+        let (form, tag) = match (&route.saml, &route.oidc) {
+            (Some(_), None) => (SAML_DERIVED, SAML_FIELD),
+            (None, Some(_)) => (OIDC_DERIVED, OIDC_FIELD),
+            (None, None) => return Some(Self::verbatim(route)),
+            (Some(_), Some(_)) => return None,
+        };
+        if route.connection_id.is_empty() {
+            return None;
+        }
+        let body = route.encode_to_vec();
+        let (connection_at, message_at) = field_offsets(&body, tag)?;
+        let index = bases::intern(base)?;
+        let mut bytes = Vec::with_capacity(body.len() + 8);
+        bytes.push(form);
+        encode_varint(index, &mut bytes);
+        encode_varint(message_at as u64, &mut bytes);
+        encode_varint(connection_at as u64, &mut bytes);
+        bytes.extend_from_slice(&body);
+        Some(Self(Arc::from(bytes)))
+    }
+
+    fn stored(&self) -> Stored<'_> {
+        let (&form, mut rest) = self.0.split_first().expect("a stored route has a header");
+        if form == VERBATIM {
+            return Stored::Verbatim(rest);
+        }
+        let base = bases::get(stored_varint(&mut rest));
+        let message_at = stored_varint(&mut rest) as usize;
+        let connection_at = stored_varint(&mut rest) as usize;
+        let body = rest;
+        let (connection_id, _) = split_field(&body[connection_at..]);
+        let (message, tail) = split_field(&body[message_at..]);
+        Stored::Derived(Derived {
+            saml: form == SAML_DERIVED,
+            base,
+            connection_id,
+            head: &body[..message_at],
+            message,
+            tail,
+        })
+    }
+
+    /// Length of prost's encoding of the route.
+    pub fn wire_len(&self) -> usize {
+        match self.stored() {
+            Stored::Verbatim(bytes) => bytes.len(),
+            Stored::Derived(derived) => derived.wire_len(),
+        }
+    }
+
+    /// Writes prost's encoding of the route.
+    pub fn write_wire(&self, buf: &mut impl bytes::BufMut) {
+        match self.stored() {
+            Stored::Verbatim(bytes) => buf.put_slice(bytes),
+            Stored::Derived(derived) => derived.write(buf),
+        }
+    }
+
+    /// Prost's encoding of the route, in a buffer of its own.
+    pub fn to_wire(&self) -> Vec<u8> {
+        let mut bytes = Vec::with_capacity(self.wire_len());
+        self.write_wire(&mut bytes);
+        bytes
     }
 
     /// Length of the route written as the message field `tag` of an enclosing message.
     pub fn field_len(&self, tag: u32) -> usize {
-        let len = self.0.len();
-        prost::encoding::key_len(tag) + prost::encoding::encoded_len_varint(len as u64) + len
+        let len = self.wire_len();
+        key_len(tag) + encoded_len_varint(len as u64) + len
     }
 
     /// Writes the route as the message field `tag` of an enclosing message: the bytes
     /// prost writes for that field holding the decoded route.
     pub fn encode_field(&self, tag: u32, buf: &mut impl bytes::BufMut) {
-        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, buf);
-        prost::encoding::encode_varint(self.0.len() as u64, buf);
-        buf.put_slice(&self.0);
+        encode_key(tag, WireType::LengthDelimited, buf);
+        match self.stored() {
+            Stored::Verbatim(bytes) => {
+                encode_varint(bytes.len() as u64, buf);
+                buf.put_slice(bytes);
+            }
+            Stored::Derived(derived) => {
+                encode_varint(derived.wire_len() as u64, buf);
+                derived.write(buf);
+            }
+        }
     }
 
     /// The route as a message (a copy: for tests, tools and the rare reader that
     /// needs its fields).
     pub fn decode(&self) -> wire::Route {
-        wire::Route::decode(self.as_bytes()).expect("an encoded route decodes: we encoded it")
+        wire::Route::decode(self.to_wire().as_slice())
+            .expect("an encoded route decodes: we encoded it")
+    }
+
+    /// Bytes the route takes where it is held (for tests of its size).
+    pub fn stored_len(&self) -> usize {
+        self.0.len()
     }
 }
 
@@ -73,23 +380,21 @@ pub fn organization_routes(
     else {
         return OrganizationRoutes::new();
     };
-    let mut route = route_template(organization, connection, public_base_url);
+    let mut route = route_template(organization, connection);
     organization
         .verified_domains()
         .map(|domain| {
             route.domain.clear();
             route.domain.push_str(domain);
-            (domain.clone(), EncodedRoute::encode(&route))
+            let encoded = EncodedRoute::with_service_provider_urls(&route, public_base_url);
+            (domain.clone(), encoded)
         })
         .collect()
 }
 
-fn route_template(
-    organization: &Organization,
-    connection: &Connection,
-    public_base_url: &str,
-) -> wire::Route {
-    let sp = ServiceProviderUrls::for_connection(public_base_url, &connection.id);
+/// The route of `connection` for `organization`, without a domain, and without our own
+/// URLs (set by [`EncodedRoute::with_service_provider_urls`]).
+fn route_template(organization: &Organization, connection: &Connection) -> wire::Route {
     let (saml, oidc) = match &connection.settings {
         Some(ConnectionSettings::Saml(saml)) => {
             let endpoint = saml
@@ -113,8 +418,8 @@ fn route_template(
                             .unwrap_or_default(),
                     })
                     .collect(),
-                sp_entity_id: sp.entity_id,
-                acs_url: sp.acs_url,
+                sp_entity_id: String::new(),
+                acs_url: String::new(),
             };
             (Some(saml), None)
         }
@@ -125,7 +430,7 @@ fn route_template(
                 authorization_endpoint: oidc.authorization_endpoint.clone(),
                 client_id: oidc.client_id.clone(),
                 scopes: oidc.scopes.clone(),
-                redirect_uri: sp.oidc_redirect_uri,
+                redirect_uri: String::new(),
             };
             (None, Some(oidc))
         }
@@ -159,6 +464,31 @@ mod tests {
         "[a-zA-Z0-9 ./:-]{0,24}"
     }
 
+    /// How a generated route's own URLs are set.
+    #[derive(Debug, Clone, Copy)]
+    enum Urls {
+        /// Empty.
+        None,
+        /// Derived from a base URL and the connection id.
+        Derived(usize),
+        /// Something else.
+        Other,
+    }
+
+    const BASES: [&str; 3] = [
+        "https://signpost.test",
+        "http://127.0.0.1:8080/prefix",
+        "https://sso.example.com:8443",
+    ];
+
+    fn urls() -> impl Strategy<Value = Urls> {
+        prop_oneof![
+            Just(Urls::None),
+            (0..BASES.len()).prop_map(Urls::Derived),
+            Just(Urls::Other),
+        ]
+    }
+
     prop_compose! {
         fn any_route()(
             domain in text(),
@@ -166,9 +496,28 @@ mod tests {
             connection_id in text(),
             protocol in 0..3i32,
             saml in proptest::option::of((text(), text(), 0..3i32, text(), any::<i64>())),
+            oidc in proptest::option::of((text(), text(), proptest::collection::vec(text(), 0..3))),
+            urls in urls(),
             group_roles in proptest::collection::vec((text(), text()), 0..6),
             require_group in any::<bool>(),
+            sso_policy in 0..3i32,
         ) -> wire::Route {
+            let derived = match urls {
+                Urls::Derived(base) => {
+                    Some(ServiceProviderUrls::for_connection(BASES[base], &connection_id))
+                }
+                Urls::Other => Some(ServiceProviderUrls {
+                    entity_id: format!("urn:{connection_id}"),
+                    acs_url: format!("https://acs.example/{connection_id}"),
+                    oidc_redirect_uri: "https://other.example/callback".to_owned(),
+                }),
+                Urls::None => None,
+            }
+            .unwrap_or(ServiceProviderUrls {
+                entity_id: String::new(),
+                acs_url: String::new(),
+                oidc_redirect_uri: String::new(),
+            });
             wire::Route {
                 domain,
                 organization_id,
@@ -183,23 +532,48 @@ mod tests {
                             sha256_fingerprint: fingerprint,
                             not_after_unix,
                         }],
-                        ..Default::default()
+                        sp_entity_id: derived.entity_id.clone(),
+                        acs_url: derived.acs_url.clone(),
                     }
+                }),
+                oidc: oidc.map(|(issuer, client_id, scopes)| wire::OidcRoute {
+                    issuer,
+                    authorization_endpoint: "https://idp.example/authorize".to_owned(),
+                    client_id,
+                    scopes,
+                    redirect_uri: derived.oidc_redirect_uri.clone(),
                 }),
                 group_roles: group_roles.into_iter().collect(),
                 require_group,
+                sso_policy,
                 ..Default::default()
             }
         }
     }
 
+    /// `route` without its own URLs.
+    fn without_urls(route: &wire::Route) -> wire::Route {
+        let mut route = route.clone();
+        if let Some(saml) = route.saml.as_mut() {
+            saml.sp_entity_id.clear();
+            saml.acs_url.clear();
+        }
+        if let Some(oidc) = route.oidc.as_mut() {
+            oidc.redirect_uri.clear();
+        }
+        route
+    }
+
     proptest! {
-        /// The bytes are prost's, they decode to the route, and as a field of an
-        /// enclosing message they are what prost writes for the message field.
+        /// The bytes written are prost's, they decode to the route, and as a field of an
+        /// enclosing message they are what prost writes for the message field, whether
+        /// the route's own URLs are derived (and kept out of its storage) or not.
         #[test]
-        fn encoded_routes_are_prosts_bytes(route in any_route(), tag in 1u32..40) {
+        fn encoded_routes_write_prosts_bytes(route in any_route(), tag in 1u32..40) {
             let encoded = EncodedRoute::encode(&route);
-            prop_assert_eq!(encoded.as_bytes().to_vec(), route.encode_to_vec());
+            let expected = route.encode_to_vec();
+            prop_assert_eq!(encoded.to_wire(), expected.clone());
+            prop_assert_eq!(encoded.wire_len(), expected.len());
             prop_assert_eq!(encoded.decode(), route.clone());
             let mut field = Vec::new();
             encoded.encode_field(tag, &mut field);
@@ -207,6 +581,40 @@ mod tests {
             prost::encoding::message::encode(tag, &route, &mut expected);
             prop_assert_eq!(field.len(), encoded.field_len(tag));
             prop_assert_eq!(field, expected);
+        }
+
+        /// A route whose URLs are derived from a base URL is held without them (smaller
+        /// by about their length), and encoding it from a template without them (as the
+        /// routing fold does) gives the same route.
+        #[test]
+        fn derived_urls_are_not_held(route in any_route(), base in 0..BASES.len()) {
+            let template = without_urls(&route);
+            let derived = EncodedRoute::with_service_provider_urls(&template, BASES[base]);
+            let urls = ServiceProviderUrls::for_connection(BASES[base], &route.connection_id);
+            let mut full = template.clone();
+            if let Some(saml) = full.saml.as_mut() {
+                saml.sp_entity_id = urls.entity_id.clone();
+                saml.acs_url = urls.acs_url.clone();
+            }
+            if let Some(oidc) = full.oidc.as_mut() {
+                oidc.redirect_uri = urls.oidc_redirect_uri.clone();
+            }
+            prop_assert_eq!(derived.to_wire(), full.encode_to_vec());
+            prop_assert_eq!(&derived, &EncodedRoute::encode(&full));
+            let one_protocol = full.saml.is_some() != full.oidc.is_some();
+            if one_protocol && !full.connection_id.is_empty() {
+                let urls_len = if full.saml.is_some() {
+                    urls.entity_id.len() + urls.acs_url.len()
+                } else {
+                    urls.oidc_redirect_uri.len()
+                };
+                prop_assert!(
+                    derived.stored_len() + urls_len <= full.encoded_len() + 8,
+                    "held {} bytes for a route of {}",
+                    derived.stored_len(),
+                    full.encoded_len()
+                );
+            }
         }
 
         /// Equal routes have equal bytes however their group roles were gathered: the

@@ -11,8 +11,9 @@
 /// RSS after a first start 603-624 → 514-523 MiB, after a restart 455-458 → 425-429
 /// MiB, write and lookup throughput not lower. jemalloc asks for no transparent huge
 /// pages (mimalloc was built with `no_thp` for the zeroing cost of 2 MiB pages).
-/// Freed pages go back after a second rather than ten (`dirty_decay_ms`, set when
-/// jemalloc is built: `.cargo/config.toml`).
+/// Freed pages go back after a second rather than ten (`dirty_decay_ms`), and thread
+/// caches keep blocks of at most 1 KiB (`tcache_max`); both are set when jemalloc is
+/// built (`.cargo/config.toml`, where the measurements are).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

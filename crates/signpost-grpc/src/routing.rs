@@ -18,7 +18,6 @@ mod resolve;
 mod server;
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -188,12 +187,16 @@ impl RoutingApi {
         let routing = self.routing.clone();
         let progress_interval = self.progress_interval;
         let stream = async_stream::stream! {
-            let epoch: Arc<str> = routing.epoch().into();
+            let epoch = routing.shared_epoch();
             let mut revisions = routing.watch_revision();
-            // Decide where this watcher starts: resume, or (reset +) snapshot.
+            // Decide where this watcher starts: resume, or (reset +) snapshot. The request
+            // is dropped once read: the stream lives for hours, its epoch copy need not.
             let mut cursor = None;
-            if let Some(from) = request.from_revision {
-                let reset = if request.store_epoch != *epoch {
+            let wire::WatchRoutesRequest { from_revision, store_epoch } = request;
+            let same_epoch = store_epoch == *epoch;
+            drop(store_epoch);
+            if let Some(from) = from_revision {
+                let reset = if !same_epoch {
                     Some(wire::ResetReason::EpochChanged)
                 } else if from > routing.revision() {
                     Some(wire::ResetReason::RevisionAhead)

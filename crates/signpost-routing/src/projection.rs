@@ -155,7 +155,7 @@ struct Live {
 struct Shared {
     live: RwLock<Live>,
     failure: RwLock<Option<String>>,
-    epoch: String,
+    epoch: Arc<str>,
     history_limit: usize,
 }
 
@@ -400,7 +400,7 @@ impl RoutingProjection {
                 history_floor: 0,
             }),
             failure: RwLock::new(None),
-            epoch,
+            epoch: epoch.into(),
             history_limit: options.history_limit.max(1),
         });
         let (publish, revision) = watch::channel(0u64);
@@ -456,6 +456,11 @@ impl RoutingProjection {
     /// The store epoch the revisions belong to.
     pub fn epoch(&self) -> &str {
         &self.shared.epoch
+    }
+
+    /// The same, shared (a watch stream holds it for its life: one copy for all).
+    pub fn shared_epoch(&self) -> Arc<str> {
+        self.shared.epoch.clone()
     }
 
     /// The revision applied.

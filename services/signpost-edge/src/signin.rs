@@ -10,13 +10,12 @@
 //! the verifier in the token request and checks the ID token's nonce. The
 //! verifier must never reach the browser's script or the IdP before then.
 
-use std::io::Write;
+use std::cell::RefCell;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use flate2::write::DeflateEncoder;
-use flate2::Compression;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use url::Url;
@@ -112,12 +111,32 @@ pub fn authn_request_xml(
 }
 
 /// Raw DEFLATE (RFC 1951, no zlib header), as the HTTP-Redirect binding wants.
+///
+/// Each thread keeps one compressor and resets it between requests: its state is about
+/// 200 KB, which allocated (and faulted in) afresh for every redirect cost more than the
+/// rest of a `discover` answer (`cargo run --release -p signpost-edge --example
+/// redirect_cost`).
 fn deflate(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::fast());
-    encoder
-        .write_all(bytes)
-        .expect("writing to a Vec never fails");
-    encoder.finish().expect("writing to a Vec never fails")
+    thread_local! {
+        static COMPRESSOR: RefCell<Compress> =
+            RefCell::new(Compress::new(Compression::fast(), false));
+    }
+    COMPRESSOR.with(|compressor| {
+        let mut compressor = compressor.borrow_mut();
+        compressor.reset();
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        loop {
+            let consumed = usize::try_from(compressor.total_in()).unwrap_or(bytes.len());
+            let status = compressor
+                .compress_vec(&bytes[consumed..], &mut out, FlushCompress::Finish)
+                .expect("a reset compressor accepts any input");
+            if status == Status::StreamEnd {
+                return out;
+            }
+            // The output filled its capacity before the stream ended.
+            out.reserve(out.capacity().max(64));
+        }
+    })
 }
 
 /// Escapes the five XML special characters.
@@ -253,6 +272,36 @@ mod tests {
         assert!(xml.contains(&format!(r#"ProtocolBinding="{BINDING_HTTP_POST}""#)));
         assert!(xml.starts_with("<samlp:AuthnRequest "));
         assert!(xml.ends_with("</samlp:AuthnRequest>"));
+    }
+
+    fn inflate(deflated: &[u8]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        DeflateDecoder::new(deflated)
+            .read_to_end(&mut bytes)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn the_reused_compressor_starts_afresh_for_every_input() {
+        // Incompressible input larger than the first output buffer, then small inputs on
+        // the same thread's compressor: each must inflate to itself alone.
+        let mut noise = vec![0u8; 64 * 1024];
+        rand::thread_rng().fill_bytes(&mut noise);
+        assert_eq!(inflate(&deflate(&noise)), noise);
+        for text in ["", "a", "<samlp:AuthnRequest/>", "abcabcabcabcabcabcabc"] {
+            assert_eq!(inflate(&deflate(text.as_bytes())), text.as_bytes());
+        }
+        let first = saml_redirect(&saml_target(), Utc::now()).unwrap();
+        let second = saml_redirect(&saml_target(), Utc::now()).unwrap();
+        for redirect in [first, second] {
+            let deflated = STANDARD
+                .decode(&query(&redirect.redirect_url)["SAMLRequest"])
+                .unwrap();
+            let xml = String::from_utf8(inflate(&deflated)).unwrap();
+            assert!(xml.contains(&format!(r#"ID="{}""#, redirect.request_id)));
+            assert_eq!(xml.matches("<samlp:AuthnRequest ").count(), 1);
+        }
     }
 
     #[test]

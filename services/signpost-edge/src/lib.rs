@@ -28,6 +28,7 @@
 //!   edge serves its last good table while the control plane is down.
 //! - [`signin`]: SAML AuthnRequest (HTTP-Redirect binding) and OIDC
 //!   authorization-code + PKCE redirects.
+//! - `deflate`: raw DEFLATE with fixed Huffman codes for SAML redirects (small, no setup).
 //! - `http`: the axum API (`/v1/discover`, `/healthz`, `/readyz`, `/v1/status`).
 //! - [`Edge`]: wires it together; [`Cli`] is the binary's configuration.
 //!
@@ -46,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod config;
+mod deflate;
 mod edge;
 mod encoded;
 mod follower;

@@ -10,16 +10,14 @@
 //! the verifier in the token request and checks the ID token's nonce. The
 //! verifier must never reach the browser's script or the IdP before then.
 
-use std::cell::RefCell;
-
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use chrono::{DateTime, SecondsFormat, Utc};
-use flate2::{Compress, Compression, FlushCompress, Status};
 use rand::{Rng, RngCore};
 use sha2::{Digest, Sha256};
 use url::Url;
 
+use crate::deflate::deflate;
 use crate::route::{OidcTarget, SamlTarget};
 
 /// The SAML NameID format the edge asks for.
@@ -108,35 +106,6 @@ pub fn authn_request_xml(
         issuer = xml_escape(issuer),
         format = NAME_ID_FORMAT_EMAIL,
     )
-}
-
-/// Raw DEFLATE (RFC 1951, no zlib header), as the HTTP-Redirect binding wants.
-///
-/// Each thread keeps one compressor and resets it between requests: its state is about
-/// 200 KB, which allocated (and faulted in) afresh for every redirect cost more than the
-/// rest of a `discover` answer (`cargo run --release -p signpost-edge --example
-/// redirect_cost`).
-fn deflate(bytes: &[u8]) -> Vec<u8> {
-    thread_local! {
-        static COMPRESSOR: RefCell<Compress> =
-            RefCell::new(Compress::new(Compression::fast(), false));
-    }
-    COMPRESSOR.with(|compressor| {
-        let mut compressor = compressor.borrow_mut();
-        compressor.reset();
-        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
-        loop {
-            let consumed = usize::try_from(compressor.total_in()).unwrap_or(bytes.len());
-            let status = compressor
-                .compress_vec(&bytes[consumed..], &mut out, FlushCompress::Finish)
-                .expect("a reset compressor accepts any input");
-            if status == Status::StreamEnd {
-                return out;
-            }
-            // The output filled its capacity before the stream ended.
-            out.reserve(out.capacity().max(64));
-        }
-    })
 }
 
 /// Escapes the five XML special characters.
@@ -283,9 +252,9 @@ mod tests {
     }
 
     #[test]
-    fn the_reused_compressor_starts_afresh_for_every_input() {
-        // Incompressible input larger than the first output buffer, then small inputs on
-        // the same thread's compressor: each must inflate to itself alone.
+    fn every_deflated_input_and_redirect_inflates_to_itself_alone() {
+        // Incompressible input larger than the first output buffer, then small inputs and
+        // two redirects: each must inflate to itself alone.
         let mut noise = vec![0u8; 64 * 1024];
         rand::thread_rng().fill_bytes(&mut noise);
         assert_eq!(inflate(&deflate(&noise)), noise);

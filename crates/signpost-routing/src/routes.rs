@@ -201,6 +201,19 @@ fn split_field(mut bytes: &[u8]) -> (&[u8], &[u8]) {
     bytes.split_at(len)
 }
 
+/// `route` without its own URLs (`sp_entity_id` and `acs_url`, or `redirect_uri`).
+fn without_urls(route: &wire::Route) -> wire::Route {
+    let mut route = route.clone();
+    if let Some(saml) = route.saml.as_mut() {
+        saml.sp_entity_id.clear();
+        saml.acs_url.clear();
+    }
+    if let Some(oidc) = route.oidc.as_mut() {
+        oidc.redirect_uri.clear();
+    }
+    route
+}
+
 impl EncodedRoute {
     /// Encodes `route`.
     pub fn encode(route: &wire::Route) -> Self {
@@ -221,15 +234,8 @@ impl EncodedRoute {
         };
         match base {
             Some(base) if !route.connection_id.is_empty() => {
-                let mut without = route.clone();
-                if let Some(saml) = without.saml.as_mut() {
-                    saml.sp_entity_id.clear();
-                    saml.acs_url.clear();
-                }
-                if let Some(oidc) = without.oidc.as_mut() {
-                    oidc.redirect_uri.clear();
-                }
-                Self::derived_or_verbatim(&without, base).unwrap_or_else(|| Self::verbatim(route))
+                Self::derived_or_verbatim(&without_urls(route), base)
+                    .unwrap_or_else(|| Self::verbatim(route))
             }
             _ => Self::verbatim(route),
         }
@@ -549,19 +555,6 @@ mod tests {
                 ..Default::default()
             }
         }
-    }
-
-    /// `route` without its own URLs.
-    fn without_urls(route: &wire::Route) -> wire::Route {
-        let mut route = route.clone();
-        if let Some(saml) = route.saml.as_mut() {
-            saml.sp_entity_id.clear();
-            saml.acs_url.clear();
-        }
-        if let Some(oidc) = route.oidc.as_mut() {
-            oidc.redirect_uri.clear();
-        }
-        route
     }
 
     proptest! {

@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
+use std::ops::Bound;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -239,6 +240,13 @@ fn apply_to<T: Default>(
     at: DateTime<Utc>,
     apply: impl FnOnce(&mut T),
 ) -> Arc<str> {
+    // One walk down the tree for an aggregate already held (most events): `range_mut`
+    // hands over the key beside the value, which `get_mut` does not.
+    let bounds = (Bound::Included(id), Bound::Included(id));
+    if let Some((key, tracked)) = map.range_mut::<str, _>(bounds).next() {
+        apply(&mut tracked.state);
+        return key.clone();
+    }
     let key = ensure(map, id, at);
     if let Some(tracked) = map.get_mut(id) {
         apply(&mut tracked.state);

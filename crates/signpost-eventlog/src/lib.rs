@@ -17,6 +17,7 @@
 //! read_range / read_stream / head ◄────────┘ bounded by the published head
 //! subscribe ──► Subscription: read pages while behind, wait on the head watch when caught up
 //! verify_chain ──► walk any EventStore, recompute hashes, name the first bad position
+//!                  (from the stored bytes when canonical: canonical.rs)
 //! ```
 //!
 //! Modules that matter:
@@ -32,6 +33,8 @@
 //!   sequencers, and the stored idempotency record.
 //! - [`MemoryEventStore`] (`memory.rs`): the same semantics without a disk.
 //! - `batch.rs`: commit validation shared by both stores, so their semantics cannot drift.
+//! - `canonical.rs`: an envelope's chain hash from its stored bytes, without decoding them,
+//!   when they are prost's own encoding (the verifier's fast path).
 //! - [`Subscription`], [`verify_chain`], and `contract` (feature `contract-tests`): the test
 //!   suite every store must pass.
 //!
@@ -40,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 mod batch;
+mod canonical;
 mod chain;
 mod error;
 pub mod file_store;

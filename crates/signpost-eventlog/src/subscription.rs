@@ -1,11 +1,13 @@
 //! Catch-up-then-live subscriptions that "pull on notify".
 //!
-//! A subscription keeps at most one page of events. While behind, it reads the next page from
-//! the store; once caught up it waits on the head watch channel and reads again. Nothing is
-//! pushed to it, so a slow subscriber costs only its own reads and never slows appends, and a
-//! subscriber that stops polling holds no growing buffer.
+//! A subscription keeps at most two pages of events. While behind, it reads the next page from
+//! the store, and when more than that page is behind it has the page after it read on a task
+//! of its own while the subscriber works through this one (a catch-up's reading and decoding
+//! then runs beside the subscriber's work instead of taking turns with it); once caught up it
+//! waits on the head watch channel and reads again. Nothing is pushed to it, so a slow
+//! subscriber costs only its own reads and never slows appends, and a subscriber that stops
+//! polling holds no growing buffer.
 
-use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -33,10 +35,15 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
+/// The events of one read; a read ahead in flight.
+type Page = Result<Vec<EventEnvelope>, LogError>;
+
 struct PullState<S> {
     store: S,
     next: Position,
-    page: VecDeque<EventEnvelope>,
+    page: std::vec::IntoIter<EventEnvelope>,
+    /// The page after `page`, being read: its first position and the reading task.
+    ahead: Option<(Position, tokio::task::JoinHandle<Page>)>,
     head: tokio::sync::watch::Receiver<Position>,
     failed: bool,
 }
@@ -52,7 +59,8 @@ impl Subscription {
         let state = PullState {
             store,
             next: from.max(1),
-            page: VecDeque::new(),
+            page: Vec::new().into_iter(),
+            ahead: None,
             head,
             failed: false,
         };
@@ -61,7 +69,7 @@ impl Subscription {
                 return None;
             }
             loop {
-                if let Some(envelope) = state.page.pop_front() {
+                if let Some(envelope) = state.page.next() {
                     if envelope.position != state.next {
                         state.failed = true;
                         let error = LogError::Corrupt {
@@ -80,7 +88,29 @@ impl Subscription {
                 // we read wakes the wait below instead of being missed.
                 let head = *state.head.borrow_and_update();
                 if head >= state.next {
-                    match state.store.read_range(state.next, SUBSCRIPTION_PAGE).await {
+                    let read = match state.ahead.take() {
+                        Some((from, reading)) if from == state.next => {
+                            reading.await.unwrap_or_else(|error| {
+                                Err(LogError::Unavailable(format!("read-ahead task: {error}")))
+                            })
+                        }
+                        _ => state.store.read_range(state.next, SUBSCRIPTION_PAGE).await,
+                    };
+                    if let Ok(events) = &read {
+                        let after = state.next + events.len() as u64;
+                        if events.len() == SUBSCRIPTION_PAGE && head >= after {
+                            let store = state.store.clone();
+                            let reading = tokio::spawn(async move {
+                                store.read_range(after, SUBSCRIPTION_PAGE).await
+                            });
+                            state.ahead = Some((after, reading));
+                            // A task spawned from a runtime thread waits in that thread's
+                            // own slot until the spawner yields (no other thread takes
+                            // it from there): yield once, so that its read starts now.
+                            tokio::task::yield_now().await;
+                        }
+                    }
+                    match read {
                         Ok(events) if events.is_empty() => {
                             state.failed = true;
                             let error = LogError::Corrupt {
@@ -89,7 +119,7 @@ impl Subscription {
                             };
                             return Some((Err(error), state));
                         }
-                        Ok(events) => state.page.extend(events),
+                        Ok(events) => state.page = events.into_iter(),
                         Err(error) => {
                             state.failed = true;
                             return Some((Err(error), state));

@@ -2,8 +2,11 @@
 
 use std::collections::HashMap;
 
+use bytes::Bytes;
+use prost::Message;
 use signpost_schema::log::v1::EventEnvelope;
 
+use crate::canonical::EncodedEnvelope;
 use crate::chain::{self, GENESIS_HASH};
 use crate::error::LogError;
 use crate::store::EventStore;
@@ -122,24 +125,37 @@ where
     };
     if from > 1 {
         match read_page(store, from - 1, 1).await? {
-            Page::Events(events) => match events.first() {
-                Some(anchor) if anchor.position == from - 1 => {
-                    match chain::hash_array(&anchor.hash) {
-                        Some(hash) => previous.hash = hash,
-                        None => return Ok(broken(from - 1, undecodable("hash is not 32 bytes"))),
+            Page::Events(events) => {
+                let anchor = events.first().map(|bytes| {
+                    with_stored(bytes, |anchor| {
+                        (
+                            anchor.fields.position,
+                            chain::hash_array(anchor.fields.hash),
+                        )
+                    })
+                });
+                match anchor {
+                    Some(Ok((position, Some(hash)))) if position == from - 1 => {
+                        previous.hash = hash;
+                    }
+                    Some(Ok((position, None))) if position == from - 1 => {
+                        return Ok(broken(from - 1, undecodable("hash is not 32 bytes")))
+                    }
+                    Some(Err(reason)) => {
+                        return Ok(broken(from - 1, ChainProblem::Undecodable { reason }))
+                    }
+                    other => {
+                        let found = other.and_then(Result::ok).map(|(position, _)| position);
+                        return Ok(broken(
+                            from - 1,
+                            ChainProblem::PositionGap {
+                                expected: from - 1,
+                                found,
+                            },
+                        ));
                     }
                 }
-                other => {
-                    let found = other.map(|e| e.position);
-                    return Ok(broken(
-                        from - 1,
-                        ChainProblem::PositionGap {
-                            expected: from - 1,
-                            found,
-                        },
-                    ));
-                }
-            },
+            }
             Page::Undecodable { position, reason } => {
                 return Ok(broken(position, ChainProblem::Undecodable { reason }))
             }
@@ -156,8 +172,8 @@ where
         let events = match read_page(store, expected, limit).await? {
             Page::Events(events) => events,
             Page::Undecodable { position, reason } => {
-                // Everything before the undecodable event is readable: name an earlier fault
-                // first by checking the positions the store could still decode.
+                // Everything before the unreadable event is readable: name an earlier fault
+                // first by checking the positions the store could still read.
                 if position > expected {
                     if let Page::Events(before) = read_page(
                         store,
@@ -166,11 +182,11 @@ where
                     )
                     .await?
                     {
-                        for envelope in &before {
-                            if let Err((position, problem)) =
-                                check(envelope, &mut previous, &mut stream_versions, from)
+                        for bytes in &before {
+                            if let Err(verdict) =
+                                check(bytes, &mut previous, &mut stream_versions, from)
                             {
-                                return Ok(broken(position, problem));
+                                return Ok(verdict);
                             }
                         }
                     }
@@ -187,11 +203,9 @@ where
                 },
             ));
         }
-        for envelope in &events {
-            if let Err((position, problem)) =
-                check(envelope, &mut previous, &mut stream_versions, from)
-            {
-                return Ok(broken(position, problem));
+        for bytes in &events {
+            if let Err(verdict) = check(bytes, &mut previous, &mut stream_versions, from) {
+                return Ok(verdict);
             }
             checked += 1;
             if previous.position >= to {
@@ -205,13 +219,92 @@ where
     })
 }
 
-/// Checks one envelope against its predecessor and advances `previous`.
+/// What the chain checks of one stored envelope.
+struct Fields<'a> {
+    position: Position,
+    stream_id: &'a str,
+    stream_version: u64,
+    previous_hash: &'a [u8],
+    hash: &'a [u8],
+}
+
+/// A stored envelope, read from its canonical bytes or, when they are not canonical,
+/// decoded (see `canonical.rs`): either way its chain hash is the definition's.
+struct Stored<'a> {
+    fields: Fields<'a>,
+    source: Source<'a>,
+}
+
+enum Source<'a> {
+    Canonical(EncodedEnvelope<'a>),
+    Decoded(&'a EventEnvelope),
+}
+
+impl Stored<'_> {
+    fn chain_hash(&self) -> [u8; 32] {
+        match &self.source {
+            Source::Canonical(encoded) => encoded.chain_hash(),
+            Source::Decoded(envelope) => chain::envelope_hash(envelope),
+        }
+    }
+}
+
+/// Calls `f` with the envelope stored as `bytes`; `Err` with the decoder's complaint when
+/// they are not an envelope at all.
+fn with_stored<R>(bytes: &[u8], f: impl FnOnce(&Stored<'_>) -> R) -> Result<R, String> {
+    if let Some(encoded) = EncodedEnvelope::read(bytes) {
+        let stored = Stored {
+            fields: Fields {
+                position: encoded.position,
+                stream_id: encoded.stream_id,
+                stream_version: encoded.stream_version,
+                previous_hash: encoded.previous_hash,
+                hash: encoded.hash,
+            },
+            source: Source::Canonical(encoded),
+        };
+        return Ok(f(&stored));
+    }
+    let envelope =
+        EventEnvelope::decode(bytes).map_err(|error| format!("undecodable event: {error}"))?;
+    Ok(f(&Stored {
+        fields: Fields {
+            position: envelope.position,
+            stream_id: &envelope.stream_id,
+            stream_version: envelope.stream_version,
+            previous_hash: &envelope.previous_hash,
+            hash: &envelope.hash,
+        },
+        source: Source::Decoded(&envelope),
+    }))
+}
+
+/// Checks the envelope stored as `bytes` against its predecessor and advances `previous`;
+/// `Err` with the verdict naming the first problem.
 fn check(
-    envelope: &EventEnvelope,
+    bytes: &[u8],
+    previous: &mut Head,
+    stream_versions: &mut HashMap<String, u64>,
+    from: Position,
+) -> Result<(), ChainVerdict> {
+    let expected = previous.position + 1;
+    match with_stored(bytes, |stored| {
+        check_fields(stored, previous, stream_versions, from)
+    }) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err((position, problem))) => Err(broken(position, problem)),
+        Err(reason) => Err(broken(expected, ChainProblem::Undecodable { reason })),
+    }
+}
+
+/// Checks one envelope against its predecessor and advances `previous`.
+fn check_fields(
+    stored: &Stored<'_>,
     previous: &mut Head,
     stream_versions: &mut HashMap<String, u64>,
     from: Position,
 ) -> Result<(), (Position, ChainProblem)> {
+    let envelope = &stored.fields;
     let expected = previous.position + 1;
     if envelope.position != expected {
         return Err((
@@ -227,23 +320,23 @@ fn check(
             expected,
             ChainProblem::PreviousHashMismatch {
                 expected: previous.hash,
-                found: envelope.previous_hash.clone(),
+                found: envelope.previous_hash.to_vec(),
             },
         ));
     }
-    let computed = chain::envelope_hash(envelope);
+    let computed = stored.chain_hash();
     if envelope.hash != computed {
         return Err((
             expected,
             ChainProblem::HashMismatch {
-                stored: envelope.hash.clone(),
+                stored: envelope.hash.to_vec(),
                 computed,
             },
         ));
     }
-    let known = stream_versions.get(&envelope.stream_id).copied();
-    let expected_version = match known {
-        Some(version) => Some(version + 1),
+    let known = stream_versions.get_mut(envelope.stream_id);
+    let expected_version = match &known {
+        Some(version) => Some(**version + 1),
         // From position 1 on every stream is seen from its start.
         None if from == 1 => Some(1),
         None => None,
@@ -253,17 +346,17 @@ fn check(
             return Err((
                 expected,
                 ChainProblem::StreamVersionGap {
-                    stream: envelope.stream_id.clone(),
+                    stream: envelope.stream_id.to_owned(),
                     expected: expected_version,
                     found: envelope.stream_version,
                 },
             ));
         }
     }
-    match stream_versions.get_mut(&envelope.stream_id) {
+    match known {
         Some(version) => *version = envelope.stream_version,
         None => {
-            stream_versions.insert(envelope.stream_id.clone(), envelope.stream_version);
+            stream_versions.insert(envelope.stream_id.to_owned(), envelope.stream_version);
         }
     }
     *previous = Head {
@@ -274,7 +367,7 @@ fn check(
 }
 
 enum Page {
-    Events(Vec<EventEnvelope>),
+    Events(Vec<Bytes>),
     Undecodable { position: Position, reason: String },
 }
 
@@ -282,7 +375,7 @@ async fn read_page<S>(store: &S, from: Position, limit: usize) -> Result<Page, L
 where
     S: EventStore + ?Sized,
 {
-    match store.read_range(from, limit).await {
+    match store.read_range_encoded(from, limit).await {
         Ok(events) => Ok(Page::Events(events)),
         Err(LogError::Corrupt { position, reason }) => Ok(Page::Undecodable { position, reason }),
         Err(error) => Err(error),

@@ -566,3 +566,64 @@ async fn raw_tools_name_events_by_their_place_in_the_log() {
     // Untouched by the failed edits.
     assert_eq!(open(dir.path()).unwrap().head().position, 3);
 }
+
+#[tokio::test]
+async fn encoded_reads_hand_over_the_stored_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store, 700).await;
+    let encoded = store.read_range_encoded(3, 600).await.unwrap();
+    let decoded = store.read_range(3, 600).await.unwrap();
+    assert_eq!(encoded.len(), 600);
+    for (bytes, envelope) in encoded.iter().zip(&decoded) {
+        assert_eq!(bytes.as_ref(), envelope.encode_to_vec().as_slice());
+    }
+    assert!(store.read_range_encoded(701, 10).await.unwrap().is_empty());
+    drop(store);
+    let stored = raw::read_event_bytes(dir.path(), 10).unwrap().unwrap();
+    assert_eq!(encoded[7].as_ref(), stored.as_slice());
+    // Bytes that are not an envelope (under a valid checksum) are handed over as they are.
+    raw::tamper_overwrite_event_bytes(dir.path(), 20, &[0xff, 0xff, 0xff]).unwrap();
+    let store = open(dir.path()).unwrap();
+    let read = store.read_range_encoded(1, 100).await.unwrap();
+    assert_eq!(read[19].as_ref(), &[0xff, 0xff, 0xff]);
+}
+
+/// The verifier hashes stored bytes without decoding them only when they are prost's own
+/// encoding; bytes that decode to the same envelope in another form get the definition's
+/// verdict (the decoded content's hash), and changed content is still caught.
+#[tokio::test]
+async fn the_verifier_judges_non_canonical_bytes_by_the_definition() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&open(dir.path()).unwrap(), 10).await;
+    let fifth = raw::read_event_bytes(dir.path(), 5).unwrap().unwrap();
+    // The position written a second time at the end: prost keeps the last, the same value.
+    let mut same_content = fifth.clone();
+    same_content.extend_from_slice(&[0x08, 5]);
+    assert_eq!(
+        EventEnvelope::decode(same_content.as_slice()).unwrap(),
+        EventEnvelope::decode(fifth.as_slice()).unwrap()
+    );
+    raw::tamper_overwrite_event_bytes(dir.path(), 5, &same_content).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(matches!(
+        verify_chain(&store, 1, u64::MAX).await.unwrap(),
+        ChainVerdict::Intact {
+            events_checked: 10,
+            ..
+        }
+    ));
+    drop(store);
+    // The same trick with another stream version is a different envelope.
+    let mut other_content = raw::read_event_bytes(dir.path(), 6).unwrap().unwrap();
+    other_content.extend_from_slice(&[0x18, 0x7f]);
+    raw::tamper_overwrite_event_bytes(dir.path(), 6, &other_content).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(matches!(
+        verify_chain(&store, 1, u64::MAX).await.unwrap(),
+        ChainVerdict::Broken {
+            position: 6,
+            problem: ChainProblem::HashMismatch { .. }
+        }
+    ));
+}

@@ -122,6 +122,7 @@ impl Server {
         // The audit timeline's catch-up is the read model's (below): nothing to wait for
         // before that starts.
         audit_options.wait_at_start = false;
+        let started = std::time::Instant::now();
         let projections = async {
             // One read of the log builds the control plane's read model, the routing
             // table (computed from the read model's aggregates) and, past the position
@@ -139,6 +140,10 @@ impl Server {
             )
             .await
             .context("building the audit timeline")?;
+            tracing::info!(
+                seconds = started.elapsed().as_secs_f64(),
+                "audit timeline opened"
+            );
             let (routing, routing_feed) =
                 RoutingProjection::fed(store.store_epoch().to_string(), routing_options);
             let plane = ControlPlane::start_with(
@@ -152,6 +157,11 @@ impl Server {
                 },
             )
             .await?;
+            tracing::info!(
+                position = plane.projection().position(),
+                seconds = started.elapsed().as_secs_f64(),
+                "read model caught up"
+            );
             routing
                 .wait_for(plane.projection().position())
                 .await
@@ -170,6 +180,10 @@ impl Server {
             })?
         };
         let (plane, routing, audit) = start_if_intact(verification, projections).await?;
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            "projections started on an intact log"
+        );
         let checkpoint_key = CheckpointKey::load_or_create(
             &config
                 .checkpoint_key_file

@@ -525,6 +525,23 @@ impl EventStore for FileEventStore {
         .await
     }
 
+    async fn read_range_encoded(
+        &self,
+        from: Position,
+        limit: usize,
+    ) -> Result<Vec<bytes::Bytes>, LogError> {
+        let from = from.max(1);
+        let slots = self.inner.shared.index().slots();
+        if limit == 0 || from > slots {
+            return Ok(Vec::new());
+        }
+        self.blocking(move |shared| {
+            let (segments, items) = shared.range_items(from - 1, limit as u64);
+            read::read_encoded(&segments, &items)
+        })
+        .await
+    }
+
     async fn read_stream(
         &self,
         stream: &StreamId,

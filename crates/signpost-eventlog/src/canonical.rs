@@ -286,6 +286,19 @@ mod tests {
         }
     }
 
+    proptest! {
+        /// Any bytes at all: read without panicking, and accepted only when canonical.
+        #[test]
+        fn arbitrary_bytes_are_read_safely(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            if let Some(read) = EncodedEnvelope::read(&bytes) {
+                let decoded = EventEnvelope::decode(bytes.as_slice())
+                    .expect("accepted bytes decode");
+                prop_assert_eq!(decoded.encode_to_vec(), bytes.clone());
+                prop_assert_eq!(read.chain_hash(), envelope_hash(&decoded));
+            }
+        }
+    }
+
     /// Encodings prost accepts but never writes are refused (the verifier then decodes).
     #[test]
     fn non_canonical_encodings_are_refused() {

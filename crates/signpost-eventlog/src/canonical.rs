@@ -61,6 +61,7 @@ const ENVELOPE: &[(u64, Kind)] = &[
 /// A field's value, as the top-level walk hands it over.
 enum Value<'a> {
     Varint(u64),
+    Str(&'a str),
     Bytes(&'a [u8]),
 }
 
@@ -119,14 +120,15 @@ fn walk<'a>(
                 let value = &bytes[at..end];
                 at = end;
                 match kind {
-                    Kind::Str if value.is_empty() || std::str::from_utf8(value).is_err() => {
-                        return None
-                    }
+                    Kind::Str if value.is_empty() => return None,
+                    Kind::Str => Value::Str(std::str::from_utf8(value).ok()?),
                     Kind::Bytes if value.is_empty() => return None,
-                    Kind::Message(nested) => walk(value, nested, &mut |_, _, _| {})?,
-                    _ => {}
+                    Kind::Message(nested) => {
+                        walk(value, nested, &mut |_, _, _| {})?;
+                        Value::Bytes(value)
+                    }
+                    _ => Value::Bytes(value),
                 }
-                Value::Bytes(value)
             }
             _ => return None,
         };
@@ -161,13 +163,12 @@ impl<'a> EncodedEnvelope<'a> {
             bytes,
             hash_field: 0..0,
         };
-        let mut stream_id: &[u8] = &[];
         walk(
             bytes,
             ENVELOPE,
             &mut |number, range, value| match (number, value) {
                 (1, Value::Varint(position)) => envelope.position = position,
-                (2, Value::Bytes(id)) => stream_id = id,
+                (2, Value::Str(id)) => envelope.stream_id = id,
                 (3, Value::Varint(version)) => envelope.stream_version = version,
                 (11, Value::Bytes(previous)) => envelope.previous_hash = previous,
                 (12, Value::Bytes(hash)) => {
@@ -177,8 +178,6 @@ impl<'a> EncodedEnvelope<'a> {
                 _ => {}
             },
         )?;
-        // Checked to be UTF-8 by the walk.
-        envelope.stream_id = std::str::from_utf8(stream_id).ok()?;
         Some(envelope)
     }
 

@@ -128,10 +128,7 @@ where
             Page::Events(events) => {
                 let anchor = events.first().map(|bytes| {
                     with_stored(bytes, |anchor| {
-                        (
-                            anchor.fields.position,
-                            chain::hash_array(anchor.fields.hash),
-                        )
+                        (anchor.position, chain::hash_array(anchor.hash))
                     })
                 });
                 match anchor {
@@ -219,63 +216,40 @@ where
     })
 }
 
-/// What the chain checks of one stored envelope.
-struct Fields<'a> {
+/// What the chain checks of one stored envelope, read from its canonical bytes or, when
+/// they are not canonical, decoded (see `canonical.rs`): either way `chain_hash` is the
+/// definition's.
+struct Stored<'a> {
     position: Position,
     stream_id: &'a str,
     stream_version: u64,
     previous_hash: &'a [u8],
     hash: &'a [u8],
-}
-
-/// A stored envelope, read from its canonical bytes or, when they are not canonical,
-/// decoded (see `canonical.rs`): either way its chain hash is the definition's.
-struct Stored<'a> {
-    fields: Fields<'a>,
-    source: Source<'a>,
-}
-
-enum Source<'a> {
-    Canonical(EncodedEnvelope<'a>),
-    Decoded(&'a EventEnvelope),
-}
-
-impl Stored<'_> {
-    fn chain_hash(&self) -> [u8; 32] {
-        match &self.source {
-            Source::Canonical(encoded) => encoded.chain_hash(),
-            Source::Decoded(envelope) => chain::envelope_hash(envelope),
-        }
-    }
+    chain_hash: [u8; 32],
 }
 
 /// Calls `f` with the envelope stored as `bytes`; `Err` with the decoder's complaint when
 /// they are not an envelope at all.
 fn with_stored<R>(bytes: &[u8], f: impl FnOnce(&Stored<'_>) -> R) -> Result<R, String> {
     if let Some(encoded) = EncodedEnvelope::read(bytes) {
-        let stored = Stored {
-            fields: Fields {
-                position: encoded.position,
-                stream_id: encoded.stream_id,
-                stream_version: encoded.stream_version,
-                previous_hash: encoded.previous_hash,
-                hash: encoded.hash,
-            },
-            source: Source::Canonical(encoded),
-        };
-        return Ok(f(&stored));
+        return Ok(f(&Stored {
+            position: encoded.position,
+            stream_id: encoded.stream_id,
+            stream_version: encoded.stream_version,
+            previous_hash: encoded.previous_hash,
+            hash: encoded.hash,
+            chain_hash: encoded.chain_hash(),
+        }));
     }
     let envelope =
         EventEnvelope::decode(bytes).map_err(|error| format!("undecodable event: {error}"))?;
     Ok(f(&Stored {
-        fields: Fields {
-            position: envelope.position,
-            stream_id: &envelope.stream_id,
-            stream_version: envelope.stream_version,
-            previous_hash: &envelope.previous_hash,
-            hash: &envelope.hash,
-        },
-        source: Source::Decoded(&envelope),
+        position: envelope.position,
+        stream_id: &envelope.stream_id,
+        stream_version: envelope.stream_version,
+        previous_hash: &envelope.previous_hash,
+        hash: &envelope.hash,
+        chain_hash: chain::envelope_hash(&envelope),
     }))
 }
 
@@ -299,12 +273,11 @@ fn check(
 
 /// Checks one envelope against its predecessor and advances `previous`.
 fn check_fields(
-    stored: &Stored<'_>,
+    envelope: &Stored<'_>,
     previous: &mut Head,
     stream_versions: &mut HashMap<String, u64>,
     from: Position,
 ) -> Result<(), (Position, ChainProblem)> {
-    let envelope = &stored.fields;
     let expected = previous.position + 1;
     if envelope.position != expected {
         return Err((
@@ -324,7 +297,7 @@ fn check_fields(
             },
         ));
     }
-    let computed = stored.chain_hash();
+    let computed = envelope.chain_hash;
     if envelope.hash != computed {
         return Err((
             expected,

@@ -4,6 +4,8 @@
 //! the current read model with the aggregates' `handle`, execute, and build
 //! the answer from the read model at the position reached.
 
+use std::sync::Arc;
+
 use chrono::Duration;
 use signpost_domain::api_token::ApiTokenCommand;
 use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
@@ -656,7 +658,7 @@ impl ControlPlane {
     /// Completes a view built under the read lock, with the lock released: our SP
     /// details (their metadata XML is built here), and the DER of a SAML connection's
     /// signing certificates, which the read model does not keep, read from the event
-    /// that set them (at `certificates_at`).
+    /// that set them (at `certificates_at`; cached by that position).
     async fn finish_view(
         &self,
         mut view: ConnectionView,
@@ -677,19 +679,27 @@ impl ControlPlane {
                 view.connection_id
             ))
         };
-        let envelopes = self.store().read_range(position, 1).await?;
-        let event = envelopes
-            .first()
-            .filter(|e| e.position == position)
-            .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
-        let Some(Event::ConnectionConfigured(configured)) = event else {
-            return Err(missing());
-        };
-        let Some(stored) = configured.saml else {
-            return Err(missing());
+        let certificates = match self.certificates().get(position) {
+            Some(certificates) => certificates,
+            None => {
+                let envelopes = self.store().read_range(position, 1).await?;
+                let event = envelopes
+                    .first()
+                    .filter(|e| e.position == position)
+                    .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
+                let Some(Event::ConnectionConfigured(configured)) = event else {
+                    return Err(missing());
+                };
+                let Some(stored) = configured.saml else {
+                    return Err(missing());
+                };
+                let certificates: Arc<[schema::Certificate]> = stored.signing_certificates.into();
+                self.certificates().insert(position, certificates.clone());
+                certificates
+            }
         };
         // The model's certificates were set from this very event, DER aside.
-        saml.signing_certificates = stored.signing_certificates;
+        saml.signing_certificates = certificates.to_vec();
         Ok(view)
     }
 

@@ -18,9 +18,12 @@
 //! - [`principal`], [`credentials`], [`secrets`]: who is calling, bearer
 //!   tokens (hashes only), encryption of secrets at rest.
 //! - [`views`]: what reads return.
+//! - [`certificates`]: SAML signing certificates whole (DER included) by the
+//!   log position that set them, for views (the read model keeps no DER).
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod certificates;
 pub mod credentials;
 pub mod error;
 pub mod plane;

@@ -24,6 +24,7 @@ use signpost_eventlog::{
 use signpost_outbound::{FetchPolicy, SafeFetcher, TxtResolver};
 use url::Url;
 
+use crate::certificates::CertificateCache;
 use crate::error::ControlError;
 use crate::principal::Principal;
 use crate::projection::{Followers, Projection};
@@ -154,6 +155,8 @@ struct Inner {
     /// Serializes commands that check a uniqueness index (domains, external
     /// ids, IdP entity ids) so that check and append cannot interleave.
     uniqueness: tokio::sync::Mutex<()>,
+    /// SAML signing certificates whole, for views.
+    certificates: CertificateCache,
 }
 
 /// The control plane's application layer. Cheap to clone.
@@ -205,6 +208,7 @@ impl ControlPlane {
                 txt_resolver,
                 config,
                 uniqueness: tokio::sync::Mutex::new(()),
+                certificates: CertificateCache::default(),
             }),
         })
     }
@@ -217,6 +221,10 @@ impl ControlPlane {
     /// The admin read model.
     pub fn projection(&self) -> &Projection {
         &self.inner.projection
+    }
+
+    pub(crate) fn certificates(&self) -> &CertificateCache {
+        &self.inner.certificates
     }
 
     pub(crate) fn secrets(&self) -> &SecretBox {

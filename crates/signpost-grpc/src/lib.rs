@@ -13,6 +13,8 @@
 //! - [`convert`]: control-plane views → wire messages ([`convert::ToWire`]).
 //! - [`status`]: the one place errors become gRPC statuses, with
 //!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
+//! - [`transport`]: [`transport::CoalescingStream`], the server's sockets, with
+//!   the responses finished in one turn of the runtime written together.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -21,6 +23,7 @@ pub mod convert;
 pub mod eventlog;
 pub mod routing;
 pub mod status;
+pub mod transport;
 
 pub use admin::{AdminApi, SetupFormApi, CORRELATION_ID_HEADER, ON_BEHALF_OF_HEADER};
 pub use audit::AuditApi;

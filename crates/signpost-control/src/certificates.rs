@@ -51,7 +51,10 @@ impl CertificateCache {
 
     /// The certificates set at `position`, if held.
     pub fn get(&self, position: u64) -> Option<Arc<[schema::Certificate]>> {
-        self.lock().by_position.get(&position).map(|(c, _)| c.clone())
+        self.lock()
+            .by_position
+            .get(&position)
+            .map(|(c, _)| c.clone())
     }
 
     /// Holds the certificates set at `position`, evicting others to stay
@@ -129,7 +132,10 @@ mod tests {
         assert!(held.len() >= 15, "a full cache holds ~19 entries: {held:?}");
         assert!(held.contains(&999), "the last insert is held");
         for position in held {
-            assert_eq!(cache.get(position).unwrap()[0].der[0], (position % 251) as u8);
+            assert_eq!(
+                cache.get(position).unwrap()[0].der[0],
+                (position % 251) as u8
+            );
         }
         cache.insert(5_000, certificates(30_000, 9));
         assert!(cache.get(5_000).is_none(), "larger than the budget");

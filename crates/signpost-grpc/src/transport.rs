@@ -120,7 +120,8 @@ impl<S: AsyncWrite + Unpin> CoalescingStream<S> {
     /// Writes everything pending to `inner`.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         while self.written < self.pending.len() {
-            let n = ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
+            let n =
+                ready!(Pin::new(&mut self.inner).poll_write(cx, &self.pending[self.written..]))?;
             if n == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -268,10 +269,22 @@ mod tests {
         let mut stream = recorder(usize::MAX);
         poll_fn(|cx| {
             let mut s = Pin::new(&mut stream);
-            assert!(matches!(s.as_mut().poll_write(cx, b"first"), Poll::Ready(Ok(5))));
-            assert!(s.as_mut().poll_flush(cx).is_pending(), "the turn has not ended");
-            assert!(matches!(s.as_mut().poll_write(cx, b"second"), Poll::Ready(Ok(6))));
-            assert!(s.as_mut().poll_flush(cx).is_pending(), "still the same turn");
+            assert!(matches!(
+                s.as_mut().poll_write(cx, b"first"),
+                Poll::Ready(Ok(5))
+            ));
+            assert!(
+                s.as_mut().poll_flush(cx).is_pending(),
+                "the turn has not ended"
+            );
+            assert!(matches!(
+                s.as_mut().poll_write(cx, b"second"),
+                Poll::Ready(Ok(6))
+            ));
+            assert!(
+                s.as_mut().poll_flush(cx).is_pending(),
+                "still the same turn"
+            );
             Poll::Ready(())
         })
         .await;

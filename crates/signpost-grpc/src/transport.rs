@@ -28,10 +28,11 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
 /// Bytes held before they are written without waiting for the turn's end.
-pub const HOLD_LIMIT: usize = 64 * 1024;
+pub const HOLD_LIMIT: usize = 16 * 1024;
 
-/// Buffer capacity kept between turns; a burst above it is given back.
-const KEEP_CAPACITY: usize = 16 * 1024;
+/// The buffer's first allocation in a turn. It is given back once written out,
+/// so an idle connection (an edge between route changes) holds none.
+const FIRST_CAPACITY: usize = 4 * 1024;
 
 /// A byte stream whose flushes wait for the end of the runtime's turn, so
 /// that what several tasks write in one turn goes out in one write.
@@ -127,11 +128,8 @@ impl<S: AsyncWrite + Unpin> CoalescingStream<S> {
             }
             self.written += n;
         }
-        self.pending.clear();
+        self.pending = Vec::new();
         self.written = 0;
-        if self.pending.capacity() > KEEP_CAPACITY {
-            self.pending.shrink_to(KEEP_CAPACITY);
-        }
         Poll::Ready(Ok(()))
     }
 
@@ -143,7 +141,11 @@ impl<S: AsyncWrite + Unpin> CoalescingStream<S> {
         if self.pending.len() + incoming > HOLD_LIMIT {
             ready!(self.poll_drain(cx))?;
         }
-        Poll::Ready(Ok(incoming >= HOLD_LIMIT))
+        let through = incoming >= HOLD_LIMIT;
+        if !through && self.pending.capacity() == 0 {
+            self.pending.reserve(incoming.max(FIRST_CAPACITY));
+        }
+        Poll::Ready(Ok(through))
     }
 }
 
@@ -331,7 +333,7 @@ mod tests {
             .unwrap();
         tokio::io::AsyncWriteExt::flush(&mut stream).await.unwrap();
         assert_eq!(written(&stream), [&chunk[..], &chunk, &big].concat());
-        assert!(stream.pending.capacity() <= KEEP_CAPACITY);
+        assert_eq!(stream.pending.capacity(), 0, "nothing held once written");
     }
 
     #[tokio::test]

@@ -673,27 +673,12 @@ impl ControlPlane {
         let Some(position) = certificates_at else {
             return Ok(view);
         };
-        let missing = || {
-            ControlError::Internal(format!(
-                "no SAML settings at position {position} for connection {}",
-                view.connection_id
-            ))
-        };
         let certificates = match self.certificates().get(position) {
             Some(certificates) => certificates,
             None => {
-                let envelopes = self.store().read_range(position, 1).await?;
-                let event = envelopes
-                    .first()
-                    .filter(|e| e.position == position)
-                    .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
-                let Some(Event::ConnectionConfigured(configured)) = event else {
-                    return Err(missing());
-                };
-                let Some(stored) = configured.saml else {
-                    return Err(missing());
-                };
-                let certificates: Arc<[schema::Certificate]> = stored.signing_certificates.into();
+                let certificates = self
+                    .certificates_set_at(position, &view.connection_id)
+                    .await?;
                 self.certificates().insert(position, certificates.clone());
                 certificates
             }
@@ -701,6 +686,29 @@ impl ControlPlane {
         // The model's certificates were set from this very event, DER aside.
         saml.signing_certificates = certificates.to_vec();
         Ok(view)
+    }
+
+    /// The signing certificates, DER included, of the SAML configuration event at
+    /// `position` (which the read model names for `connection_id`).
+    async fn certificates_set_at(
+        &self,
+        position: u64,
+        connection_id: &str,
+    ) -> Result<Arc<[schema::Certificate]>, ControlError> {
+        let envelopes = self.store().read_range(position, 1).await?;
+        let event = envelopes
+            .first()
+            .filter(|e| e.position == position)
+            .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
+        match event {
+            Some(Event::ConnectionConfigured(schema::ConnectionConfigured {
+                saml: Some(stored),
+                ..
+            })) => Ok(stored.signing_certificates.into()),
+            _ => Err(ControlError::Internal(format!(
+                "no SAML settings at position {position} for connection {connection_id}"
+            ))),
+        }
     }
 
     pub(crate) fn connection_view_in(

@@ -387,6 +387,14 @@ impl FileEventStore {
         }
     }
 
+    /// For a read of up to `limit` events from `from`: the first position (at least 1) and
+    /// how many positions the log holds, or `None` when there is nothing to read.
+    fn readable_range(&self, from: Position, limit: usize) -> Option<(Position, u64)> {
+        let from = from.max(1);
+        let slots = self.inner.shared.index().slots();
+        (limit != 0 && from <= slots).then_some((from, slots))
+    }
+
     async fn blocking<T, F>(&self, read: F) -> Result<T, LogError>
     where
         F: FnOnce(&Shared) -> Result<T, LogError> + Send + 'static,
@@ -505,11 +513,9 @@ impl EventStore for FileEventStore {
         from: Position,
         limit: usize,
     ) -> Result<Vec<EventEnvelope>, LogError> {
-        let from = from.max(1);
-        let slots = self.inner.shared.index().slots();
-        if limit == 0 || from > slots {
+        let Some((from, slots)) = self.readable_range(from, limit) else {
             return Ok(Vec::new());
-        }
+        };
         // A subscription following the head reads the last few events, just written and
         // still in the page cache: a `pread` of a few KiB, cheaper than a hop to the
         // blocking pool and back (two thread wake-ups on every commit's path).
@@ -530,11 +536,9 @@ impl EventStore for FileEventStore {
         from: Position,
         limit: usize,
     ) -> Result<Vec<bytes::Bytes>, LogError> {
-        let from = from.max(1);
-        let slots = self.inner.shared.index().slots();
-        if limit == 0 || from > slots {
+        let Some((from, _)) = self.readable_range(from, limit) else {
             return Ok(Vec::new());
-        }
+        };
         self.blocking(move |shared| {
             let (segments, items) = shared.range_items(from - 1, limit as u64);
             read::read_encoded(&segments, &items)

@@ -1,6 +1,7 @@
 //! Reading records back: one `pread` per run of neighbouring records, checked and decoded.
 
 use std::fs::File;
+use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
@@ -119,15 +120,22 @@ pub(crate) fn read_run(
     Ok(start)
 }
 
+/// Where the encoded envelope of `item` lies in a run buffer starting at file offset `base`,
+/// once its record is checked against its checksum.
+fn envelope_in_run(buf: &[u8], base: u64, item: Item) -> Result<Range<usize>, LogError> {
+    let (slot, location) = item;
+    let at = (unpack(location.packed).1 - base) as usize;
+    check_record(&buf[at..], KIND_EVENT, location.len)
+        .map_err(|reason| corrupt(slot + 1, reason))?;
+    let start = at + RECORD_HEADER_LEN;
+    Ok(start..start + location.len as usize)
+}
+
 /// Decodes the event of `item` from a run buffer starting at file offset `base`.
 pub(crate) fn decode_event(buf: &[u8], base: u64, item: Item) -> Result<EventEnvelope, LogError> {
-    let (slot, location) = item;
-    let position = slot + 1;
-    let at = (unpack(location.packed).1 - base) as usize;
-    let payload = check_record(&buf[at..], KIND_EVENT, location.len)
-        .map_err(|reason| corrupt(position, reason))?;
-    EventEnvelope::decode(payload)
-        .map_err(|error| corrupt(position, format!("undecodable event: {error}")))
+    let envelope = envelope_in_run(buf, base, item)?;
+    EventEnvelope::decode(&buf[envelope])
+        .map_err(|error| corrupt(item.0 + 1, format!("undecodable event: {error}")))
 }
 
 /// Reads and decodes the events of `items`, in order.
@@ -162,12 +170,8 @@ pub(crate) fn read_encoded(
         let mut buf = Vec::new();
         let base = read_run(segments, run, &mut buf)?;
         let buf = Bytes::from(buf);
-        for (slot, location) in run {
-            let at = (unpack(location.packed).1 - base) as usize;
-            check_record(&buf[at..], KIND_EVENT, location.len)
-                .map_err(|reason| corrupt(slot + 1, reason))?;
-            let start = at + RECORD_HEADER_LEN;
-            events.push(buf.slice(start..start + location.len as usize));
+        for item in run {
+            events.push(buf.slice(envelope_in_run(&buf, base, *item)?));
         }
         items = rest;
     }

@@ -6,6 +6,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+
+/// The two servers a scenario's load phases run against: their connections, and their
+/// processes (whose CPU each phase records, [`crate::cpu::measure`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Peers<'a> {
+    /// Connections to the Signpost control plane.
+    pub signpost: &'a [Channel],
+    /// Connections to etcd.
+    pub etcd: &'a [Channel],
+    /// Their process ids.
+    pub pids: crate::cpu::Servers,
+}
 
 /// What a load run measured.
 #[derive(Debug, Clone)]
@@ -22,6 +35,8 @@ pub struct LoadReport {
     pub p99_us: u64,
     /// Maximum.
     pub max_us: u64,
+    /// CPU spent by the server and this load generator, when measured ([`crate::cpu::measure`]).
+    pub cpu: Option<crate::cpu::CpuSpent>,
 }
 
 impl LoadReport {
@@ -35,6 +50,7 @@ impl LoadReport {
         serde_json::json!({
             "requests": self.requests, "errors": self.errors, "seconds": self.elapsed.as_secs_f64(),
             "per_second": self.rate(), "p50_us": self.p50_us, "p99_us": self.p99_us, "max_us": self.max_us,
+            "cpu": self.cpu.map(|cpu| cpu.json(self.requests)),
         })
     }
 }
@@ -81,5 +97,6 @@ where
         p50_us: all.value_at_quantile(0.5),
         p99_us: all.value_at_quantile(0.99),
         max_us: all.max(),
+        cpu: None,
     }
 }

@@ -10,6 +10,8 @@ use prost::Message;
 use signpost_api::routing::v1 as wire;
 use tonic::transport::Channel;
 
+use crate::cpu;
+use crate::load::Peers;
 use crate::populate::domain_of;
 use crate::{etcd, grpc, load};
 
@@ -158,16 +160,28 @@ pub async fn load_etcd_table(
 
 /// Everything scenario 2 measured.
 pub async fn run(
-    channels: &[Channel],
-    etcd_channels: &[Channel],
+    peers: Peers<'_>,
     token: &str,
     routes: usize,
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let noop = noop_load(channels, in_flight, duration).await;
-    let resolve = resolve_load(channels, token, routes, in_flight, duration).await;
-    let etcd = etcd_range_load(etcd_channels, routes, in_flight, duration).await;
+    let Peers {
+        signpost: channels,
+        etcd: etcd_channels,
+        pids: servers,
+    } = peers;
+    let noop = cpu::measure(servers.signpost, noop_load(channels, in_flight, duration)).await;
+    let resolve = cpu::measure(
+        servers.signpost,
+        resolve_load(channels, token, routes, in_flight, duration),
+    )
+    .await;
+    let etcd = cpu::measure(
+        servers.etcd,
+        etcd_range_load(etcd_channels, routes, in_flight, duration),
+    )
+    .await;
     Ok(serde_json::json!({
         "routes": routes,
         "in_flight": in_flight,

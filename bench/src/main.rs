@@ -14,11 +14,13 @@
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
-//! generator, HDR histograms), [`grpc`] and [`etcd`] (clients).
+//! generator, HDR histograms), [`cpu`] (CPU per request of the server and the load
+//! generator over a load phase), [`grpc`] and [`etcd`] (clients).
 #![forbid(unsafe_code)]
 
 mod audit;
 mod cold_start;
+mod cpu;
 mod edge;
 mod etcd;
 mod fanout;
@@ -93,6 +95,22 @@ impl Common {
     }
     fn etcd_rss(&self) -> u64 {
         self.etcd_pid.map(server::rss_of).unwrap_or_default()
+    }
+    /// Both servers for a scenario's load phases (with the pids whose CPU they record).
+    fn peers<'a>(
+        &self,
+        server: &server::ControlPlaneProcess,
+        signpost: &'a [tonic::transport::Channel],
+        etcd: &'a [tonic::transport::Channel],
+    ) -> load::Peers<'a> {
+        load::Peers {
+            signpost,
+            etcd,
+            pids: cpu::Servers {
+                signpost: server.pid(),
+                etcd: self.etcd_pid,
+            },
+        }
     }
     /// A fresh directory `name` under the work dir.
     fn fresh(&self, name: &str) -> anyhow::Result<PathBuf> {
@@ -239,8 +257,7 @@ async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Res
     let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
     status("scenario 1: durable writes");
     let result = writes::run(
-        &channels,
-        &etcd_channels,
+        common.peers(&server, &channels, &etcd_channels),
         &populated.token,
         &populated.organizations,
         &dir,
@@ -290,8 +307,7 @@ async fn routing_run(
         lookups::load_etcd_table(&etcd_channels, routes, value_bytes, common.in_flight).await?;
     status("scenario 2: lookups");
     let mut result = lookups::run(
-        &channels,
-        &etcd_channels,
+        common.peers(&server, &channels, &etcd_channels),
         &token,
         routes,
         common.in_flight,

@@ -71,6 +71,61 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> String {
     }
 }
 
+/// A load's CPU per request in µs: (server under test, load generator), and the cores
+/// the machine has (see `cpu.rs`).
+fn cpu_per_request(load: &Value) -> Option<(f64, f64, f64)> {
+    let cpu = &load["cpu"];
+    Some((
+        f(&cpu["server_us_per_request"])?,
+        f(&cpu["generator_us_per_request"])?,
+        f(&cpu["cores"])?,
+    ))
+}
+
+fn us(value: Option<f64>) -> String {
+    value.map_or("n/a".into(), |v| format!("{v:.1} µs"))
+}
+
+/// The row that says what a goal leaves per request on this machine's cores: the
+/// server and the load generator share them, so `goal` requests a second leave
+/// `cores / goal` of CPU for both, to compare with what `load` and a do-nothing call
+/// (`floor`) cost in the same run.
+fn cpu_budget_row(measure: &str, load: &Value, floor: &Value, goal: Option<f64>) -> Row {
+    let cost = cpu_per_request(load);
+    let floor = cpu_per_request(floor);
+    let budget = cost
+        .zip(goal)
+        .map(|((_, _, cores), goal)| cores * 1e6 / goal);
+    Row {
+        scenario: "",
+        measure: measure.into(),
+        signpost: cost.map_or("n/a".into(), |(server, generator, _)| {
+            format!(
+                "server {} + load generator {} = {}",
+                us(Some(server)),
+                us(Some(generator)),
+                us(Some(server + generator))
+            )
+        }),
+        etcd: format!(
+            "the goal leaves {} for both; a do-nothing call costs {}{}",
+            us(budget),
+            floor.map_or("n/a".into(), |(server, generator, _)| format!(
+                "{} + {}",
+                us(Some(server)),
+                us(Some(generator))
+            )),
+            cost.map_or(String::new(), |(server, generator, cores)| format!(
+                "; bound at this cost: {}",
+                rate(Some(cores * 1e6 / (server + generator)))
+            )),
+        ),
+        ratio: "n/a".into(),
+        goal: "context: CPU per request, server and load generator on the same cores",
+        met: None,
+    }
+}
+
 fn met(ok: Option<bool>, quick: bool) -> String {
     if quick {
         return "(quick run)".into();
@@ -205,6 +260,12 @@ pub fn render(
         goal: "context: is 70% of fdatasync below the limit?",
         met: None,
     });
+    rows.push(cpu_budget_row(
+        "limit: CPU per write at 2× etcd",
+        &w["signpost"],
+        &w["noop_unary"],
+        et.map(|e| 2.0 * e),
+    ));
 
     // 2. Lookups.
     let l = get("lookups");
@@ -236,6 +297,12 @@ pub fn render(
         goal: "≥ 60% of ceiling",
         met: sp.zip(noop).map(|(a, b)| a >= 0.6 * b),
     });
+    rows.push(cpu_budget_row(
+        "limit: CPU per Resolve at 5× etcd",
+        &l["signpost"],
+        &l["noop_unary"],
+        et.map(|e| 5.0 * e),
+    ));
 
     // 3. Fan-out.
     let fo = get("fan_out");
@@ -704,14 +771,15 @@ fn detail(
 fn detail_rows(out: &mut String, value: &Value, loads: &[(&str, &str)]) -> anyhow::Result<()> {
     writeln!(
         out,
-        "| Load | Requests | Errors | Seconds | Per second | p50 | p99 | max |"
+        "| Load | Requests | Errors | Seconds | Per second | p50 | p99 | max | Server CPU / request | Load generator CPU / request | Busy cores |"
     )?;
-    writeln!(out, "|---|---|---|---|---|---|---|---|")?;
+    writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (name, key) in loads {
         let v = &value[*key];
+        let cpu = &v["cpu"];
         writeln!(
             out,
-            "| {name} | {} | {} | {:.1} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {:.1} | {} | {} | {} | {} | {} | {} | {} |",
             thousands(f(&v["requests"]).unwrap_or(0.0)),
             v["errors"].as_u64().unwrap_or(0),
             f(&v["seconds"]).unwrap_or(0.0),
@@ -719,6 +787,9 @@ fn detail_rows(out: &mut String, value: &Value, loads: &[(&str, &str)]) -> anyho
             us_as_ms(f(&v["p50_us"])),
             us_as_ms(f(&v["p99_us"])),
             us_as_ms(f(&v["max_us"])),
+            us(f(&cpu["server_us_per_request"])),
+            us(f(&cpu["generator_us_per_request"])),
+            f(&cpu["machine_busy_cores"]).map_or("n/a".into(), |c| format!("{c:.2}")),
         )?;
     }
     writeln!(out)?;
@@ -744,6 +815,13 @@ Both peers are driven by the same client: tonic over the same number of HTTP/2 c
 for load, one per 100 watchers for fan-out), a closed loop of 64 requests in flight, latencies
 in HDR histograms. etcd is reached through `bench/proto/etcd.proto`, the subset of etcd's v3 API
 used here with etcd's own field numbers.
+
+Every load phase also records the CPU the server under test (Signpost or etcd) and the load
+generator spent, from their `/proc/<pid>/stat` counters over the phase, and how many cores the
+whole machine kept busy: the detail tables give them per request. The server, the load
+generator and the kernel's loopback share the same cores, so a closed loop cannot go faster
+than `cores / (server + load generator CPU per request)`; the summary's "CPU per ..." rows
+compare that cost with what a goal leaves per request, and with a do-nothing call's.
 
 ## What each scenario measures
 
@@ -806,3 +884,41 @@ segment-file slice, four rounds of 2 s, medians; two runs in a quiet window):
 Reading 1,000,000 events: sled open 2.2 s and `read_range` 17 s; segment files open (index
 build) 0.18 s and `scan` 0.40 s; `verify_chain` 4.6 s on sled, 1.2 s on segment files.
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_rows_give_what_a_goal_leaves_and_the_bound_at_the_measured_cost() {
+        let cpu = |server: f64, generator: f64| serde_json::json!({ "server_us_per_request": server, "generator_us_per_request": generator, "cores": 2 });
+        let writes = serde_json::json!({ "scenario": "writes", "result": {
+            "signpost": { "per_second": 12_000.0, "cpu": cpu(50.0, 30.0) },
+            "etcd": { "per_second": 10_000.0 },
+            "noop_unary": { "per_second": 40_000.0, "cpu": cpu(19.0, 26.0) },
+        }});
+        let text = render(
+            &writes.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .expect("rendered");
+        let row = text
+            .lines()
+            .find(|l| l.contains("limit: CPU per write at 2× etcd"))
+            .expect("the writes CPU row");
+        // 2× etcd = 20,000/s on 2 cores leaves 100 µs a write; 80 µs bounds at 25,000/s.
+        assert!(
+            row.contains("server 50.0 µs + load generator 30.0 µs = 80.0 µs"),
+            "{row}"
+        );
+        assert!(row.contains("the goal leaves 100.0 µs for both"), "{row}");
+        assert!(
+            row.contains("a do-nothing call costs 19.0 µs + 26.0 µs"),
+            "{row}"
+        );
+        assert!(row.contains("bound at this cost: 25,000/s"), "{row}");
+    }
+}

@@ -71,6 +71,11 @@ impl ControlPlaneProcess {
         self.child.id().map(rss_of).unwrap_or_default()
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Stops it (SIGKILL: the log is durable at every acknowledged append).
     pub async fn stop(mut self) {
         let _ = self.child.kill().await;

@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use signpost_api::admin::v1 as pb;
 use tonic::transport::Channel;
 
+use crate::cpu;
+use crate::load::Peers;
 use crate::populate::Organization;
 use crate::{etcd, grpc, load, lookups};
 
@@ -96,29 +98,49 @@ pub async fn etcd_put_load(
 
 /// Everything scenario 1 measured.
 pub async fn run(
-    channels: &[Channel],
-    etcd_channels: &[Channel],
+    peers: Peers<'_>,
     token: &str,
     organizations: &[Organization],
     data_dir: &Path,
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let signpost = signpost_assign_load(channels, token, organizations, in_flight, duration).await;
-    let etcd_many = etcd_put_load(etcd_channels, in_flight, duration).await;
+    let Peers {
+        signpost: channels,
+        etcd: etcd_channels,
+        pids: servers,
+    } = peers;
+    let signpost = cpu::measure(
+        servers.signpost,
+        signpost_assign_load(channels, token, organizations, in_flight, duration),
+    )
+    .await;
+    let etcd_many = cpu::measure(
+        servers.etcd,
+        etcd_put_load(etcd_channels, in_flight, duration),
+    )
+    .await;
     // The disk's limit is read right next to the sequential client (it drifts while
     // the kernel writes back what the loads left dirty).
     let probe = duration.min(Duration::from_secs(3));
     let fsync_before = fdatasync_rate(data_dir, probe)?;
-    let signpost_one = signpost_assign_load(channels, token, organizations, 1, duration).await;
+    let signpost_one = cpu::measure(
+        servers.signpost,
+        signpost_assign_load(channels, token, organizations, 1, duration),
+    )
+    .await;
     let fsync_after = fdatasync_rate(data_dir, probe)?;
-    let etcd_one = etcd_put_load(etcd_channels, 1, duration).await;
+    let etcd_one = cpu::measure(servers.etcd, etcd_put_load(etcd_channels, 1, duration)).await;
     let fsync = (fsync_before + fsync_after) / 2.0;
     // The machine's limits for this client, measured in the same run: a do-nothing unary
     // call with as many in flight (no request can beat it), and one at a time (a
     // sequential durable write costs at least this round trip plus one fdatasync).
-    let noop_many = lookups::noop_load(channels, in_flight, duration).await;
-    let noop_one = lookups::noop_load(channels, 1, duration).await;
+    let noop_many = cpu::measure(
+        servers.signpost,
+        lookups::noop_load(channels, in_flight, duration),
+    )
+    .await;
+    let noop_one = cpu::measure(servers.signpost, lookups::noop_load(channels, 1, duration)).await;
     Ok(serde_json::json!({
         "in_flight": in_flight,
         "organizations": organizations.len(),

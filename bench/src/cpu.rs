@@ -35,9 +35,32 @@ pub struct CpuSpent {
     pub machine_busy_cores: Option<f64>,
     /// Cores the machine has.
     pub cores: usize,
+    /// The phase's wall time, in seconds.
+    pub wall_seconds: f64,
 }
 
 impl CpuSpent {
+    /// The CPU of two phases of the same load: seconds added up, busy cores averaged over
+    /// their wall time.
+    pub fn merge(self, other: CpuSpent) -> CpuSpent {
+        let wall_seconds = self.wall_seconds + other.wall_seconds;
+        CpuSpent {
+            server_seconds: self
+                .server_seconds
+                .zip(other.server_seconds)
+                .map(|(a, b)| a + b),
+            generator_seconds: self.generator_seconds + other.generator_seconds,
+            machine_busy_cores: self.machine_busy_cores.zip(other.machine_busy_cores).map(
+                |(a, b)| {
+                    (a * self.wall_seconds + b * other.wall_seconds)
+                        / wall_seconds.max(f64::EPSILON)
+                },
+            ),
+            cores: self.cores.max(other.cores),
+            wall_seconds,
+        }
+    }
+
     /// A JSON object with the costs per request.
     pub fn json(&self, requests: u64) -> serde_json::Value {
         let per_request = |seconds: f64| seconds * 1e6 / requests.max(1) as f64;
@@ -82,6 +105,7 @@ where
         generator_seconds,
         machine_busy_cores,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        wall_seconds: wall,
     });
     report
 }

@@ -2,6 +2,7 @@
 //! after another for a fixed duration; latencies go to an HDR histogram.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,12 +30,8 @@ pub struct LoadReport {
     pub errors: u64,
     /// Wall time.
     pub elapsed: Duration,
-    /// Latency percentiles in microseconds.
-    pub p50_us: u64,
-    /// 99th percentile.
-    pub p99_us: u64,
-    /// Maximum.
-    pub max_us: u64,
+    /// Every request's latency, in microseconds.
+    pub latencies: Histogram<u64>,
     /// CPU spent by the server and this load generator, when measured ([`crate::cpu::measure`]).
     pub cpu: Option<crate::cpu::CpuSpent>,
 }
@@ -49,10 +46,58 @@ impl LoadReport {
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({
             "requests": self.requests, "errors": self.errors, "seconds": self.elapsed.as_secs_f64(),
-            "per_second": self.rate(), "p50_us": self.p50_us, "p99_us": self.p99_us, "max_us": self.max_us,
+            "per_second": self.rate(),
+            "p50_us": self.latencies.value_at_quantile(0.5),
+            "p99_us": self.latencies.value_at_quantile(0.99),
+            "max_us": self.latencies.max(),
             "cpu": self.cpu.map(|cpu| cpu.json(self.requests)),
         })
     }
+
+    /// One report for two runs of the same load: requests, time and CPU added up,
+    /// latencies in one histogram.
+    pub fn merge(mut self, other: LoadReport) -> LoadReport {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.add(&other.latencies).expect("same bounds");
+        self.cpu = match (self.cpu, other.cpu) {
+            (Some(a), Some(b)) => Some(a.merge(b)),
+            (a, b) => a.or(b),
+        };
+        self
+    }
+}
+
+/// How many turns each compared load gets ([`in_turns`]).
+pub const ROUNDS: u32 = 2;
+
+/// One load phase, started anew each time it is called.
+pub type Phase<'a> =
+    Box<dyn FnMut(Duration) -> Pin<Box<dyn Future<Output = LoadReport> + 'a>> + 'a>;
+
+/// Runs `phases` in turns, `rounds` times over (A, B, A, B, ...), each turn for
+/// `duration / rounds`, and gives each phase's turns merged into one report. Loads
+/// compared with each other share whatever the machine's neighbours do during the run,
+/// instead of one of them meeting a busy minute alone.
+pub async fn in_turns(
+    rounds: u32,
+    duration: Duration,
+    mut phases: Vec<Phase<'_>>,
+) -> Vec<LoadReport> {
+    let rounds = rounds.max(1);
+    let turn = duration / rounds;
+    let mut reports: Vec<Option<LoadReport>> = phases.iter().map(|_| None).collect();
+    for _ in 0..rounds {
+        for (phase, report) in phases.iter_mut().zip(reports.iter_mut()) {
+            let this = phase(turn).await;
+            *report = Some(match report.take() {
+                Some(earlier) => earlier.merge(this),
+                None => this,
+            });
+        }
+    }
+    reports.into_iter().flatten().collect()
 }
 
 /// Runs `call(worker, i)` from `in_flight` workers for `duration`.
@@ -94,9 +139,56 @@ where
         requests: all.len(),
         errors,
         elapsed: started.elapsed(),
-        p50_us: all.value_at_quantile(0.5),
-        p99_us: all.value_at_quantile(0.99),
-        max_us: all.max(),
+        latencies: all,
         cpu: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    fn report(requests: u64, latency_us: u64, elapsed: Duration) -> LoadReport {
+        let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+        latencies.record_n(latency_us, requests).expect("recorded");
+        LoadReport {
+            requests,
+            errors: 0,
+            elapsed,
+            latencies,
+            cpu: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn loads_take_turns_and_each_ones_turns_are_merged() {
+        let calls = Mutex::new(Vec::new());
+        let phase = |name: &'static str, requests: u64, latency_us: u64| -> Phase<'_> {
+            let calls = &calls;
+            Box::new(move |turn| {
+                calls.lock().expect("calls").push((name, turn));
+                Box::pin(async move { report(requests, latency_us, turn) })
+            })
+        };
+        let reports = in_turns(
+            2,
+            Duration::from_secs(10),
+            vec![phase("a", 100, 10), phase("b", 7, 1_500)],
+        )
+        .await;
+        let five = Duration::from_secs(5);
+        assert_eq!(
+            *calls.lock().expect("calls"),
+            [("a", five), ("b", five), ("a", five), ("b", five)]
+        );
+        assert_eq!(reports.len(), 2);
+        assert_eq!(reports[0].requests, 200);
+        assert_eq!(reports[0].elapsed, Duration::from_secs(10));
+        assert_eq!(reports[1].requests, 14);
+        assert!((reports[0].rate() - 20.0).abs() < 1e-9);
+        // Each keeps its own latencies: b's are never mixed into a's.
+        assert_eq!(reports[0].json()["max_us"], 10);
+        assert_eq!(reports[1].json()["p50_us"], 1_500);
     }
 }

@@ -171,17 +171,32 @@ pub async fn run(
         etcd: etcd_channels,
         pids: servers,
     } = peers;
-    let noop = cpu::measure(servers.signpost, noop_load(channels, in_flight, duration)).await;
-    let resolve = cpu::measure(
-        servers.signpost,
-        resolve_load(channels, token, routes, in_flight, duration),
-    )
-    .await;
-    let etcd = cpu::measure(
-        servers.etcd,
-        etcd_range_load(etcd_channels, routes, in_flight, duration),
-    )
-    .await;
+    // In turns, so that the ceiling, `Resolve` and etcd meet the same neighbours.
+    let phases: Vec<load::Phase<'_>> = vec![
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.signpost,
+                noop_load(channels, in_flight, turn),
+            ))
+        }),
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.signpost,
+                resolve_load(channels, token, routes, in_flight, turn),
+            ))
+        }),
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.etcd,
+                etcd_range_load(etcd_channels, routes, in_flight, turn),
+            ))
+        }),
+    ];
+    let [noop, resolve, etcd]: [load::LoadReport; 3] =
+        load::in_turns(load::ROUNDS, duration, phases)
+            .await
+            .try_into()
+            .expect("three loads");
     Ok(serde_json::json!({
         "routes": routes,
         "in_flight": in_flight,

@@ -814,7 +814,10 @@ scratch space elsewhere, `BENCH_OUT` to write the report elsewhere. No test asse
 Both peers are driven by the same client: tonic over the same number of HTTP/2 connections (4
 for load, one per 100 watchers for fan-out), a closed loop of 64 requests in flight, latencies
 in HDR histograms. etcd is reached through `bench/proto/etcd.proto`, the subset of etcd's v3 API
-used here with etcd's own field numbers.
+used here with etcd's own field numbers. Loads compared with each other (Signpost, etcd and the
+do-nothing ceiling, in scenarios 1 and 2) take turns: each runs twice for half its phase
+(A, B, C, A, B, C) and its two turns are merged, so that a busy minute on this shared machine
+falls on all of them rather than on one.
 
 Every load phase also records the CPU the server under test (Signpost or etcd) and the load
 generator spent, from their `/proc/<pid>/stat` counters over the phase, and how many cores the

@@ -110,16 +110,35 @@ pub async fn run(
         etcd: etcd_channels,
         pids: servers,
     } = peers;
-    let signpost = cpu::measure(
-        servers.signpost,
-        signpost_assign_load(channels, token, organizations, in_flight, duration),
-    )
-    .await;
-    let etcd_many = cpu::measure(
-        servers.etcd,
-        etcd_put_load(etcd_channels, in_flight, duration),
-    )
-    .await;
+    // Both peers and the do-nothing ceiling in turns, so that they meet the same
+    // neighbours on this shared machine. The machine's limits for this client: nothing can
+    // beat a do-nothing unary call with as many in flight, and a sequential durable write
+    // costs at least its round trip (below) plus one fdatasync.
+    let concurrent: Vec<load::Phase<'_>> = vec![
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.signpost,
+                signpost_assign_load(channels, token, organizations, in_flight, turn),
+            ))
+        }),
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.etcd,
+                etcd_put_load(etcd_channels, in_flight, turn),
+            ))
+        }),
+        Box::new(move |turn| {
+            Box::pin(cpu::measure(
+                servers.signpost,
+                lookups::noop_load(channels, in_flight, turn),
+            ))
+        }),
+    ];
+    let [signpost, etcd_many, noop_many]: [load::LoadReport; 3] =
+        load::in_turns(load::ROUNDS, duration, concurrent)
+            .await
+            .try_into()
+            .expect("three loads");
     // The disk's limit is read right next to the sequential client (it drifts while
     // the kernel writes back what the loads left dirty).
     let probe = duration.min(Duration::from_secs(3));
@@ -132,14 +151,6 @@ pub async fn run(
     let fsync_after = fdatasync_rate(data_dir, probe)?;
     let etcd_one = cpu::measure(servers.etcd, etcd_put_load(etcd_channels, 1, duration)).await;
     let fsync = (fsync_before + fsync_after) / 2.0;
-    // The machine's limits for this client, measured in the same run: a do-nothing unary
-    // call with as many in flight (no request can beat it), and one at a time (a
-    // sequential durable write costs at least this round trip plus one fdatasync).
-    let noop_many = cpu::measure(
-        servers.signpost,
-        lookups::noop_load(channels, in_flight, duration),
-    )
-    .await;
     let noop_one = cpu::measure(servers.signpost, lookups::noop_load(channels, 1, duration)).await;
     Ok(serde_json::json!({
         "in_flight": in_flight,

@@ -13,16 +13,17 @@
 //! are the ones the JSON version produced, byte for byte: the test module keeps that
 //! version as its oracle.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use prost_types::{Struct, Value};
 use signpost_api::audit::v1::{AuditActor, AuditEntry, AuditTarget};
 use signpost_control::read_model::ReadModel;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::{schema, Event};
 use signpost_eventlog::EventEnvelope;
+
+use pb::{Struct, Value};
 
 /// Every envelope event type with its stable audit action name.
 pub const ACTIONS: [(&str, &str); 19] = [
@@ -57,44 +58,180 @@ pub fn action_name(event_type: &str) -> Option<&'static str> {
 
 /// An entry and the connections it concerns (a switch concerns two).
 pub(crate) struct Described {
+    /// The entry without its details (`details` holds them).
     pub entry: AuditEntry,
+    /// The entry's `details`, built straight into their encoding.
+    pub details: Struct,
     pub connections: Vec<String>,
 }
 
-/// Builders for `google.protobuf.Value`s and `Struct`s.
+/// The stored form of `entry` with `details` as its `details` field (`entry`'s own is
+/// ignored): what [`crate::keys::encode_entry`] makes of the entry holding them as a
+/// `prost_types::Struct`, byte for byte.
+pub(crate) fn encode_entry(mut entry: AuditEntry, details: Struct) -> Vec<u8> {
+    use prost::encoding::{encode_varint, encoded_len_varint, string};
+    use prost::Message as _;
+    entry.details = None;
+    // Fields in number order: the entry's up to `details` (7), `details`, then 8 and 9.
+    let correlation_id = std::mem::take(&mut entry.correlation_id);
+    let event_type = std::mem::take(&mut entry.event_type);
+    let text_len = |tag: u32, text: &String| {
+        if text.is_empty() {
+            0
+        } else {
+            string::encoded_len(tag, text)
+        }
+    };
+    let details_len = details.encoded_len();
+    let length = entry.encoded_len()
+        + 1
+        + encoded_len_varint(details_len as u64)
+        + details_len
+        + text_len(8, &correlation_id)
+        + text_len(9, &event_type);
+    let mut out = Vec::with_capacity(length + 5);
+    encode_varint(length as u64, &mut out);
+    entry.encode_raw(&mut out);
+    out.push((7 << 3) | 2);
+    encode_varint(details_len as u64, &mut out);
+    details.encode(&mut out);
+    for (tag, text) in [(8, &correlation_id), (9, &event_type)] {
+        if !text.is_empty() {
+            string::encode(tag, text, &mut out);
+        }
+    }
+    debug_assert_eq!(out.len(), length + encoded_len_varint(length as u64));
+    out
+}
+
+/// `google.protobuf.Value`s and `Struct`s written straight into their protobuf encoding.
+///
+/// What prost writes for the same messages, byte for byte (map entries in key order, each
+/// its key then its value; a oneof written even when it holds a default), so the stored
+/// entries are the ones a `prost_types::Struct` gave: describing an event fills a few byte
+/// vectors instead of building a tree of messages, maps and owned keys, encoding it and
+/// dropping it (about a fifth of a first start's CPU went there, bench/FINDINGS.md round
+/// 11). The test module checks every entry against the oracle's encoding.
 mod pb {
-    use std::collections::BTreeMap;
+    use prost::encoding::{encode_varint, encoded_len_varint};
 
-    use prost_types::value::Kind;
-    use prost_types::{ListValue, Struct, Value};
+    /// `Value`'s fields (`kind`): null 1, number 2, string 3, bool 4, struct 5, list 6.
+    const NULL: u8 = 1 << 3;
+    const NUMBER: u8 = (2 << 3) | 1;
+    const STRING: u8 = (3 << 3) | 2;
+    const BOOL: u8 = 4 << 3;
+    const STRUCT: u8 = (5 << 3) | 2;
+    const LIST: u8 = (6 << 3) | 2;
+    /// `Struct.fields` (map entries), `ListValue.values`, and a map entry's key: field 1.
+    const FIELD_1: u8 = (1 << 3) | 2;
+    /// A map entry's value: field 2.
+    const FIELD_2: u8 = (2 << 3) | 2;
 
-    fn value(kind: Kind) -> Value {
-        Value { kind: Some(kind) }
+    /// An encoded `google.protobuf.Value` (its fields, without tag or length).
+    #[derive(Debug, Clone, PartialEq)]
+    pub(crate) struct Value(Vec<u8>);
+
+    /// A `google.protobuf.Struct` being built: its fields, encoded in key order at the end.
+    #[derive(Debug, Default, Clone, PartialEq)]
+    pub(crate) struct Struct {
+        fields: Vec<(&'static str, Value)>,
+    }
+
+    fn put_bytes(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+        out.push(tag);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    fn bytes_len(bytes: usize) -> usize {
+        1 + encoded_len_varint(bytes as u64) + bytes
+    }
+
+    impl Struct {
+        /// The fields given, in any order.
+        pub(crate) fn from_fields(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Self {
+            let mut built = Struct::default();
+            for (name, value) in fields {
+                built.insert(name, value);
+            }
+            built
+        }
+
+        /// Sets `name` (replacing a value it had).
+        pub(crate) fn insert(&mut self, name: &'static str, value: Value) {
+            match self.fields.iter_mut().find(|(held, _)| *held == name) {
+                Some(slot) => slot.1 = value,
+                None => self.fields.push((name, value)),
+            }
+        }
+
+        fn sorted(&mut self) {
+            self.fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        }
+
+        fn entry_len(name: &str, value: &Value) -> usize {
+            bytes_len(name.len()) + bytes_len(value.0.len())
+        }
+
+        /// The length of the encoded message.
+        pub(crate) fn encoded_len(&self) -> usize {
+            self.fields
+                .iter()
+                .map(|(name, value)| bytes_len(Self::entry_len(name, value)))
+                .sum()
+        }
+
+        /// Appends the encoded message (without tag or length).
+        pub(crate) fn encode(mut self, out: &mut Vec<u8>) {
+            self.sorted();
+            for (name, value) in &self.fields {
+                out.push(FIELD_1);
+                encode_varint(Self::entry_len(name, value) as u64, out);
+                put_bytes(out, FIELD_1, name.as_bytes());
+                put_bytes(out, FIELD_2, &value.0);
+            }
+        }
+    }
+
+    fn wrapped(tag: u8, bytes: &[u8]) -> Value {
+        let mut out = Vec::with_capacity(bytes_len(bytes.len()));
+        put_bytes(&mut out, tag, bytes);
+        Value(out)
     }
 
     pub(super) fn text(text: &str) -> Value {
-        value(Kind::StringValue(text.to_owned()))
+        wrapped(STRING, text.as_bytes())
     }
 
     pub(super) fn string(text: String) -> Value {
-        value(Kind::StringValue(text))
+        self::text(&text)
     }
 
     pub(super) fn null() -> Value {
-        value(Kind::NullValue(0))
+        Value(vec![NULL, 0])
     }
 
     pub(super) fn boolean(flag: bool) -> Value {
-        value(Kind::BoolValue(flag))
+        Value(vec![BOOL, u8::from(flag)])
     }
 
     /// Numbers are doubles in a `Struct`, as JSON numbers were.
     pub(super) fn number(number: f64) -> Value {
-        value(Kind::NumberValue(number))
+        let mut out = Vec::with_capacity(9);
+        out.push(NUMBER);
+        out.extend_from_slice(&number.to_le_bytes());
+        Value(out)
     }
 
     pub(super) fn list(values: Vec<Value>) -> Value {
-        value(Kind::ListValue(ListValue { values }))
+        let inner: usize = values.iter().map(|v| bytes_len(v.0.len())).sum();
+        let mut out = Vec::with_capacity(bytes_len(inner));
+        out.push(LIST);
+        encode_varint(inner as u64, &mut out);
+        for value in &values {
+            put_bytes(&mut out, FIELD_1, &value.0);
+        }
+        Value(out)
     }
 
     pub(super) fn texts<'a>(texts: impl IntoIterator<Item = &'a str>) -> Value {
@@ -102,17 +239,20 @@ mod pb {
     }
 
     pub(super) fn object<const N: usize>(fields: [(&'static str, Value); N]) -> Struct {
-        Struct {
-            fields: BTreeMap::from(fields.map(|(name, value)| (name.to_owned(), value))),
-        }
+        Struct::from_fields(fields)
     }
 
     pub(super) fn nested<const N: usize>(fields: [(&'static str, Value); N]) -> Value {
-        value(Kind::StructValue(object(fields)))
+        structure(object(fields))
     }
 
     pub(super) fn structure(fields: Struct) -> Value {
-        value(Kind::StructValue(fields))
+        let inner = fields.encoded_len();
+        let mut out = Vec::with_capacity(bytes_len(inner));
+        out.push(STRUCT);
+        encode_varint(inner as u64, &mut out);
+        fields.encode(&mut out);
+        Value(out)
     }
 
     /// `{"before": …, "after": …}`.
@@ -196,11 +336,15 @@ pub(crate) fn describe(envelope: &EventEnvelope, event: &Event, before: &ReadMod
             .to_owned(),
         target: Some(target),
         summary,
-        details: Some(details),
+        details: None,
         correlation_id: envelope.correlation_id.clone(),
         event_type: envelope.event_type.clone(),
     };
-    Described { entry, connections }
+    Described {
+        entry,
+        details,
+        connections,
+    }
 }
 
 /// "Onboarding service for alice@firm.com", "setup link for it@acme.com", "Signpost".
@@ -895,13 +1039,11 @@ impl<'a> Configuration<'a> {
 
     /// Every field by name (the details' `configuration`).
     fn to_struct(&self) -> Struct {
-        Struct {
-            fields: self
-                .fields()
+        Struct::from_fields(
+            self.fields()
                 .iter()
-                .map(|field| (field.name().to_owned(), self.get(*field).to_value()))
-                .collect(),
-        }
+                .map(|field| (field.name(), self.get(*field).to_value())),
+        )
     }
 }
 
@@ -978,9 +1120,7 @@ fn describe_configuration(
     let mut configuration = after.to_struct();
     let Some(previous) = previous else {
         if let Some(secret) = secret {
-            configuration
-                .fields
-                .insert("client_secret".into(), pb::text(secret));
+            configuration.insert("client_secret", pb::text(secret));
         }
         let summary = match new_settings {
             Some(Settings::Saml(saml)) => format!(
@@ -1012,7 +1152,7 @@ fn describe_configuration(
         provider_preset: &previous.provider_preset,
     };
 
-    let mut changes = BTreeMap::new();
+    let mut changes = Struct::default();
     // The phrases, "; "-separated, written straight into the summary.
     let mut summary = String::new();
     let mut phrase = |args: std::fmt::Arguments<'_>| {
@@ -1053,7 +1193,7 @@ fn describe_configuration(
                 phrase(format_args!("signing certificates reordered"));
             }
             changes.insert(
-                field.name().to_owned(),
+                field.name(),
                 pb::nested([
                     ("before", was.to_value()),
                     ("after", now.to_value()),
@@ -1071,16 +1211,13 @@ fn describe_configuration(
             )),
             _ => phrase(format_args!("{} changed", field.spaced_name())),
         }
-        changes.insert(
-            field.name().to_owned(),
-            pb::change(was.to_value(), now.to_value()),
-        );
+        changes.insert(field.name(), pb::change(was.to_value(), now.to_value()));
     }
     if let Some(secret) = secret {
         if secret != "unchanged" {
             phrase(format_args!("client secret {secret}"));
         }
-        changes.insert("client_secret".to_owned(), pb::text(secret));
+        changes.insert("client_secret", pb::text(secret));
     }
     if summary.is_empty() {
         summary.push_str("connection re-submitted without changes");
@@ -1088,7 +1225,7 @@ fn describe_configuration(
     let details = pb::object([
         ("setup_link_id", pb::text(&e.setup_link_id)),
         ("first_configuration", pb::boolean(false)),
-        ("changes", pb::structure(Struct { fields: changes })),
+        ("changes", pb::structure(changes)),
         ("configuration", pb::structure(configuration)),
     ]);
     (summary, details)
@@ -1147,7 +1284,13 @@ mod tests {
         use signpost_domain::{schema, Event};
         use signpost_eventlog::EventEnvelope;
 
-        use crate::describe::{action_name, to_struct, Described};
+        use crate::describe::{action_name, to_struct};
+
+        /// The oracle's entry (details included) and connections.
+        pub(crate) struct Described {
+            pub entry: AuditEntry,
+            pub connections: Vec<String>,
+        }
 
         /// Describes `event` (at `envelope`) given the state before it.
         pub(crate) fn describe_reference(
@@ -1904,14 +2047,17 @@ mod tests {
         for (envelope, event) in log {
             let fast = describe(envelope, event, &model);
             let oracle = reference::describe_reference(envelope, event, &model);
+            let stored = encode_entry(fast.entry, fast.details);
             assert_eq!(
-                fast.entry, oracle.entry,
-                "entry of {event:?} at {envelope:?}"
+                stored,
+                crate::keys::encode_entry(&oracle.entry),
+                "encoded entry of {event:?} at {envelope:?}"
             );
+            let (entry, _) = crate::keys::split_stored(&stored).expect("stored entry");
             assert_eq!(
-                fast.entry.encode_to_vec(),
-                oracle.entry.encode_to_vec(),
-                "encoded entry of {event:?}"
+                AuditEntry::decode(entry).expect("an entry"),
+                oracle.entry,
+                "entry of {event:?}"
             );
             assert_eq!(
                 fast.connections, oracle.connections,

@@ -155,6 +155,7 @@ pub(crate) fn before(
     let mut rows = Rows::default();
     let Described {
         mut entry,
+        details,
         connections,
     } = describe(envelope, event, model);
     let position = envelope.position;
@@ -182,7 +183,7 @@ pub(crate) fn before(
     // Derived again on read: the position from the chunk, the action from the type.
     entry.position = 0;
     entry.action.clear();
-    rows.entry = Some((position, crate::keys::encode_entry(&entry)));
+    rows.entry = Some((position, crate::describe::encode_entry(entry, details)));
     let organization = organization_of(envelope, Some(event), model).map(|id| {
         if route_changes_follow && envelope.stream_id.starts_with("connection-") {
             // A connection's event never changes its organization's claims, and its

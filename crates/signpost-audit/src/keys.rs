@@ -210,6 +210,7 @@ pub(crate) fn stored(entry: &[u8], changes: &[u8]) -> Vec<u8> {
 
 /// The first part of an entry's stored form (see [`stored`]): `varint length`, then the
 /// entry's bytes.
+#[cfg(test)]
 pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
     let length = entry.encoded_len();
     let mut out = Vec::with_capacity(length + 5);

@@ -2047,13 +2047,18 @@ mod tests {
         for (envelope, event) in log {
             let fast = describe(envelope, event, &model);
             let oracle = reference::describe_reference(envelope, event, &model);
+            // The stored form: the entry's length, then the entry.
             let stored = encode_entry(fast.entry, fast.details);
+            let mut expected = Vec::new();
+            prost::encoding::encode_varint(oracle.entry.encoded_len() as u64, &mut expected);
+            oracle.entry.encode_raw(&mut expected);
             assert_eq!(
-                stored,
-                crate::keys::encode_entry(&oracle.entry),
+                stored, expected,
                 "encoded entry of {event:?} at {envelope:?}"
             );
-            let (entry, _) = crate::keys::split_stored(&stored).expect("stored entry");
+            let mut entry = &stored[..];
+            let length = prost::encoding::decode_varint(&mut entry).expect("length");
+            assert_eq!(length as usize, entry.len());
             assert_eq!(
                 AuditEntry::decode(entry).expect("an entry"),
                 oracle.entry,

@@ -48,7 +48,6 @@
 
 use prost::bytes::Buf;
 use prost::Message;
-use signpost_api::audit::v1::AuditEntry;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
 /// nine-tree format 1, detected by its trees) is cleared and rebuilt from the log.
@@ -211,7 +210,7 @@ pub(crate) fn stored(entry: &[u8], changes: &[u8]) -> Vec<u8> {
 /// The first part of an entry's stored form (see [`stored`]): `varint length`, then the
 /// entry's bytes.
 #[cfg(test)]
-pub(crate) fn encode_entry(entry: &AuditEntry) -> Vec<u8> {
+pub(crate) fn encode_entry(entry: &signpost_api::audit::v1::AuditEntry) -> Vec<u8> {
     let length = entry.encoded_len();
     let mut out = Vec::with_capacity(length + 5);
     put_varint(&mut out, length as u64);
@@ -632,6 +631,7 @@ impl Chunk {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use signpost_api::audit::v1::AuditEntry;
 
     #[test]
     fn time_keys_sort_numerically_across_the_epoch() {

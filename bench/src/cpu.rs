@@ -162,15 +162,51 @@ mod tests {
         assert_eq!(parse_machine_ticks(stat), Some((158, 998)));
     }
 
-    #[test]
-    fn this_process_is_seen_spending_cpu() {
-        let before = process_ticks(std::process::id()).expect("own stat");
+    fn spin(millis: u128) {
         let started = Instant::now();
         let mut x = 0u64;
-        while started.elapsed().as_millis() < 200 {
+        while started.elapsed().as_millis() < millis {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
+    }
+
+    #[tokio::test]
+    async fn a_measured_phase_carries_the_cpu_it_spent_per_request() {
+        let phase = async {
+            spin(200);
+            let mut latencies =
+                hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+            latencies.record_n(100, 10).expect("recorded");
+            LoadReport {
+                requests: 10,
+                errors: 0,
+                elapsed: std::time::Duration::from_millis(200),
+                latencies,
+                cpu: None,
+            }
+        };
+        // This process stands for the server too: both counters must move.
+        let report = measure(Some(std::process::id()), phase).await;
+        let cpu = report.cpu.expect("measured");
+        assert!(cpu.generator_seconds > 0.0, "{cpu:?}");
+        assert!(cpu.server_seconds.is_some_and(|s| s > 0.0), "{cpu:?}");
+        assert!(cpu.wall_seconds >= 0.2, "{cpu:?}");
+        assert!(cpu.machine_busy_cores.is_some_and(|c| c > 0.0), "{cpu:?}");
+        let json = report.json();
+        let per_request = json["cpu"]["generator_us_per_request"]
+            .as_f64()
+            .expect("a number");
+        assert!((per_request - cpu.generator_seconds * 1e6 / 10.0).abs() < 1e-6);
+        // Without a server, only the load generator's side is known.
+        let alone = measure(None, async { report.clone() }).await;
+        assert!(alone.cpu.expect("measured").server_seconds.is_none());
+    }
+
+    #[test]
+    fn this_process_is_seen_spending_cpu() {
+        let before = process_ticks(std::process::id()).expect("own stat");
+        spin(200);
         let after = process_ticks(std::process::id()).expect("own stat");
         assert!(
             after > before,

@@ -76,6 +76,16 @@ pub const ROUNDS: u32 = 2;
 pub type Phase<'a> =
     Box<dyn FnMut(Duration) -> Pin<Box<dyn Future<Output = LoadReport> + 'a>> + 'a>;
 
+/// A phase that runs `load` for each turn and records the CPU `server` and this load
+/// generator spend meanwhile ([`crate::cpu::measure`]).
+pub fn measured<'a, F, Fut>(server: Option<u32>, mut load: F) -> Phase<'a>
+where
+    F: FnMut(Duration) -> Fut + 'a,
+    Fut: Future<Output = LoadReport> + 'a,
+{
+    Box::new(move |turn| Box::pin(crate::cpu::measure(server, load(turn))))
+}
+
 /// Runs `phases` in turns, `rounds` times over (A, B, A, B, ...), each turn for
 /// `duration / rounds`, and gives each phase's turns merged into one report. Loads
 /// compared with each other share whatever the machine's neighbours do during the run,

@@ -10,7 +10,6 @@ use prost::Message;
 use signpost_api::routing::v1 as wire;
 use tonic::transport::Channel;
 
-use crate::cpu;
 use crate::load::Peers;
 use crate::populate::domain_of;
 use crate::{etcd, grpc, load};
@@ -166,30 +165,17 @@ pub async fn run(
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let Peers {
-        signpost: channels,
-        etcd: etcd_channels,
-        pids: servers,
-    } = peers;
+    let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
     // In turns, so that the ceiling, `Resolve` and etcd meet the same neighbours.
-    let phases: Vec<load::Phase<'_>> = vec![
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.signpost,
-                noop_load(channels, in_flight, turn),
-            ))
+    let phases = vec![
+        load::measured(servers.signpost, move |turn| {
+            noop_load(channels, in_flight, turn)
         }),
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.signpost,
-                resolve_load(channels, token, routes, in_flight, turn),
-            ))
+        load::measured(servers.signpost, move |turn| {
+            resolve_load(channels, token, routes, in_flight, turn)
         }),
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.etcd,
-                etcd_range_load(etcd_channels, routes, in_flight, turn),
-            ))
+        load::measured(servers.etcd, move |turn| {
+            etcd_range_load(etcd_channels, routes, in_flight, turn)
         }),
     ];
     let [noop, resolve, etcd]: [load::LoadReport; 3] =

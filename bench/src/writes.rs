@@ -105,33 +105,20 @@ pub async fn run(
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let Peers {
-        signpost: channels,
-        etcd: etcd_channels,
-        pids: servers,
-    } = peers;
+    let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
     // Both peers and the do-nothing ceiling in turns, so that they meet the same
     // neighbours on this shared machine. The machine's limits for this client: nothing can
     // beat a do-nothing unary call with as many in flight, and a sequential durable write
     // costs at least its round trip (below) plus one fdatasync.
-    let concurrent: Vec<load::Phase<'_>> = vec![
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.signpost,
-                signpost_assign_load(channels, token, organizations, in_flight, turn),
-            ))
+    let concurrent = vec![
+        load::measured(servers.signpost, move |turn| {
+            signpost_assign_load(channels, token, organizations, in_flight, turn)
         }),
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.etcd,
-                etcd_put_load(etcd_channels, in_flight, turn),
-            ))
+        load::measured(servers.etcd, move |turn| {
+            etcd_put_load(etcd_channels, in_flight, turn)
         }),
-        Box::new(move |turn| {
-            Box::pin(cpu::measure(
-                servers.signpost,
-                lookups::noop_load(channels, in_flight, turn),
-            ))
+        load::measured(servers.signpost, move |turn| {
+            lookups::noop_load(channels, in_flight, turn)
         }),
     ];
     let [signpost, etcd_many, noop_many]: [load::LoadReport; 3] =

@@ -6,12 +6,13 @@
 //! an OIDC client secret is described as `"set"` / `"changed"` / `"unchanged"` by
 //! comparing ciphertexts, and token hashes (API tokens, setup links) are never read at all.
 //!
-//! Details are built directly as `google.protobuf.Struct`s (the `pb` helpers) and a
+//! Details are written directly in the protobuf encoding of a `google.protobuf.Struct`
+//! (the `pb` helpers; [`encode_entry`] puts them into the entry's stored form) and a
 //! configuration's before / after is compared field by field on borrowed settings
 //! (`Configuration`, `FieldValue`): a rebuild describes every event of the log, and
-//! building `serde_json` values to convert them cost several times the rest. The entries
-//! are the ones the JSON version produced, byte for byte: the test module keeps that
-//! version as its oracle.
+//! building `serde_json` values, then `prost_types` messages, to encode them cost several
+//! times the rest. The entries are the ones the JSON version produced, byte for byte: the
+//! test module keeps that version as its oracle.
 
 use std::collections::BTreeSet;
 use std::fmt::Write as _;

@@ -208,7 +208,8 @@ pub(crate) fn stored(entry: &[u8], changes: &[u8]) -> Vec<u8> {
 }
 
 /// The first part of an entry's stored form (see [`stored`]): `varint length`, then the
-/// entry's bytes.
+/// entry's bytes. For tests: entries are written by `describe::encode_entry`, which gives
+/// these bytes without building the details as messages.
 #[cfg(test)]
 pub(crate) fn encode_entry(entry: &signpost_api::audit::v1::AuditEntry) -> Vec<u8> {
     let length = entry.encoded_len();

@@ -895,3 +895,81 @@ async fn metadata_mid_rotation_is_accepted_without_its_expired_certificate() {
         .collect();
     assert_eq!(kept, vec![der.as_slice()], "only the current certificate");
 }
+
+/// Every connection id a `ListConnections` call gives, page after page (`page_size` each).
+async fn listed_connections(
+    admin: &mut AdminClient,
+    organization_id: &str,
+    page_size: i32,
+) -> Vec<String> {
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_connections(pb::ListConnectionsRequest {
+                organization_id: organization_id.into(),
+                page_size,
+                page_token: page_token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.connections.len() <= page_size as usize);
+        listed.extend(page.connections.into_iter().map(|c| c.connection_id));
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+#[tokio::test]
+async fn connections_list_by_organization_with_drafts_in_id_order_across_pages() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let mut all = Vec::new();
+    let mut of = Vec::new();
+    for (n, (configured, drafts)) in [(2, 2), (1, 3)].into_iter().enumerate() {
+        let org = organization_with_verified_domain(
+            &server,
+            &mut admin,
+            &format!("Firm {n}"),
+            &format!("firm-{n}.example"),
+        )
+        .await;
+        let mut ids = Vec::new();
+        for c in 0..configured + drafts {
+            let (_, url, connection_id) =
+                issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+            if c < configured {
+                let xml = idp_metadata(
+                    &format!("https://idp.firm-{n}.example/{c}"),
+                    &format!("https://idp.firm-{n}.example/{c}/sso"),
+                );
+                server
+                    .form(&url)
+                    .await
+                    .submit_setup_form(saml_xml_form(&xml))
+                    .await
+                    .unwrap();
+            }
+            ids.push(connection_id);
+        }
+        ids.sort();
+        all.extend(ids.iter().cloned());
+        of.push((org, ids));
+    }
+    all.sort();
+    // Each organization's own, configured and drafts alike, once each and in id order,
+    // whatever the page size; and every one of them without a filter.
+    for (org, ids) in &of {
+        for page_size in [1, 2, 50] {
+            assert_eq!(
+                listed_connections(&mut admin, org, page_size).await,
+                *ids,
+                "organization {org}, pages of {page_size}"
+            );
+        }
+    }
+    assert_eq!(listed_connections(&mut admin, "", 3).await, all);
+}

@@ -608,24 +608,23 @@ impl ControlPlane {
         let (views, next_page_token) = self
             .read_current(|model| {
                 // Configured connections and drafts, each map sorted: merged from the
-                // cursor on, not collected and sorted on every page.
+                // cursor on, not collected and sorted on every page. Each side is
+                // filtered by the organization it holds beside the id (a look-up per
+                // id was most of a filtered list's time, all under the model's lock).
+                let of_organization =
+                    |held: &str| organization_id.is_empty() || held == organization_id;
                 let ids = merge_sorted(
-                    after_cursor(&model.connections, &after).map(|(id, _)| &**id),
-                    after_cursor(&model.draft_connections, &after).map(|(id, _)| id.as_str()),
+                    after_cursor(&model.connections, &after)
+                        .filter(|(_, c)| of_organization(&c.state.organization_id))
+                        .map(|(id, _)| &**id),
+                    after_cursor(&model.draft_connections, &after)
+                        .filter(|(_, organization)| of_organization(organization))
+                        .map(|(id, _)| id.as_str()),
                 );
-                let page = paginate(
-                    ids.filter(|id| {
-                        organization_id.is_empty()
-                            || model.connection_organization(id) == Some(organization_id)
-                    })
-                    .map(|id| (id, id)),
-                    size,
-                    &after,
-                    |id| {
-                        let view = self.connection_view_in(model, id)?;
-                        Some((view, model.certificates_at(id)))
-                    },
-                );
+                let page = paginate(ids.map(|id| (id, id)), size, &after, |id| {
+                    let view = self.connection_view_in(model, id)?;
+                    Some((view, model.certificates_at(id)))
+                });
                 (page.items, page.next_page_token)
             })
             .await?;

@@ -20,8 +20,9 @@ pub type OrganizationRoutes = VecMap<signpost_domain::Id, EncodedRoute>;
 
 /// One route as it is sent: prost's encoding of a [`wire::Route`], shared by the
 /// table, the deltas, the audit's records and every reply (a clone is a reference
-/// count). Encoding is deterministic (the one map, `group_roles`, is a `BTreeMap`),
-/// so equal routes have equal bytes and the fold compares routes by their bytes.
+/// count). Encoding is deterministic (the one map, `group_roles`, is a `BTreeMap`, and
+/// the fold writes it from the connection's sorted map in the same key order), so equal
+/// routes have equal bytes and the fold compares routes by their bytes.
 ///
 /// An `Arc<[u8]>`, 16 bytes where it is held (the table, the fold's map of each
 /// organization, deltas): `bytes::Bytes` would be 32, and 100,000 routes are held twice.
@@ -49,6 +50,10 @@ const OIDC_DERIVED: u8 = 2;
 const SAML_FIELD: u32 = 6;
 const OIDC_FIELD: u32 = 7;
 const CONNECTION_ID_FIELD: u32 = 4;
+/// The `Route` fields [`encode_tail`] writes.
+const GROUP_ROLES_FIELD: u32 = 9;
+const REQUIRE_GROUP_FIELD: u32 = 10;
+const SSO_POLICY_FIELD: u32 = 11;
 const SP_ENTITY_ID_FIELD: u32 = 5;
 const ACS_URL_FIELD: u32 = 6;
 const REDIRECT_URI_FIELD: u32 = 5;
@@ -234,20 +239,27 @@ impl EncodedRoute {
         };
         match base {
             Some(base) if !route.connection_id.is_empty() => {
-                Self::derived_or_verbatim(&without_urls(route), base)
-                    .unwrap_or_else(|| Self::verbatim(route))
+                Self::derived_or_verbatim(&without_urls(route), &[], base)
+                    .unwrap_or_else(|| Self::verbatim(route, &[]))
             }
-            _ => Self::verbatim(route),
+            _ => Self::verbatim(route, &[]),
         }
     }
 
     /// Encodes `route`, whose own URLs (`sp_entity_id` and `acs_url`, or `redirect_uri`)
     /// are left empty, as if they were set from `public_base_url` and its connection id.
     pub fn with_service_provider_urls(route: &wire::Route, public_base_url: &str) -> Self {
+        Self::with_urls_and_tail(route, &[], public_base_url)
+    }
+
+    /// [`EncodedRoute::with_service_provider_urls`] of `head` with `tail` (fields 9 to 11
+    /// as [`encode_tail`] writes them; `head` leaves them at their defaults) after it:
+    /// the bytes prost writes for the whole route.
+    fn with_urls_and_tail(head: &wire::Route, tail: &[u8], public_base_url: &str) -> Self {
         let base = public_base_url.trim_end_matches('/');
-        Self::derived_or_verbatim(route, base).unwrap_or_else(|| {
-            let urls = ServiceProviderUrls::for_connection(base, &route.connection_id);
-            let mut route = route.clone();
+        Self::derived_or_verbatim(head, tail, base).unwrap_or_else(|| {
+            let urls = ServiceProviderUrls::for_connection(base, &head.connection_id);
+            let mut route = head.clone();
             if let Some(saml) = route.saml.as_mut() {
                 saml.sp_entity_id = urls.entity_id;
                 saml.acs_url = urls.acs_url;
@@ -255,30 +267,33 @@ impl EncodedRoute {
             if let Some(oidc) = route.oidc.as_mut() {
                 oidc.redirect_uri = urls.oidc_redirect_uri;
             }
-            Self::verbatim(&route)
+            Self::verbatim(&route, tail)
         })
     }
 
-    fn verbatim(route: &wire::Route) -> Self {
-        let mut bytes = Vec::with_capacity(1 + route.encoded_len());
+    fn verbatim(route: &wire::Route, tail: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(1 + route.encoded_len() + tail.len());
         bytes.push(VERBATIM);
         route.encode(&mut bytes).expect("a Vec grows");
+        bytes.extend_from_slice(tail);
         Self(Arc::from(bytes))
     }
 
     /// `route` (its derived URLs empty) kept without them; `None` when that cannot be:
     /// no connection id, neither or both protocol messages, or too many base URLs.
-    fn derived_or_verbatim(route: &wire::Route, base: &str) -> Option<Self> {
+    fn derived_or_verbatim(route: &wire::Route, tail: &[u8], base: &str) -> Option<Self> {
         let (form, tag) = match (&route.saml, &route.oidc) {
             (Some(_), None) => (SAML_DERIVED, SAML_FIELD),
             (None, Some(_)) => (OIDC_DERIVED, OIDC_FIELD),
-            (None, None) => return Some(Self::verbatim(route)),
+            (None, None) => return Some(Self::verbatim(route, tail)),
             (Some(_), Some(_)) => return None,
         };
         if route.connection_id.is_empty() {
             return None;
         }
-        let body = route.encode_to_vec();
+        let mut body = Vec::with_capacity(route.encoded_len() + tail.len());
+        route.encode(&mut body).expect("a Vec grows");
+        body.extend_from_slice(tail);
         let (connection_at, message_at) = field_offsets(&body, tag)?;
         let index = bases::intern(base)?;
         let mut bytes = Vec::with_capacity(body.len() + 8);
@@ -387,19 +402,67 @@ pub fn organization_routes(
         return OrganizationRoutes::new();
     };
     let mut route = route_template(organization, connection);
+    // The group roles, written from the connection's own map (sorted like prost's),
+    // instead of copied into the message's `BTreeMap` for every route of every change.
+    let mut tail = Vec::new();
+    encode_tail(
+        connection
+            .groups
+            .iter()
+            .map(|(g, r)| (g.as_str(), r.as_str())),
+        connection.require_group,
+        organization.sso_policy as i32,
+        &mut tail,
+    );
     organization
         .verified_domains()
         .map(|domain| {
             route.domain.clear();
             route.domain.push_str(domain);
-            let encoded = EncodedRoute::with_service_provider_urls(&route, public_base_url);
+            let encoded = EncodedRoute::with_urls_and_tail(&route, &tail, public_base_url);
             (domain.clone(), encoded)
         })
         .collect()
 }
 
-/// The route of `connection` for `organization`, without a domain, and without our own
-/// URLs (set by [`EncodedRoute::with_service_provider_urls`]).
+/// The fields after `claim_mapping` (8) of a `Route`: `group_roles` (9),
+/// `require_group` (10) and `sso_policy` (11), as prost writes them (map entries in
+/// key order, each without its key or value when that is empty; defaults left out).
+fn encode_tail<'a>(
+    group_roles: impl Iterator<Item = (&'a str, &'a str)>,
+    require_group: bool,
+    sso_policy: i32,
+    out: &mut Vec<u8>,
+) {
+    let text_len = |tag: u32, text: &str| {
+        if text.is_empty() {
+            0
+        } else {
+            key_len(tag) + encoded_len_varint(text.len() as u64) + text.len()
+        }
+    };
+    for (group, role) in group_roles {
+        encode_key(GROUP_ROLES_FIELD, WireType::LengthDelimited, out);
+        encode_varint((text_len(1, group) + text_len(2, role)) as u64, out);
+        for (tag, text) in [(1, group), (2, role)] {
+            if !text.is_empty() {
+                encode_key(tag, WireType::LengthDelimited, out);
+                encode_varint(text.len() as u64, out);
+                out.extend_from_slice(text.as_bytes());
+            }
+        }
+    }
+    if require_group {
+        prost::encoding::bool::encode(REQUIRE_GROUP_FIELD, &true, out);
+    }
+    if sso_policy != 0 {
+        prost::encoding::int32::encode(SSO_POLICY_FIELD, &sso_policy, out);
+    }
+}
+
+/// The route of `connection` for `organization`, without a domain, without our own
+/// URLs (set by [`EncodedRoute::with_service_provider_urls`]), and without fields 9 to
+/// 11 ([`encode_tail`] writes them).
 fn route_template(organization: &Organization, connection: &Connection) -> wire::Route {
     let (saml, oidc) = match &connection.settings {
         Some(ConnectionSettings::Saml(saml)) => {
@@ -451,13 +514,10 @@ fn route_template(organization: &Organization, connection: &Connection) -> wire:
         saml,
         oidc,
         claim_mapping: Some((*connection.claim_mapping).clone()),
-        group_roles: connection
-            .groups
-            .iter()
-            .map(|(g, r)| (g.clone(), r.clone()))
-            .collect(),
-        require_group: connection.require_group,
-        sso_policy: organization.sso_policy as i32,
+        // Fields 9 to 11 follow as bytes ([`encode_tail`]).
+        group_roles: Default::default(),
+        require_group: false,
+        sso_policy: 0,
     }
 }
 
@@ -608,6 +668,40 @@ mod tests {
                     full.encoded_len()
                 );
             }
+        }
+
+        /// A route encoded as the fold encodes it (its fields 9 to 11 written by
+        /// `encode_tail` after the rest) is the route with them as prost holds them, URLs
+        /// derived or not: same stored bytes, same wire bytes. `text()` makes empty
+        /// groups and roles too, which prost leaves out of a map entry; negative
+        /// policies take ten-byte varints.
+        #[test]
+        fn a_route_with_its_tail_written_as_bytes_is_prosts(
+            route in any_route(),
+            base in 0..BASES.len(),
+            sso_policy in prop_oneof![Just(0), Just(1), Just(-3), any::<i32>()],
+        ) {
+            let mut full = without_urls(&route);
+            full.sso_policy = sso_policy;
+            let mut head = full.clone();
+            head.group_roles.clear();
+            head.require_group = false;
+            head.sso_policy = 0;
+            let mut tail = Vec::new();
+            encode_tail(
+                full.group_roles.iter().map(|(g, r)| (g.as_str(), r.as_str())),
+                full.require_group,
+                full.sso_policy,
+                &mut tail,
+            );
+            let with_tail = EncodedRoute::with_urls_and_tail(&head, &tail, BASES[base]);
+            let whole = EncodedRoute::with_service_provider_urls(&full, BASES[base]);
+            prop_assert_eq!(&with_tail, &whole);
+            prop_assert_eq!(with_tail.to_wire(), whole.to_wire());
+            let mut expected_tail = full.encode_to_vec();
+            let head_bytes = head.encode_to_vec();
+            prop_assert_eq!(&expected_tail[..head_bytes.len()], &head_bytes[..]);
+            prop_assert_eq!(expected_tail.split_off(head_bytes.len()), tail);
         }
 
         /// Equal routes have equal bytes however their group roles were gathered: the

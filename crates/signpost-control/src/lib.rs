@@ -4,7 +4,7 @@
 //!
 //! Data flow of a mutation:
 //! caller → [`ControlPlane`] method (authorize, fingerprint) →
-//! [`plane::ControlPlane::execute`]: read the [`read_model::ReadModel`] at the log head →
+//! `plane::ControlPlane::execute`: read the [`read_model::ReadModel`] at the log head →
 //! aggregate `handle` (rules, in `signpost-domain`) → one atomic log commit
 //! (`signpost-eventlog`) → [`projection::Projection`] applies it → answer
 //! built from the read model, with the log position reached.

@@ -1,6 +1,6 @@
 //! [`ControlPlane`]: the one owner of command execution.
 //!
-//! Every mutation goes through [`ControlPlane::execute`]: read the model
+//! Every mutation goes through `ControlPlane::execute` (private): read the model
 //! (current up to the log head), let the aggregates decide, append the events
 //! with the expected versions they were decided on, wait until the read model
 //! has applied them, answer. Conflicts caused by a concurrent writer are

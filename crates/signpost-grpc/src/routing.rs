@@ -10,8 +10,8 @@
 //!
 //! The stream yields [`WatchFrame`]s: a published delta is the same message for
 //! every watcher, so it is encoded once and its bytes are shared by every
-//! stream ([`codec`]). [`RoutingServer`] serves `WatchRoutes` with that codec
-//! and everything else through the generated server ([`server`]).
+//! stream (module `codec`). [`RoutingServer`] serves `WatchRoutes` with that codec
+//! and everything else through the generated server (module `server`).
 
 mod codec;
 mod resolve;

@@ -90,15 +90,14 @@ where
 /// `duration / rounds`, and gives each phase's turns merged into one report. Loads
 /// compared with each other share whatever the machine's neighbours do during the run,
 /// instead of one of them meeting a busy minute alone.
-pub async fn in_turns(
+pub async fn in_turns<const N: usize>(
     rounds: u32,
     duration: Duration,
-    mut phases: Vec<Phase<'_>>,
-) -> Vec<LoadReport> {
-    let rounds = rounds.max(1);
-    let turn = duration / rounds;
-    let mut reports: Vec<Option<LoadReport>> = phases.iter().map(|_| None).collect();
-    for _ in 0..rounds {
+    mut phases: [Phase<'_>; N],
+) -> [LoadReport; N] {
+    let turn = duration / rounds.max(1);
+    let mut reports: [Option<LoadReport>; N] = std::array::from_fn(|_| None);
+    for _ in 0..rounds.max(1) {
         for (phase, report) in phases.iter_mut().zip(reports.iter_mut()) {
             let this = phase(turn).await;
             *report = Some(match report.take() {
@@ -107,7 +106,7 @@ pub async fn in_turns(
             });
         }
     }
-    reports.into_iter().flatten().collect()
+    reports.map(|report| report.expect("every phase ran at least once"))
 }
 
 /// Runs `call(worker, i)` from `in_flight` workers for `duration`.
@@ -184,7 +183,7 @@ mod tests {
         let reports = in_turns(
             2,
             Duration::from_secs(10),
-            vec![phase("a", 100, 10), phase("b", 7, 1_500)],
+            [phase("a", 100, 10), phase("b", 7, 1_500)],
         )
         .await;
         let five = Duration::from_secs(5);

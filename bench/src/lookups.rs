@@ -167,7 +167,7 @@ pub async fn run(
 ) -> anyhow::Result<serde_json::Value> {
     let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
     // In turns, so that the ceiling, `Resolve` and etcd meet the same neighbours.
-    let phases = vec![
+    let phases = [
         load::measured(servers.signpost, move |turn| {
             noop_load(channels, in_flight, turn)
         }),
@@ -178,11 +178,7 @@ pub async fn run(
             etcd_range_load(etcd_channels, routes, in_flight, turn)
         }),
     ];
-    let [noop, resolve, etcd]: [load::LoadReport; 3] =
-        load::in_turns(load::ROUNDS, duration, phases)
-            .await
-            .try_into()
-            .expect("three loads");
+    let [noop, resolve, etcd] = load::in_turns(load::ROUNDS, duration, phases).await;
     Ok(serde_json::json!({
         "routes": routes,
         "in_flight": in_flight,

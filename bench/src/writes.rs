@@ -110,7 +110,7 @@ pub async fn run(
     // neighbours on this shared machine. The machine's limits for this client: nothing can
     // beat a do-nothing unary call with as many in flight, and a sequential durable write
     // costs at least its round trip (below) plus one fdatasync.
-    let concurrent = vec![
+    let concurrent = [
         load::measured(servers.signpost, move |turn| {
             signpost_assign_load(channels, token, organizations, in_flight, turn)
         }),
@@ -121,11 +121,7 @@ pub async fn run(
             lookups::noop_load(channels, in_flight, turn)
         }),
     ];
-    let [signpost, etcd_many, noop_many]: [load::LoadReport; 3] =
-        load::in_turns(load::ROUNDS, duration, concurrent)
-            .await
-            .try_into()
-            .expect("three loads");
+    let [signpost, etcd_many, noop_many] = load::in_turns(load::ROUNDS, duration, concurrent).await;
     // The disk's limit is read right next to the sequential client (it drifts while
     // the kernel writes back what the loads left dirty).
     let probe = duration.min(Duration::from_secs(3));

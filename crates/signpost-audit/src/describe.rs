@@ -148,6 +148,14 @@ mod pb {
         1 + encoded_len_varint(bytes as u64) + bytes
     }
 
+    /// A field `tag` of `len` bytes, opened: the caller appends its contents.
+    fn opened(tag: u8, len: usize) -> Vec<u8> {
+        let mut out = Vec::with_capacity(bytes_len(len));
+        out.push(tag);
+        encode_varint(len as u64, &mut out);
+        out
+    }
+
     impl Struct {
         /// The fields given, in any order.
         pub(crate) fn from_fields(fields: impl IntoIterator<Item = (&'static str, Value)>) -> Self {
@@ -166,10 +174,6 @@ mod pb {
             }
         }
 
-        fn sorted(&mut self) {
-            self.fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        }
-
         fn entry_len(name: &str, value: &Value) -> usize {
             bytes_len(name.len()) + bytes_len(value.0.len())
         }
@@ -184,7 +188,7 @@ mod pb {
 
         /// Appends the encoded message (without tag or length).
         pub(crate) fn encode(mut self, out: &mut Vec<u8>) {
-            self.sorted();
+            self.fields.sort_unstable_by(|a, b| a.0.cmp(b.0));
             for (name, value) in &self.fields {
                 out.push(FIELD_1);
                 encode_varint(Self::entry_len(name, value) as u64, out);
@@ -195,8 +199,8 @@ mod pb {
     }
 
     fn wrapped(tag: u8, bytes: &[u8]) -> Value {
-        let mut out = Vec::with_capacity(bytes_len(bytes.len()));
-        put_bytes(&mut out, tag, bytes);
+        let mut out = opened(tag, bytes.len());
+        out.extend_from_slice(bytes);
         Value(out)
     }
 
@@ -226,9 +230,7 @@ mod pb {
 
     pub(super) fn list(values: Vec<Value>) -> Value {
         let inner: usize = values.iter().map(|v| bytes_len(v.0.len())).sum();
-        let mut out = Vec::with_capacity(bytes_len(inner));
-        out.push(LIST);
-        encode_varint(inner as u64, &mut out);
+        let mut out = opened(LIST, inner);
         for value in &values {
             put_bytes(&mut out, FIELD_1, &value.0);
         }
@@ -248,10 +250,7 @@ mod pb {
     }
 
     pub(super) fn structure(fields: Struct) -> Value {
-        let inner = fields.encoded_len();
-        let mut out = Vec::with_capacity(bytes_len(inner));
-        out.push(STRUCT);
-        encode_varint(inner as u64, &mut out);
+        let mut out = opened(STRUCT, fields.encoded_len());
         fields.encode(&mut out);
         Value(out)
     }

@@ -143,18 +143,26 @@ impl Derived<'_> {
         let (base, id) = (self.base.as_bytes(), self.connection_id);
         if self.saml {
             let path = SAML_PATH.as_bytes();
-            put_url(buf, SP_ENTITY_ID_FIELD, &[base, path, id]);
-            put_url(buf, ACS_URL_FIELD, &[base, path, id, ACS_SUFFIX.as_bytes()]);
+            put_text(buf, SP_ENTITY_ID_FIELD, &[base, path, id]);
+            put_text(buf, ACS_URL_FIELD, &[base, path, id, ACS_SUFFIX.as_bytes()]);
         } else {
             let (path, callback) = (OIDC_PATH.as_bytes(), OIDC_CALLBACK_SUFFIX.as_bytes());
-            put_url(buf, REDIRECT_URI_FIELD, &[base, path, id, callback]);
+            put_text(buf, REDIRECT_URI_FIELD, &[base, path, id, callback]);
         }
         buf.put_slice(self.tail);
     }
 }
 
+/// Appends prost's bytes of `route` followed by `tail` (its fields 9 to 11, when `route`
+/// leaves them at their defaults: see [`encode_tail`]).
+fn put_body(out: &mut Vec<u8>, route: &wire::Route, tail: &[u8]) {
+    out.reserve(route.encoded_len() + tail.len());
+    route.encode(out).expect("a Vec grows");
+    out.extend_from_slice(tail);
+}
+
 /// Writes the string field `tag` holding `parts` put together.
-fn put_url(buf: &mut impl bytes::BufMut, tag: u32, parts: &[&[u8]]) {
+fn put_text(buf: &mut impl bytes::BufMut, tag: u32, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
     encode_key(tag, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
@@ -272,10 +280,8 @@ impl EncodedRoute {
     }
 
     fn verbatim(route: &wire::Route, tail: &[u8]) -> Self {
-        let mut bytes = Vec::with_capacity(1 + route.encoded_len() + tail.len());
-        bytes.push(VERBATIM);
-        route.encode(&mut bytes).expect("a Vec grows");
-        bytes.extend_from_slice(tail);
+        let mut bytes = vec![VERBATIM];
+        put_body(&mut bytes, route, tail);
         Self(Arc::from(bytes))
     }
 
@@ -291,9 +297,8 @@ impl EncodedRoute {
         if route.connection_id.is_empty() {
             return None;
         }
-        let mut body = Vec::with_capacity(route.encoded_len() + tail.len());
-        route.encode(&mut body).expect("a Vec grows");
-        body.extend_from_slice(tail);
+        let mut body = Vec::new();
+        put_body(&mut body, route, tail);
         let (connection_at, message_at) = field_offsets(&body, tag)?;
         let index = bases::intern(base)?;
         let mut bytes = Vec::with_capacity(body.len() + 8);
@@ -434,22 +439,19 @@ fn encode_tail<'a>(
     sso_policy: i32,
     out: &mut Vec<u8>,
 ) {
-    let text_len = |tag: u32, text: &str| {
-        if text.is_empty() {
-            0
-        } else {
-            key_len(tag) + encoded_len_varint(text.len() as u64) + text.len()
-        }
-    };
+    // A map entry: key (1) and value (2), each left out when empty.
+    let present = |text: &str| !text.is_empty();
     for (group, role) in group_roles {
+        let entry = [(1, group), (2, role)];
+        let len: usize = entry
+            .iter()
+            .filter(|(_, text)| present(text))
+            .map(|(tag, text)| string_field_len(*tag, text.len()))
+            .sum();
         encode_key(GROUP_ROLES_FIELD, WireType::LengthDelimited, out);
-        encode_varint((text_len(1, group) + text_len(2, role)) as u64, out);
-        for (tag, text) in [(1, group), (2, role)] {
-            if !text.is_empty() {
-                encode_key(tag, WireType::LengthDelimited, out);
-                encode_varint(text.len() as u64, out);
-                out.extend_from_slice(text.as_bytes());
-            }
+        encode_varint(len as u64, out);
+        for (tag, text) in entry.into_iter().filter(|(_, text)| present(text)) {
+            put_text(out, tag, &[text.as_bytes()]);
         }
     }
     if require_group {

@@ -3,17 +3,30 @@
 //!
 //! Every event after the position the audit database has recorded is described by the
 //! read model's task, which already holds the model just before and just after it
-//! ([`Follower`]), and handed over as [`Step`]s through a bounded channel: a rebuild of
-//! the timeline at start rides on the read model's own catch-up, and the audit task keeps
-//! no read model at all. While the read model catches up with the head the log had at
-//! start, nobody is served yet: when the channel is full the feed makes the read model's
-//! task wait for the audit task (the two then share the machine's cores: one describes,
-//! the other writes), and at the last event of that catch-up it waits until the channel
-//! is at most half full, so the first commands after the start find room. Past that head the read model's task never waits for the audit
-//! database: when the channel is full (the audit task is far behind, e.g. while writes
-//! pour in) the feed lets go, and the audit task goes back to reading the log itself
-//! from where the handed-over steps end, as a projection without a feed does. Either way
-//! it writes the same rows: both paths call `fold::before` and `fold::after`.
+//! ([`Follower`]), and handed over as [`Step`]s through a bounded channel: the audit task
+//! keeps no read model at all. A catch-up at start of fewer than
+//! [`crate::AuditOptions::catch_up_alone_behind`] events rides on the read model's own
+//! catch-up: nobody is served yet, so when the channel is full the feed makes the read
+//! model's task wait for the audit task (the two then share the machine's cores: one
+//! describes, the other writes), and at the last event of that catch-up it waits until
+//! the channel is at most half full, so the first commands after the start find room.
+//! Past that head the read model's task never waits for the audit database: when the
+//! channel is full (the audit task is far behind, e.g. while writes pour in) the feed
+//! lets go, and the audit task goes back to reading the log itself from where the
+//! handed-over steps end, as a projection without a feed does. Either way it writes the
+//! same rows: both paths call `fold::before` and `fold::after`.
+//!
+//! A longer catch-up (a rebuild of the timeline, a start far behind) does not hold the
+//! server back: the feed starts let go, the read model catches up alone, and the audit
+//! task folds the log itself once the read model has caught up (so the two do not share
+//! the cores until the server serves: on 1,000,000 events, serving after 2.2 s instead of
+//! 5, the timeline caught up after about 7.5 s instead of 5; bench/FINDINGS.md, round 12).
+//!
+//! A fold of its own is the audit task's only while it is behind: once it has reached
+//! the log's head it offers the events back ([`Handback`]), and the read model's task,
+//! at its next event past the offer, takes the feed up again from that event: the fold
+//! describes every event before it, the feed every event from it, so the audit task
+//! takes each event once, in order, and drops its read model.
 
 use signpost_control::read_model::ReadModel;
 use signpost_control::{Follower, FollowerWait};
@@ -21,7 +34,10 @@ use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::RouteChange;
 
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::fold::{self, Before, IndexedTime, Rows};
 
@@ -46,6 +62,92 @@ impl Step {
     }
 }
 
+/// The own fold's offer to give the events back to the feed.
+pub(crate) struct Offer {
+    /// The last position the own fold has handed to the audit task: the feed takes up
+    /// at its next event past it.
+    pub after: u64,
+    /// Where the feed sends its steps, from the position it takes up at.
+    pub steps: mpsc::Sender<Step>,
+    /// Told that position.
+    pub accepted: oneshot::Sender<u64>,
+}
+
+/// Between a fed projection's own fold and its [`AuditFeed`]: the fold, caught up with
+/// the log's head, offers the events back; the read model's task takes the offer at its
+/// next event past it, or the fold withdraws it (to fold an event itself) if that has
+/// not happened yet. Cheap to clone; one offer at a time.
+#[derive(Clone, Default)]
+pub(crate) struct Handback {
+    offer: Arc<Mutex<Option<Offer>>>,
+    /// Whether an offer stands: the read model's task looks at it on every event while
+    /// the feed is let go, so without taking the lock.
+    offered: Arc<AtomicBool>,
+    /// Whether the feed was dropped (the read model's task stopped): nobody to offer to.
+    feed_dropped: Arc<AtomicBool>,
+    /// Whether the read model has caught up with the head it had at start.
+    model_caught_up: Arc<AtomicBool>,
+    /// Raised when the read model has caught up, or the feed is dropped.
+    model_moved: Arc<tokio::sync::Notify>,
+}
+
+impl Handback {
+    /// Puts `offer` up (replacing any other).
+    pub(crate) fn offer(&self, offer: Offer) {
+        *self.offer.lock().expect("handback lock") = Some(offer);
+        self.offered.store(true, Ordering::Release);
+    }
+
+    /// Takes the offer back; false if the feed took it first.
+    pub(crate) fn withdraw(&self) -> bool {
+        let withdrawn = self.offer.lock().expect("handback lock").take().is_some();
+        self.offered.store(false, Ordering::Release);
+        withdrawn
+    }
+
+    /// Waits until the read model has caught up with the head it had at start (or its
+    /// task stopped), so that a fold catching up alone at start leaves it the cores
+    /// until the server serves.
+    pub(crate) async fn model_caught_up(&self) {
+        loop {
+            let moved = self.model_moved.notified();
+            if self.model_caught_up.load(Ordering::Acquire) || !self.feed_is_alive() {
+                return;
+            }
+            moved.await;
+        }
+    }
+
+    fn raise(&self, flag: &AtomicBool) {
+        flag.store(true, Ordering::Release);
+        self.model_moved.notify_waiters();
+    }
+
+    /// Whether the feed still exists to take an offer.
+    pub(crate) fn feed_is_alive(&self) -> bool {
+        !self.feed_dropped.load(Ordering::Acquire)
+    }
+
+    /// The feed's side: the standing offer, if the event at `position` comes after it.
+    fn take_before(&self, position: u64) -> Option<Offer> {
+        // Paired with the fence in the fold's offer, which then reads the log's head: the
+        // event at `position` was in the log before this, so either the fold sees a head
+        // at or past it (and does not count on this feed taking the offer at once) or this
+        // sees its offer.
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if !self.offered.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut offer = self.offer.lock().expect("handback lock");
+        if offer.as_ref().is_some_and(|offer| offer.after < position) {
+            self.offered.store(false, Ordering::Release);
+            offer.take()
+        } else {
+            None
+        }
+    }
+}
+
 /// The read model task's side of an [`crate::AuditProjection`] started with
 /// [`crate::AuditProjection::start_fed`]: give it to
 /// [`signpost_control::ControlPlane::start_with`] as the follower.
@@ -58,8 +160,13 @@ pub struct AuditFeed {
     public_base_url: String,
     time: IndexedTime,
     before: Option<Before>,
-    /// `None` once the feed has let go.
+    /// `None` while the feed is let go.
     sender: Option<mpsc::Sender<Step>>,
+    /// Where the audit task's own fold offers the events back.
+    handback: Handback,
+    /// The feed started let go (the audit task catches up alone): the routing table
+    /// puts off every route of the read model's catch-up.
+    started_let_go: bool,
 }
 
 impl std::fmt::Debug for AuditFeed {
@@ -68,24 +175,37 @@ impl std::fmt::Debug for AuditFeed {
             .field("from", &self.from)
             .field("catch_up_to", &self.catch_up_to)
             .field("attached", &self.sender.is_some())
+            .field(
+                "offer_standing",
+                &self.handback.offered.load(Ordering::Acquire),
+            )
             .finish()
     }
 }
 
 impl AuditFeed {
+    /// A feed describing every event past `from`; `sender: None`: started let go, until
+    /// the audit task's own fold offers the events back through `handback`.
     pub(crate) fn new(
         from: u64,
         catch_up_to: u64,
         public_base_url: &str,
-        sender: mpsc::Sender<Step>,
+        sender: Option<mpsc::Sender<Step>>,
+        handback: Handback,
     ) -> Self {
+        if catch_up_to == 0 {
+            // Nothing to catch up on: the model is caught up already.
+            handback.raise(&handback.model_caught_up);
+        }
         Self {
             from,
             catch_up_to,
             public_base_url: public_base_url.to_owned(),
             time: IndexedTime::default(),
             before: None,
-            sender: Some(sender),
+            started_let_go: sender.is_none(),
+            sender,
+            handback,
         }
     }
 }
@@ -106,9 +226,19 @@ fn wait(sender: mpsc::Sender<Step>, step: Option<Step>, room: usize) -> Follower
     })
 }
 
+impl Drop for AuditFeed {
+    fn drop(&mut self) {
+        self.handback.raise(&self.handback.feed_dropped);
+    }
+}
+
 impl Follower for AuditFeed {
     fn follows_after(&self) -> u64 {
-        self.from
+        if self.started_let_go {
+            u64::MAX
+        } else {
+            self.from
+        }
     }
 
     fn before(
@@ -120,8 +250,21 @@ impl Follower for AuditFeed {
     ) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
-        if envelope.position <= self.from || self.sender.is_none() {
+        if envelope.position <= self.from {
             return;
+        }
+        if self.sender.is_none() {
+            let Some(offer) = self.handback.take_before(envelope.position) else {
+                return;
+            };
+            // Nobody waits for the answer when the fold handed the events back at a
+            // quiet head, sure that this event would take them up.
+            let _ = offer.accepted.send(envelope.position);
+            tracing::info!(
+                position = envelope.position,
+                "audit timeline described by the read model's task again"
+            );
+            self.sender = Some(offer.steps);
         }
         self.before = Some(fold::before(
             envelope,
@@ -140,6 +283,9 @@ impl Follower for AuditFeed {
         model: &ReadModel,
         route_changes: Option<&[RouteChange]>,
     ) -> Option<FollowerWait> {
+        if envelope.position == self.catch_up_to {
+            self.handback.raise(&self.handback.model_caught_up);
+        }
         let before = self.before.take()?;
         let sender = self.sender.as_ref()?;
         let rows = fold::after(

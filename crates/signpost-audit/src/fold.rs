@@ -14,7 +14,8 @@
 //! The models come from one of two places (see `projection.rs`): the control plane's read
 //! model task, through [`crate::AuditFeed`] (the server's way: one read model, the
 //! catch-up at start included), or the audit task's own [`OwnFold`] (a projection started
-//! without a feed, or one whose feed let go). Both call the same two functions, so
+//! without a feed, or one whose feed let go or that starts far behind, until it hands the
+//! events back to the feed at the head). Both call the same two functions, so
 //! replaying the log from position 1 rebuilds the same rows either way.
 
 use std::collections::BTreeSet;
@@ -291,7 +292,8 @@ fn stored_route(route: &EncodedRoute) -> bytes::Bytes {
 }
 
 /// The audit task's own fold, when no feed describes the events (a projection started
-/// without one, or after its feed let go): a read model of its own, and the indexed time.
+/// without one, or while its feed is let go): a read model of its own, and the indexed
+/// time.
 pub(crate) struct OwnFold {
     public_base_url: String,
     model: ReadModel,

@@ -18,7 +18,9 @@
 //!        ▼ bounded channel: while the model catches up at start, a full channel makes
 //!        │ it wait; later the feed lets go and the task reads the log itself
 //!        │ (projection.rs own_fold: fold.rs with a read model of its own), as a
-//!        │ projection started without a feed always does
+//!        │ projection started without a feed always does, and a start far behind
+//!        │ does too (the server serves meanwhile); at the head the own fold hands the
+//!        │ events back to the feed (feed.rs Handback) and its read model is dropped
 //!        ▼
 //!   projection.rs (one task): rows in batches
 //!     a linger window near the head, 8 MiB / 64k events while catching up

@@ -12,10 +12,13 @@
 //!
 //! Started with [`AuditProjection::start_fed`] (as the server does), the task folds
 //! nothing itself: every event past the recorded position comes described from the
-//! control plane's read model task through the [`AuditFeed`] (`feed.rs`), the catch-up
-//! at start included, so the server holds one read model and reads the log once. If the
-//! feed lets go (its channel filled up after the head at start), the task reads the log
-//! itself from where the feed's steps end, with a read model of its own.
+//! control plane's read model task through the [`AuditFeed`] (`feed.rs`), a short
+//! catch-up at start included, so the server holds one read model and reads the log
+//! once. When the feed lets go (its channel filled up after the head at start), or when
+//! the start is at least [`AuditOptions::catch_up_alone_behind`] events behind (a
+//! rebuild: the feed starts let go, so the server serves before the timeline has caught
+//! up), the task reads the log itself with a read model of its own (`own_fold`) until
+//! it reaches the head, then hands the events back to the feed and drops that model.
 //!
 //! Rows are written in batches, always at the end of a commit (`commit_last_position`):
 //! - far behind the log's head (a rebuild, a catch-up), once `batch_events` events or
@@ -50,10 +53,10 @@ use futures::StreamExt;
 use prost::Message;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::AuditError;
-use crate::feed::{AuditFeed, Step};
+use crate::feed::{AuditFeed, Handback, Offer, Step};
 use crate::fold::OwnFold;
 use crate::keys::{self, Chunk, Index, Meta};
 use crate::query::Order;
@@ -85,8 +88,17 @@ pub struct AuditOptions {
     pub reopen_after_catch_up: u64,
     /// Events the [`AuditFeed`] may hand over before the audit task takes them. When
     /// they fill up while the read model catches up at start, the read model waits;
-    /// after that, the feed lets go and the task reads the log itself from there on.
+    /// after that, the feed lets go and the task reads the log itself until it has
+    /// caught up again.
     pub feed_capacity: usize,
+    /// A fed projection starting at least this many events behind the log's head
+    /// catches up alone: its feed starts let go, so the read model catches up (and the
+    /// server serves) at a restart's pace, and the audit task folds the log itself with a
+    /// read model of its own, which it drops when it hands the events back to the feed
+    /// at the head. Below it, the read model describes the catch-up and waits for the
+    /// audit task (one read model, but the server listens only once both are done).
+    /// `u64::MAX`: the read model describes every catch-up.
+    pub catch_up_alone_behind: u64,
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
     /// for the catch-up themselves). [`AuditProjection::start_fed`] never waits: its
@@ -113,6 +125,10 @@ impl AuditOptions {
             // 272 / 275 MiB (restart: 256); a few thousand events leave little to win.
             reopen_after_catch_up: 65_536,
             feed_capacity: 32_768,
+            // About a third of a second of the audit task's work at 200,000 events/s:
+            // what a start waits for at most before it serves. A fold of its own reads
+            // the whole log (about 2 µs an event here) in the background instead.
+            catch_up_alone_behind: 65_536,
             wait_at_start: true,
         }
     }
@@ -132,6 +148,9 @@ pub struct AuditStats {
     pub fed: bool,
     /// How often the database was closed and opened again (after a catch-up).
     pub reopens: u32,
+    /// How often a fold of the task's own (a catch-up alone, or after the feed let go)
+    /// handed the events back to the feed at the head.
+    pub handbacks: u32,
 }
 
 /// One stored row: (tree, key, value).
@@ -153,6 +172,8 @@ pub(crate) struct Shared {
     fed: std::sync::atomic::AtomicBool,
     /// How often the database was reopened.
     reopens: std::sync::atomic::AtomicU32,
+    /// How often an own fold handed the events back to the feed.
+    handbacks: std::sync::atomic::AtomicU32,
     /// Raised by readers waiting for a position: the tail writes what it has gathered
     /// now if that reaches a position a reader waits for.
     demand: tokio::sync::Notify,
@@ -232,7 +253,10 @@ impl AuditProjection {
     /// has recorded is described by the returned [`AuditFeed`], to be given to the
     /// control plane's read model task
     /// ([`signpost_control::ControlPlane::start_with`]): the audit task keeps no read
-    /// model of its own, and a rebuild rides on the read model's catch-up.
+    /// model of its own. A catch-up of at least
+    /// [`AuditOptions::catch_up_alone_behind`] events is the exception: the feed starts
+    /// let go, the task folds the log itself, and hands the events back to the feed once
+    /// it has reached the head.
     pub async fn start_fed(
         store: Arc<dyn EventStore>,
         path: &Path,
@@ -240,14 +264,21 @@ impl AuditProjection {
     ) -> Result<(Self, AuditFeed), AuditError> {
         let (db, config) = open_database(path, &options)?;
         let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
+        let handback = Handback::default();
         let head = store.head().position;
         let public_base_url = options.public_base_url.clone();
-        let projection = Self::open(store, db, Some(config), options, Some(steps)).await?;
+        let fed = FedSide {
+            steps,
+            handback: handback.clone(),
+        };
+        let projection = Self::open(store, db, Some(config), options, Some(fed)).await?;
+        let sender = projection.stats().fed.then_some(sender);
         let feed = AuditFeed::new(
             projection.shared.resumed_from,
             head,
             &public_base_url,
             sender,
+            handback,
         );
         Ok((projection, feed))
     }
@@ -263,13 +294,13 @@ impl AuditProjection {
     }
 
     /// Opens the projection; `config`: how to open `db` again (`None`: never reopened);
-    /// `feed`: the steps of a feed describing every event past the recorded position.
+    /// `feed`: the side of a feed describing every event past the recorded position.
     async fn open(
         store: Arc<dyn EventStore>,
         db: sled::Db,
         config: Option<sled::Config>,
         options: AuditOptions,
-        feed: Option<mpsc::Receiver<Step>>,
+        feed: Option<FedSide>,
     ) -> Result<Self, AuditError> {
         let epoch = store.store_epoch();
         let head = store.head().position;
@@ -361,16 +392,15 @@ impl AuditProjection {
             rebuilt: rebuild,
             fed: std::sync::atomic::AtomicBool::new(false),
             reopens: std::sync::atomic::AtomicU32::new(0),
+            handbacks: std::sync::atomic::AtomicU32::new(0),
             demand: tokio::sync::Notify::new(),
             wanted: Mutex::new(BTreeMap::new()),
         });
         // A fed projection's catch-up is the read model's, which its feed is given to
         // after this returns: it cannot be waited for here.
         let wait_at_start = options.wait_at_start && feed.is_none();
-        let source = Source::start(&shared, &options.public_base_url, meta.position, feed);
-        shared
-            .fed
-            .store(source.is_fed(), std::sync::atomic::Ordering::Relaxed);
+        let behind = head.saturating_sub(resumed_from);
+        let source = Source::start(&shared, &options, meta.position, feed, behind);
         let reopen_due = head.saturating_sub(resumed_from) >= options.reopen_after_catch_up;
         let task = tokio::spawn(tail(
             shared.clone(),
@@ -413,6 +443,10 @@ impl AuditProjection {
             reopens: self
                 .shared
                 .reopens
+                .load(std::sync::atomic::Ordering::Relaxed),
+            handbacks: self
+                .shared
+                .handbacks
                 .load(std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -545,52 +579,102 @@ fn open_database(
     Ok((config.open()?, config))
 }
 
+/// The projection's side of a feed: the steps it describes, and where the own fold
+/// offers the events back to it.
+struct FedSide {
+    steps: mpsc::Receiver<Step>,
+    handback: Handback,
+}
+
 /// Where the tail's events come from.
 struct Source {
+    /// Where whether the source is fed, and its handbacks, are shown.
+    shared: Arc<Shared>,
     store: Arc<dyn EventStore>,
     public_base_url: String,
+    /// Where an own fold offers the events back to the feed (a fed projection only), and
+    /// the room of the channel it offers.
+    handback: Option<(Handback, usize)>,
     mode: Mode,
+    /// The last position taken (or written before the start).
+    last: u64,
 }
 
 enum Mode {
     /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own).
-    Own {
-        steps: mpsc::Receiver<Result<Step, String>>,
-    },
-    /// Taking the steps the read model's task describes; `last`: the last position
-    /// written or taken.
-    Fed {
-        steps: mpsc::Receiver<Step>,
-        last: u64,
-    },
+    Own { steps: mpsc::Receiver<OwnStep> },
+    /// Taking the steps the read model's task describes.
+    Fed { steps: mpsc::Receiver<Step> },
 }
 
 impl Source {
-    /// The source of a task whose rows are written up to `recorded`: the feed's steps if
-    /// there is a feed, else its own fold.
+    /// The source of a task whose rows are written up to `recorded`, `behind` events
+    /// behind the log's head: the feed's steps if there is a feed and the catch-up is
+    /// short, else its own fold.
     fn start(
-        shared: &Shared,
-        public_base_url: &str,
+        shared: &Arc<Shared>,
+        options: &AuditOptions,
         recorded: u64,
-        feed: Option<mpsc::Receiver<Step>>,
+        feed: Option<FedSide>,
+        behind: u64,
     ) -> Self {
+        let handback = feed
+            .as_ref()
+            .map(|fed| (fed.handback.clone(), options.feed_capacity.max(1)));
+        let fed = feed.and_then(|fed| {
+            if behind < options.catch_up_alone_behind {
+                return Some(fed.steps);
+            }
+            tracing::info!(
+                behind,
+                "audit timeline catches up alone; the read model does not wait for it"
+            );
+            None
+        });
         let store = shared.store.clone();
-        let mode = match feed {
-            Some(steps) => Mode::Fed {
-                steps,
-                last: recorded,
+        let mode = match fed {
+            Some(steps) => Mode::Fed { steps },
+            None => Mode::Own {
+                steps: own_fold(
+                    store.clone(),
+                    &options.public_base_url,
+                    recorded,
+                    handback.clone(),
+                ),
             },
-            None => Mode::own(&store, public_base_url, recorded),
         };
-        Self {
+        let source = Self {
+            shared: shared.clone(),
             store,
-            public_base_url: public_base_url.to_owned(),
+            public_base_url: options.public_base_url.clone(),
+            handback,
             mode,
-        }
+            last: recorded,
+        };
+        source.show_fed();
+        source
+    }
+
+    fn show_fed(&self) {
+        self.shared
+            .fed
+            .store(self.is_fed(), std::sync::atomic::Ordering::Relaxed);
     }
 
     fn is_fed(&self) -> bool {
         matches!(self.mode, Mode::Fed { .. })
+    }
+
+    /// A fold of its own, with rows past the last position taken.
+    fn own(&self) -> Mode {
+        Mode::Own {
+            steps: own_fold(
+                self.store.clone(),
+                &self.public_base_url,
+                self.last,
+                self.handback.clone(),
+            ),
+        }
     }
 
     /// The next event (`None`: the log was closed). Cancel-safe: nothing is awaited
@@ -598,32 +682,41 @@ impl Source {
     async fn next(&mut self) -> Option<Result<Step, String>> {
         loop {
             match &mut self.mode {
-                Mode::Fed { steps, last } => match steps.recv().await {
+                Mode::Fed { steps } => match steps.recv().await {
                     Some(step) => {
-                        *last = step.position;
+                        self.last = step.position;
                         return Some(Ok(step));
                     }
                     None => {
                         // The feed let go (or the read model's task stopped): read the
                         // log again, with rows from the first step not handed over.
                         tracing::warn!(
-                            position = *last,
-                            "audit timeline reads the log itself from here on"
+                            position = self.last,
+                            "audit timeline reads the log itself until it catches up"
                         );
-                        let last = *last;
-                        self.mode = Mode::own(&self.store, &self.public_base_url, last);
+                        self.mode = self.own();
+                        self.show_fed();
                     }
                 },
-                Mode::Own { steps } => return steps.recv().await,
+                Mode::Own { steps } => match steps.recv().await? {
+                    OwnStep::Step(step) => {
+                        self.last = step.position;
+                        return Some(Ok(step));
+                    }
+                    OwnStep::Failed(reason) => return Some(Err(reason)),
+                    OwnStep::HandedBack(steps) => {
+                        tracing::info!(
+                            position = self.last,
+                            "audit timeline caught up; its own read model is dropped"
+                        );
+                        self.mode = Mode::Fed { steps };
+                        self.show_fed();
+                        self.shared
+                            .handbacks
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                },
             }
-        }
-    }
-}
-
-impl Mode {
-    fn own(store: &Arc<dyn EventStore>, public_base_url: &str, rows_after: u64) -> Self {
-        Mode::Own {
-            steps: own_fold(store.clone(), public_base_url, rows_after),
         }
     }
 }
@@ -631,29 +724,129 @@ impl Mode {
 /// Steps of the own fold queued for the tail (the fold waits when they are not taken).
 const OWN_FOLD_QUEUE: usize = 4096;
 
+/// How long an own fold that has offered the events back to the feed leaves the read
+/// model's task to take the offer once a new event is in the log, before it withdraws
+/// the offer and folds the event itself (to offer again at the head). The read model's
+/// task applies an event within microseconds of its append when it is not loaded.
+const HANDBACK_GRACE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// What the own fold hands the tail.
+enum OwnStep {
+    /// An event, with its rows if it is past the rows already written.
+    Step(Step),
+    /// The log could not be read or an event decoded: the projection stops.
+    Failed(String),
+    /// The fold reached the log's head and the feed took the events back: every step
+    /// after the last one comes described from the read model's task, into this channel.
+    HandedBack(mpsc::Receiver<Step>),
+}
+
+/// What came of an offer to give the events back to the feed.
+enum Offered {
+    /// The feed takes them up at `first`; the fold ends after the event before it.
+    /// `held`: an event the fold read meanwhile.
+    Taken {
+        first: u64,
+        steps: mpsc::Receiver<Step>,
+        held: Option<Next>,
+    },
+    /// The fold keeps folding, from the event it read meanwhile (`None`: the log
+    /// closed), and offers again at the head.
+    Kept { next: Option<Next> },
+    /// The offer was dropped unanswered (the feed is gone): the fold keeps folding and
+    /// offers no more.
+    Refused,
+    /// The tail is gone.
+    Closed,
+}
+
+/// The next envelope of a subscription.
+type Next = Result<EventEnvelope, signpost_eventlog::LogError>;
+
 /// Folds the log from position 1 with a read model of its own, on a thread of its own,
 /// and returns its steps: rows for positions past `rows_after`, for as long as the log
-/// and the receiver last.
+/// and the receiver last. With a `handback` (the projection has a feed; with the room
+/// of the channel to offer), the fold offers the events back to the feed whenever it
+/// has reached the log's head, and ends once the feed has taken them.
 fn own_fold(
     store: Arc<dyn EventStore>,
     public_base_url: &str,
     rows_after: u64,
-) -> mpsc::Receiver<Result<Step, String>> {
+    handback: Option<(Handback, usize)>,
+) -> mpsc::Receiver<OwnStep> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let public_base_url = public_base_url.to_owned();
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
-            let mut fold = OwnFold::new(&public_base_url);
-            let mut events = store.subscribe(1);
-            loop {
-                let next = runtime.block_on(async {
+            if let Some((handback, _)) = &handback {
+                // A fold catching up alone at start leaves the cores to the read model
+                // until it has caught up (and the server serves).
+                let waited = runtime.block_on(async {
                     tokio::select! {
-                        next = events.next() => next,
-                        () = sender.closed() => None,
+                        () = handback.model_caught_up() => true,
+                        () = sender.closed() => false,
                     }
                 });
+                if !waited {
+                    return;
+                }
+            }
+            let mut handback = handback;
+            let mut fold = OwnFold::new(&public_base_url);
+            let mut events = store.subscribe(1);
+            let mut last = 0;
+            // Once the feed has taken the events back: its first position and steps. The
+            // fold goes on up to the event before it (an event read while the offer stood
+            // is the one after the offer, so at most that).
+            let mut taken: Option<(u64, mpsc::Receiver<Step>)> = None;
+            let mut held: Option<Next> = None;
+            loop {
+                if let Some((first, steps)) = taken.take() {
+                    if last + 1 >= first {
+                        let _ = sender.blocking_send(OwnStep::HandedBack(steps));
+                        return;
+                    }
+                    taken = Some((first, steps));
+                }
+                let next = match held.take() {
+                    Some(next) => Some(next),
+                    None => match &handback {
+                        Some((to, room))
+                            if taken.is_none()
+                                && last >= rows_after
+                                && last >= store.head().position
+                                && to.feed_is_alive() =>
+                        {
+                            let offered =
+                                offer(&runtime, &*store, to, *room, last, &mut events, &sender);
+                            match offered {
+                                Offered::Taken {
+                                    first,
+                                    steps,
+                                    held: read,
+                                } => {
+                                    taken = Some((first, steps));
+                                    held = read;
+                                    continue;
+                                }
+                                Offered::Kept { next } => next,
+                                Offered::Refused => {
+                                    handback = None;
+                                    continue;
+                                }
+                                Offered::Closed => return,
+                            }
+                        }
+                        _ => runtime.block_on(async {
+                            tokio::select! {
+                                next = events.next() => next,
+                                () = sender.closed() => None,
+                            }
+                        }),
+                    },
+                };
                 let Some(next) = next else {
                     return;
                 };
@@ -665,13 +858,14 @@ fn own_fold(
                 let (envelope, event): (EventEnvelope, Event) = match decoded {
                     Ok(pair) => pair,
                     Err(reason) => {
-                        let _ = sender.blocking_send(Err(reason));
+                        let _ = sender.blocking_send(OwnStep::Failed(reason));
                         return;
                     }
                 };
+                last = envelope.position;
                 let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
                 if sender
-                    .blocking_send(Ok(Step::new(&envelope, rows)))
+                    .blocking_send(OwnStep::Step(Step::new(&envelope, rows)))
                     .is_err()
                 {
                     return;
@@ -680,10 +874,80 @@ fn own_fold(
         });
     if let Err(error) = spawned {
         let (failed, receiver) = mpsc::channel(1);
-        let _ = failed.try_send(Err(format!("starting the audit fold thread: {error}")));
+        let _ = failed.try_send(OwnStep::Failed(format!(
+            "starting the audit fold thread: {error}"
+        )));
         return receiver;
     }
     receiver
+}
+
+/// Offers the events after `after` (the head, which the fold has reached) back to the
+/// feed, with a channel of `room` steps. If the log's head is still `after` once the
+/// offer stands, the read model's task has not seen a later event yet, so it takes the
+/// offer at `after + 1`, whenever that comes: handed back at once, even if the log stays
+/// quiet. Else (an append came in between) the fold waits for the read model's task to
+/// take it; if the fold reads a new event first, the task has [`HANDBACK_GRACE`] to get
+/// to it.
+fn offer(
+    runtime: &tokio::runtime::Handle,
+    store: &dyn EventStore,
+    handback: &Handback,
+    room: usize,
+    after: u64,
+    events: &mut signpost_eventlog::Subscription,
+    tail: &mpsc::Sender<OwnStep>,
+) -> Offered {
+    let (steps_sender, steps) = mpsc::channel(room);
+    let (accepted_sender, mut accepted) = oneshot::channel();
+    handback.offer(Offer {
+        after,
+        steps: steps_sender,
+        accepted: accepted_sender,
+    });
+    // Paired with the fence the feed runs before it looks for an offer: either the feed
+    // sees this offer, or the head read here is past the event it was looking at.
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+    if store.head().position == after {
+        return Offered::Taken {
+            first: after + 1,
+            steps,
+            held: None,
+        };
+    }
+    runtime.block_on(async {
+        let next = tokio::select! {
+            biased;
+            taken = &mut accepted => {
+                return match taken {
+                    Ok(first) => Offered::Taken { first, steps, held: None },
+                    Err(_) => Offered::Refused,
+                };
+            }
+            () = tail.closed() => {
+                handback.withdraw();
+                return Offered::Closed;
+            }
+            next = events.next() => next,
+        };
+        let taken = match tokio::time::timeout(HANDBACK_GRACE, &mut accepted).await {
+            Ok(taken) => taken,
+            // Not taken in time: withdrawn, unless the feed has just taken it.
+            Err(_) if handback.withdraw() => return Offered::Kept { next },
+            Err(_) => accepted.await,
+        };
+        match taken {
+            Ok(first) => Offered::Taken {
+                first,
+                steps,
+                held: next,
+            },
+            Err(_) => {
+                // Dropped unanswered: fold the event read.
+                Offered::Kept { next }
+            }
+        }
+    })
 }
 
 /// The tailing task: folds every event, writes rows past `meta.position` in batches;
@@ -765,9 +1029,6 @@ async fn tail(
             }
             continue;
         };
-        shared
-            .fed
-            .store(source.is_fed(), std::sync::atomic::Ordering::Relaxed);
         let step = match next {
             Ok(step) => step,
             Err(reason) => {

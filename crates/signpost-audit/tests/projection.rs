@@ -1570,14 +1570,23 @@ async fn play_read_model(
     feed: &mut AuditFeed,
     envelopes: &[signpost_eventlog::EventEnvelope],
 ) -> Vec<u64> {
-    use signpost_control::Follower;
     let mut model = signpost_control::read_model::ReadModel::default();
+    play_on(feed, &mut model, envelopes).await
+}
+
+/// [`play_read_model`] from `model` on.
+async fn play_on(
+    feed: &mut AuditFeed,
+    model: &mut signpost_control::read_model::ReadModel,
+    envelopes: &[signpost_eventlog::EventEnvelope],
+) -> Vec<u64> {
+    use signpost_control::Follower;
     let mut waited = Vec::new();
     for envelope in envelopes {
         let event = signpost_domain::decode_event(&envelope.payload).unwrap();
-        feed.before(envelope, &event, &model, false);
+        feed.before(envelope, &event, model, false);
         model.apply(envelope, &event);
-        if let Some(wait) = feed.after(envelope, &event, &model, None) {
+        if let Some(wait) = feed.after(envelope, &event, model, None) {
             waited.push(envelope.position);
             wait.await;
         }
@@ -1598,17 +1607,35 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     // The read model's task is played by hand, yielding only in the waits the feed asks
     // for (this runtime has one thread, so the audit task takes nothing otherwise): with
     // room for one step, the feed makes the model wait up to the head at start, and lets
-    // go at the first later step that does not fit.
-    async fn play(feed: &mut AuditFeed, envelopes: &[signpost_eventlog::EventEnvelope]) -> usize {
-        let waits = play_read_model(feed, envelopes).await.len();
+    // go at the first later step that does not fit. The projection then reads the log
+    // itself up to the head, where it hands the events back to the feed.
+    async fn play(
+        feed: &mut AuditFeed,
+        model: &mut signpost_control::read_model::ReadModel,
+        envelopes: &[signpost_eventlog::EventEnvelope],
+    ) -> usize {
+        let waits = play_on(feed, model, envelopes).await.len();
         assert!(format!("{feed:?}").contains("attached: false"));
         waits
+    }
+    /// Waits until the projection has handed the events back (once) to its feed.
+    async fn handed_back(audit: &AuditProjection, feed: &AuditFeed) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !audit.stats().fed {
+            assert!(std::time::Instant::now() < deadline, "{:?}", audit.stats());
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        assert_eq!(audit.stats().handbacks, 1);
+        assert!(
+            format!("{feed:?}").contains("offer_standing: true"),
+            "{feed:?}"
+        );
     }
     let mut options = small_batches();
     options.feed_capacity = 1;
 
     // Fed from the start, then let go: the task takes the step handed over and reads
-    // the log itself from the next one.
+    // the log itself from the next one, up to the head.
     let store = Arc::new(MemoryEventStore::new());
     let fed_dir = tempfile::tempdir().unwrap();
     let (fed, mut fed_feed) =
@@ -1619,13 +1646,14 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     story(&store).await;
     let head = epilogue(&store).await;
     let envelopes = store.read_range(1, 10_000).await.unwrap();
+    let mut fed_model = signpost_control::read_model::ReadModel::default();
     assert_eq!(
-        play(&mut fed_feed, &envelopes).await,
+        play(&mut fed_feed, &mut fed_model, &envelopes).await,
         0,
         "nothing to catch up on"
     );
     fed.wait_for(head).await.unwrap();
-    assert!(!fed.stats().fed, "back to reading the log itself");
+    handed_back(&fed, &fed_feed).await;
 
     // Started on a log with history: the model waits for the audit task while it
     // catches up (the channel holds one step), then the feed lets go at the first step
@@ -1637,17 +1665,29 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     append(&store, system(), vec![revoke("token-later")]).await;
     let more = append(&store, system(), vec![revoke("token-last")]).await;
     let envelopes = store.read_range(1, 10_000).await.unwrap();
-    let waits = play(&mut late_feed, &envelopes).await;
+    let mut late_model = signpost_control::read_model::ReadModel::default();
+    let waits = play(&mut late_feed, &mut late_model, &envelopes).await;
     assert!(
         waits as u64 >= head - 1,
         "{waits} waits while catching up to {head}"
     );
     late.wait_for(more).await.unwrap();
-    assert!(!late.stats().fed);
+    handed_back(&late, &late_feed).await;
+
+    // The first projection's feed took the events back at the head: it describes the
+    // first later event, and (room for one step, nothing taken meanwhile) lets go again
+    // at the second; the projection reads the log itself once more, and hands back again.
+    let later = store.read_range(head + 1, 10).await.unwrap();
+    play_on(&mut fed_feed, &mut fed_model, &later).await;
+    fed.wait_for(more).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while fed.stats().handbacks < 2 || !fed.stats().fed {
+        assert!(std::time::Instant::now() < deadline, "{:?}", fed.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    fed.wait_for(more).await.unwrap();
     assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
     assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
 }
@@ -1681,4 +1721,199 @@ async fn after_its_catch_up_the_feed_has_room_for_the_first_commands() {
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
+}
+
+/// Waits (up to a minute) until `audit` has applied `position`: a handback that loses an
+/// event or never happens fails here instead of hanging.
+async fn reach(audit: &AuditProjection, position: u64) {
+    tokio::time::timeout(std::time::Duration::from_secs(60), audit.wait_for(position))
+        .await
+        .unwrap_or_else(|_| panic!("stuck at {:?}, waiting for {position}", audit.stats()))
+        .unwrap();
+}
+
+/// Waits (up to 10 s) until `feed`'s Debug shows `what`.
+async fn feed_shows(feed: &AuditFeed, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !format!("{feed:?}").contains(what) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{feed:?} never showed {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_far_behind_catches_up_alone_and_hands_the_events_back_to_the_feed() {
+    // The read model's task is played by hand. Room for four steps, and a catch-up far
+    // longer: had the feed described it, the model would have waited for the audit task.
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let mut options = small_batches();
+    options.feed_capacity = 4;
+    options.catch_up_alone_behind = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
+        .await
+        .unwrap();
+    assert!(!audit.stats().fed, "catches up alone");
+    assert_eq!(
+        signpost_control::Follower::follows_after(&feed),
+        u64::MAX,
+        "the routing table puts off every route of the model's catch-up"
+    );
+    let mut model = signpost_control::read_model::ReadModel::default();
+    let envelopes = store.read_range(1, 10_000).await.unwrap();
+    assert!(envelopes.len() > 20);
+    let waited = play_on(&mut feed, &mut model, &envelopes).await;
+    assert_eq!(waited, Vec::<u64>::new(), "the model never waited");
+    assert!(format!("{feed:?}").contains("attached: false"), "{feed:?}");
+    reach(&audit, story.head).await;
+
+    // At the head of a quiet log, the fold hands the events back at once (and its read
+    // model goes): the model has seen no later event, so it takes the feed up at the
+    // next one, whenever that comes.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !audit.stats().fed {
+        assert!(std::time::Instant::now() < deadline, "{:?}", audit.stats());
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert_eq!(audit.stats().handbacks, 1);
+    feed_shows(&feed, "offer_standing: true").await;
+    assert!(format!("{feed:?}").contains("attached: false"), "{feed:?}");
+    let head = epilogue(&store).await;
+    let envelopes = store.read_range(story.head + 1, 10_000).await.unwrap();
+    let waited = play_on(&mut feed, &mut model, &envelopes).await;
+    assert_eq!(waited, Vec::<u64>::new());
+    assert!(
+        format!("{feed:?}").contains("attached: true, offer_standing: false"),
+        "{feed:?}"
+    );
+    reach(&audit, head).await;
+    assert!(audit.stats().fed);
+    assert_eq!(audit.stats().handbacks, 1);
+
+    // Every event once, in order: the rows of a projection that folded alone throughout.
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = projection(&store, rebuilt_dir.path()).await;
+    rebuilt.wait_for(head).await.unwrap();
+    assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
+    let late = all(
+        &audit,
+        AuditFilter {
+            organization_id: Some("org-late".into()),
+            ..AuditFilter::default()
+        },
+        None,
+    );
+    assert_eq!(late.len(), 2, "created and claimed, once each");
+}
+
+/// One writer's commits: an organization created, a domain claimed, a token revoked.
+async fn writer(store: Arc<MemoryEventStore>, writer: usize, rounds: usize) -> u64 {
+    let mut last = 0;
+    for round in 0..rounds {
+        let id = format!("org-w{writer}-{round}");
+        let org = streams::organization(&id);
+        append(
+            &store,
+            system(),
+            vec![(
+                org.clone(),
+                vec![Event::OrganizationCreated(schema::OrganizationCreated {
+                    organization_id: id.clone(),
+                    display_name: format!("Writer {writer} round {round}"),
+                    external_id: format!("ext-{id}"),
+                })],
+            )],
+        )
+        .await;
+        append(
+            &store,
+            system(),
+            vec![(
+                org,
+                vec![Event::DomainClaimed(schema::DomainClaimed {
+                    domain: format!("{id}.example"),
+                    ..Default::default()
+                })],
+            )],
+        )
+        .await;
+        last = append(&store, system(), vec![revoke(&format!("token-{id}"))]).await;
+        tokio::task::yield_now().await;
+    }
+    last
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lettings_go_and_handbacks_under_concurrent_writes_leave_every_event_once() {
+    // A real read model task (with a routing table) and writers appending all along: the
+    // catch-up is alone, the fold hands back at the head while commits pour in, and a
+    // feed with room for two steps lets go again and again, each time followed by a
+    // fold of its own that catches up and hands back. Whatever the interleaving, the rows
+    // are those of a projection that folded alone.
+    let store = Arc::new(MemoryEventStore::new());
+    story(&store).await;
+    let mut options = small_batches();
+    options.feed_capacity = 2;
+    options.catch_up_alone_behind = 1;
+    let dir = tempfile::tempdir().unwrap();
+    let (audit, _model) = fed_projection(&store, dir.path(), options).await;
+    // Bursts of writes, each followed by quiet until the feed has the events back, until
+    // the feed has let go and taken them back at least twice (a burst does not always
+    // fill the channel).
+    let mut head = 0;
+    let mut quiet = 0;
+    for burst in 0..20 {
+        let writers: Vec<_> = (0..4)
+            .map(|w| tokio::spawn(writer(store.clone(), burst * 4 + w, 30)))
+            .collect();
+        for handle in writers {
+            handle.await.unwrap();
+        }
+        head = store.head().position;
+        loop {
+            reach(&audit, head).await;
+            if audit.stats().fed {
+                break;
+            }
+            // One event at a time: the model takes the offer at its next event.
+            quiet += 1;
+            assert!(quiet < 200, "the feed never took the events back");
+            head = append(
+                &store,
+                system(),
+                vec![revoke(&format!("token-quiet-{quiet}"))],
+            )
+            .await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        if audit.stats().handbacks >= 3 {
+            break;
+        }
+    }
+    let stats = audit.stats();
+    assert!(stats.fed);
+    assert!(
+        stats.handbacks >= 3,
+        "the feed let go and took the events back again, twice: {stats:?}"
+    );
+
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = projection(&store, rebuilt_dir.path()).await;
+    rebuilt.wait_for(head).await.unwrap();
+    let rows = audit.dump().unwrap();
+    assert_eq!(rows.len(), rebuilt.dump().unwrap().len());
+    assert_eq!(rows, rebuilt.dump().unwrap());
+    let claimed = all(
+        &audit,
+        AuditFilter {
+            organization_id: Some("org-w3-29".into()),
+            ..AuditFilter::default()
+        },
+        None,
+    );
+    assert_eq!(claimed.len(), 2, "created and claimed, once each");
 }

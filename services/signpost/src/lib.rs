@@ -128,12 +128,12 @@ impl Server {
             // One read of the log builds the control plane's read model, the routing
             // table (computed from the read model's aggregates) and, past the position
             // its database recorded, the audit timeline's entries (described from the read
-            // model around each event). When the audit database must be rebuilt, the read
-            // model's catch-up keeps the audit task's pace, so the server listens once
-            // both are caught up: 5.1 s instead of 2.3 s for a first start on 1,000,000
-            // events, but the whole rebuild takes 5.1 s instead of 7.9 s and the server
-            // never holds a second read model (bench/FINDINGS.md, round 4). A restart
-            // with the audit database in place is not slowed.
+            // model around each event). A catch-up of the audit timeline shorter than
+            // `catch_up_alone_behind` events rides on the read model's, which keeps the
+            // audit task's pace. A longer one (a rebuild) does not hold the server back:
+            // the audit task folds the log with a read model of its own while the
+            // server serves, and hands the events back to the read model's task once it
+            // has reached the head, dropping that model (bench/FINDINGS.md, round 12).
             let (audit, audit_feed) = AuditProjection::start_fed(
                 store.clone(),
                 &config.data_dir.join("audit"),

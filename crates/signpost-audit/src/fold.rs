@@ -24,7 +24,7 @@ use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 use signpost_routing::routes::{organization_routes, OrganizationRoutes};
-use signpost_routing::{EncodedRoute, RouteChange};
+use signpost_routing::{EncodedRoute, RouteChange, RouteChanges};
 
 use crate::describe::{describe, Described};
 use crate::keys::{DomainChange, Index};
@@ -292,11 +292,13 @@ fn stored_route(route: &EncodedRoute) -> bytes::Bytes {
 }
 
 /// The audit task's own fold, when no feed describes the events (a projection started
-/// without one, or while its feed is let go): a read model of its own, and the indexed
-/// time.
+/// without one, or while its feed is let go): a read model of its own, each
+/// organization's routes (so an event's route changes are computed on its side only,
+/// against the routes kept, as the routing table does), and the indexed time.
 pub(crate) struct OwnFold {
     public_base_url: String,
     model: ReadModel,
+    routes: RouteChanges,
     time: IndexedTime,
 }
 
@@ -305,12 +307,14 @@ impl OwnFold {
         Self {
             public_base_url: public_base_url.to_owned(),
             model: ReadModel::default(),
+            routes: RouteChanges::new(public_base_url),
             time: IndexedTime::default(),
         }
     }
 
     /// Applies one envelope and returns the rows it adds (none when `rows` is false:
-    /// replaying an already-written prefix needs the state, not the rows).
+    /// replaying an already-written prefix needs the state, not the rows; the routes of
+    /// what it touches are computed once, before the first event with rows).
     pub(crate) fn apply(
         &mut self,
         envelope: &EventEnvelope,
@@ -320,23 +324,26 @@ impl OwnFold {
         let time_nanos = self.time.advance(envelope);
         if !rows {
             self.model.apply(envelope, event);
+            self.routes.put_off(envelope, &self.model);
             return None;
         }
+        self.routes.settle(&self.model);
         let described = before(
             envelope,
             event,
             &self.model,
             time_nanos,
             &self.public_base_url,
-            false,
+            true,
         );
         self.model.apply(envelope, event);
+        let changes = self.routes.apply(envelope, &self.model);
         Some(after(
             described,
             envelope,
             &self.model,
             &self.public_base_url,
-            None,
+            Some(changes),
         ))
     }
 }

@@ -298,6 +298,75 @@ fn organization_of<'a>(
     }
 }
 
+/// Each event's route changes, from a [`RouteSource`] that already holds the state after
+/// it, with no table to publish to: the fold a [`RoutingFeed`] runs, for a reader that
+/// keeps a model of its own (the audit timeline's own fold). It holds every
+/// organization's routes, so each event's changes are its organization's new routes
+/// against the ones kept, as the routing table computes them.
+pub struct RouteChanges {
+    fold: Fold,
+    /// Organizations touched by events put off ([`RouteChanges::put_off`]).
+    put_off: HashSet<String>,
+}
+
+impl std::fmt::Debug for RouteChanges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RouteChanges")
+            .field("organizations", &self.fold.routes.len())
+            .field("put_off", &self.put_off.len())
+            .finish()
+    }
+}
+
+impl RouteChanges {
+    /// Routes with our SP URLs under `public_base_url`.
+    pub fn new(public_base_url: impl Into<String>) -> Self {
+        Self {
+            fold: Fold {
+                public_base_url: public_base_url.into(),
+                routes: HashMap::new(),
+                pending: Changes::new(),
+                event_changes: Vec::new(),
+            },
+            put_off: HashSet::new(),
+        }
+    }
+
+    /// Takes note of an event whose changes nobody needs (`source` holds the state after
+    /// it): its organization's routes are computed once, by [`RouteChanges::settle`],
+    /// instead of at every event.
+    pub fn put_off(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
+        if let Some(organization_id) = organization_of(envelope, source) {
+            if !self.put_off.contains(organization_id) {
+                self.put_off.insert(organization_id.to_owned());
+            }
+        }
+    }
+
+    /// Computes the routes of the organizations put off, from `source` as it is: call it
+    /// before `source` applies the first event whose changes are wanted.
+    pub fn settle(&mut self, source: &(impl RouteSource + ?Sized)) {
+        for organization_id in std::mem::take(&mut self.put_off) {
+            self.fold.recompute(&organization_id, source);
+        }
+        self.fold.pending.clear();
+    }
+
+    /// The route changes of the event at `envelope` (`source` holds the state after it,
+    /// and nothing is put off), in domain order within its organization.
+    pub fn apply(
+        &mut self,
+        envelope: &EventEnvelope,
+        source: &(impl RouteSource + ?Sized),
+    ) -> &[RouteChange] {
+        debug_assert!(self.put_off.is_empty(), "settle before apply");
+        self.fold.event_changes.clear();
+        self.fold.apply(envelope, source);
+        self.fold.pending.clear();
+        &self.fold.event_changes
+    }
+}
+
 /// The write side of a [`RoutingProjection`] whose log is read by someone else
 /// (see [`RoutingProjection::fed`]): call [`RoutingFeed::apply`] for every
 /// event in position order, with a [`RouteSource`] that already holds the

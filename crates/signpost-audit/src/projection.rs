@@ -49,7 +49,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use prost::Message;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
@@ -601,8 +601,12 @@ struct Source {
 }
 
 enum Mode {
-    /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own).
-    Own { steps: mpsc::Receiver<OwnStep> },
+    /// Taking the steps of its own fold of the log (`own_fold`, on a thread of its own),
+    /// which come in batches: `taking` is the rest of the last one.
+    Own {
+        steps: mpsc::Receiver<OwnStep>,
+        taking: std::vec::IntoIter<Step>,
+    },
     /// Taking the steps the read model's task describes.
     Fed { steps: mpsc::Receiver<Step> },
 }
@@ -641,6 +645,7 @@ impl Source {
                     recorded,
                     handback.clone(),
                 ),
+                taking: Vec::new().into_iter(),
             },
         };
         let source = Self {
@@ -674,6 +679,7 @@ impl Source {
                 self.last,
                 self.handback.clone(),
             ),
+            taking: Vec::new().into_iter(),
         }
     }
 
@@ -698,24 +704,27 @@ impl Source {
                         self.show_fed();
                     }
                 },
-                Mode::Own { steps } => match steps.recv().await? {
-                    OwnStep::Step(step) => {
+                Mode::Own { steps, taking } => {
+                    if let Some(step) = taking.next() {
                         self.last = step.position;
                         return Some(Ok(step));
                     }
-                    OwnStep::Failed(reason) => return Some(Err(reason)),
-                    OwnStep::HandedBack(steps) => {
-                        tracing::info!(
-                            position = self.last,
-                            "audit timeline caught up; its own read model is dropped"
-                        );
-                        self.mode = Mode::Fed { steps };
-                        self.show_fed();
-                        self.shared
-                            .handbacks
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    match steps.recv().await? {
+                        OwnStep::Steps(batch) => *taking = batch.into_iter(),
+                        OwnStep::Failed(reason) => return Some(Err(reason)),
+                        OwnStep::HandedBack(steps) => {
+                            tracing::info!(
+                                position = self.last,
+                                "audit timeline caught up; its own read model is dropped"
+                            );
+                            self.mode = Mode::Fed { steps };
+                            self.show_fed();
+                            self.shared
+                                .handbacks
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
                     }
-                },
+                }
             }
         }
     }
@@ -732,8 +741,8 @@ const HANDBACK_GRACE: std::time::Duration = std::time::Duration::from_millis(100
 
 /// What the own fold hands the tail.
 enum OwnStep {
-    /// An event, with its rows if it is past the rows already written.
-    Step(Step),
+    /// Events in order, each with its rows if it is past the rows already written.
+    Steps(Vec<Step>),
     /// The log could not be read or an event decoded: the projection stops.
     Failed(String),
     /// The fold reached the log's head and the feed took the events back: every step
@@ -780,97 +789,15 @@ fn own_fold(
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
-            if let Some((handback, _)) = &handback {
-                // A fold catching up alone at start leaves the cores to the read model
-                // until it has caught up (and the server serves).
-                let waited = runtime.block_on(async {
-                    tokio::select! {
-                        () = handback.model_caught_up() => true,
-                        () = sender.closed() => false,
-                    }
-                });
-                if !waited {
-                    return;
-                }
-            }
-            let mut handback = handback;
-            let mut fold = OwnFold::new(&public_base_url);
-            let mut events = store.subscribe(1);
-            let mut last = 0;
-            // Once the feed has taken the events back: its first position and steps. The
-            // fold goes on up to the event before it (an event read while the offer stood
-            // is the one after the offer, so at most that).
-            let mut taken: Option<(u64, mpsc::Receiver<Step>)> = None;
-            let mut held: Option<Next> = None;
-            loop {
-                if let Some((first, steps)) = taken.take() {
-                    if last + 1 >= first {
-                        let _ = sender.blocking_send(OwnStep::HandedBack(steps));
-                        return;
-                    }
-                    taken = Some((first, steps));
-                }
-                let next = match held.take() {
-                    Some(next) => Some(next),
-                    None => match &handback {
-                        Some((to, room))
-                            if taken.is_none()
-                                && last >= rows_after
-                                && last >= store.head().position
-                                && to.feed_is_alive() =>
-                        {
-                            let offered =
-                                offer(&runtime, &*store, to, *room, last, &mut events, &sender);
-                            match offered {
-                                Offered::Taken {
-                                    first,
-                                    steps,
-                                    held: read,
-                                } => {
-                                    taken = Some((first, steps));
-                                    held = read;
-                                    continue;
-                                }
-                                Offered::Kept { next } => next,
-                                Offered::Refused => {
-                                    handback = None;
-                                    continue;
-                                }
-                                Offered::Closed => return,
-                            }
-                        }
-                        _ => runtime.block_on(async {
-                            tokio::select! {
-                                next = events.next() => next,
-                                () = sender.closed() => None,
-                            }
-                        }),
-                    },
-                };
-                let Some(next) = next else {
-                    return;
-                };
-                let decoded = next.map_err(|e| e.to_string()).and_then(|envelope| {
-                    let event = signpost_domain::decode_event(&envelope.payload)
-                        .map_err(|e| format!("position {}: {e}", envelope.position))?;
-                    Ok((envelope, event))
-                });
-                let (envelope, event): (EventEnvelope, Event) = match decoded {
-                    Ok(pair) => pair,
-                    Err(reason) => {
-                        let _ = sender.blocking_send(OwnStep::Failed(reason));
-                        return;
-                    }
-                };
-                last = envelope.position;
-                let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
-                if sender
-                    .blocking_send(OwnStep::Step(Step::new(&envelope, rows)))
-                    .is_err()
-                {
-                    return;
-                }
-            }
+            // One future for the whole fold, driven by this thread: the fold's work runs
+            // between its awaits, and it parks only when it waits.
+            runtime.block_on(fold_alone(
+                store,
+                public_base_url,
+                rows_after,
+                handback,
+                sender,
+            ));
         });
     if let Err(error) = spawned {
         let (failed, receiver) = mpsc::channel(1);
@@ -882,6 +809,125 @@ fn own_fold(
     receiver
 }
 
+/// Most steps the own fold hands the tail at once (fewer wake-ups of the tail).
+const OWN_FOLD_BATCH: usize = 256;
+
+/// The own fold's loop (see [`own_fold`]).
+async fn fold_alone(
+    store: Arc<dyn EventStore>,
+    public_base_url: String,
+    rows_after: u64,
+    mut handback: Option<(Handback, usize)>,
+    sender: mpsc::Sender<OwnStep>,
+) {
+    if let Some((handback, _)) = &handback {
+        // A fold catching up alone at start leaves the cores to the read model until it
+        // has caught up (and the server serves).
+        tokio::select! {
+            () = handback.model_caught_up() => {}
+            () = sender.closed() => return,
+        }
+    }
+    let mut fold = OwnFold::new(&public_base_url);
+    let mut events = store.subscribe(1);
+    let mut last = 0;
+    // Steps not handed to the tail yet: handed over when there are enough, or before the
+    // fold waits for anything.
+    let mut batch = Vec::with_capacity(OWN_FOLD_BATCH);
+    // Once the feed has taken the events back: its first position and steps. The fold
+    // goes on up to the event before it (an event read while the offer stood is the one
+    // after the offer, so at most that).
+    let mut taken: Option<(u64, mpsc::Receiver<Step>)> = None;
+    let mut held: Option<Next> = None;
+    loop {
+        if let Some((first, steps)) = taken.take() {
+            if last + 1 >= first {
+                let _ = hand(&sender, &mut batch).await;
+                let _ = sender.send(OwnStep::HandedBack(steps)).await;
+                return;
+            }
+            taken = Some((first, steps));
+        }
+        let next = match held.take() {
+            Some(next) => Some(next),
+            None => match &handback {
+                Some((to, room))
+                    if taken.is_none()
+                        && last >= rows_after
+                        && last >= store.head().position
+                        && to.feed_is_alive() =>
+                {
+                    if !hand(&sender, &mut batch).await {
+                        return;
+                    }
+                    match offer(&*store, to, *room, last, &mut events, &sender).await {
+                        Offered::Taken {
+                            first,
+                            steps,
+                            held: read,
+                        } => {
+                            taken = Some((first, steps));
+                            held = read;
+                            continue;
+                        }
+                        Offered::Kept { next } => next,
+                        Offered::Refused => {
+                            handback = None;
+                            continue;
+                        }
+                        Offered::Closed => return,
+                    }
+                }
+                _ => match events.next().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        if !hand(&sender, &mut batch).await {
+                            return;
+                        }
+                        tokio::select! {
+                            next = events.next() => next,
+                            () = sender.closed() => None,
+                        }
+                    }
+                },
+            },
+        };
+        let Some(next) = next else {
+            let _ = hand(&sender, &mut batch).await;
+            return;
+        };
+        let decoded = next.map_err(|e| e.to_string()).and_then(|envelope| {
+            let event = signpost_domain::decode_event(&envelope.payload)
+                .map_err(|e| format!("position {}: {e}", envelope.position))?;
+            Ok((envelope, event))
+        });
+        let (envelope, event): (EventEnvelope, Event) = match decoded {
+            Ok(pair) => pair,
+            Err(reason) => {
+                if hand(&sender, &mut batch).await {
+                    let _ = sender.send(OwnStep::Failed(reason)).await;
+                }
+                return;
+            }
+        };
+        last = envelope.position;
+        let rows = fold.apply(&envelope, &event, envelope.position > rows_after);
+        batch.push(Step::new(&envelope, rows));
+        if batch.len() >= OWN_FOLD_BATCH && !hand(&sender, &mut batch).await {
+            return;
+        }
+    }
+}
+
+/// Hands the gathered steps to the tail; false if it is gone.
+async fn hand(sender: &mpsc::Sender<OwnStep>, batch: &mut Vec<Step>) -> bool {
+    if batch.is_empty() {
+        return !sender.is_closed();
+    }
+    let steps = std::mem::replace(batch, Vec::with_capacity(OWN_FOLD_BATCH));
+    sender.send(OwnStep::Steps(steps)).await.is_ok()
+}
+
 /// Offers the events after `after` (the head, which the fold has reached) back to the
 /// feed, with a channel of `room` steps. If the log's head is still `after` once the
 /// offer stands, the read model's task has not seen a later event yet, so it takes the
@@ -889,8 +935,7 @@ fn own_fold(
 /// quiet. Else (an append came in between) the fold waits for the read model's task to
 /// take it; if the fold reads a new event first, the task has [`HANDBACK_GRACE`] to get
 /// to it.
-fn offer(
-    runtime: &tokio::runtime::Handle,
+async fn offer(
     store: &dyn EventStore,
     handback: &Handback,
     room: usize,
@@ -915,39 +960,35 @@ fn offer(
             held: None,
         };
     }
-    runtime.block_on(async {
-        let next = tokio::select! {
-            biased;
-            taken = &mut accepted => {
-                return match taken {
-                    Ok(first) => Offered::Taken { first, steps, held: None },
-                    Err(_) => Offered::Refused,
-                };
-            }
-            () = tail.closed() => {
-                handback.withdraw();
-                return Offered::Closed;
-            }
-            next = events.next() => next,
-        };
-        let taken = match tokio::time::timeout(HANDBACK_GRACE, &mut accepted).await {
-            Ok(taken) => taken,
-            // Not taken in time: withdrawn, unless the feed has just taken it.
-            Err(_) if handback.withdraw() => return Offered::Kept { next },
-            Err(_) => accepted.await,
-        };
-        match taken {
-            Ok(first) => Offered::Taken {
-                first,
-                steps,
-                held: next,
-            },
-            Err(_) => {
-                // Dropped unanswered: fold the event read.
-                Offered::Kept { next }
-            }
+    let next = tokio::select! {
+        biased;
+        taken = &mut accepted => {
+            return match taken {
+                Ok(first) => Offered::Taken { first, steps, held: None },
+                Err(_) => Offered::Refused,
+            };
         }
-    })
+        () = tail.closed() => {
+            handback.withdraw();
+            return Offered::Closed;
+        }
+        next = events.next() => next,
+    };
+    let taken = match tokio::time::timeout(HANDBACK_GRACE, &mut accepted).await {
+        Ok(taken) => taken,
+        // Not taken in time: withdrawn, unless the feed has just taken it.
+        Err(_) if handback.withdraw() => return Offered::Kept { next },
+        Err(_) => accepted.await,
+    };
+    match taken {
+        Ok(first) => Offered::Taken {
+            first,
+            steps,
+            held: next,
+        },
+        // Dropped unanswered: fold the event read.
+        Err(_) => Offered::Kept { next },
+    }
 }
 
 /// The tailing task: folds every event, writes rows past `meta.position` in batches;

@@ -19,8 +19,8 @@
 //! A longer catch-up (a rebuild of the timeline, a start far behind) does not hold the
 //! server back: the feed starts let go, the read model catches up alone, and the audit
 //! task folds the log itself once the read model has caught up (so the two do not share
-//! the cores until the server serves: on 1,000,000 events, serving after 2.2 s instead of
-//! 5, the timeline caught up after about 7.5 s instead of 5; bench/FINDINGS.md, round 12).
+//! the cores until the server serves: on 1,000,000 events, serving after 2.0 s instead of
+//! 5.0, the timeline caught up after 7.2 s instead of 5.2; bench/FINDINGS.md, round 12).
 //!
 //! A fold of its own is the audit task's only while it is behind: once it has reached
 //! the log's head it offers the events back ([`Handback`]), and the read model's task,

@@ -849,49 +849,52 @@ async fn fold_alone(
             }
             taken = Some((first, steps));
         }
-        let next = match held.take() {
-            Some(next) => Some(next),
-            None => match &handback {
-                Some((to, room))
-                    if taken.is_none()
+        // The event read already, or the next one if it can be read without waiting
+        // (`Some(None)`: the log closed).
+        let ready = match held.take() {
+            Some(next) => Some(Some(next)),
+            None => events.next().now_or_never(),
+        };
+        let next = match ready {
+            Some(next) => next,
+            None => {
+                // Nothing to read without waiting: the tail gets what is gathered, and a
+                // fold at the log's head offers the events back.
+                if !hand(&sender, &mut batch).await {
+                    return;
+                }
+                let offer_to = handback.as_ref().filter(|(to, _)| {
+                    taken.is_none()
                         && last >= rows_after
                         && last >= store.head().position
-                        && to.feed_is_alive() =>
-                {
-                    if !hand(&sender, &mut batch).await {
-                        return;
-                    }
-                    match offer(&*store, to, *room, last, &mut events, &sender).await {
-                        Offered::Taken {
-                            first,
-                            steps,
-                            held: read,
-                        } => {
-                            taken = Some((first, steps));
-                            held = read;
-                            continue;
+                        && to.feed_is_alive()
+                });
+                match offer_to {
+                    None => tokio::select! {
+                        next = events.next() => next,
+                        () = sender.closed() => None,
+                    },
+                    Some((to, room)) => {
+                        match offer(&*store, to, *room, last, &mut events, &sender).await {
+                            Offered::Taken {
+                                first,
+                                steps,
+                                held: read,
+                            } => {
+                                taken = Some((first, steps));
+                                held = read;
+                                continue;
+                            }
+                            Offered::Kept { next } => next,
+                            Offered::Refused => {
+                                handback = None;
+                                continue;
+                            }
+                            Offered::Closed => return,
                         }
-                        Offered::Kept { next } => next,
-                        Offered::Refused => {
-                            handback = None;
-                            continue;
-                        }
-                        Offered::Closed => return,
                     }
                 }
-                _ => match events.next().now_or_never() {
-                    Some(next) => next,
-                    None => {
-                        if !hand(&sender, &mut batch).await {
-                            return;
-                        }
-                        tokio::select! {
-                            next = events.next() => next,
-                            () = sender.closed() => None,
-                        }
-                    }
-                },
-            },
+            }
         };
         let Some(next) = next else {
             let _ = hand(&sender, &mut batch).await;

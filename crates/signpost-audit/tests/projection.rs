@@ -1436,16 +1436,28 @@ fn small_batches() -> AuditOptions {
 /// Events after the story: a new organization claiming and verifying a domain, a token
 /// revoked.
 async fn epilogue(store: &MemoryEventStore) -> u64 {
-    let org = streams::organization("org-late");
+    created_and_claimed(store, "org-late", "Late Ltd", "ext-late", "late.example").await;
+    append(store, system(), vec![revoke("token-late")]).await
+}
+
+/// An organization created, then a domain claimed for it: two commits.
+async fn created_and_claimed(
+    store: &MemoryEventStore,
+    id: &str,
+    display_name: &str,
+    external_id: &str,
+    domain: &str,
+) {
+    let org = streams::organization(id);
     append(
         store,
         system(),
         vec![(
             org.clone(),
             vec![Event::OrganizationCreated(schema::OrganizationCreated {
-                organization_id: "org-late".into(),
-                display_name: "Late Ltd".into(),
-                external_id: "ext-late".into(),
+                organization_id: id.into(),
+                display_name: display_name.into(),
+                external_id: external_id.into(),
             })],
         )],
     )
@@ -1456,21 +1468,12 @@ async fn epilogue(store: &MemoryEventStore) -> u64 {
         vec![(
             org,
             vec![Event::DomainClaimed(schema::DomainClaimed {
-                domain: "late.example".into(),
+                domain: domain.into(),
                 ..Default::default()
             })],
         )],
     )
     .await;
-    append(
-        store,
-        system(),
-        vec![(
-            streams::api_token("token-late"),
-            vec![Event::ApiTokenRevoked(schema::ApiTokenRevoked {})],
-        )],
-    )
-    .await
 }
 
 /// Started with a routing table on a log with history (as the server starts): while the
@@ -1634,11 +1637,7 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     }
     /// Waits until the projection has handed the events back (once) to its feed.
     async fn handed_back(audit: &AuditProjection, feed: &AuditFeed) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !audit.stats().fed {
-            assert!(std::time::Instant::now() < deadline, "{:?}", audit.stats());
-            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-        }
+        eventually(|| audit.stats().fed, || format!("{:?}", audit.stats())).await;
         assert_eq!(audit.stats().handbacks, 1);
         assert!(
             format!("{feed:?}").contains("offer_standing: true"),
@@ -1694,11 +1693,11 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
     let later = store.read_range(head + 1, 10).await.unwrap();
     play_on(&mut fed_feed, &mut fed_model, &later).await;
     fed.wait_for(more).await.unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while fed.stats().handbacks < 2 || !fed.stats().fed {
-        assert!(std::time::Instant::now() < deadline, "{:?}", fed.stats());
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    eventually(
+        || fed.stats().handbacks >= 2 && fed.stats().fed,
+        || format!("{:?}", fed.stats()),
+    )
+    .await;
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
@@ -1746,16 +1745,22 @@ async fn reach(audit: &AuditProjection, position: u64) {
         .unwrap();
 }
 
-/// Waits (up to 10 s) until `feed`'s Debug shows `what`.
-async fn feed_shows(feed: &AuditFeed, what: &str) {
+/// Waits (up to 10 s) until `holds`; else fails, showing `state`.
+async fn eventually(holds: impl Fn() -> bool, state: impl Fn() -> String) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !format!("{feed:?}").contains(what) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{feed:?} never showed {what}"
-        );
+    while !holds() {
+        assert!(std::time::Instant::now() < deadline, "{}", state());
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
+}
+
+/// Waits (up to 10 s) until `feed`'s Debug shows `what`.
+async fn feed_shows(feed: &AuditFeed, what: &str) {
+    eventually(
+        || format!("{feed:?}").contains(what),
+        || format!("{feed:?} never showed {what}"),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1788,11 +1793,7 @@ async fn a_start_far_behind_catches_up_alone_and_hands_the_events_back_to_the_fe
     // At the head of a quiet log, the fold hands the events back at once (and its read
     // model goes): the model has seen no later event, so it takes the feed up at the
     // next one, whenever that comes.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !audit.stats().fed {
-        assert!(std::time::Instant::now() < deadline, "{:?}", audit.stats());
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    eventually(|| audit.stats().fed, || format!("{:?}", audit.stats())).await;
     assert_eq!(audit.stats().handbacks, 1);
     feed_shows(&feed, "offer_standing: true").await;
     assert!(format!("{feed:?}").contains("attached: false"), "{feed:?}");
@@ -1829,30 +1830,12 @@ async fn writer(store: Arc<MemoryEventStore>, writer: usize, rounds: usize) -> u
     let mut last = 0;
     for round in 0..rounds {
         let id = format!("org-w{writer}-{round}");
-        let org = streams::organization(&id);
-        append(
+        created_and_claimed(
             &store,
-            system(),
-            vec![(
-                org.clone(),
-                vec![Event::OrganizationCreated(schema::OrganizationCreated {
-                    organization_id: id.clone(),
-                    display_name: format!("Writer {writer} round {round}"),
-                    external_id: format!("ext-{id}"),
-                })],
-            )],
-        )
-        .await;
-        append(
-            &store,
-            system(),
-            vec![(
-                org,
-                vec![Event::DomainClaimed(schema::DomainClaimed {
-                    domain: format!("{id}.example"),
-                    ..Default::default()
-                })],
-            )],
+            &id,
+            &format!("Writer {writer} round {round}"),
+            &format!("ext-{id}"),
+            &format!("{id}.example"),
         )
         .await;
         last = append(&store, system(), vec![revoke(&format!("token-{id}"))]).await;

@@ -7,9 +7,10 @@
 //!   claimed and how its domains routed;
 //! - [`after`]: the domains whose owner or route the event changed. The route changes
 //!   are the live routing table's own for the event when the caller drives one (the
-//!   read model's task does), else they are computed here with
-//!   [`signpost_routing::routes::organization_routes`], the function the routing table
-//!   uses, on both sides of the event and compared.
+//!   read model's task does) or the [`OwnFold`]'s `RouteChanges` (the same fold); a
+//!   caller with neither (a read model driving no routing table) gets them computed
+//!   here with [`signpost_routing::routes::organization_routes`], the function the
+//!   routing table uses, on both sides of the event and compared.
 //!
 //! The models come from one of two places (see `projection.rs`): the control plane's read
 //! model task, through [`crate::AuditFeed`] (the server's way: one read model, the

@@ -51,28 +51,37 @@ enum Locations {
     Many(Vec<Location>),
 }
 
-/// Stream id -> its positions, without one allocation per stream: ids live in one arena
-/// string, entries in a `hashbrown::HashTable` keyed by a seeded foldhash of the id and
-/// compared by id. (The open scan inserts every stream of the log; SipHash, a `Box<str>` per
-/// stream and a second probe for each new stream were most of its time.)
+/// Stream id -> its positions, without one allocation per stream: ids live in one arena,
+/// entries in a `hashbrown::HashTable` keyed by a seeded foldhash of the id's key and
+/// compared by key. (The open scan inserts every stream of the log; SipHash, a `Box<str>`
+/// per stream and a second probe for each new stream were most of its time.)
 ///
-/// An entry is 16 bytes, for a resident table of about 17 bytes per bucket: the id's place
-/// in the arena, and the stream's one position or, for a stream with more, the index of
-/// its list in `many`. The hash is not kept: it is recomputed from the id when the table
-/// grows (hashbrown's control bytes keep 7 bits of it, so lookups rarely compare ids in
-/// vain).
+/// An id that ends in a UUID in its canonical form (`organization-0193…`, as every
+/// aggregate's stream is named) is kept as 17 bytes: the number of the text before the
+/// UUID (one of at most 255 such prefixes, kept once each) and the UUID's 16 bytes,
+/// against 47 to 49 bytes of text. Any other id is kept as its text. The form is a
+/// function of the id, so ids are equal exactly when their keys are (a key's form is part
+/// of it), and lookups build the probe's key the same way.
+///
+/// An entry is 16 bytes, for a resident table of about 17 bytes per bucket: the key's
+/// place in the arena, and the stream's one position or, for a stream with more, the
+/// index of its list in `many`. The hash is not kept: it is recomputed from the key when
+/// the table grows (hashbrown's control bytes keep 7 bits of it, so lookups rarely
+/// compare keys in vain).
 pub(crate) struct Streams {
     table: HashTable<StreamEntry>,
-    /// Every stream id, concatenated.
-    names: String,
+    /// Every stream's key, concatenated.
+    keys: Vec<u8>,
+    /// The texts before the UUID of compact keys, numbered by their place.
+    prefixes: Vec<Box<str>>,
     /// The positions of each stream with more than one event.
     many: Vec<Vec<u64>>,
     hasher: FastState,
 }
 
 struct StreamEntry {
-    /// Offset (48 bits) and length (16 bits) of the id in `names`.
-    name: u64,
+    /// Offset (47 bits), form (1 bit: compact) and length (16 bits) of the key in `keys`.
+    key: u64,
     /// The stream's position, or `MANY | i` when its positions are `many[i]`.
     positions: u64,
 }
@@ -81,28 +90,115 @@ struct StreamEntry {
 /// 2^63: a log of that many events does not fit a disk).
 const MANY: u64 = 1 << 63;
 
-/// The id an entry names in `names`.
-fn name_in(names: &str, name: u64) -> &str {
-    let start = (name >> 16) as usize;
-    &names[start..start + (name & 0xffff) as usize]
+/// Marks an entry's `key` as a compact key (prefix number and UUID bytes).
+const COMPACT: u64 = 1 << 16;
+
+/// Length of a UUID's canonical text (`8-4-4-4-12` lowercase hex digits).
+const UUID_TEXT: usize = 36;
+
+/// Longest prefix a compact key can number; a longer one keeps the id as text.
+const MAX_PREFIX: usize = 64;
+
+/// The key an entry names in `keys`, with its form.
+fn key_in(keys: &[u8], key: u64) -> (bool, &[u8]) {
+    let start = (key >> 17) as usize;
+    (
+        key & COMPACT != 0,
+        &keys[start..start + (key & 0xffff) as usize],
+    )
+}
+
+/// The 16 bytes of `text` when it is a UUID in canonical form (lowercase, hyphens at
+/// 8, 13, 18 and 23); `None` otherwise, so that each UUID has one text with a compact key.
+fn uuid_bytes(text: &[u8]) -> Option<[u8; 16]> {
+    if text.len() != UUID_TEXT {
+        return None;
+    }
+    let mut bytes = [0u8; 16];
+    let mut nibbles = 0;
+    for (at, &c) in text.iter().enumerate() {
+        if matches!(at, 8 | 13 | 18 | 23) {
+            if c != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let value = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        bytes[nibbles / 2] |= value << (4 * (1 - nibbles % 2));
+        nibbles += 1;
+    }
+    Some(bytes)
+}
+
+/// The text before the UUID and the UUID's bytes, when `stream` ends in a canonical UUID
+/// after at most [`MAX_PREFIX`] bytes.
+fn split_uuid(stream: &str) -> Option<(&str, [u8; 16])> {
+    let split = stream.len().checked_sub(UUID_TEXT)?;
+    if split > MAX_PREFIX || !stream.is_char_boundary(split) {
+        return None;
+    }
+    let (prefix, uuid) = stream.split_at(split);
+    Some((prefix, uuid_bytes(uuid.as_bytes())?))
+}
+
+/// A stream id's key, as looked up or stored.
+enum Key<'a> {
+    /// Prefix number and UUID bytes.
+    Compact([u8; 17]),
+    /// The id itself.
+    Text(&'a [u8]),
+}
+
+impl Key<'_> {
+    /// The form (compact or not) and bytes, as entries are compared.
+    fn parts(&self) -> (bool, &[u8]) {
+        match self {
+            Key::Compact(bytes) => (true, bytes),
+            Key::Text(text) => (false, text),
+        }
+    }
 }
 
 impl Streams {
     fn new() -> Self {
         Streams {
             table: HashTable::new(),
-            names: String::new(),
+            keys: Vec::new(),
+            prefixes: Vec::new(),
             many: Vec::new(),
             hasher: FastState::default(),
         }
     }
 
+    /// The key of `stream`: compact when it ends in a canonical UUID after a numbered
+    /// prefix. (A prefix is numbered when the first stream with it is pushed, so no id
+    /// with a numbered prefix was ever kept as text.)
+    fn key<'a>(&self, stream: &'a str) -> Key<'a> {
+        let compact = split_uuid(stream).and_then(|(prefix, uuid)| {
+            let number = self.prefixes.iter().position(|known| **known == *prefix)?;
+            let mut bytes = [0u8; 17];
+            bytes[0] = number as u8;
+            bytes[1..].copy_from_slice(&uuid);
+            Some(Key::Compact(bytes))
+        });
+        compact.unwrap_or(Key::Text(stream.as_bytes()))
+    }
+
+    fn hash(hasher: &FastState, parts: (bool, &[u8])) -> u64 {
+        hasher.hash_one(parts)
+    }
+
     /// The positions of `stream`, ascending.
     pub fn get(&self, stream: &str) -> Option<&[u64]> {
-        let hash = self.hasher.hash_one(stream);
-        let entry = self
-            .table
-            .find(hash, |entry| name_in(&self.names, entry.name) == stream)?;
+        let key = self.key(stream);
+        let probe = key.parts();
+        let entry = self.table.find(Self::hash(&self.hasher, probe), |entry| {
+            key_in(&self.keys, entry.key) == probe
+        })?;
         Some(if entry.positions & MANY == 0 {
             std::slice::from_ref(&entry.positions)
         } else {
@@ -111,23 +207,31 @@ impl Streams {
     }
 
     fn push(&mut self, stream: &str, position: u64) {
-        let Ok(len) = u16::try_from(stream.len()) else {
+        if position >= MANY || self.keys.len() as u64 >= 1 << 47 {
+            return;
+        }
+        if let Some((prefix, _)) = split_uuid(stream) {
+            if self.prefixes.len() < 255 && !self.prefixes.iter().any(|known| **known == *prefix) {
+                self.prefixes.push(prefix.into());
+            }
+        }
+        let key = self.key(stream);
+        let (compact, bytes) = key.parts();
+        let Ok(len) = u16::try_from(bytes.len()) else {
             // Only a tampered envelope can name such a stream; it stays out of the index.
             return;
         };
-        if position >= MANY {
-            return;
-        }
         let Streams {
             table,
-            names,
+            keys,
             many,
             hasher,
+            ..
         } = self;
         let entry = table.entry(
-            hasher.hash_one(stream),
-            |entry| name_in(names, entry.name) == stream,
-            |entry| hasher.hash_one(name_in(names, entry.name)),
+            Self::hash(hasher, (compact, bytes)),
+            |entry| key_in(keys, entry.key) == (compact, bytes),
+            |entry| Self::hash(hasher, key_in(keys, entry.key)),
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
@@ -140,12 +244,13 @@ impl Streams {
                 }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
-                let name = ((names.len() as u64) << 16) | u64::from(len);
+                let form = if compact { COMPACT } else { 0 };
+                let key = ((keys.len() as u64) << 17) | form | u64::from(len);
                 vacant.insert(StreamEntry {
-                    name,
+                    key,
                     positions: position,
                 });
-                names.push_str(stream);
+                keys.extend_from_slice(bytes);
             }
         }
     }
@@ -288,21 +393,106 @@ mod tests {
         assert!(index.idempotency_locations(6).is_empty());
     }
 
+    /// A UUID's canonical text from 16 bytes, or a near miss of it (upper case, a
+    /// hyphen moved, a letter past `f`) by `variant`.
+    fn uuid_text(bytes: [u8; 16], variant: u8) -> String {
+        let text = uuid::Uuid::from_bytes(bytes).hyphenated().to_string();
+        match variant {
+            1 => text.to_uppercase(),
+            2 => format!("{}-{}", &text[..7], &text[7..]).replacen('-', "", 1),
+            3 => format!("{}g", &text[..35]),
+            4 => format!("{text}0"),
+            _ => text,
+        }
+    }
+
+    #[test]
+    fn uuid_ids_are_kept_compact_and_other_ids_as_text() {
+        let mut index = Index::new(Default::default());
+        let id = "0193a5c4-7e1b-7c3d-9f00-112233445566";
+        let at = |packed| Location { packed, len: 1 };
+        index.push_event(at(0), Some(&format!("organization-{id}")));
+        index.push_event(at(1), Some(&format!("organization-{}", id.to_uppercase())));
+        index.push_event(at(2), Some(id));
+        index.push_event(at(3), Some(&format!("organization-{id}")));
+        let streams = &index.streams;
+        // Two compact keys (17 bytes each) and one key kept as text.
+        assert_eq!(streams.keys.len(), 17 + 17 + "organization-".len() + 36);
+        assert_eq!(streams.prefixes.len(), 2);
+        assert_eq!(
+            index.stream(&format!("organization-{id}")).unwrap(),
+            &[1, 4]
+        );
+        assert_eq!(
+            index
+                .stream(&format!("organization-{}", id.to_uppercase()))
+                .unwrap(),
+            &[2]
+        );
+        assert_eq!(index.stream(id).unwrap(), &[3]);
+        assert!(index.stream(&format!("connection-{id}")).is_none());
+        assert!(index.stream(&format!("organization-{id}0")).is_none());
+        assert!(index.stream(&format!("rganization-{id}")).is_none());
+    }
+
+    #[test]
+    fn prefixes_past_the_255th_keep_their_ids_as_text() {
+        let mut index = Index::new(Default::default());
+        let id = "0193a5c4-7e1b-7c3d-9f00-112233445566";
+        for kind in 0..300u64 {
+            index.push_event(
+                Location {
+                    packed: kind,
+                    len: 1,
+                },
+                Some(&format!("kind{kind}-{id}")),
+            );
+        }
+        assert_eq!(index.streams.prefixes.len(), 255);
+        for kind in 0..300u64 {
+            assert_eq!(
+                index.stream(&format!("kind{kind}-{id}")).unwrap(),
+                &[kind + 1]
+            );
+        }
+        assert!(index.stream(&format!("kind300-{id}")).is_none());
+    }
+
     proptest::proptest! {
         /// The index answers like a map of stream id to positions, through the table's
-        /// growth (its hashes are recomputed from the ids then).
+        /// growth (its hashes are recomputed from the keys then), whatever the mix of
+        /// compact keys, texts that almost are UUIDs, and other ids.
         #[test]
-        fn streams_answer_like_a_map(streams in proptest::collection::vec(0usize..300, 1..2_000)) {
+        fn streams_answer_like_a_map(
+            streams in proptest::collection::vec((0usize..4, 0u8..40, 0u8..6), 1..2_000),
+        ) {
+            let prefixes = ["connection-", "organization-", "", "é-"];
+            let name = |(prefix, id, variant): (usize, u8, u8)| {
+                let mut bytes = [0x5a; 16];
+                bytes[15] = id;
+                if variant == 5 {
+                    format!("{}{id:04}", prefixes[prefix])
+                } else {
+                    format!("{}{}", prefixes[prefix], uuid_text(bytes, variant))
+                }
+            };
             let mut index = Index::new(Default::default());
             let mut expected: HashMap<String, Vec<u64>> = HashMap::new();
             for (slot, stream) in streams.iter().enumerate() {
-                let name = format!("connection-{stream:04}");
+                let name = name(*stream);
                 index.push_event(Location { packed: slot as u64, len: 1 }, Some(&name));
                 expected.entry(name).or_default().push(slot as u64 + 1);
             }
-            for stream in 0..310 {
-                let name = format!("connection-{stream:04}");
-                proptest::prop_assert_eq!(index.stream(&name), expected.get(&name).map(Vec::as_slice));
+            for prefix in 0..4 {
+                for id in 0..45 {
+                    for variant in 0..6 {
+                        let name = name((prefix, id, variant));
+                        proptest::prop_assert_eq!(
+                            index.stream(&name),
+                            expected.get(&name).map(Vec::as_slice)
+                        );
+                    }
+                }
             }
         }
     }

@@ -145,6 +145,14 @@ fn split_uuid(stream: &str) -> Option<(&str, [u8; 16])> {
     Some((prefix, uuid_bytes(uuid.as_bytes())?))
 }
 
+/// The compact key of a UUID after prefix number `number` (below 255).
+fn compact_key(number: usize, uuid: [u8; 16]) -> Key<'static> {
+    let mut bytes = [0u8; 17];
+    bytes[0] = number as u8;
+    bytes[1..].copy_from_slice(&uuid);
+    Key::Compact(bytes)
+}
+
 /// A stream id's key, as looked up or stored.
 enum Key<'a> {
     /// Prefix number and UUID bytes.
@@ -180,12 +188,24 @@ impl Streams {
     fn key<'a>(&self, stream: &'a str) -> Key<'a> {
         let compact = split_uuid(stream).and_then(|(prefix, uuid)| {
             let number = self.prefixes.iter().position(|known| **known == *prefix)?;
-            let mut bytes = [0u8; 17];
-            bytes[0] = number as u8;
-            bytes[1..].copy_from_slice(&uuid);
-            Some(Key::Compact(bytes))
+            Some(compact_key(number, uuid))
         });
         compact.unwrap_or(Key::Text(stream.as_bytes()))
+    }
+
+    /// [`Streams::key`], numbering the prefix first if it is new and there is room.
+    fn key_numbering<'a>(&mut self, stream: &'a str) -> Key<'a> {
+        let Some((prefix, uuid)) = split_uuid(stream) else {
+            return Key::Text(stream.as_bytes());
+        };
+        match self.prefixes.iter().position(|known| **known == *prefix) {
+            Some(number) => compact_key(number, uuid),
+            None if self.prefixes.len() < 255 => {
+                self.prefixes.push(prefix.into());
+                compact_key(self.prefixes.len() - 1, uuid)
+            }
+            None => Key::Text(stream.as_bytes()),
+        }
     }
 
     fn hash(hasher: &FastState, parts: (bool, &[u8])) -> u64 {
@@ -210,12 +230,7 @@ impl Streams {
         if position >= MANY || self.keys.len() as u64 >= 1 << 47 {
             return;
         }
-        if let Some((prefix, _)) = split_uuid(stream) {
-            if self.prefixes.len() < 255 && !self.prefixes.iter().any(|known| **known == *prefix) {
-                self.prefixes.push(prefix.into());
-            }
-        }
-        let key = self.key(stream);
+        let key = self.key_numbering(stream);
         let (compact, bytes) = key.parts();
         let Ok(len) = u16::try_from(bytes.len()) else {
             // Only a tampered envelope can name such a stream; it stays out of the index.

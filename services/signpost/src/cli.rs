@@ -145,7 +145,7 @@ pub enum DomainCommand {
         #[command(flatten)]
         mutation: MutationArgs,
     },
-    /// Verify a claim by DNS TXT, or manually with --manual "<note>".
+    /// Verify a claim by DNS TXT, or manually with --manual and a note saying how.
     Verify {
         /// Organization id.
         organization_id: String,

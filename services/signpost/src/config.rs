@@ -35,7 +35,7 @@ pub struct ServeArgs {
     /// Base of every URL handed out (setup links, SP entity id, ACS URL).
     #[arg(long, env = "SIGNPOST_PUBLIC_BASE_URL")]
     pub public_base_url: Option<Url>,
-    /// File holding the 32-byte data key (hex) [default: <data-dir>/secret.key].
+    /// File holding the 32-byte data key (hex) [default: secret.key in the data directory].
     #[arg(long, env = "SIGNPOST_SECRET_KEY_FILE")]
     pub secret_key_file: Option<PathBuf>,
     /// TOML config file with the same keys (listen, data_dir, public_base_url, secret_key_file).
@@ -57,7 +57,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SIGNPOST_CHECKPOINT_INTERVAL_SECONDS")]
     pub checkpoint_interval_seconds: Option<u64>,
     /// File holding the Ed25519 checkpoint signing key (hex seed)
-    /// [default: <data-dir>/checkpoint.key].
+    /// [default: checkpoint.key in the data directory].
     #[arg(long, env = "SIGNPOST_CHECKPOINT_KEY_FILE")]
     pub checkpoint_key_file: Option<PathBuf>,
     /// How many events a live event-feed subscriber may fall behind the head before it is

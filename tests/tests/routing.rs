@@ -600,3 +600,150 @@ async fn the_health_service_reports_every_service_serving() {
         assert_eq!(status, ServingStatus::Serving as i32, "{service}");
     }
 }
+
+/// A client codec that sends its bytes as the request message, as they are, and reads
+/// `WatchRoutesResponse`s: requests no generated client would send.
+#[derive(Debug, Clone, Copy, Default)]
+struct RawRequest;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct RawEncoder;
+
+#[derive(Debug, Clone, Copy, Default)]
+struct ResponseDecoder;
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for ResponseDecoder {
+    type Item = wire::WatchRoutesResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<wire::WatchRoutesResponse>, tonic::Status> {
+        use prost::Message;
+        wire::WatchRoutesResponse::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl tonic::codec::Codec for RawRequest {
+    type Encode = Vec<u8>;
+    type Decode = wire::WatchRoutesResponse;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder {
+        ResponseDecoder
+    }
+}
+
+/// Calls `WatchRoutes` with `message` as the request's bytes; the status it ends with
+/// before any message, or the first message.
+async fn watch_raw(
+    addr: std::net::SocketAddr,
+    token: &str,
+    message: Vec<u8>,
+    compressed: bool,
+) -> Result<wire::WatchRoutesResponse, tonic::Status> {
+    let service = tonic::service::interceptor::InterceptedService::new(
+        channel(addr).await,
+        signpost::cli::interceptor(token, None).unwrap(),
+    );
+    let mut grpc = tonic::client::Grpc::new(service);
+    if compressed {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/signpost.routing.v1.RoutingService/WatchRoutes",
+    );
+    let mut stream = grpc
+        .server_streaming(tonic::Request::new(message), path, RawRequest)
+        .await?
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(20), stream.next())
+        .await
+        .expect("an answer within 20 s")
+        .expect("a message or a status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_watch_requests_get_a_precise_status_and_the_server_keeps_serving() {
+    use prost::Message;
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let addr = server.addr();
+
+    // Not a WatchRoutesRequest: a length-delimited field that runs past the message.
+    let status = watch_raw(addr, &token, vec![0x12, 0x7f, b'x'], false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a WatchRoutesRequest"),
+        "{status:?}"
+    );
+    assert_eq!(reason(&status), "REQUEST_MALFORMED");
+    assert_eq!(field(&status), "request");
+
+    // Larger than the server's limit on a request (2 MiB).
+    let huge = wire::WatchRoutesRequest {
+        from_revision: None,
+        store_epoch: "e".repeat(3 * 1024 * 1024),
+    };
+    let status = watch_raw(addr, &token, huge.encode_to_vec(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
+
+    // Compressed, which this server does not read.
+    let request = wire::WatchRoutesRequest::default().encode_to_vec();
+    let status = watch_raw(addr, &token, request.clone(), true)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(reason(&status), "COMPRESSION_UNSUPPORTED");
+
+    // Refused before anything is read: no token, a token of the wrong role.
+    let status = watch_raw(addr, "spt_not-a-real-token", request.clone(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
+    let status = watch_raw(addr, &auditor, request.clone(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // The same raw bytes, well formed, start a snapshot: the server still serves.
+    let first = watch_raw(addr, &token, request, false).await.unwrap();
+    assert!(
+        matches!(
+            first.kind,
+            Some(Kind::SnapshotEnd(_)) | Some(Kind::Snapshot(_))
+        ),
+        "{first:?}"
+    );
+}

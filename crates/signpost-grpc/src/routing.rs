@@ -10,9 +10,11 @@
 //!
 //! The stream yields [`WatchFrame`]s: a published delta is the same message for
 //! every watcher, so it is encoded once and its bytes are shared by every
-//! stream (module `codec`). [`RoutingServer`] serves `WatchRoutes` with that codec
-//! and everything else through the generated server (module `server`).
+//! stream (module `codec`). [`RoutingServer`] writes them as a response body of its
+//! own that holds no buffer between messages (module `body`), and serves everything
+//! else through the generated server (module `server`).
 
+mod body;
 mod codec;
 mod resolve;
 mod server;

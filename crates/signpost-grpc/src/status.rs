@@ -12,7 +12,7 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// The `ErrorInfo.domain` of every Signpost error.
 pub const ERROR_DOMAIN: &str = "signpost.dev";
 
-fn status(code: Code, reason: &str, field: Option<&str>, message: String) -> Status {
+pub(crate) fn status(code: Code, reason: &str, field: Option<&str>, message: String) -> Status {
     let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, []);
     if let Some(field) = field {
         details.add_bad_request_violation(field, message.clone());

@@ -255,6 +255,8 @@ pub const WATCH_REQUEST_BUFFER_BYTES: usize = 256;
 pub struct WatchFrameEncoder;
 
 /// The first size of a watch stream's encode buffer (tonic's default: 8 KiB): 64 bytes.
+/// (Used when the server compresses, which routes `WatchRoutes` through tonic; without
+/// compression the stream holds no buffer between messages: module `body`.)
 /// A stream is idle most of its life, and the buffer lives as long as the stream: with
 /// 10,000 edges watching, 8 KiB each was most of a stream's memory, and 1 KiB still
 /// about a sixth of it. The first message sizes the buffer (each frame reserves its

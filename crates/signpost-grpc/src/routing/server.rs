@@ -1,9 +1,13 @@
 //! [`RoutingServer`]: `RoutingService` as served. The generated server encodes
 //! every message with prost, once per stream, from owned messages; `WatchRoutes` is
-//! taken off it and served with [`WatchRoutesCodec`] instead, so a delta's shared bytes
-//! go out as they are, and `Resolve` with [`ResolveCodec`], so the table's route is
-//! encoded where it is instead of copied into a message. Every other method goes to the
-//! generated server.
+//! taken off it so a delta's shared bytes go out as they are, and `Resolve` is served
+//! with [`ResolveCodec`], so the table's route is encoded where it is instead of copied
+//! into a message. Every other method goes to the generated server.
+//!
+//! `WatchRoutes` is written as a response body of our own (module `body`): each
+//! message in a buffer of exactly its size, freed once written, where tonic's body keeps
+//! a buffer per stream for the stream's life. With compression enabled it goes through
+//! tonic with [`WatchRoutesCodec`] instead, which compresses as every other method does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,7 +21,9 @@ use tonic::codegen::{
 use tonic::server::{Grpc, NamedService, ServerStreamingService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::{ResolveCodec, ResolveReply, RoutingApi, WatchFrame, WatchFrames, WatchRoutesCodec};
+use super::{
+    body, ResolveCodec, ResolveReply, RoutingApi, WatchFrame, WatchFrames, WatchRoutesCodec,
+};
 
 /// The path of `WatchRoutes` (`/{SERVICE_NAME}/WatchRoutes`).
 const WATCH_ROUTES_PATH: &str = "/signpost.routing.v1.RoutingService/WatchRoutes";
@@ -110,6 +116,13 @@ impl RoutingServer {
     }
 }
 
+impl RoutingServer {
+    /// Whether any request or response compression is enabled.
+    fn compression_enabled(&self) -> bool {
+        !self.accept_compression_encodings.is_empty() || !self.send_compression_encodings.is_empty()
+    }
+}
+
 impl NamedService for RoutingServer {
     const NAME: &'static str = SERVICE_NAME;
 }
@@ -136,9 +149,26 @@ where
         if request.uri().path() != WATCH_ROUTES_PATH {
             return self.generated.call(request);
         }
-        let method = WatchRoutesMethod(self.api.clone());
-        let mut grpc = self.grpc(WatchRoutesCodec);
-        Box::pin(async move { Ok(grpc.server_streaming(method, request).await) })
+        if self.compression_enabled() {
+            let method = WatchRoutesMethod(self.api.clone());
+            let mut grpc = self.grpc(WatchRoutesCodec);
+            return Box::pin(async move { Ok(grpc.server_streaming(method, request).await) });
+        }
+        // Without compression, a body of our own: nothing held between messages.
+        let api = self.api.clone();
+        let (max_request, max_message) = (
+            self.max_decoding_message_size,
+            self.max_encoding_message_size,
+        );
+        Box::pin(async move {
+            let frames = body::read_request(request, max_request)
+                .await
+                .and_then(|request| api.watch(request));
+            Ok(match frames {
+                Ok(frames) => body::response(frames, max_message),
+                Err(status) => body::refused(status),
+            })
+        })
     }
 }
 

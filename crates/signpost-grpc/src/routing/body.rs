@@ -136,11 +136,6 @@ pub fn response(
     response
 }
 
-/// A refused call: a response with no body whose headers carry the status.
-pub fn refused(status: Status) -> http::Response<tonic::body::Body> {
-    status.into_http()
-}
-
 /// A watch stream as an HTTP/2 body: one data frame per message, then trailers.
 struct WatchBody {
     /// `None` once the trailers are sent.

@@ -101,6 +101,11 @@ impl RoutingServer {
 }
 
 impl RoutingServer {
+    /// Whether any request or response compression is enabled.
+    fn compression_enabled(&self) -> bool {
+        !self.accept_compression_encodings.is_empty() || !self.send_compression_encodings.is_empty()
+    }
+
     /// A tonic method handler with `codec` and this server's compression and message
     /// size settings.
     fn grpc<C: tonic::codec::Codec>(&self, codec: C) -> Grpc<C> {
@@ -113,13 +118,6 @@ impl RoutingServer {
                 self.max_decoding_message_size,
                 self.max_encoding_message_size,
             )
-    }
-}
-
-impl RoutingServer {
-    /// Whether any request or response compression is enabled.
-    fn compression_enabled(&self) -> bool {
-        !self.accept_compression_encodings.is_empty() || !self.send_compression_encodings.is_empty()
     }
 }
 
@@ -166,7 +164,8 @@ where
                 .and_then(|request| api.watch(request));
             Ok(match frames {
                 Ok(frames) => body::response(frames, max_message),
-                Err(status) => body::refused(status),
+                // Refused: no body, the status in the response's headers.
+                Err(status) => status.into_http(),
             })
         })
     }

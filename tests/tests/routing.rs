@@ -747,3 +747,64 @@ async fn hostile_watch_requests_get_a_precise_status_and_the_server_keeps_servin
         "{first:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_compression_enabled_watch_routes_goes_through_tonic_compressed() {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "zip",
+        &["zip.example", "zap.example"],
+        "https://idp-zip.example.com/e",
+    )
+    .await;
+    let token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
+    // The same routing table served by a `RoutingServer` that compresses both ways.
+    let compressing = signpost_grpc::RoutingServer::new(signpost_grpc::RoutingApi::new(
+        server.server.plane.clone(),
+        server.server.routing.clone(),
+        Duration::from_secs(5),
+    ))
+    .accept_compressed(Gzip)
+    .send_compressed(Gzip);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let incoming = futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener.accept().await.map(|(stream, _)| stream);
+        Some((accepted, listener))
+    });
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(compressing)
+            .serve_with_incoming(incoming),
+    );
+
+    let mut plain = routing_client(server.addr(), &token).await;
+    let mut expected = watch(&mut plain, None).await;
+    let (expected, _) = read_snapshot(&mut expected).await;
+    assert_eq!(expected.len(), 2, "{expected:?}");
+
+    let mut client = routing_client(addr, &token)
+        .await
+        .send_compressed(Gzip)
+        .accept_compressed(Gzip);
+    let response = client
+        .watch_routes(wire::WatchRoutesRequest::default())
+        .await
+        .expect("a compressed request is read");
+    assert_eq!(
+        response
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip"),
+        "the stream is compressed"
+    );
+    let mut stream = response.into_inner();
+    let (routes, _) = read_snapshot(&mut stream).await;
+    assert_eq!(routes, expected);
+}

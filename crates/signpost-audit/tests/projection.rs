@@ -509,6 +509,21 @@ fn all(
         .entries
 }
 
+/// Every entry of `organization`, unscoped, oldest first.
+fn organization_entries(
+    projection: &AuditProjection,
+    organization: &str,
+) -> Vec<signpost_api::audit::v1::AuditEntry> {
+    all(
+        projection,
+        AuditFilter {
+            organization_id: Some(organization.into()),
+            ..AuditFilter::default()
+        },
+        None,
+    )
+}
+
 fn struct_field<'a>(s: &'a prost_types::Struct, path: &[&str]) -> Option<&'a prost_types::Value> {
     use prost_types::value::Kind;
     let (first, rest) = path.split_first()?;
@@ -1570,14 +1585,7 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     fed.wait_for(head).await.unwrap();
     assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
     assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
-    let late_entries = all(
-        &late,
-        AuditFilter {
-            organization_id: Some("org-late".into()),
-            ..AuditFilter::default()
-        },
-        None,
-    );
+    let late_entries = organization_entries(&late, "org-late");
     assert_eq!(late_entries.len(), 2, "created and claimed");
 }
 
@@ -1814,14 +1822,7 @@ async fn a_start_far_behind_catches_up_alone_and_hands_the_events_back_to_the_fe
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     rebuilt.wait_for(head).await.unwrap();
     assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
-    let late = all(
-        &audit,
-        AuditFilter {
-            organization_id: Some("org-late".into()),
-            ..AuditFilter::default()
-        },
-        None,
-    );
+    let late = organization_entries(&audit, "org-late");
     assert_eq!(late.len(), 2, "created and claimed, once each");
 }
 
@@ -1904,13 +1905,6 @@ async fn lettings_go_and_handbacks_under_concurrent_writes_leave_every_event_onc
     let rows = audit.dump().unwrap();
     assert_eq!(rows.len(), rebuilt.dump().unwrap().len());
     assert_eq!(rows, rebuilt.dump().unwrap());
-    let claimed = all(
-        &audit,
-        AuditFilter {
-            organization_id: Some("org-w3-29".into()),
-            ..AuditFilter::default()
-        },
-        None,
-    );
+    let claimed = organization_entries(&audit, "org-w3-29");
     assert_eq!(claimed.len(), 2, "created and claimed, once each");
 }

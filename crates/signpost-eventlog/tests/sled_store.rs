@@ -10,17 +10,7 @@ use signpost_eventlog::{
     SledEventStore, SledOptions, StreamId, FORMAT_VERSION,
 };
 
-/// Opens the store, waiting a little for sled's lock: a store (or raw handle) dropped just
-/// before may still hold it while sled's I/O threads finish.
 fn open(dir: &Path) -> Result<SledEventStore, LogError> {
-    for _ in 0..200 {
-        match SledEventStore::open(dir, SledOptions::default()) {
-            Err(error) if error.to_string().contains("could not acquire lock") => {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            opened => return opened,
-        }
-    }
     SledEventStore::open(dir, SledOptions::default())
 }
 
@@ -83,5 +73,12 @@ async fn reopening_keeps_head_versions_idempotency_and_epoch() {
 async fn a_store_is_locked_while_open() {
     let dir = tempfile::tempdir().unwrap();
     let _store = open(dir.path()).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::Unavailable(_))));
+    let briefly = SledOptions {
+        lock_wait: std::time::Duration::from_millis(100),
+        ..SledOptions::default()
+    };
+    assert!(matches!(
+        SledEventStore::open(dir.path(), briefly),
+        Err(LogError::Unavailable(_))
+    ));
 }

@@ -45,6 +45,10 @@ pub struct SledOptions {
     /// Most stream versions the sequencer caches; past it the cache is cleared and refilled
     /// from disk on demand.
     pub max_cached_stream_versions: usize,
+    /// How long `open` waits for the directory's lock before refusing. A store dropped in
+    /// this process may hold the lock a moment longer, while sled's I/O threads finish its
+    /// last writes; a store open elsewhere (another server) is refused once the wait ends.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for SledOptions {
@@ -54,6 +58,7 @@ impl Default for SledOptions {
             queue_capacity: 4096,
             cache_capacity_bytes: 64 * 1024 * 1024,
             max_cached_stream_versions: 1_000_000,
+            lock_wait: std::time::Duration::from_secs(2),
         }
     }
 }
@@ -71,6 +76,8 @@ pub struct SequencerStats {
 
 /// The durable event store on sled. Cheap to clone: clones share one store, which closes
 /// (sequencer stopped, files released) when the last clone and subscription are dropped.
+/// sled's I/O threads may keep the directory's lock a moment longer, which a reopen in the
+/// same process waits out ([`SledOptions::lock_wait`]).
 #[derive(Clone)]
 pub struct SledEventStore {
     inner: Arc<SledInner>,
@@ -124,12 +131,12 @@ impl SledEventStore {
     /// must have the same format version ([`LogError::FormatMismatch`]); its head is reloaded
     /// and the last event's hash verified ([`LogError::Corrupt`] if the tail is broken).
     pub fn open(dir: &Path, options: SledOptions) -> Result<Self, LogError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .cache_capacity(options.cache_capacity_bytes)
             // The sequencer flushes every batch; a background flusher would only add fsyncs.
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = open_waiting_for_lock(&config, options.lock_wait)?;
         let (epoch, head) = load_or_initialize(&db)?;
         let (head_tx, _) = watch::channel(head.position);
         let shared = Arc::new(Shared {
@@ -198,6 +205,28 @@ impl SledEventStore {
         tokio::task::spawn_blocking(move || read(&db))
             .await
             .map_err(|error| LogError::Unavailable(format!("read task failed: {error}")))?
+    }
+}
+
+/// Opens sled's database, retrying while its directory's lock is held, for at most `wait`.
+///
+/// sled releases the lock only when its last internal reference goes, and its I/O threads
+/// may hold one for a moment after the store's own handles are dropped.
+pub(crate) fn open_waiting_for_lock(
+    config: &sled::Config,
+    wait: std::time::Duration,
+) -> Result<sled::Db, LogError> {
+    let deadline = std::time::Instant::now() + wait;
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return Ok(opened?),
+        }
     }
 }
 

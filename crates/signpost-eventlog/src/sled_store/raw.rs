@@ -15,18 +15,10 @@ use crate::types::Position;
 /// Opens the directory, waiting up to five seconds for its lock: a store just dropped may
 /// still hold it while sled's I/O threads finish the last writes.
 fn open_offline(dir: &Path) -> Result<sled::Db, LogError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::Config::new().path(dir).open() {
-            Err(sled::Error::Io(error))
-                if error.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            opened => return Ok(opened?),
-        }
-    }
+    super::open_waiting_for_lock(
+        &sled::Config::new().path(dir),
+        std::time::Duration::from_secs(5),
+    )
 }
 
 /// The stored bytes of the event at `position` (`None` if no such key).

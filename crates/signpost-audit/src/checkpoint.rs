@@ -464,11 +464,11 @@ impl Checkpointer {
         store: Arc<dyn EventStore>,
         key: CheckpointKey,
     ) -> Result<Self, AuditError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(path)
             .cache_capacity(1024 * 1024)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        let db = signpost_eventlog::open_sled_waiting_for_lock(&config, crate::store::LOCK_WAIT)?;
         let checkpoints = Self::open(&db, store, key)?;
         if let Some(old) = moved_from {
             let names = old.tree_names();

@@ -577,7 +577,8 @@ fn open_database(
         .path(path)
         .cache_capacity(options.cache_capacity_bytes)
         .flush_every_ms(None);
-    Ok((config.open()?, config))
+    let db = signpost_eventlog::open_sled_waiting_for_lock(&config, crate::store::LOCK_WAIT)?;
+    Ok((db, config))
 }
 
 /// The projection's side of a feed: the steps it describes, and where the own fold

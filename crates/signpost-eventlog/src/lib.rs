@@ -64,7 +64,9 @@ pub use error::LogError;
 pub use file_store::{FileEventStore, FileOptions, FileScan};
 pub use memory::MemoryEventStore;
 pub use signpost_schema::log::v1::{Actor, ActorKind, EventEnvelope};
-pub use sled_store::{raw, SequencerStats, SledEventStore, SledOptions, FORMAT_VERSION};
+pub use sled_store::{
+    open_sled_waiting_for_lock, raw, SequencerStats, SledEventStore, SledOptions, FORMAT_VERSION,
+};
 pub use store::EventStore;
 pub use subscription::{Subscription, SUBSCRIPTION_PAGE};
 pub use types::{

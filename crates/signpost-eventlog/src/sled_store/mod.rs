@@ -136,7 +136,7 @@ impl SledEventStore {
             .cache_capacity(options.cache_capacity_bytes)
             // The sequencer flushes every batch; a background flusher would only add fsyncs.
             .flush_every_ms(None);
-        let db = open_waiting_for_lock(&config, options.lock_wait)?;
+        let db = open_sled_waiting_for_lock(&config, options.lock_wait)?;
         let (epoch, head) = load_or_initialize(&db)?;
         let (head_tx, _) = watch::channel(head.position);
         let shared = Arc::new(Shared {
@@ -208,14 +208,16 @@ impl SledEventStore {
     }
 }
 
-/// Opens sled's database, retrying while its directory's lock is held, for at most `wait`.
+/// Opens a sled database, retrying while its directory's lock is held, for at most `wait`.
 ///
-/// sled releases the lock only when its last internal reference goes, and its I/O threads
-/// may hold one for a moment after the store's own handles are dropped.
-pub(crate) fn open_waiting_for_lock(
+/// sled lets go of the lock only when its last internal reference goes, and its I/O threads
+/// may hold one for a moment after every handle of a database is dropped: a database closed
+/// and opened again in one process (a store's reopen, the audit index's reopen) may find
+/// its own lock still held. Another process holding it is refused once `wait` ends.
+pub fn open_sled_waiting_for_lock(
     config: &sled::Config,
     wait: std::time::Duration,
-) -> Result<sled::Db, LogError> {
+) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + wait;
     loop {
         match config.open() {
@@ -225,7 +227,7 @@ pub(crate) fn open_waiting_for_lock(
             {
                 std::thread::sleep(std::time::Duration::from_millis(10));
             }
-            opened => return Ok(opened?),
+            opened => return opened,
         }
     }
 }

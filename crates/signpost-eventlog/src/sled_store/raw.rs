@@ -15,10 +15,10 @@ use crate::types::Position;
 /// Opens the directory, waiting up to five seconds for its lock: a store just dropped may
 /// still hold it while sled's I/O threads finish the last writes.
 fn open_offline(dir: &Path) -> Result<sled::Db, LogError> {
-    super::open_waiting_for_lock(
+    Ok(super::open_sled_waiting_for_lock(
         &sled::Config::new().path(dir),
         std::time::Duration::from_secs(5),
-    )
+    )?)
 }
 
 /// The stored bytes of the event at `position` (`None` if no such key).

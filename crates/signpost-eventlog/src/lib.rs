@@ -47,6 +47,7 @@ mod canonical;
 mod chain;
 mod error;
 pub mod file_store;
+mod locking;
 mod memory;
 mod record;
 mod sequencing;
@@ -62,6 +63,7 @@ pub mod contract;
 pub use chain::{envelope_hash, GENESIS_HASH};
 pub use error::LogError;
 pub use file_store::{FileEventStore, FileOptions, FileScan};
+pub use locking::DEFAULT_LOCK_WAIT;
 pub use memory::MemoryEventStore;
 pub use signpost_schema::log::v1::{Actor, ActorKind, EventEnvelope};
 pub use sled_store::{

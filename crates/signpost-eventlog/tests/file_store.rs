@@ -128,8 +128,15 @@ async fn reopening_keeps_head_versions_idempotency_and_epoch() {
 async fn a_store_is_locked_while_open() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(dir.path()).unwrap();
-    assert!(matches!(open(dir.path()), Err(LogError::Unavailable(_))));
-    // The raw tools take the same lock.
+    let briefly = FileOptions {
+        lock_wait: std::time::Duration::from_millis(100),
+        ..FileOptions::default()
+    };
+    assert!(matches!(
+        FileEventStore::open(dir.path(), briefly),
+        Err(LogError::Unavailable(_))
+    ));
+    // The raw tools take the same lock (after the same wait as a default open).
     assert!(matches!(
         raw::read_event_bytes(dir.path(), 1),
         Err(LogError::Unavailable(_))
@@ -626,4 +633,19 @@ async fn the_verifier_judges_non_canonical_bytes_by_the_definition() {
             problem: ChainProblem::HashMismatch { .. }
         }
     ));
+}
+
+#[tokio::test]
+async fn an_open_waits_for_a_lock_let_go_within_its_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store, 3).await;
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(store);
+    });
+    // The default wait (2 s) outlasts the holder; the store opens with what it wrote.
+    let reopened = open(dir.path()).expect("opened once the holder let go");
+    assert_eq!(reopened.head().position, 3);
+    holder.join().unwrap();
 }

@@ -80,6 +80,11 @@ pub struct FileOptions {
     /// journal is paid once per this many bytes instead of once per batch. The writer tops
     /// the zeros up after answering a batch, once less than half of this is left.
     pub preallocate_bytes: u64,
+    /// How long `open` waits for the directory's lock before refusing
+    /// ([`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)): a child process another thread
+    /// of this process is starting holds a copy of the lock's descriptor until its exec.
+    /// A store open elsewhere (another server) is refused once the wait ends.
+    pub lock_wait: std::time::Duration,
 }
 
 impl Default for FileOptions {
@@ -89,6 +94,7 @@ impl Default for FileOptions {
             queue_capacity: 4096,
             segment_bytes: 256 << 20,
             preallocate_bytes: 4 << 20,
+            lock_wait: crate::locking::DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -163,8 +169,9 @@ impl Shared {
     }
 }
 
-/// Takes the exclusive flock on `<dir>/LOCK`.
-pub(crate) fn lock_dir(dir: &Path) -> Result<File, LogError> {
+/// Takes the exclusive flock on `<dir>/LOCK`, retrying while it is held for at most `wait`
+/// (`locking.rs`).
+pub(crate) fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<File, LogError> {
     let path = dir.join(format::LOCK_FILE);
     let file = OpenOptions::new()
         .read(true)
@@ -173,7 +180,12 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<File, LogError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| io_error(&format!("opening {}", path.display()), e))?;
-    fs2::FileExt::try_lock_exclusive(&file).map_err(|error| {
+    crate::locking::retry_while_locked(
+        wait,
+        || fs2::FileExt::try_lock_exclusive(&file),
+        |error| error.kind() == std::io::ErrorKind::WouldBlock,
+    )
+    .map_err(|error| {
         LogError::Unavailable(format!(
             "event log directory {} is in use (lock {} held: {error})",
             dir.display(),
@@ -285,10 +297,10 @@ impl FileEventStore {
     /// a torn tail is cut, and the last event is checked against the recorded head
     /// ([`LogError::Corrupt`] for damage to acknowledged data or a broken tail). Another
     /// process (or handle) holding the directory makes this fail with
-    /// [`LogError::Unavailable`].
+    /// [`LogError::Unavailable`], once [`FileOptions::lock_wait`] has passed.
     pub fn open(dir: &Path, options: FileOptions) -> Result<Self, LogError> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("creating the log directory", e))?;
-        let lock = Arc::new(lock_dir(dir)?);
+        let lock = Arc::new(lock_dir(dir, options.lock_wait)?);
         let epoch = load_or_create_meta(dir)?;
         let recovered = recover::recover(dir)?;
         let index = recovered.index;

@@ -53,7 +53,7 @@ fn corrupt(reason: String) -> LogError {
 
 impl Offline {
     fn open(dir: &Path) -> Result<Self, LogError> {
-        let lock = lock_dir(dir)?;
+        let lock = lock_dir(dir, crate::DEFAULT_LOCK_WAIT)?;
         let mut segments = Vec::new();
         for path in format::list_segments(dir)? {
             let bytes = std::fs::read(&path)
@@ -257,7 +257,7 @@ pub fn tamper_delete_event(dir: &Path, position: Position) -> Result<(), LogErro
 
 /// Overwrites the store's format version, to test what opening a foreign format does.
 pub fn tamper_set_format_version(dir: &Path, version: u32) -> Result<(), LogError> {
-    let _lock = lock_dir(dir)?;
+    let _lock = lock_dir(dir, crate::DEFAULT_LOCK_WAIT)?;
     let text = std::fs::read_to_string(dir.join(format::META_FILE))
         .map_err(|e| format::io_error("reading the store metadata", e))?;
     let (_, epoch) = format::parse_meta(&text)?;

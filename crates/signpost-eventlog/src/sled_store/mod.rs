@@ -45,9 +45,10 @@ pub struct SledOptions {
     /// Most stream versions the sequencer caches; past it the cache is cleared and refilled
     /// from disk on demand.
     pub max_cached_stream_versions: usize,
-    /// How long `open` waits for the directory's lock before refusing. A store dropped in
-    /// this process may hold the lock a moment longer, while sled's I/O threads finish its
-    /// last writes; a store open elsewhere (another server) is refused once the wait ends.
+    /// How long `open` waits for the directory's lock before refusing
+    /// ([`DEFAULT_LOCK_WAIT`](crate::DEFAULT_LOCK_WAIT)). A store dropped in this process
+    /// may hold the lock a moment longer, while sled's I/O threads finish its last writes;
+    /// a store open elsewhere (another server) is refused once the wait ends.
     pub lock_wait: std::time::Duration,
 }
 
@@ -58,7 +59,7 @@ impl Default for SledOptions {
             queue_capacity: 4096,
             cache_capacity_bytes: 64 * 1024 * 1024,
             max_cached_stream_versions: 1_000_000,
-            lock_wait: std::time::Duration::from_secs(2),
+            lock_wait: crate::locking::DEFAULT_LOCK_WAIT,
         }
     }
 }
@@ -208,28 +209,19 @@ impl SledEventStore {
     }
 }
 
-/// Opens a sled database, retrying while its directory's lock is held, for at most `wait`.
-///
-/// sled lets go of the lock only when its last internal reference goes, and its I/O threads
-/// may hold one for a moment after every handle of a database is dropped: a database closed
-/// and opened again in one process (a store's reopen, the audit index's reopen) may find
-/// its own lock still held. Another process holding it is refused once `wait` ends.
+/// Opens a sled database, retrying while its directory's lock is held, for at most `wait`
+/// (`locking.rs`: sled's I/O threads may hold it a moment after every handle of a
+/// database is dropped, so a database closed and opened again in one process, such as the
+/// audit index's reopen, may find its own lock still held).
 pub fn open_sled_waiting_for_lock(
     config: &sled::Config,
     wait: std::time::Duration,
 ) -> sled::Result<sled::Db> {
-    let deadline = std::time::Instant::now() + wait;
-    loop {
-        match config.open() {
-            Err(sled::Error::Io(error))
-                if error.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(10));
-            }
-            opened => return opened,
-        }
-    }
+    crate::locking::retry_while_locked(
+        wait,
+        || config.open(),
+        |error| matches!(error, sled::Error::Io(io) if io.to_string().contains("could not acquire lock")),
+    )
 }
 
 /// Reads format, epoch and head, or writes them for a new store; verifies the tail.

@@ -12,12 +12,12 @@ use super::keys;
 use crate::error::LogError;
 use crate::types::Position;
 
-/// Opens the directory, waiting up to five seconds for its lock: a store just dropped may
-/// still hold it while sled's I/O threads finish the last writes.
+/// Opens the directory, waiting for its lock as long as a store's open does: a store just
+/// dropped may still hold it while sled's I/O threads finish the last writes.
 fn open_offline(dir: &Path) -> Result<sled::Db, LogError> {
     Ok(super::open_sled_waiting_for_lock(
         &sled::Config::new().path(dir),
-        std::time::Duration::from_secs(5),
+        crate::DEFAULT_LOCK_WAIT,
     )?)
 }
 

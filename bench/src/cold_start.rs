@@ -10,6 +10,9 @@
 //! - the second is an ordinary restart: spawn → "listening" and spawn → the
 //!   first successful `Resolve` are start-to-serving.
 //!
+//! Each start's CPU (every thread of the server, from /proc) is read at the same moments:
+//! per event, it is what bounds the rebuild rate on this machine's cores.
+//!
 //! [`rebuild`] times a first start alone: the suite runs it on the same events written in
 //! lifecycle order (`populate --lifecycle`), where every group assignment is made to an
 //! active connection and so changes a route, as in a real log.
@@ -20,9 +23,9 @@ use std::time::{Duration, Instant};
 use signpost_api::audit::v1 as audit_pb;
 use signpost_api::routing::v1 as wire;
 
-use crate::grpc;
 use crate::populate::domain_of;
 use crate::server::ControlPlaneProcess;
+use crate::{cpu, grpc};
 
 /// One start: (process, spawn → listening, spawn → first Resolve with a route).
 pub async fn start_and_resolve(
@@ -99,6 +102,7 @@ pub async fn rebuild(
 ) -> anyhow::Result<serde_json::Value> {
     let (first, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
     let audit = audit_caught_up(&first, token).await?;
+    let cpu_seconds = first.pid().and_then(cpu::process_seconds);
     let rebuilt = audit.unwrap_or_default().max(serving);
     let rss = first.rss_bytes();
     first.stop().await;
@@ -110,6 +114,8 @@ pub async fn rebuild(
         "rebuild_audit_caught_up_seconds": audit.map(|d| d.as_secs_f64()),
         "rebuild_first_resolve_seconds": serving.as_secs_f64(),
         "rss_after_rebuild_bytes": rss,
+        "rebuild_cpu_seconds": cpu_seconds,
+        "cores": cpu::cores(),
     }))
 }
 
@@ -122,11 +128,13 @@ pub async fn run(
 ) -> anyhow::Result<(ControlPlaneProcess, serde_json::Value)> {
     let mut json = rebuild(binary, data_dir, token, events).await?;
     let (second, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
+    let restart_cpu_seconds = second.pid().and_then(cpu::process_seconds);
     let audit_second = audit_caught_up(&second, token).await?;
     let restart = serde_json::json!({
         "restart_audit_caught_up_seconds": audit_second.map(|d| d.as_secs_f64()),
         "restart_listening_seconds": listening.as_secs_f64(),
         "restart_first_resolve_seconds": serving.as_secs_f64(),
+        "restart_cpu_seconds": restart_cpu_seconds,
         "restart_events_per_second": events as f64 / listening.as_secs_f64(),
         "rss_after_restart_bytes": second.rss_bytes(),
     });

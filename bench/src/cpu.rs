@@ -104,10 +104,20 @@ where
         server_seconds,
         generator_seconds,
         machine_busy_cores,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cores: cores(),
         wall_seconds: wall,
     });
     report
+}
+
+/// Seconds of CPU `pid` has spent since it started (every thread, user and system).
+pub fn process_seconds(pid: u32) -> Option<f64> {
+    process_ticks(pid).map(|ticks| ticks as f64 / TICKS_PER_SECOND)
+}
+
+/// The cores this machine gives the suite.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// `utime + stime` of every thread of `pid`, in ticks.

@@ -126,6 +126,42 @@ fn cpu_budget_row(measure: &str, load: &Value, floor: &Value, goal: Option<f64>)
     }
 }
 
+/// The row that says what the rebuild goal leaves per event on this machine's cores, next
+/// to the CPU a first start spent per event until every projection was built, and a
+/// restart's (every projection but the audit index) until it served.
+fn rebuild_cpu_row(cold_start: &Value, goal: f64) -> Row {
+    let events = f(&cold_start["events"]).filter(|&e| e > 0.0);
+    let per_event = |key: &str| {
+        f(&cold_start[key])
+            .zip(events)
+            .map(|(seconds, events)| seconds * 1e6 / events)
+    };
+    let (first, restart) = (
+        per_event("rebuild_cpu_seconds"),
+        per_event("restart_cpu_seconds"),
+    );
+    let cores = f(&cold_start["cores"]);
+    Row {
+        scenario: "",
+        measure: "limit: CPU per event, every thread of the server (restart: every projection but the audit index)".into(),
+        signpost: format!("first start {}; restart {}", us(first), us(restart)),
+        etcd: format!(
+            "the goal leaves {}{}",
+            cores.map_or("n/a".into(), |c| format!(
+                "{} on {c} cores",
+                us(Some(c * 1e6 / goal))
+            )),
+            first.zip(cores).map_or(String::new(), |(cost, c)| format!(
+                "; bound at this cost: {}",
+                rate(Some(c * 1e6 / cost)).replace("/s", " events/s")
+            )),
+        ),
+        ratio: "n/a".into(),
+        goal: "context: CPU per event, all cores counted",
+        met: None,
+    }
+}
+
 fn met(ok: Option<bool>, quick: bool) -> String {
     if quick {
         return "(quick run)".into();
@@ -416,6 +452,7 @@ pub fn render(
             met: None,
         });
     }
+    rows.push(rebuild_cpu_row(c, 500_000.0));
     let serving = f(&c["restart_first_resolve_seconds"]);
     rows.push(Row {
         scenario: "",
@@ -688,29 +725,32 @@ pub fn render(
     writeln!(out, "### 5. Cold start\n")?;
     writeln!(
         out,
-        "- First start (no projection state: control-plane state, routing table and audit index all built from the log, hash chain verified): listening after {:.2} s, first Resolve after {:.2} s, audit index caught up (first `ListAuditEvents` answer) after {}; every projection built after {:.2} s ({}).",
+        "- First start (no projection state: control-plane state, routing table and audit index all built from the log, hash chain verified): listening after {:.2} s, first Resolve after {:.2} s, audit index caught up (first `ListAuditEvents` answer) after {}; every projection built after {:.2} s ({}), having spent {} of CPU.",
         f(&c["rebuild_listening_seconds"]).unwrap_or(0.0),
         f(&c["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
         f(&c["rebuild_audit_caught_up_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
         f(&c["rebuild_seconds"]).unwrap_or(0.0),
         rate(rebuild).replace("/s", " events/s"),
+        f(&c["rebuild_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
     )?;
     if lifecycle_rebuild.is_some() {
         writeln!(
             out,
-            "- The same events in lifecycle order (`populate --lifecycle`: each organization created, its domain verified, its connection configured and activated, then the group assignments, each of which changes the route), first start: listening after {:.2} s, first Resolve after {:.2} s, every projection built after {:.2} s ({}); RSS {} then.\n",
+            "- The same events in lifecycle order (`populate --lifecycle`: each organization created, its domain verified, its connection configured and activated, then the group assignments, each of which changes the route), first start: listening after {:.2} s, first Resolve after {:.2} s, every projection built after {:.2} s ({}, {} of CPU); RSS {} then.\n",
             f(&lifecycle["rebuild_listening_seconds"]).unwrap_or(0.0),
             f(&lifecycle["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
             f(&lifecycle["rebuild_seconds"]).unwrap_or(0.0),
             rate(lifecycle_rebuild).replace("/s", " events/s"),
+            f(&lifecycle["rebuild_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
             mib(f(&lifecycle["rss_after_rebuild_bytes"])),
         )?;
     }
     writeln!(
         out,
-        "- Restart: listening after {:.2} s, first Resolve after {:.2} s, audit answering after {}. RSS {} after the first start, {} after the restart.\n",
+        "- Restart: listening after {:.2} s, first Resolve after {:.2} s ({} of CPU by then), audit answering after {}. RSS {} after the first start, {} after the restart.\n",
         f(&c["restart_listening_seconds"]).unwrap_or(0.0),
         f(&c["restart_first_resolve_seconds"]).unwrap_or(0.0),
+        f(&c["restart_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
         f(&c["restart_audit_caught_up_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
         mib(f(&c["rss_after_rebuild_bytes"])),
         mib(f(&c["rss_after_restart_bytes"]))
@@ -879,7 +919,10 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    audit index) and the hash chain verified; events / (spawn → every projection caught up: the
    later of the first routed `Resolve` and the first `ListAuditEvents` answer, since the audit
    index may finish after the server listens) is the rebuild rate. Restart: spawn → listening,
-   and spawn → first successful `Resolve` (start to serving). The population writes each
+   and spawn → first successful `Resolve` (start to serving). The server's CPU (every thread,
+   from `/proc/<pid>/stat`) is read when the first start has built every projection and when
+   the restart first serves: per event, it bounds the rebuild rate at cores / CPU per event,
+   however well the work were spread over the cores. The population writes each
    organization in one commit, its connection's events (group assignments included) before
    its own; a second first start, on the same events in lifecycle order (`populate
    --lifecycle`: group assignments to an active connection, each changing the route), is
@@ -947,5 +990,35 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("bound at this cost: 25,000/s"), "{row}");
+    }
+
+    #[test]
+    fn the_rebuild_cpu_row_gives_what_the_goal_leaves_per_event_and_the_bound() {
+        let cold_start = serde_json::json!({ "scenario": "cold_start", "result": {
+            "events": 1_000_000.0,
+            "rebuild_events_per_second": 125_000.0,
+            "rebuild_cpu_seconds": 8.0,
+            "restart_cpu_seconds": 3.0,
+            "cores": 2,
+        }});
+        let text = render(
+            &cold_start.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .expect("rendered");
+        let row = text
+            .lines()
+            .find(|l| l.contains("limit: CPU per event"))
+            .expect("the rebuild CPU row");
+        // 500,000 events/s on 2 cores leaves 4 µs an event; 8 µs bounds at 250,000/s.
+        assert!(row.contains("first start 8.0 µs; restart 3.0 µs"), "{row}");
+        assert!(row.contains("the goal leaves 4.0 µs on 2 cores"), "{row}");
+        assert!(
+            row.contains("bound at this cost: 250,000 events/s"),
+            "{row}"
+        );
     }
 }

@@ -33,6 +33,8 @@
 //!   sequencers, and the stored idempotency record.
 //! - [`MemoryEventStore`] (`memory.rs`): the same semantics without a disk.
 //! - `batch.rs`: commit validation shared by both stores, so their semantics cannot drift.
+//! - `locking.rs`: how both stores (and the audit's sled databases) wait out a directory
+//!   lock this process itself still holds for a moment, before refusing.
 //! - `canonical.rs`: an envelope's chain hash from its stored bytes, without decoding them,
 //!   when they are prost's own encoding (the verifier's fast path).
 //! - [`Subscription`], [`verify_chain`], and `contract` (feature `contract-tests`): the test

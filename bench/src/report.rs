@@ -959,6 +959,22 @@ build) 0.18 s and `scan` 0.40 s; `verify_chain` 4.6 s on sled, 1.2 s on segment 
 mod tests {
     use super::*;
 
+    /// The summary row holding `measure` in the report of one scenario's `results`.
+    fn rendered_row(results: &Value, measure: &str) -> String {
+        let text = render(
+            &results.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .expect("rendered");
+        text.lines()
+            .find(|l| l.contains(measure))
+            .unwrap_or_else(|| panic!("no row for {measure}"))
+            .to_owned()
+    }
+
     #[test]
     fn the_cpu_rows_give_what_a_goal_leaves_and_the_bound_at_the_measured_cost() {
         let cpu = |server: f64, generator: f64| serde_json::json!({ "server_us_per_request": server, "generator_us_per_request": generator, "cores": 2 });
@@ -967,18 +983,7 @@ mod tests {
             "etcd": { "per_second": 10_000.0 },
             "noop_unary": { "per_second": 40_000.0, "cpu": cpu(19.0, 26.0) },
         }});
-        let text = render(
-            &writes.to_string(),
-            chrono::Utc::now(),
-            "c0ffee",
-            "3.4",
-            false,
-        )
-        .expect("rendered");
-        let row = text
-            .lines()
-            .find(|l| l.contains("limit: CPU per write at 2× etcd"))
-            .expect("the writes CPU row");
+        let row = rendered_row(&writes, "limit: CPU per write at 2× etcd");
         // 2× etcd = 20,000/s on 2 cores leaves 100 µs a write; 80 µs bounds at 25,000/s.
         assert!(
             row.contains("server 50.0 µs + load generator 30.0 µs = 80.0 µs"),
@@ -1001,18 +1006,7 @@ mod tests {
             "restart_cpu_seconds": 3.0,
             "cores": 2,
         }});
-        let text = render(
-            &cold_start.to_string(),
-            chrono::Utc::now(),
-            "c0ffee",
-            "3.4",
-            false,
-        )
-        .expect("rendered");
-        let row = text
-            .lines()
-            .find(|l| l.contains("limit: CPU per event"))
-            .expect("the rebuild CPU row");
+        let row = rendered_row(&cold_start, "limit: CPU per event");
         // 500,000 events/s on 2 cores leaves 4 µs an event; 8 µs bounds at 250,000/s.
         assert!(row.contains("first start 8.0 µs; restart 3.0 µs"), "{row}");
         assert!(row.contains("the goal leaves 4.0 µs on 2 cores"), "{row}");

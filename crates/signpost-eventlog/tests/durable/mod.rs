@@ -2,7 +2,8 @@
 //! `tests/sled_store.rs` and `tests/file_store.rs` (each includes this module and provides
 //! `open`, its `raw` tamper tools and its `FORMAT_VERSION`): refuse a foreign format, and let
 //! `verify_chain` name the first tampered position (changed, deleted, swapped events), or
-//! open's tail check refuse an altered or missing last event.
+//! open's tail check refuse an altered or missing last event; and wait out a directory lock
+//! let go within the open's `lock_wait`.
 
 use std::path::Path;
 
@@ -155,4 +156,19 @@ async fn a_deleted_or_altered_tail_is_reported_on_open() {
     ));
     raw::tamper_overwrite_event_bytes(dir.path(), 5, &tail).unwrap();
     assert_eq!(open(dir.path()).unwrap().head().position, 5);
+}
+
+#[tokio::test]
+async fn an_open_waits_for_a_lock_let_go_within_its_lock_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path()).unwrap();
+    fill(&store, 3).await;
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(store);
+    });
+    // The default wait (2 s) outlasts the holder; the store opens with what it wrote.
+    let reopened = open(dir.path()).expect("opened once the holder let go");
+    assert_eq!(reopened.head().position, 3);
+    holder.join().unwrap();
 }

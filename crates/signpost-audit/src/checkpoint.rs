@@ -468,7 +468,10 @@ impl Checkpointer {
             .path(path)
             .cache_capacity(1024 * 1024)
             .flush_every_ms(None);
-        let db = signpost_eventlog::open_sled_waiting_for_lock(&config, crate::store::LOCK_WAIT)?;
+        let db = signpost_eventlog::open_sled_waiting_for_lock(
+            &config,
+            signpost_eventlog::DEFAULT_LOCK_WAIT,
+        )?;
         let checkpoints = Self::open(&db, store, key)?;
         if let Some(old) = moved_from {
             let names = old.tree_names();

@@ -577,7 +577,10 @@ fn open_database(
         .path(path)
         .cache_capacity(options.cache_capacity_bytes)
         .flush_every_ms(None);
-    let db = signpost_eventlog::open_sled_waiting_for_lock(&config, crate::store::LOCK_WAIT)?;
+    let db = signpost_eventlog::open_sled_waiting_for_lock(
+        &config,
+        signpost_eventlog::DEFAULT_LOCK_WAIT,
+    )?;
     Ok((db, config))
 }
 

@@ -83,10 +83,6 @@ struct Handles {
 /// leaves the reopen for later.
 const REOPEN_WAIT: Duration = Duration::from_millis(250);
 
-/// How long opening a database of ours waits for its directory's lock: the same database
-/// just closed in this process (a reopen) may still hold it while sled's I/O threads finish.
-pub(crate) const LOCK_WAIT: Duration = Duration::from_secs(2);
-
 /// The tree and the index state.
 pub(crate) struct Store {
     /// `None` only while the database is being reopened, or when opening it again
@@ -450,7 +446,11 @@ impl Store {
         // No handle lives outside the lock, so this closes the database (and lets go of
         // its file lock).
         *handles = None;
-        let db = signpost_eventlog::open_sled_waiting_for_lock(config, LOCK_WAIT)?;
+        // The database just closed may still hold its lock while sled's I/O threads finish.
+        let db = signpost_eventlog::open_sled_waiting_for_lock(
+            config,
+            signpost_eventlog::DEFAULT_LOCK_WAIT,
+        )?;
         let tree = db.open_tree(keys::TIMELINE)?;
         *handles = Some(Handles { db, tree });
         tracing::info!(elapsed = ?started.elapsed(), "audit database closed and opened again");

@@ -83,11 +83,59 @@ struct Handles {
 /// leaves the reopen for later.
 const REOPEN_WAIT: Duration = Duration::from_millis(250);
 
+thread_local! {
+    /// How many guards of a store's lock ([`Held`]) this thread holds.
+    static HELD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// A read guard of a store's lock, counted in [`HELD`] while it lives.
+///
+/// A thread's first guard is taken fairly: while a reopen waits for the lock, new readers
+/// wait behind it, so readers that keep overlapping cannot put a reopen off for ever (they
+/// did, in a test that reads on three threads throughout a catch-up). The guards a thread
+/// takes while it holds one (a query's callbacks read again) are taken recursively: they
+/// never wait for the reopen, which waits for the guard they are nested in.
+pub(crate) struct Held<'a, T> {
+    guard: MappedRwLockReadGuard<'a, T>,
+    /// Counted per thread, so dropped on the thread that took it.
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl<'a, T> Held<'a, T> {
+    fn map(
+        guard: RwLockReadGuard<'a, Option<Handles>>,
+        part: impl FnOnce(&Handles) -> &T,
+    ) -> Result<Self, AuditError> {
+        let guard =
+            RwLockReadGuard::try_map(guard, |h| h.as_ref().map(part)).map_err(|_| closed())?;
+        HELD.set(HELD.get() + 1);
+        Ok(Held {
+            guard,
+            _not_send: std::marker::PhantomData,
+        })
+    }
+}
+
+impl<T> std::ops::Deref for Held<'_, T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.guard
+    }
+}
+
+impl<T> Drop for Held<'_, T> {
+    fn drop(&mut self) {
+        HELD.set(HELD.get() - 1);
+    }
+}
+
 /// The tree and the index state.
 pub(crate) struct Store {
     /// `None` only while the database is being reopened, or when opening it again
-    /// failed. Reads take it with `read_recursive` (a query's callbacks read again), so
-    /// a waiting reopen never deadlocks them; it may have to wait for a quiet moment.
+    /// failed. Readers hold it through [`Held`] guards, fairly at a thread's first and
+    /// recursively inside it, so a waiting reopen gets its turn once the readers in it
+    /// finish, and never deadlocks a query whose callbacks read again.
     handles: parking_lot::RwLock<Option<Handles>>,
     /// How to open the database again (`None`: a database the caller opened, which is
     /// never reopened).
@@ -415,17 +463,23 @@ impl Store {
 
     /// The tree, held until the guard drops. Every read and write goes through this and
     /// keeps no handle (no `sled::Iter` either) past the guard.
-    pub(crate) fn tree(&self) -> Result<MappedRwLockReadGuard<'_, sled::Tree>, AuditError> {
-        RwLockReadGuard::try_map(self.handles.read_recursive(), |h| {
-            h.as_ref().map(|h| &h.tree)
-        })
-        .map_err(|_| closed())
+    pub(crate) fn tree(&self) -> Result<Held<'_, sled::Tree>, AuditError> {
+        Held::map(self.read_handles(), |h| &h.tree)
     }
 
     /// The database, held until the guard drops.
-    pub(crate) fn database(&self) -> Result<MappedRwLockReadGuard<'_, sled::Db>, AuditError> {
-        RwLockReadGuard::try_map(self.handles.read_recursive(), |h| h.as_ref().map(|h| &h.db))
-            .map_err(|_| closed())
+    pub(crate) fn database(&self) -> Result<Held<'_, sled::Db>, AuditError> {
+        Held::map(self.read_handles(), |h| &h.db)
+    }
+
+    /// The lock, for reading: waiting behind a reopen that waits for it when this thread
+    /// holds none of it yet, recursively (never waiting for a writer) when it does.
+    fn read_handles(&self) -> RwLockReadGuard<'_, Option<Handles>> {
+        if HELD.get() == 0 {
+            self.handles.read()
+        } else {
+            self.handles.read_recursive()
+        }
     }
 
     /// Flushes the database, closes it and opens it again, so that what sled held on to
@@ -1238,5 +1292,66 @@ mod tests {
             .len() as u64,
             position + 2
         );
+    }
+
+    /// A store over a database in `dir` that it can reopen.
+    fn reopenable(dir: &std::path::Path) -> Arc<Store> {
+        let config = sled::Config::new().path(dir).flush_every_ms(None);
+        let db = config.open().unwrap();
+        let tree = db.open_tree(keys::TIMELINE).unwrap();
+        Arc::new(Store::open(db, tree, Some(config), &Meta::default(), 100).unwrap())
+    }
+
+    /// Waits until the reopen has claimed the lock and waits for its readers (or ended).
+    fn until_the_reopen_waits(store: &Store, reopen: &std::thread::JoinHandle<bool>) {
+        while !store.handles.is_locked_exclusive() && !reopen.is_finished() {
+            std::thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_waiting_reopen_goes_before_readers_that_come_after_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopenable(dir.path());
+        let first = store.tree().unwrap();
+        let reopen = std::thread::spawn({
+            let store = store.clone();
+            move || store.reopen().unwrap()
+        });
+        until_the_reopen_waits(&store, &reopen);
+        // A reader arriving now waits behind the reopen: with readers taken recursively it
+        // would get in beside `first` at once and could keep the reopen waiting past its
+        // limit (a reader of its own after another, on several threads, did in a test).
+        let late = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                let tree = store.tree().unwrap();
+                // Held past the reopen's limit: harmless only if it came after the reopen.
+                std::thread::sleep(REOPEN_WAIT * 2);
+                drop(tree);
+            }
+        });
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        drop(first);
+        assert!(reopen.join().unwrap(), "the reopen had its turn");
+        late.join().unwrap();
+    }
+
+    #[test]
+    fn a_reader_reads_again_inside_its_read_while_a_reopen_waits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = reopenable(dir.path());
+        let outer = store.tree().unwrap();
+        let reopen = std::thread::spawn({
+            let store = store.clone();
+            move || store.reopen().unwrap()
+        });
+        until_the_reopen_waits(&store, &reopen);
+        // Nested in `outer`, so taken at once: waiting behind the reopen, which waits for
+        // `outer`, would hold both until the reopen gave up.
+        let inner = store.tree().unwrap();
+        drop(inner);
+        drop(outer);
+        assert!(reopen.join().unwrap(), "the reopen had its turn");
     }
 }

@@ -453,6 +453,16 @@ pub fn render(
         });
     }
     rows.push(rebuild_cpu_row(c, 500_000.0));
+    let restart_rate = f(&c["restart_events_per_second"]);
+    rows.push(Row {
+        scenario: "",
+        measure: "limit: a restart's pace, which builds every projection but the audit index (events / spawn → listening)".into(),
+        signpost: rate(restart_rate).replace("/s", " events/s"),
+        etcd: "n/a".into(),
+        ratio: "n/a".into(),
+        goal: "context: how much of the goal's time the audit index would have left",
+        met: None,
+    });
     let serving = f(&c["restart_first_resolve_seconds"]);
     rows.push(Row {
         scenario: "",
@@ -1004,6 +1014,7 @@ mod tests {
             "rebuild_events_per_second": 125_000.0,
             "rebuild_cpu_seconds": 8.0,
             "restart_cpu_seconds": 3.0,
+            "restart_events_per_second": 600_000.0,
             "cores": 2,
         }});
         let row = rendered_row(&cold_start, "limit: CPU per event");
@@ -1014,5 +1025,7 @@ mod tests {
             row.contains("bound at this cost: 250,000 events/s"),
             "{row}"
         );
+        let pace = rendered_row(&cold_start, "limit: a restart's pace");
+        assert!(pace.contains("| 600,000 events/s |"), "{pace}");
     }
 }

@@ -1302,11 +1302,17 @@ mod tests {
         Arc::new(Store::open(db, tree, Some(config), &Meta::default(), 100).unwrap())
     }
 
-    /// Waits until the reopen has claimed the lock and waits for its readers (or ended).
-    fn until_the_reopen_waits(store: &Store, reopen: &std::thread::JoinHandle<bool>) {
+    /// Starts reopening `store` on a thread of its own, and returns once the reopen has
+    /// claimed the lock and waits for its readers (or has ended).
+    fn waiting_reopen(store: &Arc<Store>) -> std::thread::JoinHandle<bool> {
+        let reopen = std::thread::spawn({
+            let store = store.clone();
+            move || store.reopen().unwrap()
+        });
         while !store.handles.is_locked_exclusive() && !reopen.is_finished() {
             std::thread::yield_now();
         }
+        reopen
     }
 
     #[test]
@@ -1314,11 +1320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = reopenable(dir.path());
         let first = store.tree().unwrap();
-        let reopen = std::thread::spawn({
-            let store = store.clone();
-            move || store.reopen().unwrap()
-        });
-        until_the_reopen_waits(&store, &reopen);
+        let reopen = waiting_reopen(&store);
         // A reader arriving now waits behind the reopen: with readers taken recursively it
         // would get in beside `first` at once and could keep the reopen waiting past its
         // limit (a reader of its own after another, on several threads, did in a test).
@@ -1342,11 +1344,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = reopenable(dir.path());
         let outer = store.tree().unwrap();
-        let reopen = std::thread::spawn({
-            let store = store.clone();
-            move || store.reopen().unwrap()
-        });
-        until_the_reopen_waits(&store, &reopen);
+        let reopen = waiting_reopen(&store);
         // Nested in `outer`, so taken at once: waiting behind the reopen, which waits for
         // `outer`, would hold both until the reopen gave up.
         let inner = store.tree().unwrap();

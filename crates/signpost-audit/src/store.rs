@@ -94,7 +94,10 @@ thread_local! {
 /// wait behind it, so readers that keep overlapping cannot put a reopen off for ever (they
 /// did, in a test that reads on three threads throughout a catch-up). The guards a thread
 /// takes while it holds one (a query's callbacks read again) are taken recursively: they
-/// never wait for the reopen, which waits for the guard they are nested in.
+/// never wait for the reopen, which waits for the guard they are nested in. A thread that
+/// held a guard while it waited for another thread's first read could be held up by a
+/// reopen between the two, for at most [`REOPEN_WAIT`] (the reopen then gives up); no
+/// reader does that.
 pub(crate) struct Held<'a, T> {
     guard: MappedRwLockReadGuard<'a, T>,
     /// Counted per thread, so dropped on the thread that took it.

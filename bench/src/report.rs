@@ -29,6 +29,14 @@ fn rate(value: Option<f64>) -> String {
     value.map_or("n/a".into(), |v| format!("{}/s", thousands(v)))
 }
 
+fn events_rate(value: Option<f64>) -> String {
+    rate(value).replace("/s", " events/s")
+}
+
+fn secs(value: Option<f64>) -> String {
+    value.map_or("n/a".into(), |v| format!("{v:.2} s"))
+}
+
 fn thousands(value: f64) -> String {
     let rounded = value.round() as i64;
     let digits = rounded.abs().to_string();
@@ -153,7 +161,7 @@ fn rebuild_cpu_row(cold_start: &Value, goal: f64) -> Row {
             )),
             first.zip(cores).map_or(String::new(), |(cost, c)| format!(
                 "; bound at this cost: {}",
-                rate(Some(c * 1e6 / cost)).replace("/s", " events/s")
+                events_rate(Some(c * 1e6 / cost))
             )),
         ),
         ratio: "n/a".into(),
@@ -433,7 +441,7 @@ pub fn render(
             "rebuild every projection from {} events",
             thousands(f(&c["events"]).unwrap_or(0.0))
         ),
-        signpost: rate(rebuild).replace("/s", " events/s"),
+        signpost: events_rate(rebuild),
         etcd: "n/a".into(),
         ratio: "n/a".into(),
         goal: "≥ 500,000 events/s",
@@ -445,7 +453,7 @@ pub fn render(
         rows.push(Row {
             scenario: "",
             measure: "context: the same rebuild, events in lifecycle order (group assignments to active connections)".into(),
-            signpost: rate(lifecycle_rebuild).replace("/s", " events/s"),
+            signpost: events_rate(lifecycle_rebuild),
             etcd: "n/a".into(),
             ratio: "n/a".into(),
             goal: "context: the population above folds its group assignments before their organization exists",
@@ -457,7 +465,7 @@ pub fn render(
     rows.push(Row {
         scenario: "",
         measure: "limit: a restart's pace, which builds every projection but the audit index (events / spawn → listening)".into(),
-        signpost: rate(restart_rate).replace("/s", " events/s"),
+        signpost: events_rate(restart_rate),
         etcd: "n/a".into(),
         ratio: "n/a".into(),
         goal: "context: how much of the goal's time the audit index would have left",
@@ -467,7 +475,7 @@ pub fn render(
     rows.push(Row {
         scenario: "",
         measure: "restart to serving (spawn → first Resolve)".into(),
-        signpost: serving.map_or("n/a".into(), |v| format!("{v:.2} s")),
+        signpost: secs(serving),
         etcd: "n/a".into(),
         ratio: "n/a".into(),
         goal: "< 3 s",
@@ -479,7 +487,7 @@ pub fn render(
         measure:
             "first start to serving (spawn → first Resolve; the audit index is rebuilt behind it)"
                 .into(),
-        signpost: first_serving.map_or("n/a".into(), |v| format!("{v:.2} s")),
+        signpost: secs(first_serving),
         etcd: "n/a".into(),
         ratio: "n/a".into(),
         goal: "< 3 s",
@@ -542,7 +550,7 @@ pub fn render(
     rows.push(Row {
         scenario: "",
         measure: "export".into(),
-        signpost: na(rate(export).replace("/s", " events/s")),
+        signpost: na(events_rate(export)),
         etcd: "n/a".into(),
         ratio: "n/a".into(),
         goal: "≥ 200,000 events/s",
@@ -738,10 +746,10 @@ pub fn render(
         "- First start (no projection state: control-plane state, routing table and audit index all built from the log, hash chain verified): listening after {:.2} s, first Resolve after {:.2} s, audit index caught up (first `ListAuditEvents` answer) after {}; every projection built after {:.2} s ({}), having spent {} of CPU.",
         f(&c["rebuild_listening_seconds"]).unwrap_or(0.0),
         f(&c["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
-        f(&c["rebuild_audit_caught_up_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
+        secs(f(&c["rebuild_audit_caught_up_seconds"])),
         f(&c["rebuild_seconds"]).unwrap_or(0.0),
-        rate(rebuild).replace("/s", " events/s"),
-        f(&c["rebuild_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
+        events_rate(rebuild),
+        secs(f(&c["rebuild_cpu_seconds"])),
     )?;
     if lifecycle_rebuild.is_some() {
         writeln!(
@@ -750,8 +758,8 @@ pub fn render(
             f(&lifecycle["rebuild_listening_seconds"]).unwrap_or(0.0),
             f(&lifecycle["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
             f(&lifecycle["rebuild_seconds"]).unwrap_or(0.0),
-            rate(lifecycle_rebuild).replace("/s", " events/s"),
-            f(&lifecycle["rebuild_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
+            events_rate(lifecycle_rebuild),
+            secs(f(&lifecycle["rebuild_cpu_seconds"])),
             mib(f(&lifecycle["rss_after_rebuild_bytes"])),
         )?;
     }
@@ -760,8 +768,8 @@ pub fn render(
         "- Restart: listening after {:.2} s, first Resolve after {:.2} s ({} of CPU by then), audit answering after {}. RSS {} after the first start, {} after the restart.\n",
         f(&c["restart_listening_seconds"]).unwrap_or(0.0),
         f(&c["restart_first_resolve_seconds"]).unwrap_or(0.0),
-        f(&c["restart_cpu_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
-        f(&c["restart_audit_caught_up_seconds"]).map_or("n/a".into(), |v| format!("{v:.2} s")),
+        secs(f(&c["restart_cpu_seconds"])),
+        secs(f(&c["restart_audit_caught_up_seconds"])),
         mib(f(&c["rss_after_rebuild_bytes"])),
         mib(f(&c["rss_after_restart_bytes"]))
     )?;
@@ -797,10 +805,10 @@ pub fn render(
             "Export: {} entries in {:.2} s ({}). VerifyLog: {} events in {:.2} s ({}, intact: {}).\n",
             a["export_entries"],
             f(&a["export_seconds"]).unwrap_or(0.0),
-            rate(export).replace("/s", " events/s"),
+            events_rate(export),
             a["verify_events"],
             f(&a["verify_seconds"]).unwrap_or(0.0),
-            rate(f(&a["verify_per_second"])).replace("/s", " events/s"),
+            events_rate(f(&a["verify_per_second"])),
             a["verify_intact"]
         )?;
     }

@@ -18,6 +18,7 @@
 //! generator over a load phase), [`grpc`] and [`etcd`] (clients).
 #![forbid(unsafe_code)]
 
+mod admin_lists;
 mod audit;
 mod cold_start;
 mod cpu;
@@ -317,6 +318,15 @@ async fn routing_run(
     result["value_bytes"] = value_bytes.into();
     result["etcd_load_seconds"] = etcd_load_seconds.into();
     emit("lookups", result);
+    status("admin lists among every organization");
+    let lists = admin_lists::run(
+        &channels[0],
+        &token,
+        &populated.organizations,
+        if quick { 50 } else { 1_000 },
+    )
+    .await?;
+    emit("admin_lists", lists);
     memory.control_plane_idle = server.rss_bytes();
     memory.etcd_idle = common.etcd_rss();
 

@@ -683,6 +683,22 @@ pub fn render(
         "etcd values are {} bytes, the encoded size of one Signpost route; loading the {} keys took {:.1} s.\n",
         l["value_bytes"], l["routes"], f(&l["etcd_load_seconds"]).unwrap_or(0.0)
     )?;
+    let lists = get("admin_lists");
+    if !lists.is_null() {
+        let (one, all) = (&lists["of_one_organization"], &lists["first_page_of_all"]);
+        writeln!(
+            out,
+            "Admin lists among {} organizations (no goal), one call at a time, {} of each taking turns: `ListConnections` of one organization p50 {}, p99 {}, max {}; the first page of all (page size 1) p50 {}, p99 {}, max {}.\n",
+            lists["organizations"],
+            one["calls"],
+            us_as_ms(f(&one["p50_us"])),
+            us_as_ms(f(&one["p99_us"])),
+            us_as_ms(f(&one["max_us"])),
+            us_as_ms(f(&all["p50_us"])),
+            us_as_ms(f(&all["p99_us"])),
+            us_as_ms(f(&all["max_us"])),
+        )?;
+    }
     writeln!(out, "### 3. Fan-out\n")?;
     for (name, key) in [
         ("Signpost", "signpost"),

@@ -896,31 +896,50 @@ async fn metadata_mid_rotation_is_accepted_without_its_expired_certificate() {
     assert_eq!(kept, vec![der.as_slice()], "only the current certificate");
 }
 
+/// Every id a paged list gives, page after page: `page(token)` answers one page's ids
+/// and the next page's token.
+async fn all_pages<F, Fut>(mut page: F) -> Vec<String>
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = (Vec<String>, String)>,
+{
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let (ids, next_page_token) = page(page_token).await;
+        listed.extend(ids);
+        if next_page_token.is_empty() {
+            return listed;
+        }
+        page_token = next_page_token;
+    }
+}
+
 /// Every connection id a `ListConnections` call gives, page after page (`page_size` each).
 async fn listed_connections(
     admin: &mut AdminClient,
     organization_id: &str,
     page_size: i32,
 ) -> Vec<String> {
-    let mut listed = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = admin
-            .list_connections(pb::ListConnectionsRequest {
-                organization_id: organization_id.into(),
-                page_size,
-                page_token: page_token.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert!(page.connections.len() <= page_size as usize);
-        listed.extend(page.connections.into_iter().map(|c| c.connection_id));
-        if page.next_page_token.is_empty() {
-            return listed;
+    all_pages(|page_token| {
+        let mut admin = admin.clone();
+        let organization_id = organization_id.to_owned();
+        async move {
+            let page = admin
+                .list_connections(pb::ListConnectionsRequest {
+                    organization_id,
+                    page_size,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.connections.len() <= page_size as usize);
+            let ids = page.connections.into_iter().map(|c| c.connection_id);
+            (ids.collect(), page.next_page_token)
         }
-        page_token = page.next_page_token;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -972,4 +991,78 @@ async fn connections_list_by_organization_with_drafts_in_id_order_across_pages()
         }
     }
     assert_eq!(listed_connections(&mut admin, "", 3).await, all);
+}
+
+/// Every setup link id a `ListSetupLinks` call gives, page after page (`page_size` each),
+/// each link checked to be the organization's.
+async fn listed_setup_links(
+    admin: &mut AdminClient,
+    organization_id: &str,
+    page_size: i32,
+) -> Vec<String> {
+    all_pages(|page_token| {
+        let mut admin = admin.clone();
+        let organization_id = organization_id.to_owned();
+        async move {
+            let page = admin
+                .list_setup_links(pb::ListSetupLinksRequest {
+                    organization_id: organization_id.clone(),
+                    page_size,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            assert!(page.setup_links.len() <= page_size as usize);
+            for link in &page.setup_links {
+                assert!(organization_id.is_empty() || link.organization_id == organization_id);
+            }
+            let ids = page.setup_links.into_iter().map(|l| l.setup_link_id);
+            (ids.collect(), page.next_page_token)
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn setup_links_list_by_organization_in_id_order_across_pages() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let mut all = Vec::new();
+    let mut of = Vec::new();
+    for n in 0..3 {
+        let org = organization_with_verified_domain(
+            &server,
+            &mut admin,
+            &format!("Firm {n}"),
+            &format!("firm-{n}.example"),
+        )
+        .await;
+        // A new link supersedes the organization's open ones of its intent: the
+        // superseded ones (revoked) are listed too.
+        let mut ids = Vec::new();
+        for _ in 0..=n {
+            let (link_id, _, _) =
+                issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+            ids.push(link_id);
+        }
+        ids.sort();
+        all.extend(ids.iter().cloned());
+        of.push((org, ids));
+    }
+    all.sort();
+    for (org, ids) in &of {
+        for page_size in [1, 2, 50] {
+            assert_eq!(
+                listed_setup_links(&mut admin, org, page_size).await,
+                *ids,
+                "organization {org}, pages of {page_size}"
+            );
+        }
+    }
+    assert_eq!(
+        listed_setup_links(&mut admin, "no-such-organization", 10).await,
+        Vec::<String>::new()
+    );
+    assert_eq!(listed_setup_links(&mut admin, "", 2).await, all);
 }

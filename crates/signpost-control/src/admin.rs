@@ -10,7 +10,7 @@ use chrono::Duration;
 use signpost_domain::api_token::ApiTokenCommand;
 use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
 use signpost_domain::organization::{ConnectionFacts, OrganizationCommand};
-use signpost_domain::setup_link::SetupLinkCommand;
+use signpost_domain::setup_link::{SetupLink, SetupLinkCommand};
 use signpost_domain::{schema, streams, DomainError, Event};
 use signpost_eventlog::ExpectedVersion;
 use signpost_names::DomainName;
@@ -22,7 +22,7 @@ use crate::plane::{
     ControlPlane, Outcome, Plan, PlannedWrite, RequestMeta,
 };
 use crate::principal::{Principal, Role};
-use crate::read_model::{state_of, ReadModel};
+use crate::read_model::{state_of, ReadModel, Tracked};
 use crate::views::{
     ApiTokenView, ConnectionView, DomainClaimView, Mutated, OrganizationView, Page,
     ServiceProvider, SetupLinkStatus, SetupLinkView,
@@ -460,9 +460,11 @@ impl ControlPlane {
                     events: issue,
                 }];
                 let mut superseded = Vec::new();
-                for older in model.setup_links.values().filter(|l| {
-                    *l.state.organization_id == *organization_id && l.state.intent == intent && l.state.is_open()
-                }) {
+                for older in model
+                    .organization_setup_links(organization_id)
+                    .into_iter()
+                    .filter(|l| l.state.intent == intent && l.state.is_open())
+                {
                     let events = older.state.handle(SetupLinkCommand::Revoke {
                         superseded_by: Some(link_id.clone()),
                     })?;
@@ -556,16 +558,19 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         let now = self.now();
         self.read_current(|model| {
-            paginate(
-                after_cursor(&model.setup_links, &after)
-                    .filter(|(_, l)| {
-                        organization_id.is_empty() || *l.state.organization_id == *organization_id
-                    })
-                    .map(|(id, l)| (&**id, l)),
-                size,
-                &after,
-                |l| setup_link_view(l, now),
-            )
+            let links: Box<dyn Iterator<Item = (&str, &Tracked<SetupLink>)>> =
+                if organization_id.is_empty() {
+                    Box::new(after_cursor(&model.setup_links, &after).map(|(id, l)| (&**id, &**l)))
+                } else {
+                    // The organization's own links, through the model's index.
+                    Box::new(
+                        model
+                            .organization_setup_links(organization_id)
+                            .into_iter()
+                            .map(|l| (&*l.state.id, l)),
+                    )
+                };
+            paginate(links, size, &after, |l| setup_link_view(l, now))
         })
         .await
     }
@@ -607,20 +612,23 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         let (views, next_page_token) = self
             .read_current(|model| {
-                // Configured connections and drafts, each map sorted: merged from the
-                // cursor on, not collected and sorted on every page. Each side is
-                // filtered by the organization it holds beside the id (a look-up per
-                // id was most of a filtered list's time, all under the model's lock).
-                let of_organization =
-                    |held: &str| organization_id.is_empty() || held == organization_id;
-                let ids = merge_sorted(
-                    after_cursor(&model.connections, &after)
-                        .filter(|(_, c)| of_organization(&c.state.organization_id))
-                        .map(|(id, _)| &**id),
-                    after_cursor(&model.draft_connections, &after)
-                        .filter(|(_, organization)| of_organization(organization))
-                        .map(|(id, _)| id.as_str()),
-                );
+                let ids: Box<dyn Iterator<Item = &str>> = if organization_id.is_empty() {
+                    // Configured connections and drafts, each map sorted: merged from
+                    // the cursor on, not collected and sorted on every page.
+                    Box::new(merge_sorted(
+                        after_cursor(&model.connections, &after).map(|(id, _)| &**id),
+                        after_cursor(&model.draft_connections, &after).map(|(id, _)| &**id),
+                    ))
+                } else {
+                    // The organization's own, through the model's index: a walk through
+                    // every organization's connections, all under the model's lock, took
+                    // milliseconds with 100,000 of them.
+                    Box::new(
+                        model
+                            .organization_connection_ids(organization_id)
+                            .into_iter(),
+                    )
+                };
                 let page = paginate(ids.map(|id| (id, id)), size, &after, |id| {
                     let view = self.connection_view_in(model, id)?;
                     Some((view, model.certificates_at(id)))

@@ -11,9 +11,11 @@
 //! aggregates boxed in their maps ([`Aggregates`]), ids and domain names held once (the
 //! indexes and the aggregates' state share the maps' `Arc<str>` keys), one record per
 //! domain name for its owner and its verifications, texts and claim mappings that many
-//! aggregates repeat held once each (`Pool`), external and entity ids found through
-//! indexes of ids alone (`TextIndex`), and SAML signing certificates without their DER,
-//! which admin views read back from the log ([`ReadModel::certificates_at`]).
+//! aggregates repeat held once each (`Pool`), external ids, entity ids, token hashes and
+//! each organization's connections and setup links found through indexes of ids alone
+//! (`IdIndex`: 16 bytes an entry, the key read from the aggregate), and SAML signing
+//! certificates without their DER, which admin views read back from the log
+//! ([`ReadModel::certificates_at`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -101,7 +103,7 @@ pub struct ReadModel {
     /// Configured connections by id.
     pub connections: Aggregates<Connection>,
     /// Connections allocated by a setup link but not configured yet: id → organization.
-    pub draft_connections: BTreeMap<String, String>,
+    pub draft_connections: BTreeMap<Id, Id>,
     /// Setup links by id.
     pub setup_links: Aggregates<SetupLink>,
     /// API tokens by id.
@@ -116,8 +118,18 @@ pub struct ReadModel {
     external_ids: TextIndex,
     /// SAML connections by IdP entity id.
     entity_ids: TextIndex,
-    link_by_token: HashMap<Vec<u8>, Arc<str>>,
-    api_token_by_hash: HashMap<Vec<u8>, Arc<str>>,
+    /// Setup links by their token's hash (every link that holds it: a token is 32
+    /// random bytes, but a log is read as it is).
+    link_by_token: IdIndex<[u8]>,
+    /// API tokens by their token's hash (likewise).
+    api_token_by_hash: IdIndex<[u8]>,
+    /// Configured connections by organization (lists of one organization's
+    /// connections, without a walk through every organization's).
+    connections_by_organization: TextIndex,
+    /// Draft connections by organization.
+    drafts_by_organization: TextIndex,
+    /// Setup links by organization (lists, and a new link superseding the open ones).
+    links_by_organization: TextIndex,
     /// For each SAML connection, the position of the `ConnectionConfigured` that set its
     /// settings. The model keeps each signing certificate's fingerprint, subject and
     /// dates (what routes, decisions and the audit use) but not its DER, about 850 bytes
@@ -284,11 +296,16 @@ impl ReadModel {
             }
             "connection-" => {
                 if let Event::ConnectionConfigured(configured) = event {
-                    self.draft_connections.remove(id);
+                    if let Some((key, organization)) = self.draft_connections.remove_entry(id) {
+                        self.drafts_by_organization.remove(&organization, &key);
+                    }
                     if let Some((key, connection)) = self.connections.get_key_value(id) {
                         if let Some(previous) = saml_entity_id(&connection.state) {
                             self.entity_ids.remove(previous, key);
                         }
+                        // Entered again below, under the organization the event names.
+                        self.connections_by_organization
+                            .remove(&connection.state.organization_id, key);
                     }
                     let key = ensure(&mut self.connections, id, at);
                     if configured.saml.is_some() {
@@ -314,38 +331,81 @@ impl ReadModel {
                         self.entity_ids
                             .insert(entity_id, key.clone(), |id| entity_id_of(connections, id));
                     }
+                    if let Some(organization) = organization_of(connections, &key) {
+                        self.connections_by_organization
+                            .add(organization, key, |id| organization_of(connections, id));
+                    }
                 }
             }
             "setup-link-" => {
+                if let (Event::SetupLinkIssued(_), Some((key, link))) =
+                    (event, self.setup_links.get_key_value(id))
+                {
+                    // Issued again (no command does it; a log could): entered again
+                    // below, under its new token and organization.
+                    self.link_by_token.remove(&link.state.token_sha256, key);
+                    self.links_by_organization
+                        .remove(&link.state.organization_id, key);
+                }
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
                 if let Event::SetupLinkIssued(issued) = event {
-                    if let Some(link) = self.setup_links.get_mut(&*key) {
-                        let link = &mut link.state;
-                        share(&mut link.id, &key);
-                        link.organization_id = shared(&self.organizations, &link.organization_id);
-                        link.connection_id = shared(&self.connections, &link.connection_id);
-                    }
-                    self.link_by_token.insert(issued.token_sha256.clone(), key);
+                    let Some(link) = self.setup_links.get_mut(&*key) else {
+                        return;
+                    };
+                    let link = &mut link.state;
+                    share(&mut link.id, &key);
+                    link.organization_id = shared(&self.organizations, &link.organization_id);
+                    link.connection_id = shared(&self.connections, &link.connection_id);
+                    let (organization, connection) =
+                        (link.organization_id.clone(), link.connection_id.clone());
+                    let links = &self.setup_links;
+                    self.link_by_token
+                        .add(&issued.token_sha256, key.clone(), |id| {
+                            Some(&*links.get(&**id)?.state.token_sha256)
+                        });
+                    self.links_by_organization.add(&organization, key, |id| {
+                        Some(&*links.get(&**id)?.state.organization_id)
+                    });
                     if issued.intent() != schema::SetupIntent::UpdateConnection
-                        && !self.connections.contains_key(issued.connection_id.as_str())
+                        && !self.connections.contains_key(&*connection)
                     {
-                        self.draft_connections
-                            .insert(issued.connection_id.clone(), issued.organization_id.clone());
+                        self.draft(connection, organization);
                     }
                 }
             }
             "api-token-" => {
+                if let (Event::ApiTokenIssued(_), Some((key, token))) =
+                    (event, self.api_tokens.get_key_value(id))
+                {
+                    self.api_token_by_hash
+                        .remove(&token.state.token_sha256, key);
+                }
                 let key = apply_to(&mut self.api_tokens, id, at, |t| t.apply(event));
                 if let Event::ApiTokenIssued(issued) = event {
                     if let Some(token) = self.api_tokens.get_mut(&*key) {
                         share(&mut token.state.id, &key);
                     }
-                    self.api_token_by_hash
-                        .insert(issued.token_sha256.clone(), key);
+                    let tokens = &self.api_tokens;
+                    self.api_token_by_hash.add(&issued.token_sha256, key, |id| {
+                        Some(&*tokens.get(&**id)?.state.token_sha256)
+                    });
                 }
             }
             _ => {}
         }
+    }
+
+    /// Records draft connection `id` of `organization` (in place of an earlier draft of
+    /// that id, which only a link naming another link's new connection could make).
+    fn draft(&mut self, id: Id, organization: Id) {
+        if let Some((key, earlier)) = self.draft_connections.remove_entry(&*id) {
+            self.drafts_by_organization.remove(&earlier, &key);
+        }
+        self.draft_connections
+            .insert(id.clone(), organization.clone());
+        let drafts = &self.draft_connections;
+        self.drafts_by_organization
+            .add(&organization, id, |id| drafts.get(&**id).map(|o| &**o));
     }
 
     /// Points organization `key`'s ids at the maps' keys. A connection and its link
@@ -509,14 +569,55 @@ impl ReadModel {
 
     /// The setup link whose token hashes to `sha256`.
     pub fn setup_link_by_token(&self, sha256: &[u8]) -> Option<&Tracked<SetupLink>> {
-        let id = self.link_by_token.get(sha256)?;
-        self.setup_links.get(id).map(|l| &**l)
+        let links = &self.setup_links;
+        let id = self
+            .link_by_token
+            .get(sha256, |id| Some(&*links.get(&**id)?.state.token_sha256))?;
+        links.get(&**id).map(|l| &**l)
     }
 
     /// The API token whose token hashes to `sha256`.
     pub fn api_token_by_hash(&self, sha256: &[u8]) -> Option<&Tracked<ApiToken>> {
-        let id = self.api_token_by_hash.get(sha256)?;
-        self.api_tokens.get(id).map(|t| &**t)
+        let tokens = &self.api_tokens;
+        let id = self
+            .api_token_by_hash
+            .get(sha256, |id| Some(&*tokens.get(&**id)?.state.token_sha256))?;
+        tokens.get(&**id).map(|t| &**t)
+    }
+
+    /// The ids of organization `organization_id`'s connections, configured and drafts,
+    /// sorted (found through an index: the organization's own count, not every
+    /// organization's).
+    pub fn organization_connection_ids(&self, organization_id: &str) -> Vec<&str> {
+        let connections = &self.connections;
+        let drafts = &self.draft_connections;
+        let mut ids: Vec<&str> = self
+            .connections_by_organization
+            .all(organization_id, |id| organization_of(connections, id))
+            .chain(
+                self.drafts_by_organization
+                    .all(organization_id, |id| drafts.get(&**id).map(|o| &**o)),
+            )
+            .map(|id| &**id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
+    /// Organization `organization_id`'s setup links, by id.
+    pub fn organization_setup_links(&self, organization_id: &str) -> Vec<&Tracked<SetupLink>> {
+        let links = &self.setup_links;
+        let mut ids: Vec<&Id> = self
+            .links_by_organization
+            .all(organization_id, |id| {
+                Some(&*links.get(&**id)?.state.organization_id)
+            })
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter()
+            .filter_map(|id| links.get(&**id).map(|l| &**l))
+            .collect()
     }
 
     /// The position of the event holding the DER of SAML connection `connection_id`'s
@@ -533,7 +634,7 @@ impl ReadModel {
             .or_else(|| {
                 self.draft_connections
                     .get(connection_id)
-                    .map(String::as_str)
+                    .map(|organization| &**organization)
             })
     }
 }
@@ -550,41 +651,94 @@ fn entity_id_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<
     saml_entity_id(&connections.get(&**id)?.state)
 }
 
+/// The organization of configured connection `id` in `connections`.
+fn organization_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
+    Some(&connections.get(&**id)?.state.organization_id)
+}
+
 /// The external id of organization `id` in `organizations`.
 fn external_id_of<'a>(organizations: &'a Aggregates<Organization>, id: &Id) -> Option<&'a str> {
     Some(&organizations.get(&**id)?.state.external_id)
 }
 
-/// Aggregate ids found by a text each aggregate holds (an organization's external id, a
-/// SAML connection's IdP entity id), like a `HashMap<text, id>` whose keys are read from
-/// the aggregates: an entry is the shared id alone (16 bytes) instead of a map entry and a
-/// copy of the text. Every method is given `text_of`, which reads an id's text from its
-/// aggregate, to compare and to rehash.
+/// Aggregate ids found by a key each aggregate holds (an organization's external id, a
+/// SAML connection's IdP entity id, a token's hash, the organization a connection or a
+/// link belongs to), like a `HashMap<key, id>` (or `HashMap<key, Vec<id>>`) whose keys are
+/// read from the aggregates: an entry is the shared id alone (16 bytes) instead of a map
+/// entry and a copy of the key. Every method that may rehash is given `key_of`, which
+/// reads an id's key from its aggregate, to compare and to rehash.
 ///
 /// One rule keeps it whole, and the model follows it: an entry is made after its
-/// aggregate holds the text, and removed before that text changes (a configuration
-/// replaced). As with a map, a text has one entry: entering it again replaces the id.
-#[derive(Debug, Clone, Default)]
-struct TextIndex {
+/// aggregate holds the key, and removed before that key changes (a configuration
+/// replaced). Used as a map ([`Self::insert`]), a key has one entry: entering it again
+/// replaces the id. Used as a multimap ([`Self::add`]), a key has any number of ids, each
+/// once, found with [`Self::all`].
+#[derive(Debug)]
+struct IdIndex<K: ?Sized> {
     table: HashTable<Id>,
-    /// SipHash with a random key: the texts come from outside.
+    /// SipHash with a random key: the keys come from outside.
     hasher: std::collections::hash_map::RandomState,
+    key: std::marker::PhantomData<fn(&K)>,
 }
 
-impl TextIndex {
-    /// The id entered under `text`.
-    fn get<'a>(&self, text: &str, text_of: impl Fn(&Id) -> Option<&'a str>) -> Option<&Id> {
-        let hash = self.hasher.hash_one(text);
-        self.table.find(hash, |id| text_of(id) == Some(text))
+/// Ids by a text their aggregates hold.
+type TextIndex = IdIndex<str>;
+
+impl<K: ?Sized> Clone for IdIndex<K> {
+    fn clone(&self) -> Self {
+        Self {
+            table: self.table.clone(),
+            hasher: self.hasher.clone(),
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: ?Sized> Default for IdIndex<K> {
+    fn default() -> Self {
+        Self {
+            table: HashTable::new(),
+            hasher: Default::default(),
+            key: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: ?Sized + std::hash::Hash + Eq> IdIndex<K> {
+    /// The id entered under `key` (the first, in a multimap).
+    fn get<'a>(&self, key: &K, key_of: impl Fn(&Id) -> Option<&'a K>) -> Option<&Id>
+    where
+        K: 'a,
+    {
+        let hash = self.hasher.hash_one(key);
+        self.table.find(hash, |id| key_of(id) == Some(key))
     }
 
-    /// Enters `id`, whose aggregate holds `text`, under it.
-    fn insert<'a>(&mut self, text: &str, id: Id, text_of: impl Fn(&Id) -> Option<&'a str>) {
+    /// Every id entered under `key`, in no particular order.
+    fn all<'s: 'k, 'k, 'a: 'k>(
+        &'s self,
+        key: &'k K,
+        key_of: impl Fn(&Id) -> Option<&'a K> + 'k,
+    ) -> impl Iterator<Item = &'s Id> + 'k
+    where
+        K: 'a,
+    {
+        let hash = self.hasher.hash_one(key);
+        self.table
+            .iter_hash(hash)
+            .filter(move |id| key_of(id) == Some(key))
+    }
+
+    /// Enters `id`, whose aggregate holds `key`, under it, in place of any other id.
+    fn insert<'a>(&mut self, key: &K, id: Id, key_of: impl Fn(&Id) -> Option<&'a K>)
+    where
+        K: 'a,
+    {
         let hasher = &self.hasher;
         let entry = self.table.entry(
-            hasher.hash_one(text),
-            |held| text_of(held) == Some(text),
-            |held| hasher.hash_one(text_of(held).unwrap_or_default()),
+            hasher.hash_one(key),
+            |held| key_of(held) == Some(key),
+            |held| Self::rehash(hasher, key_of(held)),
         );
         match entry {
             hash_table::Entry::Occupied(mut occupied) => *occupied.get_mut() = id,
@@ -594,20 +748,46 @@ impl TextIndex {
         }
     }
 
-    /// Removes `id`'s entry, which its aggregate holds `text` for (if it is entered:
-    /// another aggregate entered under the same text since keeps its entry).
-    fn remove(&mut self, text: &str, id: &Id) {
-        let hash = self.hasher.hash_one(text);
-        if let Ok(entry) = self.table.find_entry(hash, |held| held == id) {
+    /// Enters `id`, whose aggregate holds `key`, under it beside the ids already there
+    /// (once: entering it again changes nothing).
+    fn add<'a>(&mut self, key: &K, id: Id, key_of: impl Fn(&Id) -> Option<&'a K>)
+    where
+        K: 'a,
+    {
+        let hasher = &self.hasher;
+        let entry = self.table.entry(
+            hasher.hash_one(key),
+            |held| **held == *id,
+            |held| Self::rehash(hasher, key_of(held)),
+        );
+        if let hash_table::Entry::Vacant(vacant) = entry {
+            vacant.insert(id);
+        }
+    }
+
+    /// Removes `id`'s entry, which its aggregate holds `key` for (if it is entered:
+    /// another aggregate entered under the same key since keeps its entry).
+    fn remove(&mut self, key: &K, id: &str) {
+        let hash = self.hasher.hash_one(key);
+        if let Ok(entry) = self.table.find_entry(hash, |held| **held == *id) {
             entry.remove();
+        }
+    }
+
+    /// An entry's hash when the table grows. Every entered id's aggregate holds its key
+    /// (the rule above); one that did not would only be found no more.
+    fn rehash(hasher: &std::collections::hash_map::RandomState, key: Option<&K>) -> u64 {
+        match key {
+            Some(key) => hasher.hash_one(key),
+            None => 0,
         }
     }
 }
 
-/// Two indexes are equal when they hold the same ids (texts are the aggregates').
-impl PartialEq for TextIndex {
+/// Two indexes are equal when they hold the same ids (keys are the aggregates').
+impl<K: ?Sized> PartialEq for IdIndex<K> {
     fn eq(&self, other: &Self) -> bool {
-        let sorted = |index: &TextIndex| {
+        let sorted = |index: &IdIndex<K>| {
             let mut ids: Vec<Id> = index.table.iter().cloned().collect();
             ids.sort();
             ids
@@ -944,6 +1124,213 @@ mod tests {
         assert_eq!(model.external_id_owner("ext-new"), Some("o3"));
         assert_eq!(model.external_id_owner("ext-3"), None);
         assert_eq!(model.external_id_owner("ext-4"), Some("o4"));
+    }
+
+    /// One step of the organization-index property below (ids drawn from small sets,
+    /// so that steps meet the same aggregates).
+    #[derive(Debug, Clone)]
+    enum IndexStep {
+        /// A setup link (id, organization, connection, token, a new connection or not).
+        IssueLink(u8, u8, u8, u8, bool),
+        /// A connection configured (id, organization).
+        Configure(u8, u8),
+        /// An API token issued (id, token).
+        IssueToken(u8, u8),
+    }
+
+    fn index_step() -> impl proptest::strategy::Strategy<Value = IndexStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..6, 0u8..4, 0u8..6, 0u8..8, any::<bool>())
+                .prop_map(|(l, o, c, t, new)| IndexStep::IssueLink(l, o, c, t, new)),
+            (0u8..6, 0u8..4).prop_map(|(c, o)| IndexStep::Configure(c, o)),
+            (0u8..4, 0u8..8).prop_map(|(k, t)| IndexStep::IssueToken(k, t)),
+        ]
+    }
+
+    fn token(t: u8) -> Vec<u8> {
+        vec![t; 32]
+    }
+
+    fn apply_index_step(model: &mut ReadModel, position: u64, step: &IndexStep) {
+        let (stream, event) = match *step {
+            IndexStep::IssueLink(l, o, c, t, new) => (
+                format!("setup-link-l{l}"),
+                Event::SetupLinkIssued(schema::SetupLinkIssued {
+                    setup_link_id: format!("l{l}"),
+                    organization_id: format!("o{o}"),
+                    connection_id: format!("c{c}"),
+                    token_sha256: token(t),
+                    intent: if new {
+                        schema::SetupIntent::NewConnection
+                    } else {
+                        schema::SetupIntent::UpdateConnection
+                    } as i32,
+                    ..Default::default()
+                }),
+            ),
+            IndexStep::Configure(c, o) => (
+                format!("connection-c{c}"),
+                Event::ConnectionConfigured(schema::ConnectionConfigured {
+                    connection_id: format!("c{c}"),
+                    organization_id: format!("o{o}"),
+                    oidc: Some(schema::OidcSettings::default()),
+                    ..Default::default()
+                }),
+            ),
+            IndexStep::IssueToken(k, t) => (
+                format!("api-token-k{k}"),
+                Event::ApiTokenIssued(schema::ApiTokenIssued {
+                    token_id: format!("k{k}"),
+                    token_sha256: token(t),
+                    ..Default::default()
+                }),
+            ),
+        };
+        model.apply(&at(position, &stream), &event);
+    }
+
+    /// What the indexes must answer, found by walking every aggregate.
+    fn organization_connections_by_walk(model: &ReadModel, organization: &str) -> Vec<String> {
+        let mut ids: Vec<String> = model
+            .connections
+            .iter()
+            .filter(|(_, c)| *c.state.organization_id == *organization)
+            .map(|(id, _)| id.to_string())
+            .chain(
+                model
+                    .draft_connections
+                    .iter()
+                    .filter(|(_, o)| ***o == *organization)
+                    .map(|(id, _)| id.to_string()),
+            )
+            .collect();
+        ids.sort();
+        ids.dedup();
+        ids
+    }
+
+    fn check_indexes_against_walks(model: &ReadModel, organizations: usize, tokens: u8) {
+        // One entry per aggregate: an entry left behind by a change would still be
+        // filtered out of every answer, but would stay in memory (and be entered twice).
+        let entries = |index: &IdIndex<str>| index.table.len();
+        assert_eq!(
+            entries(&model.connections_by_organization),
+            model.connections.len()
+        );
+        assert_eq!(
+            entries(&model.drafts_by_organization),
+            model.draft_connections.len()
+        );
+        assert_eq!(
+            entries(&model.links_by_organization),
+            model.setup_links.len()
+        );
+        assert_eq!(model.link_by_token.table.len(), model.setup_links.len());
+        assert_eq!(model.api_token_by_hash.table.len(), model.api_tokens.len());
+        for o in 0..organizations {
+            let organization = format!("o{o}");
+            assert_eq!(
+                model.organization_connection_ids(&organization),
+                organization_connections_by_walk(model, &organization),
+                "connections of {organization}"
+            );
+            let links: Vec<&str> = model
+                .organization_setup_links(&organization)
+                .iter()
+                .map(|l| &*l.state.id)
+                .collect();
+            let walked: Vec<&str> = model
+                .setup_links
+                .iter()
+                .filter(|(_, l)| *l.state.organization_id == *organization)
+                .map(|(id, _)| &**id)
+                .collect();
+            assert_eq!(links, walked, "setup links of {organization}");
+        }
+        for t in 0..tokens {
+            let hash = token(t);
+            let link = model.setup_link_by_token(&hash).map(|l| &*l.state.id);
+            let holding = holders(&model.setup_links, |l| &l.token_sha256, &hash);
+            found_when_held(link, &holding, &format!("link of token {t}"));
+            let api_token = model.api_token_by_hash(&hash).map(|k| &*k.state.id);
+            let holding = holders(&model.api_tokens, |k| &k.token_sha256, &hash);
+            found_when_held(api_token, &holding, &format!("API token {t}"));
+        }
+    }
+
+    /// The ids of the aggregates in `map` whose token hash is `hash`.
+    fn holders<'a, T>(
+        map: &'a Aggregates<T>,
+        hash_of: impl Fn(&T) -> &Vec<u8>,
+        hash: &[u8],
+    ) -> Vec<&'a str> {
+        map.iter()
+            .filter(|(_, a)| *hash_of(&a.state) == hash)
+            .map(|(id, _)| &**id)
+            .collect()
+    }
+
+    /// A look-up by hash finds something exactly when an aggregate holds the hash, and
+    /// then one that does.
+    fn found_when_held(found: Option<&str>, holding: &[&str], what: &str) {
+        assert_eq!(found.is_some(), !holding.is_empty(), "{what}");
+        assert!(found.is_none_or(|id| holding.contains(&id)), "{what}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn organization_and_token_indexes_answer_what_a_walk_finds(
+            steps in proptest::collection::vec(index_step(), 1..40)
+        ) {
+            let mut model = ReadModel::default();
+            for (position, step) in steps.iter().enumerate() {
+                apply_index_step(&mut model, position as u64 + 1, step);
+                check_indexes_against_walks(&model, 5, 8);
+            }
+        }
+    }
+
+    #[test]
+    fn organization_indexes_hold_through_growth() {
+        // Enough entries for the tables to grow several times (each entry's hash is
+        // recomputed from the organization its aggregate names then).
+        let mut model = ReadModel::default();
+        let mut position = 0;
+        for i in 0..1_500u32 {
+            for (stream, event) in [
+                (
+                    format!("setup-link-l{i}"),
+                    Event::SetupLinkIssued(schema::SetupLinkIssued {
+                        setup_link_id: format!("l{i}"),
+                        organization_id: format!("o{}", i % 97),
+                        connection_id: format!("c{i}"),
+                        token_sha256: i.to_be_bytes().repeat(8),
+                        intent: schema::SetupIntent::NewConnection as i32,
+                        ..Default::default()
+                    }),
+                ),
+                (
+                    format!("connection-c{}", i / 2),
+                    Event::ConnectionConfigured(schema::ConnectionConfigured {
+                        connection_id: format!("c{}", i / 2),
+                        organization_id: format!("o{}", (i / 2) % 97),
+                        oidc: Some(schema::OidcSettings::default()),
+                        ..Default::default()
+                    }),
+                ),
+            ] {
+                position += 1;
+                model.apply(&at(position, &stream), &event);
+            }
+        }
+        check_indexes_against_walks(&model, 98, 0);
+        assert_eq!(model.organization_connection_ids("o5").len(), 16);
+        assert_eq!(model.organization_setup_links("o5").len(), 16);
+        for i in [0u32, 749, 1_499] {
+            let link = model.setup_link_by_token(&i.to_be_bytes().repeat(8));
+            assert_eq!(link.map(|l| l.state.id.to_string()), Some(format!("l{i}")));
+        }
     }
 
     #[test]

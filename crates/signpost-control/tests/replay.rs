@@ -515,6 +515,34 @@ async fn run(steps: Vec<Step>) {
     // And the invariants the rules promise hold in the result.
     let mut owners = std::collections::HashMap::new();
     for org in live.organizations.values() {
+        // The organization indexes answer what a walk through every aggregate finds.
+        let mut connections: Vec<&str> = live
+            .connections
+            .iter()
+            .filter(|(_, c)| c.state.organization_id == org.state.id)
+            .map(|(id, _)| &**id)
+            .chain(
+                live.draft_connections
+                    .iter()
+                    .filter(|(_, o)| **o == org.state.id)
+                    .map(|(id, _)| &**id),
+            )
+            .collect();
+        connections.sort();
+        connections.dedup();
+        assert_eq!(live.organization_connection_ids(&org.state.id), connections);
+        let links: Vec<&str> = live
+            .setup_links
+            .values()
+            .filter(|l| l.state.organization_id == org.state.id)
+            .map(|l| &*l.state.id)
+            .collect();
+        let indexed: Vec<&str> = live
+            .organization_setup_links(&org.state.id)
+            .iter()
+            .map(|l| &*l.state.id)
+            .collect();
+        assert_eq!(indexed, links);
         if let Some(active) = &org.state.active_connection_id {
             let connection = live
                 .connections

@@ -689,7 +689,7 @@ pub fn render(
         writeln!(
             out,
             "Admin lists among {} organizations (no goal), one call at a time, {} of each taking turns: `ListConnections` of one organization p50 {}, p99 {}, max {}; the first page of all (page size 1) p50 {}, p99 {}, max {}.\n",
-            lists["organizations"],
+            f(&lists["organizations"]).map(thousands).unwrap_or_default(),
             one["calls"],
             us_as_ms(f(&one["p50_us"])),
             us_as_ms(f(&one["p99_us"])),

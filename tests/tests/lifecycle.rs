@@ -1066,3 +1066,77 @@ async fn setup_links_list_by_organization_in_id_order_across_pages() {
     );
     assert_eq!(listed_setup_links(&mut admin, "", 2).await, all);
 }
+
+#[tokio::test]
+async fn the_server_sweeps_open_setup_links_past_their_expiry_into_the_log() {
+    let server = TestServer::start_with(|config| {
+        config.link_expiry_sweep_interval = std::time::Duration::from_millis(50);
+    })
+    .await;
+    let mut admin = server.admin().await;
+    let org = organization_with_verified_domain(&server, &mut admin, "Acme", "acme-law.com").await;
+    let (due, _, _) = issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    // And a 30-day link, in another organization (a new link supersedes the open one
+    // of its intent in its own).
+    let other =
+        organization_with_verified_domain(&server, &mut admin, "Other", "other-firm.com").await;
+    let kept = admin
+        .issue_setup_link(pb::IssueSetupLinkRequest {
+            organization_id: other,
+            intent: schema::SetupIntent::NewConnection as i32,
+            recipient_email: "it-admin@example.org".into(),
+            lifetime_seconds: 30 * 24 * 3600,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .setup_link
+        .unwrap()
+        .setup_link_id;
+
+    let expired_in_log = || async {
+        let store = server.server.plane.store();
+        store
+            .read_range(1, usize::MAX)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.event_type == "setup_link_expired")
+            .map(|e| (e.stream_id, e.actor.map(|a| a.kind)))
+            .collect::<Vec<_>>()
+    };
+    // Sweeps run meanwhile, and find nothing due.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(expired_in_log().await.is_empty());
+
+    server.clock.advance(chrono::Duration::hours(73));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let recorded = loop {
+        let recorded = expired_in_log().await;
+        if !recorded.is_empty() || std::time::Instant::now() > deadline {
+            break recorded;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    // The due link, once, by the system; the 30-day link stays open.
+    assert_eq!(
+        recorded,
+        vec![(
+            format!("setup-link-{due}"),
+            Some(schema::ActorKind::System as i32)
+        )]
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(expired_in_log().await.len(), 1, "recorded once");
+    let kept = admin
+        .get_setup_link(pb::GetSetupLinkRequest {
+            setup_link_id: kept,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .setup_link
+        .unwrap();
+    assert_eq!(kept.status, pb::SetupLinkStatus::Open as i32);
+}

@@ -30,6 +30,10 @@ use crate::views::{
 
 const ADMIN: &[Role] = &[Role::Admin];
 
+/// The most setup links one expiry commit records (a sweep that finds more makes more
+/// commits): a commit is one append, and one `SetupLinkExpired` is one event.
+pub const EXPIRY_BATCH: usize = 500;
+
 /// How `verify_domain` should check the claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum VerifyMethod {
@@ -1111,41 +1115,50 @@ impl ControlPlane {
             .ok_or_else(|| not_found("API_TOKEN_NOT_FOUND", "token_id", "API token"))
     }
 
-    /// Records `SetupLinkExpired` for every open link past its expiry, in one
-    /// commit by the system. Returns how many links it expired. Run
-    /// periodically by the server; expiry is enforced by the clock whether or
-    /// not this has run, it only makes the timeline say so.
+    /// Records `SetupLinkExpired` for every open link past its expiry, by the system,
+    /// in commits of at most [`EXPIRY_BATCH`] links. Returns how many links it expired.
+    /// Run periodically by the server; expiry is enforced by the clock whether or not
+    /// this has run, it only makes the timeline say so. The links are found through the
+    /// read model's index of open links: a sweep costs the links it expires, not every
+    /// link ever issued.
     pub async fn expire_setup_links(&self) -> Result<usize, ControlError> {
-        let now = self.now();
-        let done = self
-            .execute(
-                &Principal::System,
-                &RequestMeta::default(),
-                [0; 32],
-                |model| {
-                    let mut writes = Vec::new();
-                    for link in model.setup_links.values() {
-                        let events = link.state.handle(SetupLinkCommand::Expire { now })?;
-                        if !events.is_empty() {
-                            writes.push(PlannedWrite {
-                                stream: streams::setup_link(&link.state.id),
-                                expected: ExpectedVersion::Exact(link.state.version),
-                                events,
-                            });
+        let mut expired = 0;
+        loop {
+            let now = self.now();
+            let done = self
+                .execute(
+                    &Principal::System,
+                    &RequestMeta::default(),
+                    [0; 32],
+                    |model| {
+                        let mut writes = Vec::new();
+                        for link in model.open_links_expired_by(now).take(EXPIRY_BATCH) {
+                            let events = link.state.handle(SetupLinkCommand::Expire { now })?;
+                            if !events.is_empty() {
+                                writes.push(PlannedWrite {
+                                    stream: streams::setup_link(&link.state.id),
+                                    expected: ExpectedVersion::Exact(link.state.version),
+                                    events,
+                                });
+                            }
                         }
-                    }
-                    let ids = writes.iter().map(|w| w.stream.clone()).collect();
-                    Ok(Plan {
-                        writes,
-                        outcome: Outcome {
-                            ids,
-                            ..Default::default()
-                        },
-                    })
-                },
-            )
-            .await?;
-        Ok(done.outcome.ids.len())
+                        let ids = writes.iter().map(|w| w.stream.clone()).collect();
+                        Ok(Plan {
+                            writes,
+                            outcome: Outcome {
+                                ids,
+                                ..Default::default()
+                            },
+                        })
+                    },
+                )
+                .await?;
+            let committed = done.outcome.ids.len();
+            expired += committed;
+            if committed < EXPIRY_BATCH {
+                return Ok(expired);
+            }
+        }
     }
 
     /// Resolves an `authorization: Bearer` API token to its principal.

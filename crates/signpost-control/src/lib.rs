@@ -34,7 +34,7 @@ pub mod secrets;
 pub mod setup_form;
 pub mod views;
 
-pub use admin::{IssueSetupLink, IssuedSetupLink, MintedApiToken, VerifyMethod};
+pub use admin::{IssueSetupLink, IssuedSetupLink, MintedApiToken, VerifyMethod, EXPIRY_BATCH};
 pub use error::ControlError;
 pub use plane::{Clock, ControlConfig, ControlPlane, RequestMeta};
 pub use principal::{Principal, Role};

@@ -17,7 +17,7 @@
 //! certificates without their DER, which admin views read back from the log
 //! ([`ReadModel::certificates_at`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::ops::Bound;
 use std::sync::Arc;
@@ -130,6 +130,9 @@ pub struct ReadModel {
     drafts_by_organization: TextIndex,
     /// Setup links by organization (lists, and a new link superseding the open ones).
     links_by_organization: TextIndex,
+    /// The open setup links by expiry (nanoseconds since the Unix epoch), then id: what
+    /// the expiry sweep reads, without a walk through every link ever issued.
+    open_links: BTreeSet<(i64, Id)>,
     /// For each SAML connection, the position of the `ConnectionConfigured` that set its
     /// settings. The model keeps each signing certificate's fingerprint, subject and
     /// dates (what routes, decisions and the audit use) but not its DER, about 850 bytes
@@ -338,16 +341,27 @@ impl ReadModel {
                 }
             }
             "setup-link-" => {
-                if let (Event::SetupLinkIssued(_), Some((key, link))) =
-                    (event, self.setup_links.get_key_value(id))
-                {
-                    // Issued again (no command does it; a log could): entered again
-                    // below, under its new token and organization.
-                    self.link_by_token.remove(&link.state.token_sha256, key);
-                    self.links_by_organization
-                        .remove(&link.state.organization_id, key);
+                if let Some((key, link)) = self.setup_links.get_key_value(id) {
+                    if link.state.is_open() {
+                        // Entered again below if it is still open.
+                        self.open_links
+                            .remove(&(expiry_nanos(&link.state), key.clone()));
+                    }
+                    if let Event::SetupLinkIssued(_) = event {
+                        // Issued again (no command does it; a log could): entered
+                        // again below, under its new token and organization.
+                        self.link_by_token.remove(&link.state.token_sha256, key);
+                        self.links_by_organization
+                            .remove(&link.state.organization_id, key);
+                    }
                 }
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
+                if let Some(link) = self.setup_links.get(&*key) {
+                    if link.state.is_open() {
+                        self.open_links
+                            .insert((expiry_nanos(&link.state), key.clone()));
+                    }
+                }
                 if let Event::SetupLinkIssued(issued) = event {
                     let Some(link) = self.setup_links.get_mut(&*key) else {
                         return;
@@ -605,6 +619,19 @@ impl ReadModel {
         ids
     }
 
+    /// The open setup links whose expiry is `now` or earlier, the soonest first (found
+    /// through an index of the open links alone).
+    pub fn open_links_expired_by(
+        &self,
+        now: DateTime<Utc>,
+    ) -> impl Iterator<Item = &Tracked<SetupLink>> {
+        let now = now.timestamp_nanos_opt().unwrap_or(i64::MAX);
+        self.open_links
+            .iter()
+            .take_while(move |(expiry, _)| *expiry <= now)
+            .filter_map(|(_, id)| self.setup_links.get(&**id).map(|l| &**l))
+    }
+
     /// Organization `organization_id`'s setup links, by id.
     pub fn organization_setup_links(&self, organization_id: &str) -> Vec<&Tracked<SetupLink>> {
         let links = &self.setup_links;
@@ -649,6 +676,11 @@ fn saml_entity_id(connection: &Connection) -> Option<&str> {
 /// The IdP entity id of SAML connection `id` in `connections`.
 fn entity_id_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
     saml_entity_id(&connections.get(&**id)?.state)
+}
+
+/// When `link` expires, in nanoseconds since the Unix epoch (past 2262: never).
+fn expiry_nanos(link: &SetupLink) -> i64 {
+    link.expires_at.timestamp_nanos_opt().unwrap_or(i64::MAX)
 }
 
 /// The organization of configured connection `id` in `connections`.
@@ -1136,6 +1168,8 @@ mod tests {
         Configure(u8, u8),
         /// An API token issued (id, token).
         IssueToken(u8, u8),
+        /// A setup link closed (id; revoked, spent or expired).
+        CloseLink(u8, u8),
     }
 
     fn index_step() -> impl proptest::strategy::Strategy<Value = IndexStep> {
@@ -1145,6 +1179,7 @@ mod tests {
                 .prop_map(|(l, o, c, t, new)| IndexStep::IssueLink(l, o, c, t, new)),
             (0u8..6, 0u8..4).prop_map(|(c, o)| IndexStep::Configure(c, o)),
             (0u8..4, 0u8..8).prop_map(|(k, t)| IndexStep::IssueToken(k, t)),
+            (0u8..6, 0u8..3).prop_map(|(l, how)| IndexStep::CloseLink(l, how)),
         ]
     }
 
@@ -1161,6 +1196,11 @@ mod tests {
                     organization_id: format!("o{o}"),
                     connection_id: format!("c{c}"),
                     token_sha256: token(t),
+                    // Expiries an hour apart, some shared.
+                    expires_at: Some(prost_types::Timestamp {
+                        seconds: 1_795_000_000 + i64::from(t % 4) * 3_600,
+                        nanos: 0,
+                    }),
                     intent: if new {
                         schema::SetupIntent::NewConnection
                     } else {
@@ -1177,6 +1217,14 @@ mod tests {
                     oidc: Some(schema::OidcSettings::default()),
                     ..Default::default()
                 }),
+            ),
+            IndexStep::CloseLink(l, how) => (
+                format!("setup-link-l{l}"),
+                match how {
+                    0 => Event::SetupLinkRevoked(Default::default()),
+                    1 => Event::SetupLinkSpent(Default::default()),
+                    _ => Event::SetupLinkExpired(Default::default()),
+                },
             ),
             IndexStep::IssueToken(k, t) => (
                 format!("api-token-k{k}"),
@@ -1222,11 +1270,14 @@ mod tests {
             entries(&model.drafts_by_organization),
             model.draft_connections.len()
         );
-        assert_eq!(
-            entries(&model.links_by_organization),
-            model.setup_links.len()
-        );
-        assert_eq!(model.link_by_token.table.len(), model.setup_links.len());
+        // (A link's later event before its issue makes an aggregate naming nothing.)
+        let issued = model
+            .setup_links
+            .values()
+            .filter(|l| !l.state.organization_id.is_empty())
+            .count();
+        assert_eq!(entries(&model.links_by_organization), issued);
+        assert_eq!(model.link_by_token.table.len(), issued);
         assert_eq!(model.api_token_by_hash.table.len(), model.api_tokens.len());
         for o in 0..organizations {
             let organization = format!("o{o}");
@@ -1248,6 +1299,30 @@ mod tests {
                 .collect();
             assert_eq!(links, walked, "setup links of {organization}");
         }
+        // The open links due by each moment, soonest first, as a walk finds them.
+        for hours in 0..5 {
+            let now = DateTime::from_timestamp(1_795_000_000 + hours * 3_600, 0).unwrap();
+            let mut walked: Vec<(DateTime<Utc>, &str)> = model
+                .setup_links
+                .iter()
+                .filter(|(_, l)| l.state.is_open() && l.state.expires_at <= now)
+                .map(|(id, l)| (l.state.expires_at, &**id))
+                .collect();
+            walked.sort();
+            let due: Vec<(DateTime<Utc>, &str)> = model
+                .open_links_expired_by(now)
+                .map(|l| (l.state.expires_at, &*l.state.id))
+                .collect();
+            assert_eq!(due, walked, "links due by {now}");
+        }
+        assert_eq!(
+            model.open_links.len(),
+            model
+                .setup_links
+                .values()
+                .filter(|l| l.state.is_open())
+                .count()
+        );
         for t in 0..tokens {
             let hash = token(t);
             let link = model.setup_link_by_token(&hash).map(|l| &*l.state.id);

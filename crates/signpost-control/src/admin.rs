@@ -898,9 +898,12 @@ impl ControlPlane {
                     events,
                 }];
                 if activates {
+                    // Every link naming the connection is its organization's (an update
+                    // link is issued in the connection's organization, a new one
+                    // allocates it there): found through that organization's links.
                     for link in model
-                        .setup_links
-                        .values()
+                        .organization_setup_links(&organization_id)
+                        .into_iter()
                         .filter(|l| *l.state.connection_id == *connection_id && l.state.is_open())
                     {
                         writes.push(PlannedWrite {

@@ -138,6 +138,9 @@ enum Command {
         /// connection (see `populate::Population::lifecycle`).
         #[arg(long)]
         lifecycle: bool,
+        /// Each organization's setup link too (see `populate::Population::setup_links`).
+        #[arg(long)]
+        setup_links: bool,
     },
     /// Scenario 1: durable writes.
     Writes {
@@ -160,6 +163,10 @@ enum Command {
         /// Changes in the fan-out run (default 20; 3 with --quick).
         #[arg(long)]
         changes: Option<usize>,
+        /// Each organization also holds the setup link its connection was configured
+        /// through (see `populate::Population::setup_links`).
+        #[arg(long)]
+        setup_links: bool,
     },
     /// Scenarios 5 and 7 on a large log.
     History {
@@ -215,29 +222,32 @@ async fn populate_timed(
     organizations: usize,
     extra: usize,
 ) -> anyhow::Result<populate::Populated> {
-    populate_shaped(dir, organizations, extra, false).await
+    populate_shaped(
+        dir,
+        populate::Population {
+            organizations,
+            extra_events_per_organization: extra,
+            lifecycle: false,
+            setup_links: false,
+        },
+    )
+    .await
 }
 
 async fn populate_shaped(
     dir: &Path,
-    organizations: usize,
-    extra: usize,
-    lifecycle: bool,
+    population: populate::Population,
 ) -> anyhow::Result<populate::Populated> {
+    let (organizations, extra) = (
+        population.organizations,
+        population.extra_events_per_organization,
+    );
     let started = std::time::Instant::now();
     status(&format!(
         "populating {organizations} organizations (+{extra} events each) in {}",
         dir.display()
     ));
-    let populated = populate::populate(
-        dir,
-        populate::Population {
-            organizations,
-            extra_events_per_organization: extra,
-            lifecycle,
-        },
-    )
-    .await?;
+    let populated = populate::populate(dir, population).await?;
     emit(
         "populate",
         serde_json::json!({
@@ -276,6 +286,7 @@ async fn routing_run(
     routes: Option<usize>,
     streams: Option<usize>,
     changes: Option<usize>,
+    setup_links: bool,
 ) -> anyhow::Result<()> {
     let quick = common.quick;
     let routes = routes.unwrap_or(if quick { 2_000 } else { 100_000 });
@@ -283,12 +294,21 @@ async fn routing_run(
     let changes = changes.unwrap_or(if quick { 3 } else { 20 });
     let duration = common.duration();
     let dir = common.fresh("routing")?;
-    let populated = populate_timed(&dir, routes, 0).await?;
+    let populated = populate_shaped(
+        &dir,
+        populate::Population {
+            organizations: routes,
+            extra_events_per_organization: 0,
+            lifecycle: false,
+            setup_links,
+        },
+    )
+    .await?;
     let token = populated.token.clone();
     let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     emit(
         "startup",
-        serde_json::json!({ "routes": routes, "seconds": server.startup.as_secs_f64(), "rss_bytes": server.rss_bytes() }),
+        serde_json::json!({ "routes": routes, "setup_links": setup_links, "seconds": server.startup.as_secs_f64(), "rss_bytes": server.rss_bytes() }),
     );
     let url = server.url();
     let channels = grpc::channels(&url, common.connections).await?;
@@ -433,8 +453,38 @@ async fn routing_run(
     tokio::time::sleep(Duration::from_secs(if quick { 1 } else { 10 })).await;
     memory.control_plane_restarted = restarted.rss_bytes();
     restarted.stop().await;
+    if !setup_links {
+        // And for the state a real lifecycle leaves: every organization also holds the
+        // setup link its connection was configured through (issued, then spent).
+        status("scenario 8: memory with every organization's setup link");
+        memory.control_plane_restarted_with_links =
+            restarted_rss_with_links(&common, routes).await?;
+    }
     emit("memory", memory.json());
     Ok(())
+}
+
+/// The control plane's RSS after a restart (the same wait as the restart row) on
+/// `routes` organizations that each also hold their spent setup link.
+async fn restarted_rss_with_links(common: &Common, routes: usize) -> anyhow::Result<u64> {
+    let dir = common.fresh("routing-links")?;
+    let population = populate::Population {
+        organizations: routes,
+        extra_events_per_organization: 0,
+        lifecycle: false,
+        setup_links: true,
+    };
+    populate_shaped(&dir, population).await?;
+    // A first start builds every projection; the audit index is left to finish behind
+    // it before the restart finds them all in place.
+    let first = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 15 })).await;
+    first.stop().await;
+    let restarted = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
+    tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 10 })).await;
+    let rss = restarted.rss_bytes();
+    restarted.stop().await;
+    Ok(rss)
 }
 
 async fn history_run(
@@ -465,9 +515,12 @@ async fn history_run(
     let dir = common.fresh("history-lifecycle")?;
     let lifecycle = populate_shaped(
         &dir,
-        organizations,
-        per_organization.saturating_sub(5),
-        true,
+        populate::Population {
+            organizations,
+            extra_events_per_organization: per_organization.saturating_sub(5),
+            lifecycle: true,
+            setup_links: false,
+        },
     )
     .await?;
     status(&format!(
@@ -488,8 +541,15 @@ async fn main() -> anyhow::Result<()> {
             organizations,
             extra_events,
             lifecycle,
+            setup_links,
         } => {
-            populate_shaped(&data_dir, organizations, extra_events, lifecycle).await?;
+            let population = populate::Population {
+                organizations,
+                extra_events_per_organization: extra_events,
+                lifecycle,
+                setup_links,
+            };
+            populate_shaped(&data_dir, population).await?;
         }
         Command::Writes {
             common,
@@ -500,7 +560,8 @@ async fn main() -> anyhow::Result<()> {
             routes,
             streams,
             changes,
-        } => routing_run(common, routes, streams, changes).await?,
+            setup_links,
+        } => routing_run(common, routes, streams, changes, setup_links).await?,
         Command::History {
             common,
             organizations,

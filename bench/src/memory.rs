@@ -17,6 +17,9 @@ pub struct Memory {
     /// Control plane RSS with the table, no stream open, 10 s (1 s with `--quick`) after
     /// a restart on the same data (context: the figures above follow a first start).
     pub control_plane_restarted: u64,
+    /// The same after a restart on as many organizations that each also hold the setup
+    /// link their connection was configured through (0 when not measured).
+    pub control_plane_restarted_with_links: u64,
     /// Edge binary RSS holding the table.
     pub edge: u64,
     /// etcd RSS with the table's keys, no watcher.
@@ -33,6 +36,7 @@ impl Memory {
             "control_plane_idle_bytes": self.control_plane_idle,
             "control_plane_streams_bytes": self.control_plane_streams,
             "control_plane_restarted_bytes": self.control_plane_restarted,
+            "control_plane_restarted_with_links_bytes": self.control_plane_restarted_with_links,
             "edge_bytes": self.edge,
             "etcd_idle_bytes": self.etcd_idle,
             "etcd_watchers_bytes": self.etcd_watchers,

@@ -32,6 +32,10 @@ pub struct Population {
     /// the audit's fold compares no routes for them. The scenarios use the default
     /// (their figures compare with earlier rounds); this shows what a real log costs.
     pub lifecycle: bool,
+    /// Give each organization the setup link its connection was configured through,
+    /// issued and then spent at activation, as the real lifecycle leaves it (the
+    /// routing scenario's memory row without them compares with earlier rounds).
+    pub setup_links: bool,
 }
 
 fn write(stream: String, events: Vec<Event>) -> StreamWrite {
@@ -109,10 +113,14 @@ fn organization_commits(
     index: usize,
     cert: &schema::Certificate,
     extra: usize,
-    lifecycle: bool,
+    population: &Population,
 ) -> (Vec<Commit>, Organization) {
+    let lifecycle = population.lifecycle;
     let org = uuid::Uuid::now_v7().to_string();
     let connection = uuid::Uuid::now_v7().to_string();
+    let link = population
+        .setup_links
+        .then(|| uuid::Uuid::now_v7().to_string());
     let loaded = Organization {
         organization_id: org.clone(),
         connection_id: connection.clone(),
@@ -142,7 +150,7 @@ fn organization_commits(
     let mut connection_events = vec![Event::ConnectionConfigured(schema::ConnectionConfigured {
         connection_id: connection.clone(),
         organization_id: org.clone(),
-        setup_link_id: String::new(),
+        setup_link_id: link.clone().unwrap_or_default(),
         role: schema::ConnectionRole::Primary as i32,
         protocol: schema::Protocol::Saml as i32,
         saml: Some(schema::SamlSettings {
@@ -174,24 +182,57 @@ fn organization_commits(
         meta: system_meta(),
         idempotency: None,
     };
+    let issued = link.as_ref().map(|link| {
+        let token_sha256 = [
+            *uuid::Uuid::new_v4().as_bytes(),
+            *uuid::Uuid::new_v4().as_bytes(),
+        ];
+        Event::SetupLinkIssued(schema::SetupLinkIssued {
+            setup_link_id: link.clone(),
+            organization_id: org.clone(),
+            intent: schema::SetupIntent::NewConnection as i32,
+            connection_id: connection.clone(),
+            token_sha256: token_sha256.concat(),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: chrono::Utc::now().timestamp() + 72 * 3600,
+                nanos: 0,
+            }),
+            recipient_email: format!("it-admin@firm{index}.example.com"),
+        })
+    });
+    let spent = || {
+        Event::SetupLinkSpent(schema::SetupLinkSpent {
+            connection_id: connection.clone(),
+        })
+    };
     if !lifecycle {
         connection_events.extend(groups);
         org_events.push(activated);
-        let writes = vec![
-            write(streams::connection(&connection), connection_events),
-            write(streams::organization(&org), org_events),
-        ];
+        let mut writes = Vec::new();
+        if let (Some(link), Some(issued)) = (&link, issued) {
+            writes.push(write(streams::setup_link(link), vec![issued, spent()]));
+        }
+        writes.push(write(streams::connection(&connection), connection_events));
+        writes.push(write(streams::organization(&org), org_events));
         return (vec![commit(writes)], loaded);
     }
-    let configured = vec![
-        write(streams::organization(&org), org_events),
-        write(streams::connection(&connection), connection_events),
-    ];
+    let mut configured = vec![write(streams::organization(&org), org_events)];
+    if let (Some(link), Some(issued)) = (&link, issued) {
+        configured.push(write(streams::setup_link(link), vec![issued]));
+    }
+    configured.push(write(streams::connection(&connection), connection_events));
     let mut active = vec![write_expecting(
         streams::organization(&org),
         ExpectedVersion::Any,
         vec![activated],
     )];
+    if let Some(link) = &link {
+        active.push(write_expecting(
+            streams::setup_link(link),
+            ExpectedVersion::Any,
+            vec![spent()],
+        ));
+    }
     if extra > 0 {
         active.push(write_expecting(
             streams::connection(&connection),
@@ -246,7 +287,7 @@ pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Popu
                     index,
                     &cert,
                     population.extra_events_per_organization,
-                    population.lifecycle,
+                    &population,
                 );
                 for commit in commits {
                     store.append(commit).await?;

@@ -588,6 +588,21 @@ pub fn render(
             met: None,
         });
     }
+    if let Some(with_links) = f(&m["control_plane_restarted_with_links_bytes"]).filter(|v| *v > 0.0)
+    {
+        rows.push(Row {
+            scenario: "",
+            measure: format!(
+                "context: the same restart, {} organizations that each also hold the setup link their connection was configured through (spent), as a real lifecycle leaves them",
+                thousands(f(&m["routes"]).unwrap_or(0.0))
+            ),
+            signpost: mib(Some(with_links)),
+            etcd: "n/a".into(),
+            ratio: "n/a".into(),
+            goal: "context: the population above has no setup links",
+            met: None,
+        });
+    }
     rows.push(Row {
         scenario: "",
         measure: format!(

@@ -347,19 +347,30 @@ impl ReadModel {
                         self.open_links
                             .remove(&(expiry_nanos(&link.state), key.clone()));
                     }
+                    if SetupLink::changes_token(event) {
+                        // A closed link forgets its token; entered again below when
+                        // it holds one.
+                        self.link_by_token.remove(&link.state.token_sha256, key);
+                    }
                     if let Event::SetupLinkIssued(_) = event {
                         // Issued again (no command does it; a log could): entered
-                        // again below, under its new token and organization.
-                        self.link_by_token.remove(&link.state.token_sha256, key);
+                        // again below, under its new organization.
                         self.links_by_organization
                             .remove(&link.state.organization_id, key);
                     }
                 }
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
-                if let Some(link) = self.setup_links.get(&*key) {
+                let links = &self.setup_links;
+                if let Some(link) = links.get(&*key) {
                     if link.state.is_open() {
                         self.open_links
                             .insert((expiry_nanos(&link.state), key.clone()));
+                    }
+                    if SetupLink::changes_token(event) && !link.state.token_sha256.is_empty() {
+                        self.link_by_token
+                            .add(&link.state.token_sha256, key.clone(), |id| {
+                                Some(&*links.get(&**id)?.state.token_sha256)
+                            });
                     }
                 }
                 if let Event::SetupLinkIssued(issued) = event {
@@ -373,10 +384,6 @@ impl ReadModel {
                     let (organization, connection) =
                         (link.organization_id.clone(), link.connection_id.clone());
                     let links = &self.setup_links;
-                    self.link_by_token
-                        .add(&issued.token_sha256, key.clone(), |id| {
-                            Some(&*links.get(&**id)?.state.token_sha256)
-                        });
                     self.links_by_organization.add(&organization, key, |id| {
                         Some(&*links.get(&**id)?.state.organization_id)
                     });
@@ -1270,14 +1277,20 @@ mod tests {
             entries(&model.drafts_by_organization),
             model.draft_connections.len()
         );
-        // (A link's later event before its issue makes an aggregate naming nothing.)
+        // (A link's later event before its issue makes an aggregate naming nothing; a
+        // closed link holds no token.)
         let issued = model
             .setup_links
             .values()
             .filter(|l| !l.state.organization_id.is_empty())
             .count();
         assert_eq!(entries(&model.links_by_organization), issued);
-        assert_eq!(model.link_by_token.table.len(), issued);
+        let holding_tokens = model
+            .setup_links
+            .values()
+            .filter(|l| !l.state.token_sha256.is_empty())
+            .count();
+        assert_eq!(model.link_by_token.table.len(), holding_tokens);
         assert_eq!(model.api_token_by_hash.table.len(), model.api_tokens.len());
         for o in 0..organizations {
             let organization = format!("o{o}");
@@ -1326,10 +1339,10 @@ mod tests {
         for t in 0..tokens {
             let hash = token(t);
             let link = model.setup_link_by_token(&hash).map(|l| &*l.state.id);
-            let holding = holders(&model.setup_links, |l| &l.token_sha256, &hash);
+            let holding = holders(&model.setup_links, |l| &l.token_sha256[..], &hash);
             found_when_held(link, &holding, &format!("link of token {t}"));
             let api_token = model.api_token_by_hash(&hash).map(|k| &*k.state.id);
-            let holding = holders(&model.api_tokens, |k| &k.token_sha256, &hash);
+            let holding = holders(&model.api_tokens, |k| &k.token_sha256[..], &hash);
             found_when_held(api_token, &holding, &format!("API token {t}"));
         }
     }
@@ -1337,11 +1350,11 @@ mod tests {
     /// The ids of the aggregates in `map` whose token hash is `hash`.
     fn holders<'a, T>(
         map: &'a Aggregates<T>,
-        hash_of: impl Fn(&T) -> &Vec<u8>,
+        hash_of: impl Fn(&T) -> &[u8],
         hash: &[u8],
     ) -> Vec<&'a str> {
         map.iter()
-            .filter(|(_, a)| *hash_of(&a.state) == hash)
+            .filter(|(_, a)| hash_of(&a.state) == hash)
             .map(|(id, _)| &**id)
             .collect()
     }
@@ -1406,6 +1419,13 @@ mod tests {
             let link = model.setup_link_by_token(&i.to_be_bytes().repeat(8));
             assert_eq!(link.map(|l| l.state.id.to_string()), Some(format!("l{i}")));
         }
+    }
+
+    #[test]
+    fn a_tracked_setup_link_fits_the_128_byte_allocation_class() {
+        // Every link ever issued stays in the model (one per connection at least): past
+        // 128 bytes each costs 160, 3 MiB more per 100,000 links.
+        assert!(std::mem::size_of::<Tracked<SetupLink>>() <= 128);
     }
 
     #[test]

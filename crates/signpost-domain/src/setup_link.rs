@@ -42,8 +42,10 @@ pub struct SetupLink {
     pub intent: schema::SetupIntent,
     /// The connection it configures.
     pub connection_id: crate::Id,
-    /// SHA-256 of the token.
-    pub token_sha256: Vec<u8>,
+    /// SHA-256 of the token; empty once the link is closed (revoked, spent or
+    /// expired): it authorizes nothing then, and a control plane holds every link ever
+    /// issued. A box, not a `Vec`: the read model's boxed link fits 128 bytes.
+    pub token_sha256: Box<[u8]>,
     /// When it stops working.
     pub expires_at: DateTime<Utc>,
     /// The IT admin it was sent to.
@@ -206,6 +208,22 @@ impl SetupLink {
         }
     }
 
+    /// Whether `event` can change a link's token hash (issue it, or close the link).
+    pub fn changes_token(event: &Event) -> bool {
+        matches!(
+            event,
+            Event::SetupLinkIssued(_)
+                | Event::SetupLinkRevoked(_)
+                | Event::SetupLinkSpent(_)
+                | Event::SetupLinkExpired(_)
+        )
+    }
+
+    fn close(&mut self, state: LinkState) {
+        self.state = state;
+        self.token_sha256 = Box::default();
+    }
+
     /// Applies one of this aggregate's events.
     pub fn apply(&mut self, event: &Event) {
         match event {
@@ -214,15 +232,15 @@ impl SetupLink {
                 self.organization_id = e.organization_id.as_str().into();
                 self.intent = e.intent();
                 self.connection_id = e.connection_id.as_str().into();
-                self.token_sha256 = e.token_sha256.clone();
+                self.token_sha256 = e.token_sha256.as_slice().into();
                 self.expires_at = from_timestamp(e.expires_at.as_ref());
                 self.recipient_email = e.recipient_email.clone();
                 self.state = LinkState::Open;
             }
             Event::SetupFormSubmitted(e) => self.submissions = e.submission,
-            Event::SetupLinkRevoked(_) => self.state = LinkState::Revoked,
-            Event::SetupLinkSpent(_) => self.state = LinkState::Spent,
-            Event::SetupLinkExpired(_) => self.state = LinkState::Expired,
+            Event::SetupLinkRevoked(_) => self.close(LinkState::Revoked),
+            Event::SetupLinkSpent(_) => self.close(LinkState::Spent),
+            Event::SetupLinkExpired(_) => self.close(LinkState::Expired),
             _ => return,
         }
         self.version += 1;
@@ -287,6 +305,32 @@ mod tests {
             assert!(matches!(&events[0], Event::SetupFormSubmitted(e) if e.submission == expected));
             link.apply(&events[0]);
         }
+    }
+
+    #[test]
+    fn a_closed_link_forgets_its_token_hash() {
+        assert_eq!(&*issued().token_sha256, &[7; 32]);
+        let closing = [
+            C::Revoke {
+                superseded_by: None,
+            },
+            C::Spend,
+            C::Expire {
+                now: now() + Duration::hours(73),
+            },
+        ];
+        for command in closing {
+            let mut link = issued();
+            let events = link.handle(command).unwrap();
+            assert!(SetupLink::changes_token(&events[0]));
+            link.apply(&events[0]);
+            assert!(!link.is_open());
+            assert!(link.token_sha256.is_empty(), "{:?}", link.state);
+        }
+        // Submissions keep it: the link stays usable.
+        let mut link = issued();
+        link.apply(&link.handle(C::Submit { now: now() }).unwrap()[0]);
+        assert_eq!(&*link.token_sha256, &[7; 32]);
     }
 
     #[test]

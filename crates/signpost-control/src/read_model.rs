@@ -441,7 +441,7 @@ impl ReadModel {
         for id in org
             .active_connection_id
             .iter_mut()
-            .chain(&mut org.previously_active)
+            .chain(org.previously_active.iter_mut())
         {
             *id = shared(&self.connections, id);
         }
@@ -1419,6 +1419,12 @@ mod tests {
             let link = model.setup_link_by_token(&i.to_be_bytes().repeat(8));
             assert_eq!(link.map(|l| l.state.id.to_string()), Some(format!("l{i}")));
         }
+    }
+
+    #[test]
+    fn a_tracked_organization_fits_the_128_byte_allocation_class() {
+        // One per organization: past 128 bytes each costs 160, 3 MiB more per 100,000.
+        assert!(std::mem::size_of::<Tracked<Organization>>() <= 128);
     }
 
     #[test]

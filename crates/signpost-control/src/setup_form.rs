@@ -222,7 +222,7 @@ impl ControlPlane {
             None
         };
         Ok(SetupFormView {
-            organization_display_name: org_name,
+            organization_display_name: org_name.into(),
             intent: link.intent,
             service_provider: self.service_provider(&link.connection_id),
             connection_id: link.connection_id.to_string(),

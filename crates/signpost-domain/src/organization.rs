@@ -80,10 +80,12 @@ pub struct ConnectionFacts {
 pub struct Organization {
     /// Empty until created.
     pub id: crate::Id,
-    /// The firm's name.
-    pub display_name: String,
+    /// The firm's name. Boxed texts and list (here and in `previously_active`), not
+    /// `String`s and a `Vec`: the read model holds one of these per organization, and
+    /// boxed it fits 128 bytes.
+    pub display_name: Box<str>,
     /// The platform's own id for the firm.
-    pub external_id: String,
+    pub external_id: Box<str>,
     /// Claimed domains, by normalized name. The names are shared: the read model points
     /// them at its own domain index's keys, and routes are keyed by the same copies.
     pub domains: VecMap<crate::Id, DomainClaim>,
@@ -92,7 +94,7 @@ pub struct Organization {
     /// The active connection, if any.
     pub active_connection_id: Option<crate::Id>,
     /// Connections that were active once (the ones a switch can go back to).
-    pub previously_active: Vec<crate::Id>,
+    pub previously_active: Box<[crate::Id]>,
     /// Stream version (number of events applied).
     pub version: u64,
 }
@@ -379,8 +381,8 @@ impl Organization {
         match event {
             Event::OrganizationCreated(e) => {
                 self.id = e.organization_id.as_str().into();
-                self.display_name = e.display_name.clone();
-                self.external_id = e.external_id.clone();
+                self.display_name = e.display_name.as_str().into();
+                self.external_id = e.external_id.as_str().into();
                 self.sso_policy = schema::SsoPolicy::Optional;
             }
             Event::DomainClaimed(e) => {
@@ -420,9 +422,10 @@ impl Organization {
             .any(|known| **known == *connection_id)
         {
             // One slot at a time: most organizations only ever activate one or two
-            // connections, and `push` would make room for four.
-            self.previously_active.reserve_exact(1);
-            self.previously_active.push(id);
+            // connections.
+            let mut known = std::mem::take(&mut self.previously_active).into_vec();
+            known.push(id);
+            self.previously_active = known.into_boxed_slice();
         }
     }
 }

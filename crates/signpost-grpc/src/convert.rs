@@ -30,8 +30,8 @@ impl ToWire for OrganizationView {
         let org = view.organization;
         Self::Wire {
             organization_id: org.id.to_string(),
-            display_name: org.display_name,
-            external_id: org.external_id,
+            display_name: org.display_name.into(),
+            external_id: org.external_id.into(),
             domains: view.domains.into_iter().map(ToWire::to_wire).collect(),
             sso_policy: org.sso_policy as i32,
             active_connection_id: org

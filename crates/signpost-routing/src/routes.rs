@@ -510,7 +510,7 @@ fn route_template(organization: &Organization, connection: &Connection) -> wire:
     wire::Route {
         domain: String::new(),
         organization_id: organization.id.to_string(),
-        organization_external_id: organization.external_id.clone(),
+        organization_external_id: organization.external_id.to_string(),
         connection_id: connection.id.to_string(),
         protocol: connection.protocol() as i32,
         saml,

@@ -245,7 +245,13 @@ async fn a_half_written_last_frame_is_cut_at_open() {
             let keep = match cut {
                 "inside the header" => 7,
                 "half the body" => frame.len() / 2,
-                _ => frame.len() - 1,
+                // All but the last byte that is not zero: over zeros, a lost zero byte
+                // is not lost (a frame whose checksum ends in 0x00 then reads whole, as
+                // it should, once in 256 runs).
+                _ => frame
+                    .iter()
+                    .rposition(|byte| *byte != 0)
+                    .expect("a frame is not all zeros"),
             };
             let mut torn = frame[..keep].to_vec();
             torn.resize(keep + zeros_after, 0);

@@ -369,7 +369,7 @@ impl ReadModel {
                     if SetupLink::changes_token(event) && !link.state.token_sha256.is_empty() {
                         self.link_by_token
                             .add(&link.state.token_sha256, key.clone(), |id| {
-                                Some(&*links.get(&**id)?.state.token_sha256)
+                                link_token_of(links, id)
                             });
                     }
                 }
@@ -384,9 +384,8 @@ impl ReadModel {
                     let (organization, connection) =
                         (link.organization_id.clone(), link.connection_id.clone());
                     let links = &self.setup_links;
-                    self.links_by_organization.add(&organization, key, |id| {
-                        Some(&*links.get(&**id)?.state.organization_id)
-                    });
+                    self.links_by_organization
+                        .add(&organization, key, |id| link_organization_of(links, id));
                     if issued.intent() != schema::SetupIntent::UpdateConnection
                         && !self.connections.contains_key(&*connection)
                     {
@@ -408,7 +407,7 @@ impl ReadModel {
                     }
                     let tokens = &self.api_tokens;
                     self.api_token_by_hash.add(&issued.token_sha256, key, |id| {
-                        Some(&*tokens.get(&**id)?.state.token_sha256)
+                        api_token_hash_of(tokens, id)
                     });
                 }
             }
@@ -426,7 +425,7 @@ impl ReadModel {
             .insert(id.clone(), organization.clone());
         let drafts = &self.draft_connections;
         self.drafts_by_organization
-            .add(&organization, id, |id| drafts.get(&**id).map(|o| &**o));
+            .add(&organization, id, |id| draft_organization_of(drafts, id));
     }
 
     /// Points organization `key`'s ids at the maps' keys. A connection and its link
@@ -593,7 +592,7 @@ impl ReadModel {
         let links = &self.setup_links;
         let id = self
             .link_by_token
-            .get(sha256, |id| Some(&*links.get(&**id)?.state.token_sha256))?;
+            .get(sha256, |id| link_token_of(links, id))?;
         links.get(&**id).map(|l| &**l)
     }
 
@@ -602,7 +601,7 @@ impl ReadModel {
         let tokens = &self.api_tokens;
         let id = self
             .api_token_by_hash
-            .get(sha256, |id| Some(&*tokens.get(&**id)?.state.token_sha256))?;
+            .get(sha256, |id| api_token_hash_of(tokens, id))?;
         tokens.get(&**id).map(|t| &**t)
     }
 
@@ -617,7 +616,7 @@ impl ReadModel {
             .all(organization_id, |id| organization_of(connections, id))
             .chain(
                 self.drafts_by_organization
-                    .all(organization_id, |id| drafts.get(&**id).map(|o| &**o)),
+                    .all(organization_id, |id| draft_organization_of(drafts, id)),
             )
             .map(|id| &**id)
             .collect();
@@ -644,9 +643,7 @@ impl ReadModel {
         let links = &self.setup_links;
         let mut ids: Vec<&Id> = self
             .links_by_organization
-            .all(organization_id, |id| {
-                Some(&*links.get(&**id)?.state.organization_id)
-            })
+            .all(organization_id, |id| link_organization_of(links, id))
             .collect();
         ids.sort_unstable();
         ids.into_iter()
@@ -693,6 +690,26 @@ fn expiry_nanos(link: &SetupLink) -> i64 {
 /// The organization of configured connection `id` in `connections`.
 fn organization_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
     Some(&connections.get(&**id)?.state.organization_id)
+}
+
+/// The organization of draft connection `id` in `drafts`.
+fn draft_organization_of<'a>(drafts: &'a BTreeMap<Id, Id>, id: &Id) -> Option<&'a str> {
+    drafts.get(&**id).map(|organization| &**organization)
+}
+
+/// The organization of setup link `id` in `links`.
+fn link_organization_of<'a>(links: &'a Aggregates<SetupLink>, id: &Id) -> Option<&'a str> {
+    Some(&links.get(&**id)?.state.organization_id)
+}
+
+/// The token hash setup link `id` in `links` holds (empty once it is closed).
+fn link_token_of<'a>(links: &'a Aggregates<SetupLink>, id: &Id) -> Option<&'a [u8]> {
+    Some(&links.get(&**id)?.state.token_sha256)
+}
+
+/// The token hash of API token `id` in `tokens`.
+fn api_token_hash_of<'a>(tokens: &'a Aggregates<ApiToken>, id: &Id) -> Option<&'a [u8]> {
+    Some(&tokens.get(&**id)?.state.token_sha256)
 }
 
 /// The external id of organization `id` in `organizations`.

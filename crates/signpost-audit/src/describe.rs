@@ -765,11 +765,25 @@ enum Settings<'a> {
     Oidc(&'a schema::OidcSettings),
 }
 
-impl<'a> From<&'a ConnectionSettings> for Settings<'a> {
-    fn from(settings: &'a ConnectionSettings) -> Self {
+/// A state's settings as `Settings` read them: a SAML connection's decoded from its
+/// state (`SamlIdp`, certificates without DER), an OIDC one's borrowed.
+enum StateSettings<'a> {
+    Saml(schema::SamlSettings),
+    Oidc(&'a schema::OidcSettings),
+}
+
+impl<'a> StateSettings<'a> {
+    fn of(settings: &'a ConnectionSettings) -> Self {
         match settings {
-            ConnectionSettings::Saml(saml) => Settings::Saml(saml),
-            ConnectionSettings::Oidc(oidc) => Settings::Oidc(oidc),
+            ConnectionSettings::Saml(saml) => StateSettings::Saml(saml.settings()),
+            ConnectionSettings::Oidc(oidc) => StateSettings::Oidc(oidc),
+        }
+    }
+
+    fn borrowed(&self) -> Settings<'_> {
+        match self {
+            StateSettings::Saml(saml) => Settings::Saml(saml),
+            StateSettings::Oidc(oidc) => Settings::Oidc(oidc),
         }
     }
 }
@@ -1145,8 +1159,9 @@ fn describe_configuration(
         ]);
         return (summary, details);
     };
+    let previous_settings = previous.settings.as_ref().map(StateSettings::of);
     let before = Configuration {
-        settings: previous.settings.as_ref().map(Settings::from),
+        settings: previous_settings.as_ref().map(StateSettings::borrowed),
         claim_mapping: &previous.claim_mapping,
         role: previous.role,
         provider_preset: &previous.provider_preset,
@@ -1699,15 +1714,6 @@ mod tests {
             Oidc(&'a schema::OidcSettings),
         }
 
-        impl<'a> From<&'a ConnectionSettings> for Settings<'a> {
-            fn from(settings: &'a ConnectionSettings) -> Self {
-                match settings {
-                    ConnectionSettings::Saml(saml) => Settings::Saml(saml),
-                    ConnectionSettings::Oidc(oidc) => Settings::Oidc(oidc),
-                }
-            }
-        }
-
         fn configuration_fields(
             settings: Option<Settings<'_>>,
             claim_mapping: &schema::ClaimMapping,
@@ -1832,12 +1838,16 @@ mod tests {
                 configuration_fields(new_settings, &claim_mapping, e.role(), &e.provider_preset);
             let previous = previous.filter(|c| c.is_configured());
             let before = previous.map(|c| {
-                configuration_fields(
-                    c.settings.as_ref().map(Settings::from),
-                    &c.claim_mapping,
-                    c.role,
-                    &c.provider_preset,
-                )
+                let saml = match &c.settings {
+                    Some(ConnectionSettings::Saml(saml)) => Some(saml.settings()),
+                    _ => None,
+                };
+                let settings = match (&c.settings, &saml) {
+                    (_, Some(saml)) => Some(Settings::Saml(saml)),
+                    (Some(ConnectionSettings::Oidc(oidc)), None) => Some(Settings::Oidc(oidc)),
+                    _ => None,
+                };
+                configuration_fields(settings, &c.claim_mapping, c.role, &c.provider_preset)
             });
             let secret =
                 client_secret_change(previous.and_then(|c| c.settings.as_ref()), e.oidc.as_ref());

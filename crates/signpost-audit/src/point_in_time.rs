@@ -260,11 +260,17 @@ impl AuditProjection {
             return Err(not_found());
         }
         let mut connection = Connection::default();
+        // The state keeps certificates without their DER; the view shows the DER of
+        // the configuration event that set them.
+        let mut certificates = None;
         for (_, event) in self
             .stream_until(&streams::connection(connection_id), position)
             .await?
         {
             connection.apply(&event);
+            if let signpost_domain::Event::ConnectionConfigured(configured) = event {
+                certificates = configured.saml.map(|saml| saml.signing_certificates.into());
+            }
         }
         let mut organization = Organization::default();
         for (_, event) in self
@@ -288,6 +294,7 @@ impl AuditProjection {
             organization_id,
             status,
             connection: configured,
+            certificates,
             service_provider: ServiceProvider {
                 metadata_xml: urls.metadata_xml(),
                 entity_id: urls.entity_id,

@@ -994,25 +994,19 @@ async fn routing_and_connections_are_answered_as_they_were() {
     );
 
     // Connection state then: SSO URL before and after the reconfiguration, status.
-    let sso_url = |at: &ConnectionAt| match at
-        .view
-        .connection
-        .as_ref()
-        .unwrap()
-        .settings
-        .as_ref()
-        .unwrap()
-    {
-        signpost_domain::connection::ConnectionSettings::Saml(s) => {
-            s.sso_endpoints[0].location.clone()
-        }
-        _ => panic!("saml"),
+    let sso_url = |at: &ConnectionAt| {
+        let saml = at.view.saml_settings().expect("saml");
+        saml.sso_endpoints[0].location.clone()
     };
     let early = audit
         .connection_at(C1, PointInTime::Position(story.configured), None)
         .await
         .unwrap();
     assert_eq!(sso_url(&early), "https://a.idp.example/sso");
+    // The state keeps certificates without DER; the answer shows the event's.
+    let certificates = early.view.saml_settings().unwrap().signing_certificates;
+    assert!(!certificates.is_empty());
+    assert!(certificates.iter().all(|c| c.der == [1, 2, 3]));
     assert_eq!(
         early.view.status,
         signpost_control::views::ConnectionStatus::Configured

@@ -676,12 +676,11 @@ impl ControlPlane {
         certificates_at: Option<u64>,
     ) -> Result<ConnectionView, ControlError> {
         view.service_provider = self.service_provider(&view.connection_id);
-        let Some(ConnectionSettings::Saml(saml)) =
-            view.connection.as_mut().and_then(|c| c.settings.as_mut())
-        else {
-            return Ok(view);
-        };
-        let Some(position) = certificates_at else {
+        let saml = matches!(
+            view.connection.as_ref().and_then(|c| c.settings.as_ref()),
+            Some(ConnectionSettings::Saml(_))
+        );
+        let Some(position) = certificates_at.filter(|_| saml) else {
             return Ok(view);
         };
         let certificates = match self.certificates().get(position) {
@@ -695,7 +694,7 @@ impl ControlPlane {
             }
         };
         // The model's certificates were set from this very event, DER aside.
-        saml.signing_certificates = certificates.to_vec();
+        view.certificates = Some(certificates);
         Ok(view)
     }
 
@@ -744,6 +743,7 @@ impl ControlPlane {
             status,
             connection,
             // Filled in by `finish_view`, once the read lock is released.
+            certificates: None,
             service_provider: ServiceProvider::default(),
         })
     }

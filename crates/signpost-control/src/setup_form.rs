@@ -7,7 +7,7 @@
 //! Parsing and checking live in `signpost-idp`; the client secret is sealed
 //! with the data key before it reaches an event.
 
-use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
+use signpost_domain::connection::{ConnectionCommand, SubmittedSettings};
 use signpost_domain::setup_link::{unusable_link, SetupLinkCommand};
 use signpost_domain::{schema, streams, DomainError};
 use signpost_eventlog::ExpectedVersion;
@@ -276,7 +276,7 @@ impl ControlPlane {
                 })?;
                 let link = state_of(&model.setup_links, setup_link_id);
                 let submitted = link.handle(SetupLinkCommand::Submit { now })?;
-                if let ConnectionSettings::Saml(saml) = &settings {
+                if let SubmittedSettings::Saml(saml) = &settings {
                     if let Some(owner) = model.entity_id_owner(&saml.idp_entity_id) {
                         if *owner.state.organization_id != **organization_id {
                             return Err(DomainError::already_exists(
@@ -366,7 +366,7 @@ impl ControlPlane {
         &self,
         input: &SettingsInput,
         connection_id: &str,
-    ) -> Result<ConnectionSettings, ControlError> {
+    ) -> Result<SubmittedSettings, ControlError> {
         let now = self.now();
         let test_http = self.config().allow_loopback_http_idp_for_tests;
         match input {
@@ -436,7 +436,7 @@ impl ControlPlane {
                     },
                 )
                 .map_err(idp_error)?;
-                Ok(ConnectionSettings::Oidc(Box::new(schema::OidcSettings {
+                Ok(SubmittedSettings::Oidc(Box::new(schema::OidcSettings {
                     issuer: provider.issuer,
                     authorization_endpoint: provider.authorization_endpoint,
                     token_endpoint: provider.token_endpoint,
@@ -457,8 +457,8 @@ fn saml_settings(
     metadata: signpost_idp::SamlIdpMetadata,
     source: schema::SamlSource,
     metadata_url: &str,
-) -> ConnectionSettings {
-    ConnectionSettings::Saml(schema::SamlSettings {
+) -> SubmittedSettings {
+    SubmittedSettings::Saml(schema::SamlSettings {
         idp_entity_id: metadata.entity_id,
         sso_endpoints: metadata
             .sso_endpoints

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 use signpost_domain::api_token::ApiToken;
-use signpost_domain::connection::Connection;
+use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::organization::{DomainClaim, Organization};
 use signpost_domain::setup_link::SetupLink;
 
@@ -55,10 +55,31 @@ pub struct ConnectionView {
     pub organization_id: String,
     /// Lifecycle status.
     pub status: ConnectionStatus,
-    /// State; `None` while a draft.
+    /// State; `None` while a draft. A SAML connection's state keeps its certificates
+    /// without their DER (`SamlIdp`).
     pub connection: Option<Connection>,
+    /// A SAML connection's signing certificates, DER included, read from the event that
+    /// set them when the view is finished; `None` before (or for OIDC).
+    pub certificates: Option<std::sync::Arc<[signpost_domain::schema::Certificate]>>,
     /// Our side's details.
     pub service_provider: ServiceProvider,
+}
+
+impl ConnectionView {
+    /// A SAML connection's settings as a view shows them: decoded from the state, with
+    /// the certificates read from the log when the view holds them.
+    pub fn saml_settings(&self) -> Option<signpost_domain::schema::SamlSettings> {
+        let Some(ConnectionSettings::Saml(saml)) =
+            self.connection.as_ref().and_then(|c| c.settings.as_ref())
+        else {
+            return None;
+        };
+        let mut settings = saml.settings();
+        if let Some(certificates) = &self.certificates {
+            settings.signing_certificates = certificates.to_vec();
+        }
+        Some(settings)
+    }
 }
 
 /// Where a setup link is in its life, the clock included.

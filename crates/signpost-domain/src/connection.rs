@@ -58,13 +58,25 @@ pub fn connection_status(
     }
 }
 
-/// The IdP settings of a connection.
+pub use crate::saml_idp::SamlIdp;
+
+/// The IdP settings of a connection, as its state keeps them.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ConnectionSettings {
+    /// SAML 2.0: one encoded message, certificates without their DER (see [`SamlIdp`]).
+    Saml(SamlIdp),
+    /// OpenID Connect (client secret encrypted). Boxed: every connection held in memory
+    /// would pay for its size otherwise.
+    Oidc(Box<schema::OidcSettings>),
+}
+
+/// The IdP settings a setup form submits, whole (the certificates' DER included): what
+/// the configuration event records.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SubmittedSettings {
     /// SAML 2.0.
     Saml(schema::SamlSettings),
-    /// OpenID Connect (client secret encrypted). Boxed: it is more than twice the size
-    /// of the SAML settings, and every connection held in memory would pay for it.
+    /// OpenID Connect (client secret encrypted).
     Oidc(Box<schema::OidcSettings>),
 }
 
@@ -105,7 +117,7 @@ pub enum ConnectionCommand {
         organization_id: String,
         setup_link_id: String,
         role: schema::ConnectionRole,
-        settings: ConnectionSettings,
+        settings: SubmittedSettings,
         claim_mapping: schema::ClaimMapping,
         provider_preset: String,
     },
@@ -152,8 +164,8 @@ impl Connection {
                 }
                 let claim_mapping = check_claim_mapping(claim_mapping)?;
                 let (protocol, saml, oidc) = match settings {
-                    ConnectionSettings::Saml(saml) => (schema::Protocol::Saml, Some(saml), None),
-                    ConnectionSettings::Oidc(oidc) => (schema::Protocol::Oidc, None, Some(*oidc)),
+                    SubmittedSettings::Saml(saml) => (schema::Protocol::Saml, Some(saml), None),
+                    SubmittedSettings::Oidc(oidc) => (schema::Protocol::Oidc, None, Some(*oidc)),
                 };
                 Ok(vec![Event::ConnectionConfigured(
                     schema::ConnectionConfigured {
@@ -247,7 +259,7 @@ impl Connection {
                 self.setup_link_id = e.setup_link_id.as_str().into();
                 self.role = e.role();
                 self.settings = match (&e.saml, &e.oidc) {
-                    (Some(saml), _) => Some(ConnectionSettings::Saml(saml.clone())),
+                    (Some(saml), _) => Some(ConnectionSettings::Saml(SamlIdp::new(saml))),
                     (None, Some(oidc)) => Some(ConnectionSettings::Oidc(Box::new(oidc.clone()))),
                     (None, None) => None,
                 };
@@ -296,7 +308,7 @@ mod tests {
             organization_id: "o1".into(),
             setup_link_id: "l1".into(),
             role: schema::ConnectionRole::Primary,
-            settings: ConnectionSettings::Saml(schema::SamlSettings {
+            settings: SubmittedSettings::Saml(schema::SamlSettings {
                 idp_entity_id: "https://idp.example/entity".into(),
                 ..Default::default()
             }),

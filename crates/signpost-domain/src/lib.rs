@@ -11,7 +11,8 @@
 //!   connection is active (activation, deactivation and provider switches
 //!   are organization events, so "one active connection" is one stream's rule).
 //! - [`setup_link`]: bearer links for the IT admin's form.
-//! - [`connection`]: IdP settings, claim mapping, group assignments.
+//! - [`connection`]: IdP settings, claim mapping, group assignments; a SAML IdP's
+//!   settings kept as one encoded message without DER (`saml_idp.rs`, [`connection::SamlIdp`]).
 //! - [`api_token`]: tokens with the `admin`, `edge` or `auditor` role.
 //! - [`event`]: the events (the log schema's `Event` oneof) and stream names.
 //! - [`error`]: [`DomainError`], the one refusal type.
@@ -26,6 +27,7 @@ pub mod connection;
 pub mod error;
 pub mod event;
 pub mod organization;
+mod saml_idp;
 pub mod setup_link;
 pub mod vec_map;
 

@@ -105,6 +105,7 @@ impl ToWire for ConnectionView {
 
     fn to_wire(self) -> pb::Connection {
         let view = self;
+        let saml = view.saml_settings();
         let mut message = pb::Connection {
             connection_id: view.connection_id,
             organization_id: view.organization_id,
@@ -112,12 +113,13 @@ impl ToWire for ConnectionView {
             service_provider: Some(view.service_provider.to_wire()),
             ..Default::default()
         };
+        message.saml = saml;
         let Some(connection) = view.connection else {
             return message;
         };
         message.protocol = connection.protocol() as i32;
         match connection.settings {
-            Some(ConnectionSettings::Saml(saml)) => message.saml = Some(saml),
+            Some(ConnectionSettings::Saml(_)) => {}
             Some(ConnectionSettings::Oidc(oidc)) => {
                 message.oidc = Some(pb::OidcSettingsView {
                     issuer: oidc.issuer,

@@ -468,20 +468,21 @@ fn encode_tail<'a>(
 fn route_template(organization: &Organization, connection: &Connection) -> wire::Route {
     let (saml, oidc) = match &connection.settings {
         Some(ConnectionSettings::Saml(saml)) => {
+            let saml = saml.settings();
             let endpoint = saml
                 .sso_endpoints
                 .iter()
                 .find(|e| e.binding() == schema::SamlBinding::HttpRedirect)
                 .or_else(|| saml.sso_endpoints.first());
             let saml = wire::SamlRoute {
-                idp_entity_id: saml.idp_entity_id.clone(),
                 idp_sso_url: endpoint.map(|e| e.location.clone()).unwrap_or_default(),
                 idp_sso_binding: endpoint.map(|e| e.binding).unwrap_or_default(),
+                idp_entity_id: saml.idp_entity_id,
                 signing_certificates: saml
                     .signing_certificates
-                    .iter()
+                    .into_iter()
                     .map(|cert| wire::CertificateFingerprint {
-                        sha256_fingerprint: cert.sha256_fingerprint.clone(),
+                        sha256_fingerprint: cert.sha256_fingerprint,
                         not_after_unix: cert
                             .not_after
                             .as_ref()

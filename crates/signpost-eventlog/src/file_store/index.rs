@@ -65,26 +65,54 @@ enum Locations {
 ///
 /// An entry is 16 bytes, for a resident table of about 17 bytes per bucket: the key's
 /// place in the arena, and the stream's one position or, for a stream with more, the
-/// index of its list in `many`. The hash is not kept: it is recomputed from the key when
+/// place of its list in `many`. The hash is not kept: it is recomputed from the key when
 /// the table grows (hashbrown's control bytes keep 7 bits of it, so lookups rarely
 /// compare keys in vain).
+///
+/// The lists of streams with more than one event share one vector too (`many`), each a
+/// header word (length and capacity) and its slots: 24 bytes for a stream of two
+/// events, where a `Vec` of its own took 56 (its header in a vector of lists, and 32
+/// bytes of heap once it held three). A list that is full grows in place when it is the
+/// last one, and otherwise moves to the end with twice the room; when the words left
+/// behind pass a quarter of the vector, every list is packed again ([`Streams::pack`]).
 pub(crate) struct Streams {
     table: HashTable<StreamEntry>,
     /// Every stream's key, concatenated.
     keys: Vec<u8>,
     /// The texts before the UUID of compact keys, numbered by their place.
     prefixes: Vec<Box<str>>,
-    /// The positions of each stream with more than one event.
-    many: Vec<Vec<u64>>,
+    /// The positions of each stream with more than one event: lists of a header
+    /// ([`list_header`]) and as many slots as its capacity, the first `length` used.
+    many: Vec<u64>,
+    /// Words of `many` that lists left behind when they moved.
+    left_behind: usize,
     hasher: FastState,
 }
 
 struct StreamEntry {
     /// Offset (47 bits), form (1 bit: compact) and length (16 bits) of the key in `keys`.
     key: u64,
-    /// The stream's position, or `MANY | i` when its positions are `many[i]`.
+    /// The stream's position, or `MANY | i` when its positions are the list whose header
+    /// is `many[i]`.
     positions: u64,
 }
+
+/// A list's header word: its length (high 32 bits) and capacity (low 32 bits).
+fn list_header(len: usize, capacity: usize) -> u64 {
+    ((len as u64) << 32) | capacity as u64
+}
+
+/// A list header's length and capacity.
+fn list_parts(header: u64) -> (usize, usize) {
+    ((header >> 32) as usize, (header & 0xffff_ffff) as usize)
+}
+
+/// The longest list: a stream's events past it stay out of the index (a stream of 4
+/// billion events is beyond what a log of this format holds).
+const MAX_LIST: usize = u32::MAX as usize / 2;
+
+/// Words left behind below which `many` is never packed.
+const PACK_AT_LEAST: usize = 256;
 
 /// Marks an entry's `positions` as an index into `Streams::many` (positions stay below
 /// 2^63: a log of that many events does not fit a disk).
@@ -178,6 +206,7 @@ impl Streams {
             keys: Vec::new(),
             prefixes: Vec::new(),
             many: Vec::new(),
+            left_behind: 0,
             hasher: FastState::default(),
         }
     }
@@ -222,7 +251,9 @@ impl Streams {
         Some(if entry.positions & MANY == 0 {
             std::slice::from_ref(&entry.positions)
         } else {
-            &self.many[(entry.positions & !MANY) as usize]
+            let at = (entry.positions & !MANY) as usize;
+            let (len, _) = list_parts(self.many[at]);
+            &self.many[at + 1..at + 1 + len]
         })
     }
 
@@ -240,6 +271,7 @@ impl Streams {
             table,
             keys,
             many,
+            left_behind,
             hasher,
             ..
         } = self;
@@ -252,10 +284,32 @@ impl Streams {
             hashbrown::hash_table::Entry::Occupied(mut occupied) => {
                 let entry = occupied.get_mut();
                 if entry.positions & MANY == 0 {
-                    many.push(vec![entry.positions, position]);
-                    entry.positions = MANY | (many.len() - 1) as u64;
+                    let first = entry.positions;
+                    entry.positions = MANY | many.len() as u64;
+                    many.extend_from_slice(&[list_header(2, 2), first, position]);
                 } else {
-                    many[(entry.positions & !MANY) as usize].push(position);
+                    let at = (entry.positions & !MANY) as usize;
+                    let (len, capacity) = list_parts(many[at]);
+                    if len >= MAX_LIST {
+                        return;
+                    }
+                    if len < capacity {
+                        many[at + 1 + len] = position;
+                        many[at] = list_header(len + 1, capacity);
+                    } else if at + 1 + capacity == many.len() {
+                        // The last list grows in place.
+                        many.push(position);
+                        many[at] = list_header(len + 1, capacity + 1);
+                    } else {
+                        let moved = many.len();
+                        let room = (capacity * 2).min(MAX_LIST);
+                        many.push(list_header(len + 1, room));
+                        many.extend_from_within(at + 1..at + 1 + len);
+                        many.push(position);
+                        many.resize(moved + 1 + room, 0);
+                        entry.positions = MANY | moved as u64;
+                        *left_behind += 1 + capacity;
+                    }
                 }
             }
             hashbrown::hash_table::Entry::Vacant(vacant) => {
@@ -268,6 +322,27 @@ impl Streams {
                 keys.extend_from_slice(bytes);
             }
         }
+        if self.left_behind >= PACK_AT_LEAST && self.left_behind * 4 > self.many.len() {
+            self.pack();
+        }
+    }
+
+    /// Writes every list again, one after another, each with room for its positions
+    /// alone, and lets go of what lists left behind.
+    fn pack(&mut self) {
+        let mut packed = Vec::with_capacity(self.many.len() - self.left_behind);
+        for entry in self.table.iter_mut() {
+            if entry.positions & MANY == 0 {
+                continue;
+            }
+            let at = (entry.positions & !MANY) as usize;
+            let (len, _) = list_parts(self.many[at]);
+            entry.positions = MANY | packed.len() as u64;
+            packed.push(list_header(len, len));
+            packed.extend_from_slice(&self.many[at + 1..at + 1 + len]);
+        }
+        self.many = packed;
+        self.left_behind = 0;
     }
 }
 
@@ -471,6 +546,48 @@ mod tests {
             );
         }
         assert!(index.stream(&format!("kind300-{id}")).is_none());
+    }
+
+    #[test]
+    fn lists_that_grow_in_turns_are_packed_and_answer_whole() {
+        // Streams that take turns: every list but the last moves to grow, leaving words
+        // behind, until the lists are packed again.
+        let mut index = Index::new(Default::default());
+        let mut expected: Vec<Vec<u64>> = vec![Vec::new(); 500];
+        let mut packs = 0;
+        for _round in 0..10 {
+            for (stream, positions) in expected.iter_mut().enumerate() {
+                let before = index.streams.left_behind;
+                index.push_event(
+                    Location { packed: 0, len: 1 },
+                    Some(&format!("stream-{stream}")),
+                );
+                positions.push(index.slots());
+                let streams = &index.streams;
+                if streams.left_behind < before {
+                    packs += 1;
+                }
+                assert!(
+                    streams.left_behind < PACK_AT_LEAST
+                        || streams.left_behind * 4 <= streams.many.len()
+                );
+            }
+        }
+        assert!(packs > 0, "the lists were never packed");
+        for (stream, positions) in expected.iter().enumerate() {
+            assert_eq!(
+                index.stream(&format!("stream-{stream}")).unwrap(),
+                positions.as_slice()
+            );
+        }
+        // A header and its positions per list, with at most as much again of room and
+        // of words left behind.
+        let live: usize = expected.iter().map(|positions| 1 + positions.len()).sum();
+        assert!(
+            index.streams.many.len() <= live * 2,
+            "{}",
+            index.streams.many.len()
+        );
     }
 
     proptest::proptest! {

@@ -457,16 +457,30 @@ async fn routing_run(
         // And for the state a real lifecycle leaves: every organization also holds the
         // setup link its connection was configured through (issued, then spent).
         status("scenario 8: memory with every organization's setup link");
-        memory.control_plane_restarted_with_links =
-            restarted_rss_with_links(&common, routes).await?;
+        let with_links = memory_with_links(&common, routes, streams).await?;
+        memory.control_plane_streams_with_links = with_links.streams;
+        memory.control_plane_restarted_with_links = with_links.restarted;
     }
     emit("memory", memory.json());
     Ok(())
 }
 
-/// The control plane's RSS after a restart (the same wait as the restart row) on
-/// `routes` organizations that each also hold their spent setup link.
-async fn restarted_rss_with_links(common: &Common, routes: usize) -> anyhow::Result<u64> {
+/// Scenario 8's control plane on organizations that each also hold their spent setup
+/// link: RSS with the streams open after a first start, and after a restart.
+struct WithLinks {
+    streams: u64,
+    restarted: u64,
+}
+
+/// [`WithLinks`] on `routes` such organizations and `streams` watching streams: a first
+/// start, the streams opened once it has built every projection (the audit index left 15
+/// s to finish behind it) and one change sent to them; then a restart, measured after the
+/// same wait as the restart row.
+async fn memory_with_links(
+    common: &Common,
+    routes: usize,
+    streams: usize,
+) -> anyhow::Result<WithLinks> {
     let dir = common.fresh("routing-links")?;
     let population = populate::Population {
         organizations: routes,
@@ -474,17 +488,32 @@ async fn restarted_rss_with_links(common: &Common, routes: usize) -> anyhow::Res
         lifecycle: false,
         setup_links: true,
     };
-    populate_shaped(&dir, population).await?;
-    // A first start builds every projection; the audit index is left to finish behind
-    // it before the restart finds them all in place.
+    let populated = populate_shaped(&dir, population).await?;
     let first = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 15 })).await;
+    let channels = grpc::channels(&first.url(), streams.div_ceil(100).max(1)).await?;
+    let snapshot = snapshot::grpc_snapshot(&channels[0], &populated.token).await?;
+    let fan_out = fanout::signpost(
+        &channels,
+        &populated.token,
+        streams,
+        1,
+        &populated.organizations[0].connection_id,
+        snapshot.revision,
+        &snapshot.store_epoch,
+        || first.rss_bytes(),
+    )
+    .await?;
+    drop(channels);
     first.stop().await;
     let restarted = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 10 })).await;
     let rss = restarted.rss_bytes();
     restarted.stop().await;
-    Ok(rss)
+    Ok(WithLinks {
+        streams: fan_out.rss_open.max(fan_out.rss_after),
+        restarted: rss,
+    })
 }
 
 async fn history_run(

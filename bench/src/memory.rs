@@ -17,8 +17,12 @@ pub struct Memory {
     /// Control plane RSS with the table, no stream open, 10 s (1 s with `--quick`) after
     /// a restart on the same data (context: the figures above follow a first start).
     pub control_plane_restarted: u64,
-    /// The same after a restart on as many organizations that each also hold the setup
-    /// link their connection was configured through (0 when not measured).
+    /// Control plane RSS with every stream open after a first start on as many
+    /// organizations that each also hold the setup link their connection was configured
+    /// through (0 when not measured).
+    pub control_plane_streams_with_links: u64,
+    /// The same organizations after a restart, no stream open, as
+    /// `control_plane_restarted` (0 when not measured).
     pub control_plane_restarted_with_links: u64,
     /// Edge binary RSS holding the table.
     pub edge: u64,
@@ -36,6 +40,7 @@ impl Memory {
             "control_plane_idle_bytes": self.control_plane_idle,
             "control_plane_streams_bytes": self.control_plane_streams,
             "control_plane_restarted_bytes": self.control_plane_restarted,
+            "control_plane_streams_with_links_bytes": self.control_plane_streams_with_links,
             "control_plane_restarted_with_links_bytes": self.control_plane_restarted_with_links,
             "edge_bytes": self.edge,
             "etcd_idle_bytes": self.etcd_idle,

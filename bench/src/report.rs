@@ -609,7 +609,7 @@ pub fn render(
         rows.push(Row {
             scenario: "",
             measure: format!(
-                "context: the restart above, {} organizations that each also hold their spent setup link",
+                "context: those {} organizations with their setup links after a restart, no stream open",
                 thousands(f(&m["routes"]).unwrap_or(0.0))
             ),
             signpost: mib(Some(with_links)),

@@ -588,8 +588,7 @@ pub fn render(
             met: None,
         });
     }
-    if let Some(with_links) = f(&m["control_plane_streams_with_links_bytes"]).filter(|v| *v > 0.0)
-    {
+    if let Some(with_links) = f(&m["control_plane_streams_with_links_bytes"]).filter(|v| *v > 0.0) {
         rows.push(Row {
             scenario: "",
             measure: format!(

@@ -1067,6 +1067,80 @@ async fn setup_links_list_by_organization_in_id_order_across_pages() {
     assert_eq!(listed_setup_links(&mut admin, "", 2).await, all);
 }
 
+/// The read model keeps a closed link's state alone; its views are read from its
+/// stream in the log, and must show what they showed while it was open.
+#[tokio::test]
+async fn a_closed_setup_link_reads_back_whole_from_the_log() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org = organization_with_verified_domain(&server, &mut admin, "Acme", "acme-law.com").await;
+    let get = |admin: &mut AdminClient, id: &str| {
+        let mut admin = admin.clone();
+        let id = id.to_owned();
+        async move {
+            admin
+                .get_setup_link(pb::GetSetupLinkRequest { setup_link_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .setup_link
+                .unwrap()
+        }
+    };
+    let (first, _, _) = issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let open = get(&mut admin, &first).await;
+    assert_eq!(open.status, pb::SetupLinkStatus::Open as i32);
+    assert_eq!(open.recipient_email, "it-admin@example.org");
+    assert!(open.create_time.is_some() && open.expire_time.is_some());
+
+    // A newer link supersedes it; the newer one is then revoked.
+    let (second, _, _) = issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let second_open = get(&mut admin, &second).await;
+    let revoked = admin
+        .revoke_setup_link(pb::RevokeSetupLinkRequest {
+            setup_link_id: second.clone(),
+            request_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .setup_link
+        .unwrap();
+    let closed = |link: &pb::SetupLink| pb::SetupLink {
+        status: pb::SetupLinkStatus::Revoked as i32,
+        ..link.clone()
+    };
+    assert_eq!(revoked, closed(&second_open), "the revocation's answer");
+    assert_eq!(get(&mut admin, &second).await, revoked);
+    assert_eq!(get(&mut admin, &first).await, closed(&open), "superseded");
+
+    // Listed, by organization and across every organization, the same.
+    for organization_id in [org.clone(), String::new()] {
+        let listed = admin
+            .list_setup_links(pb::ListSetupLinksRequest {
+                organization_id,
+                page_size: 50,
+                page_token: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .setup_links;
+        let mut expected = vec![closed(&open), revoked.clone()];
+        expected.sort_by(|a, b| a.setup_link_id.cmp(&b.setup_link_id));
+        assert_eq!(listed, expected);
+    }
+    // Revoking it again is refused as before: the model still knows it is closed.
+    let again = admin
+        .revoke_setup_link(pb::RevokeSetupLinkRequest {
+            setup_link_id: first,
+            request_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(reason(&again), "SETUP_LINK_NOT_OPEN");
+}
+
 #[tokio::test]
 async fn the_server_sweeps_open_setup_links_past_their_expiry_into_the_log() {
     let server = TestServer::start_with(|config| {

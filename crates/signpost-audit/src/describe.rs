@@ -303,7 +303,16 @@ pub(crate) fn describe(envelope: &EventEnvelope, event: &Event, before: &ReadMod
                 &*link.connection_id,
                 link.recipient_email.as_str(),
             ),
-            (_, None) => ("", "", ""),
+            // A closed link (no command appends to its stream; a log could): the model
+            // keeps its organization alone.
+            (_, None) => (
+                before
+                    .closed_links
+                    .get(id)
+                    .map_or("", |closed| &*closed.organization_id),
+                "",
+                "",
+            ),
         };
         target.organization_id = organization_id.to_owned();
         if !connection_id.is_empty() {
@@ -1347,7 +1356,14 @@ mod tests {
                         link.connection_id.to_string(),
                         link.recipient_email.clone(),
                     ),
-                    (_, None) => Default::default(),
+                    (_, None) => (
+                        before
+                            .closed_links
+                            .get(id)
+                            .map_or(String::new(), |closed| closed.organization_id.to_string()),
+                        String::new(),
+                        String::new(),
+                    ),
                 };
                 target.organization_id = organization_id;
                 if !connection_id.is_empty() {

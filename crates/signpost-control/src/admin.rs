@@ -12,7 +12,7 @@ use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
 use signpost_domain::organization::{ConnectionFacts, OrganizationCommand};
 use signpost_domain::setup_link::{SetupLink, SetupLinkCommand};
 use signpost_domain::{schema, streams, DomainError, Event};
-use signpost_eventlog::ExpectedVersion;
+use signpost_eventlog::{ExpectedVersion, StreamId};
 use signpost_names::DomainName;
 
 use crate::credentials::{self, API_TOKEN_PREFIX, SETUP_LINK_TOKEN_PREFIX};
@@ -484,7 +484,7 @@ impl ControlPlane {
                 Ok(Plan { writes, outcome: Outcome { ids, secret: Some(token.token.clone()), ..Default::default() } })
             })
             .await?;
-        let link = self.setup_link_view(&done.outcome.ids[0])?;
+        let link = self.setup_link_view(&done.outcome.ids[0]).await?;
         let secret = done.outcome.secret.clone().unwrap_or_default();
         Ok(Mutated {
             value: IssuedSetupLink {
@@ -519,7 +519,7 @@ impl ControlPlane {
         let fp = fingerprint("revoke_setup_link", &setup_link_id);
         let done = self
             .execute(principal, meta, fp, |model| {
-                let link = state_of(&model.setup_links, setup_link_id);
+                let link = model.setup_link_state(setup_link_id);
                 let events = link.handle(SetupLinkCommand::Revoke {
                     superseded_by: None,
                 })?;
@@ -534,7 +534,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.setup_link_view(setup_link_id)?,
+            value: self.setup_link_view(setup_link_id).await?,
             position: done.position,
         })
     }
@@ -547,7 +547,7 @@ impl ControlPlane {
     ) -> Result<SetupLinkView, ControlError> {
         principal.require(ADMIN)?;
         self.read_current(|_| ()).await?;
-        self.setup_link_view(setup_link_id)
+        self.setup_link_view(setup_link_id).await
     }
 
     /// Lists setup links, optionally of one organization.
@@ -561,34 +561,97 @@ impl ControlPlane {
         principal.require(ADMIN)?;
         let (size, after) = page_request(page_size, page_token)?;
         let now = self.now();
-        self.read_current(|model| {
-            let links: Box<dyn Iterator<Item = (&str, &Tracked<SetupLink>)>> =
-                if organization_id.is_empty() {
-                    Box::new(after_cursor(&model.setup_links, &after).map(|(id, l)| (&**id, &**l)))
+        let page = self
+            .read_current(|model| {
+                let ids: Box<dyn Iterator<Item = &str>> = if organization_id.is_empty() {
+                    // Open and closed links, each map sorted: merged from the cursor on.
+                    Box::new(merge_sorted(
+                        after_cursor(&model.setup_links, &after).map(|(id, _)| &**id),
+                        after_cursor(&model.closed_links, &after).map(|(id, _)| &**id),
+                    ))
                 } else {
-                    // The organization's own links, through the model's index.
+                    // The organization's own, through the model's index.
                     Box::new(
                         model
-                            .organization_setup_links(organization_id)
+                            .organization_link_ids(organization_id)
                             .into_iter()
-                            .map(|l| (&*l.state.id, l)),
+                            .map(|id| &**id),
                     )
                 };
-            paginate(links, size, &after, |l| setup_link_view(l, now))
+                paginate(ids.map(|id| (id, id)), size, &after, |id| {
+                    match model.setup_links.get(id) {
+                        Some(link) => Ok(setup_link_view(link, now)),
+                        // A closed link's view is read from the log, once the lock is
+                        // released.
+                        None => Err(id.to_owned()),
+                    }
+                })
+            })
+            .await?;
+        let mut items = Vec::with_capacity(page.items.len());
+        for item in page.items {
+            items.push(match item {
+                Ok(view) => view,
+                Err(closed) => self.closed_link_view(&closed, now).await?,
+            });
+        }
+        Ok(Page {
+            items,
+            next_page_token: page.next_page_token,
         })
-        .await
     }
 
-    fn setup_link_view(&self, setup_link_id: &str) -> Result<SetupLinkView, ControlError> {
+    /// Setup link `setup_link_id` as admins see it: an open link from the read model, a
+    /// closed one (which the model keeps only the state of) from its stream in the log.
+    async fn setup_link_view(&self, setup_link_id: &str) -> Result<SetupLinkView, ControlError> {
         let now = self.now();
-        self.projection()
-            .read(|model| {
+        let (open, closed) = self.projection().read(|model| {
+            (
                 model
                     .setup_links
                     .get(setup_link_id)
-                    .map(|l| setup_link_view(l, now))
-            })
-            .ok_or_else(|| not_found("SETUP_LINK_NOT_FOUND", "setup_link_id", "setup link"))
+                    .map(|l| setup_link_view(l, now)),
+                model.closed_links.contains_key(setup_link_id),
+            )
+        });
+        match open {
+            Some(view) => Ok(view),
+            None if closed => self.closed_link_view(setup_link_id, now).await,
+            None => Err(not_found(
+                "SETUP_LINK_NOT_FOUND",
+                "setup_link_id",
+                "setup link",
+            )),
+        }
+    }
+
+    /// A closed setup link's view, folded from its stream (which the model has applied:
+    /// a link closes for good, so its stream in the log is the whole of it).
+    async fn closed_link_view(
+        &self,
+        setup_link_id: &str,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<SetupLinkView, ControlError> {
+        let stream = StreamId::new(streams::setup_link(setup_link_id))?;
+        let envelopes = self.store().read_stream(&stream, 1, usize::MAX).await?;
+        let Some(first) = envelopes.first() else {
+            return Err(ControlError::Internal(format!(
+                "setup link {setup_link_id} is closed in the read model but has no stream"
+            )));
+        };
+        let created_at = signpost_domain::event::from_timestamp(first.recorded_at.as_ref());
+        let mut link = SetupLink::default();
+        for envelope in &envelopes {
+            let event = signpost_domain::decode_event(&envelope.payload).map_err(|e| {
+                ControlError::Internal(format!(
+                    "setup link {setup_link_id}: event at {} does not decode: {e}",
+                    envelope.position
+                ))
+            })?;
+            link.apply(&event);
+        }
+        let tracked = Tracked::new(link, created_at);
+        Ok(setup_link_view(&tracked, now))
     }
 
     // ------------------------------------------------------------- connections

@@ -16,7 +16,8 @@
 //! (`IdIndex`: 16 bytes an entry, the key read from the aggregate), and a SAML
 //! connection's settings as one encoded message whose certificates have no DER (the
 //! domain's `SamlIdp`), which admin views read back from the log
-//! ([`ReadModel::certificates_at`]).
+//! ([`ReadModel::certificates_at`]). A closed setup link keeps its organization, version
+//! and state alone ([`ClosedLink`]); its views are folded from its stream in the log.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::hash::BuildHasher;
@@ -29,7 +30,7 @@ use signpost_domain::api_token::ApiToken;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::event::from_timestamp;
 use signpost_domain::organization::Organization;
-use signpost_domain::setup_link::SetupLink;
+use signpost_domain::setup_link::{LinkState, SetupLink};
 use signpost_domain::{schema, Event, Id, VecMap};
 use signpost_eventlog::EventEnvelope;
 
@@ -45,6 +46,15 @@ pub struct Tracked<T> {
 }
 
 impl<T> Tracked<T> {
+    /// `state`, whose first event was recorded `created_at` (past 2262: the latest time
+    /// the model holds).
+    pub fn new(state: T, created_at: DateTime<Utc>) -> Self {
+        Tracked {
+            state,
+            created_at_nanos: created_at.timestamp_nanos_opt().unwrap_or(i64::MAX),
+        }
+    }
+
     /// When its first event was recorded.
     pub fn created_at(&self) -> DateTime<Utc> {
         DateTime::from_timestamp_nanos(self.created_at_nanos)
@@ -59,6 +69,44 @@ impl<T> Tracked<T> {
 /// `Arc<str>` so that the indexes (domain → organization, entity id → connection, ...)
 /// share them instead of holding copies.
 pub type Aggregates<T> = BTreeMap<Arc<str>, Box<Tracked<T>>>;
+
+/// A closed setup link as the model keeps it. A closed link authorizes nothing and no
+/// command changes it, but the control plane keeps every link ever issued, one a
+/// connection at least: what is left in memory is what a command on it decides with
+/// (its state, and its version) and what lists find it by (its organization). Views of
+/// it read the rest from its stream in the log. 128 bytes and the recipient's address
+/// less per link than the whole state in its box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClosedLink {
+    /// Its organization (the model's shared id).
+    pub organization_id: Id,
+    /// Its stream's version (a stream of four billion events is beyond any log).
+    pub version: u32,
+    /// Revoked, spent or expired.
+    pub state: LinkState,
+}
+
+impl ClosedLink {
+    /// The state a command on link `id` decides on: a closed link's decisions depend on
+    /// its state alone (and its version, for the write they would make).
+    pub fn state_of(&self, id: &Id) -> SetupLink {
+        SetupLink {
+            id: id.clone(),
+            organization_id: self.organization_id.clone(),
+            state: self.state,
+            version: u64::from(self.version),
+            ..SetupLink::default()
+        }
+    }
+}
+
+/// Whether a link in `state` is closed, for good as far as commands go.
+fn is_closed(state: LinkState) -> bool {
+    matches!(
+        state,
+        LinkState::Revoked | LinkState::Spent | LinkState::Expired
+    )
+}
 
 /// Who verified a domain claim, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +153,11 @@ pub struct ReadModel {
     pub connections: Aggregates<Connection>,
     /// Connections allocated by a setup link but not configured yet: id → organization.
     pub draft_connections: BTreeMap<Id, Id>,
-    /// Setup links by id.
+    /// Setup links by id, but the closed ones.
     pub setup_links: Aggregates<SetupLink>,
+    /// Closed setup links (revoked, spent or expired) by id: what commands decide on and
+    /// lists find them by, no more ([`ClosedLink`]).
+    pub closed_links: BTreeMap<Id, ClosedLink>,
     /// API tokens by id.
     pub api_tokens: Aggregates<ApiToken>,
     /// Owner and verifications of every domain name claimed.
@@ -335,6 +386,19 @@ impl ReadModel {
                 }
             }
             "setup-link-" => {
+                if let Some((key, closed)) = self.closed_links.remove_entry(id) {
+                    // No command appends to a closed link's stream; a log could (a link
+                    // issued again). The event applies to what the model kept.
+                    let state = closed.state_of(&key);
+                    let created_at_nanos = at.timestamp_nanos_opt().unwrap_or(i64::MAX);
+                    self.setup_links.insert(
+                        key,
+                        Box::new(Tracked {
+                            state,
+                            created_at_nanos,
+                        }),
+                    );
+                }
                 if let Some((key, link)) = self.setup_links.get_key_value(id) {
                     if link.state.is_open() {
                         // Entered again below if it is still open.
@@ -377,15 +441,17 @@ impl ReadModel {
                     link.connection_id = shared(&self.connections, &link.connection_id);
                     let (organization, connection) =
                         (link.organization_id.clone(), link.connection_id.clone());
-                    let links = &self.setup_links;
-                    self.links_by_organization
-                        .add(&organization, key, |id| link_organization_of(links, id));
+                    let (links, closed) = (&self.setup_links, &self.closed_links);
+                    self.links_by_organization.add(&organization, key, |id| {
+                        link_organization_of(links, closed, id)
+                    });
                     if issued.intent() != schema::SetupIntent::UpdateConnection
                         && !self.connections.contains_key(&*connection)
                     {
                         self.draft(connection, organization);
                     }
                 }
+                self.keep_if_closed(id);
             }
             "api-token-" => {
                 if let (Event::ApiTokenIssued(_), Some((key, token))) =
@@ -406,6 +472,40 @@ impl ReadModel {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// Moves link `id` to the closed links when it is closed, keeping what
+    /// [`ClosedLink`] says. Its index entries stay (by organization: read from either
+    /// map); it holds no token, and the open links' index left it when it closed.
+    fn keep_if_closed(&mut self, id: &str) {
+        let closed = self
+            .setup_links
+            .get(id)
+            .is_some_and(|link| is_closed(link.state.state));
+        if !closed {
+            return;
+        }
+        let Some((key, link)) = self.setup_links.remove_entry(id) else {
+            return;
+        };
+        let link = link.state;
+        self.closed_links.insert(
+            key,
+            ClosedLink {
+                organization_id: link.organization_id,
+                version: u32::try_from(link.version).unwrap_or(u32::MAX),
+                state: link.state,
+            },
+        );
+    }
+
+    /// The state of setup link `id` a command decides on: the open link's own, a closed
+    /// link's as [`ClosedLink::state_of`] gives it, a fresh one when there is none.
+    pub fn setup_link_state(&self, id: &str) -> std::borrow::Cow<'_, SetupLink> {
+        match self.closed_links.get_key_value(id) {
+            Some((key, closed)) => std::borrow::Cow::Owned(closed.state_of(key)),
+            None => state_of(&self.setup_links, id),
         }
     }
 
@@ -446,8 +546,11 @@ impl ReadModel {
             return;
         };
         share(&mut connection.state.organization_id, key);
-        if let Some(link) = self.setup_links.get_mut(&*connection.state.setup_link_id) {
+        let link_id = &*connection.state.setup_link_id;
+        if let Some(link) = self.setup_links.get_mut(link_id) {
             share(&mut link.state.organization_id, key);
+        } else if let Some(link) = self.closed_links.get_mut(link_id) {
+            share(&mut link.organization_id, key);
         }
     }
 
@@ -460,7 +563,12 @@ impl ReadModel {
         let connection = &mut connection.state;
         share(&mut connection.id, key);
         connection.organization_id = shared(&self.organizations, &connection.organization_id);
-        connection.setup_link_id = shared(&self.setup_links, &connection.setup_link_id);
+        let link_id = &connection.setup_link_id;
+        let link_id = match self.closed_links.get_key_value(&**link_id) {
+            Some((key, _)) => key.clone(),
+            None => shared(&self.setup_links, link_id),
+        };
+        connection.setup_link_id = link_id;
         let preset = &connection.provider_preset;
         connection.provider_preset = self.texts.share(preset, || preset.clone());
         let mapping = &connection.claim_mapping;
@@ -632,16 +740,25 @@ impl ReadModel {
             .filter_map(|(_, id)| self.setup_links.get(&**id).map(|l| &**l))
     }
 
-    /// Organization `organization_id`'s setup links, by id.
-    pub fn organization_setup_links(&self, organization_id: &str) -> Vec<&Tracked<SetupLink>> {
-        let links = &self.setup_links;
+    /// The ids of organization `organization_id`'s setup links, open and closed, sorted
+    /// (through an index: the organization's own count, not every organization's).
+    pub fn organization_link_ids(&self, organization_id: &str) -> Vec<&Id> {
+        let (links, closed) = (&self.setup_links, &self.closed_links);
         let mut ids: Vec<&Id> = self
             .links_by_organization
-            .all(organization_id, |id| link_organization_of(links, id))
+            .all(organization_id, |id| {
+                link_organization_of(links, closed, id)
+            })
             .collect();
         ids.sort_unstable();
-        ids.into_iter()
-            .filter_map(|id| links.get(&**id).map(|l| &**l))
+        ids
+    }
+
+    /// Organization `organization_id`'s setup links but the closed ones, by id.
+    pub fn organization_setup_links(&self, organization_id: &str) -> Vec<&Tracked<SetupLink>> {
+        self.organization_link_ids(organization_id)
+            .into_iter()
+            .filter_map(|id| self.setup_links.get(&**id).map(|l| &**l))
             .collect()
     }
 
@@ -691,9 +808,16 @@ fn draft_organization_of<'a>(drafts: &'a BTreeMap<Id, Id>, id: &Id) -> Option<&'
     drafts.get(&**id).map(|organization| &**organization)
 }
 
-/// The organization of setup link `id` in `links`.
-fn link_organization_of<'a>(links: &'a Aggregates<SetupLink>, id: &Id) -> Option<&'a str> {
-    Some(&links.get(&**id)?.state.organization_id)
+/// The organization of setup link `id`, open (in `links`) or closed (in `closed`).
+fn link_organization_of<'a>(
+    links: &'a Aggregates<SetupLink>,
+    closed: &'a BTreeMap<Id, ClosedLink>,
+    id: &Id,
+) -> Option<&'a str> {
+    match links.get(&**id) {
+        Some(link) => Some(&link.state.organization_id),
+        None => Some(&closed.get(&**id)?.organization_id),
+    }
 }
 
 /// The token hash setup link `id` in `links` holds (empty once it is closed).
@@ -1294,8 +1418,19 @@ mod tests {
             .setup_links
             .values()
             .filter(|l| !l.state.organization_id.is_empty())
-            .count();
+            .count()
+            + model
+                .closed_links
+                .values()
+                .filter(|l| !l.organization_id.is_empty())
+                .count();
         assert_eq!(entries(&model.links_by_organization), issued);
+        // Closed links are kept apart, and only they are.
+        assert!(model
+            .setup_links
+            .values()
+            .all(|l| !is_closed(l.state.state)));
+        assert!(model.closed_links.values().all(|l| is_closed(l.state)));
         let holding_tokens = model
             .setup_links
             .values()
@@ -1322,6 +1457,26 @@ mod tests {
                 .map(|(id, _)| &**id)
                 .collect();
             assert_eq!(links, walked, "setup links of {organization}");
+            let all: Vec<&str> = model
+                .organization_link_ids(&organization)
+                .into_iter()
+                .map(|id| &**id)
+                .collect();
+            let mut walked_all: Vec<&str> = walked
+                .into_iter()
+                .chain(
+                    model
+                        .closed_links
+                        .iter()
+                        .filter(|(_, l)| *l.organization_id == *organization)
+                        .map(|(id, _)| &**id),
+                )
+                .collect();
+            walked_all.sort_unstable();
+            assert_eq!(
+                all, walked_all,
+                "open and closed setup links of {organization}"
+            );
         }
         // The open links due by each moment, soonest first, as a walk finds them.
         for hours in 0..5 {

@@ -274,7 +274,7 @@ impl ControlPlane {
                 let settings = settings.clone().ok_or_else(|| {
                     ControlError::Internal("replayed submission without a stored outcome".into())
                 })?;
-                let link = state_of(&model.setup_links, setup_link_id);
+                let link = model.setup_link_state(setup_link_id);
                 let submitted = link.handle(SetupLinkCommand::Submit { now })?;
                 if let SubmittedSettings::Saml(saml) = &settings {
                     if let Some(owner) = model.entity_id_owner(&saml.idp_entity_id) {

@@ -17,7 +17,7 @@ use signpost_control::{
 use signpost_domain::api_token::ApiToken;
 use signpost_domain::connection::{Connection, ConnectionSettings};
 use signpost_domain::organization::Organization;
-use signpost_domain::setup_link::SetupLink;
+use signpost_domain::setup_link::{LinkState, SetupLink};
 use signpost_domain::{decode_event, schema, streams, Event};
 use signpost_eventlog::{EventStore, MemoryEventStore, StreamId};
 use signpost_outbound::StaticTxtResolver;
@@ -448,6 +448,15 @@ async fn run(steps: Vec<Step>) {
     for (id, link) in &live.setup_links {
         let folded: SetupLink = fold(&store, streams::setup_link(id), SetupLink::apply).await;
         assert_eq!(&folded, &link.state);
+        assert!(folded.state == LinkState::Open || folded.state == LinkState::Unissued);
+    }
+    // A closed link keeps its organization, version and state; the rest is its stream's.
+    for (id, closed) in &live.closed_links {
+        let folded: SetupLink = fold(&store, streams::setup_link(id), SetupLink::apply).await;
+        assert!(!folded.is_open(), "{id} is kept as closed");
+        assert_eq!(folded.organization_id, closed.organization_id);
+        assert_eq!(folded.version, u64::from(closed.version));
+        assert_eq!(folded.state, closed.state);
     }
     for (id, token) in &live.api_tokens {
         let folded: ApiToken = fold(&store, streams::api_token(id), ApiToken::apply).await;
@@ -530,16 +539,23 @@ async fn run(steps: Vec<Step>) {
         connections.sort();
         connections.dedup();
         assert_eq!(live.organization_connection_ids(&org.state.id), connections);
-        let links: Vec<&str> = live
+        let mut links: Vec<&str> = live
             .setup_links
             .values()
             .filter(|l| l.state.organization_id == org.state.id)
             .map(|l| &*l.state.id)
+            .chain(
+                live.closed_links
+                    .iter()
+                    .filter(|(_, l)| l.organization_id == org.state.id)
+                    .map(|(id, _)| &**id),
+            )
             .collect();
+        links.sort_unstable();
         let indexed: Vec<&str> = live
-            .organization_setup_links(&org.state.id)
-            .iter()
-            .map(|l| &*l.state.id)
+            .organization_link_ids(&org.state.id)
+            .into_iter()
+            .map(|id| &**id)
             .collect();
         assert_eq!(indexed, links);
         if let Some(active) = &org.state.active_connection_id {

@@ -1,7 +1,9 @@
 //! Admin lists among every loaded organization (no goal; beside scenario 2): one call
 //! at a time, `ListConnections` of one organization and the first page of all
 //! connections, taking turns. A page is built under the read model's lock, so a list's
-//! time is also time the model's writer can wait.
+//! time is also time the model's writer can wait. And `ListSetupLinks` page after page
+//! on organizations whose links are all closed: the read model keeps a closed link's
+//! state alone, so each one's view is read from its stream in the log.
 
 use std::time::Instant;
 
@@ -71,5 +73,46 @@ pub async fn run(
         "organizations": organizations.len(),
         "of_one_organization": summary(&of_one),
         "first_page_of_all": summary(&first_page),
+    }))
+}
+
+/// `ListSetupLinks` across every organization, `pages` pages of `page_size` one after
+/// another from the first (on the linked population every link is closed, so each view
+/// on a page is folded from the log); every page but the last must be full.
+pub async fn setup_link_pages(
+    channel: &Channel,
+    token: &str,
+    page_size: i32,
+    pages: usize,
+) -> anyhow::Result<serde_json::Value> {
+    let mut admin = grpc::admin(channel, token);
+    let mut latencies = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("bounds");
+    let mut page_token = String::new();
+    let mut links = 0;
+    for _ in 0..pages {
+        let started = Instant::now();
+        let page = admin
+            .list_setup_links(pb::ListSetupLinksRequest {
+                page_size,
+                page_token: page_token.clone(),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        latencies.record(started.elapsed().as_micros().max(1) as u64)?;
+        links += page.setup_links.len();
+        anyhow::ensure!(
+            page.setup_links.len() == page_size as usize || page.next_page_token.is_empty(),
+            "a short page before the end"
+        );
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    Ok(serde_json::json!({
+        "page_size": page_size,
+        "links": links,
+        "pages": summary(&latencies),
     }))
 }

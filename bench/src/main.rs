@@ -504,6 +504,15 @@ async fn memory_with_links(
         || first.rss_bytes(),
     )
     .await?;
+    status("admin lists of closed setup links");
+    let link_pages = admin_lists::setup_link_pages(
+        &channels[0],
+        &populated.token,
+        100,
+        if common.quick { 5 } else { 200 },
+    )
+    .await?;
+    emit("admin_link_lists", link_pages);
     drop(channels);
     first.stop().await;
     let restarted = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;

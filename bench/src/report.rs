@@ -729,6 +729,21 @@ pub fn render(
             us_as_ms(f(&all["max_us"])),
         )?;
     }
+    let link_lists = get("admin_link_lists");
+    if !link_lists.is_null() {
+        let pages = &link_lists["pages"];
+        writeln!(
+            out,
+            "`ListSetupLinks` across the {} organizations that each hold their spent setup link (scenario 8's context rows), pages of {} one after another from the first ({} pages, {} links): p50 {}, p99 {}, max {} a page. Every link there is closed, and the read model keeps a closed link's state alone: each view on a page is folded from its stream in the log.\n",
+            f(&get("memory")["routes"]).map(thousands).unwrap_or_default(),
+            link_lists["page_size"],
+            pages["calls"],
+            f(&link_lists["links"]).map(thousands).unwrap_or_default(),
+            us_as_ms(f(&pages["p50_us"])),
+            us_as_ms(f(&pages["p99_us"])),
+            us_as_ms(f(&pages["max_us"])),
+        )?;
+    }
     writeln!(out, "### 3. Fan-out\n")?;
     for (name, key) in [
         ("Signpost", "signpost"),

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use chrono::Duration;
+use futures::{StreamExt, TryStreamExt};
 use signpost_domain::api_token::ApiTokenCommand;
 use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
 use signpost_domain::organization::{ConnectionFacts, OrganizationCommand};
@@ -101,6 +102,9 @@ fn parse_domain(domain: &str) -> Result<DomainName, ControlError> {
 fn not_found(reason: &'static str, field: &'static str, what: &str) -> ControlError {
     DomainError::not_found(reason, field, format!("no such {what}")).into()
 }
+
+/// How many closed setup links' streams a page of `ListSetupLinks` reads at once.
+const CLOSED_LINK_READS: usize = 8;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -588,15 +592,20 @@ impl ControlPlane {
                 })
             })
             .await?;
-        let mut items = Vec::with_capacity(page.items.len());
-        for item in page.items {
-            items.push(match item {
-                Ok(view) => view,
-                Err(closed) => self.closed_link_view(&closed, now).await?,
-            });
-        }
+        // The closed links' streams are read a few at a time (each read is a trip to the
+        // log's reader threads), in the page's order.
+        let views: Vec<SetupLinkView> = futures::stream::iter(page.items)
+            .map(|item| async move {
+                match item {
+                    Ok(view) => Ok(view),
+                    Err(closed) => self.closed_link_view(&closed, now).await,
+                }
+            })
+            .buffered(CLOSED_LINK_READS)
+            .try_collect()
+            .await?;
         Ok(Page {
-            items,
+            items: views,
             next_page_token: page.next_page_token,
         })
     }

@@ -100,14 +100,6 @@ impl ClosedLink {
     }
 }
 
-/// Whether a link in `state` is closed, for good as far as commands go.
-fn is_closed(state: LinkState) -> bool {
-    matches!(
-        state,
-        LinkState::Revoked | LinkState::Spent | LinkState::Expired
-    )
-}
-
 /// Who verified a domain claim, and when.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -482,7 +474,7 @@ impl ReadModel {
         let closed = self
             .setup_links
             .get(id)
-            .is_some_and(|link| is_closed(link.state.state));
+            .is_some_and(|link| link.state.state.is_closed());
         if !closed {
             return;
         }
@@ -1429,8 +1421,8 @@ mod tests {
         assert!(model
             .setup_links
             .values()
-            .all(|l| !is_closed(l.state.state)));
-        assert!(model.closed_links.values().all(|l| is_closed(l.state)));
+            .all(|l| !l.state.state.is_closed()));
+        assert!(model.closed_links.values().all(|l| l.state.is_closed()));
         let holding_tokens = model
             .setup_links
             .values()

@@ -94,11 +94,6 @@ impl SamlIdp {
             .and_then(|text| std::str::from_utf8(text).ok())
             .unwrap_or_default()
     }
-
-    /// The bytes kept (for tests of the layout).
-    pub fn encoded_len(&self) -> usize {
-        self.encoded.len()
-    }
 }
 
 impl std::fmt::Debug for SamlIdp {
@@ -239,7 +234,7 @@ mod tests {
     #[test]
     fn empty_settings_keep_no_bytes_and_no_entity_id() {
         let kept = SamlIdp::new(&schema::SamlSettings::default());
-        assert_eq!(kept.encoded_len(), 0);
+        assert_eq!(kept.encoded.len(), 0);
         assert_eq!(kept.entity_id(), "");
         assert_eq!(kept.settings(), schema::SamlSettings::default());
     }
@@ -267,7 +262,7 @@ mod tests {
             ..Default::default()
         };
         let kept = SamlIdp::new(&settings);
-        assert!(kept.encoded_len() < 150, "{} bytes", kept.encoded_len());
+        assert!(kept.encoded.len() < 150, "{} bytes", kept.encoded.len());
         assert!(kept.settings().signing_certificates[0].der.is_empty());
     }
 }

@@ -31,6 +31,17 @@ pub enum LinkState {
     Expired,
 }
 
+impl LinkState {
+    /// Whether a link in this state is closed (revoked, spent or expired): no command
+    /// changes it any more, and every command on it is decided by this state alone.
+    pub fn is_closed(self) -> bool {
+        matches!(
+            self,
+            LinkState::Revoked | LinkState::Spent | LinkState::Expired
+        )
+    }
+}
+
 /// SetupLink state: a fold of its stream.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SetupLink {

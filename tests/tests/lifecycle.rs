@@ -1092,6 +1092,12 @@ async fn a_closed_setup_link_reads_back_whole_from_the_log() {
     assert_eq!(open.status, pb::SetupLinkStatus::Open as i32);
     assert_eq!(open.recipient_email, "it-admin@example.org");
     assert!(open.create_time.is_some() && open.expire_time.is_some());
+    // Another organization's link, open, whose id sorts between this one's and the next:
+    // a page across every organization mixes links read from the model and from the log.
+    let beta = organization_with_verified_domain(&server, &mut admin, "Beta", "beta-law.com").await;
+    let (between, _, _) =
+        issue_link(&mut admin, &beta, schema::SetupIntent::NewConnection, "").await;
+    let between = get(&mut admin, &between).await;
 
     // A newer link supersedes it; the newer one is then revoked.
     let (second, _, _) = issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
@@ -1116,6 +1122,10 @@ async fn a_closed_setup_link_reads_back_whole_from_the_log() {
 
     // Listed, by organization and across every organization, the same.
     for organization_id in [org.clone(), String::new()] {
+        let mut expected = vec![closed(&open), revoked.clone()];
+        if organization_id.is_empty() {
+            expected.push(between.clone());
+        }
         let listed = admin
             .list_setup_links(pb::ListSetupLinksRequest {
                 organization_id,
@@ -1126,10 +1136,15 @@ async fn a_closed_setup_link_reads_back_whole_from_the_log() {
             .unwrap()
             .into_inner()
             .setup_links;
-        let mut expected = vec![closed(&open), revoked.clone()];
         expected.sort_by(|a, b| a.setup_link_id.cmp(&b.setup_link_id));
         assert_eq!(listed, expected);
     }
+    assert_eq!(
+        between.status,
+        pb::SetupLinkStatus::Open as i32,
+        "the page's middle link is open, read from the model"
+    );
+    assert!(open.setup_link_id < between.setup_link_id && between.setup_link_id < second);
     // Revoking it again is refused as before: the model still knows it is closed.
     let again = admin
         .revoke_setup_link(pb::RevokeSetupLinkRequest {

@@ -7,13 +7,12 @@
 use std::sync::Arc;
 
 use chrono::Duration;
-use futures::{StreamExt, TryStreamExt};
 use signpost_domain::api_token::ApiTokenCommand;
 use signpost_domain::connection::{ConnectionCommand, ConnectionSettings};
 use signpost_domain::organization::{ConnectionFacts, OrganizationCommand};
 use signpost_domain::setup_link::{SetupLink, SetupLinkCommand};
 use signpost_domain::{schema, streams, DomainError, Event};
-use signpost_eventlog::{ExpectedVersion, StreamId};
+use signpost_eventlog::{EventEnvelope, ExpectedVersion, StreamId};
 use signpost_names::DomainName;
 
 use crate::credentials::{self, API_TOKEN_PREFIX, SETUP_LINK_TOKEN_PREFIX};
@@ -102,9 +101,6 @@ fn parse_domain(domain: &str) -> Result<DomainName, ControlError> {
 fn not_found(reason: &'static str, field: &'static str, what: &str) -> ControlError {
     DomainError::not_found(reason, field, format!("no such {what}")).into()
 }
-
-/// How many closed setup links' streams a page of `ListSetupLinks` reads at once.
-const CLOSED_LINK_READS: usize = 8;
 
 fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
@@ -592,18 +588,19 @@ impl ControlPlane {
                 })
             })
             .await?;
-        // The closed links' streams are read a few at a time (each read is a trip to the
-        // log's reader threads), in the page's order.
-        let views: Vec<SetupLinkView> = futures::stream::iter(page.items)
-            .map(|item| async move {
-                match item {
-                    Ok(view) => Ok(view),
-                    Err(closed) => self.closed_link_view(&closed, now).await,
-                }
-            })
-            .buffered(CLOSED_LINK_READS)
-            .try_collect()
-            .await?;
+        // The closed links' views are folded from their streams, read in one pass over the
+        // log once the model's lock is released, and put back in the page's order.
+        let closed: Vec<&str> = page
+            .items
+            .iter()
+            .filter_map(|item| item.as_ref().err().map(String::as_str))
+            .collect();
+        let mut folded = self.closed_link_views(&closed, now).await?.into_iter();
+        let views: Vec<SetupLinkView> = page
+            .items
+            .into_iter()
+            .map(|item| item.or_else(|_| folded.next().ok_or_else(missing_fold)))
+            .collect::<Result<_, _>>()?;
         Ok(Page {
             items: views,
             next_page_token: page.next_page_token,
@@ -625,7 +622,11 @@ impl ControlPlane {
         });
         match open {
             Some(view) => Ok(view),
-            None if closed => self.closed_link_view(setup_link_id, now).await,
+            None if closed => self
+                .closed_link_views(&[setup_link_id], now)
+                .await?
+                .pop()
+                .ok_or_else(missing_fold),
             None => Err(not_found(
                 "SETUP_LINK_NOT_FOUND",
                 "setup_link_id",
@@ -634,33 +635,27 @@ impl ControlPlane {
         }
     }
 
-    /// A closed setup link's view, folded from its stream (which the model has applied:
-    /// a link closes for good, so its stream in the log is the whole of it).
-    async fn closed_link_view(
+    /// Closed setup links' views, folded from their streams (which the model has applied:
+    /// a link closes for good, so its stream in the log is the whole of it), in the order
+    /// of `setup_link_ids`. The streams are read in one call to the log.
+    async fn closed_link_views(
         &self,
-        setup_link_id: &str,
+        setup_link_ids: &[&str],
         now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<SetupLinkView, ControlError> {
-        let stream = StreamId::new(streams::setup_link(setup_link_id))?;
-        let envelopes = self.store().read_stream(&stream, 1, usize::MAX).await?;
-        let Some(first) = envelopes.first() else {
-            return Err(ControlError::Internal(format!(
-                "setup link {setup_link_id} is closed in the read model but has no stream"
-            )));
-        };
-        let created_at = signpost_domain::event::from_timestamp(first.recorded_at.as_ref());
-        let mut link = SetupLink::default();
-        for envelope in &envelopes {
-            let event = signpost_domain::decode_event(&envelope.payload).map_err(|e| {
-                ControlError::Internal(format!(
-                    "setup link {setup_link_id}: event at {} does not decode: {e}",
-                    envelope.position
-                ))
-            })?;
-            link.apply(&event);
+    ) -> Result<Vec<SetupLinkView>, ControlError> {
+        if setup_link_ids.is_empty() {
+            return Ok(Vec::new());
         }
-        let tracked = Tracked::new(link, created_at);
-        Ok(setup_link_view(&tracked, now))
+        let streams = setup_link_ids
+            .iter()
+            .map(|id| StreamId::new(streams::setup_link(id)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let read = self.store().read_streams(&streams).await?;
+        setup_link_ids
+            .iter()
+            .zip(read)
+            .map(|(id, envelopes)| closed_link_view(id, &envelopes, now))
+            .collect()
     }
 
     // ------------------------------------------------------------- connections
@@ -1316,6 +1311,37 @@ fn organization_view(model: &ReadModel, organization_id: &str) -> Option<Organiz
         created_at: tracked.created_at(),
         domains,
     })
+}
+
+/// A closed setup link's view from the events of its stream.
+fn closed_link_view(
+    setup_link_id: &str,
+    envelopes: &[EventEnvelope],
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<SetupLinkView, ControlError> {
+    let Some(first) = envelopes.first() else {
+        return Err(ControlError::Internal(format!(
+            "setup link {setup_link_id} is closed in the read model but has no stream"
+        )));
+    };
+    let created_at = signpost_domain::event::from_timestamp(first.recorded_at.as_ref());
+    let mut link = SetupLink::default();
+    for envelope in envelopes {
+        let event = signpost_domain::decode_event(&envelope.payload).map_err(|e| {
+            ControlError::Internal(format!(
+                "setup link {setup_link_id}: event at {} does not decode: {e}",
+                envelope.position
+            ))
+        })?;
+        link.apply(&event);
+    }
+    let tracked = Tracked::new(link, created_at);
+    Ok(setup_link_view(&tracked, now))
+}
+
+/// A store that answered fewer streams than it was asked for.
+fn missing_fold() -> ControlError {
+    ControlError::Internal("the log answered fewer setup link streams than asked".into())
 }
 
 fn setup_link_view(

@@ -46,6 +46,7 @@ macro_rules! event_store_contract_tests {
             racing_idempotent_retries_commit_once,
             idempotency_key_reused_for_another_request_is_refused,
             read_range_and_read_stream_page_through_the_log,
+            read_streams_answers_each_stream_as_read_stream_does,
             watch_head_moves_only_after_events_are_readable,
             subscription_from_the_start_yields_history_then_live_events,
             subscription_from_the_middle_starts_there,
@@ -582,6 +583,36 @@ pub async fn read_range_and_read_stream_page_through_the_log<S: EventStore>(stor
         .await
         .unwrap()
         .is_empty());
+}
+
+/// `read_streams` gives each stream named its whole stream, as `read_stream` from version
+/// 1 does, in the order the streams are named: streams interleaved in the log, written
+/// several events at once, named twice, or never written.
+pub async fn read_streams_answers_each_stream_as_read_stream_does<S: EventStore>(store: S) {
+    for i in 0..12 {
+        let writes = match i % 3 {
+            0 => vec![write("a", ExpectedVersion::Any, 1)],
+            1 => vec![
+                write("b", ExpectedVersion::Any, 2),
+                write("c", ExpectedVersion::Any, 1),
+            ],
+            _ => vec![write("a", ExpectedVersion::Any, 3)],
+        };
+        committed(&store, commit(writes)).await;
+    }
+    let named = ["c", "missing", "a", "b", "a"].map(stream);
+    let read = store.read_streams(&named).await.unwrap();
+    assert_eq!(read.len(), named.len());
+    for (name, events) in named.iter().zip(&read) {
+        let one = store.read_stream(name, 1, usize::MAX).await.unwrap();
+        assert_eq!(events, &one, "stream {name}");
+        let versions: Vec<u64> = events.iter().map(|e| e.stream_version).collect();
+        assert_eq!(versions, (1..=events.len() as u64).collect::<Vec<_>>());
+        assert!(events.iter().all(|e| e.stream_id == name.as_str()));
+    }
+    let lens: Vec<usize> = read.iter().map(Vec::len).collect();
+    assert_eq!(lens, [4, 0, 16, 8, 16]);
+    assert!(store.read_streams(&[]).await.unwrap().is_empty());
 }
 
 /// The head watch only announces positions that can already be read.

@@ -587,6 +587,40 @@ impl EventStore for FileEventStore {
             .await
     }
 
+    async fn read_streams(
+        &self,
+        streams: &[StreamId],
+    ) -> Result<Vec<Vec<EventEnvelope>>, LogError> {
+        // Every stream's events in one trip to the reader threads, read in log order (so
+        // neighbouring records share reads) and handed back to their streams.
+        let (segments, items, owners) = {
+            let index = self.inner.shared.index();
+            let mut tagged: Vec<(Item, usize)> = Vec::new();
+            for (owner, stream) in streams.iter().enumerate() {
+                let positions = index.stream(stream.as_str()).unwrap_or_default();
+                tagged.extend(positions.iter().map(|position| {
+                    let slot = position - 1;
+                    ((slot, index.event_location(slot as usize)), owner)
+                }));
+            }
+            tagged.sort_unstable_by_key(|((slot, _), owner)| (*slot, *owner));
+            let (items, owners): (Vec<Item>, Vec<usize>) = tagged.into_iter().unzip();
+            (index.segments.clone(), items, owners)
+        };
+        let mut per_stream = Vec::new();
+        per_stream.resize_with(streams.len(), Vec::new);
+        if items.is_empty() {
+            return Ok(per_stream);
+        }
+        let events = self
+            .blocking(move |_| read::read_events(&segments, &items))
+            .await?;
+        for (event, owner) in events.into_iter().zip(owners) {
+            per_stream[owner].push(event);
+        }
+        Ok(per_stream)
+    }
+
     async fn stream_version(&self, stream: &StreamId) -> Result<u64, LogError> {
         Ok(self
             .inner

@@ -22,6 +22,15 @@
 //! a SHA-256 of every entry produced (stable for the story mix), so two builds can be
 //! compared for identical output. Pass `describe` or `projection` to run only that phase
 //! (`cargo bench -p signpost-audit --bench measure -- describe`).
+//!
+//! The `lazy` phase (run alone: `-- lazy`) asks whether audit entries could be described
+//! when they are read instead of at start: the story mix is written to a segment-file log
+//! on disk (`SIGNPOST_MEASURE_LAZY_ORGS` organizations, default 1 000), described once in
+//! log order with one read model (as the projection does), then organization by
+//! organization from that organization's own streams alone (`read_streams`, a fresh read
+//! model, `describe`), as a query would. It prints the cost of one organization's page
+//! both ways apart (reading its streams; folding and describing) and how many entries the
+//! organization-local fold describes differently from the whole-log one.
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -807,6 +816,10 @@ async fn main() {
     if wants("projection") {
         measure_projection().await;
     }
+    // Only when asked for: it writes a log to disk with one fsync per commit.
+    if phases.iter().any(|p| p == "lazy") {
+        measure_lazy().await;
+    }
     // Last, so that its memory does not show in the projection's RSS figures.
     if wants("describe") {
         let organizations: usize = std::env::var("SIGNPOST_MEASURE_DESCRIBE_ORGS")
@@ -1025,5 +1038,132 @@ async fn measure_projection() {
     println!(
         "verify (memory store): {head} events in {verify:?} = {:.0} events/s",
         head as f64 / verify.as_secs_f64()
+    );
+}
+
+/// The `lazy` phase (see the top of the file).
+async fn measure_lazy() {
+    let organizations: usize = std::env::var("SIGNPOST_MEASURE_LAZY_ORGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000);
+    let dir = tempfile::tempdir().unwrap();
+    let store = signpost_eventlog::FileEventStore::open(dir.path(), Default::default()).unwrap();
+    // The story, one commit per event, in the mix's order; each organization's streams.
+    let mut streams_of: Vec<Vec<StreamId>> = Vec::with_capacity(organizations);
+    let started = Instant::now();
+    for i in 0..organizations {
+        let mut own: Vec<StreamId> = Vec::new();
+        for (stream, actor, event) in organization_story(i) {
+            let id = StreamId::new(stream).unwrap();
+            if !own.contains(&id) {
+                own.push(id.clone());
+            }
+            let commit = Commit {
+                writes: vec![StreamWrite {
+                    stream: id,
+                    expected: ExpectedVersion::Any,
+                    events: vec![NewEvent {
+                        event_type: event_type(&event).into(),
+                        payload: encode_event(&event).into(),
+                    }],
+                }],
+                meta: CommitMeta {
+                    actor,
+                    correlation_id: uuid::Uuid::now_v7().to_string(),
+                    request_id: None,
+                },
+                idempotency: None,
+            };
+            store.append(commit).await.unwrap();
+        }
+        streams_of.push(own);
+    }
+    let head = store.head().position;
+    println!(
+        "lazy: {organizations} organizations, {head} events written in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Eager: the whole log in order, one read model, as the projection describes.
+    let mut eager: Vec<Vec<u8>> = Vec::with_capacity(head as usize);
+    let mut model = signpost_control::read_model::ReadModel::default();
+    let started = Instant::now();
+    let mut from = 1;
+    loop {
+        let batch = store.read_range(from, 4096).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        from = last.position + 1;
+        for envelope in batch {
+            let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+            let described = describe::describe(&envelope, &event, &model);
+            eager.push(describe::encode_entry(described.entry, described.details));
+            model.apply(&envelope, &event);
+        }
+    }
+    let eager_time = started.elapsed();
+    drop(model);
+    println!(
+        "  whole log in order (read, decode, describe, apply): {:.2} us/event",
+        eager_time.as_secs_f64() * 1e6 / head as f64
+    );
+
+    // Lazy: each organization from its own streams alone.
+    let mut reads = Vec::with_capacity(organizations);
+    let mut folds = Vec::with_capacity(organizations);
+    let (mut differ, mut events) = (0usize, 0usize);
+    let mut first_difference: Option<String> = None;
+    for own in &streams_of {
+        let started = Instant::now();
+        let read = store.read_streams(own).await.unwrap();
+        let read_time = started.elapsed();
+        let started = Instant::now();
+        let mut envelopes: Vec<_> = read.into_iter().flatten().collect();
+        envelopes.sort_by_key(|e| e.position);
+        let mut model = signpost_control::read_model::ReadModel::default();
+        let mut entries = Vec::with_capacity(envelopes.len());
+        for envelope in &envelopes {
+            let event = signpost_domain::decode_event(&envelope.payload).unwrap();
+            let described = describe::describe(envelope, &event, &model);
+            entries.push((
+                envelope.position,
+                &envelope.stream_id,
+                describe::encode_entry(described.entry, described.details),
+            ));
+            model.apply(envelope, &event);
+        }
+        drop(model);
+        folds.push(started.elapsed());
+        reads.push(read_time);
+        events += entries.len();
+        for (position, stream, entry) in entries {
+            if eager[position as usize - 1] != entry {
+                differ += 1;
+                first_difference.get_or_insert_with(|| format!("position {position}, {stream}"));
+            }
+        }
+    }
+    assert_eq!(
+        events as u64, head,
+        "every event belongs to one organization"
+    );
+    let summary = |name: &str, times: &mut Vec<Duration>| {
+        times.sort();
+        let at = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e6;
+        println!(
+            "  one organization's {name}: p50 {:.0} us, p99 {:.0} us, max {:.0} us",
+            at(0.5),
+            at(0.99),
+            at(1.0)
+        );
+    };
+    summary("streams read (read_streams)", &mut reads);
+    summary("fold and describe (fresh read model)", &mut folds);
+    println!(
+        "  events per organization: {:.1}; entries described differently from the whole-log fold: {differ} of {events}{}",
+        events as f64 / organizations as f64,
+        first_difference
+            .map(|d| format!(" (first: {d})"))
+            .unwrap_or_default()
     );
 }

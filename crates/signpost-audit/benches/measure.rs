@@ -25,7 +25,8 @@
 //!
 //! The `lazy` phase (run alone: `-- lazy`) asks whether audit entries could be described
 //! when they are read instead of at start: the story mix is written to a segment-file log
-//! on disk (`SIGNPOST_MEASURE_LAZY_ORGS` organizations, default 1 000), described once in
+//! on disk (`SIGNPOST_MEASURE_LAZY_ORGS` organizations, default 1 000, each story followed
+//! by `SIGNPOST_MEASURE_LAZY_EXTRA` group assignments, default 0), described once in
 //! log order with one read model (as the projection does), then organization by
 //! organization from that organization's own streams alone (`read_streams`, a fresh read
 //! model, `describe`), as a query would. It prints the cost of one organization's page
@@ -1047,6 +1048,10 @@ async fn measure_lazy() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000);
+    let extra: usize = std::env::var("SIGNPOST_MEASURE_LAZY_EXTRA")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
     let dir = tempfile::tempdir().unwrap();
     let store = signpost_eventlog::FileEventStore::open(dir.path(), Default::default()).unwrap();
     // The story, one commit per event, in the mix's order; each organization's streams.
@@ -1054,7 +1059,14 @@ async fn measure_lazy() {
     let started = Instant::now();
     for i in 0..organizations {
         let mut own: Vec<StreamId> = Vec::new();
-        for (stream, actor, event) in organization_story(i) {
+        let assignments = (0..extra).map(|n| {
+            let event = Event::GroupAssigned(schema::GroupAssigned {
+                idp_group: format!("group-{}", n % 16),
+                role: format!("role-{n}"),
+            });
+            (streams::connection(&format!("conn-{i}-a")), admin(), event)
+        });
+        for (stream, actor, event) in organization_story(i).into_iter().chain(assignments) {
             let id = StreamId::new(stream).unwrap();
             if !own.contains(&id) {
                 own.push(id.clone());

@@ -11,6 +11,9 @@
 //! - `populate`: bulk-load a data directory ([`populate`]).
 //! - `stream-ceiling`: the do-nothing stream server scenario 3's limit is measured on
 //!   ([`stream_ceiling`]).
+//! - `durable-ceiling`: the durable do-nothing server (each call one append to Signpost's
+//!   own log, nothing else) scenario 1's durable limit is measured on
+//!   ([`durable_ceiling`]).
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
@@ -22,6 +25,7 @@ mod admin_lists;
 mod audit;
 mod cold_start;
 mod cpu;
+mod durable_ceiling;
 mod edge;
 mod etcd;
 mod fanout;
@@ -186,6 +190,14 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
+    /// Serves the durable do-nothing server that scenario 1's durable limit is measured on.
+    DurableCeiling {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Where its event log lives (on the disk under test).
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
         /// The JSON lines the scenario runs printed.
@@ -266,9 +278,17 @@ async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Res
     let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     let channels = grpc::channels(&server.url(), common.connections).await?;
     let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
+    // The durable do-nothing server, its log beside the control plane's (same disk).
+    let durable = server::CeilingProcess::durable(&dir.join("durable-ceiling")).await?;
+    let durable_channels =
+        grpc::channels(&format!("http://{}", durable.addr), common.connections).await?;
     status("scenario 1: durable writes");
     let result = writes::run(
         common.peers(&server, &channels, &etcd_channels),
+        writes::DurableCeiling {
+            channels: &durable_channels,
+            pid: durable.pid(),
+        },
         &populated.token,
         &populated.organizations,
         &dir,
@@ -277,6 +297,7 @@ async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Res
     )
     .await?;
     emit("writes", result);
+    durable.stop().await;
     server.stop().await;
     Ok(())
 }
@@ -429,7 +450,7 @@ async fn routing_run(
     drop(etcd_fan_channels);
     // The limit: the same client against a server that does nothing but stream.
     status("scenario 3: fan-out limit (do-nothing stream server)");
-    let ceiling_server = server::StreamCeilingProcess::start().await?;
+    let ceiling_server = server::CeilingProcess::stream().await?;
     let ceiling_channels = grpc::channels(
         &grpc::url(ceiling_server.addr),
         streams.div_ceil(per_connection).max(1),
@@ -607,6 +628,9 @@ async fn main() -> anyhow::Result<()> {
         } => history_run(common, organizations, events_per_organization).await?,
         Command::FreePort => println!("{}", server::free_port()?.port()),
         Command::StreamCeiling { listen } => stream_ceiling::serve(listen).await?,
+        Command::DurableCeiling { listen, data_dir } => {
+            durable_ceiling::serve(listen, &data_dir).await?
+        }
         Command::Report {
             results,
             out,

@@ -286,6 +286,23 @@ pub fn render(
         goal: "context: is 2× etcd below the ceiling?",
         met: None,
     });
+    // A durable write's own ceiling: a server whose calls only append to Signpost's log.
+    let durable_many = f(&w["durable_noop"]["per_second"]);
+    if durable_many.is_some() {
+        rows.push(Row {
+            scenario: "",
+            measure: "limit: durable do-nothing (each call one 200-byte append to Signpost's log: group commit, fdatasync; no command, no projection), same client and in-flight count".into(),
+            signpost: rate(sp),
+            etcd: format!(
+                "ceiling {} (2× etcd = {})",
+                rate(durable_many),
+                rate(et.map(|e| 2.0 * e))
+            ),
+            ratio: ratio(sp, durable_many),
+            goal: "context: is 2× etcd below a durable write's ceiling?",
+            met: None,
+        });
+    }
     let noop_one_us = f(&w["noop_unary_sequential"]["p50_us"]);
     let sequential_limit = noop_one_us
         .zip(fsync)
@@ -304,6 +321,22 @@ pub fn render(
         goal: "context: is 70% of fdatasync below the limit?",
         met: None,
     });
+    let durable_one = f(&w["durable_noop_sequential"]["per_second"]);
+    if durable_one.is_some() {
+        rows.push(Row {
+            scenario: "",
+            measure: "limit: durable do-nothing, 1 client (the limit above, measured)".into(),
+            signpost: rate(seq),
+            etcd: format!(
+                "limit {} (70% of fdatasync = {})",
+                rate(durable_one),
+                rate(fsync.map(|f| 0.7 * f))
+            ),
+            ratio: ratio(seq, durable_one),
+            goal: "context: is 70% of fdatasync below a durable write's own limit?",
+            met: None,
+        });
+    }
     rows.push(cpu_budget_row(
         "limit: CPU per write at 2× etcd",
         &w["signpost"],
@@ -690,6 +723,14 @@ pub fn render(
                 "do-nothing unary, 1 client (round trip)",
                 "noop_unary_sequential",
             ),
+            (
+                "durable do-nothing (one append to Signpost's log), concurrent",
+                "durable_noop",
+            ),
+            (
+                "durable do-nothing (one append to Signpost's log), 1 client",
+                "durable_noop_sequential",
+            ),
         ],
     )?;
     writeln!(
@@ -919,6 +960,10 @@ fn detail_rows(out: &mut String, value: &Value, loads: &[(&str, &str)]) -> anyho
     writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|")?;
     for (name, key) in loads {
         let v = &value[*key];
+        if v.is_null() {
+            // Not measured in this run (results from before the load existed).
+            continue;
+        }
         let cpu = &v["cpu"];
         writeln!(
             out,
@@ -958,9 +1003,9 @@ Both peers are driven by the same client: tonic over the same number of HTTP/2 c
 for load, one per 100 watchers for fan-out), a closed loop of 64 requests in flight, latencies
 in HDR histograms. etcd is reached through `bench/proto/etcd.proto`, the subset of etcd's v3 API
 used here with etcd's own field numbers. Loads compared with each other (Signpost, etcd and the
-do-nothing ceiling, in scenarios 1 and 2) take turns: each runs twice for half its phase
-(A, B, C, A, B, C) and its two turns are merged, so that a busy minute on this shared machine
-falls on all of them rather than on one.
+do-nothing ceilings, in scenarios 1 and 2) take turns: each runs twice for half its phase
+(A, B, C, D, A, B, C, D) and its two turns are merged, so that a busy minute on this shared
+machine falls on all of them rather than on one.
 
 Every load phase also records the CPU the server under test (Signpost or etcd) and the load
 generator spent, from their `/proc/<pid>/stat` counters over the phase, and how many cores the
@@ -976,6 +1021,13 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    event and changes a route), for 10 s; etcd: `put` of a 200-byte value, 64 in flight. Then one
    client of each, and a 200-byte write + fdatasync loop on Signpost's data directory for 3 s just
    before and just after the sequential Signpost client (the average is the disk's limit).
+   Limits, from the same client in the same run: the do-nothing unary call (what any call
+   costs), and the durable do-nothing server (`signpost-bench durable-ceiling`, a child
+   process: every `grpc.health.v1.Health/Check` appends one event with a 200-byte payload to
+   Signpost's own segment-file log on the same disk, group commit and `fdatasync` included,
+   and answers once it is durable; no command, read model, routing table or audit index),
+   with 64 in flight and with one client: what any durable write through this log reaches
+   here.
 2. **Lookups.** `Resolve` of random routed emails among 100,000 routes, 64 in flight, for 10 s;
    the do-nothing unary ceiling (`grpc.health.v1.Health/Check`) from the same client; etcd
    serializable `Range` of one random key among 100,000 keys whose values are as large as an
@@ -1077,6 +1129,42 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("bound at this cost: 25,000/s"), "{row}");
+    }
+
+    #[test]
+    fn the_durable_ceiling_rows_compare_with_a_server_that_only_appends() {
+        let writes = serde_json::json!({ "scenario": "writes", "result": {
+            "signpost": { "per_second": 12_000.0 },
+            "etcd": { "per_second": 10_000.0 },
+            "signpost_sequential": { "per_second": 1_500.0 },
+            "fdatasync_per_second": 6_000.0,
+            "durable_noop": { "per_second": 24_000.0 },
+            "durable_noop_sequential": { "per_second": 3_000.0 },
+        }});
+        let many = rendered_row(&writes, "limit: durable do-nothing (");
+        assert!(
+            many.contains("| 12,000/s | ceiling 24,000/s (2× etcd = 20,000/s) | 0.50× |"),
+            "{many}"
+        );
+        let one = rendered_row(&writes, "limit: durable do-nothing, 1 client");
+        assert!(
+            one.contains("| 1,500/s | limit 3,000/s (70% of fdatasync = 4,200/s) | 0.50× |"),
+            "{one}"
+        );
+        // A run without the durable server (older results) renders neither row.
+        let older = serde_json::json!({ "scenario": "writes", "result": {
+            "signpost": { "per_second": 12_000.0 },
+            "etcd": { "per_second": 10_000.0 },
+        }});
+        let text = render(
+            &older.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .unwrap();
+        assert!(!text.contains("durable do-nothing"));
     }
 
     #[test]

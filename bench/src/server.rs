@@ -198,36 +198,72 @@ pub fn sibling_binary(name: &str) -> PathBuf {
     me.with_file_name(name)
 }
 
-/// The do-nothing stream server of [`crate::stream_ceiling`], a child process of this
-/// benchmark binary.
-pub struct StreamCeilingProcess {
+/// A ceiling server of this benchmark binary, run as a child process: the do-nothing
+/// stream server of [`crate::stream_ceiling`] or the durable do-nothing server of
+/// [`crate::durable_ceiling`].
+pub struct CeilingProcess {
     child: tokio::process::Child,
     /// Where it listens.
     pub addr: SocketAddr,
 }
 
-impl StreamCeilingProcess {
+impl CeilingProcess {
     /// Spawns `signpost-bench stream-ceiling` and waits until it listens.
-    pub async fn start() -> anyhow::Result<Self> {
+    pub async fn stream() -> anyhow::Result<Self> {
+        Self::start(
+            &[
+                "stream-ceiling".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+            ],
+            crate::stream_ceiling::LISTENING,
+            "the stream ceiling server",
+        )
+        .await
+    }
+
+    /// Spawns `signpost-bench durable-ceiling` with its log in `data_dir` and waits until
+    /// it listens.
+    pub async fn durable(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start(
+            &[
+                "durable-ceiling".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--data-dir".as_ref(),
+                data_dir.as_os_str(),
+            ],
+            crate::durable_ceiling::LISTENING,
+            "the durable ceiling server",
+        )
+        .await
+    }
+
+    async fn start(args: &[&std::ffi::OsStr], listening: &str, what: &str) -> anyhow::Result<Self> {
         let mut child = tokio::process::Command::new(std::env::current_exe()?)
-            .args(["stream-ceiling", "--listen", "127.0.0.1:0"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("spawning the stream ceiling server")?;
+            .with_context(|| format!("spawning {what}"))?;
         let mut lines = tokio::io::BufReader::new(child.stderr.take().expect("piped")).lines();
         let addr = tokio::time::timeout(Duration::from_secs(30), async {
             while let Some(line) = lines.next_line().await? {
-                if let Some(addr) = line.strip_prefix(crate::stream_ceiling::LISTENING) {
+                if let Some(addr) = line.strip_prefix(listening) {
                     return Ok::<_, anyhow::Error>(addr.trim().parse::<SocketAddr>()?);
                 }
             }
-            anyhow::bail!("the stream ceiling server exited before listening")
+            anyhow::bail!("{what} exited before listening")
         })
         .await
-        .context("the stream ceiling server did not start within 30 s")??;
+        .with_context(|| format!("{what} did not start within 30 s"))??;
         Ok(Self { child, addr })
+    }
+
+    /// Its process id (for its CPU time).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
     }
 
     /// Stops it.

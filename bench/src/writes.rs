@@ -4,7 +4,9 @@
 //! 64 in flight; one sequential client on each side; and the disk's raw
 //! fdatasync rate (200-byte write + fdatasync) on the same directory; and the
 //! client's own limits in the same run (a do-nothing unary call with 64 in
-//! flight and one at a time), which bound what any durable write can reach.
+//! flight and one at a time), which bound what any call can reach, and the
+//! durable do-nothing server's ([`crate::durable_ceiling`]: each call one append to
+//! Signpost's own log and nothing else), which bounds what a durable write can.
 
 use std::io::Write;
 use std::path::Path;
@@ -96,9 +98,17 @@ pub async fn etcd_put_load(
     .await
 }
 
+/// The durable do-nothing server's connections and process id.
+#[derive(Debug, Clone, Copy)]
+pub struct DurableCeiling<'a> {
+    pub channels: &'a [Channel],
+    pub pid: Option<u32>,
+}
+
 /// Everything scenario 1 measured.
 pub async fn run(
     peers: Peers<'_>,
+    durable: DurableCeiling<'_>,
     token: &str,
     organizations: &[Organization],
     data_dir: &Path,
@@ -120,8 +130,12 @@ pub async fn run(
         load::measured(servers.signpost, move |turn| {
             lookups::noop_load(channels, in_flight, turn)
         }),
+        load::measured(durable.pid, move |turn| {
+            lookups::noop_load(durable.channels, in_flight, turn)
+        }),
     ];
-    let [signpost, etcd_many, noop_many] = load::in_turns(load::ROUNDS, duration, concurrent).await;
+    let [signpost, etcd_many, noop_many, durable_many] =
+        load::in_turns(load::ROUNDS, duration, concurrent).await;
     // The disk's limit is read right next to the sequential client (it drifts while
     // the kernel writes back what the loads left dirty).
     let probe = duration.min(Duration::from_secs(3));
@@ -135,6 +149,11 @@ pub async fn run(
     let etcd_one = cpu::measure(servers.etcd, etcd_put_load(etcd_channels, 1, duration)).await;
     let fsync = (fsync_before + fsync_after) / 2.0;
     let noop_one = cpu::measure(servers.signpost, lookups::noop_load(channels, 1, duration)).await;
+    let durable_one = cpu::measure(
+        durable.pid,
+        lookups::noop_load(durable.channels, 1, duration),
+    )
+    .await;
     Ok(serde_json::json!({
         "in_flight": in_flight,
         "organizations": organizations.len(),
@@ -144,6 +163,8 @@ pub async fn run(
         "etcd_sequential": etcd_one.json(),
         "noop_unary": noop_many.json(),
         "noop_unary_sequential": noop_one.json(),
+        "durable_noop": durable_many.json(),
+        "durable_noop_sequential": durable_one.json(),
         "fdatasync_per_second": fsync,
         "fdatasync_before": fsync_before,
         "fdatasync_after": fsync_after,

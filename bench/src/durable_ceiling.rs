@@ -98,15 +98,6 @@ pub async fn serve(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let store = FileEventStore::open(data_dir, FileOptions::default())?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
-    let incoming = tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |socket| {
-            if let Ok(socket) = &socket {
-                let _ = socket.set_nodelay(true);
-            }
-            socket
-        },
-    );
     let ceiling = DurableCeiling {
         store,
         calls: AtomicU64::new(0),
@@ -114,7 +105,7 @@ pub async fn serve(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     };
     tonic::transport::Server::builder()
         .add_service(HealthServer::new(ceiling))
-        .serve_with_incoming(incoming)
+        .serve_with_incoming(crate::stream_ceiling::without_nagle(listener))
         .await?;
     Ok(())
 }

@@ -76,7 +76,20 @@ impl Health for Ceiling {
 pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
-    let incoming = tokio_stream::StreamExt::map(
+    let (changes, _) = tokio::sync::watch::channel(0);
+    tonic::transport::Server::builder()
+        .add_service(HealthServer::new(Ceiling { changes }))
+        .serve_with_incoming(without_nagle(listener))
+        .await?;
+    Ok(())
+}
+
+/// `listener`'s connections with Nagle's algorithm off, as the control plane sets them: what
+/// both ceiling servers serve on.
+pub fn without_nagle(
+    listener: tokio::net::TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         |socket| {
             if let Ok(socket) = &socket {
@@ -84,11 +97,5 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
             }
             socket
         },
-    );
-    let (changes, _) = tokio::sync::watch::channel(0);
-    tonic::transport::Server::builder()
-        .add_service(HealthServer::new(Ceiling { changes }))
-        .serve_with_incoming(incoming)
-        .await?;
-    Ok(())
+    )
 }

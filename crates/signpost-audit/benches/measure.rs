@@ -55,6 +55,14 @@ use signpost_eventlog::{
 #[path = "../src/describe.rs"]
 mod describe;
 
+/// The number in environment variable `name`, or `default` when it is unset or not one.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 async fn append(store: &MemoryEventStore, stream: String, events: Vec<Event>) {
     append_as(store, admin(), stream, events).await
 }
@@ -78,7 +86,7 @@ fn link(i: usize) -> schema::Actor {
 }
 
 async fn append_as(
-    store: &MemoryEventStore,
+    store: &impl EventStore,
     actor: schema::Actor,
     stream: String,
     events: Vec<Event>,
@@ -736,11 +744,7 @@ async fn rebuild_mix(organizations: usize) -> Vec<(signpost_eventlog::EventEnvel
 /// the admin read model, as in the fold): `reps` calls per event, each entry dropped inside
 /// the timed spans (freeing it is part of its cost), encoded for the digest outside them.
 fn measure_describe(mix: &str, envelopes: &[(signpost_eventlog::EventEnvelope, Event)]) {
-    let reps: u32 = std::env::var("SIGNPOST_MEASURE_DESCRIBE_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1)
-        .max(1);
+    let reps: u32 = env_number("SIGNPOST_MEASURE_DESCRIBE_REPS", 1).max(1);
     // What one `Instant` pair costs, to subtract from every timed span.
     let calibration = {
         let started = Instant::now();
@@ -825,10 +829,7 @@ async fn main() {
     }
     // Last, so that its memory does not show in the projection's RSS figures.
     if wants("describe") {
-        let organizations: usize = std::env::var("SIGNPOST_MEASURE_DESCRIBE_ORGS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000);
+        let organizations: usize = env_number("SIGNPOST_MEASURE_DESCRIBE_ORGS", 2_000);
         measure_describe(
             "story mix (every event type, 32 per organization)",
             &story_mix(organizations),
@@ -842,14 +843,8 @@ async fn main() {
 
 /// The projection phases (see the top of the file).
 async fn measure_projection() {
-    let organizations: usize = std::env::var("SIGNPOST_MEASURE_ORGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(20_000);
-    let live_commits: usize = std::env::var("SIGNPOST_MEASURE_LIVE")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5_000);
+    let organizations: usize = env_number("SIGNPOST_MEASURE_ORGS", 20_000);
+    let live_commits: usize = env_number("SIGNPOST_MEASURE_LIVE", 5_000);
     let store = Arc::new(MemoryEventStore::new());
     for i in 0..organizations {
         organization(&store, i).await;
@@ -1046,14 +1041,8 @@ async fn measure_projection() {
 
 /// The `lazy` phase (see the top of the file).
 async fn measure_lazy() {
-    let organizations: usize = std::env::var("SIGNPOST_MEASURE_LAZY_ORGS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
-    let extra: usize = std::env::var("SIGNPOST_MEASURE_LAZY_EXTRA")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let organizations: usize = env_number("SIGNPOST_MEASURE_LAZY_ORGS", 1_000);
+    let extra: usize = env_number("SIGNPOST_MEASURE_LAZY_EXTRA", 0);
     let dir = tempfile::tempdir().unwrap();
     let store = signpost_eventlog::FileEventStore::open(dir.path(), Default::default()).unwrap();
     // The story, one commit per event, in the mix's order; each organization's streams.
@@ -1069,27 +1058,11 @@ async fn measure_lazy() {
             (streams::connection(&format!("conn-{i}-a")), admin(), event)
         });
         for (stream, actor, event) in organization_story(i).into_iter().chain(assignments) {
-            let id = StreamId::new(stream).unwrap();
+            let id = StreamId::new(stream.clone()).unwrap();
             if !own.contains(&id) {
-                own.push(id.clone());
+                own.push(id);
             }
-            let commit = Commit {
-                writes: vec![StreamWrite {
-                    stream: id,
-                    expected: ExpectedVersion::Any,
-                    events: vec![NewEvent {
-                        event_type: event_type(&event).into(),
-                        payload: encode_event(&event).into(),
-                    }],
-                }],
-                meta: CommitMeta {
-                    actor,
-                    correlation_id: uuid::Uuid::now_v7().to_string(),
-                    request_id: None,
-                },
-                idempotency: None,
-            };
-            store.append(commit).await.unwrap();
+            append_as(&store, actor, stream, vec![event]).await;
         }
         streams_of.push(own);
     }

@@ -29,13 +29,13 @@ pub const LISTENING: &str = "durable ceiling listening on ";
 /// Streams the appends are spread over, as `AssignGroup`'s clients never share one.
 const STREAMS: u64 = 4096;
 
-struct DurableCeiling {
+struct AppendOnly {
     store: FileEventStore,
     calls: AtomicU64,
     payload: bytes::Bytes,
 }
 
-impl DurableCeiling {
+impl AppendOnly {
     fn commit(&self) -> Result<Commit, Status> {
         let call = self.calls.fetch_add(1, Ordering::Relaxed);
         let stream = StreamId::new(format!("bench-{}", call % STREAMS))
@@ -64,7 +64,7 @@ impl DurableCeiling {
 }
 
 #[tonic::async_trait]
-impl Health for DurableCeiling {
+impl Health for AppendOnly {
     async fn check(
         &self,
         _request: Request<HealthCheckRequest>,
@@ -98,7 +98,7 @@ pub async fn serve(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     let store = FileEventStore::open(data_dir, FileOptions::default())?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
-    let ceiling = DurableCeiling {
+    let ceiling = AppendOnly {
         store,
         calls: AtomicU64::new(0),
         payload: bytes::Bytes::from(vec![0x42; crate::writes::VALUE_BYTES]),

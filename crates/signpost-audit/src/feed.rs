@@ -32,7 +32,6 @@ use signpost_control::read_model::ReadModel;
 use signpost_control::{Follower, FollowerWait};
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
-use signpost_routing::RouteChange;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -157,16 +156,12 @@ pub struct AuditFeed {
     /// The log's head when the feed was made: up to it, a full channel makes the read
     /// model's task wait; past it, the feed lets go.
     catch_up_to: u64,
-    public_base_url: String,
     time: IndexedTime,
     before: Option<Before>,
     /// `None` while the feed is let go.
     sender: Option<mpsc::Sender<Step>>,
     /// Where the audit task's own fold offers the events back.
     handback: Handback,
-    /// The feed started let go (the audit task catches up alone): the routing table
-    /// puts off every route of the read model's catch-up.
-    started_let_go: bool,
 }
 
 impl std::fmt::Debug for AuditFeed {
@@ -189,7 +184,6 @@ impl AuditFeed {
     pub(crate) fn new(
         from: u64,
         catch_up_to: u64,
-        public_base_url: &str,
         sender: Option<mpsc::Sender<Step>>,
         handback: Handback,
     ) -> Self {
@@ -200,10 +194,8 @@ impl AuditFeed {
         Self {
             from,
             catch_up_to,
-            public_base_url: public_base_url.to_owned(),
             time: IndexedTime::default(),
             before: None,
-            started_let_go: sender.is_none(),
             sender,
             handback,
         }
@@ -233,21 +225,7 @@ impl Drop for AuditFeed {
 }
 
 impl Follower for AuditFeed {
-    fn follows_after(&self) -> u64 {
-        if self.started_let_go {
-            u64::MAX
-        } else {
-            self.from
-        }
-    }
-
-    fn before(
-        &mut self,
-        envelope: &EventEnvelope,
-        event: &Event,
-        model: &ReadModel,
-        route_changes_follow: bool,
-    ) {
+    fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
         if envelope.position <= self.from {
@@ -266,14 +244,7 @@ impl Follower for AuditFeed {
             );
             self.sender = Some(offer.steps);
         }
-        self.before = Some(fold::before(
-            envelope,
-            event,
-            model,
-            time_nanos,
-            &self.public_base_url,
-            route_changes_follow,
-        ));
+        self.before = Some(fold::before(envelope, event, model, time_nanos));
     }
 
     fn after(
@@ -281,20 +252,13 @@ impl Follower for AuditFeed {
         envelope: &EventEnvelope,
         _event: &Event,
         model: &ReadModel,
-        route_changes: Option<&[RouteChange]>,
     ) -> Option<FollowerWait> {
         if envelope.position == self.catch_up_to {
             self.handback.raise(&self.handback.model_caught_up);
         }
         let before = self.before.take()?;
         let sender = self.sender.as_ref()?;
-        let rows = fold::after(
-            before,
-            envelope,
-            model,
-            &self.public_base_url,
-            route_changes,
-        );
+        let rows = fold::after(before, model);
         // The last event of the catch-up: the read model (and serving) goes on once the
         // channel is at most half full, so that the first commands' events find room
         // instead of making the feed let go while the audit task drains the catch-up.

@@ -3,14 +3,12 @@
 //! An event's rows are a pure function of the admin [`ReadModel`] just before it and just
 //! after it (every aggregate, folded with the domain's own `apply`):
 //! - [`before`]: the entry (action, target, summary, before / after details, from
-//!   `describe.rs`), its index postings, and what the organization the event touches
-//!   claimed and how its domains routed;
-//! - [`after`]: the domains whose owner or route the event changed. The route changes
-//!   are the live routing table's own for the event when the caller drives one (the
-//!   read model's task does) or the [`OwnFold`]'s `RouteChanges` (the same fold); a
-//!   caller with neither (a read model driving no routing table) gets them computed
-//!   here with [`signpost_routing::routes::organization_routes`], the function the
-//!   routing table uses, on both sides of the event and compared.
+//!   `describe.rs`), its index postings, and, for an organization's own event, what the
+//!   organization claimed;
+//! - [`after`]: the domains the event made the organization claim or stop claiming, and
+//!   the organization of a connection it made known. Routes are not folded here: how a
+//!   domain routed at a point in time is computed when asked, from the organizations
+//!   that claimed it (`point_in_time.rs`), so a rebuild computes no route at all.
 //!
 //! The models come from one of two places (see `projection.rs`): the control plane's read
 //! model task, through [`crate::AuditFeed`] (the server's way: one read model, the
@@ -24,8 +22,6 @@ use std::collections::BTreeSet;
 use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
-use signpost_routing::routes::{organization_routes, OrganizationRoutes};
-use signpost_routing::{EncodedRoute, RouteChange, RouteChanges};
 
 use crate::describe::{describe, Described};
 use crate::keys::{DomainChange, Index};
@@ -81,78 +77,43 @@ impl IndexedTime {
 #[derive(Debug)]
 pub(crate) struct Before {
     rows: Rows,
-    /// The organization whose routes the event may change, as it was before the event.
-    organization: Option<OrganizationSide>,
+    /// An organization's own event: the organization, and the domains it claimed before.
+    claims: Option<(String, BTreeSet<signpost_domain::Id>)>,
+    /// A connection's event while the model did not know the connection yet.
+    new_connection: Option<String>,
 }
 
-/// What an organization claimed and how its domains routed, on one side of an event.
-#[derive(Debug, Default)]
-struct OrganizationSide {
-    organization_id: String,
-    claimed: BTreeSet<signpost_domain::Id>,
-    /// `None` when the event's route changes come from the routing table instead.
-    routes: Option<OrganizationRoutes>,
-    /// The event keeps the claims as they are (`claimed` is not filled in then).
-    claims_kept: bool,
-}
-
-impl OrganizationSide {
-    /// The organization's side in `model`; its routes only when `public_base_url` is
-    /// given.
-    fn of(model: &ReadModel, organization_id: &str, public_base_url: Option<&str>) -> Self {
-        let Some(organization) = model.organizations.get(organization_id) else {
-            return Self {
-                organization_id: organization_id.to_owned(),
-                ..Self::default()
-            };
-        };
-        let organization = &organization.state;
-        let active = organization
-            .active_connection_id
-            .as_deref()
-            .and_then(|id| model.connections.get(id))
-            .map(|c| &c.state);
-        Self {
-            organization_id: organization_id.to_owned(),
-            claimed: organization.domains.keys().cloned().collect(),
-            routes: public_base_url.map(|url| organization_routes(organization, active, url)),
-            claims_kept: false,
-        }
-    }
+/// The domains `organization_id` claims in `model` (pending or verified).
+fn claimed(model: &ReadModel, organization_id: &str) -> BTreeSet<signpost_domain::Id> {
+    model
+        .organizations
+        .get(organization_id)
+        .map(|organization| organization.state.domains.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// The organization whose routes an event on `envelope`'s stream may change, read from
-/// `model`: the stream's own organization, or its (configured) connection's. A
-/// connection's first event names its organization itself.
-fn organization_of(
-    envelope: &EventEnvelope,
-    event: Option<&Event>,
-    model: &ReadModel,
-) -> Option<String> {
+/// `model` (the state after the event): the stream's own organization, or its
+/// (configured) connection's.
+pub(crate) fn organization_of(envelope: &EventEnvelope, model: &ReadModel) -> Option<String> {
     let stream = envelope.stream_id.as_str();
     if let Some(id) = stream.strip_prefix("organization-") {
         return Some(id.to_owned());
     }
     let id = stream.strip_prefix("connection-")?;
-    match (model.connections.get(id), event) {
-        (Some(connection), _) => Some(connection.state.organization_id.to_string()),
-        (None, Some(Event::ConnectionConfigured(configured))) => {
-            Some(configured.organization_id.clone())
-        }
-        (None, _) => None,
-    }
+    model
+        .connections
+        .get(id)
+        .map(|connection| connection.state.organization_id.to_string())
 }
 
 /// The rows of `event` that the state before it determines (`model`, not yet applied).
-/// `time_nanos` is its [`IndexedTime`]; `route_changes_follow`: whether [`after`] will be
-/// given the event's route changes (else the routes are computed on both sides).
+/// `time_nanos` is its [`IndexedTime`].
 pub(crate) fn before(
     envelope: &EventEnvelope,
     event: &Event,
     model: &ReadModel,
     time_nanos: i64,
-    public_base_url: &str,
-    route_changes_follow: bool,
 ) -> Before {
     let mut rows = Rows::default();
     let Described {
@@ -186,90 +147,45 @@ pub(crate) fn before(
     entry.position = 0;
     entry.action.clear();
     rows.entry = Some((position, crate::describe::encode_entry(entry, details)));
-    let organization = organization_of(envelope, Some(event), model).map(|id| {
-        if route_changes_follow && envelope.stream_id.starts_with("connection-") {
-            // A connection's event never changes its organization's claims, and its
-            // route changes will be given: nothing to copy from this side.
-            OrganizationSide {
-                organization_id: id,
-                claims_kept: true,
-                ..OrganizationSide::default()
-            }
-        } else {
-            let url = (!route_changes_follow).then_some(public_base_url);
-            OrganizationSide::of(model, &id, url)
-        }
-    });
-    Before { rows, organization }
+    let stream = envelope.stream_id.as_str();
+    let claims = stream
+        .strip_prefix("organization-")
+        .map(|id| (id.to_owned(), claimed(model, id)));
+    let new_connection = stream
+        .strip_prefix("connection-")
+        .filter(|id| !model.connections.contains_key(*id))
+        .map(str::to_owned);
+    Before {
+        rows,
+        claims,
+        new_connection,
+    }
 }
 
-/// Completes `before` given the state after the event (`model`, applied): records a
-/// change for every domain whose owner or route the event changed. `route_changes`: the
-/// routing table's changes for this event, when [`before`] was told they follow.
-pub(crate) fn after(
-    before: Before,
-    envelope: &EventEnvelope,
-    model: &ReadModel,
-    public_base_url: &str,
-    route_changes: Option<&[RouteChange]>,
-) -> Rows {
+/// Completes `before` given the state after the event (`model`, applied): records every
+/// domain the event made an organization claim or stop claiming (only an organization's
+/// own events change its claims), and the organization of a connection the event made
+/// known. How a domain routed is not recorded: point-in-time routing folds the
+/// organizations that claimed it when asked (`point_in_time.rs`).
+pub(crate) fn after(before: Before, model: &ReadModel) -> Rows {
     let Before {
         mut rows,
-        organization,
+        claims,
+        new_connection,
     } = before;
-    let Some(organization_id) = organization_of(envelope, None, model) else {
+    if let Some(connection) = new_connection.and_then(|id| model.connections.get(id.as_str())) {
+        rows.postings.push((
+            Index::OrgConnection,
+            connection.state.organization_id.to_string(),
+        ));
+    }
+    let Some((organization_id, was)) = claims else {
         return rows;
     };
-    if !model.organizations.contains_key(organization_id.as_str()) {
-        return rows;
-    }
-    // The side before is of the same organization (a connection never changes hands;
-    // if one did, every domain of the new organization is recorded afresh).
-    let was = organization
-        .filter(|side| side.organization_id == organization_id)
-        .unwrap_or_default();
-    if let (true, Some(changes)) = (was.claims_kept, route_changes) {
-        // Every domain whose route changed is still the organization's; in domain order.
-        let mut changes: Vec<&RouteChange> = changes.iter().collect();
-        changes.sort_by(|a, b| a.0.cmp(&b.0));
-        for (domain, route) in changes {
-            rows.postings.push((Index::Domain, domain.to_string()));
-            rows.changes.push(DomainChange {
-                domain: domain.to_string(),
-                organization_id: organization_id.clone(),
-                route: route.as_ref().map(stored_route),
-            });
-        }
-        return rows;
-    }
-    let computed = was.routes.is_some() || route_changes.is_none();
-    let now = OrganizationSide::of(model, &organization_id, computed.then_some(public_base_url));
-    let no_routes = OrganizationRoutes::new();
-    for domain in now.claimed.union(&was.claimed) {
-        let owned = now.claimed.contains(domain);
-        // The route after the event, and whether the event changed it.
-        let (route, route_changed) = match (&now.routes, route_changes) {
-            (Some(now_routes), _) => {
-                let route = now_routes.get(domain);
-                let before = was.routes.as_ref().unwrap_or(&no_routes).get(domain);
-                (route, route != before)
-            }
-            // Not computed: the routing table's changes were given. A domain the event
-            // changed the ownership of and not the route has none on either side: routes
-            // exist for claimed domains only.
-            (None, changes) => match changes
-                .unwrap_or_default()
-                .iter()
-                .find(|(d, _)| d == domain)
-            {
-                Some((_, route)) => (route.as_ref(), true),
-                None => (None, false),
-            },
-        };
-        if owned == was.claimed.contains(domain) && !route_changed {
-            continue;
-        }
-        if owned && !was.claimed.contains(domain) {
+    let now = claimed(model, &organization_id);
+    for domain in was.symmetric_difference(&now) {
+        let owned = now.contains(domain);
+        if owned {
             rows.postings
                 .push((Index::OrgDomain, organization_id.clone()));
         }
@@ -281,41 +197,23 @@ pub(crate) fn after(
             } else {
                 String::new()
             },
-            route: route.map(stored_route),
         });
     }
     rows
 }
 
-/// A route as a [`DomainChange`] stores it: the bytes sent for it.
-fn stored_route(route: &EncodedRoute) -> bytes::Bytes {
-    bytes::Bytes::from(route.to_wire())
-}
-
 /// The audit task's own fold, when no feed describes the events (a projection started
-/// without one, or while its feed is let go): a read model of its own, each
-/// organization's routes (so an event's route changes are computed on its side only,
-/// against the routes kept, as the routing table does), and the indexed time.
+/// without one, or while its feed is let go): a read model of its own and the indexed
+/// time.
+#[derive(Default)]
 pub(crate) struct OwnFold {
-    public_base_url: String,
     model: ReadModel,
-    routes: RouteChanges,
     time: IndexedTime,
 }
 
 impl OwnFold {
-    pub(crate) fn new(public_base_url: &str) -> Self {
-        Self {
-            public_base_url: public_base_url.to_owned(),
-            model: ReadModel::default(),
-            routes: RouteChanges::new(public_base_url),
-            time: IndexedTime::default(),
-        }
-    }
-
     /// Applies one envelope and returns the rows it adds (none when `rows` is false:
-    /// replaying an already-written prefix needs the state, not the rows; the routes of
-    /// what it touches are computed once, before the first event with rows).
+    /// replaying an already-written prefix needs the state, not the rows).
     pub(crate) fn apply(
         &mut self,
         envelope: &EventEnvelope,
@@ -325,26 +223,10 @@ impl OwnFold {
         let time_nanos = self.time.advance(envelope);
         if !rows {
             self.model.apply(envelope, event);
-            self.routes.put_off(envelope, &self.model);
             return None;
         }
-        self.routes.settle(&self.model);
-        let described = before(
-            envelope,
-            event,
-            &self.model,
-            time_nanos,
-            &self.public_base_url,
-            true,
-        );
+        let described = before(envelope, event, &self.model, time_nanos);
         self.model.apply(envelope, event);
-        let changes = self.routes.apply(envelope, &self.model);
-        Some(after(
-            described,
-            envelope,
-            &self.model,
-            &self.public_base_url,
-            Some(changes),
-        ))
+        Some(after(described, &self.model))
     }
 }

@@ -25,13 +25,15 @@
 //! on the benchmark's log a chunk shrinks about sevenfold, and sled's CPU, which grows
 //! with the bytes it writes, was a third of a rebuild's). A stored entry is `varint
 //! length`, the prost `AuditEntry` without `position` and `action` (derived again on read
-//! from the chunk and the event type), then prost [`DomainChanges`]: the domains whose
-//! owner or route the event changed, with their new state (what point-in-time routing
-//! answers from).
+//! from the chunk and the event type), then prost [`DomainChanges`]: the domains the
+//! event made an organization claim or stop claiming (where point-in-time routing finds
+//! which organizations to fold; up to format 3 every route change was stored here, whole,
+//! and computing them was half of a rebuild's CPU on a log in lifecycle order).
 //!
 //! **Postings.** The indexes are postings: an *id key* (`kind` byte, len u16 BE, id) and
 //! the ascending positions carrying it; [`Index`] lists the kinds (organization,
-//! connection, actor, event type, domain changes, domains an organization newly claims).
+//! connection, actor, event type, claims of a domain, domains an organization newly
+//! claims, connections an organization made known).
 //! Postings of recent writes are kept in memory and in one `L` row per write (read back
 //! at start). Once they cover enough positions they become a *run* of the base (`B`
 //! rows), in the batch that records it in [`Meta`] and deletes the `L` rows; the newest
@@ -51,7 +53,7 @@ use prost::Message;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
 /// nine-tree format 1, detected by its trees) is cleared and rebuilt from the log.
-pub(crate) const FORMAT: u32 = 3;
+pub(crate) const FORMAT: u32 = 4;
 
 /// The tree rebuilt from the log.
 pub(crate) const TIMELINE: &str = "timeline";
@@ -100,20 +102,25 @@ pub(crate) enum Index {
     Actor = 3,
     /// Entries of the envelope event type.
     EventType = 4,
-    /// Events that changed the domain's owner or route (their stored entry says how).
+    /// Events by which an organization claimed the domain or stopped claiming it (their
+    /// stored entry says which).
     Domain = 5,
     /// Events by which the organization newly claimed a domain.
     OrgDomain = 6,
+    /// Events that made a connection of the organization known (its stream is read when
+    /// the organization's routes are folded for a point in time).
+    OrgConnection = 7,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 6] = [
+    pub(crate) const ALL: [Index; 7] = [
         Index::Organization,
         Index::Connection,
         Index::Actor,
         Index::EventType,
         Index::Domain,
         Index::OrgDomain,
+        Index::OrgConnection,
     ];
 
     /// The name of the format-1 tree this index replaces (used by `dump`).
@@ -125,6 +132,7 @@ impl Index {
             Index::EventType => "by_type",
             Index::Domain => "domain_history",
             Index::OrgDomain => "org_domains",
+            Index::OrgConnection => "org_connections",
         }
     }
 
@@ -174,20 +182,17 @@ pub(crate) struct RunRecord {
     pub postings: u64,
 }
 
-/// A domain's state from one event on: who owned it and how it routed.
+/// A domain an event made an organization claim, or stop claiming. (Tag 3, the route
+/// from then on, was written up to format 3; routes are now folded when asked.)
 #[derive(Clone, PartialEq, prost::Message)]
 pub(crate) struct DomainChange {
     /// The normalized domain.
     #[prost(string, tag = "1")]
     pub domain: String,
-    /// The organization claiming the domain from then on (empty: nobody).
+    /// The organization that claims the domain from then on; empty: the organization
+    /// whose event this is stopped claiming it.
     #[prost(string, tag = "2")]
     pub organization_id: String,
-    /// The route from then on, an encoded `signpost.routing.v1.Route` (the routing
-    /// table's own bytes, written as they are: on the wire the same as the message
-    /// field it was before); `None` routes to password.
-    #[prost(bytes = "bytes", optional, tag = "3")]
-    pub route: Option<bytes::Bytes>,
 }
 
 /// The domains one event changed, stored after its entry.
@@ -700,7 +705,6 @@ mod tests {
             changes: vec![DomainChange {
                 domain: "acme.example".into(),
                 organization_id: "org-1".into(),
-                route: None,
             }],
         };
         for changes in [None, Some(&changes)] {
@@ -710,51 +714,6 @@ mod tests {
             let mut expected = b"before".to_vec();
             expected.extend(stored(&entry.encode_to_vec(), &encoded_changes));
             assert_eq!(out, expected);
-        }
-    }
-
-    /// `DomainChange.route` holds the routing table's encoded route as bytes; stored, it
-    /// is the message field it was before (format 3 is unchanged, and either reads the
-    /// other).
-    #[test]
-    fn domain_change_routes_are_stored_as_the_message_field() {
-        use signpost_api::routing::v1 as wire;
-
-        #[derive(Clone, PartialEq, prost::Message)]
-        struct AsMessage {
-            #[prost(string, tag = "1")]
-            domain: String,
-            #[prost(string, tag = "2")]
-            organization_id: String,
-            #[prost(message, optional, tag = "3")]
-            route: Option<wire::Route>,
-        }
-        let full = wire::Route {
-            domain: "acme.example".into(),
-            organization_id: "org-1".into(),
-            connection_id: "conn-1".into(),
-            group_roles: [("Partners".to_owned(), "admin".to_owned())].into(),
-            require_group: true,
-            ..Default::default()
-        };
-        for route in [None, Some(wire::Route::default()), Some(full)] {
-            let as_message = AsMessage {
-                domain: "acme.example".into(),
-                organization_id: "org-1".into(),
-                route: route.clone(),
-            };
-            let as_bytes = DomainChange {
-                domain: "acme.example".into(),
-                organization_id: "org-1".into(),
-                route: route
-                    .as_ref()
-                    .map(|r| bytes::Bytes::from(r.encode_to_vec())),
-            };
-            assert_eq!(as_bytes.encode_to_vec(), as_message.encode_to_vec());
-            let read = AsMessage::decode(as_bytes.encode_to_vec().as_slice()).unwrap();
-            assert_eq!(read, as_message);
-            let read = DomainChange::decode(as_message.encode_to_vec().as_slice()).unwrap();
-            assert_eq!(read, as_bytes);
         }
     }
 

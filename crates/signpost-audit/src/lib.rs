@@ -13,8 +13,8 @@
 //!  (feed.rs, AuditFeed)
 //!    fold::before on the model before it (describe.rs: action, target, summary,
 //!      details with before / after, no secrets)
-//!    fold::after on the model after it, with the routing table's route changes:
-//!      domain changes
+//!    fold::after on the model after it: the domains the event made an organization
+//!      claim or stop claiming, the organization of a connection it made known
 //!        ▼ bounded channel: while the model catches up at start, a full channel makes
 //!        │ it wait; later the feed lets go and the task reads the log itself
 //!        │ (projection.rs own_fold: fold.rs with a read model of its own), as a
@@ -27,13 +27,15 @@
 //!                      ▼
 //!   store.rs: ONE sled batch per write in ONE tree, `timeline` (layout: keys.rs):
 //!     entries in chunks of consecutive positions (+ one time row per chunk),
-//!     postings (organization, connection, actor, event type, domain, claims) as one
+//!     postings (organization, connection, actor, event type, claims of a domain,
+//!     new claims and connections of an organization) as one
 //!     row per write, every 64k positions made a run of packed blocks (runs merged
 //!     logarithmically), the recorded position and hash
 //!   (checkpoints: a sled database of their own, `<data-dir>/checkpoints`, never rebuilt)
 //!                      ▼
 //!   query.rs: list (pages by position) · export batches
-//!   point_in_time.rs: routing_at (domain changes) · connection_at (stream fold)
+//!   point_in_time.rs: routing_at (the claiming organizations' streams folded when
+//!     asked, routes computed as the routing table does) · connection_at (stream fold)
 //!   checkpoint.rs: Ed25519-signed heads, online and offline verification, log export files
 //! ```
 //!
@@ -42,6 +44,9 @@
 //! write one `apply_batch` per tree: maintaining them was about a third of the control
 //! plane's CPU under write load and capped a rebuild near 20,000 events/s. A database of
 //! another format is dropped and rebuilt from the log at start (checkpoints are kept).
+//! Format 4 stopped storing every route change whole with the event that caused it
+//! (computing them was half of a rebuild's CPU on a log in lifecycle order): routing at
+//! a point in time is folded when asked.
 //!
 //! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop;
 //!   [`AuditFeed`] (`feed.rs`): the read model task's side of a fed projection.

@@ -1,27 +1,37 @@
 //! Point-in-time answers: how a domain routed, and what a connection looked like, at a
 //! log position or a time.
 //!
-//! Routing uses the domain changes the fold records whenever a domain's owner or route
-//! changes (routes computed by `signpost_routing::routes::organization_routes`), stored
-//! with the entry of the event that caused them and indexed by domain: the answer at
-//! position *p* is the domain's last change at or before *p*, and its cause is that
-//! entry. An organization's domains are those it newly claimed at or before *p* (indexed
-//! too) that it still owned then. A connection's state is folded on demand from its own
-//! stream and its organization's stream up to *p* (with the domain's `apply`), so it is
-//! exactly what the control plane would have shown then.
+//! Routing is folded when asked. The fold records, with the entry of each event that
+//! made an organization claim a domain or stop claiming it, which organization and which
+//! domain (indexed by domain, and by organization for new claims), and the event that
+//! made each connection of an organization known. A domain's answer at position *p*
+//! reads the streams of the organizations that claimed it by then (their own and their
+//! connections'), folds them in log order with a read model of its own, and computes
+//! the routes after each of their events as the routing table does: the answer is the
+//! owner and route of the domain's last change at or before *p*, and its cause is that
+//! event's entry, exactly what a plain fold of the whole log finds. (Up to format 3 the
+//! fold computed every route change of every event and stored the routes whole, which
+//! was half of a rebuild's CPU on a log in lifecycle order.) A connection's state is
+//! folded on demand from its own stream and its organization's stream up to *p* (with
+//! the domain's `apply`), so it is exactly what the control plane would have shown then.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
-use prost::Message;
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
+use signpost_control::read_model::ReadModel;
 use signpost_control::views::{ConnectionView, ServiceProvider};
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
 use signpost_domain::streams;
 use signpost_eventlog::{EventEnvelope, StreamId};
 
+use signpost_routing::routes::organization_routes;
+use signpost_routing::EncodedRoute;
+
 use crate::error::AuditError;
-use crate::keys::Index;
+use crate::keys::{DomainChange, Index};
 use crate::projection::AuditProjection;
 use crate::store::EntryReader;
 
@@ -108,7 +118,7 @@ impl AuditProjection {
 
     /// How `subject` routed at `at`. A scoped auditor (`scope`) gets `NotFound` for
     /// anything not its organization's then: the answer does not reveal whether it exists.
-    pub fn routing_at(
+    pub async fn routing_at(
         &self,
         subject: &RoutingSubject,
         at: PointInTime,
@@ -121,7 +131,10 @@ impl AuditProjection {
                     .map_err(|e| AuditError::invalid(e.reason(), "domain", e.to_string()))?
                     .as_str()
                     .to_owned();
-                let record = self.domain_record(&domain, position)?;
+                let mut records = self
+                    .domain_records(BTreeSet::from([domain.clone()]), position)
+                    .await?;
+                let record = records.remove(&domain);
                 if let Some(scope) = scope {
                     if record.as_ref().map(|r| r.organization_id.as_str()) != Some(scope) {
                         return Err(not_found_domain(&domain));
@@ -138,42 +151,18 @@ impl AuditProjection {
                         "no such organization at that point",
                     ));
                 }
-                // The domains it newly claimed until then, from the changes those events
+                // The domains it newly claimed until then, from the claims those events
                 // recorded: a domain it owns then is one of them.
-                let mut claimed = std::collections::BTreeSet::new();
-                let mut reader = EntryReader::default();
-                let tree = self.shared.timeline.tree()?;
-                let mut failed = None;
-                self.shared.timeline.positions(
-                    Index::OrgDomain,
-                    organization_id,
-                    1,
-                    position,
-                    crate::query::Order::Ascending,
-                    |at| {
-                        match reader.changes(&tree, at) {
-                            Ok(changes) => claimed.extend(
-                                changes
-                                    .into_iter()
-                                    .flat_map(|c| c.changes)
-                                    .filter(|c| &c.organization_id == organization_id)
-                                    .map(|c| c.domain),
-                            ),
-                            Err(error) => failed = Some(error),
-                        }
-                        Ok(failed.is_none())
-                    },
-                )?;
-                if let Some(error) = failed {
-                    return Err(error);
-                }
+                let mut claimed = BTreeSet::new();
+                self.recorded_claims(Index::OrgDomain, organization_id, position, |change| {
+                    if &change.organization_id == organization_id {
+                        claimed.insert(change.domain);
+                    }
+                })?;
                 let mut domains = Vec::new();
-                for domain in claimed {
-                    let record = self.domain_record(&domain, position)?;
-                    if record.as_ref().map(|r| r.organization_id.as_str())
-                        == Some(organization_id.as_str())
-                    {
-                        domains.push(self.domain_routing(domain, record)?);
+                for (domain, record) in self.domain_records(claimed, position).await? {
+                    if record.organization_id == *organization_id {
+                        domains.push(self.domain_routing(domain, Some(record))?);
                     }
                 }
                 domains
@@ -182,35 +171,157 @@ impl AuditProjection {
         Ok(RoutingAt { position, domains })
     }
 
-    /// The domain's state after its last change at or before `position`.
-    fn domain_record(
+    /// Calls `each` with every claim recorded at the positions indexed under `id` in
+    /// `index`, up to `position`.
+    fn recorded_claims(
         &self,
-        domain: &str,
+        index: Index,
+        id: &str,
         position: u64,
-    ) -> Result<Option<DomainRecord>, AuditError> {
-        let Some(at) = self.last_indexed(Index::Domain, domain, position)? else {
-            return Ok(None);
-        };
-        let changes = EntryReader::default()
-            .changes(&*self.shared.timeline.tree()?, at)?
-            .unwrap_or_default();
-        let change = changes
-            .changes
-            .into_iter()
-            .find(|c| c.domain == domain)
-            .ok_or_else(|| {
-                AuditError::Corrupt(format!("no change of {domain} at position {at}"))
+        mut each: impl FnMut(DomainChange),
+    ) -> Result<(), AuditError> {
+        let mut reader = EntryReader::default();
+        let tree = self.shared.timeline.tree()?;
+        let mut failed = None;
+        self.shared.timeline.positions(
+            index,
+            id,
+            1,
+            position,
+            crate::query::Order::Ascending,
+            |at| {
+                match reader.changes(&tree, at) {
+                    Ok(changes) => changes
+                        .into_iter()
+                        .flat_map(|c| c.changes)
+                        .for_each(&mut each),
+                    Err(error) => failed = Some(error),
+                }
+                Ok(failed.is_none())
+            },
+        )?;
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// How each of `domains` stood just after `position`: who claimed it, how it routed
+    /// and the event that made it so (absent: no history yet).
+    ///
+    /// Folded when asked, as a plain fold of the whole log would find it, from the
+    /// streams of the organizations that claimed any of them by then (their own stream
+    /// and their connections'): after each event of such an organization its routes
+    /// are computed (`organization_routes`, as the routing table does), and a domain it
+    /// claims, or claimed just before, takes its owner and route from there whenever
+    /// they differ from what the domain had. The events of other organizations never
+    /// touch these domains, so leaving them out changes nothing.
+    async fn domain_records(
+        &self,
+        domains: BTreeSet<String>,
+        position: u64,
+    ) -> Result<BTreeMap<String, DomainRecord>, AuditError> {
+        let mut organizations = BTreeSet::new();
+        for domain in &domains {
+            self.recorded_claims(Index::Domain, domain, position, |change| {
+                if &change.domain == domain && !change.organization_id.is_empty() {
+                    organizations.insert(change.organization_id);
+                }
             })?;
-        let route = change
-            .route
-            .map(wire::Route::decode)
-            .transpose()
-            .map_err(|e| AuditError::Corrupt(format!("route of {domain} at position {at}: {e}")))?;
-        Ok(Some(DomainRecord {
-            organization_id: change.organization_id,
-            route,
-            cause_position: at,
-        }))
+        }
+        let mut stream_ids = Vec::new();
+        for organization_id in &organizations {
+            stream_ids.push(StreamId::new(streams::organization(organization_id))?);
+            let mut made_known = Vec::new();
+            self.shared.timeline.positions(
+                Index::OrgConnection,
+                organization_id,
+                1,
+                position,
+                crate::query::Order::Ascending,
+                |at| {
+                    made_known.push(at);
+                    Ok(true)
+                },
+            )?;
+            for at in made_known {
+                let envelope = self.shared.store.read_range(at, 1).await?;
+                let stream = envelope
+                    .first()
+                    .filter(|e| e.position == at && e.stream_id.starts_with("connection-"))
+                    .ok_or_else(|| {
+                        AuditError::Corrupt(format!(
+                            "position {at} is indexed as a connection of {organization_id}"
+                        ))
+                    })?;
+                stream_ids.push(StreamId::new(stream.stream_id.clone())?);
+            }
+        }
+        let mut envelopes: Vec<EventEnvelope> = self
+            .shared
+            .store
+            .read_streams(&stream_ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .filter(|e| e.position <= position)
+            .collect();
+        envelopes.sort_unstable_by_key(|e| e.position);
+
+        let mut model = ReadModel::default();
+        let mut claimed: HashMap<String, BTreeSet<signpost_domain::Id>> = HashMap::new();
+        let mut records: BTreeMap<String, (String, Option<EncodedRoute>, u64)> = BTreeMap::new();
+        for envelope in &envelopes {
+            let event = signpost_domain::decode_event(&envelope.payload)
+                .map_err(|e| AuditError::Corrupt(format!("position {}: {e}", envelope.position)))?;
+            model.apply(envelope, &event);
+            let Some(organization_id) = crate::fold::organization_of(envelope, &model) else {
+                continue;
+            };
+            let Some(organization) = model.organizations.get(organization_id.as_str()) else {
+                continue;
+            };
+            let organization = &organization.state;
+            let now: BTreeSet<signpost_domain::Id> = organization.domains.keys().cloned().collect();
+            let before = claimed
+                .insert(organization_id.clone(), now.clone())
+                .unwrap_or_default();
+            let touched: Vec<&String> = domains
+                .iter()
+                .filter(|d| now.contains(d.as_str()) || before.contains(d.as_str()))
+                .collect();
+            if touched.is_empty() {
+                continue;
+            }
+            let active = organization
+                .active_connection_id
+                .as_deref()
+                .and_then(|id| model.connections.get(id))
+                .map(|c| &c.state);
+            let routes = organization_routes(organization, active, &self.shared.public_base_url);
+            for domain in touched {
+                let owner = if now.contains(domain.as_str()) {
+                    organization_id.clone()
+                } else {
+                    String::new()
+                };
+                let route = routes.get(domain.as_str());
+                let changed = records
+                    .get(domain)
+                    .is_none_or(|(o, r, _)| (o, r.as_ref()) != (&owner, route));
+                if changed {
+                    records.insert(domain.clone(), (owner, route.cloned(), envelope.position));
+                }
+            }
+        }
+        Ok(records
+            .into_iter()
+            .map(|(domain, (organization_id, route, cause_position))| {
+                let record = DomainRecord {
+                    organization_id,
+                    route: route.map(|r| r.decode()),
+                    cause_position,
+                };
+                (domain, record)
+            })
+            .collect())
     }
 
     fn domain_routing(

@@ -267,20 +267,13 @@ impl AuditProjection {
         let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
         let handback = Handback::default();
         let head = store.head().position;
-        let public_base_url = options.public_base_url.clone();
         let fed = FedSide {
             steps,
             handback: handback.clone(),
         };
         let projection = Self::open(store, db, Some(config), options, Some(fed)).await?;
         let sender = projection.stats().fed.then_some(sender);
-        let feed = AuditFeed::new(
-            projection.shared.resumed_from,
-            head,
-            &public_base_url,
-            sender,
-            handback,
-        );
+        let feed = AuditFeed::new(projection.shared.resumed_from, head, sender, handback);
         Ok((projection, feed))
     }
 
@@ -596,7 +589,6 @@ struct Source {
     /// Where whether the source is fed, and its handbacks, are shown.
     shared: Arc<Shared>,
     store: Arc<dyn EventStore>,
-    public_base_url: String,
     /// Where an own fold offers the events back to the feed (a fed projection only), and
     /// the room of the channel it offers.
     handback: Option<(Handback, usize)>,
@@ -644,19 +636,13 @@ impl Source {
         let mode = match fed {
             Some(steps) => Mode::Fed { steps },
             None => Mode::Own {
-                steps: own_fold(
-                    store.clone(),
-                    &options.public_base_url,
-                    recorded,
-                    handback.clone(),
-                ),
+                steps: own_fold(store.clone(), recorded, handback.clone()),
                 taking: Vec::new().into_iter(),
             },
         };
         let source = Self {
             shared: shared.clone(),
             store,
-            public_base_url: options.public_base_url.clone(),
             handback,
             mode,
             last: recorded,
@@ -678,12 +664,7 @@ impl Source {
     /// A fold of its own, with rows past the last position taken.
     fn own(&self) -> Mode {
         Mode::Own {
-            steps: own_fold(
-                self.store.clone(),
-                &self.public_base_url,
-                self.last,
-                self.handback.clone(),
-            ),
+            steps: own_fold(self.store.clone(), self.last, self.handback.clone()),
             taking: Vec::new().into_iter(),
         }
     }
@@ -784,25 +765,17 @@ type Next = Result<EventEnvelope, signpost_eventlog::LogError>;
 /// has reached the log's head, and ends once the feed has taken them.
 fn own_fold(
     store: Arc<dyn EventStore>,
-    public_base_url: &str,
     rows_after: u64,
     handback: Option<(Handback, usize)>,
 ) -> mpsc::Receiver<OwnStep> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
-    let public_base_url = public_base_url.to_owned();
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new()
         .name("audit-fold".into())
         .spawn(move || {
             // One future for the whole fold, driven by this thread: the fold's work runs
             // between its awaits, and it parks only when it waits.
-            runtime.block_on(fold_alone(
-                store,
-                public_base_url,
-                rows_after,
-                handback,
-                sender,
-            ));
+            runtime.block_on(fold_alone(store, rows_after, handback, sender));
         });
     if let Err(error) = spawned {
         let (failed, receiver) = mpsc::channel(1);
@@ -820,7 +793,6 @@ const OWN_FOLD_BATCH: usize = 256;
 /// The own fold's loop (see [`own_fold`]).
 async fn fold_alone(
     store: Arc<dyn EventStore>,
-    public_base_url: String,
     rows_after: u64,
     mut handback: Option<(Handback, usize)>,
     sender: mpsc::Sender<OwnStep>,
@@ -833,7 +805,7 @@ async fn fold_alone(
             () = sender.closed() => return,
         }
     }
-    let mut fold = OwnFold::new(&public_base_url);
+    let mut fold = OwnFold::default();
     let mut events = store.subscribe(1);
     let mut last = 0;
     // Steps not handed to the tail yet: handed over when there are enough, or before the

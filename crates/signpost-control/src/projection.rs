@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 use futures::StreamExt;
 use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
-use signpost_routing::{RouteChange, RouteSource, RoutingFeed};
+use signpost_routing::{RouteSource, RoutingFeed};
 use tokio::sync::watch;
 
 use crate::error::ControlError;
@@ -30,43 +30,24 @@ const CATCH_UP_PUBLISH_EVERY: u64 = 4096;
 pub type FollowerWait = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Something the read model's task shows every event, in position order from position
-/// 1, with the model as it was just before the event and as it is just after (and, when
-/// the task also drives the routing table, the routes the event changed). Both calls run
-/// under the model's read lock, so they should be quick; the task moves on when they
+/// 1, with the model as it was just before the event and as it is just after. Both calls
+/// run under the model's read lock, so they should be quick; the task moves on when they
 /// return, or, if [`Follower::after`] returns a wait, once that wait is over. When the
 /// task stops (the log cannot be applied, or the server shuts down) the follower is
 /// dropped.
 pub trait Follower: Send + 'static {
-    /// `event` at `envelope`, with the model before it. `route_changes_follow`: whether
-    /// [`Follower::after`] will be given the event's route changes.
-    fn before(
-        &mut self,
-        envelope: &EventEnvelope,
-        event: &Event,
-        model: &ReadModel,
-        route_changes_follow: bool,
-    );
-    /// `event` at `envelope`, with the model after it and the routes it changed (`None`
-    /// when no routing table is driven, or while it puts routes off at start: up to
-    /// [`Follower::follows_after`]). A returned wait is
-    /// awaited, with no lock held, before the task takes the next event: it holds back
-    /// the model (and every command waiting for its position), so a follower should
-    /// only ask for it while the model catches up at start, when nobody is served yet.
+    /// `event` at `envelope`, with the model before it.
+    fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel);
+    /// `event` at `envelope`, with the model after it. A returned wait is awaited, with
+    /// no lock held, before the task takes the next event: it holds back the model (and
+    /// every command waiting for its position), so a follower should only ask for it
+    /// while the model catches up at start, when nobody is served yet.
     fn after(
         &mut self,
         envelope: &EventEnvelope,
         event: &Event,
         model: &ReadModel,
-        route_changes: Option<&[RouteChange]>,
     ) -> Option<FollowerWait>;
-    /// The position up to which this follower has nothing to do (what it recorded
-    /// before): while the model catches up, the routing table puts off computing routes
-    /// only up to there, and from there on gives the follower each event's route changes
-    /// (so a follower that records them does not compute the routes itself, on both
-    /// sides of every event). Default: the follower follows every event.
-    fn follows_after(&self) -> u64 {
-        0
-    }
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -133,10 +114,8 @@ impl Projection {
         let head = store.head().position;
         if let Some(routing) = routing.as_mut() {
             // What the store holds now is caught up on before anyone can watch: the
-            // routes are computed once at the end, except over what the follower
-            // follows, which is given each event's route changes.
-            let follows_after = follower.as_ref().map_or(head, |f| f.follows_after());
-            routing.catch_up_to(head.min(follows_after));
+            // routes are computed once at the end.
+            routing.catch_up_to(head);
         }
         let mut events = store.subscribe(1);
         tokio::spawn(async move {
@@ -145,11 +124,8 @@ impl Projection {
                     let event = signpost_domain::decode_event(&envelope.payload)
                         .map_err(|e| format!("position {}: {e}", envelope.position))?;
                     if let Some(follower) = follower.as_mut() {
-                        let follow = routing
-                            .as_ref()
-                            .is_some_and(|r| r.follows_events_at(envelope.position));
                         let model = model.read().expect("read model lock");
-                        follower.before(&envelope, &event, &model, follow);
+                        follower.before(&envelope, &event, &model);
                     }
                     {
                         let mut model = model.write().expect("read model lock");
@@ -159,11 +135,8 @@ impl Projection {
                         }
                     }
                     let wait = follower.as_mut().and_then(|follower| {
-                        let changes = routing
-                            .as_ref()
-                            .and_then(|r| r.event_changes(envelope.position));
                         let model = model.read().expect("read model lock");
-                        follower.after(&envelope, &event, &model, changes)
+                        follower.after(&envelope, &event, &model)
                     });
                     Ok((envelope.position, wait))
                 });

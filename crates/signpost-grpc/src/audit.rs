@@ -319,6 +319,7 @@ impl AuditService for AuditApi {
         let answer = self
             .audit
             .routing_at(&subject, point_in_time(r.at.as_ref()), scope.as_deref())
+            .await
             .map_err(audit_error)?;
         Ok(Response::new(pb::GetRoutingAtResponse {
             position: answer.position,

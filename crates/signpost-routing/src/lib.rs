@@ -23,6 +23,6 @@ pub mod routes;
 pub use routes::EncodedRoute;
 
 pub use projection::{
-    Delta, HistoryGap, OwnAggregates, RouteChange, RouteChanges, RouteSource, RouteTable,
-    RoutingFeed, RoutingOptions, RoutingProjection, RoutingStats,
+    Delta, HistoryGap, OwnAggregates, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
+    RoutingProjection, RoutingStats,
 };

@@ -221,23 +221,18 @@ impl RouteSource for OwnAggregates {
     }
 }
 
-/// One domain's route changed by an event: the new route, `None` when it was removed.
-pub type RouteChange = (signpost_domain::Id, Option<EncodedRoute>);
-
 /// Route changes by domain (None = delete). The domains are the organizations' own
 /// copies, which the table keeps as its keys.
 type Changes = BTreeMap<signpost_domain::Id, Option<EncodedRoute>>;
 
 /// The fold's private state: the routes of every organization, and the
-/// changes of the commit (and of the event) being applied.
+/// changes of the commit being applied.
 struct Fold {
     public_base_url: String,
     /// Each organization's routes, keyed by the organization's own (shared) id.
     routes: HashMap<signpost_domain::Id, OrganizationRoutes>,
     /// Changes of the commit being applied: domain → new route (None = delete).
     pending: Changes,
-    /// Changes of the event applied last.
-    event_changes: Vec<RouteChange>,
 }
 
 impl Fold {
@@ -261,13 +256,10 @@ impl Fold {
         for (domain, route) in &new {
             if old.get(domain) != Some(route) {
                 self.pending.insert(domain.clone(), Some(route.clone()));
-                self.event_changes
-                    .push((domain.clone(), Some(route.clone())));
             }
         }
         for domain in old.keys().filter(|d| !new.contains_key(*d)) {
             self.pending.insert(domain.clone(), None);
-            self.event_changes.push((domain.clone(), None));
         }
         if !new.is_empty() {
             let key = if *organization.id == *organization_id {
@@ -295,75 +287,6 @@ fn organization_of<'a>(
             .map(|connection| &*connection.organization_id)
     } else {
         None
-    }
-}
-
-/// Each event's route changes, from a [`RouteSource`] that already holds the state after
-/// it, with no table to publish to: the fold a [`RoutingFeed`] runs, for a reader that
-/// keeps a model of its own (the audit timeline's own fold). It holds every
-/// organization's routes, so each event's changes are its organization's new routes
-/// against the ones kept, as the routing table computes them.
-pub struct RouteChanges {
-    fold: Fold,
-    /// Organizations touched by events put off ([`RouteChanges::put_off`]).
-    put_off: HashSet<String>,
-}
-
-impl std::fmt::Debug for RouteChanges {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RouteChanges")
-            .field("organizations", &self.fold.routes.len())
-            .field("put_off", &self.put_off.len())
-            .finish()
-    }
-}
-
-impl RouteChanges {
-    /// Routes with our SP URLs under `public_base_url`.
-    pub fn new(public_base_url: impl Into<String>) -> Self {
-        Self {
-            fold: Fold {
-                public_base_url: public_base_url.into(),
-                routes: HashMap::new(),
-                pending: Changes::new(),
-                event_changes: Vec::new(),
-            },
-            put_off: HashSet::new(),
-        }
-    }
-
-    /// Takes note of an event whose changes nobody needs (`source` holds the state after
-    /// it): its organization's routes are computed once, by [`RouteChanges::settle`],
-    /// instead of at every event.
-    pub fn put_off(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
-        if let Some(organization_id) = organization_of(envelope, source) {
-            if !self.put_off.contains(organization_id) {
-                self.put_off.insert(organization_id.to_owned());
-            }
-        }
-    }
-
-    /// Computes the routes of the organizations put off, from `source` as it is: call it
-    /// before `source` applies the first event whose changes are wanted.
-    pub fn settle(&mut self, source: &(impl RouteSource + ?Sized)) {
-        for organization_id in std::mem::take(&mut self.put_off) {
-            self.fold.recompute(&organization_id, source);
-        }
-        self.fold.pending.clear();
-    }
-
-    /// The route changes of the event at `envelope` (`source` holds the state after it,
-    /// and nothing is put off), in domain order within its organization.
-    pub fn apply(
-        &mut self,
-        envelope: &EventEnvelope,
-        source: &(impl RouteSource + ?Sized),
-    ) -> &[RouteChange] {
-        debug_assert!(self.put_off.is_empty(), "settle before apply");
-        self.fold.event_changes.clear();
-        self.fold.apply(envelope, source);
-        self.fold.pending.clear();
-        &self.fold.event_changes
     }
 }
 
@@ -403,7 +326,6 @@ impl RoutingFeed {
     /// published as one delta and the revision moves to it (during a catch-up, see
     /// [`RoutingFeed::catch_up_to`], nothing is published before its end).
     pub fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
-        self.fold.event_changes.clear();
         if envelope.position <= self.catch_up_head {
             if let Some(organization_id) = organization_of(envelope, source) {
                 if !self.catching_up.contains(organization_id) {
@@ -421,21 +343,6 @@ impl RoutingFeed {
             self.shared.publish(envelope.position, changes);
             self.publish.send_replace(envelope.position);
         }
-    }
-
-    /// Whether [`RoutingFeed::event_changes`] will tell the route changes of the event at
-    /// `position` once it is applied (not while catching up: then routes are computed
-    /// once at the end).
-    pub fn follows_events_at(&self, position: u64) -> bool {
-        position > self.catch_up_head
-    }
-
-    /// The route changes of the event applied last, in domain order within each
-    /// organization; `None` when it was applied while catching up (see
-    /// [`RoutingFeed::follows_events_at`]).
-    pub fn event_changes(&self, position: u64) -> Option<&[RouteChange]> {
-        self.follows_events_at(position)
-            .then_some(self.fold.event_changes.as_slice())
     }
 
     fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
@@ -482,7 +389,6 @@ impl RoutingProjection {
                 public_base_url: options.public_base_url,
                 routes: HashMap::new(),
                 pending: BTreeMap::new(),
-                event_changes: Vec::new(),
             },
             shared,
             publish,

@@ -1,7 +1,8 @@
 //! Scenario 7, audit: with a large log over many organizations, one
 //! `ListAuditEvents` page (50 entries, one organization, a time range) over
 //! gRPC, one request at a time (the latency a person waits) and 64 in flight
-//! (what the server sustains); `ExportAuditEvents` of the whole history in
+//! (what the server sustains); `GetRoutingAt` of one organization's domain, one
+//! at a time; `ExportAuditEvents` of the whole history in
 //! events/s; `VerifyLog` of the whole chain in events/s. When the server does
 //! not implement the audit service the figures are "not available".
 
@@ -70,6 +71,37 @@ fn page_load(
     })
 }
 
+/// `GetRoutingAt` of one organization's domain now, one call at a time: folded when
+/// asked from the organization's own streams, so it costs what its history costs.
+fn routing_at_load(
+    channels: &[Channel],
+    populated: &Populated,
+    duration: Duration,
+) -> impl std::future::Future<Output = load::LoadReport> {
+    let client = grpc::audit(&channels[0], &populated.token);
+    let organizations = populated.organizations.len() as u64;
+    load::run(1, duration, move |_, i| {
+        let mut client = client.clone();
+        let domain = crate::populate::domain_of(((i * 104_729) % organizations) as usize);
+        async move {
+            match client
+                .get_routing_at(pb::GetRoutingAtRequest {
+                    subject: Some(pb::get_routing_at_request::Subject::Domain(domain)),
+                    at: None,
+                })
+                .await
+            {
+                Ok(reply) => reply
+                    .into_inner()
+                    .domains
+                    .first()
+                    .is_some_and(|d| d.route.is_some()),
+                Err(_) => false,
+            }
+        }
+    })
+}
+
 /// Whether the server answers `AuditService` at all.
 async fn available(channel: &Channel, token: &str) -> Result<(), String> {
     match grpc::audit(channel, token)
@@ -97,6 +129,7 @@ pub async fn run(
     }
     let one = page_load(channels, populated, 1, duration).await;
     let many = page_load(channels, populated, in_flight, duration).await;
+    let routing_at = routing_at_load(channels, populated, duration / 2).await;
 
     let started = Instant::now();
     let mut stream = grpc::audit(&channels[0], token)
@@ -126,6 +159,7 @@ pub async fn run(
         "page_sequential": one.json(),
         "page_concurrent": many.json(),
         "page_in_flight": in_flight,
+        "routing_at_sequential": routing_at.json(),
         "export_entries": exported, "export_head": head, "export_seconds": export_seconds,
         "export_per_second": exported as f64 / export_seconds,
         "verify_intact": verified.intact, "verify_events": verified.events_checked,

@@ -900,6 +900,10 @@ pub fn render(
             &[
                 ("ListAuditEvents page, 1 at a time", "page_sequential"),
                 ("ListAuditEvents page, concurrent", "page_concurrent"),
+                (
+                    "GetRoutingAt of one domain now, 1 at a time (its organization's streams folded when asked)",
+                    "routing_at_sequential",
+                ),
             ],
         )?;
         writeln!(

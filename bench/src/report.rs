@@ -1067,8 +1067,10 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    gRPC snapshot, the edge binary from spawn to `readyz`, and etcd's list of the prefix.
 7. **Audit.** On scenario 5's log (1,000,001 events, 10,000 organizations): `ListAuditEvents` for
    a random organization with a time range, 50 entries, one request at a time for 10 s (p99),
-   then 64 in flight; `ExportAuditEvents` of the whole history (events/s); `VerifyLog` of the
-   whole chain. "Not available" when the server does not implement `AuditService`.
+   then 64 in flight; `GetRoutingAt` of a random organization's domain now, one call at a time
+   for half as long (no goal: it folds that organization's streams when asked);
+   `ExportAuditEvents` of the whole history (events/s); `VerifyLog` of the whole chain. "Not
+   available" when the server does not implement `AuditService`.
 8. **Memory.** Control-plane RSS holding 100,000 routes with 10,000 streams open (read during
    scenario 3, in the process whose first start built every projection); `signpost-edge` RSS
    holding 100,000 routes (read after scenario 6); etcd's RSS at the same moments for scale.

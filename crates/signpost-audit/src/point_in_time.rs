@@ -25,7 +25,7 @@ use signpost_control::views::{ConnectionView, ServiceProvider};
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
 use signpost_domain::streams;
-use signpost_eventlog::{EventEnvelope, StreamId};
+use signpost_eventlog::{EventEnvelope, EventStore, StreamId};
 
 use signpost_routing::routes::organization_routes;
 use signpost_routing::EncodedRoute;
@@ -228,7 +228,7 @@ impl AuditProjection {
         }
         let mut stream_ids = Vec::new();
         for organization_id in &organizations {
-            stream_ids.push(StreamId::new(streams::organization(organization_id))?);
+            stream_ids.push(streams::organization(organization_id));
             let mut made_known = Vec::new();
             self.shared.timeline.positions(
                 Index::OrgConnection,
@@ -251,28 +251,17 @@ impl AuditProjection {
                             "position {at} is indexed as a connection of {organization_id}"
                         ))
                     })?;
-                stream_ids.push(StreamId::new(stream.stream_id.clone())?);
+                stream_ids.push(stream.stream_id.clone());
             }
         }
-        let mut envelopes: Vec<EventEnvelope> = self
-            .shared
-            .store
-            .read_streams(&stream_ids)
-            .await?
-            .into_iter()
-            .flatten()
-            .filter(|e| e.position <= position)
-            .collect();
-        envelopes.sort_unstable_by_key(|e| e.position);
+        let mut events = StreamsUntil::new(&stream_ids, position)?;
 
         let mut model = ReadModel::default();
         let mut claimed: HashMap<String, BTreeSet<signpost_domain::Id>> = HashMap::new();
         let mut records: BTreeMap<String, (String, Option<EncodedRoute>, u64)> = BTreeMap::new();
-        for envelope in &envelopes {
-            let event = signpost_domain::decode_event(&envelope.payload)
-                .map_err(|e| AuditError::Corrupt(format!("position {}: {e}", envelope.position)))?;
-            model.apply(envelope, &event);
-            let Some(organization_id) = crate::fold::organization_of(envelope, &model) else {
+        while let Some((envelope, event)) = events.next(&*self.shared.store).await? {
+            model.apply(&envelope, &event);
+            let Some(organization_id) = crate::fold::organization_of(&envelope, &model) else {
                 continue;
             };
             let Some(organization) = model.organizations.get(organization_id.as_str()) else {
@@ -374,20 +363,16 @@ impl AuditProjection {
         // The state keeps certificates without their DER; the view shows the DER of
         // the configuration event that set them.
         let mut certificates = None;
-        for (_, event) in self
-            .stream_until(&streams::connection(connection_id), position)
-            .await?
-        {
+        let mut events = StreamsUntil::new(&[streams::connection(connection_id)], position)?;
+        while let Some((_, event)) = events.next(&*self.shared.store).await? {
             connection.apply(&event);
             if let signpost_domain::Event::ConnectionConfigured(configured) = event {
                 certificates = configured.saml.map(|saml| saml.signing_certificates.into());
             }
         }
         let mut organization = Organization::default();
-        for (_, event) in self
-            .stream_until(&streams::organization(&organization_id), position)
-            .await?
-        {
+        let mut events = StreamsUntil::new(&[streams::organization(&organization_id)], position)?;
+        while let Some((_, event)) = events.next(&*self.shared.store).await? {
             organization.apply(&event);
         }
         let configured = connection.is_configured().then_some(connection);
@@ -419,36 +404,75 @@ impl AuditProjection {
             last_change,
         })
     }
+}
 
-    /// The events of `stream` at positions `<= position`, decoded.
-    async fn stream_until(
-        &self,
-        stream: &str,
-        position: u64,
-    ) -> Result<Vec<(EventEnvelope, signpost_domain::Event)>, AuditError> {
-        let stream = StreamId::new(stream)?;
-        let mut out = Vec::new();
-        let mut version = 1;
-        loop {
-            let page = self
-                .shared
-                .store
-                .read_stream(&stream, version, STREAM_PAGE)
-                .await?;
-            let full = page.len() == STREAM_PAGE;
-            for envelope in page {
-                if envelope.position > position {
-                    return Ok(out);
-                }
-                version = envelope.stream_version + 1;
-                let event = signpost_domain::decode_event(&envelope.payload).map_err(|e| {
-                    AuditError::Corrupt(format!("position {}: {e}", envelope.position))
-                })?;
-                out.push((envelope, event));
+/// The events of some streams at positions `<= position`, decoded, in log order: read a
+/// page of each stream at a time, so that however long their history, what is held is a
+/// page per stream.
+struct StreamsUntil {
+    position: u64,
+    cursors: Vec<StreamCursor>,
+}
+
+struct StreamCursor {
+    stream: StreamId,
+    next_version: u64,
+    page: std::collections::VecDeque<EventEnvelope>,
+    /// Nothing more to read: the stream ended, or went past the position.
+    read_all: bool,
+}
+
+impl StreamsUntil {
+    fn new(streams: &[String], position: u64) -> Result<Self, AuditError> {
+        let cursors = streams
+            .iter()
+            .map(|stream| {
+                Ok(StreamCursor {
+                    stream: StreamId::new(stream.clone())?,
+                    next_version: 1,
+                    page: Default::default(),
+                    read_all: false,
+                })
+            })
+            .collect::<Result<_, AuditError>>()?;
+        Ok(Self { position, cursors })
+    }
+
+    /// The next event of any of the streams, in log order; `None` after the last.
+    async fn next(
+        &mut self,
+        store: &dyn EventStore,
+    ) -> Result<Option<(EventEnvelope, signpost_domain::Event)>, AuditError> {
+        for cursor in &mut self.cursors {
+            if !cursor.page.is_empty() || cursor.read_all {
+                continue;
             }
-            if !full {
-                return Ok(out);
+            let page = store
+                .read_stream(&cursor.stream, cursor.next_version, STREAM_PAGE)
+                .await?;
+            cursor.read_all = page.len() < STREAM_PAGE;
+            if let Some(last) = page.last() {
+                cursor.next_version = last.stream_version + 1;
+            }
+            for envelope in page {
+                if envelope.position > self.position {
+                    cursor.read_all = true;
+                    break;
+                }
+                cursor.page.push_back(envelope);
             }
         }
+        let next = self
+            .cursors
+            .iter_mut()
+            .filter_map(|c| c.page.front().map(|e| e.position).zip(Some(c)))
+            .min_by_key(|(position, _)| *position)
+            .and_then(|(_, cursor)| cursor.page.pop_front());
+        let Some(envelope) = next else {
+            return Ok(None);
+        };
+        let event = signpost_domain::decode_event(&envelope.payload)
+            .map_err(|e| AuditError::Corrupt(format!("position {}: {e}", envelope.position)))?;
+        Ok(Some((envelope, event)))
     }
 }

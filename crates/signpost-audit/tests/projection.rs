@@ -1461,6 +1461,81 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
     assert!(changes > 10, "{changes} changes");
 }
 
+/// Point-in-time answers fold streams longer than a page (1,024 events) a page of each
+/// stream at a time, in log order across the organization's and its connection's.
+#[tokio::test]
+async fn point_in_time_answers_fold_long_streams_a_page_at_a_time() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let admin = || token_actor(ADMIN, "Onboarding", "alice@platform.example");
+    let mut assigned = Vec::new();
+    let mut late_claim = 0;
+    for n in 0..2_500 {
+        let at = append(
+            &store,
+            admin(),
+            vec![(
+                streams::connection(C1),
+                vec![Event::GroupAssigned(schema::GroupAssigned {
+                    idp_group: format!("bulk-{n}"),
+                    role: "member".into(),
+                })],
+            )],
+        )
+        .await;
+        assigned.push(at);
+        if n == 1_500 {
+            late_claim = append(
+                &store,
+                system(),
+                vec![(
+                    streams::organization(ORG_A),
+                    vec![Event::DomainClaimed(schema::DomainClaimed {
+                        domain: "late.example".into(),
+                        verification_record_name: "_signpost-challenge.late.example".into(),
+                        verification_value: "challenge".into(),
+                    })],
+                )],
+            )
+            .await;
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let audit = AuditProjection::start(store.clone(), dir.path(), AuditOptions::new(BASE_URL))
+        .await
+        .unwrap();
+    reach(&audit, *assigned.last().unwrap()).await;
+    let domain = RoutingSubject::Domain("acme.example".into());
+    for k in [0, 1_022, 1_023, 1_024, 1_500, 2_048, 2_499] {
+        let at = PointInTime::Position(assigned[k]);
+        let answer = audit.routing_at(&domain, at, None).await.unwrap();
+        let routing = &answer.domains[0];
+        let route = routing.route.as_ref().expect("acme.example routes");
+        assert_eq!(route.connection_id, C1, "after {k}");
+        let bulk = route.group_roles.keys().filter(|g| g.starts_with("bulk-"));
+        assert_eq!(bulk.count(), k + 1, "after {k}");
+        assert_eq!(
+            routing.cause.as_ref().map(|c| c.position),
+            Some(assigned[k]),
+            "after {k}"
+        );
+        let connection = audit.connection_at(C1, at, None).await.unwrap();
+        let groups = &connection.view.connection.as_ref().unwrap().groups;
+        let bulk = groups.keys().filter(|g| g.starts_with("bulk-"));
+        assert_eq!(bulk.count(), k + 1, "after {k}");
+        let organization = audit
+            .routing_at(&RoutingSubject::Organization(ORG_A.into()), at, None)
+            .await
+            .unwrap();
+        let late = organization
+            .domains
+            .iter()
+            .any(|d| d.domain == "late.example");
+        assert_eq!(late, assigned[k] > late_claim, "after {k}");
+    }
+    assert!(story.head < assigned[0]);
+}
+
 /// A projection started with [`AuditProjection::start_fed`], its feed followed by a
 /// control-plane read model over `store` that drives a routing table too (as in the
 /// server: the domain changes are then the routing table's).

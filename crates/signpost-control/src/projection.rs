@@ -212,4 +212,8 @@ impl RouteSource for ReadModel {
     fn connection(&self, id: &str) -> Option<&signpost_domain::connection::Connection> {
         self.connections.get(id).map(|tracked| &tracked.state)
     }
+
+    fn each_organization(&self, each: &mut dyn FnMut(&str)) {
+        self.organizations.keys().for_each(|id| each(id));
+    }
 }

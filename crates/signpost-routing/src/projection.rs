@@ -18,7 +18,7 @@
 //! (`imbl`), so a snapshot is an O(1) clone that stays valid while the fold
 //! moves on, and the history is a ring of at most `history_limit` deltas.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use futures::StreamExt;
@@ -183,6 +183,8 @@ pub trait RouteSource {
     fn organization(&self, id: &str) -> Option<&Organization>;
     /// The connection `id`, if it exists.
     fn connection(&self, id: &str) -> Option<&Connection>;
+    /// Calls `each` with the id of every organization.
+    fn each_organization(&self, each: &mut dyn FnMut(&str));
 }
 
 /// Organizations and connections folded by the routing projection itself, for
@@ -218,6 +220,10 @@ impl RouteSource for OwnAggregates {
 
     fn connection(&self, id: &str) -> Option<&Connection> {
         self.connections.get(id)
+    }
+
+    fn each_organization(&self, each: &mut dyn FnMut(&str)) {
+        self.organizations.keys().for_each(|id| each(id));
     }
 }
 
@@ -300,8 +306,6 @@ pub struct RoutingFeed {
     publish: watch::Sender<u64>,
     /// The catch-up ends at this position (0: none).
     catch_up_head: u64,
-    /// Organizations touched while catching up, whose routes are computed once at its end.
-    catching_up: HashSet<String>,
 }
 
 impl std::fmt::Debug for RoutingFeed {
@@ -314,10 +318,10 @@ impl std::fmt::Debug for RoutingFeed {
 
 impl RoutingFeed {
     /// Declares that the events up to `head` (what the store held when its reader started)
-    /// are a catch-up before anyone can watch: [`RoutingFeed::apply`] then only marks the
-    /// organizations they touch, and computes their routes once, from their final state,
-    /// when `head` is applied (publishing the table at `head`, with no history below it),
-    /// instead of once per event.
+    /// are a catch-up before anyone can watch: [`RoutingFeed::apply`] then does nothing
+    /// until `head`, where it computes every organization's routes once, from its final
+    /// state (publishing the table at `head`, with no history below it), instead of once
+    /// per event.
     pub fn catch_up_to(&mut self, head: u64) {
         self.catch_up_head = head;
     }
@@ -327,11 +331,6 @@ impl RoutingFeed {
     /// [`RoutingFeed::catch_up_to`], nothing is published before its end).
     pub fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
         if envelope.position <= self.catch_up_head {
-            if let Some(organization_id) = organization_of(envelope, source) {
-                if !self.catching_up.contains(organization_id) {
-                    self.catching_up.insert(organization_id.to_owned());
-                }
-            }
             if envelope.position == self.catch_up_head {
                 self.finish_catch_up(envelope.position, source);
             }
@@ -345,8 +344,13 @@ impl RoutingFeed {
         }
     }
 
+    /// The catch-up began at the log's first event (a feed starts with an empty table,
+    /// beside a source as empty), so every organization the source holds was touched by
+    /// it: each one's routes are computed once, from its final state.
     fn finish_catch_up(&mut self, revision: u64, source: &(impl RouteSource + ?Sized)) {
-        for organization_id in std::mem::take(&mut self.catching_up) {
+        let mut organizations = Vec::new();
+        source.each_organization(&mut |id| organizations.push(id.to_owned()));
+        for organization_id in organizations {
             self.fold.recompute(&organization_id, source);
         }
         let changes = std::mem::take(&mut self.fold.pending);
@@ -393,7 +397,6 @@ impl RoutingProjection {
             shared,
             publish,
             catch_up_head: 0,
-            catching_up: HashSet::new(),
         };
         (projection, feed)
     }

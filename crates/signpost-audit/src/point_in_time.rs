@@ -9,7 +9,9 @@
 //! connections'), folds them in log order with a read model of its own, and computes
 //! the routes after each of their events as the routing table does: the answer is the
 //! owner and route of the domain's last change at or before *p*, and its cause is that
-//! event's entry, exactly what a plain fold of the whole log finds. (Up to format 3 the
+//! event's entry, exactly what a plain fold of the whole log finds. Routes carry our SP
+//! URLs under the server's public base URL as configured now: it is configuration, not in
+//! the log (a format-3 database held the URL of when it was built). (Up to format 3 the
 //! fold computed every route change of every event and stored the routes whole, which
 //! was half of a rebuild's CPU on a log in lifecycle order.) A connection's state is
 //! folded on demand from its own stream and its organization's stream up to *p* (with

@@ -1275,48 +1275,30 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
             verification_value: "challenge".into(),
         })
     };
-    append(
-        &store,
-        system(),
-        vec![(
-            streams::organization(ORG_B),
-            vec![
-                claim("acme-law.example"),
-                Event::DomainVerified(schema::DomainVerified {
-                    domain: "acme-law.example".into(),
-                    method: schema::VerificationMethod::Manual as i32,
-                    note: "ticket 7".into(),
-                }),
-            ],
-        )],
+    let release = |domain: &str| {
+        Event::DomainReleased(schema::DomainReleased {
+            domain: domain.into(),
+        })
+    };
+    let by_system = async |stream: String, events: Vec<Event>| {
+        append(&store, system(), vec![(stream, events)]).await
+    };
+    let verified = Event::DomainVerified(schema::DomainVerified {
+        domain: "acme-law.example".into(),
+        method: schema::VerificationMethod::Manual as i32,
+        note: "ticket 7".into(),
+    });
+    by_system(
+        streams::organization(ORG_B),
+        vec![claim("acme-law.example"), verified],
     )
     .await;
-    append(
-        &store,
-        system(),
-        vec![(streams::organization(ORG_A), vec![claim("birch.example")])],
-    )
-    .await;
-    append(
-        &store,
-        system(),
-        vec![(
-            streams::organization(ORG_A),
-            vec![Event::DomainReleased(schema::DomainReleased {
-                domain: "birch.example".into(),
-            })],
-        )],
-    )
-    .await;
+    by_system(streams::organization(ORG_A), vec![claim("birch.example")]).await;
+    by_system(streams::organization(ORG_A), vec![release("birch.example")]).await;
     // A claim of a domain another organization routes (the control plane refuses it;
     // a log may still hold one): then each side's next event makes the domain its own
     // again, a connection's event included.
-    append(
-        &store,
-        system(),
-        vec![(streams::organization(ORG_B), vec![claim("acme.example")])],
-    )
-    .await;
+    by_system(streams::organization(ORG_B), vec![claim("acme.example")]).await;
     append(
         &store,
         token_actor(ADMIN, "Onboarding", "alice@platform.example"),
@@ -1329,23 +1311,8 @@ async fn routing_at_every_position_matches_a_plain_fold_of_the_log() {
         )],
     )
     .await;
-    append(
-        &store,
-        system(),
-        vec![(streams::organization(ORG_B), vec![claim("birch.example")])],
-    )
-    .await;
-    let head = append(
-        &store,
-        system(),
-        vec![(
-            streams::organization(ORG_B),
-            vec![Event::DomainReleased(schema::DomainReleased {
-                domain: "acme.example".into(),
-            })],
-        )],
-    )
-    .await;
+    by_system(streams::organization(ORG_B), vec![claim("birch.example")]).await;
+    let head = by_system(streams::organization(ORG_B), vec![release("acme.example")]).await;
 
     // The plain fold.
     type State = (String, Option<routing::Route>, u64);

@@ -270,10 +270,11 @@ impl AuditProjection {
                 continue;
             };
             let organization = &organization.state;
-            let now: BTreeSet<signpost_domain::Id> = organization.domains.keys().cloned().collect();
+            let now = organization.domains.keys().cloned().collect();
             let before = claimed
-                .insert(organization_id.clone(), now.clone())
+                .insert(organization_id.clone(), now)
                 .unwrap_or_default();
+            let now = &claimed[&organization_id];
             let touched: Vec<&String> = domains
                 .iter()
                 .filter(|d| now.contains(d.as_str()) || before.contains(d.as_str()))

@@ -223,7 +223,7 @@ impl Drop for Wanted<'_> {
     }
 }
 
-/// The audit timeline: entries, indexes, route history and checkpoints in a sled database
+/// The audit timeline: entries, indexes, claims of domains and checkpoints in a sled database
 /// of its own, folded from the log and kept current. Cheap to clone.
 #[derive(Clone)]
 pub struct AuditProjection {

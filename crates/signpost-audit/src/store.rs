@@ -350,7 +350,7 @@ impl EntryReader {
         self.with_stored(tree, position, |stored| decode_entry(stored, position))
     }
 
-    /// The domain changes stored with the entry at `position`, if stored.
+    /// The claims of domains stored with the entry at `position`, if stored.
     pub(crate) fn changes(
         &mut self,
         tree: &sled::Tree,

@@ -123,12 +123,18 @@ pub(crate) fn before(
     } = describe(envelope, event, model);
     let position = envelope.position;
     let target = entry.target.as_ref();
+    let stream = envelope.stream_id.as_str();
     if let Some(organization_id) = target
         .map(|t| t.organization_id.as_str())
         .filter(|id| !id.is_empty())
     {
         rows.postings
             .push((Index::Organization, organization_id.to_owned()));
+        let first = envelope.stream_version == 1;
+        if first && (stream.starts_with("connection-") || stream.starts_with("setup-link-")) {
+            rows.postings
+                .push((Index::OrgStream, organization_id.to_owned()));
+        }
     }
     let mut seen = BTreeSet::new();
     for connection in connections.into_iter().filter(|c| !c.is_empty()) {
@@ -147,7 +153,6 @@ pub(crate) fn before(
     entry.position = 0;
     entry.action.clear();
     rows.entry = Some((position, crate::describe::encode_entry(entry, details)));
-    let stream = envelope.stream_id.as_str();
     let claims = stream
         .strip_prefix("organization-")
         .map(|id| (id.to_owned(), claimed(model, id)));

@@ -33,7 +33,8 @@
 //! **Postings.** The indexes are postings: an *id key* (`kind` byte, len u16 BE, id) and
 //! the ascending positions carrying it; [`Index`] lists the kinds (organization,
 //! connection, actor, event type, claims of a domain, domains an organization newly
-//! claims, connections an organization made known).
+//! claims, connections an organization made known, the connection and setup-link streams
+//! whose first event named an organization).
 //! Postings of recent writes are kept in memory and in one `L` row per write (read back
 //! at start). Once they cover enough positions they become a *run* of the base (`B`
 //! rows), in the batch that records it in [`Meta`] and deletes the `L` rows; the newest
@@ -53,7 +54,7 @@ use prost::Message;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
 /// nine-tree format 1, detected by its trees) is cleared and rebuilt from the log.
-pub(crate) const FORMAT: u32 = 4;
+pub(crate) const FORMAT: u32 = 5;
 
 /// The tree rebuilt from the log.
 pub(crate) const TIMELINE: &str = "timeline";
@@ -110,10 +111,14 @@ pub(crate) enum Index {
     /// Events that made a connection of the organization known (its stream is read when
     /// the organization's routes are folded for a point in time).
     OrgConnection = 7,
+    /// The first event of each connection and setup-link stream that named the
+    /// organization (its stream is one of the organization's: what an entry of the
+    /// organization is described from, `describe::organization_local`).
+    OrgStream = 8,
 }
 
 impl Index {
-    pub(crate) const ALL: [Index; 7] = [
+    pub(crate) const ALL: [Index; 8] = [
         Index::Organization,
         Index::Connection,
         Index::Actor,
@@ -121,6 +126,7 @@ impl Index {
         Index::Domain,
         Index::OrgDomain,
         Index::OrgConnection,
+        Index::OrgStream,
     ];
 
     /// The name of the format-1 tree this index replaces (used by `dump`).
@@ -133,6 +139,7 @@ impl Index {
             Index::Domain => "domain_history",
             Index::OrgDomain => "org_domains",
             Index::OrgConnection => "org_connections",
+            Index::OrgStream => "org_streams",
         }
     }
 

@@ -231,30 +231,12 @@ impl AuditProjection {
         let mut stream_ids = Vec::new();
         for organization_id in &organizations {
             stream_ids.push(streams::organization(organization_id));
-            let mut made_known = Vec::new();
-            self.shared.timeline.positions(
-                Index::OrgConnection,
-                organization_id,
-                1,
-                position,
-                crate::query::Order::Ascending,
-                |at| {
-                    made_known.push(at);
-                    Ok(true)
-                },
-            )?;
-            for at in made_known {
-                let envelope = self.shared.store.read_range(at, 1).await?;
-                let stream = envelope
-                    .first()
-                    .filter(|e| e.position == at && e.stream_id.starts_with("connection-"))
-                    .ok_or_else(|| {
-                        AuditError::Corrupt(format!(
-                            "position {at} is indexed as a connection of {organization_id}"
-                        ))
-                    })?;
-                stream_ids.push(stream.stream_id.clone());
-            }
+            let connections = self
+                .indexed_streams(Index::OrgConnection, organization_id, position, |stream| {
+                    stream.starts_with("connection-")
+                })
+                .await?;
+            stream_ids.extend(connections);
         }
         let mut events = StreamsUntil::new(&stream_ids, position)?;
 
@@ -314,6 +296,67 @@ impl AuditProjection {
                 (domain, record)
             })
             .collect())
+    }
+
+    /// The streams of `organization_id`'s history up to `position` (at most the applied
+    /// one): its own, then every connection and setup-link stream whose first event, at
+    /// or before `position`, named it, in the order of those events. An organization's
+    /// entries are described from these alone (`describe::organization_local`).
+    pub async fn organization_streams(
+        &self,
+        organization_id: &str,
+        position: u64,
+    ) -> Result<Vec<String>, AuditError> {
+        let position = position.min(self.position());
+        let mut stream_ids = vec![streams::organization(organization_id)];
+        let named = self
+            .indexed_streams(Index::OrgStream, organization_id, position, |stream| {
+                stream.starts_with("connection-") || stream.starts_with("setup-link-")
+            })
+            .await?;
+        stream_ids.extend(named);
+        Ok(stream_ids)
+    }
+
+    /// The streams of the events indexed under `organization_id` in `index` up to
+    /// `position`, in log order (each read from the log; `expected` says which streams
+    /// the index may point at).
+    async fn indexed_streams(
+        &self,
+        index: Index,
+        organization_id: &str,
+        position: u64,
+        expected: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, AuditError> {
+        let mut indexed = Vec::new();
+        self.shared.timeline.positions(
+            index,
+            organization_id,
+            1,
+            position,
+            crate::query::Order::Ascending,
+            |at| {
+                indexed.push(at);
+                Ok(true)
+            },
+        )?;
+        let mut stream_ids = Vec::with_capacity(indexed.len());
+        for at in indexed {
+            let envelope = self.shared.store.read_range(at, 1).await?;
+            let stream = envelope
+                .into_iter()
+                .next()
+                .filter(|e| e.position == at && expected(&e.stream_id))
+                .ok_or_else(|| {
+                    AuditError::Corrupt(format!(
+                        "position {at} is indexed under {} for {organization_id}, but its \
+                         event is not on a stream that index holds",
+                        index.name()
+                    ))
+                })?;
+            stream_ids.push(stream.stream_id);
+        }
+        Ok(stream_ids)
     }
 
     fn domain_routing(

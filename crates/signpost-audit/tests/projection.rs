@@ -553,6 +553,49 @@ fn strings(value: Option<&prost_types::Value>) -> Vec<String> {
     }
 }
 
+/// At every position of the story, each organization's streams listed through the index
+/// are its own and the streams of every event up to there whose entry names it (each
+/// stream once, in the order of its first such event): on a log the commands wrote, a
+/// stream's first event names the organization all its events name.
+#[tokio::test]
+async fn an_organizations_streams_are_those_of_the_events_that_name_it() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = projection(&store, dir.path()).await;
+    audit.wait_for(story.head).await.unwrap();
+    let log = store.read_range(1, usize::MAX).await.unwrap();
+    let entries = all(&audit, AuditFilter::default(), None);
+    assert_eq!(entries.len(), log.len());
+    let organizations: std::collections::BTreeSet<String> = entries
+        .iter()
+        .filter_map(|e| e.target.as_ref())
+        .map(|t| t.organization_id.clone())
+        .filter(|id| !id.is_empty())
+        .collect();
+    assert!(organizations.len() >= 2, "{organizations:?}");
+    let mut checked_other_streams = 0;
+    for position in 0..=story.head {
+        for organization in &organizations {
+            let mut expected = vec![streams::organization(organization)];
+            for (envelope, entry) in log.iter().zip(&entries).take(position as usize) {
+                let named = entry.target.as_ref().map(|t| t.organization_id.as_str());
+                if named == Some(organization.as_str()) && !expected.contains(&envelope.stream_id) {
+                    expected.push(envelope.stream_id.clone());
+                }
+            }
+            checked_other_streams += expected.len() - 1;
+            let listed = audit
+                .organization_streams(organization, position)
+                .await
+                .unwrap();
+            assert_eq!(listed, expected, "{organization} at {position}");
+        }
+    }
+    assert!(checked_other_streams > 0);
+    audit.stop().await;
+}
+
 #[tokio::test]
 async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_rows() {
     let store = Arc::new(MemoryEventStore::new());

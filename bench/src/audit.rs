@@ -140,7 +140,8 @@ pub async fn run(
     let mut head = 0u64;
     while let Some(batch) = stream.next().await {
         let batch = batch?;
-        exported += batch.entries.len() as u64;
+        // Decoded, as a client keeping them would (the server sends them encoded).
+        exported += batch.decode_entries()?.len() as u64;
         head = batch.head;
     }
     let export_seconds = started.elapsed().as_secs_f64();

@@ -22,6 +22,12 @@ fn main() {
     .expect("write descriptor set");
     tonic_prost_build::configure()
         .extern_path(".signpost.log.v1", "::signpost_schema::log::v1")
+        // Export batches carry their entries encoded (`crate::audit::ExportAuditEventsResponse`):
+        // the server sends them as its audit database stores them.
+        .extern_path(
+            ".signpost.audit.v1.ExportAuditEventsResponse",
+            "crate::audit::ExportAuditEventsResponse",
+        )
         // Routes are kept and compared encoded (`signpost_routing::EncodedRoute`): a
         // map in key order makes equal routes encode to equal bytes.
         .btree_map(".signpost.routing.v1.Route.group_roles")

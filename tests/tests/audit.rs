@@ -124,7 +124,7 @@ async fn pages_and_exports_have_no_duplicates_and_no_gaps_while_the_log_grows() 
             .into_inner();
         while let Some(batch) = stream.message().await.unwrap() {
             assert!(batch.position >= after && batch.position <= batch.head);
-            exported.extend(batch.entries.iter().map(|e| e.position));
+            exported.extend(batch.decode_entries().unwrap().iter().map(|e| e.position));
             after = batch.position;
         }
         rounds += 1;
@@ -427,10 +427,12 @@ async fn an_organization_scoped_auditor_reads_nothing_of_another_organization() 
         .unwrap()
         .into_inner();
     while let Some(batch) = export.message().await.unwrap() {
-        assert!(batch
-            .entries
-            .iter()
-            .all(|e| e.target.as_ref().unwrap().organization_id == mine));
+        assert!(batch.decode_entries().unwrap().iter().all(|e| e
+            .target
+            .as_ref()
+            .unwrap()
+            .organization_id
+            == mine));
     }
     let refused = client
         .export_audit_events(audit::ExportAuditEventsRequest {
@@ -806,7 +808,7 @@ async fn secrets_and_link_tokens_appear_in_no_audit_answer_and_no_log_line() {
         .unwrap()
         .into_inner();
     while let Some(batch) = export.message().await.unwrap() {
-        remember(format!("{batch:?}"));
+        remember(format!("{:?}", batch.decode_entries().unwrap()));
     }
     use audit::get_routing_at_request::Subject;
     for subject in [

@@ -43,6 +43,36 @@ pub mod routing {
 
 /// `signpost.audit.v1`.
 pub mod audit {
+    /// `signpost.audit.v1.ExportAuditEventsResponse`, its entries kept as the bytes of
+    /// encoded `AuditEntry` messages: the server sends entries as its audit database
+    /// stores them, without building them as messages to encode them again. The wire is
+    /// the one `audit.proto` declares (a repeated message field and a repeated bytes field
+    /// are encoded alike); [`ExportAuditEventsResponse::decode_entries`] gives the
+    /// messages.
+    #[derive(Clone, PartialEq, ::prost::Message)]
+    pub struct ExportAuditEventsResponse {
+        /// The entries, each an encoded `signpost.audit.v1.AuditEntry`.
+        #[prost(bytes = "vec", repeated, tag = "1")]
+        pub entries: Vec<Vec<u8>>,
+        /// The export has covered the log up to here; resume after it.
+        #[prost(uint64, tag = "2")]
+        pub position: u64,
+        /// The log head when the export started (for progress).
+        #[prost(uint64, tag = "3")]
+        pub head: u64,
+    }
+
+    impl ExportAuditEventsResponse {
+        /// The entries as messages.
+        pub fn decode_entries(&self) -> Result<Vec<v1::AuditEntry>, ::prost::DecodeError> {
+            use ::prost::Message as _;
+            self.entries
+                .iter()
+                .map(|entry| v1::AuditEntry::decode(entry.as_slice()))
+                .collect()
+        }
+    }
+
     /// Version 1 of the audit API.
     pub mod v1 {
         #![allow(
@@ -51,6 +81,7 @@ pub mod audit {
             clippy::doc_lazy_continuation
         )]
         include!(concat!(env!("OUT_DIR"), "/signpost.audit.v1.rs"));
+        pub use super::ExportAuditEventsResponse;
     }
 }
 

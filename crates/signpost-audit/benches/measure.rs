@@ -767,7 +767,7 @@ fn measure_describe(mix: &str, envelopes: &[(signpost_eventlog::EventEnvelope, E
         let described = black_box(described);
         let mut spent = started.elapsed();
         digest.update(prost::Message::encode_to_vec(&described.entry));
-        for connection in &described.connections {
+        for connection in &describe::terms(envelope, event, &model).connections {
             digest.update(connection.as_bytes());
             digest.update([0]);
         }
@@ -908,6 +908,7 @@ async fn measure_projection() {
                 "",
                 Order::Descending,
             )
+            .await
             .unwrap();
         latencies.push(started.elapsed());
         assert!(!page.entries.is_empty());
@@ -936,6 +937,7 @@ async fn measure_projection() {
                     Order::Ascending
                 },
             )
+            .await
             .unwrap();
         latencies.push(started.elapsed());
         assert_eq!(page.entries.len(), 50);
@@ -951,9 +953,18 @@ async fn measure_projection() {
     let mut after = 0;
     let mut exported = 0;
     let mut bytes = 0;
+    let mut export = ExportState::default();
     while after < head {
         let batch = audit
-            .export_batch(&AuditFilter::default(), None, after, head, EXPORT_BATCH)
+            .export_batch(
+                &AuditFilter::default(),
+                None,
+                after,
+                head,
+                EXPORT_BATCH,
+                &mut export,
+            )
+            .await
             .unwrap();
         exported += batch.entries.len();
         bytes += batch

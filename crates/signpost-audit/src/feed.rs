@@ -244,7 +244,7 @@ impl Follower for AuditFeed {
             );
             self.sender = Some(offer.steps);
         }
-        self.before = Some(fold::before(envelope, event, model, time_nanos));
+        self.before = Some(fold::before(envelope, event, model, time_nanos, None));
     }
 
     fn after(

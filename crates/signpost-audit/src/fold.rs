@@ -17,13 +17,13 @@
 //! events back to the feed at the head). Both call the same two functions, so
 //! replaying the log from position 1 rebuilds the same rows either way.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use signpost_control::read_model::ReadModel;
 use signpost_domain::Event;
 use signpost_eventlog::EventEnvelope;
 
-use crate::describe::{describe, Described};
+use crate::describe::{describe_with, organization_local, terms, Terms};
 use crate::keys::{DomainChange, Index};
 
 /// What one envelope adds to the database (every key derived from its position).
@@ -107,52 +107,89 @@ pub(crate) fn organization_of(envelope: &EventEnvelope, model: &ReadModel) -> Op
         .map(|connection| connection.state.organization_id.to_string())
 }
 
+/// Whether `stream` holds connections or setup links: the streams an organization's
+/// history takes in beside its own, when their first event names it.
+fn named_stream(stream: &str) -> bool {
+    stream.starts_with("connection-") || stream.starts_with("setup-link-")
+}
+
+/// The organization the first event of each connection and setup-link stream named
+/// (empty: none), kept from position 1 by a fold that writes stubs: an entry is
+/// organization-local only on a stream that is one of its organization's
+/// (`describe::organization_local`).
+#[derive(Debug, Default)]
+pub(crate) struct FirstNamed {
+    streams: HashMap<Box<str>, Box<str>>,
+}
+
+impl FirstNamed {
+    /// Notes `envelope`'s stream if this is its first event (`terms`: the event's).
+    fn note(&mut self, envelope: &EventEnvelope, terms: &Terms<'_>) {
+        if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
+            self.streams.insert(
+                envelope.stream_id.as_str().into(),
+                terms.organization_id.into(),
+            );
+        }
+    }
+
+    /// Whether the first event of `stream` named `organization_id`.
+    fn names(&self, stream: &str, organization_id: &str) -> bool {
+        self.streams
+            .get(stream)
+            .is_some_and(|named| **named == *organization_id)
+    }
+}
+
 /// The rows of `event` that the state before it determines (`model`, not yet applied).
-/// `time_nanos` is its [`IndexedTime`].
+/// `time_nanos` is its [`IndexedTime`]. With `stubs` (the streams' first organizations,
+/// from position 1), an organization-local entry is written as a stub, described when
+/// read; otherwise, and for every other entry, it is described now.
 pub(crate) fn before(
     envelope: &EventEnvelope,
     event: &Event,
     model: &ReadModel,
     time_nanos: i64,
+    stubs: Option<&mut FirstNamed>,
 ) -> Before {
     let mut rows = Rows::default();
-    let Described {
-        mut entry,
-        details,
-        connections,
-    } = describe(envelope, event, model);
+    let terms = terms(envelope, event, model);
     let position = envelope.position;
-    let target = entry.target.as_ref();
     let stream = envelope.stream_id.as_str();
-    if let Some(organization_id) = target
-        .map(|t| t.organization_id.as_str())
-        .filter(|id| !id.is_empty())
-    {
+    let organization_id = terms.organization_id;
+    if !organization_id.is_empty() {
         rows.postings
             .push((Index::Organization, organization_id.to_owned()));
-        let first = envelope.stream_version == 1;
-        if first && (stream.starts_with("connection-") || stream.starts_with("setup-link-")) {
+        if envelope.stream_version == 1 && named_stream(stream) {
             rows.postings
                 .push((Index::OrgStream, organization_id.to_owned()));
         }
     }
-    let mut seen = BTreeSet::new();
-    for connection in connections.into_iter().filter(|c| !c.is_empty()) {
-        if seen.insert(connection.clone()) {
-            rows.postings.push((Index::Connection, connection));
+    for (i, connection) in terms.connections.iter().enumerate() {
+        if !connection.is_empty() && !terms.connections[..i].contains(connection) {
+            rows.postings
+                .push((Index::Connection, (*connection).to_owned()));
         }
     }
-    let actor_id = entry.actor.as_ref().map(|a| a.id.as_str()).unwrap_or("");
+    let actor_id = envelope.actor.as_ref().map_or("", |a| a.id.as_str());
     if !actor_id.is_empty() {
         rows.postings.push((Index::Actor, actor_id.to_owned()));
     }
     rows.postings
         .push((Index::EventType, envelope.event_type.clone()));
     rows.time_nanos = time_nanos;
-    // Derived again on read: the position from the chunk, the action from the type.
-    entry.position = 0;
-    entry.action.clear();
-    rows.entry = Some((position, crate::describe::encode_entry(entry, details)));
+    let stub = stubs.is_some_and(|first| {
+        first.note(envelope, &terms);
+        organization_local(envelope, event, model, &terms, |stream| {
+            first.names(stream, organization_id)
+        })
+    });
+    let stored = if stub {
+        crate::keys::encode_stub(organization_id)
+    } else {
+        describe_with(envelope, event, model, &terms).stored()
+    };
+    rows.entry = Some((position, stored));
     let claims = stream
         .strip_prefix("organization-")
         .map(|id| (id.to_owned(), claimed(model, id)));
@@ -209,14 +246,25 @@ pub(crate) fn after(before: Before, model: &ReadModel) -> Rows {
 
 /// The audit task's own fold, when no feed describes the events (a projection started
 /// without one, or while its feed is let go): a read model of its own and the indexed
-/// time.
+/// time; with `stubs`, what writing organization-local entries as stubs needs (kept from
+/// position 1, the already-written prefix included).
 #[derive(Default)]
 pub(crate) struct OwnFold {
     model: ReadModel,
     time: IndexedTime,
+    stubs: Option<FirstNamed>,
 }
 
 impl OwnFold {
+    /// A fold that writes organization-local entries as stubs (`stubs`), or describes
+    /// every entry.
+    pub(crate) fn new(stubs: bool) -> Self {
+        Self {
+            stubs: stubs.then(FirstNamed::default),
+            ..Self::default()
+        }
+    }
+
     /// Applies one envelope and returns the rows it adds (none when `rows` is false:
     /// replaying an already-written prefix needs the state, not the rows).
     pub(crate) fn apply(
@@ -227,10 +275,21 @@ impl OwnFold {
     ) -> Option<Rows> {
         let time_nanos = self.time.advance(envelope);
         if !rows {
+            if let Some(first) = &mut self.stubs {
+                if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
+                    first.note(envelope, &terms(envelope, event, &self.model));
+                }
+            }
             self.model.apply(envelope, event);
             return None;
         }
-        let described = before(envelope, event, &self.model, time_nanos);
+        let described = before(
+            envelope,
+            event,
+            &self.model,
+            time_nanos,
+            self.stubs.as_mut(),
+        );
         self.model.apply(envelope, event);
         Some(after(described, &self.model))
     }

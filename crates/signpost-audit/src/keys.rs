@@ -25,7 +25,8 @@
 //! on the benchmark's log a chunk shrinks about sevenfold, and sled's CPU, which grows
 //! with the bytes it writes, was a third of a rebuild's). A stored entry is `varint
 //! length`, the prost `AuditEntry` without `position` and `action` (derived again on read
-//! from the chunk and the event type), then prost [`DomainChanges`]: the domains the
+//! from the chunk and the event type), or a *stub* ([`STUB`] and the organization id:
+//! an entry described when read), then prost [`DomainChanges`]: the domains the
 //! event made an organization claim or stop claiming (where point-in-time routing finds
 //! which organizations to fold; up to format 3 every route change was stored here, whole,
 //! and computing them was half of a rebuild's CPU on a log in lifecycle order).
@@ -239,6 +240,78 @@ pub(crate) fn put_stored(out: &mut Vec<u8>, entry: &[u8], changes: Option<&Domai
     if let Some(changes) = changes {
         changes.encode_raw(out);
     }
+}
+
+/// The first byte of a *stub*'s entry bytes: an entry written without being described
+/// (organization-local events folded by a catch-up of the audit task's own), described
+/// when read from its organization's streams. No prost `AuditEntry` encoding starts
+/// with it (a field key byte of `0xFF` would be a field numbered 16 or more, and the
+/// entry's fields are numbered 1 to 9), and a described entry is never empty.
+pub(crate) const STUB: u8 = 0xFF;
+
+/// The entry bytes of a stub for an entry of `organization_id`, as
+/// `describe::encode_entry` gives a described one (`varint length`, then the bytes):
+/// [`STUB`], then the organization id.
+pub(crate) fn encode_stub(organization_id: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(organization_id.len() + 3);
+    put_varint(&mut out, organization_id.len() as u64 + 1);
+    out.push(STUB);
+    out.extend_from_slice(organization_id.as_bytes());
+    out
+}
+
+/// The organization of a stub's entry bytes (`None`: a described entry).
+pub(crate) fn stub_organization(entry: &[u8]) -> Result<Option<&str>, Malformed> {
+    match entry.split_first() {
+        Some((&STUB, organization)) => std::str::from_utf8(organization)
+            .map(Some)
+            .map_err(|_| Malformed),
+        _ => Ok(None),
+    }
+}
+
+/// The `event_type` (field 9) of an entry's bytes as stored (a prost `AuditEntry`), by
+/// walking its top-level fields.
+fn stored_event_type(mut entry: &[u8]) -> Result<&str, Malformed> {
+    let mut event_type = "";
+    while !entry.is_empty() {
+        let key = get_varint(&mut entry)?;
+        let (field, wire_type) = (key >> 3, key & 7);
+        match wire_type {
+            0 => {
+                get_varint(&mut entry)?;
+            }
+            1 | 5 => {
+                let size = if wire_type == 1 { 8 } else { 4 };
+                entry = entry.get(size..).ok_or(Malformed)?;
+            }
+            2 => {
+                let length = usize::try_from(get_varint(&mut entry)?).map_err(|_| Malformed)?;
+                let (value, rest) = entry.split_at_checked(length).ok_or(Malformed)?;
+                if field == 9 {
+                    event_type = std::str::from_utf8(value).map_err(|_| Malformed)?;
+                }
+                entry = rest;
+            }
+            _ => return Err(Malformed),
+        }
+    }
+    Ok(event_type)
+}
+
+/// A described entry's bytes as stored (without `position` and `action`) made the
+/// encoding of the whole `AuditEntry` at `position`: the two fields appended (a decoder
+/// takes fields in any order), the action derived from the event type as a decoded read
+/// derives it.
+pub(crate) fn wire_entry(entry: &[u8], position: u64) -> Result<Vec<u8>, Malformed> {
+    let action = crate::describe::action_name(stored_event_type(entry)?).unwrap_or("unknown");
+    let mut out = Vec::with_capacity(entry.len() + 12 + action.len());
+    out.extend_from_slice(entry);
+    if position != 0 {
+        prost::encoding::uint64::encode(1, &position, &mut out);
+    }
+    prost::encoding::string::encode(4, &action.to_owned(), &mut out);
+    Ok(out)
 }
 
 /// A stored entry's (entry bytes, [`DomainChanges`] bytes).

@@ -66,6 +66,7 @@ mod error;
 mod feed;
 mod fold;
 mod keys;
+mod lazy;
 mod point_in_time;
 mod projection;
 mod query;
@@ -82,5 +83,6 @@ pub use feed::AuditFeed;
 pub use point_in_time::{ConnectionAt, DomainRouting, PointInTime, RoutingAt, RoutingSubject};
 pub use projection::{AuditOptions, AuditProjection, AuditStats, DumpedRow};
 pub use query::{
-    AuditFilter, AuditPage, ExportBatch, Order, DEFAULT_PAGE_SIZE, EXPORT_BATCH, MAX_PAGE_SIZE,
+    AuditFilter, AuditPage, EncodedExportBatch, ExportBatch, ExportState, Order, DEFAULT_PAGE_SIZE,
+    EXPORT_BATCH, MAX_PAGE_SIZE,
 };

@@ -142,7 +142,7 @@ impl AuditProjection {
                         return Err(not_found_domain(&domain));
                     }
                 }
-                vec![self.domain_routing(domain, record)?]
+                vec![self.domain_routing(domain, record).await?]
             }
             RoutingSubject::Organization(organization_id) => {
                 let hidden = scope.is_some_and(|scope| scope != organization_id);
@@ -164,7 +164,7 @@ impl AuditProjection {
                 let mut domains = Vec::new();
                 for (domain, record) in self.domain_records(claimed, position).await? {
                     if record.organization_id == *organization_id {
-                        domains.push(self.domain_routing(domain, Some(record))?);
+                        domains.push(self.domain_routing(domain, Some(record)).await?);
                     }
                 }
                 domains
@@ -359,7 +359,7 @@ impl AuditProjection {
         Ok(stream_ids)
     }
 
-    fn domain_routing(
+    async fn domain_routing(
         &self,
         domain: String,
         record: Option<DomainRecord>,
@@ -374,7 +374,7 @@ impl AuditProjection {
         Ok(DomainRouting {
             domain,
             route: record.route,
-            cause: self.entry(record.cause_position)?,
+            cause: self.entry(record.cause_position).await?,
         })
     }
 
@@ -395,7 +395,8 @@ impl AuditProjection {
         };
         let position = self.resolve_point(at)?;
         let last_change = self
-            .last_connection_entry(connection_id, position)?
+            .last_connection_entry(connection_id, position)
+            .await?
             .ok_or_else(not_found)?;
         let organization_id = last_change
             .target
@@ -455,7 +456,7 @@ impl AuditProjection {
 /// The events of some streams at positions `<= position`, decoded, in log order: read a
 /// page of each stream at a time, so that however long their history, what is held is a
 /// page per stream.
-struct StreamsUntil {
+pub(crate) struct StreamsUntil {
     position: u64,
     cursors: Vec<StreamCursor>,
 }
@@ -469,7 +470,7 @@ struct StreamCursor {
 }
 
 impl StreamsUntil {
-    fn new(streams: &[String], position: u64) -> Result<Self, AuditError> {
+    pub(crate) fn new(streams: &[String], position: u64) -> Result<Self, AuditError> {
         let cursors = streams
             .iter()
             .map(|stream| {
@@ -485,7 +486,7 @@ impl StreamsUntil {
     }
 
     /// The next event of any of the streams, in log order; `None` after the last.
-    async fn next(
+    pub(crate) async fn next(
         &mut self,
         store: &dyn EventStore,
     ) -> Result<Option<(EventEnvelope, signpost_domain::Event)>, AuditError> {

@@ -99,6 +99,11 @@ pub struct AuditOptions {
     /// audit task (one read model, but the server listens only once both are done).
     /// `u64::MAX`: the read model describes every catch-up.
     pub catch_up_alone_behind: u64,
+    /// Whether the audit task's own fold (a rebuild, a catch-up far behind, or after the
+    /// feed let go) writes organization-local entries as stubs, described when read
+    /// (`lazy.rs`), instead of describing every entry as it folds. The answers are the
+    /// same either way; describing at once makes a rebuild cost about twice as much.
+    pub describe_when_read: bool,
     /// Whether [`AuditProjection::start`] returns only once the projection has
     /// caught up with the log head (the server doesn't wait: audit reads wait
     /// for the catch-up themselves). [`AuditProjection::start_fed`] never waits: its
@@ -130,6 +135,7 @@ impl AuditOptions {
             // replays the whole log in the background (a restart's read model takes about
             // 2 s for 1,000,000 events here) and describes the rest.
             catch_up_alone_behind: 65_536,
+            describe_when_read: true,
             wait_at_start: true,
         }
     }
@@ -493,8 +499,10 @@ impl AuditProjection {
     }
 
     /// Every row the log determines, listed as format 1 stored them (tree, key, value),
-    /// whatever the batching: for comparing a rebuild with a live database.
-    pub fn dump(&self) -> Result<Vec<DumpedRow>, AuditError> {
+    /// whatever the batching and whether entries were described when folded or are
+    /// described when read (stubs are listed described): for comparing a rebuild with a
+    /// live database.
+    pub async fn dump(&self) -> Result<Vec<DumpedRow>, AuditError> {
         let timeline = &self.shared.timeline;
         let tree = timeline.tree()?;
         let mut rows = Vec::new();
@@ -510,23 +518,31 @@ impl AuditProjection {
             rows.push(("meta".to_owned(), key.as_bytes().to_vec(), value));
         }
         let mut times = Vec::new();
+        let mut entries = Vec::new();
         for row in tree.scan_prefix([keys::ENTRY]) {
             let (key, value) = row?;
             let chunk = Chunk::decode(keys::trailing_position(&key), &value)?;
             for position in chunk.first..=chunk.last() {
                 let bytes = chunk.entry(position).unwrap_or_default();
-                rows.push((
-                    "entries".to_owned(),
-                    position.to_be_bytes().to_vec(),
-                    bytes.to_vec(),
-                ));
+                entries.push((position, bytes.to_vec()));
                 let mut time = keys::time_bytes(chunk.time(position).unwrap_or_default()).to_vec();
                 time.extend_from_slice(&position.to_be_bytes());
                 times.push(("time".to_owned(), time, Vec::new()));
             }
         }
-        rows.extend(times);
         let postings = timeline.all_postings()?;
+        drop(tree);
+        let mut in_log_order = crate::lazy::InLogOrder::default();
+        let mut describer = crate::lazy::Describer::InLogOrder(&mut in_log_order, self.store());
+        for (position, stored) in entries {
+            let stored = describer.resolve(position, stored).await?;
+            rows.push((
+                "entries".to_owned(),
+                position.to_be_bytes().to_vec(),
+                stored,
+            ));
+        }
+        rows.extend(times);
         for index in Index::ALL {
             let mut keys: Vec<Vec<u8>> = postings
                 .iter()
@@ -540,6 +556,20 @@ impl AuditProjection {
             );
         }
         Ok(rows)
+    }
+
+    /// How many stored entries are stubs, to be described when read
+    /// ([`AuditOptions::describe_when_read`]): a walk through every entry.
+    pub fn entries_described_when_read(&self) -> Result<u64, AuditError> {
+        let mut stubs = 0;
+        self.scan_entries(1, self.position(), Order::Ascending, |_, stored| {
+            let (entry, _) = keys::split_stored(stored)?;
+            if keys::stub_organization(entry)?.is_some() {
+                stubs += 1;
+            }
+            Ok(true)
+        })?;
+        Ok(stubs)
     }
 
     /// Calls `f` with each stored entry's position and bytes in `[low, high]` (for
@@ -595,6 +625,8 @@ struct Source {
     mode: Mode,
     /// The last position taken (or written before the start).
     last: u64,
+    /// Whether its own folds write stubs ([`AuditOptions::describe_when_read`]).
+    stubs: bool,
 }
 
 enum Mode {
@@ -636,7 +668,12 @@ impl Source {
         let mode = match fed {
             Some(steps) => Mode::Fed { steps },
             None => Mode::Own {
-                steps: own_fold(store.clone(), recorded, handback.clone()),
+                steps: own_fold(
+                    store.clone(),
+                    recorded,
+                    handback.clone(),
+                    options.describe_when_read,
+                ),
                 taking: Vec::new().into_iter(),
             },
         };
@@ -646,6 +683,7 @@ impl Source {
             handback,
             mode,
             last: recorded,
+            stubs: options.describe_when_read,
         };
         source.show_fed();
         source
@@ -664,7 +702,12 @@ impl Source {
     /// A fold of its own, with rows past the last position taken.
     fn own(&self) -> Mode {
         Mode::Own {
-            steps: own_fold(self.store.clone(), self.last, self.handback.clone()),
+            steps: own_fold(
+                self.store.clone(),
+                self.last,
+                self.handback.clone(),
+                self.stubs,
+            ),
             taking: Vec::new().into_iter(),
         }
     }
@@ -767,6 +810,7 @@ fn own_fold(
     store: Arc<dyn EventStore>,
     rows_after: u64,
     handback: Option<(Handback, usize)>,
+    stubs: bool,
 ) -> mpsc::Receiver<OwnStep> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let runtime = tokio::runtime::Handle::current();
@@ -775,7 +819,7 @@ fn own_fold(
         .spawn(move || {
             // One future for the whole fold, driven by this thread: the fold's work runs
             // between its awaits, and it parks only when it waits.
-            runtime.block_on(fold_alone(store, rows_after, handback, sender));
+            runtime.block_on(fold_alone(store, rows_after, handback, stubs, sender));
         });
     if let Err(error) = spawned {
         let (failed, receiver) = mpsc::channel(1);
@@ -795,6 +839,7 @@ async fn fold_alone(
     store: Arc<dyn EventStore>,
     rows_after: u64,
     mut handback: Option<(Handback, usize)>,
+    stubs: bool,
     sender: mpsc::Sender<OwnStep>,
 ) {
     if let Some((handback, _)) = &handback {
@@ -805,7 +850,7 @@ async fn fold_alone(
             () = sender.closed() => return,
         }
     }
-    let mut fold = OwnFold::default();
+    let mut fold = OwnFold::new(stubs);
     let mut events = store.subscribe(1);
     let mut last = 0;
     // Steps not handed to the tail yet: handed over when there are enough, or before the

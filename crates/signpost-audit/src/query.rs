@@ -23,8 +23,9 @@ use signpost_api::audit::v1::AuditEntry;
 use crate::describe::action_name;
 use crate::error::AuditError;
 use crate::keys::{self, Index};
+use crate::lazy::{ByOrganization, Describer, InLogOrder};
 use crate::projection::AuditProjection;
-use crate::store::{EntryReader, Store};
+use crate::store::EntryReader;
 
 /// Entries per page when the caller asks for 0.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
@@ -143,6 +144,20 @@ impl AuditFilter {
         true
     }
 
+    /// Whether an entry listed by `source` (the index a query walks) may still fail
+    /// [`AuditFilter::admits`]: an index lists exactly the entries carrying its id.
+    fn checks_beyond(&self, source: &Source) -> bool {
+        let indexed = |index: Index| matches!(source, Source::Index(i, _) if *i == index);
+        let event_types = match self.event_types.len() {
+            0 => false,
+            1 => !indexed(Index::EventType),
+            _ => true,
+        };
+        (self.organization_id.is_some() && !indexed(Index::Organization))
+            || (self.actor_id.is_some() && !indexed(Index::Actor))
+            || event_types
+    }
+
     fn fingerprint(&self, order: Order) -> [u8; 8] {
         let mut hasher = Sha256::new();
         let mut field = |value: &str| {
@@ -197,6 +212,15 @@ pub struct ExportBatch {
     pub position: u64,
 }
 
+/// One batch of an export, each entry encoded (an `AuditEntry` message's bytes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EncodedExportBatch {
+    /// Matching entries, oldest first, encoded.
+    pub entries: Vec<Vec<u8>>,
+    /// The export has covered the log up to here; resume after it.
+    pub position: u64,
+}
+
 const TOKEN_VERSION: u8 = 1;
 
 fn encode_token(last: u64, fingerprint: [u8; 8]) -> String {
@@ -227,6 +251,7 @@ fn decode_token(token: &str, fingerprint: [u8; 8]) -> Result<Option<u64>, AuditE
 }
 
 /// Where candidate positions come from.
+#[derive(Debug, PartialEq, Eq)]
 enum Source {
     Index(Index, String),
     Entries,
@@ -236,7 +261,7 @@ impl AuditProjection {
     /// One page of entries matching `filter` (after applying `scope`, an auditor's
     /// organization). `page_size` 0 means [`DEFAULT_PAGE_SIZE`]; above [`MAX_PAGE_SIZE`]
     /// it is lowered to it.
-    pub fn list(
+    pub async fn list(
         &self,
         filter: AuditFilter,
         scope: Option<&str>,
@@ -268,7 +293,19 @@ impl AuditProjection {
             (Order::Descending, Some(last)) => high = high.min(last.saturating_sub(1)),
             (_, None) => {}
         }
-        let mut entries = self.collect(&filter, low, high, order, size + 1)?;
+        let mut describer = Describer::ByOrganization(ByOrganization::new(self, high));
+        let mut entries: Vec<AuditEntry> = self
+            .collect(
+                &filter,
+                Span { low, high, order },
+                size + 1,
+                &mut describer,
+                Form::Message,
+            )
+            .await?
+            .into_iter()
+            .filter_map(Taken::message)
+            .collect();
         let next_page_token = if entries.len() > size {
             entries.truncate(size);
             encode_token(
@@ -285,32 +322,103 @@ impl AuditProjection {
     }
 
     /// The next export batch: entries matching `filter` (scoped) with positions in
-    /// `after + 1 ..= until`, at most `max_entries` of them, oldest first.
-    pub fn export_batch(
+    /// `after + 1 ..= until`, at most `max_entries` of them, oldest first. `export` is the
+    /// export's own state (start each export with a new one, and pass it to each of its
+    /// batches): entries described when read are described from the log folded in
+    /// order, once for the whole export.
+    pub async fn export_batch(
         &self,
         filter: &AuditFilter,
         scope: Option<&str>,
         after: u64,
         until: u64,
         max_entries: usize,
+        export: &mut ExportState,
     ) -> Result<ExportBatch, AuditError> {
+        let batch = BatchOf {
+            filter,
+            scope,
+            after,
+            until,
+            max_entries,
+        };
+        let (taken, position) = self.export_taken(batch, export, Form::Message).await?;
+        let entries = taken.into_iter().filter_map(Taken::message).collect();
+        Ok(ExportBatch { entries, position })
+    }
+
+    /// [`AuditProjection::export_batch`] with each entry encoded (an `AuditEntry`
+    /// message's bytes), as the export RPC sends them: an entry described when folded is
+    /// sent as stored, without being decoded.
+    pub async fn export_batch_encoded(
+        &self,
+        filter: &AuditFilter,
+        scope: Option<&str>,
+        after: u64,
+        until: u64,
+        max_entries: usize,
+        export: &mut ExportState,
+    ) -> Result<EncodedExportBatch, AuditError> {
+        let batch = BatchOf {
+            filter,
+            scope,
+            after,
+            until,
+            max_entries,
+        };
+        let (taken, position) = self.export_taken(batch, export, Form::Encoded).await?;
+        let entries = taken
+            .into_iter()
+            .filter_map(|taken| match taken {
+                Taken::Encoded(_, encoded) => Some(encoded),
+                Taken::Message(_) => None,
+            })
+            .collect();
+        Ok(EncodedExportBatch { entries, position })
+    }
+
+    /// An export batch's entries in `form`, and the position it covers.
+    async fn export_taken(
+        &self,
+        batch: BatchOf<'_>,
+        export: &mut ExportState,
+        form: Form,
+    ) -> Result<(Vec<Taken>, u64), AuditError> {
+        let BatchOf {
+            filter,
+            scope,
+            after,
+            until,
+            max_entries,
+        } = batch;
         let filter = filter.clone().scoped(scope)?;
         let until = until.min(self.position());
         let Some((low, high)) = self.position_range(&filter)? else {
-            return Ok(ExportBatch {
-                entries: Vec::new(),
-                position: until.max(after),
-            });
+            return Ok((Vec::new(), until.max(after)));
         };
         let low = low.max(after.saturating_add(1));
         let high = high.min(until);
-        let entries = self.collect(&filter, low, high, Order::Ascending, max_entries.max(1))?;
-        let position = if entries.len() >= max_entries.max(1) {
-            entries.last().map(|e| e.position).unwrap_or(until)
-        } else {
-            until.max(after)
+        let store = self.store();
+        let mut describer = Describer::InLogOrder(&mut export.in_log_order, store);
+        let max = max_entries.max(1);
+        let taken = self
+            .collect(
+                &filter,
+                Span {
+                    low,
+                    high,
+                    order: Order::Ascending,
+                },
+                max,
+                &mut describer,
+                form,
+            )
+            .await?;
+        let position = match taken.last() {
+            Some(last) if taken.len() >= max => last.position(),
+            _ => until.max(after),
         };
-        Ok(ExportBatch { entries, position })
+        Ok((taken, position))
     }
 
     /// The positions `[low, high]` the filter's time range covers (bounded by the
@@ -354,11 +462,16 @@ impl AuditProjection {
     }
 
     /// The entry at `position`, if it is applied.
-    pub fn entry(&self, position: u64) -> Result<Option<AuditEntry>, AuditError> {
+    pub async fn entry(&self, position: u64) -> Result<Option<AuditEntry>, AuditError> {
         if position == 0 || position > self.position() {
             return Ok(None);
         }
-        EntryReader::default().get(&*self.shared.timeline.tree()?, position)
+        let stored = EntryReader::default().stored(&*self.shared.timeline.tree()?, position)?;
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut describer = Describer::ByOrganization(ByOrganization::new(self, position));
+        describer.entry(position, &stored).await.map(Some)
     }
 
     /// The last position indexed under `id` in `index` at or before `position`.
@@ -384,13 +497,13 @@ impl AuditProjection {
     }
 
     /// The last entry about `connection_id` at or before `position`.
-    pub(crate) fn last_connection_entry(
+    pub(crate) async fn last_connection_entry(
         &self,
         connection_id: &str,
         position: u64,
     ) -> Result<Option<AuditEntry>, AuditError> {
         match self.last_indexed(Index::Connection, connection_id, position)? {
-            Some(position) => self.entry(position),
+            Some(position) => self.entry(position).await,
             None => Ok(None),
         }
     }
@@ -426,30 +539,84 @@ impl AuditProjection {
         }
     }
 
-    /// Up to `limit` entries matching `filter` with positions in `[low, high]`.
-    fn collect(
+    /// Up to `limit` entries matching `filter` in `span`, stubs described by
+    /// `describer`, in `form`.
+    async fn collect(
+        &self,
+        filter: &AuditFilter,
+        span: Span,
+        limit: usize,
+        describer: &mut Describer<'_, '_>,
+        form: Form,
+    ) -> Result<Vec<Taken>, AuditError> {
+        let Span {
+            mut low,
+            mut high,
+            order,
+        } = span;
+        let mut out = Vec::new();
+        // Whether an entry the index lists may still fail the filter.
+        let checked = filter.checks_beyond(&Self::source(filter));
+        while low <= high && out.len() < limit {
+            // As many stored entries as are still wanted, then described and admitted
+            // (describing may read the log: not while the database is being walked).
+            let wanted = limit - out.len();
+            let candidates = self.candidates(filter, low, high, order, wanted)?;
+            let Some(&(last, _)) = candidates.last() else {
+                break;
+            };
+            let exhausted = candidates.len() < wanted;
+            for (position, stored) in candidates {
+                match form {
+                    Form::Message => {
+                        let entry = describer.entry(position, &stored).await?;
+                        if filter.admits(&entry) {
+                            out.push(Taken::Message(Box::new(entry)));
+                        }
+                    }
+                    Form::Encoded => {
+                        let encoded = describer.encoded(position, &stored).await?;
+                        let admitted = !checked || {
+                            use prost::Message as _;
+                            filter.admits(&AuditEntry::decode(encoded.as_slice())?)
+                        };
+                        if admitted {
+                            out.push(Taken::Encoded(position, encoded));
+                        }
+                    }
+                }
+            }
+            if exhausted {
+                break;
+            }
+            match order {
+                Order::Ascending => low = last + 1,
+                Order::Descending if last == 0 => break,
+                Order::Descending => high = last - 1,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` stored entries (position, stored bytes) that `filter`'s most
+    /// selective index lists in `[low, high]`, in `order`.
+    fn candidates(
         &self,
         filter: &AuditFilter,
         low: u64,
         high: u64,
         order: Order,
         limit: usize,
-    ) -> Result<Vec<AuditEntry>, AuditError> {
+    ) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
         let mut out = Vec::new();
         if low > high || limit == 0 {
             return Ok(out);
         }
-        let source = Self::source(filter);
-        let mut take = |entry: AuditEntry| -> bool {
-            if filter.admits(&entry) {
-                out.push(entry);
-            }
-            out.len() < limit
-        };
-        match source {
+        match Self::source(filter) {
             Source::Entries => {
                 self.scan_entries(low, high, order, |position, bytes| {
-                    Ok(take(Store::decode(bytes, position)?))
+                    out.push((position, bytes.to_vec()));
+                    Ok(out.len() < limit)
                 })?;
             }
             Source::Index(index, id) => {
@@ -458,18 +625,75 @@ impl AuditProjection {
                 self.shared
                     .timeline
                     .positions(index, &id, low, high, order, |position| {
-                        let Some(entry) = reader.get(&tree, position)? else {
+                        let Some(stored) = reader.stored(&tree, position)? else {
                             return Err(AuditError::Corrupt(format!(
                                 "index {} points at missing entry {position}",
                                 index.name()
                             )));
                         };
-                        Ok(take(entry))
+                        out.push((position, stored));
+                        Ok(out.len() < limit)
                     })?;
             }
         }
         Ok(out)
     }
+}
+
+/// What an export batch asks for (see [`AuditProjection::export_batch`]).
+struct BatchOf<'a> {
+    filter: &'a AuditFilter,
+    scope: Option<&'a str>,
+    after: u64,
+    until: u64,
+    max_entries: usize,
+}
+
+/// The positions a read walks: `[low, high]`, in `order`.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    low: u64,
+    high: u64,
+    order: Order,
+}
+
+/// How a read hands its entries over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// As messages.
+    Message,
+    /// Encoded, as the export sends them (a described entry is not decoded).
+    Encoded,
+}
+
+/// An entry a read took, in its [`Form`].
+enum Taken {
+    Message(Box<AuditEntry>),
+    /// Its position and its encoding.
+    Encoded(u64, Vec<u8>),
+}
+
+impl Taken {
+    fn position(&self) -> u64 {
+        match self {
+            Taken::Message(entry) => entry.position,
+            Taken::Encoded(position, _) => *position,
+        }
+    }
+
+    fn message(self) -> Option<AuditEntry> {
+        match self {
+            Taken::Message(entry) => Some(*entry),
+            Taken::Encoded(..) => None,
+        }
+    }
+}
+
+/// One export's state, from batch to batch: entries described when read are described
+/// from the log folded in order, once for the whole export.
+#[derive(Debug, Default)]
+pub struct ExportState {
+    in_log_order: InLogOrder,
 }
 
 #[cfg(test)]

@@ -498,19 +498,20 @@ async fn projection(store: &Arc<MemoryEventStore>, dir: &std::path::Path) -> Aud
         .unwrap()
 }
 
-fn all(
+async fn all(
     projection: &AuditProjection,
     filter: AuditFilter,
     scope: Option<&str>,
 ) -> Vec<signpost_api::audit::v1::AuditEntry> {
     projection
         .list(filter, scope, 1000, "", Order::Ascending)
+        .await
         .unwrap()
         .entries
 }
 
 /// Every entry of `organization`, unscoped, oldest first.
-fn organization_entries(
+async fn organization_entries(
     projection: &AuditProjection,
     organization: &str,
 ) -> Vec<signpost_api::audit::v1::AuditEntry> {
@@ -522,6 +523,7 @@ fn organization_entries(
         },
         None,
     )
+    .await
 }
 
 fn struct_field<'a>(s: &'a prost_types::Struct, path: &[&str]) -> Option<&'a prost_types::Value> {
@@ -565,7 +567,7 @@ async fn an_organizations_streams_are_those_of_the_events_that_name_it() {
     let audit = projection(&store, dir.path()).await;
     audit.wait_for(story.head).await.unwrap();
     let log = store.read_range(1, usize::MAX).await.unwrap();
-    let entries = all(&audit, AuditFilter::default(), None);
+    let entries = all(&audit, AuditFilter::default(), None).await;
     assert_eq!(entries.len(), log.len());
     let organizations: std::collections::BTreeSet<String> = entries
         .iter()
@@ -596,6 +598,207 @@ async fn an_organizations_streams_are_those_of_the_events_that_name_it() {
     audit.stop().await;
 }
 
+/// Every page of `filter` in `order`, `size` at a time.
+async fn pages(
+    audit: &AuditProjection,
+    filter: &AuditFilter,
+    order: Order,
+    size: i32,
+) -> Vec<Vec<signpost_api::audit::v1::AuditEntry>> {
+    let mut pages = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = audit
+            .list(filter.clone(), None, size, &token, order)
+            .await
+            .unwrap();
+        pages.push(page.entries);
+        if page.next_page_token.is_empty() {
+            return pages;
+        }
+        token = page.next_page_token;
+    }
+}
+
+/// Every export batch of `filter`, `size` entries at most, from `after`; `encoded`:
+/// through `export_batch_encoded` (what the export RPC sends), decoded.
+async fn export(
+    audit: &AuditProjection,
+    filter: &AuditFilter,
+    after: u64,
+    size: usize,
+    encoded: bool,
+) -> Vec<ExportBatch> {
+    let head = audit.position();
+    let mut state = ExportState::default();
+    let mut batches = Vec::new();
+    let mut after = after;
+    loop {
+        let batch = if encoded {
+            let batch = audit
+                .export_batch_encoded(filter, None, after, head, size, &mut state)
+                .await
+                .unwrap();
+            let entries = batch
+                .entries
+                .iter()
+                .map(|e| signpost_api::audit::v1::AuditEntry::decode(e.as_slice()).unwrap())
+                .collect();
+            ExportBatch {
+                entries,
+                position: batch.position,
+            }
+        } else {
+            audit
+                .export_batch(filter, None, after, head, size, &mut state)
+                .await
+                .unwrap()
+        };
+        after = batch.position;
+        batches.push(batch);
+        if after >= head {
+            return batches;
+        }
+    }
+}
+
+/// A database whose organization-local entries are stubs, described when read from the
+/// organization's streams (pages, single entries, point-in-time causes) or from the log
+/// in order (exports, `dump`), answers every query exactly as one whose fold described
+/// every entry; and an export encoded as the RPC sends it (stored entries not decoded)
+/// decodes to the same entries.
+#[tokio::test]
+async fn entries_described_when_read_answer_as_entries_described_when_folded() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    let start = |describe_when_read: bool| {
+        let store = store.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let mut options = AuditOptions::new(BASE_URL);
+            options.batch_events = 5;
+            options.describe_when_read = describe_when_read;
+            let audit = AuditProjection::start(store, dir.path(), options)
+                .await
+                .unwrap();
+            audit.wait_for(story.head).await.unwrap();
+            (audit, dir)
+        }
+    };
+    let (described, _described_dir) = start(false).await;
+    let (stubs, _stubs_dir) = start(true).await;
+    assert_eq!(described.entries_described_when_read().unwrap(), 0);
+    let lazy = stubs.entries_described_when_read().unwrap();
+    // All but the API tokens' entries and the few whose description needs another
+    // organization's streams (none in this story).
+    let tokens = all(
+        &described,
+        AuditFilter {
+            event_types: ["api_token_issued".into(), "api_token_revoked".into()].into(),
+            ..Default::default()
+        },
+        None,
+    )
+    .await
+    .len() as u64;
+    assert!(tokens > 0);
+    assert_eq!(lazy, story.head - tokens, "stubs among {}", story.head);
+
+    let mut filters = vec![AuditFilter::default()];
+    for organization in [ORG_A, ORG_B] {
+        filters.push(AuditFilter {
+            organization_id: Some(organization.into()),
+            ..Default::default()
+        });
+    }
+    for connection in [C1, C2] {
+        filters.push(AuditFilter {
+            connection_id: Some(connection.into()),
+            ..Default::default()
+        });
+    }
+    filters.push(AuditFilter {
+        actor_id: Some(ADMIN.into()),
+        ..Default::default()
+    });
+    for (_, action) in ACTIONS {
+        let event_type = ACTIONS.iter().find(|(_, a)| *a == action).unwrap().0;
+        filters.push(AuditFilter {
+            event_types: [event_type.to_owned()].into(),
+            ..Default::default()
+        });
+    }
+    filters.push(AuditFilter {
+        organization_id: Some(ORG_A.into()),
+        event_types: ["group_assigned".into(), "provider_switched".into()].into(),
+        ..Default::default()
+    });
+    let middle = described.entry(story.head / 2).await.unwrap().unwrap();
+    filters.push(AuditFilter {
+        start_time: middle
+            .time
+            .map(|t| signpost_domain::event::from_timestamp(Some(&t))),
+        ..Default::default()
+    });
+    for filter in &filters {
+        for order in [Order::Ascending, Order::Descending] {
+            for size in [1, 3, 1000] {
+                let expected = pages(&described, filter, order, size).await;
+                assert_eq!(
+                    pages(&stubs, filter, order, size).await,
+                    expected,
+                    "{filter:?} {order:?} {size}"
+                );
+            }
+        }
+        for (after, size) in [(0, 4), (0, 1000), (story.head / 3, 7)] {
+            let expected = export(&described, filter, after, size, false).await;
+            assert_eq!(
+                export(&stubs, filter, after, size, false).await,
+                expected,
+                "export {filter:?} from {after} by {size}"
+            );
+            for audit in [&described, &stubs] {
+                assert_eq!(
+                    export(audit, filter, after, size, true).await,
+                    expected,
+                    "encoded export {filter:?} from {after} by {size}"
+                );
+            }
+        }
+    }
+    for position in 0..=story.head + 1 {
+        assert_eq!(
+            stubs.entry(position).await.unwrap(),
+            described.entry(position).await.unwrap(),
+            "entry {position}"
+        );
+        for domain in ["acme.example", "acme-law.example"] {
+            let subject = RoutingSubject::Domain(domain.into());
+            let at = PointInTime::Position(position);
+            assert_eq!(
+                stubs.routing_at(&subject, at, None).await.ok(),
+                described.routing_at(&subject, at, None).await.ok(),
+                "{domain} at {position}"
+            );
+        }
+        for connection in [C1, C2] {
+            let at = PointInTime::Position(position);
+            let view = |found: Result<ConnectionAt, AuditError>| {
+                found.ok().map(|c| (c.last_change, format!("{:?}", c.view)))
+            };
+            assert_eq!(
+                view(stubs.connection_at(connection, at, None).await),
+                view(described.connection_at(connection, at, None).await),
+                "{connection} at {position}"
+            );
+        }
+    }
+    assert_eq!(stubs.dump().await.unwrap(), described.dump().await.unwrap());
+    stubs.stop().await;
+    described.stop().await;
+}
+
 #[tokio::test]
 async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_rows() {
     let store = Arc::new(MemoryEventStore::new());
@@ -608,8 +811,8 @@ async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     assert_eq!(rebuilt.position(), story.head);
-    let live_rows = live.dump().unwrap();
-    assert_eq!(live_rows, rebuilt.dump().unwrap());
+    let live_rows = live.dump().await.unwrap();
+    assert_eq!(live_rows, rebuilt.dump().await.unwrap());
     assert!(
         live_rows.len() > 100,
         "entries, indexes, time and route history"
@@ -646,7 +849,7 @@ async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_
     assert!(!resumed.stats().rebuilt);
     assert_eq!(resumed.position(), more);
     rebuilt.wait_for(more).await.unwrap();
-    assert_eq!(resumed.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(resumed.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 
     // Another log history (a new epoch) rebuilds from scratch.
     resumed.stop().await;
@@ -664,7 +867,7 @@ async fn a_rebuild_equals_the_live_projection_and_a_restart_resumes_to_the_same_
     let fresh = projection(&other, live_dir.path()).await;
     assert!(fresh.stats().rebuilt);
     assert_eq!(fresh.position(), other_head);
-    assert_eq!(all(&fresh, AuditFilter::default(), None).len(), 1);
+    assert_eq!(all(&fresh, AuditFilter::default(), None).await.len(), 1);
 }
 
 #[tokio::test]
@@ -674,7 +877,7 @@ async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after()
     let dir = tempfile::tempdir().unwrap();
     let audit = projection(&store, dir.path()).await;
 
-    let first = audit.entry(story.configured - 1).unwrap().unwrap();
+    let first = audit.entry(story.configured - 1).await.unwrap().unwrap();
     assert_eq!(first.action, "connection.configured");
     assert!(
         first.summary.starts_with("connection configured: SAML"),
@@ -682,7 +885,7 @@ async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after()
         first.summary
     );
 
-    let entry = audit.entry(story.reconfigured).unwrap().unwrap();
+    let entry = audit.entry(story.reconfigured).await.unwrap().unwrap();
     assert_eq!(entry.action, "connection.configured");
     assert!(
         entry.summary.contains(
@@ -740,7 +943,7 @@ async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after()
     assert_eq!(actor.kind, schema::ActorKind::SetupLink as i32);
     assert_eq!(actor.on_behalf_of, "it@acme.example");
 
-    let switch = audit.entry(story.switched).unwrap().unwrap();
+    let switch = audit.entry(story.switched).await.unwrap().unwrap();
     assert_eq!(switch.action, "provider.switched");
     assert_eq!(
         switch.summary,
@@ -753,7 +956,8 @@ async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after()
             ..Default::default()
         },
         None,
-    );
+    )
+    .await;
     assert!(
         issued[0].summary.starts_with(
             "setup link issued to it@acme.example by Onboarding for alice@platform.example"
@@ -762,6 +966,7 @@ async fn a_reconfiguration_shows_the_sso_url_and_certificates_before_and_after()
         issued[0].summary
     );
     let actions: std::collections::BTreeSet<String> = all(&audit, AuditFilter::default(), None)
+        .await
         .into_iter()
         .map(|e| e.action)
         .collect();
@@ -787,7 +992,7 @@ async fn secrets_and_token_hashes_appear_in_no_entry() {
     story(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = projection(&store, dir.path()).await;
-    let entries = all(&audit, AuditFilter::default(), None);
+    let entries = all(&audit, AuditFilter::default(), None).await;
     let needles: Vec<Vec<u8>> = vec![
         SECRET_CIPHERTEXT.to_vec(),
         LINK_TOKEN_HASH.to_vec(),
@@ -863,6 +1068,7 @@ async fn pages_cover_every_matching_entry_once_in_either_order() {
     ];
     for filter in filters {
         let expected: Vec<u64> = all(&audit, filter.clone(), None)
+            .await
             .iter()
             .map(|e| e.position)
             .collect();
@@ -871,7 +1077,10 @@ async fn pages_cover_every_matching_entry_once_in_either_order() {
             let mut seen = Vec::new();
             let mut token = String::new();
             loop {
-                let page = audit.list(filter.clone(), None, 2, &token, order).unwrap();
+                let page = audit
+                    .list(filter.clone(), None, 2, &token, order)
+                    .await
+                    .unwrap();
                 seen.extend(page.entries.iter().map(|e| e.position));
                 if page.next_page_token.is_empty() {
                     break;
@@ -894,19 +1103,23 @@ async fn pages_cover_every_matching_entry_once_in_either_order() {
                 ..Default::default()
             },
             None,
-        );
+        )
+        .await;
         assert!(timeline.iter().any(|e| e.position == story.switched));
     }
     // A token cannot be reused with another filter.
     let page = audit
         .list(AuditFilter::default(), None, 1, "", Order::Ascending)
+        .await
         .unwrap();
     let other = AuditFilter {
         organization_id: Some(ORG_A.into()),
         ..Default::default()
     };
     assert!(matches!(
-        audit.list(other, None, 1, &page.next_page_token, Order::Ascending),
+        audit
+            .list(other, None, 1, &page.next_page_token, Order::Ascending)
+            .await,
         Err(AuditError::InvalidArgument {
             field: "page_token",
             ..
@@ -915,9 +1128,18 @@ async fn pages_cover_every_matching_entry_once_in_either_order() {
     // Export in small batches covers the same entries as a list.
     let mut exported = Vec::new();
     let mut after = 0;
+    let mut export = ExportState::default();
     loop {
         let batch = audit
-            .export_batch(&AuditFilter::default(), None, after, story.head, 4)
+            .export_batch(
+                &AuditFilter::default(),
+                None,
+                after,
+                story.head,
+                4,
+                &mut export,
+            )
+            .await
             .unwrap();
         exported.extend(batch.entries.iter().map(|e| e.position));
         if batch.position >= story.head {
@@ -935,7 +1157,7 @@ async fn time_ranges_map_to_positions() {
     let story = story(&store).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = projection(&store, dir.path()).await;
-    let entries = all(&audit, AuditFilter::default(), None);
+    let entries = all(&audit, AuditFilter::default(), None).await;
     for entry in &entries {
         let time = signpost_domain::event::from_timestamp(entry.time.as_ref());
         assert!(audit.position_at_time(time).unwrap() >= entry.position);
@@ -958,6 +1180,7 @@ async fn time_ranges_map_to_positions() {
             "",
             Order::Ascending,
         )
+        .await
         .unwrap();
     assert_eq!(in_range.entries.len(), entries.len());
     let empty = audit
@@ -971,6 +1194,7 @@ async fn time_ranges_map_to_positions() {
             "",
             Order::Ascending,
         )
+        .await
         .unwrap();
     assert!(empty.entries.is_empty());
 }
@@ -1102,7 +1326,7 @@ async fn a_scoped_auditor_sees_only_its_organization() {
     let dir = tempfile::tempdir().unwrap();
     let audit = projection(&store, dir.path()).await;
     let scope = Some(ORG_B);
-    let visible = all(&audit, AuditFilter::default(), scope);
+    let visible = all(&audit, AuditFilter::default(), scope).await;
     assert!(!visible.is_empty());
     assert!(visible
         .iter()
@@ -1122,23 +1346,33 @@ async fn a_scoped_auditor_sees_only_its_organization() {
             ..Default::default()
         },
     ] {
-        assert!(all(&audit, filter, scope).is_empty());
+        assert!(all(&audit, filter, scope).await.is_empty());
     }
     assert!(matches!(
-        audit.list(
-            AuditFilter {
-                organization_id: Some(ORG_A.into()),
-                ..Default::default()
-            },
-            scope,
-            10,
-            "",
-            Order::Ascending
-        ),
+        audit
+            .list(
+                AuditFilter {
+                    organization_id: Some(ORG_A.into()),
+                    ..Default::default()
+                },
+                scope,
+                10,
+                "",
+                Order::Ascending
+            )
+            .await,
         Err(AuditError::PermissionDenied(_))
     ));
     let export = audit
-        .export_batch(&AuditFilter::default(), scope, 0, u64::MAX, 1000)
+        .export_batch(
+            &AuditFilter::default(),
+            scope,
+            0,
+            u64::MAX,
+            1000,
+            &mut ExportState::default(),
+        )
+        .await
         .unwrap();
     assert_eq!(export.entries, visible);
     assert!(matches!(
@@ -1638,12 +1872,12 @@ async fn a_fed_catch_up_with_a_routing_table_writes_the_rows_of_its_own_fold() {
     let (fed, model) = fed_projection(&store, fed_dir.path(), small_batches()).await;
     fed.wait_for(story.head).await.unwrap();
     assert!(fed.stats().rebuilt && fed.stats().fed);
-    let rows = fed.dump().unwrap();
+    let rows = fed.dump().await.unwrap();
     assert!(
         rows.iter().any(|(tree, _, _)| tree == "domain_history"),
         "route history"
     );
-    assert_eq!(rows, rebuilt.dump().unwrap());
+    assert_eq!(rows, rebuilt.dump().await.unwrap());
 
     // Stopped, more events, started again: the routes are put off up to what the
     // database recorded, and given per event after it.
@@ -1654,7 +1888,7 @@ async fn a_fed_catch_up_with_a_routing_table_writes_the_rows_of_its_own_fold() {
     assert_eq!(resumed.stats().resumed_from, story.head);
     resumed.wait_for(head).await.unwrap();
     rebuilt.wait_for(head).await.unwrap();
-    assert_eq!(resumed.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(resumed.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 }
 
 #[tokio::test]
@@ -1672,8 +1906,8 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
         !rebuilt.stats().fed,
         "a projection without a feed folds alone"
     );
-    let rows = fed.dump().unwrap();
-    assert_eq!(rows, rebuilt.dump().unwrap());
+    let rows = fed.dump().await.unwrap();
+    assert_eq!(rows, rebuilt.dump().await.unwrap());
     assert!(
         rows.iter().any(|(tree, _, _)| tree == "domain_history"),
         "route history"
@@ -1714,9 +1948,9 @@ async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_mode
     late.wait_for(head).await.unwrap();
     rebuilt.wait_for(head).await.unwrap();
     fed.wait_for(head).await.unwrap();
-    assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
-    assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
-    let late_entries = organization_entries(&late, "org-late");
+    assert_eq!(late.dump().await.unwrap(), rebuilt.dump().await.unwrap());
+    assert_eq!(fed.dump().await.unwrap(), rebuilt.dump().await.unwrap());
+    let late_entries = organization_entries(&late, "org-late").await;
     assert_eq!(late_entries.len(), 2, "created and claimed");
 }
 
@@ -1840,8 +2074,8 @@ async fn a_feed_that_falls_behind_lets_go_and_the_projection_reads_the_log_itsel
 
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    assert_eq!(fed.dump().unwrap(), rebuilt.dump().unwrap());
-    assert_eq!(late.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(fed.dump().await.unwrap(), rebuilt.dump().await.unwrap());
+    assert_eq!(late.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 }
 
 #[tokio::test]
@@ -1872,7 +2106,7 @@ async fn after_its_catch_up_the_feed_has_room_for_the_first_commands() {
     assert!(audit.stats().fed);
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
+    assert_eq!(audit.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 }
 
 /// Waits (up to a minute) until `audit` has applied `position`: a handback that loses an
@@ -1947,8 +2181,8 @@ async fn a_start_far_behind_catches_up_alone_and_hands_the_events_back_to_the_fe
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     rebuilt.wait_for(head).await.unwrap();
-    assert_eq!(audit.dump().unwrap(), rebuilt.dump().unwrap());
-    let late = organization_entries(&audit, "org-late");
+    assert_eq!(audit.dump().await.unwrap(), rebuilt.dump().await.unwrap());
+    let late = organization_entries(&audit, "org-late").await;
     assert_eq!(late.len(), 2, "created and claimed, once each");
 }
 
@@ -2028,9 +2262,9 @@ async fn lettings_go_and_handbacks_under_concurrent_writes_leave_every_event_onc
     let rebuilt_dir = tempfile::tempdir().unwrap();
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     rebuilt.wait_for(head).await.unwrap();
-    let rows = audit.dump().unwrap();
-    assert_eq!(rows.len(), rebuilt.dump().unwrap().len());
-    assert_eq!(rows, rebuilt.dump().unwrap());
-    let claimed = organization_entries(&audit, "org-w3-29");
+    let rows = audit.dump().await.unwrap();
+    assert_eq!(rows.len(), rebuilt.dump().await.unwrap().len());
+    assert_eq!(rows, rebuilt.dump().await.unwrap());
+    let claimed = organization_entries(&audit, "org-w3-29").await;
     assert_eq!(claimed.len(), 2, "created and claimed, once each");
 }

@@ -76,7 +76,7 @@ async fn organization_commit(store: &dyn EventStore, i: usize, n: usize) {
     .await;
 }
 
-fn all_positions(audit: &AuditProjection) -> Vec<u64> {
+async fn all_positions(audit: &AuditProjection) -> Vec<u64> {
     let mut out = Vec::new();
     let mut token = String::new();
     loop {
@@ -88,6 +88,7 @@ fn all_positions(audit: &AuditProjection) -> Vec<u64> {
                 &token,
                 Order::Ascending,
             )
+            .await
             .unwrap();
         out.extend(page.entries.iter().map(|e| e.position));
         if page.next_page_token.is_empty() {
@@ -144,7 +145,7 @@ async fn a_database_of_another_format_is_rebuilt_and_keeps_its_checkpoints() {
         .unwrap();
     assert!(audit.stats().rebuilt);
     assert_eq!(audit.position(), head);
-    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
+    assert_eq!(all_positions(&audit).await, (1..=head).collect::<Vec<_>>());
     let names: Vec<String> = db
         .tree_names()
         .iter()
@@ -158,7 +159,7 @@ async fn a_database_of_another_format_is_rebuilt_and_keeps_its_checkpoints() {
         checkpoints.list(10, "").unwrap().0,
         std::slice::from_ref(&checkpoint)
     );
-    let rows = audit.dump().unwrap();
+    let rows = audit.dump().await.unwrap();
     audit.stop().await;
     drop(audit);
 
@@ -168,7 +169,7 @@ async fn a_database_of_another_format_is_rebuilt_and_keeps_its_checkpoints() {
         .unwrap();
     assert!(!audit.stats().rebuilt);
     assert_eq!(audit.stats().resumed_from, head);
-    assert_eq!(audit.dump().unwrap(), rows);
+    assert_eq!(audit.dump().await.unwrap(), rows);
     audit.stop().await;
     drop(audit);
 
@@ -182,7 +183,7 @@ async fn a_database_of_another_format_is_rebuilt_and_keeps_its_checkpoints() {
             .await
             .unwrap();
         assert!(audit.stats().rebuilt);
-        assert_eq!(audit.dump().unwrap(), rows);
+        assert_eq!(audit.dump().await.unwrap(), rows);
         audit.stop().await;
     }
     assert_eq!(checkpoints.list(10, "").unwrap().0, [checkpoint]);
@@ -286,25 +287,26 @@ async fn a_projection_killed_mid_write_resumes_without_gaps_or_repeats() {
     assert!(!audit.stats().rebuilt);
     assert!(audit.stats().resumed_from > 0);
     assert_eq!(audit.position(), head);
-    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
+    assert_eq!(all_positions(&audit).await, (1..=head).collect::<Vec<_>>());
     let fresh_dir = tempfile::tempdir().unwrap();
     let fresh =
         AuditProjection::start(store.clone(), fresh_dir.path(), AuditOptions::new(BASE_URL))
             .await
             .unwrap();
-    assert_eq!(audit.dump().unwrap(), fresh.dump().unwrap());
+    assert_eq!(audit.dump().await.unwrap(), fresh.dump().await.unwrap());
     for org in 0..4 {
         let filter = AuditFilter {
             organization_id: Some(format!("org-{org}")),
             ..Default::default()
         };
-        let page = |audit: &AuditProjection| {
+        let page = async |audit: &AuditProjection| {
             audit
                 .list(filter.clone(), None, 1000, "", Order::Descending)
+                .await
                 .unwrap()
                 .entries
         };
-        assert_eq!(page(&audit), page(&fresh));
+        assert_eq!(page(&audit).await, page(&fresh).await);
     }
 }
 
@@ -374,7 +376,10 @@ async fn a_projection_killed_while_idle_resumes_at_the_head() {
         idle_at,
         "the write that reached the head was flushed before the kill"
     );
-    assert_eq!(all_positions(&audit), (1..=idle_at).collect::<Vec<_>>());
+    assert_eq!(
+        all_positions(&audit).await,
+        (1..=idle_at).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
@@ -521,11 +526,12 @@ async fn a_long_catch_up_reopens_the_database_while_readers_read_and_a_restart_r
         .map(|_| {
             let audit = audit.clone();
             let done = done.clone();
+            let runtime = tokio::runtime::Handle::current();
             std::thread::spawn(move || {
                 let mut reads = 0;
                 while !done.load(std::sync::atomic::Ordering::Relaxed) {
                     let applied = audit.position();
-                    let seen = all_positions(&audit);
+                    let seen = runtime.block_on(all_positions(&audit));
                     assert!(
                         seen.len() as u64 >= applied
                             && seen.iter().copied().eq(1..=seen.len() as u64),
@@ -565,8 +571,8 @@ async fn a_long_catch_up_reopens_the_database_while_readers_read_and_a_restart_r
         "one reopen, after the catch-up only"
     );
     assert_eq!(audit.failure(), None);
-    assert_eq!(all_positions(&audit), (1..=head).collect::<Vec<_>>());
-    let rows = audit.dump().unwrap();
+    assert_eq!(all_positions(&audit).await, (1..=head).collect::<Vec<_>>());
+    let rows = audit.dump().await.unwrap();
     audit.stop().await;
     drop(audit);
 
@@ -578,7 +584,7 @@ async fn a_long_catch_up_reopens_the_database_while_readers_read_and_a_restart_r
             .unwrap();
     plain.wait_for(head).await.unwrap();
     assert_eq!(plain.stats().reopens, 0);
-    assert_eq!(plain.dump().unwrap(), rows);
+    assert_eq!(plain.dump().await.unwrap(), rows);
 
     // A restart on the reopened database resumes where it was, and does not reopen
     // again (nothing to catch up).
@@ -590,7 +596,7 @@ async fn a_long_catch_up_reopens_the_database_while_readers_read_and_a_restart_r
     assert!(!stats.rebuilt);
     assert_eq!(stats.resumed_from, head);
     assert_eq!(stats.reopens, 0);
-    assert_eq!(again.dump().unwrap(), rows);
+    assert_eq!(again.dump().await.unwrap(), rows);
 }
 
 #[tokio::test]

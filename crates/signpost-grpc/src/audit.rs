@@ -17,7 +17,8 @@ use futures::Stream;
 use signpost_api::audit::v1 as pb;
 use signpost_api::audit::v1::audit_service_server::AuditService;
 use signpost_audit::{
-    AuditFilter, AuditProjection, Checkpointer, Order, PointInTime, RoutingSubject, EXPORT_BATCH,
+    AuditFilter, AuditProjection, Checkpointer, ExportState, Order, PointInTime, RoutingSubject,
+    EXPORT_BATCH,
 };
 use signpost_control::{ControlError, ControlPlane, Principal, Role};
 use signpost_domain::event::from_timestamp;
@@ -53,6 +54,9 @@ fn audit_error(error: signpost_audit::AuditError) -> Status {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
+/// Export batches made ahead of the one being sent.
+const EXPORT_BATCHES_AHEAD: usize = 2;
+
 type ExportStream =
     Pin<Box<dyn Stream<Item = Result<pb::ExportAuditEventsResponse, Status>> + Send>>;
 
@@ -139,6 +143,7 @@ impl AuditService for AuditApi {
                 &r.page_token,
                 order(r.order()),
             )
+            .await
             .map_err(audit_error)?;
         Ok(Response::new(pb::ListAuditEventsResponse {
             entries: page.entries,
@@ -160,23 +165,39 @@ impl AuditService for AuditApi {
         self.catch_up().await?;
         let audit = self.audit.clone();
         let head = audit.position();
-        let stream = async_stream::stream! {
+        // The batches are made on a task of their own, a batch or two ahead of the
+        // connection's task, which encodes and sends them: the two run on both cores
+        // instead of taking turns. The task ends when the export does, or when the
+        // caller goes away (nobody receives).
+        let (batches, mut received) = tokio::sync::mpsc::channel(EXPORT_BATCHES_AHEAD);
+        tokio::spawn(async move {
             let mut after = r.after_position;
+            let mut export = ExportState::default();
             loop {
-                match audit.export_batch(&filter, None, after, head, EXPORT_BATCH) {
+                let batch = audit
+                    .export_batch_encoded(&filter, None, after, head, EXPORT_BATCH, &mut export)
+                    .await;
+                let (reply, done) = match batch {
                     Ok(batch) => {
-                        let done = batch.position >= head;
                         after = batch.position;
-                        yield Ok(pb::ExportAuditEventsResponse { entries: batch.entries, position: batch.position, head });
-                        if done {
-                            return;
-                        }
+                        let done = batch.position >= head;
+                        let reply = pb::ExportAuditEventsResponse {
+                            entries: batch.entries,
+                            position: batch.position,
+                            head,
+                        };
+                        (Ok(reply), done)
                     }
-                    Err(error) => {
-                        yield Err(audit_error(error));
-                        return;
-                    }
+                    Err(error) => (Err(audit_error(error)), true),
+                };
+                if batches.send(reply).await.is_err() || done {
+                    return;
                 }
+            }
+        });
+        let stream = async_stream::stream! {
+            while let Some(reply) = received.recv().await {
+                yield reply;
             }
         };
         Ok(Response::new(Box::pin(stream) as ExportStream))

@@ -418,7 +418,7 @@ pub async fn run_audit(cli: &Cli, command: &AuditCommand) -> anyhow::Result<()> 
                     bar.set_position(0);
                     bar
                 });
-                for entry in &batch.entries {
+                for entry in &batch.decode_entries()? {
                     match format {
                         ExportFormat::Jsonl => {
                             writeln!(out, "{}", to_json(entry, "signpost.audit.v1.AuditEntry"))?

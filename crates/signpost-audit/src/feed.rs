@@ -38,7 +38,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::fold::{self, Before, IndexedTime, Rows};
+use crate::fold::{self, Before, FirstNamed, IndexedTime, Rows};
 
 /// One event as the audit task consumes it, whoever folded it.
 #[derive(Debug)]
@@ -157,6 +157,10 @@ pub struct AuditFeed {
     /// model's task wait; past it, the feed lets go.
     catch_up_to: u64,
     time: IndexedTime,
+    /// While the read model catches up (to `catch_up_to`), with entries described when
+    /// read: what writing organization-local entries as stubs needs (kept from position
+    /// 1). Live events are described at once.
+    stubs: Option<FirstNamed>,
     before: Option<Before>,
     /// `None` while the feed is let go.
     sender: Option<mpsc::Sender<Step>>,
@@ -186,6 +190,7 @@ impl AuditFeed {
         catch_up_to: u64,
         sender: Option<mpsc::Sender<Step>>,
         handback: Handback,
+        stubs: bool,
     ) -> Self {
         if catch_up_to == 0 {
             // Nothing to catch up on: the model is caught up already.
@@ -195,6 +200,7 @@ impl AuditFeed {
             from,
             catch_up_to,
             time: IndexedTime::default(),
+            stubs: (stubs && catch_up_to > from).then(FirstNamed::default),
             before: None,
             sender,
             handback,
@@ -228,7 +234,13 @@ impl Follower for AuditFeed {
     fn before(&mut self, envelope: &EventEnvelope, event: &Event, model: &ReadModel) {
         // The indexed time is a running maximum from position 1, wherever the rows start.
         let time_nanos = self.time.advance(envelope);
+        if envelope.position > self.catch_up_to {
+            self.stubs = None;
+        }
         if envelope.position <= self.from {
+            if let Some(first) = &mut self.stubs {
+                first.note_before(envelope, event, model);
+            }
             return;
         }
         if self.sender.is_none() {
@@ -244,7 +256,13 @@ impl Follower for AuditFeed {
             );
             self.sender = Some(offer.steps);
         }
-        self.before = Some(fold::before(envelope, event, model, time_nanos, None));
+        self.before = Some(fold::before(
+            envelope,
+            event,
+            model,
+            time_nanos,
+            self.stubs.as_mut(),
+        ));
     }
 
     fn after(

@@ -133,6 +133,19 @@ impl FirstNamed {
         }
     }
 
+    /// Notes `envelope`'s stream if this is its first event, given the state before it
+    /// (for an event whose rows are not made).
+    pub(crate) fn note_before(
+        &mut self,
+        envelope: &EventEnvelope,
+        event: &Event,
+        model: &ReadModel,
+    ) {
+        if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
+            self.note(envelope, &terms(envelope, event, model));
+        }
+    }
+
     /// Whether the first event of `stream` named `organization_id`.
     fn names(&self, stream: &str, organization_id: &str) -> bool {
         self.streams
@@ -276,9 +289,7 @@ impl OwnFold {
         let time_nanos = self.time.advance(envelope);
         if !rows {
             if let Some(first) = &mut self.stubs {
-                if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
-                    first.note(envelope, &terms(envelope, event, &self.model));
-                }
+                first.note_before(envelope, event, &self.model);
             }
             self.model.apply(envelope, event);
             return None;

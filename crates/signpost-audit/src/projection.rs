@@ -277,9 +277,16 @@ impl AuditProjection {
             steps,
             handback: handback.clone(),
         };
+        let stubs = options.describe_when_read;
         let projection = Self::open(store, db, Some(config), options, Some(fed)).await?;
         let sender = projection.stats().fed.then_some(sender);
-        let feed = AuditFeed::new(projection.shared.resumed_from, head, sender, handback);
+        let feed = AuditFeed::new(
+            projection.shared.resumed_from,
+            head,
+            sender,
+            handback,
+            stubs,
+        );
         Ok((projection, feed))
     }
 

@@ -14,7 +14,9 @@
 //! channel is full (the audit task is far behind, e.g. while writes pour in) the feed
 //! lets go, and the audit task goes back to reading the log itself from where the
 //! handed-over steps end, as a projection without a feed does. Either way it writes the
-//! same rows: both paths call `fold::before` and `fold::after`.
+//! same rows: both paths call `fold::before` and `fold::after`. Events of the catch-up
+//! at start are written as stubs where their organization's streams alone describe them
+//! (`lazy.rs`); events past it are described at once.
 //!
 //! A longer catch-up (a rebuild of the timeline, a start far behind) does not hold the
 //! server back: the feed starts let go, the read model catches up alone, and the audit

@@ -12,7 +12,8 @@
 //!  start included): the control plane's read model task, around each event
 //!  (feed.rs, AuditFeed)
 //!    fold::before on the model before it (describe.rs: action, target, summary,
-//!      details with before / after, no secrets)
+//!      details with before / after, no secrets; during a catch-up an entry its
+//!      organization's streams alone describe is a stub instead, described when read)
 //!    fold::after on the model after it: the domains the event made an organization
 //!      claim or stop claiming, the organization of a connection it made known
 //!        ▼ bounded channel: while the model catches up at start, a full channel makes
@@ -33,7 +34,10 @@
 //!     logarithmically), the recorded position and hash
 //!   (checkpoints: a sled database of their own, `<data-dir>/checkpoints`, never rebuilt)
 //!                      ▼
-//!   query.rs: list (pages by position) · export batches
+//!   query.rs: list (pages by position) · export batches (sent encoded, as stored)
+//!   lazy.rs: stubs described when read (a catch-up's organization-local entries are
+//!     written as stubs, `fold::before` with `FirstNamed`: by organization for pages, in
+//!     log order for exports)
 //!   point_in_time.rs: routing_at (the claiming organizations' streams folded when
 //!     asked, routes computed as the routing table does) · connection_at (stream fold)
 //!   checkpoint.rs: Ed25519-signed heads, online and offline verification, log export files
@@ -46,7 +50,10 @@
 //! another format is dropped and rebuilt from the log at start (checkpoints are kept).
 //! Format 4 stopped storing every route change whole with the event that caused it
 //! (computing them was half of a rebuild's CPU on a log in lifecycle order): routing at
-//! a point in time is folded when asked.
+//! a point in time is folded when asked. Format 5 indexes each organization's streams
+//! (the first event of each connection and setup-link stream, under the organization it
+//! named) and stores a catch-up's organization-local entries as stubs: describing every
+//! entry was most of the rest of a rebuild.
 //!
 //! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop;
 //!   [`AuditFeed`] (`feed.rs`): the read model task's side of a fed projection.

@@ -19,6 +19,8 @@
 //! rebuild: the feed starts let go, so the server serves before the timeline has caught
 //! up), the task reads the log itself with a read model of its own (`own_fold`) until
 //! it reaches the head, then hands the events back to the feed and drops that model.
+//! Either way a catch-up writes an organization-local entry as a stub, described when
+//! read ([`AuditOptions::describe_when_read`], `lazy.rs`); events past it, described.
 //!
 //! Rows are written in batches, always at the end of a commit (`commit_last_position`):
 //! - far behind the log's head (a rebuild, a catch-up), once `batch_events` events or

@@ -118,7 +118,12 @@ impl AuditOptions {
     pub fn new(public_base_url: impl Into<String>) -> Self {
         Self {
             public_base_url: public_base_url.into(),
-            batch_events: 65_536,
+            // Stubs are a few bytes: with 65,536 events a write (8 MiB of described
+            // entries was about 15,000), a first start on 100,000 organizations under
+            // lookup load stayed 37 MiB more resident once caught up (272 against 227 to
+            // 235 MiB, scenario 8's measure); 16,384 left the rebuild's time unchanged
+            // (bench/FINDINGS.md, round 19).
+            batch_events: 16_384,
             batch_bytes: 8 * 1024 * 1024,
             merge_events: 4_096,
             // 20 ms rather than 100: the same CPU in smaller bursts. Measured under 64

@@ -335,16 +335,19 @@ impl AuditProjection {
         max_entries: usize,
         export: &mut ExportState,
     ) -> Result<ExportBatch, AuditError> {
-        let batch = BatchOf {
-            filter,
-            scope,
-            after,
-            until,
-            max_entries,
-        };
-        let (taken, position) = self.export_taken(batch, export, Form::Message).await?;
-        let entries = taken.into_iter().filter_map(Taken::message).collect();
-        Ok(ExportBatch { entries, position })
+        use prost::Message as _;
+        let batch = self
+            .export_batch_encoded(filter, scope, after, until, max_entries, export)
+            .await?;
+        let entries = batch
+            .entries
+            .iter()
+            .map(|entry| AuditEntry::decode(entry.as_slice()))
+            .collect::<Result<_, _>>()?;
+        Ok(ExportBatch {
+            entries,
+            position: batch.position,
+        })
     }
 
     /// [`AuditProjection::export_batch`] with each entry encoded (an `AuditEntry`
@@ -359,14 +362,31 @@ impl AuditProjection {
         max_entries: usize,
         export: &mut ExportState,
     ) -> Result<EncodedExportBatch, AuditError> {
-        let batch = BatchOf {
-            filter,
-            scope,
-            after,
-            until,
-            max_entries,
+        let filter = filter.clone().scoped(scope)?;
+        let until = until.min(self.position());
+        let Some((low, high)) = self.position_range(&filter)? else {
+            return Ok(EncodedExportBatch {
+                entries: Vec::new(),
+                position: until.max(after),
+            });
         };
-        let (taken, position) = self.export_taken(batch, export, Form::Encoded).await?;
+        let low = low.max(after.saturating_add(1));
+        let high = high.min(until);
+        let store = self.store();
+        let mut describer = Describer::InLogOrder(&mut export.in_log_order, store);
+        let max = max_entries.max(1);
+        let span = Span {
+            low,
+            high,
+            order: Order::Ascending,
+        };
+        let taken = self
+            .collect(&filter, span, max, &mut describer, Form::Encoded)
+            .await?;
+        let position = match taken.last() {
+            Some(last) if taken.len() >= max => last.position(),
+            _ => until.max(after),
+        };
         let entries = taken
             .into_iter()
             .filter_map(|taken| match taken {
@@ -375,50 +395,6 @@ impl AuditProjection {
             })
             .collect();
         Ok(EncodedExportBatch { entries, position })
-    }
-
-    /// An export batch's entries in `form`, and the position it covers.
-    async fn export_taken(
-        &self,
-        batch: BatchOf<'_>,
-        export: &mut ExportState,
-        form: Form,
-    ) -> Result<(Vec<Taken>, u64), AuditError> {
-        let BatchOf {
-            filter,
-            scope,
-            after,
-            until,
-            max_entries,
-        } = batch;
-        let filter = filter.clone().scoped(scope)?;
-        let until = until.min(self.position());
-        let Some((low, high)) = self.position_range(&filter)? else {
-            return Ok((Vec::new(), until.max(after)));
-        };
-        let low = low.max(after.saturating_add(1));
-        let high = high.min(until);
-        let store = self.store();
-        let mut describer = Describer::InLogOrder(&mut export.in_log_order, store);
-        let max = max_entries.max(1);
-        let taken = self
-            .collect(
-                &filter,
-                Span {
-                    low,
-                    high,
-                    order: Order::Ascending,
-                },
-                max,
-                &mut describer,
-                form,
-            )
-            .await?;
-        let position = match taken.last() {
-            Some(last) if taken.len() >= max => last.position(),
-            _ => until.max(after),
-        };
-        Ok((taken, position))
     }
 
     /// The positions `[low, high]` the filter's time range covers (bounded by the
@@ -638,15 +614,6 @@ impl AuditProjection {
         }
         Ok(out)
     }
-}
-
-/// What an export batch asks for (see [`AuditProjection::export_batch`]).
-struct BatchOf<'a> {
-    filter: &'a AuditFilter,
-    scope: Option<&'a str>,
-    after: u64,
-    until: u64,
-    max_entries: usize,
 }
 
 /// The positions a read walks: `[low, high]`, in `order`.

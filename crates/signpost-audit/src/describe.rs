@@ -306,13 +306,16 @@ mod pb {
 /// Whom an event's entry is about, decided from the state before it without describing
 /// it: the organization and the connections the fold indexes the entry under (the
 /// organization is the entry's target's).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Terms<'a> {
     /// The target organization; empty: none.
     pub organization_id: &'a str,
     /// The connections it concerns, in the entry's order (a switch: the new one, then the
     /// previous one), as the event names them (so possibly empty).
     pub connections: Vec<&'a str>,
+    /// On a connection's stream, the connection as the model holds it before the event
+    /// (looked up once for all who ask).
+    pub held: Option<&'a Connection>,
 }
 
 /// A setup link's (organization, connection, recipient) as an event on its stream sees
@@ -353,6 +356,7 @@ pub(crate) fn terms<'a>(
 ) -> Terms<'a> {
     let stream = envelope.stream_id.as_str();
     let mut connections = Vec::new();
+    let mut held = None;
     let organization_id = if let Some(id) = stream.strip_prefix("organization-") {
         match event {
             Event::ConnectionActivated(e) => connections.push(e.connection_id.as_str()),
@@ -366,13 +370,12 @@ pub(crate) fn terms<'a>(
         id
     } else if let Some(id) = stream.strip_prefix("connection-") {
         connections.push(id);
+        held = before.connections.get(id).map(|c| &c.state);
         match event {
             Event::ConnectionConfigured(e) => e.organization_id.as_str(),
             // `connection_organization`, without looking the connection up twice.
-            _ => before
-                .connections
-                .get(id)
-                .map(|c| &*c.state.organization_id)
+            _ => held
+                .map(|c| &*c.organization_id)
                 .or_else(|| before.connection_organization(id))
                 .unwrap_or_default(),
         }
@@ -388,6 +391,7 @@ pub(crate) fn terms<'a>(
     Terms {
         organization_id,
         connections,
+        held,
     }
 }
 
@@ -422,11 +426,10 @@ pub(crate) fn organization_local(
     let submitted;
     let labelled: &[&str] = if stream.strip_prefix("organization-") == Some(organization_id) {
         &terms.connections
-    } else if let Some(id) = stream.strip_prefix("connection-") {
+    } else if stream.starts_with("connection-") {
         // A connection the model does not hold is its draft organization's, which comes
         // from whichever link named it last: not necessarily one of these streams.
-        let held =
-            matches!(event, Event::ConnectionConfigured(_)) || before.connections.contains_key(id);
+        let held = matches!(event, Event::ConnectionConfigured(_)) || terms.held.is_some();
         if !held || !organizations_stream(stream) {
             return false;
         }
@@ -473,8 +476,7 @@ pub(crate) fn describe_with(
         describe_organization_event(event, id, before, &mut target)
     } else if let Some(id) = stream.strip_prefix("connection-") {
         target.connection_id = id.to_owned();
-        let previous = before.connections.get(id).map(|c| &c.state);
-        describe_connection_event(event, previous)
+        describe_connection_event(event, terms.held)
     } else if let Some(id) = stream.strip_prefix("setup-link-") {
         target.setup_link_id = id.to_owned();
         let (_, connection_id, recipient) = link_parties(event, before, id);

@@ -208,7 +208,7 @@ pub(crate) fn before(
         .map(|id| (id.to_owned(), claimed(model, id)));
     let new_connection = stream
         .strip_prefix("connection-")
-        .filter(|id| !model.connections.contains_key(*id))
+        .filter(|_| terms.held.is_none())
         .map(str::to_owned);
     Before {
         rows,

@@ -35,11 +35,34 @@ pub(crate) struct Rows {
     /// thread, and a step handed to the audit task carries one buffer.
     pub entry: Option<(u64, Vec<u8>)>,
     /// The ids the entry is indexed under.
-    pub postings: Vec<(Index, String)>,
+    pub postings: IdKeys,
     /// The indexed time (the running maximum of `recorded_at`), nanoseconds.
     pub time_nanos: i64,
     /// The domains whose owner or route the event changed, and how.
     pub changes: Vec<DomainChange>,
+}
+
+/// The ids an entry is indexed under, as id keys (`keys::id_key`) one after the other:
+/// one buffer an event rather than a `String` an id, and the keys the store looks up.
+#[derive(Debug, Default)]
+pub(crate) struct IdKeys(Vec<u8>);
+
+impl IdKeys {
+    /// Adds `id` in `index`.
+    pub(crate) fn push(&mut self, index: Index, id: &str) {
+        crate::keys::append_id_key(&mut self.0, index, id);
+    }
+
+    /// The id keys, in the order pushed.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = self.0.as_slice();
+        std::iter::from_fn(move || {
+            let len = crate::keys::id_key_len(rest)?;
+            let (key, tail) = rest.split_at(len);
+            rest = tail;
+            Some(key)
+        })
+    }
 }
 
 /// The indexed time: the running maximum of `recorded_at`, so times are indexed
@@ -171,25 +194,21 @@ pub(crate) fn before(
     let stream = envelope.stream_id.as_str();
     let organization_id = terms.organization_id;
     if !organization_id.is_empty() {
-        rows.postings
-            .push((Index::Organization, organization_id.to_owned()));
+        rows.postings.push(Index::Organization, organization_id);
         if envelope.stream_version == 1 && named_stream(stream) {
-            rows.postings
-                .push((Index::OrgStream, organization_id.to_owned()));
+            rows.postings.push(Index::OrgStream, organization_id);
         }
     }
     for (i, connection) in terms.connections.iter().enumerate() {
         if !connection.is_empty() && !terms.connections[..i].contains(connection) {
-            rows.postings
-                .push((Index::Connection, (*connection).to_owned()));
+            rows.postings.push(Index::Connection, connection);
         }
     }
     let actor_id = envelope.actor.as_ref().map_or("", |a| a.id.as_str());
     if !actor_id.is_empty() {
-        rows.postings.push((Index::Actor, actor_id.to_owned()));
+        rows.postings.push(Index::Actor, actor_id);
     }
-    rows.postings
-        .push((Index::EventType, envelope.event_type.clone()));
+    rows.postings.push(Index::EventType, &envelope.event_type);
     rows.time_nanos = time_nanos;
     let stub = stubs.is_some_and(|first| {
         first.note(envelope, &terms);
@@ -229,10 +248,8 @@ pub(crate) fn after(before: Before, model: &ReadModel) -> Rows {
         new_connection,
     } = before;
     if let Some(connection) = new_connection.and_then(|id| model.connections.get(id.as_str())) {
-        rows.postings.push((
-            Index::OrgConnection,
-            connection.state.organization_id.to_string(),
-        ));
+        rows.postings
+            .push(Index::OrgConnection, &connection.state.organization_id);
     }
     let Some((organization_id, was)) = claims else {
         return rows;
@@ -241,10 +258,9 @@ pub(crate) fn after(before: Before, model: &ReadModel) -> Rows {
     for domain in was.symmetric_difference(&now) {
         let owned = now.contains(domain);
         if owned {
-            rows.postings
-                .push((Index::OrgDomain, organization_id.clone()));
+            rows.postings.push(Index::OrgDomain, &organization_id);
         }
-        rows.postings.push((Index::Domain, domain.to_string()));
+        rows.postings.push(Index::Domain, domain);
         rows.changes.push(DomainChange {
             domain: domain.to_string(),
             organization_id: if owned {

@@ -390,6 +390,19 @@ pub(crate) fn put_id_key(key: &mut Vec<u8>, index: Index, id: &str) {
     push_id(key, id);
 }
 
+/// Appends [`id_key`] to `out`.
+pub(crate) fn append_id_key(out: &mut Vec<u8>, index: Index, id: &str) {
+    out.push(index as u8);
+    push_id(out, id);
+}
+
+/// The length of the id key at the start of `keys` (`None`: malformed or empty).
+pub(crate) fn id_key_len(keys: &[u8]) -> Option<usize> {
+    let len = u16::from_be_bytes([*keys.get(1)?, *keys.get(2)?]);
+    let end = 3 + usize::from(len);
+    (end <= keys.len()).then_some(end)
+}
+
 /// Splits an id key into its index and id bytes.
 pub(crate) fn split_id_key(id_key: &[u8]) -> Option<(Index, &[u8])> {
     let index = Index::from_byte(*id_key.first()?)?;

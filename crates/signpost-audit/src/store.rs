@@ -162,8 +162,6 @@ pub(crate) struct Pending {
     postings: Postings,
     /// How many postings `postings` holds.
     posting_count: u64,
-    /// Scratch space for id keys.
-    key: Vec<u8>,
 }
 
 impl Pending {
@@ -182,19 +180,16 @@ impl Pending {
         if self.chunk.is_full() {
             self.finish_chunk();
         }
-        let mut key = std::mem::take(&mut self.key);
-        for (index, id) in rows.postings {
-            keys::put_id_key(&mut key, index, &id);
-            let positions = match self.postings.get_mut(key.as_slice()) {
+        for key in rows.postings.iter() {
+            let positions = match self.postings.get_mut(key) {
                 Some(positions) => positions,
-                None => self.postings.entry(key.clone()).or_default(),
+                None => self.postings.entry(key.to_vec()).or_default(),
             };
             if positions.last() != Some(&position) {
                 positions.push(position);
                 self.posting_count += 1;
             }
         }
-        self.key = key;
     }
 
     fn finish_chunk(&mut self) {
@@ -1034,7 +1029,13 @@ mod tests {
                     ..Default::default()
                 }),
             )),
-            postings: event.postings.clone(),
+            postings: {
+                let mut keys = crate::fold::IdKeys::default();
+                for (index, id) in &event.postings {
+                    keys.push(*index, id);
+                }
+                keys
+            },
             time_nanos: time,
             changes: Vec::new(),
         }

@@ -1,9 +1,10 @@
 //! Entries described when read.
 //!
-//! The audit task's own fold (a rebuild, a catch-up far behind, a catch-up after the
-//! feed let go) writes an organization-local entry as a *stub* (`keys::encode_stub`: the
-//! organization alone) instead of describing it: describing and encoding the entries
-//! was most of a rebuild's work. A read describes the stubs it meets, from the events
+//! A catch-up (the audit task's own fold: a rebuild, a start far behind, after the feed
+//! let go; or the short catch-up at start that the read model's task feeds) writes an
+//! organization-local entry as a *stub* (`keys::encode_stub`: the organization alone)
+//! instead of describing it: describing and encoding the entries was most of a
+//! rebuild's work. Live events are described as they come. A read describes the stubs it meets, from the events
 //! themselves, with a fresh read model:
 //! - [`ByOrganization`] (pages, single entries): folds the stub's organization's
 //!   streams (`AuditProjection::organization_streams`: its own, and every connection and
@@ -16,8 +17,8 @@
 //!   organization met (the log read and decoded ahead on a task of its own).
 //!
 //! Either gives the entry as a read gives a described one: its stored bytes as the fold
-//! would have stored them (`dump`), or the entry itself (the details alone go through
-//! their encoding).
+//! would have stored them (`dump`), its encoding as the export sends it, or the entry
+//! itself (the details alone go through their encoding).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

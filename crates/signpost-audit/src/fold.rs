@@ -132,8 +132,14 @@ pub(crate) fn organization_of(envelope: &EventEnvelope, model: &ReadModel) -> Op
 
 /// Whether `stream` holds connections or setup links: the streams an organization's
 /// history takes in beside its own, when their first event names it.
-fn named_stream(stream: &str) -> bool {
+pub(crate) fn named_stream(stream: &str) -> bool {
     stream.starts_with("connection-") || stream.starts_with("setup-link-")
+}
+
+/// Whether `envelope` is the first event of a connection or setup-link stream: where
+/// the stream joins the organization it names (`Index::OrgStream`).
+fn opens_named_stream(envelope: &EventEnvelope) -> bool {
+    envelope.stream_version == 1 && named_stream(&envelope.stream_id)
 }
 
 /// The organization the first event of each connection and setup-link stream named
@@ -148,7 +154,7 @@ pub(crate) struct FirstNamed {
 impl FirstNamed {
     /// Notes `envelope`'s stream if this is its first event (`terms`: the event's).
     fn note(&mut self, envelope: &EventEnvelope, terms: &Terms<'_>) {
-        if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
+        if opens_named_stream(envelope) {
             self.streams.insert(
                 envelope.stream_id.as_str().into(),
                 terms.organization_id.into(),
@@ -164,7 +170,7 @@ impl FirstNamed {
         event: &Event,
         model: &ReadModel,
     ) {
-        if envelope.stream_version == 1 && named_stream(&envelope.stream_id) {
+        if opens_named_stream(envelope) {
             self.note(envelope, &terms(envelope, event, model));
         }
     }
@@ -195,7 +201,7 @@ pub(crate) fn before(
     let organization_id = terms.organization_id;
     if !organization_id.is_empty() {
         rows.postings.push(Index::Organization, organization_id);
-        if envelope.stream_version == 1 && named_stream(stream) {
+        if opens_named_stream(envelope) {
             rows.postings.push(Index::OrgStream, organization_id);
         }
     }

@@ -20,6 +20,7 @@
 //! would have stored them (`dump`), its encoding as the export sends it, or the entry
 //! itself (the details alone go through their encoding).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -39,7 +40,8 @@ use crate::store::Store;
 /// How many events a read of the log in order takes at once.
 const LOG_PAGE: usize = 1024;
 
-fn decode(envelope: &EventEnvelope) -> Result<signpost_domain::Event, AuditError> {
+/// The event an envelope holds (a payload that does not decode is a damaged log).
+pub(crate) fn decode(envelope: &EventEnvelope) -> Result<signpost_domain::Event, AuditError> {
     signpost_domain::decode_event(&envelope.payload)
         .map_err(|e| AuditError::Corrupt(format!("position {}: {e}", envelope.position)))
 }
@@ -86,22 +88,21 @@ impl<'a> ByOrganization<'a> {
                 self.limit
             )));
         }
-        if !self.organizations.contains_key(organization_id) {
-            let streams = self
-                .projection
-                .organization_streams(organization_id, self.limit)
-                .await?;
-            let fold = OrganizationFold {
-                events: StreamsUntil::new(&streams, self.limit)?,
-                model: ReadModel::default(),
-                folded: 0,
-                done: false,
-                described: HashMap::new(),
-            };
-            self.organizations.insert(organization_id.to_owned(), fold);
-        }
-        let Some(fold) = self.organizations.get_mut(organization_id) else {
-            return Err(AuditError::Corrupt("organization fold missing".into()));
+        let fold = match self.organizations.entry(organization_id.to_owned()) {
+            Entry::Occupied(fold) => fold.into_mut(),
+            Entry::Vacant(vacant) => {
+                let streams = self
+                    .projection
+                    .organization_streams(organization_id, self.limit)
+                    .await?;
+                vacant.insert(OrganizationFold {
+                    events: StreamsUntil::new(&streams, self.limit)?,
+                    model: ReadModel::default(),
+                    folded: 0,
+                    done: false,
+                    described: HashMap::new(),
+                })
+            }
         };
         let store = &**self.projection.store();
         // Every event on the way is described: a read takes an organization's entries in

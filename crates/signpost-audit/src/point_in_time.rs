@@ -310,9 +310,12 @@ impl AuditProjection {
         let position = position.min(self.position());
         let mut stream_ids = vec![streams::organization(organization_id)];
         let named = self
-            .indexed_streams(Index::OrgStream, organization_id, position, |stream| {
-                stream.starts_with("connection-") || stream.starts_with("setup-link-")
-            })
+            .indexed_streams(
+                Index::OrgStream,
+                organization_id,
+                position,
+                crate::fold::named_stream,
+            )
             .await?;
         stream_ids.extend(named);
         Ok(stream_ids)
@@ -518,8 +521,7 @@ impl StreamsUntil {
         let Some(envelope) = next else {
             return Ok(None);
         };
-        let event = signpost_domain::decode_event(&envelope.payload)
-            .map_err(|e| AuditError::Corrupt(format!("position {}: {e}", envelope.position)))?;
+        let event = crate::lazy::decode(&envelope)?;
         Ok(Some((envelope, event)))
     }
 }

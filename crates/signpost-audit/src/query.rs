@@ -534,15 +534,25 @@ impl AuditProjection {
         // Whether an entry the index lists may still fail the filter.
         let checked = filter.checks_beyond(&Self::source(filter));
         while low <= high && out.len() < limit {
-            // As many stored entries as are still wanted, then described and admitted
-            // (describing may read the log: not while the database is being walked).
+            // Stored entries read a batch at a time, then described and admitted
+            // (describing may read the log: not while the database is being walked): as
+            // many as are still wanted, or, when the filter may turn some down, at least
+            // a walk's worth, so that a rare match does not cost a walk per candidate.
             let wanted = limit - out.len();
-            let candidates = self.candidates(filter, low, high, order, wanted)?;
+            let batch = if checked {
+                wanted.max(CANDIDATE_BATCH)
+            } else {
+                wanted
+            };
+            let candidates = self.candidates(filter, low, high, order, batch)?;
             let Some(&(last, _)) = candidates.last() else {
                 break;
             };
-            let exhausted = candidates.len() < wanted;
+            let exhausted = candidates.len() < batch;
             for (position, stored) in candidates {
+                if out.len() == limit {
+                    break;
+                }
                 match form {
                     Form::Message => {
                         let entry = describer.entry(position, &stored).await?;
@@ -615,6 +625,10 @@ impl AuditProjection {
         Ok(out)
     }
 }
+
+/// Fewest stored entries a query reads from the database at once when its filter may
+/// turn some of them down.
+const CANDIDATE_BATCH: usize = 256;
 
 /// The positions a read walks: `[low, high]`, in `order`.
 #[derive(Debug, Clone, Copy)]

@@ -654,6 +654,7 @@ async fn export(
                 .await
                 .unwrap()
         };
+        assert!(batch.entries.len() <= size, "a batch of {size} at most");
         after = batch.position;
         batches.push(batch);
         if after >= head {
@@ -731,6 +732,12 @@ async fn entries_described_when_read_answer_as_entries_described_when_folded() {
     filters.push(AuditFilter {
         organization_id: Some(ORG_A.into()),
         event_types: ["group_assigned".into(), "provider_switched".into()].into(),
+        ..Default::default()
+    });
+    // Read through the actor's index, the organization checked on each entry.
+    filters.push(AuditFilter {
+        organization_id: Some(ORG_A.into()),
+        actor_id: Some(ADMIN.into()),
         ..Default::default()
     });
     let middle = described.entry(story.head / 2).await.unwrap().unwrap();

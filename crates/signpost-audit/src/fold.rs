@@ -47,7 +47,16 @@ pub(crate) struct Rows {
 #[derive(Debug, Default)]
 pub(crate) struct IdKeys(Vec<u8>);
 
+/// Room for an event's usual postings (organization, connection, actor, event type: a
+/// byte, a length and an id each), so the buffer is allocated once.
+const ID_KEYS_ROOM: usize = 192;
+
 impl IdKeys {
+    /// An empty buffer with room for an event's usual postings.
+    fn for_event() -> Self {
+        Self(Vec::with_capacity(ID_KEYS_ROOM))
+    }
+
     /// Adds `id` in `index`.
     pub(crate) fn push(&mut self, index: Index, id: &str) {
         crate::keys::append_id_key(&mut self.0, index, id);
@@ -194,7 +203,10 @@ pub(crate) fn before(
     time_nanos: i64,
     stubs: Option<&mut FirstNamed>,
 ) -> Before {
-    let mut rows = Rows::default();
+    let mut rows = Rows {
+        postings: IdKeys::for_event(),
+        ..Rows::default()
+    };
     let terms = terms(envelope, event, model);
     let position = envelope.position;
     let stream = envelope.stream_id.as_str();

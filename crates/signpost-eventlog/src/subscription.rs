@@ -26,23 +26,34 @@ pub const SUBSCRIPTION_PAGE: usize = 512;
 ///
 /// It ends after yielding an error (a failed read, or a gap in positions).
 pub struct Subscription {
-    inner: BoxStream<'static, Result<EventEnvelope, LogError>>,
+    /// The pages read, in order (each non-empty).
+    pages: BoxStream<'static, Result<Vec<EventEnvelope>, LogError>>,
+    /// The rest of the current page: yielded straight from `poll_next`, so an event costs
+    /// no turn of the page reader's state machine (one per page).
+    page: std::vec::IntoIter<EventEnvelope>,
+    /// The position expected next.
+    next: Position,
+    failed: bool,
 }
 
 impl std::fmt::Debug for Subscription {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Subscription").finish_non_exhaustive()
+        f.debug_struct("Subscription")
+            .field("next", &self.next)
+            .finish_non_exhaustive()
     }
 }
 
 /// The events of one read; a read ahead in flight.
 type Page = Result<Vec<EventEnvelope>, LogError>;
 
+/// The page reader's state, moved from one page to the next.
 struct PullState<S> {
     store: S,
+    /// The first position of the next page to read.
     next: Position,
-    page: std::vec::IntoIter<EventEnvelope>,
-    /// The page after `page`, being read: its first position and the reading task.
+    /// The page after the one being yielded, being read: its first position and the
+    /// reading task.
     ahead: Option<(Position, tokio::task::JoinHandle<Page>)>,
     head: tokio::sync::watch::Receiver<Position>,
     failed: bool,
@@ -55,35 +66,20 @@ impl Subscription {
     where
         S: EventStore + Clone,
     {
+        let from = from.max(1);
         let head = store.watch_head();
         let state = PullState {
             store,
-            next: from.max(1),
-            page: Vec::new().into_iter(),
+            next: from,
             ahead: None,
             head,
             failed: false,
         };
-        let inner = stream::unfold(state, |mut state| async move {
+        let pages = stream::unfold(state, |mut state| async move {
             if state.failed {
                 return None;
             }
             loop {
-                if let Some(envelope) = state.page.next() {
-                    if envelope.position != state.next {
-                        state.failed = true;
-                        let error = LogError::Corrupt {
-                            position: state.next,
-                            reason: format!(
-                                "subscription expected position {} but read {}",
-                                state.next, envelope.position
-                            ),
-                        };
-                        return Some((Err(error), state));
-                    }
-                    state.next += 1;
-                    return Some((Ok(envelope), state));
-                }
                 // Mark the current head as seen *before* reading, so a commit published while
                 // we read wakes the wait below instead of being missed.
                 let head = *state.head.borrow_and_update();
@@ -110,22 +106,24 @@ impl Subscription {
                             tokio::task::yield_now().await;
                         }
                     }
-                    match read {
+                    return match read {
                         Ok(events) if events.is_empty() => {
                             state.failed = true;
                             let error = LogError::Corrupt {
                                 position: state.next,
                                 reason: "event below the head is missing".to_owned(),
                             };
-                            return Some((Err(error), state));
+                            Some((Err(error), state))
                         }
-                        Ok(events) => state.page = events.into_iter(),
+                        Ok(events) => {
+                            state.next += events.len() as u64;
+                            Some((Ok(events), state))
+                        }
                         Err(error) => {
                             state.failed = true;
-                            return Some((Err(error), state));
+                            Some((Err(error), state))
                         }
-                    }
-                    continue;
+                    };
                 }
                 if state.head.changed().await.is_err() {
                     state.failed = true;
@@ -134,7 +132,10 @@ impl Subscription {
             }
         });
         Subscription {
-            inner: inner.boxed(),
+            pages: pages.boxed(),
+            page: Vec::new().into_iter(),
+            next: from,
+            failed: false,
         }
     }
 }
@@ -143,6 +144,36 @@ impl Stream for Subscription {
     type Item = Result<EventEnvelope, LogError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        self.inner.poll_next_unpin(cx)
+        let this = &mut *self;
+        loop {
+            if this.failed {
+                return Poll::Ready(None);
+            }
+            if let Some(envelope) = this.page.next() {
+                if envelope.position != this.next {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(LogError::Corrupt {
+                        position: this.next,
+                        reason: format!(
+                            "subscription expected position {} but read {}",
+                            this.next, envelope.position
+                        ),
+                    })));
+                }
+                this.next += 1;
+                return Poll::Ready(Some(Ok(envelope)));
+            }
+            match std::task::ready!(this.pages.poll_next_unpin(cx)) {
+                Some(Ok(events)) => this.page = events.into_iter(),
+                Some(Err(error)) => {
+                    this.failed = true;
+                    return Poll::Ready(Some(Err(error)));
+                }
+                None => {
+                    this.failed = true;
+                    return Poll::Ready(None);
+                }
+            }
+        }
     }
 }

@@ -18,18 +18,11 @@
 //! at start are written as stubs where their organization's streams alone describe them
 //! (`lazy.rs`); events past it are described at once.
 //!
-//! A longer catch-up (a rebuild of the timeline, a start far behind) does not make the
-//! read model's task wait for the audit's rows: the feed starts let go, and the audit
-//! task folds the events with a read model of its own, on a thread of its own. The feed
-//! *lends* that fold the events as the read model's task applies them (`Lent`: batches
-//! of 256 decoded envelopes and events, handed over by value through
-//! `Follower::applied`), so the log is read and decoded once, and the two folds run on
-//! two cores at once. The read model's task never waits for the lending: when
-//! [`LEND_QUEUE`] batches are waiting (the fold is that far behind) it lends no more, and
-//! the fold reads the rest of the log itself once the read model has caught up. On
-//! 1,000,001 events the timeline caught up with the read model, 2.2 s after the log
-//! opened instead of 3.1, for 3.9 s of CPU instead of 4.9, the server serving at the
-//! same moment instead of after 1.2 s (bench/FINDINGS.md, round 20).
+//! A longer catch-up (a rebuild of the timeline, a start far behind) does not hold the
+//! server back: the feed starts let go, the read model catches up alone, and the audit
+//! task folds the log itself once the read model has caught up (so the two do not share
+//! the cores until the server serves: on 1,000,000 events, serving after 2.0 s instead of
+//! 5.0, the timeline caught up after 7.2 s instead of 5.2; bench/FINDINGS.md, round 12).
 //!
 //! A fold of its own is the audit task's only while it is behind: once it has reached
 //! the log's head it offers the events back ([`Handback`]), and the read model's task,
@@ -68,24 +61,6 @@ impl Step {
             rows,
         }
     }
-}
-
-/// Events the read model's task has applied, decoded, lent in position order to the
-/// audit task's own fold while both catch up at start (see [`AuditFeed`]).
-pub(crate) type Lent = Vec<(EventEnvelope, Event)>;
-
-/// How many events the feed lends at once.
-const LEND_BATCH: usize = 256;
-
-/// How many lent batches may wait for the own fold: when they are all waiting, the fold
-/// is behind the read model, and the feed stops lending rather than hold the read model
-/// back (the fold then reads the rest of the log itself, once the model has caught up).
-pub(crate) const LEND_QUEUE: usize = 64;
-
-/// The feed's side of the lending: where the batches go, and the one being filled.
-struct Lender {
-    sender: mpsc::Sender<Lent>,
-    batch: Lent,
 }
 
 /// The own fold's offer to give the events back to the feed.
@@ -132,8 +107,8 @@ impl Handback {
     }
 
     /// Waits until the read model has caught up with the head it had at start (or its
-    /// task stopped), so that a fold catching up alone at start reads the log itself
-    /// (past what was lent to it) only once the server serves.
+    /// task stopped), so that a fold catching up alone at start leaves it the cores
+    /// until the server serves.
     pub(crate) async fn model_caught_up(&self) {
         loop {
             let moved = self.model_moved.notified();
@@ -193,9 +168,6 @@ pub struct AuditFeed {
     sender: Option<mpsc::Sender<Step>>,
     /// Where the audit task's own fold offers the events back.
     handback: Handback,
-    /// While the read model catches up and the audit task folds the log itself (a long
-    /// catch-up at start): where the applied events are lent to that fold.
-    lender: Option<Lender>,
 }
 
 impl std::fmt::Debug for AuditFeed {
@@ -208,23 +180,19 @@ impl std::fmt::Debug for AuditFeed {
                 "offer_standing",
                 &self.handback.offered.load(Ordering::Acquire),
             )
-            .field("lending", &self.lender.is_some())
             .finish()
     }
 }
 
 impl AuditFeed {
     /// A feed describing every event past `from`; `sender: None`: started let go, until
-    /// the audit task's own fold offers the events back through `handback`. `lend`: where
-    /// the events of the read model's catch-up (up to `catch_up_to`) are lent to that
-    /// fold.
+    /// the audit task's own fold offers the events back through `handback`.
     pub(crate) fn new(
         from: u64,
         catch_up_to: u64,
         sender: Option<mpsc::Sender<Step>>,
         handback: Handback,
         stubs: bool,
-        lend: Option<mpsc::Sender<Lent>>,
     ) -> Self {
         if catch_up_to == 0 {
             // Nothing to catch up on: the model is caught up already.
@@ -238,10 +206,6 @@ impl AuditFeed {
             before: None,
             sender,
             handback,
-            lender: lend.filter(|_| catch_up_to > 0).map(|sender| Lender {
-                sender,
-                batch: Vec::with_capacity(LEND_BATCH),
-            }),
         }
     }
 }
@@ -344,100 +308,5 @@ impl Follower for AuditFeed {
                 None
             }
         }
-    }
-
-    fn applied(&mut self, envelope: EventEnvelope, event: Event) {
-        let Some(lender) = &mut self.lender else {
-            return;
-        };
-        let position = envelope.position;
-        lender.batch.push((envelope, event));
-        let last = position >= self.catch_up_to;
-        if lender.batch.len() < LEND_BATCH && !last {
-            return;
-        }
-        let batch = std::mem::replace(&mut lender.batch, Vec::with_capacity(LEND_BATCH));
-        match lender.sender.try_send(batch) {
-            Ok(()) if !last => {}
-            Ok(()) => self.lender = None,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::info!(
-                    position,
-                    "audit fold fell behind the read model's catch-up; it reads the rest of the log itself"
-                );
-                self.lender = None;
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => self.lender = None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use signpost_domain::schema;
-
-    /// Shows the feed events 1..=`last` as the read model's task hands them over.
-    fn apply_up_to(feed: &mut AuditFeed, last: u64) {
-        for position in 1..=last {
-            let envelope = EventEnvelope {
-                position,
-                ..EventEnvelope::default()
-            };
-            feed.applied(envelope, Event::ApiTokenRevoked(schema::ApiTokenRevoked {}));
-        }
-    }
-
-    fn positions(batch: &Lent) -> (u64, u64) {
-        (batch[0].0.position, batch[batch.len() - 1].0.position)
-    }
-
-    #[test]
-    fn the_catch_up_is_lent_in_batches_up_to_the_head_and_then_no_more() {
-        let (lend, mut lent) = mpsc::channel(LEND_QUEUE);
-        let head = LEND_BATCH as u64 + 10;
-        let mut feed = AuditFeed::new(0, head, None, Handback::default(), true, Some(lend));
-        assert!(format!("{feed:?}").contains("lending: true"));
-        apply_up_to(&mut feed, head + 5);
-        assert_eq!(positions(&lent.try_recv().unwrap()), (1, LEND_BATCH as u64));
-        // The last, partial batch goes at the head, and the lending ends there.
-        assert_eq!(
-            positions(&lent.try_recv().unwrap()),
-            (LEND_BATCH as u64 + 1, head)
-        );
-        assert_eq!(
-            lent.try_recv().unwrap_err(),
-            mpsc::error::TryRecvError::Disconnected
-        );
-        assert!(format!("{feed:?}").contains("lending: false"));
-    }
-
-    #[test]
-    fn a_fold_a_queue_behind_is_lent_nothing_more() {
-        // Room for two batches, nobody taking them: the third does not fit, and the
-        // read model's task goes on without waiting, lending nothing after.
-        let (lend, mut lent) = mpsc::channel(2);
-        let head = 5 * LEND_BATCH as u64;
-        let mut feed = AuditFeed::new(0, head, None, Handback::default(), true, Some(lend));
-        apply_up_to(&mut feed, head);
-        assert!(format!("{feed:?}").contains("lending: false"));
-        assert_eq!(positions(&lent.try_recv().unwrap()), (1, LEND_BATCH as u64));
-        let batch = LEND_BATCH as u64;
-        assert_eq!(positions(&lent.try_recv().unwrap()), (batch + 1, 2 * batch));
-        assert_eq!(
-            lent.try_recv().unwrap_err(),
-            mpsc::error::TryRecvError::Disconnected
-        );
-    }
-
-    #[test]
-    fn nothing_is_lent_when_there_is_nothing_to_catch_up_on() {
-        let (lend, mut lent) = mpsc::channel(LEND_QUEUE);
-        let mut feed = AuditFeed::new(0, 0, None, Handback::default(), true, Some(lend));
-        apply_up_to(&mut feed, 3);
-        assert_eq!(
-            lent.try_recv().unwrap_err(),
-            mpsc::error::TryRecvError::Disconnected
-        );
     }
 }

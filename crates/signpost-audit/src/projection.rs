@@ -16,13 +16,9 @@
 //! catch-up at start included, so the server holds one read model and reads the log
 //! once. When the feed lets go (its channel filled up after the head at start), or when
 //! the start is at least [`AuditOptions::catch_up_alone_behind`] events behind (a
-//! rebuild: the feed starts let go, so the read model's task does not wait for the
-//! audit's rows), the task folds the log with a read model of its own (`own_fold`, on a
-//! thread of its own) until it reaches the head, then hands the events back to the feed
-//! and drops that model. At start, that fold takes the events the read model's task
-//! lends it as it applies them (read and decoded once for both, folded on two cores at
-//! once); it reads the log itself only past them: where it fell a queue behind the read
-//! model, or after the feed let go.
+//! rebuild: the feed starts let go, so the server serves before the timeline has caught
+//! up), the task reads the log itself with a read model of its own (`own_fold`) until
+//! it reaches the head, then hands the events back to the feed and drops that model.
 //! Either way a catch-up writes an organization-local entry as a stub, described when
 //! read ([`AuditOptions::describe_when_read`], `lazy.rs`); events past it, described.
 //!
@@ -62,7 +58,7 @@ use signpost_eventlog::{EventEnvelope, EventStore};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::error::AuditError;
-use crate::feed::{AuditFeed, Handback, Lent, Offer, Step};
+use crate::feed::{AuditFeed, Handback, Offer, Step};
 use crate::fold::{OwnFold, Rows};
 use crate::keys::{self, Chunk, Index, Meta};
 use crate::query::Order;
@@ -98,11 +94,13 @@ pub struct AuditOptions {
     /// caught up again.
     pub feed_capacity: usize,
     /// A fed projection starting at least this many events behind the log's head
-    /// catches up alone: its feed starts let go, so the read model's task never waits
-    /// for the audit's rows, and the audit task folds the events with a read model of
-    /// its own on a thread of its own (the read model's task lends it the events it
-    /// applies), which it drops when it hands the events back to the feed at the head. Below it, the read model describes the catch-up and waits for the
-    /// audit task (one read model, but the server listens only once both are done).
+    /// catches up alone: its feed starts let go, so the read model catches up (and the
+    /// server serves) at a restart's pace, and the audit task folds the log itself with a
+    /// read model of its own, which it drops when it hands the events back to the feed
+    /// at the head. Below it, the read model describes the catch-up and waits for the
+    /// audit task (one read model, but the server listens only once both are done: on a
+    /// million events that is the fastest way to have every projection, but it makes
+    /// the server serve about a second later; bench/FINDINGS.md, round 20).
     /// `u64::MAX`: the read model describes every catch-up.
     pub catch_up_alone_behind: u64,
     /// Whether the audit task's own fold (a rebuild, a catch-up far behind, or after the
@@ -169,10 +167,6 @@ pub struct AuditStats {
     /// How often a fold of the task's own (a catch-up alone, or after the feed let go)
     /// handed the events back to the feed at the head.
     pub handbacks: u32,
-    /// How many events a catch-up alone at start took from the read model's task, which
-    /// lent them as it applied them (read and decoded once for both), instead of reading
-    /// them from the log.
-    pub lent: u64,
 }
 
 /// One stored row: (tree, key, value).
@@ -196,8 +190,6 @@ pub(crate) struct Shared {
     reopens: std::sync::atomic::AtomicU32,
     /// How often an own fold handed the events back to the feed.
     handbacks: std::sync::atomic::AtomicU32,
-    /// How many events the read model's task lent an own fold.
-    lent: Arc<std::sync::atomic::AtomicU64>,
     /// Raised by readers waiting for a position: the tail writes what it has gathered
     /// now if that reaches a position a reader waits for.
     demand: tokio::sync::Notify,
@@ -288,24 +280,21 @@ impl AuditProjection {
     ) -> Result<(Self, AuditFeed), AuditError> {
         let (db, config) = open_database(path, &options)?;
         let (sender, steps) = mpsc::channel(options.feed_capacity.max(1));
-        let (lender, lent) = mpsc::channel(crate::feed::LEND_QUEUE);
         let handback = Handback::default();
         let head = store.head().position;
         let fed = FedSide {
             steps,
             handback: handback.clone(),
-            lent,
         };
         let stubs = options.describe_when_read;
         let projection = Self::open(store, db, Some(config), options, Some(fed)).await?;
-        let fed = projection.stats().fed;
+        let sender = projection.stats().fed.then_some(sender);
         let feed = AuditFeed::new(
             projection.shared.resumed_from,
             head,
-            fed.then_some(sender),
+            sender,
             handback,
             stubs,
-            (!fed).then_some(lender),
         );
         Ok((projection, feed))
     }
@@ -420,7 +409,6 @@ impl AuditProjection {
             fed: std::sync::atomic::AtomicBool::new(false),
             reopens: std::sync::atomic::AtomicU32::new(0),
             handbacks: std::sync::atomic::AtomicU32::new(0),
-            lent: Arc::default(),
             demand: tokio::sync::Notify::new(),
             wanted: Mutex::new(BTreeMap::new()),
         });
@@ -476,7 +464,6 @@ impl AuditProjection {
                 .shared
                 .handbacks
                 .load(std::sync::atomic::Ordering::Relaxed),
-            lent: self.shared.lent.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -641,8 +628,6 @@ fn open_database(
 struct FedSide {
     steps: mpsc::Receiver<Step>,
     handback: Handback,
-    /// The events the read model's task lends an own fold at start, as it applies them.
-    lent: mpsc::Receiver<Lent>,
 }
 
 /// Where the tail's events come from.
@@ -685,7 +670,6 @@ impl Source {
         let handback = feed
             .as_ref()
             .map(|fed| (fed.handback.clone(), options.feed_capacity.max(1)));
-        let mut lent = None;
         let fed = feed.and_then(|fed| {
             if behind < options.catch_up_alone_behind {
                 return Some(fed.steps);
@@ -694,7 +678,6 @@ impl Source {
                 behind,
                 "audit timeline catches up alone; the read model does not wait for it"
             );
-            lent = Some(fed.lent);
             None
         });
         let store = shared.store.clone();
@@ -706,7 +689,6 @@ impl Source {
                     recorded,
                     handback.clone(),
                     options.describe_when_read,
-                    lent.map(|lent| (lent, shared.lent.clone())),
                 ),
                 taking: Vec::new().into_iter(),
             },
@@ -741,7 +723,6 @@ impl Source {
                 self.last,
                 self.handback.clone(),
                 self.stubs,
-                None,
             ),
             taking: Vec::new().into_iter(),
         }
@@ -840,15 +821,12 @@ type Next = Result<EventEnvelope, signpost_eventlog::LogError>;
 /// and returns its steps: rows for positions past `rows_after`, for as long as the log
 /// and the receiver last. With a `handback` (the projection has a feed; with the room
 /// of the channel to offer), the fold offers the events back to the feed whenever it
-/// has reached the log's head, and ends once the feed has taken them. `lent`: the
-/// events the read model's task lends it from position 1 as it catches up at start,
-/// folded as they come; the fold reads the log itself past the last one.
+/// has reached the log's head, and ends once the feed has taken them.
 fn own_fold(
     store: Arc<dyn EventStore>,
     rows_after: u64,
     handback: Option<(Handback, usize)>,
     stubs: bool,
-    lent: Option<(mpsc::Receiver<Lent>, Arc<std::sync::atomic::AtomicU64>)>,
 ) -> mpsc::Receiver<OwnStep> {
     let (sender, receiver) = mpsc::channel(OWN_FOLD_QUEUE);
     let runtime = tokio::runtime::Handle::current();
@@ -857,7 +835,7 @@ fn own_fold(
         .spawn(move || {
             // One future for the whole fold, driven by this thread: the fold's work runs
             // between its awaits, and it parks only when it waits.
-            runtime.block_on(fold_alone(store, rows_after, handback, stubs, lent, sender));
+            runtime.block_on(fold_alone(store, rows_after, handback, stubs, sender));
         });
     if let Err(error) = spawned {
         let (failed, receiver) = mpsc::channel(1);
@@ -878,58 +856,22 @@ async fn fold_alone(
     rows_after: u64,
     mut handback: Option<(Handback, usize)>,
     stubs: bool,
-    lent: Option<(mpsc::Receiver<Lent>, Arc<std::sync::atomic::AtomicU64>)>,
     sender: mpsc::Sender<OwnStep>,
 ) {
-    let mut fold = OwnFold::new(stubs);
-    let mut last = 0;
-    // Steps not handed to the tail yet: handed over when there are enough, or before the
-    // fold waits for anything.
-    let mut batch = Vec::with_capacity(OWN_FOLD_BATCH);
-    if let Some((mut lent, counted)) = lent {
-        // The events the read model's task decoded and applied, lent as it catches up:
-        // the fold keeps pace with it without reading the log a second time. The lending
-        // ends at the read model's head, or where the fold fell behind.
-        loop {
-            let events = tokio::select! {
-                events = lent.recv() => events,
-                () = sender.closed() => return,
-            };
-            let Some(events) = events else { break };
-            counted.fetch_add(events.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            for (envelope, event) in events {
-                if envelope.position != last + 1 {
-                    let reason = format!(
-                        "lent event at position {} after position {last}",
-                        envelope.position
-                    );
-                    if hand(&sender, &mut batch).await {
-                        let _ = sender.send(OwnStep::Failed(reason)).await;
-                    }
-                    return;
-                }
-                last = envelope.position;
-                let rows = fold.apply(&envelope, &event, last > rows_after);
-                batch.push(Step::new(&envelope, rows));
-                if batch.len() >= OWN_FOLD_BATCH && !hand(&sender, &mut batch).await {
-                    return;
-                }
-            }
-        }
-        if !hand(&sender, &mut batch).await {
-            return;
-        }
-    }
     if let Some((handback, _)) = &handback {
-        // A fold catching up alone at start reads the log itself only once the read
-        // model has caught up (and the server serves), so the two do not share the
-        // cores before that.
+        // A fold catching up alone at start leaves the cores to the read model until it
+        // has caught up (and the server serves).
         tokio::select! {
             () = handback.model_caught_up() => {}
             () = sender.closed() => return,
         }
     }
-    let mut events = store.subscribe(last + 1);
+    let mut fold = OwnFold::new(stubs);
+    let mut events = store.subscribe(1);
+    let mut last = 0;
+    // Steps not handed to the tail yet: handed over when there are enough, or before the
+    // fold waits for anything.
+    let mut batch = Vec::with_capacity(OWN_FOLD_BATCH);
     // Once the feed has taken the events back: its first position and steps. The fold
     // goes on up to the event before it (an event read while the offer stood is the one
     // after the offer, so at most that).

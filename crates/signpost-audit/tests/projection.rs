@@ -1983,10 +1983,7 @@ async fn play_on(
         let event = signpost_domain::decode_event(&envelope.payload).unwrap();
         feed.before(envelope, &event, model);
         model.apply(envelope, &event);
-        let wait = feed.after(envelope, &event, model);
-        // As the read model's task does: the event goes to the follower once shown.
-        feed.applied(envelope.clone(), event);
-        if let Some(wait) = wait {
+        if let Some(wait) = feed.after(envelope, &event, model) {
             waited.push(envelope.position);
             wait.await;
         }
@@ -2167,10 +2164,6 @@ async fn a_start_far_behind_catches_up_alone_and_hands_the_events_back_to_the_fe
     assert_eq!(waited, Vec::<u64>::new(), "the model never waited");
     assert!(format!("{feed:?}").contains("attached: false"), "{feed:?}");
     reach(&audit, story.head).await;
-    // The fold took every event of the catch-up from the read model, which lent them
-    // as it applied them, and read none from the log.
-    assert_eq!(audit.stats().lent, story.head);
-    assert!(format!("{feed:?}").contains("lending: false"), "{feed:?}");
 
     // At the head of a quiet log, the fold hands the events back at once (and its read
     // model goes): the model has seen no later event, so it takes the feed up at the
@@ -2260,73 +2253,6 @@ async fn a_write_made_while_a_commit_is_half_taken_holds_whole_commits_only() {
     let rebuilt = projection(&store, rebuilt_dir.path()).await;
     rebuilt.wait_for(last).await.unwrap();
     assert_eq!(entries, organization_entries(&rebuilt, "org-split").await);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lent_batches_fold_to_the_rows_of_the_log_read_in_order() {
-    // The story's streams cross the boundary between two lent batches (256 events):
-    // every row, and every organization's entries, as a projection reading the log.
-    let store = Arc::new(MemoryEventStore::new());
-    for token in 0..240 {
-        append(&store, system(), vec![revoke(&format!("token-{token}"))]).await;
-    }
-    let story = story(&store).await;
-    assert!(story.head > 256 + 10, "{}", story.head);
-    let mut options = small_batches();
-    options.catch_up_alone_behind = 1;
-    let dir = tempfile::tempdir().unwrap();
-    let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
-        .await
-        .unwrap();
-    let envelopes = store.read_range(1, 10_000).await.unwrap();
-    play_read_model(&mut feed, &envelopes).await;
-    reach(&audit, story.head).await;
-    assert_eq!(audit.stats().lent, story.head);
-
-    let rebuilt_dir = tempfile::tempdir().unwrap();
-    let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    rebuilt.wait_for(story.head).await.unwrap();
-    for organization in [ORG_A, ORG_B] {
-        assert_eq!(
-            organization_entries(&audit, organization).await,
-            organization_entries(&rebuilt, organization).await,
-        );
-    }
-    assert_eq!(audit.dump().await.unwrap(), rebuilt.dump().await.unwrap());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_fold_lent_part_of_the_catch_up_reads_the_rest_of_the_log_itself() {
-    // A catch-up alone longer than a lent batch (256 events). The read model's task,
-    // played by hand, applies only the first 300 events and stops (its feed is dropped,
-    // as when the task ends): the fold has the first batch lent, and reads every event
-    // after it from the log itself, once the model's task is gone.
-    let store = Arc::new(MemoryEventStore::new());
-    story(&store).await;
-    let mut head = 0;
-    for token in 0..300 {
-        head = append(&store, system(), vec![revoke(&format!("token-{token}"))]).await;
-    }
-    let mut options = small_batches();
-    options.batch_events = 64;
-    options.catch_up_alone_behind = 1;
-    let dir = tempfile::tempdir().unwrap();
-    let (audit, mut feed) = AuditProjection::start_fed(store.clone(), dir.path(), options)
-        .await
-        .unwrap();
-    assert!(!audit.stats().fed, "catches up alone");
-    let envelopes = store.read_range(1, 300).await.unwrap();
-    play_read_model(&mut feed, &envelopes).await;
-    drop(feed);
-    reach(&audit, head).await;
-    assert_eq!(audit.stats().lent, 256, "{:?}", audit.stats());
-    assert!(!audit.stats().fed, "nobody to hand the events back to");
-
-    let rebuilt_dir = tempfile::tempdir().unwrap();
-    let rebuilt = projection(&store, rebuilt_dir.path()).await;
-    rebuilt.wait_for(head).await.unwrap();
-    assert_eq!(rebuilt.stats().lent, 0, "a projection without a feed");
-    assert_eq!(audit.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 }
 
 /// One writer's commits: an organization created, a domain claimed, a token revoked.

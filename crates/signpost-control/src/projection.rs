@@ -48,13 +48,6 @@ pub trait Follower: Send + 'static {
         event: &Event,
         model: &ReadModel,
     ) -> Option<FollowerWait>;
-
-    /// The event just shown to [`Follower::after`], decoded once, handed over by value
-    /// (with no lock held) instead of being dropped: a follower may keep it, e.g. to
-    /// pass it to a fold of its own on another thread. By default it is dropped.
-    fn applied(&mut self, envelope: EventEnvelope, event: Event) {
-        let _ = (envelope, event);
-    }
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -141,16 +134,11 @@ impl Projection {
                             routing.apply(&envelope, &*model);
                         }
                     }
-                    let position = envelope.position;
                     let wait = follower.as_mut().and_then(|follower| {
-                        let wait = {
-                            let model = model.read().expect("read model lock");
-                            follower.after(&envelope, &event, &model)
-                        };
-                        follower.applied(envelope, event);
-                        wait
+                        let model = model.read().expect("read model lock");
+                        follower.after(&envelope, &event, &model)
                     });
-                    Ok((position, wait))
+                    Ok((envelope.position, wait))
                 });
                 let outcome = match outcome {
                     Ok((position, Some(wait))) => {

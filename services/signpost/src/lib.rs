@@ -130,12 +130,10 @@ impl Server {
             // its database recorded, the audit timeline's entries (described from the read
             // model around each event). A catch-up of the audit timeline shorter than
             // `catch_up_alone_behind` events rides on the read model's, which keeps the
-            // audit task's pace. A longer one (a rebuild) does not make the read model
-            // wait for the audit's rows: the audit task folds the events with a read
-            // model of its own, on a thread of its own, taking them from the read model's
-            // task as it applies them (read and decoded once), and hands the events back
-            // to the read model's task once it has reached the head, dropping that model
-            // (bench/FINDINGS.md, rounds 12 and 20).
+            // audit task's pace. A longer one (a rebuild) does not hold the server back:
+            // the audit task folds the log with a read model of its own while the
+            // server serves, and hands the events back to the read model's task once it
+            // has reached the head, dropping that model (bench/FINDINGS.md, round 12).
             let (audit, audit_feed) = AuditProjection::start_fed(
                 store.clone(),
                 &config.data_dir.join("audit"),

@@ -15,7 +15,9 @@
 //!
 //! [`rebuild`] times a first start alone: the suite runs it on the same events written in
 //! lifecycle order (`populate --lifecycle`), where every group assignment is made to an
-//! active connection and so changes a route, as in a real log.
+//! active connection and so changes a route, as in a real log; and, with
+//! [`ONE_FOLD`], on the first log again (its audit database deleted), where the server
+//! builds every projection in one fold of the log and serves only once all are built.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,13 +29,19 @@ use crate::populate::domain_of;
 use crate::server::ControlPlaneProcess;
 use crate::{cpu, grpc};
 
+/// Server flags that make a first start build every projection, the audit timeline
+/// included, in the read model's one fold of the log (instead of serving first and
+/// letting the timeline catch up behind it).
+pub const ONE_FOLD: &[&str] = &["--audit-serve-first-behind", "18446744073709551615"];
+
 /// One start: (process, spawn → listening, spawn → first Resolve with a route).
 pub async fn start_and_resolve(
     binary: &Path,
     data_dir: &Path,
     token: &str,
+    extra: &[&str],
 ) -> anyhow::Result<(ControlPlaneProcess, Duration, Duration)> {
-    let server = ControlPlaneProcess::start(binary, data_dir, &[]).await?;
+    let server = ControlPlaneProcess::start(binary, data_dir, extra).await?;
     let listening = server.startup;
     let url = server.url();
     let deadline = Instant::now() + Duration::from_secs(600);
@@ -93,14 +101,16 @@ pub async fn audit_caught_up(
     }
 }
 
-/// A first start alone (every projection built from the log), stopped once caught up.
+/// A first start alone (every projection built from the log; `extra`: server flags),
+/// stopped once caught up.
 pub async fn rebuild(
     binary: &Path,
     data_dir: &Path,
     token: &str,
     events: u64,
+    extra: &[&str],
 ) -> anyhow::Result<serde_json::Value> {
-    let (first, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
+    let (first, listening, serving) = start_and_resolve(binary, data_dir, token, extra).await?;
     let audit = audit_caught_up(&first, token).await?;
     let cpu_seconds = first.pid().and_then(cpu::process_seconds);
     let rebuilt = audit.unwrap_or_default().max(serving);
@@ -126,8 +136,8 @@ pub async fn run(
     token: &str,
     events: u64,
 ) -> anyhow::Result<(ControlPlaneProcess, serde_json::Value)> {
-    let mut json = rebuild(binary, data_dir, token, events).await?;
-    let (second, listening, serving) = start_and_resolve(binary, data_dir, token).await?;
+    let mut json = rebuild(binary, data_dir, token, events, &[]).await?;
+    let (second, listening, serving) = start_and_resolve(binary, data_dir, token, &[]).await?;
     let restart_cpu_seconds = second.pid().and_then(cpu::process_seconds);
     let audit_second = audit_caught_up(&second, token).await?;
     let restart = serde_json::json!({

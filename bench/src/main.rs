@@ -570,6 +570,20 @@ async fn history_run(
     emit("audit", result);
     server.stop().await;
 
+    // Scenario 5 once more on the same log, its audit database deleted: every projection
+    // built in one fold, the server serving once all are.
+    std::fs::remove_dir_all(dir.join("audit"))?;
+    status("scenario 5: first start in one fold (--audit-serve-first-behind above the log)");
+    let result = cold_start::rebuild(
+        &common.signpost(),
+        &dir,
+        &populated.token,
+        populated.events,
+        cold_start::ONE_FOLD,
+    )
+    .await?;
+    emit("cold_start_one_fold", result);
+
     // Scenario 5 again, on the same events in lifecycle order.
     let dir = common.fresh("history-lifecycle")?;
     let lifecycle = populate_shaped(
@@ -586,8 +600,14 @@ async fn history_run(
         "scenario 5: first start with {} events in lifecycle order",
         lifecycle.events
     ));
-    let result =
-        cold_start::rebuild(&common.signpost(), &dir, &lifecycle.token, lifecycle.events).await?;
+    let result = cold_start::rebuild(
+        &common.signpost(),
+        &dir,
+        &lifecycle.token,
+        lifecycle.events,
+        &[],
+    )
+    .await?;
     emit("cold_start_lifecycle", result);
     Ok(())
 }

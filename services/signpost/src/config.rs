@@ -22,6 +22,9 @@ pub const DEFAULT_AUDIT_CACHE_MIB: u64 = 8;
 /// The largest audit cache accepted (64 GiB), so that the size in bytes cannot overflow.
 const MAX_AUDIT_CACHE_MIB: u64 = 64 * 1024;
 const MIB: u64 = 1024 * 1024;
+/// Default of `--audit-serve-first-behind`: the audit timeline's catch-up at start from
+/// which the server serves first and lets the timeline catch up behind it.
+pub const DEFAULT_AUDIT_SERVE_FIRST_BEHIND: u64 = 65_536;
 
 /// `signpost serve` flags; each can also come from the environment or the file.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -49,6 +52,13 @@ pub struct ServeArgs {
     /// query loads, and costs resident memory.
     #[arg(long, env = "SIGNPOST_AUDIT_CACHE_MIB")]
     pub audit_cache_mib: Option<u64>,
+    /// When the audit timeline starts at least this many events behind the log (a
+    /// rebuild, a database restored from an old copy), the server serves first and the
+    /// timeline catches up behind it; below it, one fold of the log builds every
+    /// projection, the timeline included, and the server serves once all have caught up.
+    /// A larger value rebuilds everything sooner but serves later [default: 65536].
+    #[arg(long, env = "SIGNPOST_AUDIT_SERVE_FIRST_BEHIND")]
+    pub audit_serve_first_behind: Option<u64>,
     /// Seconds between progress messages on idle routing streams [default: 5].
     #[arg(long, env = "SIGNPOST_ROUTING_PROGRESS_SECONDS")]
     pub routing_progress_seconds: Option<u64>,
@@ -82,6 +92,7 @@ struct FileConfig {
     secret_key_file: Option<PathBuf>,
     routing_history: Option<usize>,
     audit_cache_mib: Option<u64>,
+    audit_serve_first_behind: Option<u64>,
     routing_progress_seconds: Option<u64>,
     checkpoint_interval_seconds: Option<u64>,
     checkpoint_key_file: Option<PathBuf>,
@@ -106,6 +117,9 @@ pub struct ServerConfig {
     pub routing_history: usize,
     /// The audit database's page cache, in bytes.
     pub audit_cache_bytes: u64,
+    /// How far behind the log the audit timeline must start for the server to serve
+    /// before it has caught up.
+    pub audit_serve_first_behind: u64,
     /// Interval of progress messages on idle routing streams.
     pub routing_progress_interval: std::time::Duration,
     /// Interval between signed log checkpoints.
@@ -129,6 +143,7 @@ impl ServerConfig {
             allow_loopback_http_idp_for_tests: false,
             routing_history: 4096,
             audit_cache_bytes: DEFAULT_AUDIT_CACHE_MIB * MIB,
+            audit_serve_first_behind: DEFAULT_AUDIT_SERVE_FIRST_BEHIND,
             routing_progress_interval: std::time::Duration::from_secs(5),
             checkpoint_interval: std::time::Duration::from_secs(3600),
             checkpoint_key_file: None,
@@ -175,6 +190,12 @@ impl ServerConfig {
         }
         if let Some(mib) = args.audit_cache_mib.or(file.audit_cache_mib) {
             config.audit_cache_bytes = mib.clamp(1, MAX_AUDIT_CACHE_MIB) * MIB;
+        }
+        if let Some(events) = args
+            .audit_serve_first_behind
+            .or(file.audit_serve_first_behind)
+        {
+            config.audit_serve_first_behind = events;
         }
         if let Some(seconds) = args
             .routing_progress_seconds
@@ -233,6 +254,31 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         assert!(!config.allow_loopback_http_idp_for_tests);
         assert_eq!(config.audit_cache_bytes, 8 * 1024 * 1024);
+        assert_eq!(
+            config.audit_serve_first_behind,
+            DEFAULT_AUDIT_SERVE_FIRST_BEHIND
+        );
+    }
+
+    #[test]
+    fn the_audit_serve_first_threshold_comes_from_the_flag_or_the_file() {
+        let dir = std::env::temp_dir().join(format!("signpost-serve-first-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("signpost.toml");
+        std::fs::write(&file, "audit_serve_first_behind = 2000000\n").unwrap();
+        let from_file = ServerConfig::resolve(&ServeArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_file.audit_serve_first_behind, 2_000_000);
+        let from_flag = ServerConfig::resolve(&ServeArgs {
+            config: Some(file),
+            audit_serve_first_behind: Some(u64::MAX),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(from_flag.audit_serve_first_behind, u64::MAX);
     }
 
     #[test]
@@ -256,6 +302,10 @@ mod tests {
         let parsed: FileConfig = toml::from_str(example).unwrap();
         assert_eq!(parsed.routing_history, Some(4096));
         assert_eq!(parsed.audit_cache_mib, Some(8));
+        assert_eq!(
+            parsed.audit_serve_first_behind,
+            Some(DEFAULT_AUDIT_SERVE_FIRST_BEHIND)
+        );
         assert!(parsed.public_base_url.is_some());
     }
 

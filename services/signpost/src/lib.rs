@@ -123,14 +123,15 @@ impl Server {
         // The audit timeline's catch-up is the read model's (below): nothing to wait for
         // before that starts.
         audit_options.wait_at_start = false;
+        audit_options.catch_up_alone_behind = config.audit_serve_first_behind;
         let started = std::time::Instant::now();
         let projections = async {
             // One read of the log builds the control plane's read model, the routing
             // table (computed from the read model's aggregates) and, past the position
             // its database recorded, the audit timeline's entries (described from the read
             // model around each event). A catch-up of the audit timeline shorter than
-            // `catch_up_alone_behind` events rides on the read model's, which keeps the
-            // audit task's pace. A longer one (a rebuild) does not hold the server back:
+            // `--audit-serve-first-behind` events rides on the read model's, which keeps
+            // the audit task's pace. A longer one (a rebuild) does not hold the server back:
             // the audit task folds the log with a read model of its own while the
             // server serves, and hands the events back to the read model's task once it
             // has reached the head, dropping that model (bench/FINDINGS.md, round 12).

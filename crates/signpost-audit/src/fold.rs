@@ -157,7 +157,7 @@ fn opens_named_stream(envelope: &EventEnvelope) -> bool {
 /// (`describe::organization_local`).
 #[derive(Debug, Default)]
 pub(crate) struct FirstNamed {
-    streams: HashMap<Box<str>, Box<str>>,
+    streams: HashMap<Box<str>, Box<str>, foldhash::fast::RandomState>,
 }
 
 impl FirstNamed {

@@ -12,6 +12,10 @@ use crate::error::LogError;
 use crate::store::EventStore;
 use crate::types::{Head, Position};
 
+/// Each stream's last version seen by the verifier (a seeded foldhash: one lookup an
+/// event, on a start's path).
+type StreamVersions = HashMap<String, u64, foldhash::fast::RandomState>;
+
 /// How many events the verifier reads at a time.
 const VERIFY_PAGE: usize = 1024;
 
@@ -159,7 +163,7 @@ where
         }
     }
 
-    let mut stream_versions: HashMap<String, u64> = HashMap::new();
+    let mut stream_versions = StreamVersions::default();
     let mut checked = 0u64;
     while previous.position < to {
         let expected = previous.position + 1;
@@ -258,7 +262,7 @@ fn with_stored<R>(bytes: &[u8], f: impl FnOnce(&Stored<'_>) -> R) -> Result<R, S
 fn check(
     bytes: &[u8],
     previous: &mut Head,
-    stream_versions: &mut HashMap<String, u64>,
+    stream_versions: &mut StreamVersions,
     from: Position,
 ) -> Result<(), ChainVerdict> {
     let expected = previous.position + 1;
@@ -275,7 +279,7 @@ fn check(
 fn check_fields(
     envelope: &Stored<'_>,
     previous: &mut Head,
-    stream_versions: &mut HashMap<String, u64>,
+    stream_versions: &mut StreamVersions,
     from: Position,
 ) -> Result<(), (Position, ChainProblem)> {
     let expected = previous.position + 1;

@@ -570,19 +570,19 @@ async fn history_run(
     emit("audit", result);
     server.stop().await;
 
-    // Scenario 5 once more on the same log, its audit database deleted: every projection
-    // built in one fold, the server serving once all are.
+    // Scenario 5 once more on the same log, its audit database deleted: the server
+    // serving first, the audit index rebuilt behind it.
     std::fs::remove_dir_all(dir.join("audit"))?;
-    status("scenario 5: first start in one fold (--audit-serve-first-behind above the log)");
+    status("scenario 5: first start serving first (--audit-serve-first-behind 1)");
     let result = cold_start::rebuild(
         &common.signpost(),
         &dir,
         &populated.token,
         populated.events,
-        cold_start::ONE_FOLD,
+        cold_start::SERVE_FIRST,
     )
     .await?;
-    emit("cold_start_one_fold", result);
+    emit("cold_start_serve_first", result);
 
     // Scenario 5 again, on the same events in lifecycle order.
     let dir = common.fresh("history-lifecycle")?;

@@ -18,11 +18,16 @@
 //! at start are written as stubs where their organization's streams alone describe them
 //! (`lazy.rs`); events past it are described at once.
 //!
-//! A longer catch-up (a rebuild of the timeline, a start far behind) does not hold the
-//! server back: the feed starts let go, the read model catches up alone, and the audit
-//! task folds the log itself once the read model has caught up (so the two do not share
-//! the cores until the server serves: on 1,000,000 events, serving after 2.0 s instead of
-//! 5.0, the timeline caught up after 7.2 s instead of 5.2; bench/FINDINGS.md, round 12).
+//! A rebuild of a million events rides too (the default threshold is 2^20 events): one
+//! fold builds every projection, in 1.9 s on the reference machine against 2.9 s
+//! catching up alone, for about a third less CPU (bench/FINDINGS.md, round 20).
+//!
+//! A longer catch-up (a rebuild of a longer history, a start far behind) does not hold
+//! the server back: the feed starts let go, the read model catches up alone, and the
+//! audit task folds the log itself once the read model has caught up (so the two do not
+//! share the cores until the server serves: on 1,000,000 events, serving after 2.0 s
+//! instead of 5.0, the timeline caught up after 7.2 s instead of 5.2; bench/FINDINGS.md,
+//! round 12).
 //!
 //! A fold of its own is the audit task's only while it is behind: once it has reached
 //! the log's head it offers the events back ([`Handback`]), and the read model's task,
@@ -275,6 +280,9 @@ impl Follower for AuditFeed {
     ) -> Option<FollowerWait> {
         if envelope.position == self.catch_up_to {
             self.handback.raise(&self.handback.model_caught_up);
+            // Live events are described at once: what writing stubs needed (an entry per
+            // connection and setup-link stream) goes now, not at the first live event.
+            self.stubs = None;
         }
         let before = self.before.take()?;
         let sender = self.sender.as_ref()?;

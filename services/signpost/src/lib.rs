@@ -130,8 +130,10 @@ impl Server {
             // table (computed from the read model's aggregates) and, past the position
             // its database recorded, the audit timeline's entries (described from the read
             // model around each event). A catch-up of the audit timeline shorter than
-            // `--audit-serve-first-behind` events rides on the read model's, which keeps
-            // the audit task's pace. A longer one (a rebuild) does not hold the server back:
+            // `--audit-serve-first-behind` events (2^20 by default: a rebuild of a million
+            // events included) rides on the read model's, which keeps the audit task's
+            // pace, and the server serves once every projection has caught up. A longer
+            // one does not hold the server back:
             // the audit task folds the log with a read model of its own while the
             // server serves, and hands the events back to the read model's task once it
             // has reached the head, dropping that model (bench/FINDINGS.md, round 12).

@@ -55,7 +55,9 @@ use prost::Message;
 
 /// The on-disk format of the audit database. Any other value (or a database of the
 /// nine-tree format 1, detected by its trees) is cleared and rebuilt from the log.
-pub(crate) const FORMAT: u32 = 5;
+/// 6: format 5's layout, written without the half-commit writes that could lose
+/// postings (`lib.rs`).
+pub(crate) const FORMAT: u32 = 6;
 
 /// The tree rebuilt from the log.
 pub(crate) const TIMELINE: &str = "timeline";

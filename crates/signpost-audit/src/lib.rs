@@ -53,7 +53,11 @@
 //! a point in time is folded when asked. Format 5 indexes each organization's streams
 //! (the first event of each connection and setup-link stream, under the organization it
 //! named) and stores a catch-up's organization-local entries as stubs: describing every
-//! entry was most of the rest of a rebuild.
+//! entry was most of the rest of a rebuild. Format 6 has format 5's layout: it is a new
+//! number because format 5's writes could lose postings (a write taken while a commit was
+//! half gathered put the postings of its first events past the end of the run it
+//! recorded, out of every query's reach; bench/FINDINGS.md, round 20), so a database
+//! they wrote is rebuilt rather than trusted.
 //!
 //! - [`AuditProjection`] (`projection.rs`): start / catch up / rebuild, position, stop;
 //!   [`AuditFeed`] (`feed.rs`): the read model task's side of a fed projection.

@@ -137,6 +137,19 @@ fn cpu_budget_row(measure: &str, load: &Value, floor: &Value, goal: Option<f64>)
 /// The row that says what the rebuild goal leaves per event on this machine's cores, next
 /// to the CPU a first start spent per event until every projection was built, and a
 /// restart's (every projection but the audit index) until it served.
+/// A first start's timings from its `cold_start::rebuild` figures: "listening after …,
+/// first Resolve after …, every projection built after … (rate, CPU of CPU)".
+fn first_start_timings(r: &Value) -> String {
+    format!(
+        "listening after {:.2} s, first Resolve after {:.2} s, every projection built after {:.2} s ({}, {} of CPU)",
+        f(&r["rebuild_listening_seconds"]).unwrap_or(0.0),
+        f(&r["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
+        f(&r["rebuild_seconds"]).unwrap_or(0.0),
+        events_rate(f(&r["rebuild_events_per_second"])),
+        secs(f(&r["rebuild_cpu_seconds"])),
+    )
+}
+
 fn rebuild_cpu_row(cold_start: &Value, goal: f64) -> Row {
     let events = f(&cold_start["events"]).filter(|&e| e > 0.0);
     let per_event = |key: &str| {
@@ -873,23 +886,15 @@ pub fn render(
     if serve_first_rebuild.is_some() {
         writeln!(
             out,
-            "- The same log, its audit database deleted, first start serving first (`--audit-serve-first-behind 1`): listening after {:.2} s, first Resolve after {:.2} s, every projection built after {:.2} s ({}, {} of CPU).",
-            f(&serve_first["rebuild_listening_seconds"]).unwrap_or(0.0),
-            f(&serve_first["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
-            f(&serve_first["rebuild_seconds"]).unwrap_or(0.0),
-            events_rate(serve_first_rebuild),
-            secs(f(&serve_first["rebuild_cpu_seconds"])),
+            "- The same log, its audit database deleted, first start serving first (`--audit-serve-first-behind 1`): {}.",
+            first_start_timings(serve_first),
         )?;
     }
     if lifecycle_rebuild.is_some() {
         writeln!(
             out,
-            "- The same events in lifecycle order (`populate --lifecycle`: each organization created, its domain verified, its connection configured and activated, then the group assignments, each of which changes the route), first start: listening after {:.2} s, first Resolve after {:.2} s, every projection built after {:.2} s ({}, {} of CPU); RSS {} then.\n",
-            f(&lifecycle["rebuild_listening_seconds"]).unwrap_or(0.0),
-            f(&lifecycle["rebuild_first_resolve_seconds"]).unwrap_or(0.0),
-            f(&lifecycle["rebuild_seconds"]).unwrap_or(0.0),
-            events_rate(lifecycle_rebuild),
-            secs(f(&lifecycle["rebuild_cpu_seconds"])),
+            "- The same events in lifecycle order (`populate --lifecycle`: each organization created, its domain verified, its connection configured and activated, then the group assignments, each of which changes the route), first start: {}; RSS {} then.\n",
+            first_start_timings(lifecycle),
             mib(f(&lifecycle["rss_after_rebuild_bytes"])),
         )?;
     }

@@ -234,16 +234,21 @@ impl ServerConfig {
 mod tests {
     use super::*;
 
-    #[test]
-    fn flags_override_the_file_which_overrides_defaults() {
-        let dir = std::env::temp_dir().join(format!("signpost-config-{}", std::process::id()));
+    /// A config file holding `text`, in a directory of its own named after `name`.
+    fn config_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("signpost.toml");
-        std::fs::write(
-            &file,
+        std::fs::write(&file, text).unwrap();
+        file
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = config_file(
+            "signpost-config",
             "listen = \"127.0.0.1:6000\"\npublic_base_url = \"https://sso.example.com/base\"\n",
-        )
-        .unwrap();
+        );
         let args = ServeArgs {
             config: Some(file),
             listen: Some("127.0.0.1:7000".parse().unwrap()),
@@ -266,10 +271,10 @@ mod tests {
 
     #[test]
     fn the_audit_serve_first_threshold_comes_from_the_flag_or_the_file() {
-        let dir = std::env::temp_dir().join(format!("signpost-serve-first-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("signpost.toml");
-        std::fs::write(&file, "audit_serve_first_behind = 2000000\n").unwrap();
+        let file = config_file(
+            "signpost-serve-first",
+            "audit_serve_first_behind = 2000000\n",
+        );
         let from_file = ServerConfig::resolve(&ServeArgs {
             config: Some(file.clone()),
             ..Default::default()
@@ -315,10 +320,7 @@ mod tests {
 
     #[test]
     fn unknown_keys_in_the_file_are_refused() {
-        let dir = std::env::temp_dir().join(format!("signpost-config-bad-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let file = dir.join("signpost.toml");
-        std::fs::write(&file, "listne = \"127.0.0.1:6000\"\n").unwrap();
+        let file = config_file("signpost-config-bad", "listne = \"127.0.0.1:6000\"\n");
         let args = ServeArgs {
             config: Some(file),
             ..Default::default()

@@ -88,8 +88,9 @@ pub struct AuditOptions {
     /// database and opening it again (what sled held for the catch-up's writes is let
     /// go). `u64::MAX`: never.
     pub reopen_after_catch_up: u64,
-    /// Events the [`AuditFeed`] may hand over before the audit task takes them. When
-    /// they fill up while the read model catches up at start, the read model waits;
+    /// Events the [`AuditFeed`] may hand over before the audit task takes them (while
+    /// the read model catches up at start they go in batches, and about as many steps
+    /// wait at most). When they fill up while the read model catches up, it waits;
     /// after that, the feed lets go and the task reads the log itself until it has
     /// caught up again.
     pub feed_capacity: usize,
@@ -629,7 +630,7 @@ fn open_database(
 /// The projection's side of a feed: the steps it describes, and where the own fold
 /// offers the events back to it.
 struct FedSide {
-    steps: mpsc::Receiver<Step>,
+    steps: mpsc::Receiver<Vec<Step>>,
     handback: Handback,
 }
 
@@ -655,8 +656,12 @@ enum Mode {
         steps: mpsc::Receiver<OwnStep>,
         taking: std::vec::IntoIter<Step>,
     },
-    /// Taking the steps the read model's task describes.
-    Fed { steps: mpsc::Receiver<Step> },
+    /// Taking the steps the read model's task describes, which come in batches while
+    /// it catches up at start (`taking`: the rest of the last one) and one by one after.
+    Fed {
+        steps: mpsc::Receiver<Vec<Step>>,
+        taking: std::vec::IntoIter<Step>,
+    },
 }
 
 impl Source {
@@ -685,7 +690,10 @@ impl Source {
         });
         let store = shared.store.clone();
         let mode = match fed {
-            Some(steps) => Mode::Fed { steps },
+            Some(steps) => Mode::Fed {
+                steps,
+                taking: Vec::new().into_iter(),
+            },
             None => Mode::Own {
                 steps: own_fold(
                     store.clone(),
@@ -736,12 +744,14 @@ impl Source {
     async fn next(&mut self) -> Option<Result<Step, String>> {
         loop {
             match &mut self.mode {
-                Mode::Fed { steps } => match steps.recv().await {
-                    Some(step) => {
+                Mode::Fed { steps, taking } => {
+                    if let Some(step) = taking.next() {
                         self.last = step.position;
                         return Some(Ok(step));
                     }
-                    None => {
+                    if let Some(batch) = steps.recv().await {
+                        *taking = batch.into_iter();
+                    } else {
                         // The feed let go (or the read model's task stopped): read the
                         // log again, with rows from the first step not handed over.
                         tracing::warn!(
@@ -751,7 +761,7 @@ impl Source {
                         self.mode = self.own();
                         self.show_fed();
                     }
-                },
+                }
                 Mode::Own { steps, taking } => {
                     if let Some(step) = taking.next() {
                         self.last = step.position;
@@ -765,7 +775,10 @@ impl Source {
                                 position = self.last,
                                 "audit timeline caught up; its own read model is dropped"
                             );
-                            self.mode = Mode::Fed { steps };
+                            self.mode = Mode::Fed {
+                                steps,
+                                taking: Vec::new().into_iter(),
+                            };
                             self.show_fed();
                             self.shared
                                 .handbacks
@@ -795,7 +808,7 @@ enum OwnStep {
     Failed(String),
     /// The fold reached the log's head and the feed took the events back: every step
     /// after the last one comes described from the read model's task, into this channel.
-    HandedBack(mpsc::Receiver<Step>),
+    HandedBack(mpsc::Receiver<Vec<Step>>),
 }
 
 /// What came of an offer to give the events back to the feed.
@@ -804,7 +817,7 @@ enum Offered {
     /// `held`: an event the fold read meanwhile.
     Taken {
         first: u64,
-        steps: mpsc::Receiver<Step>,
+        steps: mpsc::Receiver<Vec<Step>>,
         held: Option<Next>,
     },
     /// The fold keeps folding, from the event it read meanwhile (`None`: the log
@@ -878,7 +891,7 @@ async fn fold_alone(
     // Once the feed has taken the events back: its first position and steps. The fold
     // goes on up to the event before it (an event read while the offer stood is the one
     // after the offer, so at most that).
-    let mut taken: Option<(u64, mpsc::Receiver<Step>)> = None;
+    let mut taken: Option<(u64, mpsc::Receiver<Vec<Step>>)> = None;
     let mut held: Option<Next> = None;
     loop {
         if let Some((first, steps)) = taken.take() {

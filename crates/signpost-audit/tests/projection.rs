@@ -1898,6 +1898,44 @@ async fn a_fed_catch_up_with_a_routing_table_writes_the_rows_of_its_own_fold() {
     assert_eq!(resumed.dump().await.unwrap(), rebuilt.dump().await.unwrap());
 }
 
+/// While the read model catches up at start, the feed hands its steps over in batches (as
+/// many as the channel holds, up to a limit): batches that end inside a commit, a last
+/// batch cut short at the head, and batches of one, all write the rows of the audit's own
+/// fold, without the feed letting go; the live events after them too.
+#[tokio::test]
+async fn a_catch_up_handed_over_in_batches_writes_the_rows_of_its_own_fold() {
+    let store = Arc::new(MemoryEventStore::new());
+    let story = story(&store).await;
+    assert!(story.head > 20, "several batches of up to 7 steps");
+    let rebuilt_dir = tempfile::tempdir().unwrap();
+    let rebuilt = projection(&store, rebuilt_dir.path()).await;
+    let mut fed = Vec::new();
+    for capacity in [1, 2, 5, 7, 32_768] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut options = small_batches();
+        options.feed_capacity = capacity;
+        let (audit, model) = fed_projection(&store, dir.path(), options).await;
+        audit.wait_for(story.head).await.unwrap();
+        assert!(audit.stats().fed, "capacity {capacity}: the feed let go");
+        assert_eq!(
+            audit.dump().await.unwrap(),
+            rebuilt.dump().await.unwrap(),
+            "capacity {capacity}"
+        );
+        fed.push((capacity, audit, model, dir));
+    }
+    let head = epilogue(&store).await;
+    rebuilt.wait_for(head).await.unwrap();
+    for (capacity, audit, _, _) in &fed {
+        audit.wait_for(head).await.unwrap();
+        assert_eq!(
+            audit.dump().await.unwrap(),
+            rebuilt.dump().await.unwrap(),
+            "capacity {capacity}, live events"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_fed_projection_writes_the_rows_of_its_own_fold_and_keeps_no_read_model() {
     let store = Arc::new(MemoryEventStore::new());

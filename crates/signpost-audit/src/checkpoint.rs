@@ -271,7 +271,7 @@ pub fn verify_checkpoint_offline(
                 if from_genesis {
                     GENESIS_HASH.to_vec()
                 } else {
-                    envelope.previous_hash.clone()
+                    envelope.previous_hash.to_vec()
                 }
             }
             Some(head) => {
@@ -293,7 +293,7 @@ pub fn verify_checkpoint_offline(
             ));
         }
         let computed = envelope_hash(&envelope);
-        if envelope.hash != computed {
+        if *envelope.hash != computed {
             return Err(broken("hash does not match content".into()));
         }
         let known = versions.get(&envelope.stream_id).copied();
@@ -739,7 +739,7 @@ impl Checkpointer {
         }
         if checkpoint.position > 0 {
             let at = self.store.read_range(checkpoint.position, 1).await?;
-            if at.first().map(|e| e.hash.as_slice()) != Some(checkpoint.head_hash.as_slice()) {
+            if at.first().map(|e| &e.hash[..]) != Some(checkpoint.head_hash.as_slice()) {
                 outcome.problem = Some(CheckpointProblem::HeadHashMismatch {
                     position: checkpoint.position,
                 });

@@ -65,7 +65,7 @@ impl Step {
         Self {
             position: envelope.position,
             commit_last_position: envelope.commit_last_position,
-            hash: envelope.hash.clone(),
+            hash: envelope.hash.to_vec(),
             rows,
         }
     }

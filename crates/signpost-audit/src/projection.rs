@@ -363,7 +363,7 @@ impl AuditProjection {
                     position if position > head => false,
                     position => {
                         let at = store.read_range(position, 1).await?;
-                        at.first().map(|e| e.hash.as_slice()) == Some(meta.hash.as_slice())
+                        at.first().map(|e| &e.hash[..]) == Some(meta.hash.as_slice())
                     }
                 };
                 if !same_history {

@@ -6,6 +6,7 @@
 //! wrote; a rejected commit leaves the plan untouched, so it never affects the others. The store
 //! then persists the plan's envelopes, stream versions and idempotency records atomically.
 
+use bytes::Bytes;
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
@@ -126,9 +127,9 @@ impl BatchPlan {
                     correlation_id: commit.meta.correlation_id.clone(),
                     request_id: request_id.clone(),
                     event_type: event.event_type,
-                    payload: event.payload.to_vec(),
-                    previous_hash: self.tail.hash.to_vec(),
-                    hash: Vec::new(),
+                    payload: event.payload,
+                    previous_hash: Bytes::copy_from_slice(&self.tail.hash),
+                    hash: Bytes::new(),
                     commit_last_position: first_position + event_count as u64 - 1,
                 };
                 let hash = chain::seal(&mut envelope);

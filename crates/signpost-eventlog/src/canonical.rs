@@ -238,9 +238,9 @@ mod tests {
                     correlation_id,
                     request_id,
                     event_type,
-                    payload,
-                    previous_hash,
-                    hash,
+                    payload: payload.into(),
+                    previous_hash: previous_hash.into(),
+                    hash: hash.into(),
                     commit_last_position: commit_last_position >> (commit_last_position % 64),
                 },
             )
@@ -255,8 +255,8 @@ mod tests {
             prop_assert_eq!(read.position, envelope.position);
             prop_assert_eq!(read.stream_id, envelope.stream_id.as_str());
             prop_assert_eq!(read.stream_version, envelope.stream_version);
-            prop_assert_eq!(read.previous_hash, envelope.previous_hash.as_slice());
-            prop_assert_eq!(read.hash, envelope.hash.as_slice());
+            prop_assert_eq!(read.previous_hash, &envelope.previous_hash[..]);
+            prop_assert_eq!(read.hash, &envelope.hash[..]);
             prop_assert_eq!(read.chain_hash(), envelope_hash(&envelope));
         }
 
@@ -305,7 +305,7 @@ mod tests {
             position: 7,
             stream_id: "organization-1".into(),
             stream_version: 2,
-            hash: vec![1; 32],
+            hash: vec![1; 32].into(),
             ..Default::default()
         };
         let bytes = envelope.encode_to_vec();

@@ -1,5 +1,6 @@
 //! The hash chain: `hash = SHA-256(previous_hash || prost-encode(envelope with hash cleared))`.
 
+use bytes::Bytes;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use signpost_schema::log::v1::EventEnvelope;
@@ -54,7 +55,7 @@ fn hash_unsealed(envelope: &EventEnvelope) -> [u8; 32] {
 pub(crate) fn seal(envelope: &mut EventEnvelope) -> [u8; 32] {
     envelope.hash.clear();
     let hash = hash_unsealed(envelope);
-    envelope.hash = hash.to_vec();
+    envelope.hash = Bytes::copy_from_slice(&hash);
     hash
 }
 
@@ -100,9 +101,9 @@ mod tests {
                 correlation_id: String::new(),
                 request_id: String::new(),
                 event_type,
-                payload,
-                previous_hash,
-                hash,
+                payload: payload.into(),
+                previous_hash: previous_hash.into(),
+                hash: hash.into(),
                 commit_last_position,
             };
             prop_assert_eq!(envelope_hash(&envelope), by_definition(&envelope));

@@ -185,7 +185,7 @@ pub async fn envelopes_are_filled_and_chained_by_the_store<S: EventStore>(store:
     )
     .await;
     let events = all_events(&store).await;
-    let mut previous_hash = GENESIS_HASH.to_vec();
+    let mut previous_hash = bytes::Bytes::from_static(&GENESIS_HASH);
     let mut event_ids = HashSet::new();
     for envelope in &events {
         let event_id = uuid::Uuid::parse_str(&envelope.event_id).expect("event id is a uuid");
@@ -200,8 +200,8 @@ pub async fn envelopes_are_filled_and_chained_by_the_store<S: EventStore>(store:
         previous_hash = envelope.hash.clone();
     }
     assert_eq!(events[0].request_id, "request-7");
-    assert_eq!(events[0].payload, b"a-0");
-    assert_eq!(events[1].payload, b"a-1");
+    assert_eq!(events[0].payload, &b"a-0"[..]);
+    assert_eq!(events[1].payload, &b"a-1"[..]);
     assert_eq!(events[2].request_id, "");
     assert_eq!(events[2].stream_id, "b");
 }
@@ -859,7 +859,7 @@ pub async fn verify_chain_accepts_a_good_log<S: EventStore>(store: S) {
         ChainVerdict::Intact {
             head: crate::Head {
                 position: 20,
-                hash: events[19].hash.as_slice().try_into().unwrap()
+                hash: events[19].hash[..].try_into().unwrap()
             },
             events_checked: 11
         }

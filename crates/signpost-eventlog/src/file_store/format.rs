@@ -467,8 +467,8 @@ mod tests {
             position: 300,
             stream_id: "organization-1".into(),
             stream_version: 7,
-            payload: vec![1, 2, 3],
-            hash: vec![9; 32],
+            payload: vec![1, 2, 3].into(),
+            hash: vec![9; 32].into(),
             ..Default::default()
         };
         let bytes = envelope.encode_to_vec();

@@ -131,26 +131,34 @@ fn envelope_in_run(buf: &[u8], base: u64, item: Item) -> Result<Range<usize>, Lo
     Ok(start..start + location.len as usize)
 }
 
-/// Decodes the event of `item` from a run buffer starting at file offset `base`.
+/// Decodes the event of `item` from a run buffer starting at file offset `base` (its payload
+/// and hashes copied out of it).
 pub(crate) fn decode_event(buf: &[u8], base: u64, item: Item) -> Result<EventEnvelope, LogError> {
     let envelope = envelope_in_run(buf, base, item)?;
     EventEnvelope::decode(&buf[envelope])
         .map_err(|error| corrupt(item.0 + 1, format!("undecodable event: {error}")))
 }
 
-/// Reads and decodes the events of `items`, in order.
+/// Reads and decodes the events of `items`, in order. Each run is read into a buffer of its
+/// own, which the envelopes' payloads and hashes are slices of (not copies): it lives as
+/// long as one of them does.
 pub(crate) fn read_events(
     segments: &[Arc<File>],
     mut items: &[Item],
 ) -> Result<Vec<EventEnvelope>, LogError> {
     let mut events = Vec::with_capacity(items.len());
-    let mut buf = Vec::new();
     while !items.is_empty() {
         let count = run_len(items);
         let (run, rest) = items.split_at(count);
+        let mut buf = Vec::new();
         let base = read_run(segments, run, &mut buf)?;
+        let buf = Bytes::from(buf);
         for item in run {
-            events.push(decode_event(&buf, base, *item)?);
+            let envelope = buf.slice(envelope_in_run(&buf, base, *item)?);
+            events.push(
+                EventEnvelope::decode(envelope)
+                    .map_err(|error| corrupt(item.0 + 1, format!("undecodable event: {error}")))?,
+            );
         }
         items = rest;
     }

@@ -417,7 +417,7 @@ fn verify_tail(index: &Index, files: &[Arc<File>]) -> Result<(), LogError> {
         )));
     }
     let computed = chain::envelope_hash(&envelope);
-    if envelope.hash != computed || computed != head.hash {
+    if *envelope.hash != computed || computed != head.hash {
         return Err(corrupt("head event hash does not match".to_owned()));
     }
     Ok(())

@@ -302,7 +302,7 @@ fn verify_tail(db: &sled::Db, head: Head) -> Result<(), LogError> {
         )));
     }
     let computed = chain::envelope_hash(&envelope);
-    if envelope.hash != computed || computed != head.hash {
+    if *envelope.hash != computed || computed != head.hash {
         return Err(corrupt("head event hash does not match".to_owned()));
     }
     Ok(())

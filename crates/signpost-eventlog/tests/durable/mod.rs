@@ -71,7 +71,9 @@ async fn verify_chain_names_an_event_whose_payload_was_changed() {
     fill(&open(dir.path()).unwrap(), 20).await;
     let bytes = raw::read_event_bytes(dir.path(), 7).unwrap().unwrap();
     let mut envelope = EventEnvelope::decode(bytes.as_slice()).unwrap();
-    envelope.payload[0] ^= 0x01;
+    let mut payload = envelope.payload.to_vec();
+    payload[0] ^= 0x01;
+    envelope.payload = payload.into();
     raw::tamper_overwrite_event_bytes(dir.path(), 7, &envelope.encode_to_vec()).unwrap();
     assert!(matches!(
         verdict(dir.path()).await,
@@ -143,7 +145,9 @@ async fn a_deleted_or_altered_tail_is_reported_on_open() {
     fill(&open(dir.path()).unwrap(), 5).await;
     let tail = raw::read_event_bytes(dir.path(), 5).unwrap().unwrap();
     let mut envelope = EventEnvelope::decode(tail.as_slice()).unwrap();
-    envelope.payload.push(b'!');
+    let mut payload = envelope.payload.to_vec();
+    payload.push(b'!');
+    envelope.payload = payload.into();
     raw::tamper_overwrite_event_bytes(dir.path(), 5, &envelope.encode_to_vec()).unwrap();
     assert!(matches!(
         open(dir.path()),

@@ -448,7 +448,7 @@ pub(crate) fn organization_local(
     labelled.iter().all(|id| {
         let configured = before
             .connections
-            .get(*id)
+            .get(id)
             .is_some_and(|c| c.state.is_configured());
         !configured || organizations_stream(&format!("connection-{id}"))
     })

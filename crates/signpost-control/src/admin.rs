@@ -182,7 +182,10 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                after_cursor(&model.organizations, &after).map(|(id, _)| (&**id, &**id)),
+                model
+                    .organizations
+                    .after(&after)
+                    .map(|(id, _)| (&**id, &**id)),
                 size,
                 &after,
                 |id| organization_view(model, id),
@@ -566,7 +569,7 @@ impl ControlPlane {
                 let ids: Box<dyn Iterator<Item = &str>> = if organization_id.is_empty() {
                     // Open and closed links, each map sorted: merged from the cursor on.
                     Box::new(merge_sorted(
-                        after_cursor(&model.setup_links, &after).map(|(id, _)| &**id),
+                        model.setup_links.after(&after).map(|(id, _)| &**id),
                         after_cursor(&model.closed_links, &after).map(|(id, _)| &**id),
                     ))
                 } else {
@@ -687,7 +690,7 @@ impl ControlPlane {
                     // Configured connections and drafts, each map sorted: merged from
                     // the cursor on, not collected and sorted on every page.
                     Box::new(merge_sorted(
-                        after_cursor(&model.connections, &after).map(|(id, _)| &**id),
+                        model.connections.after(&after).map(|(id, _)| &**id),
                         after_cursor(&model.draft_connections, &after).map(|(id, _)| &**id),
                     ))
                 } else {
@@ -1133,7 +1136,7 @@ impl ControlPlane {
         let (size, after) = page_request(page_size, page_token)?;
         self.read_current(|model| {
             paginate(
-                after_cursor(&model.api_tokens, &after).map(|(id, t)| (&**id, t)),
+                model.api_tokens.after(&after).map(|(id, t)| (&**id, t)),
                 size,
                 &after,
                 |t| ApiTokenView {

@@ -61,14 +61,156 @@ impl<T> Tracked<T> {
     }
 }
 
-/// The aggregates of one kind, by id, in id order (lists page by id).
+/// The aggregates of one kind: found by id through a hash table, listed in id order
+/// (lists page by id) through an ordered set of the same keys.
 ///
-/// Boxed: a `BTreeMap` node holds eleven values inline, and ids that arrive in order
-/// (UUID v7) leave nodes about half full, so an inline `Tracked<Connection>` (488 bytes)
-/// cost about twice its size; a box costs its own size plus a pointer. The keys are
-/// `Arc<str>` so that the indexes (domain → organization, entity id → connection, ...)
+/// Every event looks its aggregate up first. In a `BTreeMap` of 100,000 ids that took
+/// about 17 comparisons, each reading an id elsewhere in memory: on a million events the
+/// read model's task, which every projection's catch-up waits for, spent about 0.15 s
+/// there (bench/FINDINGS.md, round 21). A probe of the table reads one id.
+///
+/// Boxed: the table moves its entries when it grows, and a `Tracked<Connection>` is 488
+/// bytes; a box costs its own size plus a pointer. The keys are `Arc<str>` so that the
+/// ordered set and the indexes (domain → organization, entity id → connection, ...)
 /// share them instead of holding copies.
-pub type Aggregates<T> = BTreeMap<Arc<str>, Box<Tracked<T>>>;
+#[derive(Clone)]
+pub struct Aggregates<T> {
+    by_id: hashbrown::HashMap<Arc<str>, Box<Tracked<T>>, foldhash::fast::RandomState>,
+    ordered: BTreeSet<Arc<str>>,
+}
+
+impl<T> Default for Aggregates<T> {
+    fn default() -> Self {
+        Self {
+            by_id: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
+            ordered: BTreeSet::new(),
+        }
+    }
+}
+
+impl<T> std::ops::Index<&str> for Aggregates<T> {
+    type Output = Tracked<T>;
+
+    /// The aggregate `id`; panics when it is not held.
+    fn index(&self, id: &str) -> &Tracked<T> {
+        self.get(id).expect("no aggregate with that id")
+    }
+}
+
+impl<'a, T> IntoIterator for &'a Aggregates<T> {
+    type Item = (&'a Arc<str>, &'a Tracked<T>);
+    type IntoIter = Box<dyn Iterator<Item = Self::Item> + 'a>;
+
+    /// In id order.
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl<T: PartialEq> PartialEq for Aggregates<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.by_id == other.by_id
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Aggregates<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl<T> Aggregates<T> {
+    /// The aggregate `id`.
+    pub fn get(&self, id: &str) -> Option<&Tracked<T>> {
+        self.by_id.get(id).map(|tracked| &**tracked)
+    }
+
+    /// The aggregate `id`, to change.
+    pub fn get_mut(&mut self, id: &str) -> Option<&mut Tracked<T>> {
+        self.by_id.get_mut(id).map(|tracked| &mut **tracked)
+    }
+
+    /// The shared key of aggregate `id`, and the aggregate.
+    pub fn get_key_value(&self, id: &str) -> Option<(&Arc<str>, &Tracked<T>)> {
+        self.by_id
+            .get_key_value(id)
+            .map(|(key, tracked)| (key, &**tracked))
+    }
+
+    /// The shared key of aggregate `id`, and the aggregate to change.
+    pub fn get_key_value_mut(&mut self, id: &str) -> Option<(&Arc<str>, &mut Tracked<T>)> {
+        self.by_id
+            .get_key_value_mut(id)
+            .map(|(key, tracked)| (key, &mut **tracked))
+    }
+
+    /// Whether aggregate `id` is held.
+    pub fn contains_key(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    /// How many aggregates are held.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Holds `value` as aggregate `key`; returns the one it replaces.
+    pub fn insert(&mut self, key: Arc<str>, value: Box<Tracked<T>>) -> Option<Box<Tracked<T>>> {
+        match self.by_id.entry(key) {
+            hashbrown::hash_map::Entry::Occupied(mut held) => {
+                Some(std::mem::replace(held.get_mut(), value))
+            }
+            hashbrown::hash_map::Entry::Vacant(vacant) => {
+                self.ordered.insert(vacant.key().clone());
+                vacant.insert(value);
+                None
+            }
+        }
+    }
+
+    /// Lets go of aggregate `id`; returns its key and the aggregate.
+    pub fn remove_entry(&mut self, id: &str) -> Option<(Arc<str>, Box<Tracked<T>>)> {
+        let removed = self.by_id.remove_entry(id)?;
+        self.ordered.remove(id);
+        Some(removed)
+    }
+
+    /// The ids, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.ordered.iter()
+    }
+
+    /// The aggregates, in id order.
+    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Tracked<T>)> {
+        self.after("")
+    }
+
+    /// The aggregates without their ids, in id order.
+    pub fn values(&self) -> impl Iterator<Item = &Tracked<T>> {
+        self.iter().map(|(_, tracked)| tracked)
+    }
+
+    /// The aggregates after id `after` (all of them when it is empty), in id order: a
+    /// list's page.
+    pub fn after<'a>(
+        &'a self,
+        after: &'a str,
+    ) -> impl Iterator<Item = (&'a Arc<str>, &'a Tracked<T>)> + 'a {
+        let start = if after.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(after)
+        };
+        self.ordered
+            .range::<str, _>((start, Bound::Unbounded))
+            .filter_map(|id| self.get_key_value(id))
+    }
+}
 
 /// A closed setup link as the model keeps it. A closed link authorizes nothing and no
 /// command changes it, but the control plane keeps every link ever issued, one a
@@ -223,7 +365,7 @@ fn ensure<T: Default>(map: &mut Aggregates<T>, id: &str, at: DateTime<Utc>) -> A
 /// The map's own copy of `id` when it holds that key, else `id` itself: how state shares
 /// the ids it names with the maps' keys.
 fn shared<T>(map: &Aggregates<T>, id: &Id) -> Id {
-    map.get_key_value(&**id)
+    map.get_key_value(id)
         .map_or_else(|| id.clone(), |(key, _)| key.clone())
 }
 
@@ -299,10 +441,9 @@ fn apply_to<T: Default>(
     at: DateTime<Utc>,
     apply: impl FnOnce(&mut T),
 ) -> Arc<str> {
-    // One walk down the tree for an aggregate already held (most events): `range_mut`
-    // hands over the key beside the value, which `get_mut` does not.
-    let bounds = (Bound::Included(id), Bound::Included(id));
-    if let Some((key, tracked)) = map.range_mut::<str, _>(bounds).next() {
+    // One probe for an aggregate already held (most events), which hands over the key
+    // beside the value.
+    if let Some((key, tracked)) = map.get_key_value_mut(id) {
         apply(&mut tracked.state);
         return key.clone();
     }
@@ -411,7 +552,7 @@ impl ReadModel {
                 }
                 let key = apply_to(&mut self.setup_links, id, at, |l| l.apply(event));
                 let links = &self.setup_links;
-                if let Some(link) = links.get(&*key) {
+                if let Some(link) = links.get(&key) {
                     if link.state.is_open() {
                         self.open_links
                             .insert((expiry_nanos(&link.state), key.clone()));
@@ -424,7 +565,7 @@ impl ReadModel {
                     }
                 }
                 if let Event::SetupLinkIssued(issued) = event {
-                    let Some(link) = self.setup_links.get_mut(&*key) else {
+                    let Some(link) = self.setup_links.get_mut(&key) else {
                         return;
                     };
                     let link = &mut link.state;
@@ -438,7 +579,7 @@ impl ReadModel {
                         link_organization_of(links, closed, id)
                     });
                     if issued.intent() != schema::SetupIntent::UpdateConnection
-                        && !self.connections.contains_key(&*connection)
+                        && !self.connections.contains_key(&connection)
                     {
                         self.draft(connection, organization);
                     }
@@ -454,7 +595,7 @@ impl ReadModel {
                 }
                 let key = apply_to(&mut self.api_tokens, id, at, |t| t.apply(event));
                 if let Event::ApiTokenIssued(issued) = event {
-                    if let Some(token) = self.api_tokens.get_mut(&*key) {
+                    if let Some(token) = self.api_tokens.get_mut(&key) {
                         share(&mut token.state.id, &key);
                     }
                     let tokens = &self.api_tokens;
@@ -518,7 +659,7 @@ impl ReadModel {
     /// recorded before their organization hold copies of its id: they are shared once the
     /// organization activates the connection.
     fn share_organization_ids(&mut self, key: &Id) {
-        let Some(org) = self.organizations.get_mut(&**key) else {
+        let Some(org) = self.organizations.get_mut(key) else {
             return;
         };
         let org = &mut org.state;
@@ -549,7 +690,7 @@ impl ReadModel {
     /// Points configured connection `key`'s ids at the maps' keys, and the id of the
     /// connection in the link that created it (which named it first, with a copy).
     fn share_connection_ids(&mut self, key: &Id) {
-        let Some(connection) = self.connections.get_mut(&**key) else {
+        let Some(connection) = self.connections.get_mut(key) else {
             return;
         };
         let connection = &mut connection.state;
@@ -565,7 +706,7 @@ impl ReadModel {
         connection.provider_preset = self.texts.share(preset, || preset.clone());
         let mapping = &connection.claim_mapping;
         connection.claim_mapping = self.claim_mappings.share(mapping, || mapping.clone());
-        if let Some(link) = self.setup_links.get_mut(&*connection.setup_link_id) {
+        if let Some(link) = self.setup_links.get_mut(&connection.setup_link_id) {
             share(&mut link.state.connection_id, key);
         }
     }
@@ -589,7 +730,7 @@ impl ReadModel {
             }
             Event::DomainClaimed(e) => {
                 let domain = self.domain_key(&e.domain);
-                if let Some(organization) = self.organizations.get_mut(&*organization_id) {
+                if let Some(organization) = self.organizations.get_mut(&organization_id) {
                     organization.state.domains.share_key(&domain);
                 }
                 self.domain_record(&domain).owner = Some(organization_id);
@@ -678,7 +819,7 @@ impl ReadModel {
         let id = self
             .entity_ids
             .get(entity_id, |id| entity_id_of(&self.connections, id))?;
-        self.connections.get(id).map(|c| &**c)
+        self.connections.get(id)
     }
 
     /// The setup link whose token hashes to `sha256`.
@@ -687,7 +828,7 @@ impl ReadModel {
         let id = self
             .link_by_token
             .get(sha256, |id| link_token_of(links, id))?;
-        links.get(&**id).map(|l| &**l)
+        links.get(id)
     }
 
     /// The API token whose token hashes to `sha256`.
@@ -696,7 +837,7 @@ impl ReadModel {
         let id = self
             .api_token_by_hash
             .get(sha256, |id| api_token_hash_of(tokens, id))?;
-        tokens.get(&**id).map(|t| &**t)
+        tokens.get(id)
     }
 
     /// The ids of organization `organization_id`'s connections, configured and drafts,
@@ -729,7 +870,7 @@ impl ReadModel {
         self.open_links
             .iter()
             .take_while(move |(expiry, _)| *expiry <= now)
-            .filter_map(|(_, id)| self.setup_links.get(&**id).map(|l| &**l))
+            .filter_map(|(_, id)| self.setup_links.get(id))
     }
 
     /// The ids of organization `organization_id`'s setup links, open and closed, sorted
@@ -750,7 +891,7 @@ impl ReadModel {
     pub fn organization_setup_links(&self, organization_id: &str) -> Vec<&Tracked<SetupLink>> {
         self.organization_link_ids(organization_id)
             .into_iter()
-            .filter_map(|id| self.setup_links.get(&**id).map(|l| &**l))
+            .filter_map(|id| self.setup_links.get(id))
             .collect()
     }
 
@@ -782,7 +923,7 @@ fn saml_entity_id(connection: &Connection) -> Option<&str> {
 
 /// The IdP entity id of SAML connection `id` in `connections`.
 fn entity_id_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
-    saml_entity_id(&connections.get(&**id)?.state)
+    saml_entity_id(&connections.get(id)?.state)
 }
 
 /// When `link` expires, in nanoseconds since the Unix epoch (past 2262: never).
@@ -792,7 +933,7 @@ fn expiry_nanos(link: &SetupLink) -> i64 {
 
 /// The organization of configured connection `id` in `connections`.
 fn organization_of<'a>(connections: &'a Aggregates<Connection>, id: &Id) -> Option<&'a str> {
-    Some(&connections.get(&**id)?.state.organization_id)
+    Some(&connections.get(id)?.state.organization_id)
 }
 
 /// The organization of draft connection `id` in `drafts`.
@@ -806,7 +947,7 @@ fn link_organization_of<'a>(
     closed: &'a BTreeMap<Id, ClosedLink>,
     id: &Id,
 ) -> Option<&'a str> {
-    match links.get(&**id) {
+    match links.get(id) {
         Some(link) => Some(&link.state.organization_id),
         None => Some(&closed.get(&**id)?.organization_id),
     }
@@ -814,17 +955,17 @@ fn link_organization_of<'a>(
 
 /// The token hash setup link `id` in `links` holds (empty once it is closed).
 fn link_token_of<'a>(links: &'a Aggregates<SetupLink>, id: &Id) -> Option<&'a [u8]> {
-    Some(&links.get(&**id)?.state.token_sha256)
+    Some(&links.get(id)?.state.token_sha256)
 }
 
 /// The token hash of API token `id` in `tokens`.
 fn api_token_hash_of<'a>(tokens: &'a Aggregates<ApiToken>, id: &Id) -> Option<&'a [u8]> {
-    Some(&tokens.get(&**id)?.state.token_sha256)
+    Some(&tokens.get(id)?.state.token_sha256)
 }
 
 /// The external id of organization `id` in `organizations`.
 fn external_id_of<'a>(organizations: &'a Aggregates<Organization>, id: &Id) -> Option<&'a str> {
-    Some(&organizations.get(&**id)?.state.external_id)
+    Some(&organizations.get(id)?.state.external_id)
 }
 
 /// Aggregate ids found by a key each aggregate holds (an organization's external id, a

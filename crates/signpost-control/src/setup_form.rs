@@ -207,7 +207,7 @@ impl ControlPlane {
                     .map(|l| l.state.clone())?;
                 let org = model
                     .organizations
-                    .get(&*link.organization_id)?
+                    .get(&link.organization_id)?
                     .state
                     .display_name
                     .clone();

@@ -561,7 +561,7 @@ async fn run(steps: Vec<Step>) {
         if let Some(active) = &org.state.active_connection_id {
             let connection = live
                 .connections
-                .get(&**active)
+                .get(active)
                 .expect("the active connection exists");
             assert!(connection.state.is_configured());
             assert_eq!(connection.state.organization_id, org.state.id);

@@ -8,7 +8,8 @@
 //!
 //! It holds every organization the control plane serves (the server's largest
 //! structure; the audit timeline is described from it too), so it is laid out for size:
-//! aggregates boxed in their maps ([`Aggregates`]), ids and domain names held once (the
+//! aggregates boxed in their maps ([`Aggregates`]: a hash table by id, which every event
+//! probes once, and an ordered set of the same keys for lists), ids and domain names held once (the
 //! indexes and the aggregates' state share the maps' `Arc<str>` keys), one record per
 //! domain name for its owner and its verifications, texts and claim mappings that many
 //! aggregates repeat held once each (`Pool`), external ids, entity ids, token hashes and
@@ -1674,6 +1675,74 @@ mod tests {
             for (position, step) in steps.iter().enumerate() {
                 apply_index_step(&mut model, position as u64 + 1, step);
                 check_indexes_against_walks(&model, 5, 8);
+            }
+        }
+    }
+
+    /// A change to [`Aggregates`] or a page read from it.
+    #[derive(Debug, Clone)]
+    enum AggregateStep {
+        Insert(u8, u32),
+        Remove(u8),
+        /// A page after the id numbered so (none: the first page).
+        Page(Option<u8>),
+    }
+
+    fn aggregate_step() -> impl proptest::strategy::Strategy<Value = AggregateStep> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u8..24, any::<u32>()).prop_map(|(k, v)| AggregateStep::Insert(k, v)),
+            (0u8..24).prop_map(AggregateStep::Remove),
+            proptest::option::of(0u8..24).prop_map(AggregateStep::Page),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Found by hash, listed in order: `Aggregates` answers what an ordered map
+        /// holding the same does, whatever the inserts and removals before.
+        #[test]
+        fn aggregates_find_and_list_what_an_ordered_map_holds(
+            steps in proptest::collection::vec(aggregate_step(), 1..80)
+        ) {
+            let id = |k: u8| format!("id-{k:02}");
+            let mut aggregates = Aggregates::<u32>::default();
+            let mut oracle = BTreeMap::<String, u32>::new();
+            for step in &steps {
+                match *step {
+                    AggregateStep::Insert(k, v) => {
+                        let tracked = Box::new(Tracked { state: v, created_at_nanos: 0 });
+                        let replaced = aggregates.insert(id(k).into(), tracked);
+                        proptest::prop_assert_eq!(replaced.map(|t| t.state), oracle.insert(id(k), v));
+                    }
+                    AggregateStep::Remove(k) => {
+                        let removed = aggregates.remove_entry(&id(k));
+                        proptest::prop_assert_eq!(
+                            removed.map(|(key, t)| (key.to_string(), t.state)),
+                            oracle.remove_entry(&id(k))
+                        );
+                    }
+                    AggregateStep::Page(after) => {
+                        let after = after.map(id).unwrap_or_default();
+                        let listed: Vec<(String, u32)> = aggregates
+                            .after(&after)
+                            .map(|(key, t)| (key.to_string(), t.state))
+                            .collect();
+                        let expected: Vec<(String, u32)> = oracle
+                            .iter()
+                            .filter(|(key, _)| after.is_empty() || key.as_str() > after.as_str())
+                            .map(|(key, v)| (key.clone(), *v))
+                            .collect();
+                        proptest::prop_assert_eq!(listed, expected);
+                    }
+                }
+                proptest::prop_assert_eq!(aggregates.len(), oracle.len());
+                for k in 0..24 {
+                    proptest::prop_assert_eq!(
+                        aggregates.get(&id(k)).map(|t| t.state),
+                        oracle.get(&id(k)).copied()
+                    );
+                }
+                proptest::prop_assert!(aggregates.keys().map(|k| k.to_string()).eq(oracle.keys().cloned()));
             }
         }
     }

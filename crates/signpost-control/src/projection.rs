@@ -155,6 +155,11 @@ impl Projection {
                     // publication wakes the start-up's own waiter.
                     Ok(position) if position < head && position % CATCH_UP_PUBLISH_EVERY != 0 => {}
                     Ok(position) => {
+                        if position == head {
+                            // Caught up at start: the ordered maps, filled in order, are
+                            // half full (see `ReadModel::pack`).
+                            model.write().expect("read model lock").pack();
+                        }
                         publish.send_replace(position);
                     }
                     Err(reason) => {

@@ -470,7 +470,7 @@ impl ReadModel {
     /// (ids are UUID v7, so most of a log's arrive so) splits its last node and leaves
     /// the left half behind: after a catch-up nearly every node is half full. Built at
     /// once from its entries in order, each node is full. On 100,000 organizations with
-    /// their closed setup links this let go of about 12 MiB (bench/FINDINGS.md, round
+    /// their closed setup links this let go of 12 to 19 MiB (bench/FINDINGS.md, round
     /// 21). The projection calls it once it has caught up at start; later entries fill
     /// the right edge as before.
     pub fn pack(&mut self) {

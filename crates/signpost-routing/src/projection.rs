@@ -148,29 +148,8 @@ pub struct RoutingStats {
 struct Live {
     revision: u64,
     table: RouteTable,
-    /// The table's routes by domain, for `Resolve`: one probe, where the B-tree of
-    /// 100,000 domains compared about 18, each reading a domain elsewhere in memory
-    /// (about 1 µs, most of what a `Resolve` costs the server beyond a do-nothing call:
-    /// bench/FINDINGS.md, round 21). Keys and routes are the table's own, shared.
-    by_domain: hashbrown::HashMap<signpost_domain::Id, EncodedRoute, foldhash::fast::RandomState>,
     history: VecDeque<Arc<Delta>>,
     history_floor: u64,
-}
-
-impl Live {
-    /// Sets the route of `domain` (`None`: unroutes it), in the table and its index.
-    fn set(&mut self, domain: signpost_domain::Id, route: Option<EncodedRoute>) {
-        match route {
-            Some(route) => {
-                self.by_domain.insert(domain.clone(), route.clone());
-                self.table.insert(domain, route);
-            }
-            None => {
-                self.by_domain.remove(&*domain);
-                self.table.remove(&*domain);
-            }
-        }
-    }
 }
 
 struct Shared {
@@ -397,7 +376,6 @@ impl RoutingProjection {
             live: RwLock::new(Live {
                 revision: 0,
                 table: RouteTable::new(),
-                by_domain: hashbrown::HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 history: VecDeque::new(),
                 history_floor: 0,
             }),
@@ -496,7 +474,7 @@ impl RoutingProjection {
     /// The route for a normalized domain, with the revision of the answer.
     pub fn lookup(&self, domain: &str) -> (u64, Option<EncodedRoute>) {
         let live = self.shared.live.read().expect("routing lock");
-        (live.revision, live.by_domain.get(domain).cloned())
+        (live.revision, live.table.get(domain).cloned())
     }
 
     /// The whole table and its revision (an O(1) persistent clone).
@@ -542,7 +520,14 @@ impl Shared {
     fn publish_catch_up(&self, revision: u64, changes: Changes) {
         let mut live = self.live.write().expect("routing lock");
         for (domain, route) in changes {
-            live.set(domain, route);
+            match route {
+                Some(route) => {
+                    live.table.insert(domain, route);
+                }
+                None => {
+                    live.table.remove(&*domain);
+                }
+            }
         }
         live.revision = revision;
         live.history.clear();
@@ -558,77 +543,21 @@ impl Shared {
         }
         let mut delta = Delta::new(revision, Vec::new(), Vec::new());
         for (domain, route) in changes {
-            match &route {
-                Some(route) => delta.upserts.push(route.clone()),
-                None => delta.deletes.push(domain.to_string()),
+            match route {
+                Some(route) => {
+                    live.table.insert(domain, route.clone());
+                    delta.upserts.push(route);
+                }
+                None => {
+                    live.table.remove(&*domain);
+                    delta.deletes.push(domain.to_string());
+                }
             }
-            live.set(domain, route);
         }
         live.history.push_back(Arc::new(delta));
         while live.history.len() > self.history_limit {
             if let Some(dropped) = live.history.pop_front() {
                 live.history_floor = dropped.revision;
-            }
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use signpost_api::routing::v1 as wire;
-
-    fn route(domain: &str, organization: u8) -> EncodedRoute {
-        EncodedRoute::encode(&wire::Route {
-            domain: domain.to_owned(),
-            organization_id: format!("org-{organization}"),
-            ..Default::default()
-        })
-    }
-
-    fn domain(d: u8) -> String {
-        format!("d{d:02}.example")
-    }
-
-    proptest::proptest! {
-        /// `Resolve`'s index answers what the table holds, through the catch-up's
-        /// publication and every commit's after it.
-        #[test]
-        fn resolve_finds_what_the_table_holds(
-            commits in proptest::collection::vec(
-                proptest::collection::vec((0u8..16, proptest::option::of(0u8..4)), 0..6),
-                1..20,
-            )
-        ) {
-            let (projection, feed) = RoutingProjection::fed(
-                "epoch".to_owned(),
-                RoutingOptions::new("https://signpost.example"),
-            );
-            for (n, commit) in commits.iter().enumerate() {
-                let changes: Changes = commit
-                    .iter()
-                    .map(|(d, organization)| {
-                        let d = domain(*d);
-                        let route = organization.map(|o| route(&d, o));
-                        (signpost_domain::Id::from(d.as_str()), route)
-                    })
-                    .collect();
-                if n == 0 {
-                    feed.shared.publish_catch_up(1, changes);
-                } else {
-                    feed.shared.publish(n as u64 + 1, changes);
-                }
-                let (revision, table) = projection.snapshot();
-                proptest::prop_assert_eq!(revision, n as u64 + 1);
-                for d in 0..16 {
-                    let d = domain(d);
-                    proptest::prop_assert_eq!(
-                        projection.lookup(&d).1,
-                        table.get(d.as_str()).cloned(),
-                        "{}", d
-                    );
-                }
-                proptest::prop_assert_eq!(projection.stats().routes, table.len());
             }
         }
     }

@@ -14,6 +14,8 @@
 //! - `durable-ceiling`: the durable do-nothing server (each call one append to Signpost's
 //!   own log, nothing else) scenario 1's durable limit is measured on
 //!   ([`durable_ceiling`]).
+//! - `resolve-ab`: `Resolve` and the do-nothing call at two running control planes in
+//!   turns ([`lookups`]), for comparing two builds side by side.
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
@@ -197,6 +199,31 @@ enum Command {
         /// Where its event log lives (on the disk under test).
         #[arg(long)]
         data_dir: PathBuf,
+    },
+    /// `Resolve` and the do-nothing call against two running control planes in turns
+    /// (A, B, A, B, ...), for comparing two builds in the same minutes: each holds a
+    /// copy of the same `populate`d data directory.
+    ResolveAb {
+        /// Control plane A's URL.
+        #[arg(long)]
+        a: String,
+        /// Control plane B's URL.
+        #[arg(long)]
+        b: String,
+        /// The admin token file both data directories hold.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// Routes the data directories hold.
+        #[arg(long, default_value_t = 100_000)]
+        routes: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
     },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
@@ -650,6 +677,42 @@ async fn main() -> anyhow::Result<()> {
         Command::StreamCeiling { listen } => stream_ceiling::serve(listen).await?,
         Command::DurableCeiling { listen, data_dir } => {
             durable_ceiling::serve(listen, &data_dir).await?
+        }
+        Command::ResolveAb {
+            a,
+            b,
+            token_file,
+            routes,
+            seconds,
+            rounds,
+            in_flight,
+            connections,
+        } => {
+            let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
+            let duration = Duration::from_secs(seconds);
+            let peers = [("a", a), ("b", b)];
+            let mut channels = Vec::new();
+            for (_, url) in &peers {
+                channels.push(grpc::channels(url, connections).await?);
+            }
+            for round in 1..=rounds {
+                for ((name, _), channels) in peers.iter().zip(&channels) {
+                    let resolve =
+                        lookups::resolve_load(channels, &token, routes, in_flight, duration).await;
+                    let noop = lookups::noop_load(channels, in_flight, duration).await;
+                    emit(
+                        "resolve_ab",
+                        serde_json::json!({
+                            "round": round,
+                            "server": name,
+                            "resolve": resolve.rate(),
+                            "noop": noop.rate(),
+                            "errors": resolve.errors + noop.errors,
+                            "vs_noop": resolve.rate() / noop.rate(),
+                        }),
+                    );
+                }
+            }
         }
         Command::Report {
             results,

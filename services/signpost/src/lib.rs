@@ -173,8 +173,8 @@ impl Server {
             anyhow::Ok((plane, routing, audit))
         };
         let head = store.head().position;
-        // The chain is verified on its own task, so on a multi-core machine it runs
-        // beside the projections' start instead of taking turns with it.
+        // The chain is verified beside the projections' start, on a thread of its own at
+        // a lower priority (`verify_in_background`).
         let verification = verify_in_background(store.clone(), head);
         let (plane, routing, audit) = start_if_intact(verification, projections).await?;
         tracing::info!(

@@ -135,7 +135,13 @@ fn envelope_in_run(buf: &[u8], base: u64, item: Item) -> Result<Range<usize>, Lo
 /// and hashes copied out of it).
 pub(crate) fn decode_event(buf: &[u8], base: u64, item: Item) -> Result<EventEnvelope, LogError> {
     let envelope = envelope_in_run(buf, base, item)?;
-    EventEnvelope::decode(&buf[envelope])
+    decode_envelope(&buf[envelope], item)
+}
+
+/// Decodes the envelope of `item` from its bytes (a slice or a `Bytes`, whose payload and
+/// hashes are then slices of it).
+fn decode_envelope(bytes: impl bytes::Buf, item: Item) -> Result<EventEnvelope, LogError> {
+    EventEnvelope::decode(bytes)
         .map_err(|error| corrupt(item.0 + 1, format!("undecodable event: {error}")))
 }
 
@@ -155,10 +161,7 @@ pub(crate) fn read_events(
         let buf = Bytes::from(buf);
         for item in run {
             let envelope = buf.slice(envelope_in_run(&buf, base, *item)?);
-            events.push(
-                EventEnvelope::decode(envelope)
-                    .map_err(|error| corrupt(item.0 + 1, format!("undecodable event: {error}")))?,
-            );
+            events.push(decode_envelope(envelope, *item)?);
         }
         items = rest;
     }

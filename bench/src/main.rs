@@ -611,6 +611,22 @@ async fn history_run(
     .await?;
     emit("cold_start_serve_first", result);
 
+    // And once more, the audit database and the log's index checkpoint (which `populate`'s
+    // clean close left) deleted: every projection and the log's own index built from the
+    // segments.
+    std::fs::remove_dir_all(dir.join("audit"))?;
+    std::fs::remove_file(dir.join("log").join("index"))?;
+    status("scenario 5: first start without the log's index checkpoint");
+    let result = cold_start::rebuild(
+        &common.signpost(),
+        &dir,
+        &populated.token,
+        populated.events,
+        &[],
+    )
+    .await?;
+    emit("cold_start_no_checkpoint", result);
+
     // Scenario 5 again, on the same events in lifecycle order.
     let dir = common.fresh("history-lifecycle")?;
     let lifecycle = populate_shaped(

@@ -24,7 +24,8 @@
 //! - [`EventStore`] (`store.rs`): the contract every implementation honours.
 //! - [`FileEventStore`] ([`file_store`]): the server's durable store, a group-commit sequencer
 //!   on append-only segment files (one `write` and one `fdatasync` per batch, in-memory
-//!   indexes rebuilt by one sequential scan at open); [`file_store::raw`] is its offline
+//!   indexes rebuilt by one sequential scan at open, or taken from the checkpoint a clean
+//!   close saved once the scan finds the frames it covers unchanged); [`file_store::raw`] is its offline
 //!   tampering toolkit, never used by the server.
 //! - [`SledEventStore`] (`sled_store/`): the same sequencer design on sled, the format of data
 //!   directories created before the file store (still opened as they are); [`raw`] tampers

@@ -640,3 +640,306 @@ async fn the_verifier_judges_non_canonical_bytes_by_the_definition() {
         }
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// The index checkpoint (`checkpoint.rs`): saved at a clean close, taken at open only as far as
+// the segments bear it out
+
+const CHECKPOINT: &str = "index";
+
+/// Stream names as the control plane writes them (a prefix and a UUID, which the index keeps
+/// compact) and others.
+fn stream_name(n: u8) -> String {
+    let uuid = uuid::Uuid::from_u128(u128::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15) + 1);
+    match n % 3 {
+        0 => format!("plain-{n}"),
+        1 => format!("organization-{}", uuid.hyphenated()),
+        _ => format!("connection-{}", uuid.hyphenated()),
+    }
+}
+
+/// A commit of `count` events to `stream`, under idempotency key `request` if given.
+fn keyed_commit(stream: &str, count: usize, request: Option<String>) -> signpost_eventlog::Commit {
+    let mut commit = commit(stream, count);
+    commit.idempotency = request.map(|request_id| Idempotency {
+        key: IdempotencyKey {
+            principal: "p".into(),
+            request_id,
+        },
+        request_fingerprint: [1; 32],
+        outcome: Bytes::from(format!("outcome of {stream}")),
+    });
+    commit
+}
+
+/// What a store answers from its index: every event, each stream's events and version, and
+/// the outcome stored under each request id.
+#[derive(Debug, PartialEq)]
+struct Answers {
+    head: signpost_eventlog::Head,
+    events: Vec<EventEnvelope>,
+    streams: Vec<(u64, Vec<EventEnvelope>)>,
+    requests: Vec<Option<signpost_eventlog::StoredOutcome>>,
+}
+
+async fn answers(store: &FileEventStore, streams: &[String], requests: &[String]) -> Answers {
+    let mut answers = Answers {
+        head: store.head(),
+        events: all_events(store).await,
+        streams: Vec::new(),
+        requests: Vec::new(),
+    };
+    for stream in streams {
+        let id = StreamId::new(stream).unwrap();
+        answers.streams.push((
+            store.stream_version(&id).await.unwrap(),
+            store.read_stream(&id, 1, usize::MAX).await.unwrap(),
+        ));
+    }
+    for request_id in requests {
+        let key = IdempotencyKey {
+            principal: "p".into(),
+            request_id: request_id.clone(),
+        };
+        answers
+            .requests
+            .push(store.lookup_idempotency(&key).await.unwrap());
+    }
+    answers
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+
+    /// Closing and opening again, any number of times, with segments rolling over: a store
+    /// opened from its checkpoint answers exactly as before it closed, and as a store that
+    /// indexed every segment itself.
+    #[test]
+    fn a_store_opened_from_its_checkpoint_answers_as_one_that_scanned_everything(
+        ops in proptest::collection::vec((0u8..24, 1usize..4, proptest::bool::ANY, proptest::bool::ANY), 1..48),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async {
+            let dir = tempfile::tempdir().unwrap();
+            let options = FileOptions { segment_bytes: 4096, ..FileOptions::default() };
+            let streams: Vec<String> = (0..24).map(stream_name).collect();
+            let mut requests = Vec::new();
+            let mut store = FileEventStore::open(dir.path(), options.clone()).unwrap();
+            for (i, (stream, count, keyed, reopen)) in ops.into_iter().enumerate() {
+                let request = keyed.then(|| format!("r{i}"));
+                requests.extend(request.clone());
+                store.append(keyed_commit(&streams[usize::from(stream)], count, request)).await.unwrap();
+                if reopen {
+                    let before = answers(&store, &streams, &requests).await;
+                    drop(store);
+                    assert!(dir.path().join(CHECKPOINT).exists(), "a clean close saves the index");
+                    store = FileEventStore::open(dir.path(), options.clone()).unwrap();
+                    assert!(store.opened_from_checkpoint());
+                    assert_eq!(answers(&store, &streams, &requests).await, before);
+                }
+            }
+            let before = answers(&store, &streams, &requests).await;
+            drop(store);
+            std::fs::remove_file(dir.path().join(CHECKPOINT)).unwrap();
+            let store = FileEventStore::open(dir.path(), options.clone()).unwrap();
+            assert!(!store.opened_from_checkpoint());
+            assert_eq!(answers(&store, &streams, &requests).await, before);
+            // Appends after an open from a checkpoint find the right versions and keys.
+            drop(store);
+            let store = FileEventStore::open(dir.path(), options).unwrap();
+            assert!(store.opened_from_checkpoint());
+            let stream = StreamId::new(&streams[1]).unwrap();
+            let version = store.stream_version(&stream).await.unwrap();
+            let mut next = commit(&streams[1], 1);
+            next.writes[0].expected = ExpectedVersion::Exact(version);
+            store.append(next).await.unwrap();
+            assert_eq!(store.stream_version(&stream).await.unwrap(), version + 1);
+            if let Some(request) = requests.first() {
+                let retried = keyed_commit("anything", 1, Some(request.clone()));
+                assert!(matches!(store.append(retried).await.unwrap(), AppendOutcome::Duplicate(_)));
+            }
+        });
+    }
+}
+
+/// Copies the files of a store's directory (what a crash at this moment would leave on disk:
+/// every acknowledged append is in the segments).
+fn crash_image(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn events_appended_after_the_checkpoint_are_indexed_from_the_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams: Vec<String> = (0..6).map(stream_name).collect();
+    let store = FileEventStore::open(dir.path(), small_segments()).unwrap();
+    for (i, stream) in streams.iter().cycle().take(30).enumerate() {
+        store
+            .append(keyed_commit(stream, 1, Some(format!("early-{i}"))))
+            .await
+            .unwrap();
+    }
+    drop(store);
+    let saved = std::fs::read(dir.path().join(CHECKPOINT)).unwrap();
+
+    // Open from the checkpoint, append past it (into new segments too), and crash: the
+    // checkpoint on disk is still the one of 30 events.
+    let store = FileEventStore::open(dir.path(), small_segments()).unwrap();
+    assert!(store.opened_from_checkpoint());
+    let requests: Vec<String> = (0..30)
+        .map(|i| format!("early-{i}"))
+        .chain((0..30).map(|i| format!("late-{i}")))
+        .collect();
+    for (i, stream) in streams.iter().cycle().take(30).enumerate() {
+        store
+            .append(keyed_commit(stream, 2, Some(format!("late-{i}"))))
+            .await
+            .unwrap();
+    }
+    let expected = answers(&store, &streams, &requests).await;
+    assert_eq!(expected.head.position, 90);
+    let crashed = tempfile::tempdir().unwrap();
+    crash_image(dir.path(), crashed.path());
+    drop(store);
+    assert_eq!(
+        std::fs::read(crashed.path().join(CHECKPOINT)).unwrap(),
+        saved
+    );
+
+    let store = FileEventStore::open(crashed.path(), small_segments()).unwrap();
+    assert!(store.opened_from_checkpoint());
+    assert_eq!(answers(&store, &streams, &requests).await, expected);
+    assert!(expected.requests.iter().all(Option::is_some));
+}
+
+#[tokio::test]
+async fn a_checkpoint_the_segments_do_not_bear_out_is_not_used() {
+    let streams: Vec<String> = (0..6).map(stream_name).collect();
+    let requests: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
+    // A store of 20 events closed cleanly, what it answered, and where its data ended
+    // before the last event.
+    let fresh = || async {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path()).unwrap();
+        let mut before_last = 0;
+        for (i, stream) in streams.iter().cycle().take(20).enumerate() {
+            before_last = data_len(dir.path());
+            store
+                .append(keyed_commit(stream, 1, Some(format!("r{i}"))))
+                .await
+                .unwrap();
+        }
+        let answered = answers(&store, &streams, &requests).await;
+        drop(store);
+        assert!(dir.path().join(CHECKPOINT).exists());
+        (dir, answered, before_last)
+    };
+    let opens_without_it = |dir: &Path| {
+        let store = open(dir).expect("the open goes on without the checkpoint");
+        assert!(!store.opened_from_checkpoint());
+        store
+    };
+
+    // The file itself damaged, cut short, or another store's.
+    let (dir, answered, _) = fresh().await;
+    let path = dir.path().join(CHECKPOINT);
+    flip_byte(&path, file_len(&path) / 2);
+    let store = opens_without_it(dir.path());
+    assert!(answers(&store, &streams, &requests).await == answered);
+
+    let (dir, answered, _) = fresh().await;
+    let path = dir.path().join(CHECKPOINT);
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(&path, &bytes[..bytes.len() - 9]).unwrap();
+    let store = opens_without_it(dir.path());
+    assert!(answers(&store, &streams, &requests).await == answered);
+
+    let (dir, answered, _) = fresh().await;
+    let (other, _, _) = fresh().await;
+    std::fs::copy(other.path().join(CHECKPOINT), dir.path().join(CHECKPOINT)).unwrap();
+    let store = opens_without_it(dir.path());
+    assert!(answers(&store, &streams, &requests).await == answered);
+
+    // An event rewritten behind the log's back into another stream, framing kept valid: the
+    // frames are not the ones the checkpoint was written from, the index follows the
+    // segments, and the chain names the event.
+    let (dir, _, _) = fresh().await;
+    let mut altered = EventEnvelope::decode(
+        raw::read_event_bytes(dir.path(), 7)
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    altered.stream_id = streams[5].clone();
+    raw::tamper_overwrite_event_bytes(dir.path(), 7, &altered.encode_to_vec()).unwrap();
+    let store = opens_without_it(dir.path());
+    assert!(matches!(
+        verify_chain(&store, 1, u64::MAX).await.unwrap(),
+        ChainVerdict::Broken { position: 7, .. }
+    ));
+    let moved = store
+        .read_stream(&StreamId::new(&streams[5]).unwrap(), 1, usize::MAX)
+        .await
+        .unwrap();
+    assert!(moved.iter().any(|event| event.position == 7));
+    drop(store);
+
+    // The same with every record where it was (a payload byte changed): only the frames'
+    // digest tells.
+    let (dir, _, _) = fresh().await;
+    let mut altered = EventEnvelope::decode(
+        raw::read_event_bytes(dir.path(), 7)
+            .unwrap()
+            .unwrap()
+            .as_slice(),
+    )
+    .unwrap();
+    let mut payload = altered.payload.to_vec();
+    payload[0] ^= 1;
+    altered.payload = payload.into();
+    raw::tamper_overwrite_event_bytes(dir.path(), 7, &altered.encode_to_vec()).unwrap();
+    let store = opens_without_it(dir.path());
+    assert!(matches!(
+        verify_chain(&store, 1, u64::MAX).await.unwrap(),
+        ChainVerdict::Broken { position: 7, .. }
+    ));
+    drop(store);
+
+    // The last frame gone (a disk that lost it): the segments end before the place the
+    // checkpoint covers, and the log opens at what they hold.
+    let (dir, answered, before_last) = fresh().await;
+    let segment = last_segment(dir.path());
+    let bytes = std::fs::read(&segment).unwrap();
+    std::fs::write(&segment, &bytes[..before_last as usize]).unwrap();
+    let store = opens_without_it(dir.path());
+    assert_eq!(store.head().position, 19);
+    assert!(all_events(&store).await[..] == answered.events[..19]);
+}
+
+#[tokio::test]
+async fn damage_before_the_checkpoints_place_is_judged_as_without_it() {
+    // As `damage_followed_by_valid_frames_fails_open_with_corrupt`, with the checkpoint of a
+    // clean close covering the damaged frame: the open fails the same way and cuts nothing.
+    let dir = tempfile::tempdir().unwrap();
+    fill(&open(dir.path()).unwrap(), 20).await;
+    assert!(dir.path().join(CHECKPOINT).exists());
+    let segment = last_segment(dir.path());
+    let pristine = std::fs::read(&segment).unwrap();
+    flip_byte(&segment, data_len(dir.path()) / 2);
+    match open(dir.path()) {
+        Err(LogError::Corrupt { reason, .. }) => {
+            assert!(reason.contains("valid frame follows"), "{reason}")
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    assert_eq!(std::fs::read(&segment).unwrap().len(), pristine.len());
+    std::fs::write(&segment, &pristine).unwrap();
+    let store = open(dir.path()).unwrap();
+    assert!(store.opened_from_checkpoint());
+    assert_eq!(store.head().position, 20);
+}

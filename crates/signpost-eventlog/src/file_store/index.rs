@@ -13,6 +13,9 @@ use std::hash::BuildHasher;
 use foldhash::fast::RandomState as FastState;
 use hashbrown::HashTable;
 
+use sha2::{Digest, Sha256};
+
+use super::checkpoint::{Decoder, Encoder};
 use super::read::Segments;
 use crate::types::Head;
 
@@ -75,7 +78,7 @@ enum Locations {
 /// bytes of heap once it held three). A list that is full grows in place when it is the
 /// last one, and otherwise moves to the end with twice the room; when the words left
 /// behind pass a quarter of the vector, every list is packed again ([`Streams::pack`]).
-pub(crate) struct Streams {
+pub(super) struct Streams {
     table: HashTable<StreamEntry>,
     /// Every stream's key, concatenated.
     keys: Vec<u8>,
@@ -344,6 +347,120 @@ impl Streams {
         self.many = packed;
         self.left_behind = 0;
     }
+
+    /// Writes the streams for a checkpoint: prefixes, keys, and each entry with its
+    /// positions, lists packed (the form [`Streams::decode`] reads).
+    pub(super) fn encode(&self, out: &mut Encoder) {
+        out.u64(self.prefixes.len() as u64);
+        for prefix in &self.prefixes {
+            out.bytes(prefix.as_bytes());
+        }
+        out.bytes(&self.keys);
+        out.u64(self.table.len() as u64);
+        let mut many = Vec::with_capacity(self.many.len() - self.left_behind);
+        for entry in &self.table {
+            out.u64(entry.key);
+            if entry.positions & MANY == 0 {
+                out.u64(entry.positions);
+            } else {
+                let at = (entry.positions & !MANY) as usize;
+                let (len, _) = list_parts(self.many[at]);
+                out.u64(MANY | many.len() as u64);
+                many.push(list_header(len, len));
+                many.extend_from_slice(&self.many[at + 1..at + 1 + len]);
+            }
+        }
+        out.u64s(&many);
+    }
+
+    /// Reads what [`Streams::encode`] wrote, checking every entry's key and list against
+    /// the arena and the lists (a bad one is an error, never a panic later), and hashing
+    /// the entries into a table of this process's hasher.
+    /// Every position must name one of `slots` events.
+    pub(super) fn decode(input: &mut Decoder<'_>, slots: u64) -> Result<Self, String> {
+        let mut streams = Streams::new();
+        let prefixes = input.u64()?;
+        if prefixes > 255 {
+            return Err(format!("{prefixes} stream prefixes, at most 255"));
+        }
+        for _ in 0..prefixes {
+            let prefix = std::str::from_utf8(input.bytes()?)
+                .map_err(|_| "a stream prefix is not UTF-8".to_owned())?;
+            streams.prefixes.push(prefix.into());
+        }
+        streams.keys = input.bytes()?.to_vec();
+        let entries = input.count(16)?;
+        let mut raw = Vec::with_capacity(entries);
+        for _ in 0..entries {
+            raw.push((input.u64()?, input.u64()?));
+        }
+        streams.many = input.u64s()?;
+        streams.table = HashTable::with_capacity(entries);
+        for (key, positions) in raw {
+            let start = (key >> 17) as usize;
+            let len = (key & 0xffff) as usize;
+            if start
+                .checked_add(len)
+                .is_none_or(|end| end > streams.keys.len())
+            {
+                return Err("a stream key lies outside the key arena".to_owned());
+            }
+            let (compact, bytes) = key_in(&streams.keys, key);
+            if compact && (len != 17 || usize::from(bytes[0]) >= streams.prefixes.len()) {
+                return Err("a compact stream key names no prefix".to_owned());
+            }
+            let named = |position: &u64| (1..=slots).contains(position);
+            if positions & MANY == 0 {
+                if !named(&positions) {
+                    return Err(format!(
+                        "a stream names position {positions}, past the slots"
+                    ));
+                }
+            } else {
+                let at = (positions & !MANY) as usize;
+                let (len, capacity) = streams
+                    .many
+                    .get(at)
+                    .map(|header| list_parts(*header))
+                    .ok_or_else(|| "a stream's list lies outside the lists".to_owned())?;
+                if len > capacity || at + 1 + capacity > streams.many.len() {
+                    return Err("a stream's list runs past the lists".to_owned());
+                }
+                if !streams.many[at + 1..at + 1 + len].iter().all(named) {
+                    return Err("a stream's list names a position past the slots".to_owned());
+                }
+            }
+            let hash = Self::hash(&streams.hasher, (compact, bytes));
+            let Streams {
+                table,
+                keys,
+                hasher,
+                ..
+            } = &mut streams;
+            table.insert_unique(hash, StreamEntry { key, positions }, |entry| {
+                Self::hash(hasher, key_in(keys, entry.key))
+            });
+        }
+        Ok(streams)
+    }
+}
+
+/// A running SHA-256 of every frame's header, in order, with its segment and offset: what
+/// a checkpoint records of the frames it covers, so that an open can tell they are the
+/// same frames (each header holds its body's checksum).
+#[derive(Clone, Default)]
+pub(crate) struct FrameDigest(Sha256);
+
+impl FrameDigest {
+    pub fn add(&mut self, segment: u32, offset: u64, header: &[u8]) {
+        self.0.update(segment.to_le_bytes());
+        self.0.update(offset.to_le_bytes());
+        self.0.update(header);
+    }
+
+    pub fn value(&self) -> [u8; 32] {
+        self.0.clone().finalize().into()
+    }
 }
 
 pub(crate) struct Index {
@@ -361,6 +478,8 @@ pub(crate) struct Index {
     idempotency_hasher: RandomState,
     /// The head recorded by the last frame (verified against the last event at open).
     pub head: Head,
+    /// Every frame indexed so far (see [`FrameDigest`]).
+    pub frames: FrameDigest,
 }
 
 impl Index {
@@ -373,6 +492,7 @@ impl Index {
             idempotency: HashMap::default(),
             idempotency_hasher: RandomState::new(),
             head: Head::EMPTY,
+            frames: FrameDigest::default(),
         }
     }
 
@@ -424,6 +544,18 @@ impl Index {
                 }
             }
         }
+    }
+
+    /// The stream index, for a checkpoint.
+    pub(super) fn streams(&self) -> &Streams {
+        &self.streams
+    }
+
+    /// Takes a checkpoint's events and streams for what the scan found them to cover.
+    pub(super) fn install(&mut self, locations: Vec<u64>, lengths: Vec<u32>, streams: Streams) {
+        self.locations = locations;
+        self.lengths = lengths;
+        self.streams = streams;
     }
 
     /// Where the records whose key hashes to `hash` are, newest last.

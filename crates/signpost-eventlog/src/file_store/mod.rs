@@ -13,6 +13,8 @@
 //! ```text
 //! <dir>/LOCK                 flock'ed by the open store (and by the raw tools)
 //! <dir>/meta                 format version and epoch, written once (temp file, fsync, rename)
+//! <dir>/index                the index as the last clean close left it (checkpoint.rs): a
+//!                            cache the next open checks against the segments, never data
 //! <dir>/segment-NNNNNNNN.log frames: [magic|len|crc|header crc] records… HEAD record,
 //!                            then possibly zeros written ahead
 //! ```
@@ -25,12 +27,17 @@
 //! checksum and rebuilds the indexes: slot → record location (12 bytes per event), stream →
 //! its positions, idempotency key hash → record location (the record is read back on lookup),
 //! and the head. A torn tail (the last, never acknowledged batch) is cut; damage followed by
-//! valid data fails the open with [`LogError::Corrupt`]; see `recover.rs` for the rules.
+//! valid data fails the open with [`LogError::Corrupt`]; see `recover.rs` for the rules. When
+//! the store closes cleanly the sequencer saves the index (`<dir>/index`); the next open still
+//! reads and checks every frame, but takes the events and streams the saved index covers from
+//! it once the frames bear it out, and indexes only what was appended after it
+//! (`checkpoint.rs`).
 //!
 //! Reads `pread` contiguous runs: `read_range` of N consecutive events is one read (up to
 //! 8 MiB), then each record's checksum is checked and its envelope decoded.
 //! [`FileEventStore::scan`] is the same, as a blocking iterator for start-up code.
 
+mod checkpoint;
 mod format;
 mod index;
 pub mod raw;
@@ -124,6 +131,8 @@ struct FileInner {
     _sequencer: SequencerThread,
     shared: Arc<Shared>,
     epoch: uuid::Uuid,
+    /// Whether the open took its index from the checkpoint (up to the place it covers).
+    from_checkpoint: bool,
     // Held only for the flock on `<dir>/LOCK`, released when the file is closed.
     _lock: Arc<File>,
 }
@@ -302,7 +311,11 @@ impl FileEventStore {
         std::fs::create_dir_all(dir).map_err(|e| io_error("creating the log directory", e))?;
         let lock = Arc::new(lock_dir(dir, options.lock_wait)?);
         let epoch = load_or_create_meta(dir)?;
-        let recovered = recover::recover(dir)?;
+        let checkpoint = checkpoint::load(dir, epoch).unwrap_or_else(|reason| {
+            tracing::warn!(%reason, "event log: not using the index checkpoint");
+            None
+        });
+        let recovered = recover::recover(dir, checkpoint)?;
         let index = recovered.index;
         let head = index.head;
         let hasher = index.idempotency_hasher();
@@ -334,6 +347,8 @@ impl FileEventStore {
             hasher,
             poisoned: false,
             frame: Vec::new(),
+            epoch,
+            checkpointed_at: recovered.checkpoint_used,
         };
         let handle = std::thread::Builder::new()
             .name("eventlog-sequencer".to_owned())
@@ -343,6 +358,7 @@ impl FileEventStore {
             position = head.position,
             %epoch,
             discarded_bytes = recovered.discarded_bytes,
+            index_checkpoint = recovered.checkpoint_used.is_some(),
             "event log opened"
         );
         Ok(FileEventStore {
@@ -351,9 +367,17 @@ impl FileEventStore {
                 _sequencer: SequencerThread(Some(handle)),
                 shared,
                 epoch,
+                from_checkpoint: recovered.checkpoint_used.is_some(),
                 _lock: lock,
             }),
         })
+    }
+
+    /// Whether this open took its index from the checkpoint the last clean close left
+    /// (`<dir>/index`), instead of building all of it from the segments. Either way the
+    /// segments' checksums were all checked; this only says how much indexing was saved.
+    pub fn opened_from_checkpoint(&self) -> bool {
+        self.inner.from_checkpoint
     }
 
     /// What the sequencer did since the store was opened.

@@ -43,6 +43,7 @@ use std::sync::Arc;
 use prost::Message;
 use signpost_schema::log::v1::EventEnvelope;
 
+use super::checkpoint::Checkpoint;
 use super::format::{
     self, decode_frame_header, io_error, parse_head_payload, records, segment_name,
     summarize_event, summarize_idempotency, FRAME_HEADER_LEN, FRAME_MAGIC, KIND_EVENT, KIND_HEAD,
@@ -67,6 +68,8 @@ pub(crate) struct Recovered {
     pub allocated: u64,
     /// Bytes of torn tail cut off.
     pub discarded_bytes: u64,
+    /// The place (segment, offset) up to which a checkpoint's index was taken, if one was.
+    pub checkpoint_used: Option<(u32, u64)>,
 }
 
 pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
@@ -96,8 +99,75 @@ pub(crate) fn create_segment(dir: &Path, number: u32) -> Result<File, LogError> 
     Ok(file)
 }
 
-/// Scans every segment of `dir` (creating segment 0 for a new store) and builds the index.
-pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
+/// What the scan checks of a checkpoint while it reads the frames the checkpoint covers.
+struct Covered {
+    checkpoint: Checkpoint,
+    /// Event records met so far, each found where the checkpoint's slot for it says.
+    slots: usize,
+}
+
+impl Covered {
+    /// Whether the scan, about to read at `offset` of segment `number`, is past the covered
+    /// place without having stopped at it.
+    fn passed(&self, number: u32, offset: u64) -> bool {
+        (number, offset) > (self.checkpoint.segment, self.checkpoint.offset)
+    }
+}
+
+/// Scans every segment of `dir` (creating segment 0 for a new store) and builds the index,
+/// taking what `checkpoint` covers from it if the segments bear it out
+/// (`checkpoint.rs`), and otherwise scanning them whole.
+pub(crate) fn recover(dir: &Path, checkpoint: Option<Checkpoint>) -> Result<Recovered, LogError> {
+    if let Some(checkpoint) = checkpoint {
+        match scan(
+            dir,
+            Some(Covered {
+                checkpoint,
+                slots: 0,
+            }),
+        )? {
+            Ok(recovered) => return Ok(recovered),
+            Err(reason) => tracing::warn!(
+                %reason,
+                "event log: the index checkpoint does not match the segments; indexing them whole"
+            ),
+        }
+    }
+    scan(dir, None)?.map_err(|reason| LogError::Corrupt {
+        position: 0,
+        reason,
+    })
+}
+
+/// Ends the covered part of a scan: the checkpoint holds exactly the events and frames the
+/// scan met, and becomes the index's.
+fn take_covered(index: &mut Index, covered: Covered) -> Result<(), String> {
+    let Covered { checkpoint, slots } = covered;
+    if slots != checkpoint.locations.len() {
+        return Err(format!(
+            "it holds {} events where the segments hold {slots}",
+            checkpoint.locations.len()
+        ));
+    }
+    if index.frames.value() != checkpoint.digest {
+        return Err("the frames it covers are not the frames it was written from".to_owned());
+    }
+    if index.head != checkpoint.head {
+        return Err(format!(
+            "it ends at position {} where the frames end at {}",
+            checkpoint.head.position, index.head.position
+        ));
+    }
+    index.install(checkpoint.locations, checkpoint.lengths, checkpoint.streams);
+    Ok(())
+}
+
+/// The scan itself; `Ok(Err(why))` when the segments do not bear out the checkpoint being
+/// checked (nothing was changed on disk then).
+fn scan(dir: &Path, mut covered: Option<Covered>) -> Result<Result<Recovered, String>, LogError> {
+    let checkpoint_used = covered
+        .as_ref()
+        .map(|covered| (covered.checkpoint.segment, covered.checkpoint.offset));
     let mut paths = format::list_segments(dir)?;
     if paths.is_empty() {
         create_segment(dir, 0)?;
@@ -110,6 +180,7 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
 
     let mut index = Index::new(Arc::new(Vec::new()));
     let mut body = Vec::new();
+    let mut header = [0u8; FRAME_HEADER_LEN];
     let mut discarded_bytes = 0;
     // Where the frames of the segment scanned last end (the rest, if any, is zeros).
     let mut data_end = 0u64;
@@ -120,9 +191,34 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
         let mut offset = 0u64;
         data_end = 0;
         while offset < len {
-            match read_frame(&mut reader, offset, len, &mut body)? {
+            if let Some(at) = &covered {
+                let place = (at.checkpoint.segment, at.checkpoint.offset);
+                if place == (number as u32, offset) {
+                    if let Err(reason) = take_covered(&mut index, covered.take().expect("some")) {
+                        return Ok(Err(reason));
+                    }
+                } else if at.passed(number as u32, offset) {
+                    return Ok(Err(format!(
+                        "no frame ends at segment {} offset {}, where it ends",
+                        place.0, place.1
+                    )));
+                }
+            }
+            match read_frame(&mut reader, offset, len, &mut body, &mut header)? {
                 Ok(()) => {
-                    apply_frame(&mut index, number as u32, offset, &body, &paths[number])?;
+                    index.frames.add(number as u32, offset, &header);
+                    let applied = apply_frame(
+                        &mut index,
+                        covered.as_mut(),
+                        number as u32,
+                        offset,
+                        &body,
+                        &paths[number],
+                    );
+                    match applied {
+                        Err(error) if covered.is_some() => return Ok(Err(error.to_string())),
+                        applied => applied?,
+                    }
                     offset += (FRAME_HEADER_LEN + body.len()) as u64;
                     data_end = offset;
                 }
@@ -130,6 +226,13 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                     // Space the writer prepared ahead of the log (FileOptions::preallocate_bytes),
                     // or sectors of an unacknowledged write that never landed: no data.
                     break;
+                }
+                Err(damage) if covered.is_some() => {
+                    // Judged by the scan without a checkpoint, which alone may cut anything.
+                    return Ok(Err(format!(
+                        "{} offset {offset}, before the place it covers: {damage}",
+                        paths[number].display()
+                    )));
                 }
                 Err(damage) => {
                     if let Some((found_segment, found_offset)) =
@@ -161,6 +264,20 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
                 }
             }
         }
+        if let Some(at) = &covered {
+            if (at.checkpoint.segment, at.checkpoint.offset) == (number as u32, data_end) {
+                if let Err(reason) = take_covered(&mut index, covered.take().expect("some")) {
+                    return Ok(Err(reason));
+                }
+            } else if at.checkpoint.segment <= number as u32 {
+                return Ok(Err(format!(
+                    "segment {number}'s frames end at offset {data_end}, not where it ends"
+                )));
+            }
+        }
+    }
+    if covered.is_some() {
+        return Ok(Err("the segments end before the place it covers".to_owned()));
     }
 
     verify_tail(&index, &files)?;
@@ -173,13 +290,14 @@ pub(crate) fn recover(dir: &Path) -> Result<Recovered, LogError> {
         .map_err(|e| io_error("fdatasync of the last segment", e))?;
     let allocated = file_len(last)?;
     index.segments = Arc::new(files);
-    Ok(Recovered {
+    Ok(Ok(Recovered {
         index,
         write_segment,
         write_offset: data_end,
         allocated,
         discarded_bytes,
-    })
+        checkpoint_used,
+    }))
 }
 
 /// Whether `file[from..len]` holds only zero bytes.
@@ -211,6 +329,7 @@ fn read_frame(
     offset: u64,
     len: u64,
     body: &mut Vec<u8>,
+    header_bytes: &mut [u8; FRAME_HEADER_LEN],
 ) -> Result<Result<(), String>, LogError> {
     let read_error = |e| io_error("reading a segment", e);
     let remaining = len - offset;
@@ -219,9 +338,8 @@ fn read_frame(
             "{remaining} bytes left, too few for a frame header"
         )));
     }
-    let mut header = [0u8; FRAME_HEADER_LEN];
-    reader.read_exact(&mut header).map_err(read_error)?;
-    let Some(header) = decode_frame_header(&header) else {
+    reader.read_exact(header_bytes).map_err(read_error)?;
+    let Some(header) = decode_frame_header(header_bytes) else {
         return Ok(Err("not a valid frame header".to_owned()));
     };
     let available = remaining - FRAME_HEADER_LEN as u64;
@@ -246,9 +364,11 @@ fn read_frame(
     Ok(Ok(()))
 }
 
-/// Indexes the records of one valid frame.
+/// Indexes the records of one valid frame. Within a checkpoint's cover, events are only
+/// checked to lie where its slots say (the checkpoint indexes them).
 fn apply_frame(
     index: &mut Index,
+    mut covered: Option<&mut Covered>,
     segment: u32,
     frame_offset: u64,
     body: &[u8],
@@ -279,10 +399,25 @@ fn apply_frame(
             len: record.payload.len() as u32,
         };
         match record.kind {
-            KIND_EVENT => {
-                let stream = summarize_event(record.payload).map(|summary| summary.stream_id);
-                index.push_event(location, stream);
-            }
+            KIND_EVENT => match covered.as_deref_mut() {
+                Some(covered) => {
+                    let slot = covered.slots;
+                    let checkpoint = &covered.checkpoint;
+                    if checkpoint.locations.get(slot) != Some(&location.packed)
+                        || checkpoint.lengths.get(slot) != Some(&location.len)
+                    {
+                        return Err(corrupt(
+                            index,
+                            format!("event {} is not where the checkpoint has it", slot + 1),
+                        ));
+                    }
+                    covered.slots += 1;
+                }
+                None => {
+                    let stream = summarize_event(record.payload).map(|summary| summary.stream_id);
+                    index.push_event(location, stream);
+                }
+            },
             KIND_IDEMPOTENCY => {
                 // An undecodable record cannot be found by key; it is simply not indexed.
                 if let Some((principal, request_id)) = summarize_idempotency(record.payload) {

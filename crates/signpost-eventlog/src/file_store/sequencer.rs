@@ -10,9 +10,10 @@ use std::sync::Arc;
 use prost::Message;
 use tokio::sync::mpsc;
 
+use super::checkpoint;
 use super::format::{
-    begin_frame, finish_frame, head_payload, io_error, push_record, IdempotencyRecord, KIND_EVENT,
-    KIND_HEAD, KIND_IDEMPOTENCY,
+    begin_frame, finish_frame, head_payload, io_error, push_record, IdempotencyRecord,
+    FRAME_HEADER_LEN, KIND_EVENT, KIND_HEAD, KIND_IDEMPOTENCY,
 };
 use super::index::{idempotency_hash, pack, Location, MAX_SEGMENT_OFFSET};
 use super::recover::create_segment;
@@ -42,12 +43,19 @@ pub(super) struct Sequencer {
     pub poisoned: bool,
     /// The frame being built (reused between batches).
     pub frame: Vec<u8>,
+    /// The store's epoch, which its index checkpoint carries.
+    pub epoch: uuid::Uuid,
+    /// Where the index checkpoint on disk ends, if it is this store's index up to there:
+    /// closing at that place has nothing new to save.
+    pub checkpointed_at: Option<(u32, u64)>,
 }
 
 /// Where a written batch's records landed.
 struct Written {
     events: Vec<Location>,
     idempotency: Vec<(u64, Location)>,
+    /// The frame's segment, offset and header.
+    frame: (u32, u64, [u8; FRAME_HEADER_LEN]),
 }
 
 /// The committed state as the sequencer sees it: the index holds exactly what is durable,
@@ -76,6 +84,18 @@ impl Sequencer {
         let mut requests = Vec::with_capacity(max_batch);
         while next_batch(&mut self.requests, &mut requests, max_batch) {
             self.commit_batch(&mut requests);
+        }
+        // Closing cleanly: save the index, so that the next open need not rebuild it
+        // (`checkpoint.rs`). A poisoned store saves nothing.
+        if !self.poisoned && self.checkpointed_at != Some((self.segment, self.offset)) {
+            let index = self.shared.index();
+            if index.slots() > 0 {
+                if let Err(error) =
+                    checkpoint::write(&self.dir, self.epoch, &index, self.segment, self.offset)
+                {
+                    tracing::warn!(%error, "event log: could not write the index checkpoint");
+                }
+            }
         }
         tracing::debug!("event log sequencer stopped");
     }
@@ -138,6 +158,8 @@ impl Sequencer {
             for (hash, location) in written.idempotency {
                 index.push_idempotency(hash, location);
             }
+            let (segment, offset, header) = written.frame;
+            index.frames.add(segment, offset, &header);
             index.head = head;
         }
         self.shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -246,7 +268,10 @@ impl Sequencer {
             packed: pack(self.segment, base + offset as u64),
             len,
         };
+        let mut header = [0u8; FRAME_HEADER_LEN];
+        header.copy_from_slice(&self.frame[..FRAME_HEADER_LEN]);
         Ok(Written {
+            frame: (self.segment, base, header),
             events: events.into_iter().map(|(o, l)| at(o, l)).collect(),
             idempotency: idempotency
                 .into_iter()

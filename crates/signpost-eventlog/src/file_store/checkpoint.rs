@@ -21,6 +21,13 @@
 //! Past the covered place the scan indexes as usual: a crash leaves the checkpoint of the last
 //! clean close, and the events appended since are indexed one by one.
 //!
+//! The digest proves the frames unchanged, not that the streams were filed by this code: the
+//! file is as open to whoever can write the data directory as the audit database is. So
+//! reads check what they hand over (every event read for a stream must name that stream, or
+//! the read fails with `Corrupt`), the loaded entries are bounds-checked (no position past
+//! the slots, no key outside the arena), and the chain verification at start checks every
+//! stream's versions from the events themselves.
+//!
 //! Layout (little-endian): magic, version, epoch (16 bytes), covered segment (u32) and offset
 //! (u64), frame digest (32), head position (u64) and hash (32), slots (u64) with every slot's
 //! location (u64) then length (u32), the streams (`Streams::encode`), and the CRC-32 of all

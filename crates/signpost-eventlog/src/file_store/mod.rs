@@ -178,6 +178,23 @@ impl Shared {
     }
 }
 
+/// An event the index lists under `stream` must say it belongs there. An index built by the
+/// open scan or the sequencer always agrees (both file an event under the stream it names);
+/// one taken from a checkpoint (`checkpoint.rs`) is a file of the data directory like any
+/// other, so a stream's reads check it rather than hand a command another stream's events.
+fn of_stream(event: &EventEnvelope, stream: &StreamId) -> Result<(), LogError> {
+    if event.stream_id == stream.as_str() {
+        return Ok(());
+    }
+    Err(LogError::Corrupt {
+        position: event.position,
+        reason: format!(
+            "the log's index lists this event under stream {stream}, but it belongs to {}",
+            event.stream_id
+        ),
+    })
+}
+
 /// Takes the exclusive flock on `<dir>/LOCK`, retrying while it is held for at most `wait`
 /// (`locking.rs`).
 pub(crate) fn lock_dir(dir: &Path, wait: std::time::Duration) -> Result<File, LogError> {
@@ -607,8 +624,13 @@ impl EventStore for FileEventStore {
                 .collect();
             (index.segments.clone(), items)
         };
-        self.blocking(move |_| read::read_events(&segments, &items))
-            .await
+        let events = self
+            .blocking(move |_| read::read_events(&segments, &items))
+            .await?;
+        for event in &events {
+            of_stream(event, stream)?;
+        }
+        Ok(events)
     }
 
     async fn read_streams(
@@ -640,6 +662,7 @@ impl EventStore for FileEventStore {
             .blocking(move |_| read::read_events(&segments, &items))
             .await?;
         for (event, owner) in events.into_iter().zip(owners) {
+            of_stream(&event, &streams[owner])?;
             per_stream[owner].push(event);
         }
         Ok(per_stream)
@@ -739,8 +762,11 @@ mod tests {
         assert_eq!(store.head(), head_before);
         assert_eq!(store.read_range(1, 10).await.unwrap().len(), 1);
         drop(store);
+        // A poisoned store saves no index: the next open scans the segments.
+        assert!(!dir.path().join(checkpoint::CHECKPOINT_FILE).exists());
 
         let store = FileEventStore::open(dir.path(), FileOptions::default()).unwrap();
+        assert!(!store.opened_from_checkpoint());
         assert_eq!(store.head(), head_before);
         let AppendOutcome::Committed(committed) = store.append(commit("a")).await.unwrap() else {
             panic!("expected a commit");
@@ -753,6 +779,50 @@ mod tests {
                 .unwrap(),
             2
         );
+    }
+
+    #[tokio::test]
+    async fn reads_refuse_what_a_forged_index_files_under_another_stream() {
+        // A checkpoint written from an index that files every event under the other
+        // stream, with the true frames' digest, places and head: the open takes it, and
+        // reading either stream reports the mismatch instead of handing the events over.
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileEventStore::open(dir.path(), FileOptions::default()).unwrap();
+        for stream in ["a", "b", "a", "b"] {
+            store.append(commit(stream)).await.unwrap();
+        }
+        let epoch = store.store_epoch();
+        drop(store);
+        let recovered = recover::recover(dir.path(), None).unwrap();
+        let real = recovered.index;
+        let mut forged = Index::new(real.segments.clone());
+        for slot in 0..real.slots() {
+            let other = if slot % 2 == 0 { "b" } else { "a" };
+            forged.push_event(real.event_location(slot as usize), Some(other));
+        }
+        forged.head = real.head;
+        forged.frames = real.frames.clone();
+        checkpoint::write(
+            dir.path(),
+            epoch,
+            &forged,
+            recovered.write_segment,
+            recovered.write_offset,
+        )
+        .unwrap();
+        drop(real);
+
+        let store = FileEventStore::open(dir.path(), FileOptions::default()).unwrap();
+        assert!(store.opened_from_checkpoint());
+        let a = StreamId::new("a").unwrap();
+        assert!(matches!(
+            store.read_stream(&a, 1, 10).await,
+            Err(LogError::Corrupt { position: 2, .. })
+        ));
+        assert!(matches!(
+            store.read_streams(std::slice::from_ref(&a)).await,
+            Err(LogError::Corrupt { .. })
+        ));
     }
 
     #[tokio::test]

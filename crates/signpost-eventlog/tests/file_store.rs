@@ -816,6 +816,15 @@ async fn events_appended_after_the_checkpoint_are_indexed_from_the_segments() {
     assert!(expected.requests.iter().all(Option::is_some));
 }
 
+/// Rewrites the event at `position` behind the log's back (framing kept valid), changed by
+/// `change`.
+fn alter_event(dir: &Path, position: u64, change: impl FnOnce(&mut EventEnvelope)) {
+    let bytes = raw::read_event_bytes(dir, position).unwrap().unwrap();
+    let mut event = EventEnvelope::decode(bytes.as_slice()).unwrap();
+    change(&mut event);
+    raw::tamper_overwrite_event_bytes(dir, position, &event.encode_to_vec()).unwrap();
+}
+
 #[tokio::test]
 async fn a_checkpoint_the_segments_do_not_bear_out_is_not_used() {
     let streams: Vec<String> = (0..6).map(stream_name).collect();
@@ -868,15 +877,7 @@ async fn a_checkpoint_the_segments_do_not_bear_out_is_not_used() {
     // frames are not the ones the checkpoint was written from, the index follows the
     // segments, and the chain names the event.
     let (dir, _, _) = fresh().await;
-    let mut altered = EventEnvelope::decode(
-        raw::read_event_bytes(dir.path(), 7)
-            .unwrap()
-            .unwrap()
-            .as_slice(),
-    )
-    .unwrap();
-    altered.stream_id = streams[5].clone();
-    raw::tamper_overwrite_event_bytes(dir.path(), 7, &altered.encode_to_vec()).unwrap();
+    alter_event(dir.path(), 7, |event| event.stream_id = streams[5].clone());
     let store = opens_without_it(dir.path());
     assert!(matches!(
         verify_chain(&store, 1, u64::MAX).await.unwrap(),
@@ -892,17 +893,11 @@ async fn a_checkpoint_the_segments_do_not_bear_out_is_not_used() {
     // The same with every record where it was (a payload byte changed): only the frames'
     // digest tells.
     let (dir, _, _) = fresh().await;
-    let mut altered = EventEnvelope::decode(
-        raw::read_event_bytes(dir.path(), 7)
-            .unwrap()
-            .unwrap()
-            .as_slice(),
-    )
-    .unwrap();
-    let mut payload = altered.payload.to_vec();
-    payload[0] ^= 1;
-    altered.payload = payload.into();
-    raw::tamper_overwrite_event_bytes(dir.path(), 7, &altered.encode_to_vec()).unwrap();
+    alter_event(dir.path(), 7, |event| {
+        let mut payload = event.payload.to_vec();
+        payload[0] ^= 1;
+        event.payload = payload.into();
+    });
     let store = opens_without_it(dir.path());
     assert!(matches!(
         verify_chain(&store, 1, u64::MAX).await.unwrap(),

@@ -9,6 +9,7 @@
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::io::Read;
 
 use foldhash::fast::RandomState as FastState;
 use hashbrown::HashTable;
@@ -377,25 +378,28 @@ impl Streams {
     /// the arena and the lists (a bad one is an error, never a panic later), and hashing
     /// the entries into a table of this process's hasher.
     /// Every position must name one of `slots` events.
-    pub(super) fn decode(input: &mut Decoder<'_>, slots: u64) -> Result<Self, String> {
+    pub(super) fn decode(input: &mut Decoder<impl Read>, slots: u64) -> Result<Self, String> {
         let mut streams = Streams::new();
         let prefixes = input.u64()?;
         if prefixes > 255 {
             return Err(format!("{prefixes} stream prefixes, at most 255"));
         }
         for _ in 0..prefixes {
-            let prefix = std::str::from_utf8(input.bytes()?)
+            let prefix = String::from_utf8(input.bytes()?)
                 .map_err(|_| "a stream prefix is not UTF-8".to_owned())?;
             streams.prefixes.push(prefix.into());
         }
-        streams.keys = input.bytes()?.to_vec();
+        streams.keys = input.bytes()?;
         let entries = input.count(16)?;
         let mut raw = Vec::with_capacity(entries);
         for _ in 0..entries {
             raw.push((input.u64()?, input.u64()?));
         }
         streams.many = input.u64s()?;
-        streams.table = HashTable::with_capacity(entries);
+        // Room for what is appended after the open (see `checkpoint::load`).
+        streams.keys.reserve(streams.keys.len() / 8);
+        streams.many.reserve(streams.many.len() / 8);
+        streams.table = HashTable::with_capacity(entries + entries / 8);
         for (key, positions) in raw {
             let start = (key >> 17) as usize;
             let len = (key & 0xffff) as usize;

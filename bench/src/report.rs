@@ -21,6 +21,22 @@ struct Row {
     met: Option<bool>,
 }
 
+impl Row {
+    /// A row that only gives context (no etcd figure, no goal to meet) under the scenario
+    /// above it.
+    fn context(measure: String, signpost: String, goal: &'static str) -> Self {
+        Row {
+            scenario: "",
+            measure,
+            signpost,
+            etcd: "n/a".into(),
+            ratio: "n/a".into(),
+            goal,
+            met: None,
+        }
+    }
+}
+
 fn f(value: &Value) -> Option<f64> {
     value.as_f64()
 }
@@ -496,61 +512,45 @@ pub fn render(
     let lifecycle = get("cold_start_lifecycle");
     let lifecycle_rebuild = f(&lifecycle["rebuild_events_per_second"]);
     if lifecycle_rebuild.is_some() {
-        rows.push(Row {
-            scenario: "",
-            measure: "context: the same rebuild, events in lifecycle order (group assignments to active connections)".into(),
-            signpost: events_rate(lifecycle_rebuild),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the population above folds its group assignments before their organization exists",
-            met: None,
-        });
+        rows.push(Row::context(
+            "context: the same rebuild, events in lifecycle order (group assignments to active connections)".into(),
+            events_rate(lifecycle_rebuild),
+            "context: the population above folds its group assignments before their organization exists",
+        ));
     }
     let no_checkpoint = get("cold_start_no_checkpoint");
     let no_checkpoint_rebuild = f(&no_checkpoint["rebuild_events_per_second"]);
     if no_checkpoint_rebuild.is_some() {
-        rows.push(Row {
-            scenario: "",
-            measure: "context: the same rebuild with the log's own index built from its segments too (no index checkpoint: the log's last close was not clean)".into(),
-            signpost: format!(
+        rows.push(Row::context(
+            "context: the same rebuild with the log's own index built from its segments too (no index checkpoint: the log's last close was not clean)".into(),
+            format!(
                 "{} (every projection built after {})",
                 events_rate(no_checkpoint_rebuild),
                 secs(f(&no_checkpoint["rebuild_seconds"]))
             ),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the row above takes the log's index from the checkpoint its last clean close saved (checked against the segments' frames)",
-            met: None,
-        });
+            "context: the row above takes the log's index from the checkpoint its last clean close saved (checked against the segments' frames)",
+        ));
     }
     let serve_first = get("cold_start_serve_first");
     let serve_first_rebuild = f(&serve_first["rebuild_events_per_second"]);
     if serve_first_rebuild.is_some() {
-        rows.push(Row {
-            scenario: "",
-            measure: "context: the same rebuild serving first (`--audit-serve-first-behind 1`: the server serves once its read model has caught up, and the audit index is rebuilt behind it)".into(),
-            signpost: format!(
+        rows.push(Row::context(
+            "context: the same rebuild serving first (`--audit-serve-first-behind 1`: the server serves once its read model has caught up, and the audit index is rebuilt behind it)".into(),
+            format!(
                 "{} (serving after {})",
                 events_rate(serve_first_rebuild),
                 secs(f(&serve_first["rebuild_first_resolve_seconds"]))
             ),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: serving sooner, every projection later (the default for a catch-up of more than 2^20 events)",
-            met: None,
-        });
+            "context: serving sooner, every projection later (the default for a catch-up of more than 2^20 events)",
+        ));
     }
     rows.push(rebuild_cpu_row(c, 500_000.0));
     let restart_rate = f(&c["restart_events_per_second"]);
-    rows.push(Row {
-        scenario: "",
-        measure: "limit: a restart's pace, which builds every projection but the audit index (events / spawn → listening)".into(),
-        signpost: events_rate(restart_rate),
-        etcd: "n/a".into(),
-        ratio: "n/a".into(),
-        goal: "context: how much of the goal's time the audit index would have left",
-        met: None,
-    });
+    rows.push(Row::context(
+        "limit: a restart's pace, which builds every projection but the audit index (events / spawn → listening)".into(),
+        events_rate(restart_rate),
+        "context: how much of the goal's time the audit index would have left",
+    ));
     let serving = f(&c["restart_first_resolve_seconds"]);
     rows.push(Row {
         scenario: "",
@@ -574,15 +574,11 @@ pub fn render(
         met: first_serving.map(|v| v < 3.0),
     });
     if let Some(lifecycle_serving) = f(&lifecycle["rebuild_first_resolve_seconds"]) {
-        rows.push(Row {
-            scenario: "",
-            measure: "context: first start to serving, events in lifecycle order".into(),
-            signpost: format!("{lifecycle_serving:.2} s"),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the same goal on the lifecycle-order log",
-            met: None,
-        });
+        rows.push(Row::context(
+            "context: first start to serving, events in lifecycle order".into(),
+            format!("{lifecycle_serving:.2} s"),
+            "context: the same goal on the lifecycle-order log",
+        ));
     }
 
     // 6. Snapshot.
@@ -655,48 +651,36 @@ pub fn render(
         met: cp.map(|v| v < 300.0 * MIB),
     });
     if let Some(restarted) = f(&m["control_plane_restarted_bytes"]).filter(|v| *v > 0.0) {
-        rows.push(Row {
-            scenario: "",
-            measure: format!(
+        rows.push(Row::context(
+            format!(
                 "context: control plane RSS after a restart on the same data, {} routes, no stream open",
                 thousands(f(&m["routes"]).unwrap_or(0.0))
             ),
-            signpost: mib(Some(restarted)),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the row above follows a first start, which built every projection",
-            met: None,
-        });
+            mib(Some(restarted)),
+            "context: the row above follows a first start, which built every projection",
+        ));
     }
     if let Some(with_links) = f(&m["control_plane_streams_with_links_bytes"]).filter(|v| *v > 0.0) {
-        rows.push(Row {
-            scenario: "",
-            measure: format!(
+        rows.push(Row::context(
+            format!(
                 "context: the same first start and {} streams, {} organizations that each also hold the setup link their connection was configured through (spent), as a real lifecycle leaves them",
                 thousands(f(&m["streams"]).unwrap_or(0.0)),
                 thousands(f(&m["routes"]).unwrap_or(0.0))
             ),
-            signpost: mib(Some(with_links)),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the goal's measure on the population a real lifecycle leaves (the first row's has no setup links)",
-            met: None,
-        });
+            mib(Some(with_links)),
+            "context: the goal's measure on the population a real lifecycle leaves (the first row's has no setup links)",
+        ));
     }
     if let Some(with_links) = f(&m["control_plane_restarted_with_links_bytes"]).filter(|v| *v > 0.0)
     {
-        rows.push(Row {
-            scenario: "",
-            measure: format!(
+        rows.push(Row::context(
+            format!(
                 "context: those {} organizations with their setup links after a restart, no stream open",
                 thousands(f(&m["routes"]).unwrap_or(0.0))
             ),
-            signpost: mib(Some(with_links)),
-            etcd: "n/a".into(),
-            ratio: "n/a".into(),
-            goal: "context: the restart row's population has no setup links",
-            met: None,
-        });
+            mib(Some(with_links)),
+            "context: the restart row's population has no setup links",
+        ));
     }
     rows.push(Row {
         scenario: "",

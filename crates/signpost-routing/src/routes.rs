@@ -50,6 +50,8 @@ const OIDC_DERIVED: u8 = 2;
 const SAML_FIELD: u32 = 6;
 const OIDC_FIELD: u32 = 7;
 const CONNECTION_ID_FIELD: u32 = 4;
+/// The key of a `Route`'s `domain` (field 1, length-delimited): its first byte when set.
+const DOMAIN_KEY: u8 = 1 << 3 | 2;
 /// The `Route` fields [`encode_tail`] writes.
 const GROUP_ROLES_FIELD: u32 = 9;
 const REQUIRE_GROUP_FIELD: u32 = 10;
@@ -329,6 +331,24 @@ impl EncodedRoute {
             message,
             tail,
         })
+    }
+
+    /// The route's domain, read from its encoding (prost writes it first, as field 1).
+    pub fn domain(&self) -> &[u8] {
+        let (&form, mut body) = self.0.split_first().expect("a stored route has a header");
+        if form != VERBATIM {
+            // The base URL's number and the two offsets come before the body.
+            for _ in 0..3 {
+                stored_varint(&mut body);
+            }
+        }
+        match body.split_first() {
+            Some((&DOMAIN_KEY, mut rest)) => {
+                let len = stored_varint(&mut rest) as usize;
+                &rest[..len]
+            }
+            _ => &[],
+        }
     }
 
     /// Length of prost's encoding of the route.
@@ -631,6 +651,7 @@ mod tests {
             prop_assert_eq!(encoded.to_wire(), expected.clone());
             prop_assert_eq!(encoded.wire_len(), expected.len());
             prop_assert_eq!(encoded.decode(), route.clone());
+            prop_assert_eq!(encoded.domain(), route.domain.as_bytes());
             let mut field = Vec::new();
             encoded.encode_field(tag, &mut field);
             let mut expected = Vec::new();
@@ -657,6 +678,7 @@ mod tests {
             }
             prop_assert_eq!(derived.to_wire(), full.encode_to_vec());
             prop_assert_eq!(&derived, &EncodedRoute::encode(&full));
+            prop_assert_eq!(derived.domain(), route.domain.as_bytes());
             let one_protocol = full.saml.is_some() != full.oidc.is_some();
             if one_protocol && !full.connection_id.is_empty() {
                 let urls_len = if full.saml.is_some() {

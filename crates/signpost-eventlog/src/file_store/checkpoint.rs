@@ -149,7 +149,7 @@ impl<R: Read> Decoder<R> {
 
     /// `count` little-endian words of `N` bytes, each turned into a value by `word`, added to
     /// `out` (read a block at a time).
-    fn words<const N: usize, T>(
+    pub fn words<const N: usize, T>(
         &mut self,
         count: usize,
         out: &mut Vec<T>,

@@ -391,10 +391,10 @@ impl Streams {
         }
         streams.keys = input.bytes()?;
         let entries = input.count(16)?;
-        let mut raw = Vec::with_capacity(entries);
-        for _ in 0..entries {
-            raw.push((input.u64()?, input.u64()?));
-        }
+        // Each entry is two words (key, positions), read a block at a time.
+        let mut words = Vec::with_capacity(entries * 2);
+        input.words(entries * 2, &mut words, u64::from_le_bytes)?;
+        let raw = words.chunks_exact(2).map(|entry| (entry[0], entry[1]));
         streams.many = input.u64s()?;
         // Room for what is appended after the open (see `checkpoint::load`).
         streams.keys.reserve(streams.keys.len() / 8);

@@ -106,14 +106,6 @@ struct Covered {
     slots: usize,
 }
 
-impl Covered {
-    /// Whether the scan, about to read at `offset` of segment `number`, is past the covered
-    /// place without having stopped at it.
-    fn passed(&self, number: u32, offset: u64) -> bool {
-        (number, offset) > (self.checkpoint.segment, self.checkpoint.offset)
-    }
-}
-
 /// Scans every segment of `dir` (creating segment 0 for a new store) and builds the index,
 /// taking what `checkpoint` covers from it if the segments bear it out
 /// (`checkpoint.rs`), and otherwise scanning them whole.
@@ -162,6 +154,34 @@ fn take_covered(index: &mut Index, covered: Covered) -> Result<(), String> {
     Ok(())
 }
 
+/// The scan is at `offset` of segment `number`, before a frame or, when `ended`, where the
+/// segment's frames end. At the place the checkpoint covers, its index is taken; `Err` when
+/// the scan is past that place without having stopped at it (or, at a segment's end, the
+/// place lies in this segment beyond its frames or in an earlier one).
+fn reach(
+    covered: &mut Option<Covered>,
+    index: &mut Index,
+    number: u32,
+    offset: u64,
+    ended: bool,
+) -> Result<(), String> {
+    let Some(at) = covered else {
+        return Ok(());
+    };
+    let place = (at.checkpoint.segment, at.checkpoint.offset);
+    if place == (number, offset) {
+        return take_covered(index, covered.take().expect("some"));
+    }
+    if place < (number, offset) || (ended && place.0 == number) {
+        return Err(format!(
+            "no frame ends at segment {} offset {}, where it ends (segment {number}'s frames \
+             read up to offset {offset})",
+            place.0, place.1
+        ));
+    }
+    Ok(())
+}
+
 /// The scan itself; `Ok(Err(why))` when the segments do not bear out the checkpoint being
 /// checked (nothing was changed on disk then).
 fn scan(dir: &Path, mut covered: Option<Covered>) -> Result<Result<Recovered, String>, LogError> {
@@ -191,18 +211,8 @@ fn scan(dir: &Path, mut covered: Option<Covered>) -> Result<Result<Recovered, St
         let mut offset = 0u64;
         data_end = 0;
         while offset < len {
-            if let Some(at) = &covered {
-                let place = (at.checkpoint.segment, at.checkpoint.offset);
-                if place == (number as u32, offset) {
-                    if let Err(reason) = take_covered(&mut index, covered.take().expect("some")) {
-                        return Ok(Err(reason));
-                    }
-                } else if at.passed(number as u32, offset) {
-                    return Ok(Err(format!(
-                        "no frame ends at segment {} offset {}, where it ends",
-                        place.0, place.1
-                    )));
-                }
+            if let Err(reason) = reach(&mut covered, &mut index, number as u32, offset, false) {
+                return Ok(Err(reason));
             }
             match read_frame(&mut reader, offset, len, &mut body, &mut header)? {
                 Ok(()) => {
@@ -264,16 +274,8 @@ fn scan(dir: &Path, mut covered: Option<Covered>) -> Result<Result<Recovered, St
                 }
             }
         }
-        if let Some(at) = &covered {
-            if (at.checkpoint.segment, at.checkpoint.offset) == (number as u32, data_end) {
-                if let Err(reason) = take_covered(&mut index, covered.take().expect("some")) {
-                    return Ok(Err(reason));
-                }
-            } else if at.checkpoint.segment <= number as u32 {
-                return Ok(Err(format!(
-                    "segment {number}'s frames end at offset {data_end}, not where it ends"
-                )));
-            }
+        if let Err(reason) = reach(&mut covered, &mut index, number as u32, data_end, true) {
+            return Ok(Err(reason));
         }
     }
     if covered.is_some() {

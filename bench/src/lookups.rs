@@ -1,7 +1,9 @@
 //! Scenario 2, lookups: `Resolve` of random routed domains among all routes,
 //! `in_flight` at a time, against etcd serializable `Range` of one key among
-//! as many keys (values as large as an encoded Signpost route), plus the
-//! do-nothing unary ceiling (`grpc.health.v1.Health/Check`) from the same client.
+//! as many keys (values as large as an encoded Signpost route), plus two ceilings from the
+//! same client: the do-nothing unary call (`grpc.health.v1.Health/Check`, a two-byte
+//! answer) and the do-nothing `Resolve` of [`crate::resolve_ceiling`] (one fixed answer
+//! as large as a route).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -157,16 +159,24 @@ pub async fn load_etcd_table(
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// The do-nothing `Resolve` server's connections and process id.
+#[derive(Debug, Clone, Copy)]
+pub struct AnswerCeiling<'a> {
+    pub channels: &'a [Channel],
+    pub pid: Option<u32>,
+}
+
 /// Everything scenario 2 measured.
 pub async fn run(
     peers: Peers<'_>,
+    answer: AnswerCeiling<'_>,
     token: &str,
     routes: usize,
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
     let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
-    // In turns, so that the ceiling, `Resolve` and etcd meet the same neighbours.
+    // In turns, so that the ceilings, `Resolve` and etcd meet the same neighbours.
     let phases = [
         load::measured(servers.signpost, move |turn| {
             noop_load(channels, in_flight, turn)
@@ -177,8 +187,11 @@ pub async fn run(
         load::measured(servers.etcd, move |turn| {
             etcd_range_load(etcd_channels, routes, in_flight, turn)
         }),
+        load::measured(answer.pid, move |turn| {
+            resolve_load(answer.channels, token, routes, in_flight, turn)
+        }),
     ];
-    let [noop, resolve, etcd] = load::in_turns(load::ROUNDS, duration, phases).await;
+    let [noop, resolve, etcd, constant] = load::in_turns(load::ROUNDS, duration, phases).await;
     Ok(serde_json::json!({
         "routes": routes,
         "in_flight": in_flight,
@@ -186,5 +199,6 @@ pub async fn run(
         "noop_unary": noop.json(),
         "etcd": etcd.json(),
         "ratio_to_noop": resolve.rate() / noop.rate().max(f64::MIN_POSITIVE),
+        "answer_ceiling": constant.json(),
     }))
 }

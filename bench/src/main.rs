@@ -14,6 +14,8 @@
 //! - `durable-ceiling`: the durable do-nothing server (each call one append to Signpost's
 //!   own log, nothing else) scenario 1's durable limit is measured on
 //!   ([`durable_ceiling`]).
+//! - `resolve-ceiling`: the do-nothing `Resolve` (one fixed answer as large as a route)
+//!   scenario 2's answer-sized limit is measured on ([`resolve_ceiling`]).
 //! - `resolve-ab`: `Resolve` and the do-nothing call at two running control planes in
 //!   turns ([`lookups`]), for comparing two builds side by side.
 //! - `report`: JSON lines → markdown ([`report`]).
@@ -37,6 +39,7 @@ mod lookups;
 mod memory;
 mod populate;
 mod report;
+mod resolve_ceiling;
 mod server;
 mod snapshot;
 mod stream_ceiling;
@@ -191,6 +194,14 @@ enum Command {
     StreamCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+    },
+    /// Serves the do-nothing `Resolve` (one fixed answer) that scenario 2's answer-sized limit is measured on.
+    ResolveCeiling {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// The `ResolveResponse` every call gets, encoded, in hex.
+        #[arg(long)]
+        answer_hex: String,
     },
     /// Serves the durable do-nothing server that scenario 1's durable limit is measured on.
     DurableCeiling {
@@ -375,14 +386,29 @@ async fn routing_run(
     let etcd_load_seconds =
         lookups::load_etcd_table(&etcd_channels, routes, value_bytes, common.in_flight).await?;
     status("scenario 2: lookups");
+    let answer = resolve_ceiling::answer_of(
+        &channels[0],
+        &token,
+        format!("user@{}", populate::domain_of(0)),
+    )
+    .await?;
+    let answer_server = server::CeilingProcess::resolve(&answer).await?;
+    let answer_channels =
+        grpc::channels(&grpc::url(answer_server.addr), common.connections).await?;
     let mut result = lookups::run(
         common.peers(&server, &channels, &etcd_channels),
+        lookups::AnswerCeiling {
+            channels: &answer_channels,
+            pid: answer_server.pid(),
+        },
         &token,
         routes,
         common.in_flight,
         duration,
     )
     .await?;
+    drop(answer_channels);
+    answer_server.stop().await;
     result["value_bytes"] = value_bytes.into();
     result["etcd_load_seconds"] = etcd_load_seconds.into();
     emit("lookups", result);
@@ -691,6 +717,9 @@ async fn main() -> anyhow::Result<()> {
         } => history_run(common, organizations, events_per_organization).await?,
         Command::FreePort => println!("{}", server::free_port()?.port()),
         Command::StreamCeiling { listen } => stream_ceiling::serve(listen).await?,
+        Command::ResolveCeiling { listen, answer_hex } => {
+            resolve_ceiling::serve(listen, &answer_hex).await?
+        }
         Command::DurableCeiling { listen, data_dir } => {
             durable_ceiling::serve(listen, &data_dir).await?
         }

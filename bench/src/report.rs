@@ -403,6 +403,24 @@ pub fn render(
         goal: "≥ 60% of ceiling",
         met: sp.zip(noop).map(|(a, b)| a >= 0.6 * b),
     });
+    // The same answer from a server that only sends it: what any `Resolve` carrying a
+    // route reaches with this client (the do-nothing call above answers two bytes).
+    let answer = f(&l["answer_ceiling"]["per_second"]);
+    if answer.is_some() {
+        rows.push(Row {
+            scenario: "",
+            measure: "limit: do-nothing Resolve (every call answered with one route's bytes: no lookup, no authorization), same client and in-flight count".into(),
+            signpost: rate(sp),
+            etcd: format!(
+                "ceiling {} (5× etcd = {})",
+                rate(answer),
+                rate(et.map(|e| 5.0 * e))
+            ),
+            ratio: ratio(sp, answer),
+            goal: "context: is 5× etcd below the ceiling of a Resolve's answer?",
+            met: None,
+        });
+    }
     rows.push(cpu_budget_row(
         "limit: CPU per Resolve at 5× etcd",
         &l["signpost"],
@@ -777,6 +795,10 @@ pub fn render(
         &[
             ("Signpost Resolve", "signpost"),
             ("do-nothing unary (grpc.health Check)", "noop_unary"),
+            (
+                "do-nothing Resolve (one fixed answer; a child process)",
+                "answer_ceiling",
+            ),
             ("etcd serializable Range", "etcd"),
         ],
     )?;
@@ -1070,13 +1092,18 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    costs), and the durable do-nothing server (`signpost-bench durable-ceiling`, a child
    process: every `grpc.health.v1.Health/Check` appends one event with a 200-byte payload to
    Signpost's own segment-file log on the same disk, group commit and `fdatasync` included,
-   and answers once it is durable; no command, read model, routing table or audit index),
-   with 64 in flight and with one client: what any durable write through this log reaches
-   here.
+   and answers once it is durable; no command, read model, routing table or audit index;
+   served on the control plane's own transport, responses finished in one turn of the
+   runtime written together), with 64 in flight and with one client: what any durable write
+   through this log reaches here.
 2. **Lookups.** `Resolve` of random routed emails among 100,000 routes, 64 in flight, for 10 s;
-   the do-nothing unary ceiling (`grpc.health.v1.Health/Check`) from the same client; etcd
-   serializable `Range` of one random key among 100,000 keys whose values are as large as an
-   encoded route.
+   the do-nothing unary ceiling (`grpc.health.v1.Health/Check`, a two-byte answer) from the
+   same client; etcd serializable `Range` of one random key among 100,000 keys whose values
+   are as large as an encoded route. Limit, from the same client in the same run: the
+   do-nothing `Resolve` (`signpost-bench resolve-ceiling`, a child process on the control
+   plane's own transport: `signpost.routing.v1.RoutingService/Resolve` answering every call
+   with the control plane's own answer for one routed domain, nothing looked up or
+   authorized), what any `Resolve` that carries a route reaches here.
 3. **Fan-out.** 10,000 `WatchRoutes` streams (resuming from the revision of a snapshot, as an edge
    with a state file does, so they carry deltas only) against 10,000 etcd watch streams on a
    prefix; 20 changes one after another (an `AssignGroup` / a 200-byte `put`); for each, the time
@@ -1085,7 +1112,9 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    growth with every stream open divided by the number of streams. The limit row: the same
    client, streams and connections against a do-nothing stream server (`signpost-bench
    stream-ceiling`, a child process: `grpc.health.v1.Health/Watch`, one two-byte message per
-   change, nothing computed or written), the floor of this client on this machine.
+   change, nothing computed or written; served on the control plane's own transport, so the
+   messages of a change that share a connection go out in one write), the floor of this
+   client on this machine.
 4. **Edge.** `Edge::lookup` in process (email normalization + one map lookup) among 100,000
    routes, each of 1,000,000 lookups timed alone (the clock's own cost is reported next to it);
    `POST /v1/discover` on the `signpost-edge` binary (a real SAML AuthnRequest or OIDC URL per
@@ -1215,6 +1244,45 @@ mod tests {
         assert!(!text.lines().any(|line| {
             line.starts_with("|  | limit: durable do-nothing")
                 || line.starts_with("| durable do-nothing (")
+        }));
+    }
+
+    #[test]
+    fn the_answer_ceiling_row_compares_resolve_with_a_server_that_only_answers() {
+        let lookups = serde_json::json!({ "scenario": "lookups", "result": {
+            "routes": 100_000, "in_flight": 64,
+            "signpost": { "per_second": 30_000.0 },
+            "etcd": { "per_second": 9_000.0 },
+            "noop_unary": { "per_second": 50_000.0 },
+            "answer_ceiling": { "per_second": 40_000.0, "requests": 400_000, "seconds": 10.0 },
+        }});
+        let row = rendered_row(&lookups, "limit: do-nothing Resolve");
+        assert!(
+            row.contains("| 30,000/s | ceiling 40,000/s (5× etcd = 45,000/s) | 0.75× |"),
+            "{row}"
+        );
+        let detail = rendered_row(&lookups, "| do-nothing Resolve (one fixed answer");
+        assert!(
+            detail.contains("| 400,000 | 0 | 10.0 | 40,000/s |"),
+            "{detail}"
+        );
+        // Results from before the ceiling existed render neither.
+        let older = serde_json::json!({ "scenario": "lookups", "result": {
+            "signpost": { "per_second": 30_000.0 },
+            "etcd": { "per_second": 9_000.0 },
+            "noop_unary": { "per_second": 50_000.0 },
+        }});
+        let text = render(
+            &older.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .unwrap();
+        assert!(!text.lines().any(|line| {
+            line.starts_with("|  | limit: do-nothing Resolve")
+                || line.starts_with("| do-nothing Resolve (")
         }));
     }
 

@@ -199,7 +199,8 @@ pub fn sibling_binary(name: &str) -> PathBuf {
 }
 
 /// A ceiling server of this benchmark binary, run as a child process: the do-nothing
-/// stream server of [`crate::stream_ceiling`] or the durable do-nothing server of
+/// stream server of [`crate::stream_ceiling`], the do-nothing `Resolve` of
+/// [`crate::resolve_ceiling`] or the durable do-nothing server of
 /// [`crate::durable_ceiling`].
 pub struct CeilingProcess {
     child: tokio::process::Child,
@@ -218,6 +219,23 @@ impl CeilingProcess {
             ],
             crate::stream_ceiling::LISTENING,
             "the stream ceiling server",
+        )
+        .await
+    }
+
+    /// Spawns `signpost-bench resolve-ceiling` answering every call with `answer_hex` (an
+    /// encoded `ResolveResponse`) and waits until it listens.
+    pub async fn resolve(answer_hex: &str) -> anyhow::Result<Self> {
+        Self::start(
+            &[
+                "resolve-ceiling".as_ref(),
+                "--listen".as_ref(),
+                "127.0.0.1:0".as_ref(),
+                "--answer-hex".as_ref(),
+                answer_hex.as_ref(),
+            ],
+            crate::resolve_ceiling::LISTENING,
+            "the resolve ceiling server",
         )
         .await
     }

@@ -1,0 +1,133 @@
+//! Scenario 2's answer-sized limit on this machine: a do-nothing `Resolve`, run as a child
+//! process like the two peers (`signpost-bench resolve-ceiling`), measured by the same
+//! client with the same calls in flight as the control plane's `Resolve`.
+//!
+//! It serves `signpost.routing.v1.RoutingService/Resolve` and answers every call with
+//! one fixed `ResolveResponse`: the control plane's own answer for one routed domain,
+//! fetched just before and handed over as hex, written by the control plane's own
+//! `Resolve` codec from the route kept encoded as its routing table keeps it. Nothing is
+//! looked up, authorized or normalized. The do-nothing unary ceiling (`grpc.health.v1.Health/Check`) answers two
+//! bytes; this one carries what a `Resolve` must carry (a route, about 400 bytes), so the
+//! client decodes as much as it does from the control plane. What it reaches is the most
+//! any `Resolve` with this answer could reach with this client, this transport and these
+//! cores. It serves on the control plane's own transport
+//! ([`crate::stream_ceiling::as_the_control_plane`]).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use prost::Message;
+use signpost_api::routing::v1 as wire;
+use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
+use signpost_grpc::routing::{ResolveCodec, ResolveReply};
+use signpost_routing::EncodedRoute;
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::{Request, Response, Status};
+
+/// What the server prints once it accepts connections (then the address).
+pub const LISTENING: &str = "resolve ceiling listening on ";
+
+const RESOLVE_PATH: &str = "/signpost.routing.v1.RoutingService/Resolve";
+
+/// `RoutingService` with one method: `Resolve`, answered with [`ConstantResolve::answer`]
+/// through the control plane's own `Resolve` codec (the route's bytes copied as the
+/// routing table keeps them, as `signpost serve` answers).
+#[derive(Clone)]
+struct ConstantResolve {
+    answer: Arc<ResolveReply>,
+}
+
+impl NamedService for ConstantResolve {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl<B> Service<http::Request<B>> for ConstantResolve
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        if request.uri().path() != RESOLVE_PATH {
+            let refused = Status::unimplemented("the resolve ceiling only answers Resolve");
+            return Box::pin(async move { Ok(refused.into_http()) });
+        }
+        let method = Answer(self.answer.clone());
+        let mut grpc = Grpc::new(ResolveCodec);
+        Box::pin(async move { Ok(grpc.unary(method, request).await) })
+    }
+}
+
+/// The one answer, as a tonic unary method.
+struct Answer(Arc<ResolveReply>);
+
+impl UnaryService<wire::ResolveRequest> for Answer {
+    type Response = ResolveReply;
+    type Future = std::future::Ready<Result<Response<ResolveReply>, Status>>;
+
+    fn call(&mut self, request: Request<wire::ResolveRequest>) -> Self::Future {
+        std::future::ready(if request.get_ref().email.is_empty() {
+            Err(Status::invalid_argument("email is required"))
+        } else {
+            Ok(Response::new(ResolveReply::clone(&self.0)))
+        })
+    }
+}
+
+/// Serves until killed, on `listen` (port 0: any), answering every `Resolve` with the
+/// `ResolveResponse` encoded in `answer_hex`.
+pub async fn serve(listen: SocketAddr, answer_hex: &str) -> anyhow::Result<()> {
+    let answer = wire::ResolveResponse::decode(hex::decode(answer_hex)?.as_slice())?;
+    let Some(wire::resolve_response::Answer::Route(route)) = &answer.answer else {
+        anyhow::bail!("the answer must hold a route");
+    };
+    let reply = ResolveReply {
+        revision: answer.revision,
+        route: Some(EncodedRoute::encode(route)),
+        domain: answer.domain.clone(),
+    };
+    anyhow::ensure!(
+        reply.clone().into_message() == answer,
+        "the route does not encode back to the answer it came in"
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    eprintln!("{LISTENING}{}", listener.local_addr()?);
+    tonic::transport::Server::builder()
+        .add_service(ConstantResolve {
+            answer: Arc::new(reply),
+        })
+        .serve_with_incoming(crate::stream_ceiling::as_the_control_plane(listener))
+        .await?;
+    Ok(())
+}
+
+/// The control plane's `Resolve` answer for a routed `email`, encoded as hex for
+/// [`serve`].
+pub async fn answer_of(
+    channel: &tonic::transport::Channel,
+    token: &str,
+    email: String,
+) -> anyhow::Result<String> {
+    let reply = crate::grpc::routing(channel, token)
+        .resolve(wire::ResolveRequest {
+            email,
+            min_revision: None,
+        })
+        .await?
+        .into_inner();
+    anyhow::ensure!(
+        matches!(reply.answer, Some(wire::resolve_response::Answer::Route(_))),
+        "the control plane answered without a route"
+    );
+    Ok(hex::encode(reply.encode_to_vec()))
+}

@@ -1213,6 +1213,25 @@ mod tests {
             .to_owned()
     }
 
+    /// Asserts that the report of `results` has no table row starting with any of
+    /// `starts` (only the tables: the findings copied in below them may name the rows).
+    fn assert_no_table_row(results: &Value, starts: &[&str]) {
+        let text = render(
+            &results.to_string(),
+            chrono::Utc::now(),
+            "c0ffee",
+            "3.4",
+            false,
+        )
+        .expect("rendered");
+        if let Some(line) = text
+            .lines()
+            .find(|line| starts.iter().any(|start| line.starts_with(start)))
+        {
+            panic!("unexpected row: {line}");
+        }
+    }
+
     #[test]
     fn the_cpu_rows_give_what_a_goal_leaves_and_the_bound_at_the_measured_cost() {
         let cpu = |server: f64, generator: f64| serde_json::json!({ "server_us_per_request": server, "generator_us_per_request": generator, "cores": 2 });
@@ -1260,19 +1279,10 @@ mod tests {
             "signpost": { "per_second": 12_000.0 },
             "etcd": { "per_second": 10_000.0 },
         }});
-        let text = render(
-            &older.to_string(),
-            chrono::Utc::now(),
-            "c0ffee",
-            "3.4",
-            false,
-        )
-        .unwrap();
-        // (Only the tables: the findings copied in below them may name it.)
-        assert!(!text.lines().any(|line| {
-            line.starts_with("|  | limit: durable do-nothing")
-                || line.starts_with("| durable do-nothing (")
-        }));
+        assert_no_table_row(
+            &older,
+            &["|  | limit: durable do-nothing", "| durable do-nothing ("],
+        );
     }
 
     #[test]
@@ -1300,18 +1310,10 @@ mod tests {
             "etcd": { "per_second": 9_000.0 },
             "noop_unary": { "per_second": 50_000.0 },
         }});
-        let text = render(
-            &older.to_string(),
-            chrono::Utc::now(),
-            "c0ffee",
-            "3.4",
-            false,
-        )
-        .unwrap();
-        assert!(!text.lines().any(|line| {
-            line.starts_with("|  | limit: do-nothing Resolve")
-                || line.starts_with("| do-nothing Resolve (")
-        }));
+        assert_no_table_row(
+            &older,
+            &["|  | limit: do-nothing Resolve", "| do-nothing Resolve ("],
+        );
     }
 
     #[test]

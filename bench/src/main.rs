@@ -681,6 +681,16 @@ async fn history_run(
     Ok(())
 }
 
+/// The control plane's allocator (jemalloc, built with the settings `.cargo/config.toml`
+/// gives it), so that the ceiling servers this binary runs (`stream-ceiling`,
+/// `durable-ceiling`, `resolve-ceiling`) allocate as `signpost serve` does: with glibc's
+/// malloc the do-nothing `Resolve` was slower than the control plane's own `Resolve` in
+/// one run (bench/FINDINGS.md, round 24), and the control plane spent about 15% of its CPU
+/// in glibc's malloc when it used it. The load generator, the same binary, uses it too,
+/// for every peer alike.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {

@@ -15,7 +15,7 @@
 //!   own log, nothing else) scenario 1's durable limit is measured on
 //!   ([`durable_ceiling`]).
 //! - `resolve-ceiling`: the do-nothing `Resolve` (one fixed answer as large as a route)
-//!   scenario 2's answer-sized limit is measured on ([`resolve_ceiling`]).
+//!   scenario 2 compares `Resolve` with ([`resolve_ceiling`]).
 //! - `resolve-ab`: `Resolve` and the do-nothing call at two running control planes in
 //!   turns ([`lookups`]), for comparing two builds side by side.
 //! - `report`: JSON lines → markdown ([`report`]).
@@ -195,7 +195,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
     },
-    /// Serves the do-nothing `Resolve` (one fixed answer) that scenario 2's answer-sized limit is measured on.
+    /// Serves the do-nothing `Resolve` (one fixed answer) that scenario 2 compares `Resolve` with.
     ResolveCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,

@@ -147,30 +147,32 @@ fn organization_commits(
     let activated = Event::ConnectionActivated(schema::ConnectionActivated {
         connection_id: connection.clone(),
     });
-    let mut connection_events = vec![Event::ConnectionConfigured(schema::ConnectionConfigured {
-        connection_id: connection.clone(),
-        organization_id: org.clone(),
-        setup_link_id: link.clone().unwrap_or_default(),
-        role: schema::ConnectionRole::Primary as i32,
-        protocol: schema::Protocol::Saml as i32,
-        saml: Some(schema::SamlSettings {
-            idp_entity_id: entity.clone(),
-            sso_endpoints: vec![schema::SamlEndpoint {
-                binding: schema::SamlBinding::HttpRedirect as i32,
-                location: format!("{entity}/sso"),
-            }],
-            signing_certificates: vec![cert.clone()],
-            source: schema::SamlSource::MetadataXml as i32,
-            metadata_url: String::new(),
-        }),
-        oidc: None,
-        claim_mapping: Some(schema::ClaimMapping {
-            email: "email".into(),
-            groups: "groups".into(),
-            ..Default::default()
-        }),
-        provider_preset: "okta".into(),
-    })];
+    let mut connection_events = vec![Event::ConnectionConfigured(Box::new(
+        schema::ConnectionConfigured {
+            connection_id: connection.clone(),
+            organization_id: org.clone(),
+            setup_link_id: link.clone().unwrap_or_default(),
+            role: schema::ConnectionRole::Primary as i32,
+            protocol: schema::Protocol::Saml as i32,
+            saml: Some(schema::SamlSettings {
+                idp_entity_id: entity.clone(),
+                sso_endpoints: vec![schema::SamlEndpoint {
+                    binding: schema::SamlBinding::HttpRedirect as i32,
+                    location: format!("{entity}/sso"),
+                }],
+                signing_certificates: vec![cert.clone()],
+                source: schema::SamlSource::MetadataXml as i32,
+                metadata_url: String::new(),
+            }),
+            oidc: None,
+            claim_mapping: Some(schema::ClaimMapping {
+                email: "email".into(),
+                groups: "groups".into(),
+                ..Default::default()
+            }),
+            provider_preset: "okta".into(),
+        },
+    ))];
     let groups = (0..extra).map(|group| {
         Event::GroupAssigned(schema::GroupAssigned {
             idp_group: format!("group-{}", group % 50),

@@ -153,32 +153,34 @@ async fn organization(store: &MemoryEventStore, i: usize) {
             store,
             link(i),
             streams::connection(&connection),
-            vec![Event::ConnectionConfigured(schema::ConnectionConfigured {
-                connection_id: connection.clone(),
-                organization_id: org.clone(),
-                setup_link_id: "link".into(),
-                role: schema::ConnectionRole::Primary as i32,
-                protocol: schema::Protocol::Saml as i32,
-                saml: Some(schema::SamlSettings {
-                    idp_entity_id: format!("https://idp-{i}.example/e"),
-                    sso_endpoints: vec![schema::SamlEndpoint {
-                        binding: schema::SamlBinding::HttpRedirect as i32,
-                        location: format!("https://idp-{i}.example/sso/{round}"),
-                    }],
-                    signing_certificates: vec![schema::Certificate {
-                        der: vec![0; 800],
-                        sha256_fingerprint: format!("{round:064}"),
+            vec![Event::ConnectionConfigured(Box::new(
+                schema::ConnectionConfigured {
+                    connection_id: connection.clone(),
+                    organization_id: org.clone(),
+                    setup_link_id: "link".into(),
+                    role: schema::ConnectionRole::Primary as i32,
+                    protocol: schema::Protocol::Saml as i32,
+                    saml: Some(schema::SamlSettings {
+                        idp_entity_id: format!("https://idp-{i}.example/e"),
+                        sso_endpoints: vec![schema::SamlEndpoint {
+                            binding: schema::SamlBinding::HttpRedirect as i32,
+                            location: format!("https://idp-{i}.example/sso/{round}"),
+                        }],
+                        signing_certificates: vec![schema::Certificate {
+                            der: vec![0; 800],
+                            sha256_fingerprint: format!("{round:064}"),
+                            ..Default::default()
+                        }],
                         ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-                oidc: None,
-                claim_mapping: Some(schema::ClaimMapping {
-                    email: "email".into(),
-                    ..Default::default()
-                }),
-                provider_preset: "okta".into(),
-            })],
+                    }),
+                    oidc: None,
+                    claim_mapping: Some(schema::ClaimMapping {
+                        email: "email".into(),
+                        ..Default::default()
+                    }),
+                    provider_preset: "okta".into(),
+                },
+            ))],
         )
         .await;
         if round == 0 {
@@ -374,7 +376,7 @@ fn configured(
     saml: Option<schema::SamlSettings>,
     oidc: Option<schema::OidcSettings>,
 ) -> Event {
-    Event::ConnectionConfigured(schema::ConnectionConfigured {
+    Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
         connection_id: connection.to_owned(),
         organization_id: format!("org-{i}"),
         setup_link_id: link.to_owned(),
@@ -393,7 +395,7 @@ fn configured(
             groups: "groups".into(),
         }),
         provider_preset: "okta".into(),
-    })
+    }))
 }
 
 fn issued(i: usize, link: &str, connection: &str, intent: schema::SetupIntent) -> Event {

@@ -2426,7 +2426,7 @@ mod tests {
         }
 
         fn event(self, connection: &str) -> Event {
-            Event::ConnectionConfigured(schema::ConnectionConfigured {
+            Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
                 connection_id: connection.to_owned(),
                 organization_id: "o1".into(),
                 setup_link_id: "l1".into(),
@@ -2436,7 +2436,7 @@ mod tests {
                 oidc: self.oidc,
                 claim_mapping: self.claim_mapping,
                 provider_preset: self.provider_preset.to_owned(),
-            })
+            }))
         }
     }
 
@@ -2938,7 +2938,7 @@ mod tests {
         )
             .prop_map(
                 |((connection, organization, saml, oidc), (claims, role, preset))| {
-                    Event::ConnectionConfigured(schema::ConnectionConfigured {
+                    Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
                         connection_id: connection,
                         organization_id: organization,
                         setup_link_id: "l1".into(),
@@ -2952,7 +2952,7 @@ mod tests {
                             ..Default::default()
                         }),
                         provider_preset: preset,
-                    })
+                    }))
                 },
             )
     }

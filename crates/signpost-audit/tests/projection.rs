@@ -91,7 +91,7 @@ fn certificate(fingerprint: &str) -> schema::Certificate {
 }
 
 fn saml(connection: &str, org: &str, link: &str, sso_url: &str, certs: &[&str]) -> Event {
-    Event::ConnectionConfigured(schema::ConnectionConfigured {
+    Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
         connection_id: connection.into(),
         organization_id: org.into(),
         setup_link_id: link.into(),
@@ -113,11 +113,11 @@ fn saml(connection: &str, org: &str, link: &str, sso_url: &str, certs: &[&str]) 
             ..Default::default()
         }),
         provider_preset: "okta".into(),
-    })
+    }))
 }
 
 fn oidc(connection: &str, org: &str, link: &str) -> Event {
-    Event::ConnectionConfigured(schema::ConnectionConfigured {
+    Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
         connection_id: connection.into(),
         organization_id: org.into(),
         setup_link_id: link.into(),
@@ -143,7 +143,7 @@ fn oidc(connection: &str, org: &str, link: &str) -> Event {
             ..Default::default()
         }),
         provider_preset: "entra".into(),
-    })
+    }))
 }
 
 fn link_issued(link: &str, org: &str, connection: &str, intent: schema::SetupIntent) -> Event {

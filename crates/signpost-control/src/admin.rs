@@ -780,12 +780,13 @@ impl ControlPlane {
             .first()
             .filter(|e| e.position == position)
             .and_then(|e| signpost_domain::decode_event(&e.payload).ok());
-        match event {
-            Some(Event::ConnectionConfigured(schema::ConnectionConfigured {
-                saml: Some(stored),
-                ..
-            })) => Ok(stored.signing_certificates.into()),
-            _ => Err(ControlError::Internal(format!(
+        let saml = match event {
+            Some(Event::ConnectionConfigured(configured)) => configured.saml,
+            _ => None,
+        };
+        match saml {
+            Some(stored) => Ok(stored.signing_certificates.into()),
+            None => Err(ControlError::Internal(format!(
                 "no SAML settings at position {position} for connection {connection_id}"
             ))),
         }

@@ -1137,13 +1137,13 @@ mod tests {
 
     fn configured(position: u64, saml: Option<schema::SamlSettings>) -> (EventEnvelope, Event) {
         let oidc = saml.is_none().then(schema::OidcSettings::default);
-        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+        let event = Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
             connection_id: "c1".into(),
             organization_id: "o1".into(),
             saml,
             oidc,
             ..Default::default()
-        });
+        }));
         let envelope = EventEnvelope {
             position,
             stream_id: "connection-c1".into(),
@@ -1222,13 +1222,13 @@ mod tests {
             connection_id: "c1".into(),
             ..Default::default()
         });
-        let configured = Event::ConnectionConfigured(schema::ConnectionConfigured {
+        let configured = Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
             connection_id: "c1".into(),
             organization_id: "o1".into(),
             setup_link_id: "l1".into(),
             oidc: Some(schema::OidcSettings::default()),
             ..Default::default()
-        });
+        }));
         let activated = Event::ConnectionActivated(schema::ConnectionActivated {
             connection_id: "c1".into(),
         });
@@ -1279,17 +1279,17 @@ mod tests {
         }
         // State keeps what its event said, even in a stream of another id.
         let mut model = one_organization(false);
-        let odd = Event::ConnectionConfigured(schema::ConnectionConfigured {
+        let odd = Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
             connection_id: "c9".into(),
             organization_id: "o1".into(),
             ..Default::default()
-        });
+        }));
         model.apply(&at(5, "connection-c2"), &odd);
         assert_eq!(&*model.connections["c2"].state.id, "c9");
     }
 
     fn configure(model: &mut ReadModel, position: u64, connection: &str, email_claim: &str) {
-        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+        let event = Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
             connection_id: connection.into(),
             organization_id: "o1".into(),
             claim_mapping: Some(schema::ClaimMapping {
@@ -1299,7 +1299,7 @@ mod tests {
             }),
             provider_preset: "okta".into(),
             ..Default::default()
-        });
+        }));
         model.apply(&at(position, &format!("connection-{connection}")), &event);
     }
 
@@ -1387,13 +1387,13 @@ mod tests {
         connection: &str,
         entity: Option<&str>,
     ) {
-        let event = Event::ConnectionConfigured(schema::ConnectionConfigured {
+        let event = Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
             connection_id: connection.into(),
             organization_id: "o1".into(),
             saml: entity.map(|entity| saml(entity, b"der")),
             oidc: entity.is_none().then(schema::OidcSettings::default),
             ..Default::default()
-        });
+        }));
         model.apply(&at(position, &format!("connection-{connection}")), &event);
     }
 
@@ -1514,12 +1514,12 @@ mod tests {
             ),
             IndexStep::Configure(c, o) => (
                 format!("connection-c{c}"),
-                Event::ConnectionConfigured(schema::ConnectionConfigured {
+                Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
                     connection_id: format!("c{c}"),
                     organization_id: format!("o{o}"),
                     oidc: Some(schema::OidcSettings::default()),
                     ..Default::default()
-                }),
+                })),
             ),
             IndexStep::CloseLink(l, how) => (
                 format!("setup-link-l{l}"),
@@ -1808,12 +1808,12 @@ mod tests {
                 ),
                 (
                     format!("connection-c{}", i / 2),
-                    Event::ConnectionConfigured(schema::ConnectionConfigured {
+                    Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
                         connection_id: format!("c{}", i / 2),
                         organization_id: format!("o{}", (i / 2) % 97),
                         oidc: Some(schema::OidcSettings::default()),
                         ..Default::default()
-                    }),
+                    })),
                 ),
             ] {
                 position += 1;

@@ -167,7 +167,7 @@ impl Connection {
                     SubmittedSettings::Saml(saml) => (schema::Protocol::Saml, Some(saml), None),
                     SubmittedSettings::Oidc(oidc) => (schema::Protocol::Oidc, None, Some(*oidc)),
                 };
-                Ok(vec![Event::ConnectionConfigured(
+                Ok(vec![Event::ConnectionConfigured(Box::new(
                     schema::ConnectionConfigured {
                         connection_id,
                         organization_id,
@@ -179,7 +179,7 @@ impl Connection {
                         claim_mapping: Some(claim_mapping),
                         provider_preset,
                     },
-                )])
+                ))])
             }
             ConnectionCommand::AssignGroup { idp_group, role } => {
                 self.check_configured()?;

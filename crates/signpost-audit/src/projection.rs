@@ -1088,89 +1088,78 @@ async fn tail(
         // again for each event (about 3% of a first start's CPU); the stop, a write
         // finished, the linger window and readers' demands are looked at between batches
         // and at least every `STRAIGHT_EVENTS` events.
-        if straight < STRAIGHT_EVENTS {
-            if let Some(step) = source.buffered() {
-                straight += 1;
-                if !fold_step(
-                    &shared,
-                    &options,
-                    &head,
-                    &mut writer,
-                    &mut pending,
-                    &mut ready,
-                    &mut open_commit,
-                    &mut write_at,
-                    step,
-                )
-                .await
-                {
-                    return;
-                }
-                continue;
-            }
-        }
-        straight = 0;
-        let linger = async {
-            match write_at {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
+        let buffered = if straight < STRAIGHT_EVENTS {
+            source.buffered()
+        } else {
+            None
         };
-        let in_flight = async {
-            match writer.in_flight.as_mut() {
-                Some(in_flight) => (&mut in_flight.handle).await,
-                None => std::future::pending().await,
-            }
-        };
-        let next = tokio::select! {
-            biased;
-            () = async {
-                let _ = stop.wait_for(|stopped| *stopped).await;
-            } => {
-                writer.settle().await;
-                return;
-            }
-            joined = in_flight => {
-                if !writer.finished(joined) {
-                    return;
+        let step = if let Some(step) = buffered {
+            straight += 1;
+            step
+        } else {
+            straight = 0;
+            let linger = async {
+                match write_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
                 }
-                continue;
-            }
-            _ = linger => None,
-            _ = shared.demand.notified(), if ready.is_some() => {
-                let demanded = ready
-                    .as_ref()
-                    .is_some_and(|(position, _)| shared.demanded(*position));
-                if !demanded {
-                    continue;
+            };
+            let in_flight = async {
+                match writer.in_flight.as_mut() {
+                    Some(in_flight) => (&mut in_flight.handle).await,
+                    None => std::future::pending().await,
                 }
-                None
-            }
-            next = source.next() => match next {
-                Some(next) => Some(next),
-                None => {
+            };
+            let next = tokio::select! {
+                biased;
+                () = async {
+                    let _ = stop.wait_for(|stopped| *stopped).await;
+                } => {
                     writer.settle().await;
                     return;
                 }
-            },
-        };
-        let Some(next) = next else {
-            // The linger window closed, or a reader waits: write what is gathered.
-            if let Some((position, hash)) = ready.take() {
-                write_at = None;
-                let batch = std::mem::take(&mut pending);
-                if !writer.start(batch, position, hash).await {
+                joined = in_flight => {
+                    if !writer.finished(joined) {
+                        return;
+                    }
+                    continue;
+                }
+                _ = linger => None,
+                _ = shared.demand.notified(), if ready.is_some() => {
+                    let demanded = ready
+                        .as_ref()
+                        .is_some_and(|(position, _)| shared.demanded(*position));
+                    if !demanded {
+                        continue;
+                    }
+                    None
+                }
+                next = source.next() => match next {
+                    Some(next) => Some(next),
+                    None => {
+                        writer.settle().await;
+                        return;
+                    }
+                },
+            };
+            let Some(next) = next else {
+                // The linger window closed, or a reader waits: write what is gathered.
+                if let Some((position, hash)) = ready.take() {
+                    write_at = None;
+                    let batch = std::mem::take(&mut pending);
+                    if !writer.start(batch, position, hash).await {
+                        return;
+                    }
+                }
+                continue;
+            };
+            match next {
+                Ok(step) => step,
+                Err(reason) => {
+                    writer.settle().await;
+                    fail(&shared, reason);
                     return;
                 }
-            }
-            continue;
-        };
-        let step = match next {
-            Ok(step) => step,
-            Err(reason) => {
-                writer.settle().await;
-                fail(&shared, reason);
-                return;
             }
         };
         if !fold_step(

@@ -10,7 +10,7 @@
 //! audit index), and the answer is two bytes: what any durable write costs with this log,
 //! this client and these cores, and so the most a write of Signpost's could reach here.
 //! It serves on the control plane's own transport
-//! ([`crate::stream_ceiling::as_the_control_plane`]).
+//! ([`signpost_grpc::transport::incoming`]).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -94,7 +94,7 @@ impl Health for AppendOnly {
 }
 
 /// Serves until killed, on `listen` (port 0: any), with the log in `data_dir` (created
-/// if missing), on the control plane's transport ([`crate::stream_ceiling::as_the_control_plane`]).
+/// if missing), on the control plane's transport ([`signpost_grpc::transport::incoming`]).
 pub async fn serve(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)?;
     let store = FileEventStore::open(data_dir, FileOptions::default())?;
@@ -107,7 +107,7 @@ pub async fn serve(listen: SocketAddr, data_dir: &Path) -> anyhow::Result<()> {
     };
     tonic::transport::Server::builder()
         .add_service(HealthServer::new(ceiling))
-        .serve_with_incoming(crate::stream_ceiling::as_the_control_plane(listener))
+        .serve_with_incoming(signpost_grpc::transport::incoming(listener))
         .await?;
     Ok(())
 }

@@ -109,9 +109,14 @@ pub async fn etcd_range_load(
     .await
 }
 
-/// The encoded size of the route `Resolve` answers for organization 0 (the
-/// value size etcd's keys get, so both peers move as many bytes).
-pub async fn route_bytes(channel: &Channel, token: &str) -> anyhow::Result<usize> {
+/// The control plane's `Resolve` answer for organization 0's domain, which must hold a
+/// route: its route's encoded size is the value size etcd's keys get (so both peers move
+/// as many bytes), and the whole answer is what the do-nothing `Resolve` of
+/// [`crate::resolve_ceiling`] sends.
+pub async fn routed_answer(
+    channel: &Channel,
+    token: &str,
+) -> anyhow::Result<wire::ResolveResponse> {
     let reply = grpc::routing(channel, token)
         .resolve(wire::ResolveRequest {
             email: format!("user@{}", domain_of(0)),
@@ -119,9 +124,19 @@ pub async fn route_bytes(channel: &Channel, token: &str) -> anyhow::Result<usize
         })
         .await?
         .into_inner();
-    match reply.answer {
-        Some(wire::resolve_response::Answer::Route(route)) => Ok(route.encoded_len()),
-        _ => anyhow::bail!("{} has no route", domain_of(0)),
+    anyhow::ensure!(
+        matches!(reply.answer, Some(wire::resolve_response::Answer::Route(_))),
+        "{} has no route",
+        domain_of(0)
+    );
+    Ok(reply)
+}
+
+/// The encoded size of the route in `answer` (0 when it holds none).
+pub fn route_bytes(answer: &wire::ResolveResponse) -> usize {
+    match &answer.answer {
+        Some(wire::resolve_response::Answer::Route(route)) => route.encoded_len(),
+        _ => 0,
     }
 }
 

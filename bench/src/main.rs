@@ -379,19 +379,14 @@ async fn routing_run(
     };
 
     // Scenario 2: lookups.
-    let value_bytes = lookups::route_bytes(&channels[0], &token).await?;
+    let answer = lookups::routed_answer(&channels[0], &token).await?;
+    let value_bytes = lookups::route_bytes(&answer);
     status(&format!(
         "loading {routes} keys of {value_bytes} bytes into etcd"
     ));
     let etcd_load_seconds =
         lookups::load_etcd_table(&etcd_channels, routes, value_bytes, common.in_flight).await?;
     status("scenario 2: lookups");
-    let answer = resolve_ceiling::answer_of(
-        &channels[0],
-        &token,
-        format!("user@{}", populate::domain_of(0)),
-    )
-    .await?;
     let answer_server = server::CeilingProcess::resolve(&answer).await?;
     let answer_channels =
         grpc::channels(&grpc::url(answer_server.addr), common.connections).await?;

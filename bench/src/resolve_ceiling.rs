@@ -11,7 +11,7 @@
 //! (`grpc.health.v1.Health/Check`) answers two bytes; this one carries what a `Resolve`
 //! must carry (a route, about 400 bytes), so the client decodes as much as it does from
 //! the control plane. It serves on the control plane's own transport
-//! ([`crate::stream_ceiling::as_the_control_plane`]).
+//! ([`signpost_grpc::transport::incoming`]).
 //!
 //! It was meant as `Resolve`'s ceiling and is not one: measured in turns, it lands within
 //! their noise of the control plane's `Resolve`, which has reached and passed it
@@ -111,28 +111,7 @@ pub async fn serve(listen: SocketAddr, answer_hex: &str) -> anyhow::Result<()> {
         .add_service(ConstantResolve {
             answer: Arc::new(reply),
         })
-        .serve_with_incoming(crate::stream_ceiling::as_the_control_plane(listener))
+        .serve_with_incoming(signpost_grpc::transport::incoming(listener))
         .await?;
     Ok(())
-}
-
-/// The control plane's `Resolve` answer for a routed `email`, encoded as hex for
-/// [`serve`].
-pub async fn answer_of(
-    channel: &tonic::transport::Channel,
-    token: &str,
-    email: String,
-) -> anyhow::Result<String> {
-    let reply = crate::grpc::routing(channel, token)
-        .resolve(wire::ResolveRequest {
-            email,
-            min_revision: None,
-        })
-        .await?
-        .into_inner();
-    anyhow::ensure!(
-        matches!(reply.answer, Some(wire::resolve_response::Answer::Route(_))),
-        "the control plane answered without a route"
-    );
-    Ok(hex::encode(reply.encode_to_vec()))
 }

@@ -223,16 +223,19 @@ impl CeilingProcess {
         .await
     }
 
-    /// Spawns `signpost-bench resolve-ceiling` answering every call with `answer_hex` (an
-    /// encoded `ResolveResponse`) and waits until it listens.
-    pub async fn resolve(answer_hex: &str) -> anyhow::Result<Self> {
+    /// Spawns `signpost-bench resolve-ceiling` answering every call with `answer` and
+    /// waits until it listens.
+    pub async fn resolve(
+        answer: &signpost_api::routing::v1::ResolveResponse,
+    ) -> anyhow::Result<Self> {
+        let answer_hex = hex::encode(prost::Message::encode_to_vec(answer));
         Self::start(
             &[
                 "resolve-ceiling".as_ref(),
                 "--listen".as_ref(),
                 "127.0.0.1:0".as_ref(),
                 "--answer-hex".as_ref(),
-                answer_hex.as_ref(),
+                answer_hex.as_str().as_ref(),
             ],
             crate::resolve_ceiling::LISTENING,
             "the resolve ceiling server",

@@ -8,14 +8,14 @@
 //! delta is about 400), so this is a floor no real server reaches: the cost of waking
 //! every stream, framing and writing its message, and the client receiving them all on
 //! the same cores. It serves on the control plane's own transport
-//! ([`as_the_control_plane`]): before round 24 it did not, wrote each stream's message on
-//! its own, and was slower than the control plane itself (bench/FINDINGS.md, round 24).
+//! ([`signpost_grpc::transport::incoming`], the sockets `signpost serve` accepts): before
+//! round 24 it did not, wrote each stream's message on its own, and was slower than the
+//! control plane itself (bench/FINDINGS.md, round 24).
 
 use std::net::SocketAddr;
 use std::pin::Pin;
 
 use futures::{Stream, StreamExt};
-use signpost_grpc::transport::CoalescingStream;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -75,32 +75,14 @@ impl Health for Ceiling {
 }
 
 /// Serves until killed, on `listen` (port 0: any), on the control plane's transport
-/// ([`as_the_control_plane`]).
+/// ([`signpost_grpc::transport::incoming`]).
 pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
     let (changes, _) = tokio::sync::watch::channel(0);
     tonic::transport::Server::builder()
         .add_service(HealthServer::new(Ceiling { changes }))
-        .serve_with_incoming(as_the_control_plane(listener))
+        .serve_with_incoming(signpost_grpc::transport::incoming(listener))
         .await?;
     Ok(())
-}
-
-/// `listener`'s connections as the control plane serves its own (`signpost serve`): Nagle's
-/// algorithm off, and each socket a [`CoalescingStream`], so that the responses finished in
-/// one turn of the runtime go out in one write. Both ceiling servers serve on these, so that
-/// a limit measured on them is one of this transport, not of a slower one.
-pub fn as_the_control_plane(
-    listener: tokio::net::TcpListener,
-) -> impl futures::Stream<Item = std::io::Result<CoalescingStream<tokio::net::TcpStream>>> {
-    tokio_stream::StreamExt::map(
-        tokio_stream::wrappers::TcpListenerStream::new(listener),
-        |socket| {
-            socket.map(|socket| {
-                let _ = socket.set_nodelay(true);
-                CoalescingStream::new(socket)
-            })
-        },
-    )
 }

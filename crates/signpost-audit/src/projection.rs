@@ -1067,6 +1067,8 @@ async fn tail(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut pending = Pending::default();
+    let batch_events = options.batch_events.max(1);
+    let batch_bytes = options.batch_bytes.max(1);
     let head = shared.store.watch_head();
     let mut writer = Writer {
         shared: shared.clone(),
@@ -1162,70 +1164,37 @@ async fn tail(
                 }
             }
         };
-        if !fold_step(
-            &shared,
-            &options,
-            &head,
-            &mut writer,
-            &mut pending,
-            &mut ready,
-            &mut open_commit,
-            &mut write_at,
-            step,
-        )
-        .await
-        {
-            return;
+        let Some(rows) = step.rows else {
+            continue;
+        };
+        if step.commit_last_position > step.position {
+            open_commit.push(rows);
+            continue;
+        }
+        for rows in open_commit.drain(..) {
+            pending.add(rows);
+        }
+        pending.add(rows);
+        // A commit is complete: write now when the batch is full or a reader waits for
+        // it, else within the linger window (near the head) or once the batch is full.
+        let position = step.position;
+        ready = Some((position, step.hash));
+        let full = pending.events >= batch_events || pending.bytes >= batch_bytes;
+        if full || shared.demanded(position) {
+            write_at = None;
+            let (position, hash) = ready.take().expect("just set");
+            let batch = std::mem::take(&mut pending);
+            if !writer.start(batch, position, hash).await {
+                return;
+            }
+        } else if write_at.is_none() && *head.borrow() < position.saturating_add(FAR_BEHIND) {
+            write_at = Some(tokio::time::Instant::now() + options.linger);
         }
     }
 }
 
 /// Events the tail folds from a batch already taken before it looks at anything else.
 const STRAIGHT_EVENTS: usize = 256;
-
-/// Folds one event into what the tail gathers, and starts a write when a complete commit
-/// fills the batch or a reader waits for it; false when a write failed (the projection
-/// has stopped).
-#[allow(clippy::too_many_arguments)]
-async fn fold_step(
-    shared: &Shared,
-    options: &AuditOptions,
-    head: &watch::Receiver<u64>,
-    writer: &mut Writer,
-    pending: &mut Pending,
-    ready: &mut Option<(u64, Vec<u8>)>,
-    open_commit: &mut Vec<Rows>,
-    write_at: &mut Option<tokio::time::Instant>,
-    step: Step,
-) -> bool {
-    let Some(rows) = step.rows else {
-        return true;
-    };
-    if step.commit_last_position > step.position {
-        open_commit.push(rows);
-        return true;
-    }
-    for rows in open_commit.drain(..) {
-        pending.add(rows);
-    }
-    pending.add(rows);
-    // A commit is complete: write now when the batch is full or a reader waits for
-    // it, else within the linger window (near the head) or once the batch is full.
-    let position = step.position;
-    *ready = Some((position, step.hash));
-    let full = pending.events >= options.batch_events.max(1)
-        || pending.bytes >= options.batch_bytes.max(1);
-    if full || shared.demanded(position) {
-        *write_at = None;
-        let (position, hash) = ready.take().expect("just set");
-        let batch = std::mem::take(pending);
-        return writer.start(batch, position, hash).await;
-    }
-    if write_at.is_none() && *head.borrow() < position.saturating_add(FAR_BEHIND) {
-        *write_at = Some(tokio::time::Instant::now() + options.linger);
-    }
-    true
-}
 
 /// The tail's writes: one at a time on a blocking thread, while the tail folds on.
 struct Writer {

@@ -14,7 +14,8 @@
 //! - [`status`]: the one place errors become gRPC statuses, with
 //!   `google.rpc.ErrorInfo` reasons and `BadRequest` field violations.
 //! - [`transport`]: [`transport::CoalescingStream`], the server's sockets, with
-//!   the responses finished in one turn of the runtime written together.
+//!   the responses finished in one turn of the runtime written together, and
+//!   [`transport::incoming`], the accepted sockets as the server serves them.
 #![forbid(unsafe_code)]
 
 pub mod admin;

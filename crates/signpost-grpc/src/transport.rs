@@ -34,6 +34,23 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 /// so an idle connection (an edge between route changes) holds none.
 const FIRST_CAPACITY: usize = 4 * 1024;
 
+/// The connections `listener` accepts, as the control plane serves them: Nagle's algorithm
+/// off (tonic's `tcp_nodelay` only applies to listeners it binds itself, and Nagle with
+/// delayed ACKs adds ~40 ms to small replies), and each socket a [`CoalescingStream`].
+pub fn incoming(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = io::Result<CoalescingStream<tokio::net::TcpStream>>> {
+    tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |socket| {
+            socket.map(|socket| {
+                let _ = socket.set_nodelay(true);
+                CoalescingStream::new(socket)
+            })
+        },
+    )
+}
+
 /// A byte stream whose flushes wait for the end of the runtime's turn, so
 /// that what several tasks write in one turn goes out in one write.
 #[derive(Debug)]

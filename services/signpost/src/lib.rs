@@ -44,7 +44,6 @@ use signpost_eventlog::{
     verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions, LogError, SledEventStore,
     SledOptions,
 };
-use signpost_grpc::transport::CoalescingStream;
 use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, RoutingServer, SetupFormApi};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
 use signpost_routing::{RoutingOptions, RoutingProjection};
@@ -272,18 +271,9 @@ impl Server {
             .add_service(routes)
             .add_service(audit_service)
             .add_service(event_log);
-        // `tcp_nodelay` on the builder only applies to listeners tonic binds itself: set it on
-        // every accepted socket, or Nagle + delayed ACKs add ~40 ms to small replies. Responses
-        // finished in one turn of the runtime are written together (`CoalescingStream`).
-        let incoming = tokio_stream::StreamExt::map(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
-            |socket| {
-                socket.map(|socket| {
-                    let _ = socket.set_nodelay(true);
-                    CoalescingStream::new(socket)
-                })
-            },
-        );
+        // Every accepted socket with Nagle off and its responses finished in one turn of the
+        // runtime written together (`signpost_grpc::transport::incoming`).
+        let incoming = signpost_grpc::transport::incoming(listener);
         let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = shutdown_signal.await;
         }));

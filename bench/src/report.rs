@@ -770,9 +770,12 @@ pub fn render(
         "1. Durable writes",
         w,
         &[
-            ("Signpost AssignGroup, concurrent", "signpost"),
+            ("Signpost AssignGroup (BASIC view), concurrent", "signpost"),
             ("etcd put 200 B, concurrent", "etcd"),
-            ("Signpost AssignGroup, 1 client", "signpost_sequential"),
+            (
+                "Signpost AssignGroup (BASIC view), 1 client",
+                "signpost_sequential",
+            ),
             ("etcd put 200 B, 1 client", "etcd_sequential"),
             ("do-nothing unary, concurrent (ceiling)", "noop_unary"),
             (
@@ -1111,7 +1114,9 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
 
 1. **Durable writes.** 64 clients, each issuing `AssignGroup` with a new role on its own set of
    connections (4,096 organizations, so no two clients touch one stream; every call appends an
-   event and changes a route), for 10 s; etcd: `put` of a 200-byte value, 64 in flight. Then one
+   event and changes a route), for 10 s. Each asks for the BASIC connection view in the answer
+   (the connection's groups and new version, about 150 bytes, where FULL adds the SAML
+   settings, certificate and SP metadata, about 2 KB; etcd's `put` answers a header); etcd: `put` of a 200-byte value, 64 in flight. Then one
    client of each, and a 200-byte write + fdatasync loop on Signpost's data directory for 3 s just
    before and just after the sequential Signpost client (the average is the disk's limit).
    Limits, from the same client in the same run: the do-nothing unary call (what any call

@@ -44,7 +44,10 @@ pub fn fdatasync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
 
 /// `AssignGroup` from `in_flight` clients; worker `w` only touches connections
 /// `w, w + in_flight, ...`, so no two clients write the same stream. Every call
-/// changes the role, so every call appends an event (and a route change).
+/// changes the role, so every call appends an event (and a route change). Each asks
+/// for the BASIC view in the answer, as a job that keeps group mappings in sync
+/// would: the FULL view's SAML settings and SP metadata (about 2 KB) cost both sides
+/// about a quarter of a write's CPU (bench/FINDINGS.md, round 25).
 pub async fn signpost_assign_load(
     channels: &[Channel],
     token: &str,
@@ -73,6 +76,7 @@ pub async fn signpost_assign_load(
                     connection_id,
                     idp_group: format!("bench-writers-{worker}"),
                     role,
+                    view: pb::ConnectionView::Basic as i32,
                     ..Default::default()
                 })
                 .await

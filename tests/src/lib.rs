@@ -686,6 +686,7 @@ impl ChildServer {
 pub async fn get_connection(admin: &mut AdminClient, connection_id: &str) -> pb::Connection {
     let request = pb::GetConnectionRequest {
         connection_id: connection_id.into(),
+        ..Default::default()
     };
     admin
         .get_connection(request)

@@ -149,6 +149,7 @@ async fn list_setup_links(mut c: Admin) -> Result<(), Status> {
 async fn get_connection(mut c: Admin) -> Result<(), Status> {
     c.get_connection(pb::GetConnectionRequest {
         connection_id: DUMMY_ID.into(),
+        ..Default::default()
     })
     .await
     .map(drop)

@@ -1043,3 +1043,44 @@ async fn page_size_out_of_range_and_bad_page_tokens_are_refused() {
     assert_eq!(server.head(), before);
     assert_still_serving(&server).await;
 }
+
+#[tokio::test]
+async fn a_connection_view_this_server_does_not_know_is_refused_and_changes_nothing() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, connection_id, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "Rowan",
+        &["rowan-law.com"],
+        "https://idp.rowan-law.com/e",
+    )
+    .await;
+    let before = server.head();
+    let status = admin
+        .assign_group(pb::AssignGroupRequest {
+            connection_id: connection_id.clone(),
+            idp_group: "Partners".into(),
+            role: "admin".into(),
+            view: 7,
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown view is refused, not read as FULL");
+    assert_refused(&status, Code::InvalidArgument, "VIEW_INVALID", "view");
+    assert_eq!(server.head(), before, "a refused command appends nothing");
+    assert!(get_connection(&mut admin, &connection_id)
+        .await
+        .groups
+        .is_empty());
+
+    let status = admin
+        .list_connections(pb::ListConnectionsRequest {
+            view: -1,
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown view is refused in reads too");
+    assert_refused(&status, Code::InvalidArgument, "VIEW_INVALID", "view");
+    assert_still_serving(&server).await;
+}

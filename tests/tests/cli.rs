@@ -173,16 +173,33 @@ async fn the_readme_walk_through_runs_with_the_cli() {
 
     // 4. Groups, activation, policy.
     let assigned = cli
-        .json(&["group", "assign", &connection_id, "Lawyers", "editor"])
+        .json(&[
+            "--view",
+            "basic",
+            "group",
+            "assign",
+            &connection_id,
+            "Lawyers",
+            "editor",
+        ])
         .await;
     assert_eq!(text(&assigned, "/connection/groups/0/idp_group"), "Lawyers");
     assert_eq!(text(&assigned, "/connection/groups/0/role"), "editor");
+    // The basic view leaves the settings and our SP details out; the default shows them.
+    assert_eq!(assigned.pointer("/connection/saml"), None, "{assigned}");
+    assert_eq!(assigned.pointer("/connection/service_provider"), None);
     let required = cli
         .json(&["group", "require", &connection_id, "true"])
         .await;
     assert_eq!(
         required.pointer("/connection/require_group"),
         Some(&Value::Bool(true))
+    );
+    assert!(
+        required
+            .pointer("/connection/service_provider/acs_url")
+            .is_some(),
+        "{required}"
     );
     cli.ok(&["conn", "activate", &connection_id]).await;
     let policy = cli.ok(&["policy", &org, "enforced"]).await;

@@ -79,6 +79,8 @@ async fn racing_pinned_commands_have_exactly_one_winner_per_version() {
                             role: "viewer".into(),
                             request_id: String::new(),
                             expected_version: Some(version),
+                            // The answer a group-sync job asks for: groups and version.
+                            view: pb::ConnectionView::Basic as i32,
                         })
                         .await;
                     (group, reply.map(|r| r.into_inner()))

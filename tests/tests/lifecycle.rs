@@ -930,6 +930,7 @@ async fn listed_connections(
                     organization_id,
                     page_size,
                     page_token,
+                    ..Default::default()
                 })
                 .await
                 .unwrap()
@@ -1228,4 +1229,124 @@ async fn the_server_sweeps_open_setup_links_past_their_expiry_into_the_log() {
         .setup_link
         .unwrap();
     assert_eq!(kept.status, pb::SetupLinkStatus::Open as i32);
+}
+
+/// `full` with what a BASIC view leaves out cleared.
+fn basic_of(full: &pb::Connection) -> pb::Connection {
+    pb::Connection {
+        saml: None,
+        oidc: None,
+        claim_mapping: None,
+        service_provider: None,
+        ..full.clone()
+    }
+}
+
+#[tokio::test]
+async fn a_basic_view_is_the_full_view_without_settings_in_reads_and_command_answers() {
+    use prost::Message;
+
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (org, connection_id, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "Linden",
+        &["linden-law.com"],
+        "https://idp.linden-law.com/e",
+    )
+    .await;
+    let get = |view: pb::ConnectionView| pb::GetConnectionRequest {
+        connection_id: connection_id.clone(),
+        view: view as i32,
+    };
+
+    // Reads: unset is FULL; BASIC is FULL without the settings, and much smaller.
+    let full = admin
+        .get_connection(get(pb::ConnectionView::Full))
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap();
+    assert!(full.saml.is_some() && full.service_provider.is_some() && full.claim_mapping.is_some());
+    assert_eq!(get_connection(&mut admin, &connection_id).await, full);
+    let basic = admin
+        .get_connection(get(pb::ConnectionView::Basic))
+        .await
+        .unwrap()
+        .into_inner()
+        .connection
+        .unwrap();
+    assert_eq!(basic, basic_of(&full));
+    assert_eq!(basic.protocol, schema::Protocol::Saml as i32);
+    assert_eq!(basic.status, pb::ConnectionStatus::Active as i32);
+    assert!(
+        basic.encoded_len() * 4 < full.encoded_len(),
+        "BASIC {} bytes, FULL {} bytes",
+        basic.encoded_len(),
+        full.encoded_len()
+    );
+
+    // A command's answer in BASIC carries the change and the new version.
+    let assigned = admin
+        .assign_group(pb::AssignGroupRequest {
+            connection_id: connection_id.clone(),
+            idp_group: "Partners".into(),
+            role: "admin".into(),
+            view: pb::ConnectionView::Basic as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let answered = assigned.connection.unwrap();
+    let now = get_connection(&mut admin, &connection_id).await;
+    assert_eq!(answered, basic_of(&now));
+    assert_eq!(answered.version, full.version + 1);
+    assert_eq!(
+        answered.groups,
+        [pb::GroupAssignment {
+            idp_group: "Partners".into(),
+            role: "admin".into()
+        }]
+    );
+    // ... and in FULL (or unset), the whole connection.
+    let required = admin
+        .set_group_requirement(pb::SetGroupRequirementRequest {
+            connection_id: connection_id.clone(),
+            require_group: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        required.connection.unwrap(),
+        get_connection(&mut admin, &connection_id).await
+    );
+
+    // Lists: the same rule for every item.
+    let list = |view: pb::ConnectionView| pb::ListConnectionsRequest {
+        organization_id: org.clone(),
+        view: view as i32,
+        ..Default::default()
+    };
+    let full_items = admin
+        .list_connections(list(pb::ConnectionView::Unspecified))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    let basic_items = admin
+        .list_connections(list(pb::ConnectionView::Basic))
+        .await
+        .unwrap()
+        .into_inner()
+        .connections;
+    assert_eq!(full_items.len(), 1);
+    assert_eq!(
+        basic_items,
+        full_items.iter().map(basic_of).collect::<Vec<_>>()
+    );
 }

@@ -23,7 +23,7 @@ use chrono::{DateTime, Utc};
 use signpost_api::audit::v1::AuditEntry;
 use signpost_api::routing::v1 as wire;
 use signpost_control::read_model::ReadModel;
-use signpost_control::views::{ConnectionView, ServiceProvider};
+use signpost_control::views::{ConnectionDetail, ConnectionView, ServiceProvider};
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
 use signpost_domain::streams;
@@ -436,6 +436,7 @@ impl AuditProjection {
             connection_id,
         );
         let view = ConnectionView {
+            detail: ConnectionDetail::Full,
             connection_id: connection_id.to_owned(),
             organization_id,
             status,

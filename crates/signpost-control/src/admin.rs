@@ -24,8 +24,8 @@ use crate::plane::{
 use crate::principal::{Principal, Role};
 use crate::read_model::{state_of, ReadModel, Tracked};
 use crate::views::{
-    ApiTokenView, ConnectionView, DomainClaimView, Mutated, OrganizationView, Page,
-    ServiceProvider, SetupLinkStatus, SetupLinkView,
+    ApiTokenView, ConnectionDetail, ConnectionView, DomainClaimView, Mutated, OrganizationView,
+    Page, ServiceProvider, SetupLinkStatus, SetupLinkView,
 };
 
 const ADMIN: &[Role] = &[Role::Admin];
@@ -668,10 +668,11 @@ impl ControlPlane {
         &self,
         principal: &Principal,
         connection_id: &str,
+        detail: ConnectionDetail,
     ) -> Result<ConnectionView, ControlError> {
         principal.require(ADMIN)?;
         self.read_current(|_| ()).await?;
-        self.connection_view(connection_id).await
+        self.connection_view(connection_id, detail).await
     }
 
     /// Lists connections (drafts included), optionally of one organization.
@@ -681,6 +682,7 @@ impl ControlPlane {
         organization_id: &str,
         page_size: i32,
         page_token: &str,
+        detail: ConnectionDetail,
     ) -> Result<Page<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let (size, after) = page_request(page_size, page_token)?;
@@ -704,7 +706,7 @@ impl ControlPlane {
                     )
                 };
                 let page = paginate(ids.map(|id| (id, id)), size, &after, |id| {
-                    let view = self.connection_view_in(model, id)?;
+                    let view = self.connection_view_in(model, id, detail)?;
                     Some((view, model.certificates_at(id)))
                 });
                 (page.items, page.next_page_token)
@@ -720,14 +722,15 @@ impl ControlPlane {
         })
     }
 
-    /// One connection as admins see it, certificates whole.
+    /// One connection as admins see it: with `Full`, certificates whole.
     pub(crate) async fn connection_view(
         &self,
         connection_id: &str,
+        detail: ConnectionDetail,
     ) -> Result<ConnectionView, ControlError> {
         let (view, certificates_at) = self.projection().read(|model| {
             (
-                self.connection_view_in(model, connection_id),
+                self.connection_view_in(model, connection_id, detail),
                 model.certificates_at(connection_id),
             )
         });
@@ -736,15 +739,19 @@ impl ControlPlane {
         self.finish_view(view, certificates_at).await
     }
 
-    /// Completes a view built under the read lock, with the lock released: our SP
-    /// details (their metadata XML is built here), and the DER of a SAML connection's
+    /// Completes a `Full` view built under the read lock, with the lock released: our
+    /// SP details (their metadata XML is built here), and the DER of a SAML connection's
     /// signing certificates, which the read model does not keep, read from the event
-    /// that set them (at `certificates_at`; cached by that position).
+    /// that set them (at `certificates_at`; cached by that position). A `Basic` view
+    /// carries neither and is complete as built.
     async fn finish_view(
         &self,
         mut view: ConnectionView,
         certificates_at: Option<u64>,
     ) -> Result<ConnectionView, ControlError> {
+        if view.detail == ConnectionDetail::Basic {
+            return Ok(view);
+        }
         view.service_provider = self.service_provider(&view.connection_id);
         let saml = matches!(
             view.connection.as_ref().and_then(|c| c.settings.as_ref()),
@@ -796,6 +803,7 @@ impl ControlPlane {
         &self,
         model: &ReadModel,
         connection_id: &str,
+        detail: ConnectionDetail,
     ) -> Option<ConnectionView> {
         let organization_id = model.connection_organization(connection_id)?.to_owned();
         let connection = model
@@ -809,6 +817,7 @@ impl ControlPlane {
         let status =
             signpost_domain::connection::connection_status(connection_id, connection.as_ref(), org);
         Some(ConnectionView {
+            detail,
             connection_id: connection_id.to_owned(),
             organization_id,
             status,
@@ -841,6 +850,7 @@ impl ControlPlane {
         fp: [u8; 32],
         connection_id: &str,
         command: ConnectionCommand,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         let done = self
             .execute(principal, meta, fp, |model| {
@@ -858,7 +868,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id).await?,
+            value: self.connection_view(connection_id, detail).await?,
             position: done.position,
         })
     }
@@ -871,6 +881,7 @@ impl ControlPlane {
         connection_id: &str,
         idp_group: &str,
         role: &str,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("assign_group", &(connection_id, idp_group, role));
@@ -878,7 +889,7 @@ impl ControlPlane {
             idp_group: idp_group.to_owned(),
             role: role.to_owned(),
         };
-        self.connection_command(principal, meta, fp, connection_id, command)
+        self.connection_command(principal, meta, fp, connection_id, command, detail)
             .await
     }
 
@@ -889,13 +900,14 @@ impl ControlPlane {
         meta: &RequestMeta,
         connection_id: &str,
         idp_group: &str,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("unassign_group", &(connection_id, idp_group));
         let command = ConnectionCommand::UnassignGroup {
             idp_group: idp_group.to_owned(),
         };
-        self.connection_command(principal, meta, fp, connection_id, command)
+        self.connection_command(principal, meta, fp, connection_id, command, detail)
             .await
     }
 
@@ -906,11 +918,12 @@ impl ControlPlane {
         meta: &RequestMeta,
         connection_id: &str,
         require_group: bool,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("set_group_requirement", &(connection_id, require_group));
         let command = ConnectionCommand::SetGroupRequirement { require_group };
-        self.connection_command(principal, meta, fp, connection_id, command)
+        self.connection_command(principal, meta, fp, connection_id, command, detail)
             .await
     }
 
@@ -1005,6 +1018,7 @@ impl ControlPlane {
         principal: &Principal,
         meta: &RequestMeta,
         connection_id: &str,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("activate_connection", &connection_id);
@@ -1014,7 +1028,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id).await?,
+            value: self.connection_view(connection_id, detail).await?,
             position,
         })
     }
@@ -1025,6 +1039,7 @@ impl ControlPlane {
         principal: &Principal,
         meta: &RequestMeta,
         connection_id: &str,
+        detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
         principal.require(ADMIN)?;
         let fp = fingerprint("deactivate_connection", &connection_id);
@@ -1036,7 +1051,7 @@ impl ControlPlane {
             })
             .await?;
         Ok(Mutated {
-            value: self.connection_view(connection_id).await?,
+            value: self.connection_view(connection_id, detail).await?,
             position,
         })
     }

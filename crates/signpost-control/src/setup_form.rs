@@ -21,7 +21,7 @@ use crate::error::ControlError;
 use crate::plane::{fingerprint, ControlPlane, Outcome, Plan, PlannedWrite, RequestMeta};
 use crate::principal::Principal;
 use crate::read_model::state_of;
-use crate::views::{ConnectionStatus, ConnectionView, ServiceProvider};
+use crate::views::{ConnectionDetail, ConnectionStatus, ConnectionView, ServiceProvider};
 
 /// Default OIDC scopes.
 pub const DEFAULT_OIDC_SCOPES: [&str; 3] = ["openid", "email", "profile"];
@@ -217,7 +217,9 @@ impl ControlPlane {
             .filter(|(link, _)| link.is_usable(now))
             .ok_or_else(link_refused)?;
         let current = if link.intent == schema::SetupIntent::UpdateConnection {
-            self.connection_view(&link.connection_id).await.ok()
+            self.connection_view(&link.connection_id, ConnectionDetail::Full)
+                .await
+                .ok()
         } else {
             None
         };
@@ -331,7 +333,9 @@ impl ControlPlane {
                 })
             })
             .await?;
-        let view = self.connection_view(&connection_id).await?;
+        let view = self
+            .connection_view(&connection_id, ConnectionDetail::Full)
+            .await?;
         Ok(SubmittedForm {
             connection_id,
             status: view.status,

@@ -46,9 +46,23 @@ pub struct ServiceProvider {
     pub metadata_xml: String,
 }
 
+/// How much of a connection a view carries (the API's `ConnectionView` enum).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ConnectionDetail {
+    /// Ids, status, protocol, groups and version: no IdP settings, no claim mapping and
+    /// no SP details, so neither the certificates nor the SP metadata are built for it.
+    Basic,
+    /// Everything, certificates whole, our SP details with their metadata XML.
+    #[default]
+    Full,
+}
+
 /// A connection as admins see it.
 #[derive(Debug, Clone)]
 pub struct ConnectionView {
+    /// How much of it the view carries; a `Basic` view leaves `certificates` and
+    /// `service_provider` unset, and its wire form has no settings.
+    pub detail: ConnectionDetail,
     /// Its id.
     pub connection_id: String,
     /// Its organization.

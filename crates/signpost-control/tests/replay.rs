@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use signpost_control::views::ConnectionDetail;
 use signpost_control::{
     ControlConfig, ControlPlane, Followers, IssueSetupLink, Principal, RequestMeta, Role,
     SecretBox, SettingsInput, SetupFormInput, VerifyMethod,
@@ -198,7 +199,12 @@ async fn run(steps: Vec<Step>) {
                         .submit_setup_form(&holder, &meta, manual_saml(entity))
                         .await?;
                     plane
-                        .activate_connection(&admin, &meta, &link.link.link.connection_id)
+                        .activate_connection(
+                            &admin,
+                            &meta,
+                            &link.link.link.connection_id,
+                            ConnectionDetail::Full,
+                        )
                         .await
                         .map(drop)
                 };
@@ -327,35 +333,48 @@ async fn run(steps: Vec<Step>) {
             },
             Step::AssignGroup(c, g) => match nth(&connections, c) {
                 Some(conn) => plane
-                    .assign_group(&admin, &meta, &conn, &format!("group-{g}"), "member")
+                    .assign_group(
+                        &admin,
+                        &meta,
+                        &conn,
+                        &format!("group-{g}"),
+                        "member",
+                        ConnectionDetail::Basic,
+                    )
                     .await
                     .map(drop),
                 None => Ok(()),
             },
             Step::UnassignGroup(c, g) => match nth(&connections, c) {
                 Some(conn) => plane
-                    .unassign_group(&admin, &meta, &conn, &format!("group-{g}"))
+                    .unassign_group(
+                        &admin,
+                        &meta,
+                        &conn,
+                        &format!("group-{g}"),
+                        ConnectionDetail::Basic,
+                    )
                     .await
                     .map(drop),
                 None => Ok(()),
             },
             Step::RequireGroup(c, required) => match nth(&connections, c) {
                 Some(conn) => plane
-                    .set_group_requirement(&admin, &meta, &conn, required)
+                    .set_group_requirement(&admin, &meta, &conn, required, ConnectionDetail::Full)
                     .await
                     .map(drop),
                 None => Ok(()),
             },
             Step::Activate(c) => match nth(&connections, c) {
                 Some(conn) => plane
-                    .activate_connection(&admin, &meta, &conn)
+                    .activate_connection(&admin, &meta, &conn, ConnectionDetail::Basic)
                     .await
                     .map(drop),
                 None => Ok(()),
             },
             Step::Deactivate(c) => match nth(&connections, c) {
                 Some(conn) => plane
-                    .deactivate_connection(&admin, &meta, &conn)
+                    .deactivate_connection(&admin, &meta, &conn, ConnectionDetail::Full)
                     .await
                     .map(drop),
                 None => Ok(()),

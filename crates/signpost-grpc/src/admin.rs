@@ -2,6 +2,7 @@
 //! [`ControlPlane`], map the result. Rules live in the domain and the
 //! control plane; errors are mapped in [`crate::status`].
 
+use signpost_control::views::ConnectionDetail;
 use signpost_control::{
     ControlPlane, Principal, RequestMeta, SettingsInput, SetupFormInput, VerifyMethod,
 };
@@ -48,6 +49,22 @@ fn header(metadata: &MetadataMap, key: &str) -> Result<Option<String>, Status> {
             .to_str()
             .map(|v| Some(v.to_owned()))
             .map_err(|_| invalid_field("FIELD_INVALID", key, format!("`{key}` must be ASCII"))),
+    }
+}
+
+/// A request's `view`: unset means FULL; a value this server does not know is refused,
+/// not read as FULL (prost's getter would).
+fn connection_detail(view: i32) -> Result<ConnectionDetail, Status> {
+    match pb::ConnectionView::try_from(view) {
+        Ok(pb::ConnectionView::Basic) => Ok(ConnectionDetail::Basic),
+        Ok(pb::ConnectionView::Full | pb::ConnectionView::Unspecified) => {
+            Ok(ConnectionDetail::Full)
+        }
+        Err(_) => Err(invalid_field(
+            "VIEW_INVALID",
+            "view",
+            format!("view {view} is not a ConnectionView (BASIC or FULL)"),
+        )),
     }
 }
 
@@ -301,9 +318,11 @@ impl ConnectionAdminService for AdminApi {
         request: Request<pb::GetConnectionRequest>,
     ) -> Reply<pb::GetConnectionResponse> {
         let principal = self.principal(request.metadata())?;
+        let r = request.get_ref();
+        let detail = connection_detail(r.view)?;
         let view = self
             .plane
-            .get_connection(&principal, &request.get_ref().connection_id)
+            .get_connection(&principal, &r.connection_id, detail)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::GetConnectionResponse {
@@ -317,9 +336,16 @@ impl ConnectionAdminService for AdminApi {
     ) -> Reply<pb::ListConnectionsResponse> {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
+        let detail = connection_detail(r.view)?;
         let page = self
             .plane
-            .list_connections(&principal, &r.organization_id, r.page_size, &r.page_token)
+            .list_connections(
+                &principal,
+                &r.organization_id,
+                r.page_size,
+                &r.page_token,
+                detail,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ListConnectionsResponse {
@@ -335,9 +361,17 @@ impl ConnectionAdminService for AdminApi {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
+        let detail = connection_detail(r.view)?;
         let done = self
             .plane
-            .assign_group(&principal, &meta, &r.connection_id, &r.idp_group, &r.role)
+            .assign_group(
+                &principal,
+                &meta,
+                &r.connection_id,
+                &r.idp_group,
+                &r.role,
+                detail,
+            )
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::AssignGroupResponse {
@@ -353,9 +387,10 @@ impl ConnectionAdminService for AdminApi {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
+        let detail = connection_detail(r.view)?;
         let done = self
             .plane
-            .unassign_group(&principal, &meta, &r.connection_id, &r.idp_group)
+            .unassign_group(&principal, &meta, &r.connection_id, &r.idp_group, detail)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::UnassignGroupResponse {
@@ -371,9 +406,10 @@ impl ConnectionAdminService for AdminApi {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
+        let detail = connection_detail(r.view)?;
         let done = self
             .plane
-            .set_group_requirement(&principal, &meta, &r.connection_id, r.require_group)
+            .set_group_requirement(&principal, &meta, &r.connection_id, r.require_group, detail)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::SetGroupRequirementResponse {
@@ -389,9 +425,10 @@ impl ConnectionAdminService for AdminApi {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
+        let detail = connection_detail(r.view)?;
         let done = self
             .plane
-            .activate_connection(&principal, &meta, &r.connection_id)
+            .activate_connection(&principal, &meta, &r.connection_id, detail)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::ActivateConnectionResponse {
@@ -407,9 +444,10 @@ impl ConnectionAdminService for AdminApi {
         let principal = self.principal(request.metadata())?;
         let r = request.get_ref();
         let meta = request_meta(request.metadata(), &r.request_id, r.expected_version)?;
+        let detail = connection_detail(r.view)?;
         let done = self
             .plane
-            .deactivate_connection(&principal, &meta, &r.connection_id)
+            .deactivate_connection(&principal, &meta, &r.connection_id, detail)
             .await
             .map_err(to_status)?;
         Ok(Response::new(pb::DeactivateConnectionResponse {

@@ -3,8 +3,8 @@
 
 use signpost_control::setup_form::PresetProtocol;
 use signpost_control::views::{
-    ApiTokenView, ConnectionStatus, ConnectionView, DomainClaimView, OrganizationView,
-    ServiceProvider, SetupLinkStatus, SetupLinkView,
+    ApiTokenView, ConnectionDetail, ConnectionStatus, ConnectionView, DomainClaimView,
+    OrganizationView, ServiceProvider, SetupLinkStatus, SetupLinkView,
 };
 use signpost_control::SetupFormView;
 use signpost_domain::connection::ConnectionSettings;
@@ -105,12 +105,13 @@ impl ToWire for ConnectionView {
 
     fn to_wire(self) -> pb::Connection {
         let view = self;
-        let saml = view.saml_settings();
+        let full = view.detail == ConnectionDetail::Full;
+        let saml = if full { view.saml_settings() } else { None };
         let mut message = pb::Connection {
             connection_id: view.connection_id,
             organization_id: view.organization_id,
             status: connection_status(view.status) as i32,
-            service_provider: Some(view.service_provider.to_wire()),
+            service_provider: full.then(|| view.service_provider.to_wire()),
             ..Default::default()
         };
         message.saml = saml;
@@ -119,7 +120,8 @@ impl ToWire for ConnectionView {
         };
         message.protocol = connection.protocol() as i32;
         match connection.settings {
-            Some(ConnectionSettings::Saml(_)) => {}
+            Some(ConnectionSettings::Saml(_)) | None => {}
+            Some(ConnectionSettings::Oidc(_)) if !full => {}
             Some(ConnectionSettings::Oidc(oidc)) => {
                 message.oidc = Some(pb::OidcSettingsView {
                     issuer: oidc.issuer,
@@ -132,9 +134,9 @@ impl ToWire for ConnectionView {
                     scopes: oidc.scopes,
                 })
             }
-            None => {}
         }
-        message.claim_mapping = Some(std::sync::Arc::unwrap_or_clone(connection.claim_mapping));
+        message.claim_mapping =
+            full.then(|| std::sync::Arc::unwrap_or_clone(connection.claim_mapping));
         message.groups = connection
             .groups
             .into_iter()

@@ -46,6 +46,10 @@ pub struct Cli {
     /// The person a change is made for (sent as `x-signpost-on-behalf-of`, recorded in the log).
     #[arg(long, global = true, env = "SIGNPOST_ON_BEHALF_OF")]
     pub on_behalf_of: Option<String>,
+    /// How much of a connection `conn` and `group` commands show: `basic` leaves out the
+    /// IdP settings, claim mapping and our SP details.
+    #[arg(long, global = true, value_enum, default_value_t = ViewArg::Full)]
+    pub view: ViewArg,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -166,6 +170,24 @@ pub enum DomainCommand {
         #[command(flatten)]
         mutation: MutationArgs,
     },
+}
+
+/// How much of a connection an answer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// Ids, status, protocol, groups and version.
+    Basic,
+    /// Everything, with our SP details.
+    Full,
+}
+
+impl ViewArg {
+    fn wire(self) -> i32 {
+        match self {
+            ViewArg::Basic => pb::ConnectionView::Basic as i32,
+            ViewArg::Full => pb::ConnectionView::Full as i32,
+        }
+    }
 }
 
 /// An SSO policy.
@@ -701,7 +723,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Conn(ConnCommand::Get { connection_id }) => show!(
             cli,
             admin.get_connection(pb::GetConnectionRequest {
-                connection_id: connection_id.clone()
+                connection_id: connection_id.clone(),
+                view: cli.view.wire(),
             }),
             "GetConnectionResponse"
         ),
@@ -714,7 +737,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             admin.list_connections(pb::ListConnectionsRequest {
                 organization_id: org.clone(),
                 page_size: *page_size,
-                page_token: page_token.clone()
+                page_token: page_token.clone(),
+                view: cli.view.wire(),
             }),
             "ListConnectionsResponse"
         ),
@@ -727,6 +751,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 connection_id: connection_id.clone(),
                 request_id: mutation.request_id.clone(),
                 expected_version: mutation.expected_version,
+                view: cli.view.wire(),
             }),
             "ActivateConnectionResponse"
         ),
@@ -739,6 +764,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 connection_id: connection_id.clone(),
                 request_id: mutation.request_id.clone(),
                 expected_version: mutation.expected_version,
+                view: cli.view.wire(),
             }),
             "DeactivateConnectionResponse"
         ),
@@ -769,6 +795,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 role: role.clone(),
                 request_id: mutation.request_id.clone(),
                 expected_version: mutation.expected_version,
+                view: cli.view.wire(),
             }),
             "AssignGroupResponse"
         ),
@@ -783,6 +810,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 idp_group: group.clone(),
                 request_id: mutation.request_id.clone(),
                 expected_version: mutation.expected_version,
+                view: cli.view.wire(),
             }),
             "UnassignGroupResponse"
         ),
@@ -797,6 +825,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 require_group: *required,
                 request_id: mutation.request_id.clone(),
                 expected_version: mutation.expected_version,
+                view: cli.view.wire(),
             }),
             "SetGroupRequirementResponse"
         ),

@@ -30,6 +30,18 @@ use crate::views::{
 
 const ADMIN: &[Role] = &[Role::Admin];
 
+/// Where a `Full` view's certificates are read from; a `Basic` view has none to read.
+fn certificates_at(
+    model: &ReadModel,
+    connection_id: &str,
+    detail: ConnectionDetail,
+) -> Option<u64> {
+    match detail {
+        ConnectionDetail::Full => model.certificates_at(connection_id),
+        ConnectionDetail::Basic => None,
+    }
+}
+
 /// The most setup links one expiry commit records (a sweep that finds more makes more
 /// commits): a commit is one append, and one `SetupLinkExpired` is one event.
 pub const EXPIRY_BATCH: usize = 500;
@@ -707,7 +719,7 @@ impl ControlPlane {
                 };
                 let page = paginate(ids.map(|id| (id, id)), size, &after, |id| {
                     let view = self.connection_view_in(model, id, detail)?;
-                    Some((view, model.certificates_at(id)))
+                    Some((view, certificates_at(model, id, detail)))
                 });
                 (page.items, page.next_page_token)
             })
@@ -731,7 +743,7 @@ impl ControlPlane {
         let (view, certificates_at) = self.projection().read(|model| {
             (
                 self.connection_view_in(model, connection_id, detail),
-                model.certificates_at(connection_id),
+                certificates_at(model, connection_id, detail),
             )
         });
         let view =

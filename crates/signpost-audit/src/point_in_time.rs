@@ -431,10 +431,6 @@ impl AuditProjection {
             configured.as_ref(),
             Some(&organization),
         );
-        let urls = signpost_idp::ServiceProviderUrls::for_connection(
-            &self.shared.public_base_url,
-            connection_id,
-        );
         let view = ConnectionView {
             detail: ConnectionDetail::Full,
             connection_id: connection_id.to_owned(),
@@ -442,12 +438,10 @@ impl AuditProjection {
             status,
             connection: configured,
             certificates,
-            service_provider: ServiceProvider {
-                metadata_xml: urls.metadata_xml(),
-                entity_id: urls.entity_id,
-                acs_url: urls.acs_url,
-                oidc_redirect_uri: urls.oidc_redirect_uri,
-            },
+            service_provider: ServiceProvider::for_connection(
+                &self.shared.public_base_url,
+                connection_id,
+            ),
         };
         Ok(ConnectionAt {
             position,

@@ -842,16 +842,7 @@ impl ControlPlane {
 
     /// Our SP details for a connection, derived from the public base URL.
     pub fn service_provider(&self, connection_id: &str) -> ServiceProvider {
-        let urls = signpost_idp::ServiceProviderUrls::for_connection(
-            self.config().public_base_url.as_str(),
-            connection_id,
-        );
-        ServiceProvider {
-            metadata_xml: urls.metadata_xml(),
-            entity_id: urls.entity_id,
-            acs_url: urls.acs_url,
-            oidc_redirect_uri: urls.oidc_redirect_uri,
-        }
+        ServiceProvider::for_connection(self.config().public_base_url.as_str(), connection_id)
     }
 
     /// Runs a connection command.

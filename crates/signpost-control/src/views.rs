@@ -57,6 +57,20 @@ pub enum ConnectionDetail {
     Full,
 }
 
+impl ServiceProvider {
+    /// Our details for `connection_id` under the public base URL, metadata XML built.
+    pub fn for_connection(public_base_url: &str, connection_id: &str) -> Self {
+        let urls =
+            signpost_idp::ServiceProviderUrls::for_connection(public_base_url, connection_id);
+        ServiceProvider {
+            metadata_xml: urls.metadata_xml(),
+            entity_id: urls.entity_id,
+            acs_url: urls.acs_url,
+            oidc_redirect_uri: urls.oidc_redirect_uri,
+        }
+    }
+}
+
 /// A connection as admins see it.
 #[derive(Debug, Clone)]
 pub struct ConnectionView {

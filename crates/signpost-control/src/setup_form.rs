@@ -333,8 +333,10 @@ impl ControlPlane {
                 })
             })
             .await?;
+        // Only its status is answered: a basic view reads no certificates and builds no
+        // SP metadata.
         let view = self
-            .connection_view(&connection_id, ConnectionDetail::Full)
+            .connection_view(&connection_id, ConnectionDetail::Basic)
             .await?;
         Ok(SubmittedForm {
             connection_id,

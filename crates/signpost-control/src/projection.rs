@@ -127,17 +127,21 @@ impl Projection {
                         let model = model.read().expect("read model lock");
                         follower.before(&envelope, &event, &model);
                     }
-                    {
-                        let mut model = model.write().expect("read model lock");
-                        model.apply(&envelope, &event);
-                        if let Some(routing) = routing.as_mut() {
-                            routing.apply(&envelope, &*model);
-                        }
+                    model
+                        .write()
+                        .expect("read model lock")
+                        .apply(&envelope, &event);
+                    // The routes and the follower only read the model: under a read lock,
+                    // so that commands and readers are not held up by the route's
+                    // recomputation. This task is the only writer, so they see the state
+                    // the event left.
+                    let model = model.read().expect("read model lock");
+                    if let Some(routing) = routing.as_mut() {
+                        routing.apply(&envelope, &*model);
                     }
-                    let wait = follower.as_mut().and_then(|follower| {
-                        let model = model.read().expect("read model lock");
-                        follower.after(&envelope, &event, &model)
-                    });
+                    let wait = follower
+                        .as_mut()
+                        .and_then(|follower| follower.after(&envelope, &event, &model));
                     Ok((envelope.position, wait))
                 });
                 let outcome = match outcome {

@@ -40,8 +40,13 @@ command -v etcd >/dev/null || apt_install etcd-server || { log "etcd is needed";
 # wrk drives the edge's HTTP load; without it the built-in generator does.
 command -v wrk >/dev/null || apt_install wrk || log "wrk not installed: using the built-in HTTP load generator"
 
+# Each binary on its own, as `cargo build --release -p signpost` builds it for a user: one
+# build of several packages unifies their dependencies' features, and the servers measured
+# would carry the benchmark's (axum's defaults, tracing's `log`) (bench/FINDINGS.md, round 25).
 log "building release binaries"
-cargo build --release -p signpost -p signpost-edge -p signpost-bench >&2 || { log "build failed"; exit 1; }
+for package in signpost-bench signpost-edge signpost; do
+  cargo build --release -p "$package" >&2 || { log "build of $package failed"; exit 1; }
+done
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 BIN="${TARGET_DIR:-$ROOT/target}/release"
 BENCH="$BIN/signpost-bench"

@@ -46,8 +46,8 @@ pub fn fdatasync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
 /// `w, w + in_flight, ...`, so no two clients write the same stream. Every call
 /// changes the role, so every call appends an event (and a route change). Each asks
 /// for the BASIC view in the answer, as a job that keeps group mappings in sync
-/// would: the FULL view's SAML settings and SP metadata (about 2 KB) cost both sides
-/// about a quarter of a write's CPU (bench/FINDINGS.md, round 25).
+/// would: the FULL view's SAML settings and SP metadata (about 2 KB) cost about a fifth
+/// of a write's CPU on each side (bench/FINDINGS.md, round 25).
 pub async fn signpost_assign_load(
     channels: &[Channel],
     token: &str,

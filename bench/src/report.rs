@@ -1205,33 +1205,38 @@ build) 0.18 s and `scan` 0.40 s; `verify_chain` 4.6 s on sled, 1.2 s on segment 
 mod tests {
     use super::*;
 
-    /// The summary row holding `measure` in the report of one scenario's `results`.
-    fn rendered_row(results: &Value, measure: &str) -> String {
-        let text = render(
+    /// The report of one scenario's `results`.
+    fn rendered(results: &Value) -> String {
+        render(
             &results.to_string(),
             chrono::Utc::now(),
             "c0ffee",
             "3.4",
             false,
         )
-        .expect("rendered");
-        text.lines()
+        .expect("rendered")
+    }
+
+    /// The summary row holding `measure` in the report of one scenario's `results`.
+    fn rendered_row(results: &Value, measure: &str) -> String {
+        rendered(results)
+            .lines()
             .find(|l| l.contains(measure))
             .unwrap_or_else(|| panic!("no row for {measure}"))
             .to_owned()
     }
 
+    /// The row for `measure` contains `expected`.
+    #[track_caller]
+    fn assert_row(results: &Value, measure: &str, expected: &str) {
+        let row = rendered_row(results, measure);
+        assert!(row.contains(expected), "{row}");
+    }
+
     /// Asserts that the report of `results` has no table row starting with any of
     /// `starts` (only the tables: the findings copied in below them may name the rows).
     fn assert_no_table_row(results: &Value, starts: &[&str]) {
-        let text = render(
-            &results.to_string(),
-            chrono::Utc::now(),
-            "c0ffee",
-            "3.4",
-            false,
-        )
-        .expect("rendered");
+        let text = rendered(results);
         if let Some(line) = text
             .lines()
             .find(|line| starts.iter().any(|start| line.starts_with(start)))
@@ -1272,15 +1277,15 @@ mod tests {
             "durable_noop": { "per_second": 24_000.0 },
             "durable_noop_sequential": { "per_second": 3_000.0 },
         }});
-        let many = rendered_row(&writes, "limit: durable do-nothing (");
-        assert!(
-            many.contains("| 12,000/s | ceiling 24,000/s (2× etcd = 20,000/s) | 0.50× |"),
-            "{many}"
+        assert_row(
+            &writes,
+            "limit: durable do-nothing (",
+            "| 12,000/s | ceiling 24,000/s (2× etcd = 20,000/s) | 0.50× |",
         );
-        let one = rendered_row(&writes, "limit: durable do-nothing, 1 client");
-        assert!(
-            one.contains("| 1,500/s | limit 3,000/s (70% of fdatasync = 4,200/s) | 0.50× |"),
-            "{one}"
+        assert_row(
+            &writes,
+            "limit: durable do-nothing, 1 client",
+            "| 1,500/s | limit 3,000/s (70% of fdatasync = 4,200/s) | 0.50× |",
         );
         // A run without the durable server (older results) renders neither row.
         let older = serde_json::json!({ "scenario": "writes", "result": {
@@ -1302,18 +1307,15 @@ mod tests {
             "noop_unary": { "per_second": 50_000.0 },
             "answer_ceiling": { "per_second": 40_000.0, "requests": 400_000, "seconds": 10.0 },
         }});
-        let row = rendered_row(
+        assert_row(
             &lookups,
             "context: the same answer from a do-nothing Resolve",
+            "| 30,000/s | 40,000/s (5× etcd = 45,000/s) | 0.75× |",
         );
-        assert!(
-            row.contains("| 30,000/s | 40,000/s (5× etcd = 45,000/s) | 0.75× |"),
-            "{row}"
-        );
-        let detail = rendered_row(&lookups, "| do-nothing Resolve (one fixed answer");
-        assert!(
-            detail.contains("| 400,000 | 0 | 10.0 | 40,000/s |"),
-            "{detail}"
+        assert_row(
+            &lookups,
+            "| do-nothing Resolve (one fixed answer",
+            "| 400,000 | 0 | 10.0 | 40,000/s |",
         );
         // Results from before the ceiling existed render neither.
         let older = serde_json::json!({ "scenario": "lookups", "result": {
@@ -1348,8 +1350,11 @@ mod tests {
             row.contains("bound at this cost: 250,000 events/s"),
             "{row}"
         );
-        let pace = rendered_row(&cold_start, "limit: a restart's pace");
-        assert!(pace.contains("| 600,000 events/s |"), "{pace}");
+        assert_row(
+            &cold_start,
+            "limit: a restart's pace",
+            "| 600,000 events/s |",
+        );
     }
 
     #[test]
@@ -1363,22 +1368,17 @@ mod tests {
             "rebuild_cpu_seconds": 3.0,
             "first_starts": [start(2.5, 3.9), start(1.6, 3.0), start(1.5, 2.9)],
         }});
-        let rebuild = rendered_row(&cold_start, "rebuild every projection");
-        assert!(
-            rebuild
-                .contains("1,000,000 events (the median of 3 first starts) | 625,000 events/s |"),
-            "{rebuild}"
+        assert_row(
+            &cold_start,
+            "rebuild every projection",
+            "1,000,000 events (the median of 3 first starts) | 625,000 events/s |",
         );
-        let serving = rendered_row(&cold_start, "first start to serving (spawn");
-        assert!(
-            serving.contains("(the median of 3 first starts) | 1.50 s |"),
-            "{serving}"
+        assert_row(
+            &cold_start,
+            "first start to serving (spawn",
+            "(the median of 3 first starts) | 1.50 s |",
         );
-        let listed = rendered_row(&cold_start, "That start is the median of 3 first starts");
-        assert!(
-            listed.contains("every projection built after 2.50 s (400,000 events/s, 3.90 s of CPU), 1.60 s (625,000 events/s, 3.00 s of CPU), 1.50 s (666,667 events/s, 2.90 s of CPU)."),
-            "{listed}"
-        );
+        assert_row(&cold_start, "That start is the median of 3 first starts", "every projection built after 2.50 s (400,000 events/s, 3.90 s of CPU), 1.60 s (625,000 events/s, 3.00 s of CPU), 1.50 s (666,667 events/s, 2.90 s of CPU).");
         // One start (results from before): no median named, nothing listed.
         let one = serde_json::json!({ "scenario": "cold_start", "result": {
             "events": 1_000_000.0, "rebuild_events_per_second": 625_000.0,

@@ -219,21 +219,15 @@ fn collector_parts(streams: usize) -> CollectorParts {
     )
 }
 
-/// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
-/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`.
-#[allow(clippy::too_many_arguments)]
-pub async fn signpost(
+/// Opens `streams` `WatchRoutes` streams with `request`, spread over `channels`, and
+/// returns their collector once all are open (with the seconds that took).
+async fn route_watchers(
     channels: &[Channel],
     token: &str,
     streams: usize,
-    changes: usize,
-    connection_id: &str,
-    revision: u64,
-    store_epoch: &str,
-    server_rss: impl Fn() -> u64,
-) -> anyhow::Result<FanOut> {
+    request: wire::WatchRoutesRequest,
+) -> anyhow::Result<(Collector, f64)> {
     let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = collector_parts(streams);
-    let rss_before = server_rss();
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for index in 0..streams {
@@ -241,10 +235,7 @@ pub async fn signpost(
         let ready = ready_tx.clone();
         let latencies = latency_tx.clone();
         let sent_at = sent_at.clone();
-        let request = wire::WatchRoutesRequest {
-            from_revision: Some(revision),
-            store_epoch: store_epoch.to_owned(),
-        };
+        let request = request.clone();
         tasks.push(tokio::spawn(async move {
             let Ok(reply) = client.watch_routes(request).await else {
                 return;
@@ -266,13 +257,35 @@ pub async fn signpost(
             }
         }));
     }
-    let (mut collector, connect_seconds) = Collector::open(
+    Collector::open(
         (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
         tasks,
         streams,
         opening,
     )
-    .await?;
+    .await
+}
+
+/// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
+/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`.
+#[allow(clippy::too_many_arguments)]
+pub async fn signpost(
+    channels: &[Channel],
+    token: &str,
+    streams: usize,
+    changes: usize,
+    connection_id: &str,
+    revision: u64,
+    store_epoch: &str,
+    server_rss: impl Fn() -> u64,
+) -> anyhow::Result<FanOut> {
+    let rss_before = server_rss();
+    let request = wire::WatchRoutesRequest {
+        from_revision: Some(revision),
+        store_epoch: store_epoch.to_owned(),
+    };
+    let (mut collector, connect_seconds) =
+        route_watchers(channels, token, streams, request).await?;
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -385,6 +398,47 @@ pub async fn etcd(
     })
 }
 
+/// Makes one change on the do-nothing stream server ([`crate::stream_ceiling`]).
+async fn trigger(
+    client: &mut tonic_health::pb::health_client::HealthClient<Channel>,
+) -> anyhow::Result<()> {
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: crate::stream_ceiling::TRIGGER.into(),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The limit with route-sized messages ([`crate::stream_ceiling`] given a route):
+/// `streams` `WatchRoutes` streams opened by the same client as [`signpost`]'s, with the
+/// same request, then `changes` changes, each a delta as large as the control plane's.
+pub async fn route_floor(
+    channels: &[Channel],
+    streams: usize,
+    changes: usize,
+    store_epoch: &str,
+) -> anyhow::Result<FanOut> {
+    let request = wire::WatchRoutesRequest {
+        from_revision: Some(0),
+        store_epoch: store_epoch.to_owned(),
+    };
+    // The floor authorizes nothing; the client sends a bearer token all the same.
+    let (mut collector, connect_seconds) =
+        route_watchers(channels, "floor", streams, request).await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channels[0].clone());
+    let per_change_ms = collector
+        .changes(streams, changes, async |_| trigger(&mut client).await)
+        .await?;
+    collector.stop();
+    Ok(FanOut {
+        streams,
+        per_change_ms,
+        connect_seconds,
+        ..FanOut::default()
+    })
+}
+
 /// The limit of this machine and client ([`crate::stream_ceiling`]): `streams` `Watch`
 /// streams on a do-nothing server, then `changes` changes, measured like the peers.
 pub async fn ceiling(
@@ -425,16 +479,9 @@ pub async fn ceiling(
         opening,
     )
     .await?;
-    let mut trigger = HealthClient::new(channels[0].clone());
+    let mut client = HealthClient::new(channels[0].clone());
     let per_change_ms = collector
-        .changes(streams, changes, async |_| {
-            trigger
-                .check(HealthCheckRequest {
-                    service: crate::stream_ceiling::TRIGGER.into(),
-                })
-                .await?;
-            Ok(())
-        })
+        .changes(streams, changes, async |_| trigger(&mut client).await)
         .await?;
     collector.stop();
     Ok(FanOut {

@@ -194,6 +194,13 @@ enum Command {
     StreamCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: std::net::SocketAddr,
+        /// A `Route`, encoded, in hex: also serve `WatchRoutes`, each change a delta
+        /// upserting it.
+        #[arg(long)]
+        route_hex: Option<String>,
+        /// The store epoch of those deltas.
+        #[arg(long, default_value = "")]
+        store_epoch: String,
     },
     /// Serves the do-nothing `Resolve` (one fixed answer) that scenario 2 compares `Resolve` with.
     ResolveCeiling {
@@ -496,23 +503,39 @@ async fn routing_run(
     .await?;
     memory.etcd_watchers = etcd_fan_out.rss_open.max(etcd_fan_out.rss_after);
     drop(etcd_fan_channels);
-    // The limit: the same client against a server that does nothing but stream.
+    // The limit: the same client against a server that does nothing but stream, first
+    // two-byte messages, then deltas of the route the changes above made (as large as
+    // the control plane's), each on connections of its own.
     status("scenario 3: fan-out limit (do-nothing stream server)");
-    let ceiling_server = server::CeilingProcess::stream().await?;
-    let ceiling_channels = grpc::channels(
-        &grpc::url(ceiling_server.addr),
-        streams.div_ceil(per_connection).max(1),
-    )
-    .await?;
+    let delta_route = match lookups::routed_answer(&channels[0], &token).await?.answer {
+        Some(signpost_api::routing::v1::resolve_response::Answer::Route(route)) => route,
+        _ => anyhow::bail!("the fan-out's organization has no route"),
+    };
+    let ceiling_server =
+        server::CeilingProcess::stream(Some((&delta_route, &grpc_snapshot.store_epoch))).await?;
+    let ceiling_url = grpc::url(ceiling_server.addr);
+    let ceiling_channels =
+        grpc::channels(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
     let ceiling_fan_out = fanout::ceiling(&ceiling_channels, streams, changes).await?;
     drop(ceiling_channels);
+    let floor_channels =
+        grpc::channels(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
+    let route_floor = fanout::route_floor(
+        &floor_channels,
+        streams,
+        changes,
+        &grpc_snapshot.store_epoch,
+    )
+    .await?;
+    drop(floor_channels);
     ceiling_server.stop().await;
     emit(
         "fan_out",
         serde_json::json!({
             "streams": streams, "changes": changes,
             "signpost": signpost_fan_out.json(), "etcd": etcd_fan_out.json(),
-            "ceiling": ceiling_fan_out.json(),
+            "ceiling": ceiling_fan_out.json(), "route_floor": route_floor.json(),
+            "delta_route_bytes": prost::Message::encoded_len(&delta_route),
         }),
     );
     server.stop().await;
@@ -721,7 +744,11 @@ async fn main() -> anyhow::Result<()> {
             events_per_organization,
         } => history_run(common, organizations, events_per_organization).await?,
         Command::FreePort => println!("{}", server::free_port()?.port()),
-        Command::StreamCeiling { listen } => stream_ceiling::serve(listen).await?,
+        Command::StreamCeiling {
+            listen,
+            route_hex,
+            store_epoch,
+        } => stream_ceiling::serve(listen, route_hex.as_deref(), &store_epoch).await?,
         Command::ResolveCeiling { listen, answer_hex } => {
             resolve_ceiling::serve(listen, &answer_hex).await?
         }

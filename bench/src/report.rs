@@ -470,6 +470,25 @@ pub fn render(
         goal: "context: are 30 / 50 ms above the limit?",
         met: None,
     });
+    // The same server sending each change as a delta as large as the control plane's.
+    if !fo["route_floor"].is_null() {
+        let (rfm, rfw) = (
+            f(&fo["route_floor"]["median_ms"]),
+            f(&fo["route_floor"]["worst_ms"]),
+        );
+        let bytes = fo["delta_route_bytes"].as_u64().unwrap_or(0);
+        rows.push(Row {
+            scenario: "",
+            measure: format!(
+                "limit: the same server, each change a `WatchRoutes` delta of the control plane's size (a {bytes}-byte route, encoded once, written by the control plane's own stream body), same client, median / worst"
+            ),
+            signpost: format!("{} / {}", ms(spm), ms(spw)),
+            etcd: format!("limit {} / {}", ms(rfm), ms(rfw)),
+            ratio: format!("{} / {}", ratio(spm, rfm), ratio(spw, rfw)),
+            goal: "context: are 30 / 50 ms above the limit for messages of this size?",
+            met: None,
+        });
+    }
     let (spmem, etmem) = (
         f(&fo["signpost"]["memory_per_stream_bytes"]),
         f(&fo["etcd"]["memory_per_stream_bytes"]),
@@ -853,6 +872,10 @@ pub fn render(
         ("Signpost", "signpost"),
         ("etcd", "etcd"),
         ("Do-nothing stream server (the limit)", "ceiling"),
+        (
+            "Do-nothing stream server, route-sized `WatchRoutes` deltas (the limit for messages of that size)",
+            "route_floor",
+        ),
     ] {
         if fo[key].is_null() {
             continue;
@@ -1146,7 +1169,11 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    stream-ceiling`, a child process: `grpc.health.v1.Health/Watch`, one two-byte message per
    change, nothing computed or written; served on the control plane's own transport, so the
    messages of a change that share a connection go out in one write), the floor of this
-   client on this machine.
+   client on this machine. The second limit row: the same server and client, but
+   `WatchRoutes` streams (the same request as the control plane's), each change a delta
+   upserting the route the changes above left (so the message is as large as the control
+   plane's, and the client decodes it the same way), built and encoded once per change and
+   written with the control plane's own stream body; nothing authorized, kept or computed.
 4. **Edge.** `Edge::lookup` in process (email normalization + one map lookup) among 100,000
    routes, each of 1,000,000 lookups timed alone (the clock's own cost is reported next to it);
    `POST /v1/discover` on the `signpost-edge` binary (a real SAML AuthnRequest or OIDC URL per
@@ -1328,6 +1355,45 @@ mod tests {
             &[
                 "|  | context: the same answer from a do-nothing Resolve",
                 "| do-nothing Resolve (",
+            ],
+        );
+    }
+
+    #[test]
+    fn the_route_sized_floor_row_compares_the_fan_out_with_deltas_of_its_size() {
+        let watchers = |median: f64, worst: f64| serde_json::json!({ "streams": 10_000, "median_ms": median, "worst_ms": worst, "per_change_ms": [[median, worst]], "connect_seconds": 1.0 });
+        let fan_out = serde_json::json!({ "scenario": "fan_out", "result": {
+            "streams": 10_000, "changes": 1,
+            "signpost": watchers(50.0, 100.0), "etcd": watchers(60.0, 120.0),
+            "ceiling": watchers(25.0, 40.0), "route_floor": watchers(40.0, 80.0),
+            "delta_route_bytes": 431,
+        }});
+        assert_row(
+            &fan_out,
+            "limit: the same server, each change a `WatchRoutes` delta of the control plane's size (a 431-byte route",
+            "| 50.0 ms / 100.0 ms | limit 40.0 ms / 80.0 ms | 1.25× / 1.25× |",
+        );
+        assert_row(
+            &fan_out,
+            "limit: do-nothing stream server, same client",
+            "| limit 25.0 ms / 40.0 ms | 2.00× / 2.50× |",
+        );
+        assert_row(
+            &fan_out,
+            "- Do-nothing stream server, route-sized `WatchRoutes` deltas",
+            "10000 watchers opened in 1.0 s; per change (median ms, worst ms): (40.0, 80.0)",
+        );
+        // Results from before the route-sized floor existed render neither.
+        let older = serde_json::json!({ "scenario": "fan_out", "result": {
+            "streams": 10_000, "changes": 1,
+            "signpost": watchers(50.0, 100.0), "etcd": watchers(60.0, 120.0),
+            "ceiling": watchers(25.0, 40.0),
+        }});
+        assert_no_table_row(
+            &older,
+            &[
+                "|  | limit: the same server, each change a `WatchRoutes` delta",
+                "- Do-nothing stream server, route-sized",
             ],
         );
     }

@@ -209,14 +209,25 @@ pub struct CeilingProcess {
 }
 
 impl CeilingProcess {
-    /// Spawns `signpost-bench stream-ceiling` and waits until it listens.
-    pub async fn stream() -> anyhow::Result<Self> {
+    /// Spawns `signpost-bench stream-ceiling` and waits until it listens; given a route
+    /// and a store epoch, it also serves `WatchRoutes` with deltas upserting that route.
+    pub async fn stream(
+        route: Option<(&signpost_api::routing::v1::Route, &str)>,
+    ) -> anyhow::Result<Self> {
+        let mut args: Vec<std::ffi::OsString> = vec![
+            "stream-ceiling".into(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+        ];
+        if let Some((route, store_epoch)) = route {
+            args.push("--route-hex".into());
+            args.push(hex::encode(prost::Message::encode_to_vec(route)).into());
+            args.push("--store-epoch".into());
+            args.push(store_epoch.into());
+        }
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         Self::start(
-            &[
-                "stream-ceiling".as_ref(),
-                "--listen".as_ref(),
-                "127.0.0.1:0".as_ref(),
-            ],
+            &args,
             crate::stream_ceiling::LISTENING,
             "the stream ceiling server",
         )

@@ -2,20 +2,39 @@
 //! process like the two peers (`signpost-bench stream-ceiling`), measured by the same
 //! client with the same number of streams and connections.
 //!
-//! It serves `grpc.health.v1.Health`: every `Watch` stream gets one message when it
-//! opens and one message per change; a `Check` of [`TRIGGER`] is the change. Nothing
-//! is computed, stored or written to disk, and each message is two bytes (a route
-//! delta is about 400), so this is a floor no real server reaches: the cost of waking
-//! every stream, framing and writing its message, and the client receiving them all on
-//! the same cores. It serves on the control plane's own transport
+//! It serves two kinds of stream, and a `grpc.health.v1.Health/Check` of [`TRIGGER`] is
+//! a change for both:
+//! - `grpc.health.v1.Health/Watch`: one message when the stream opens and one per change,
+//!   two bytes each. Nothing is computed, stored or written to disk, so this is a floor no
+//!   real server reaches: the cost of waking every stream, framing and writing its
+//!   message, and the client receiving them all on the same cores.
+//! - `signpost.routing.v1.RoutingService/WatchRoutes`, when given a route: one message
+//!   per change, the `RouteDelta` that upserts that route, as large as the control
+//!   plane's (about 400 bytes against two, so the client decodes what it decodes from the
+//!   control plane). Each change's delta is built once and its bytes encoded once, and
+//!   the streams write it with the control plane's own `WatchRoutes` body
+//!   ([`signpost_grpc::routing::watch_routes_response`]), as `signpost serve` does. The
+//!   request is not read, nothing is authorized, no history is kept, no route computed.
+//!
+//! It serves on the control plane's own transport
 //! ([`signpost_grpc::transport::incoming`], the sockets `signpost serve` accepts): before
 //! round 24 it did not, wrote each stream's message on its own, and was slower than the
 //! control plane itself (bench/FINDINGS.md, round 24).
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
+use prost::Message;
+use signpost_api::routing::v1 as wire;
+use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
+use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
+use signpost_routing::{Delta, EncodedRoute};
+use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -26,8 +45,22 @@ pub const TRIGGER: &str = "bench.trigger";
 /// What the stream server prints once it accepts connections (then the address).
 pub const LISTENING: &str = "stream ceiling listening on ";
 
+const WATCH_ROUTES_PATH: &str = "/signpost.routing.v1.RoutingService/WatchRoutes";
+
+/// The latest change: its number, and the delta the `WatchRoutes` streams send for it
+/// (built once, by the trigger; none before the first change or without a route).
+#[derive(Clone, Default)]
+struct Change {
+    number: u64,
+    delta: Option<Arc<Delta>>,
+}
+
+type Changes = tokio::sync::watch::Sender<Change>;
+
 struct Ceiling {
-    changes: tokio::sync::watch::Sender<u64>,
+    changes: Changes,
+    /// The route every change's delta upserts (none: `WatchRoutes` is not served).
+    route: Option<EncodedRoute>,
 }
 
 fn message(change: u64) -> HealthCheckResponse {
@@ -50,7 +83,12 @@ impl Health for Ceiling {
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<HealthCheckResponse>, Status> {
         if request.get_ref().service == TRIGGER {
-            self.changes.send_modify(|change| *change += 1);
+            self.changes.send_modify(|change| {
+                change.number += 1;
+                change.delta = self.route.as_ref().map(|route| {
+                    Arc::new(Delta::new(change.number, vec![route.clone()], Vec::new()))
+                });
+            });
         }
         Ok(Response::new(message(0)))
     }
@@ -62,10 +100,10 @@ impl Health for Ceiling {
         _request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
         let mut changes = self.changes.subscribe();
-        let opened = message(*changes.borrow_and_update());
+        let opened = message(changes.borrow_and_update().number);
         let later = futures::stream::unfold(changes, |mut changes| async move {
             changes.changed().await.ok()?;
-            let change = *changes.borrow_and_update();
+            let change = changes.borrow_and_update().number;
             Some((Ok(message(change)), changes))
         });
         Ok(Response::new(Box::pin(
@@ -74,14 +112,86 @@ impl Health for Ceiling {
     }
 }
 
+/// `RoutingService` with one method: `WatchRoutes`, each stream sending every later
+/// change's delta (see the module documentation).
+#[derive(Clone)]
+struct RouteStreams {
+    changes: Changes,
+    store_epoch: Arc<str>,
+}
+
+impl NamedService for RouteStreams {
+    const NAME: &'static str = SERVICE_NAME;
+}
+
+impl RouteStreams {
+    /// The frames of one stream: the delta of each change made after it opened.
+    fn frames(&self) -> WatchFrames {
+        let changes = self.changes.subscribe();
+        let store_epoch = self.store_epoch.clone();
+        Box::pin(futures::stream::unfold(changes, move |mut changes| {
+            let store_epoch = store_epoch.clone();
+            async move {
+                loop {
+                    changes.changed().await.ok()?;
+                    let delta = changes.borrow_and_update().delta.clone();
+                    if let Some(delta) = delta {
+                        return Some((Ok(WatchFrame::Delta { delta, store_epoch }), changes));
+                    }
+                }
+            }
+        }))
+    }
+}
+
+impl<B> Service<http::Request<B>> for RouteStreams
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let response = if request.uri().path() == WATCH_ROUTES_PATH {
+            watch_routes_response(self.frames())
+        } else {
+            Status::unimplemented("the stream ceiling only serves WatchRoutes").into_http()
+        };
+        Box::pin(async move { Ok(response) })
+    }
+}
+
 /// Serves until killed, on `listen` (port 0: any), on the control plane's transport
-/// ([`signpost_grpc::transport::incoming`]).
-pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+/// ([`signpost_grpc::transport::incoming`]). With `route_hex` (a `Route`, encoded, in hex)
+/// it also serves `WatchRoutes`, each change a delta upserting that route, in
+/// `store_epoch`.
+pub async fn serve(
+    listen: SocketAddr,
+    route_hex: Option<&str>,
+    store_epoch: &str,
+) -> anyhow::Result<()> {
+    let route = route_hex
+        .map(|hex| anyhow::Ok(wire::Route::decode(hex::decode(hex)?.as_slice())?))
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
-    let (changes, _) = tokio::sync::watch::channel(0);
+    let (changes, _) = tokio::sync::watch::channel(Change::default());
+    let routes = route.as_ref().map(|_| RouteStreams {
+        changes: changes.clone(),
+        store_epoch: store_epoch.into(),
+    });
     tonic::transport::Server::builder()
-        .add_service(HealthServer::new(Ceiling { changes }))
+        .add_service(HealthServer::new(Ceiling {
+            changes,
+            route: route.as_ref().map(EncodedRoute::encode),
+        }))
+        .add_optional_service(routes)
         .serve_with_incoming(signpost_grpc::transport::incoming(listener))
         .await?;
     Ok(())

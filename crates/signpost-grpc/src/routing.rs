@@ -38,6 +38,16 @@ pub use codec::{
 pub use resolve::{ResolveCodec, ResolveReply, ResolveReplyEncoder};
 pub use server::RoutingServer;
 
+/// The HTTP response `signpost serve` writes for a `WatchRoutes` call without
+/// compression: `frames`, each message in a buffer of exactly its size, then the status
+/// as trailers. [`RoutingServer`] answers with it; it is public so that a server streaming
+/// frames of its own (the benchmark's fan-out floor) writes them the same way.
+pub fn watch_routes_response(
+    frames: WatchFrames,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    body::response(frames, None)
+}
+
 /// Routes per snapshot message.
 pub const SNAPSHOT_CHUNK: usize = 1000;
 /// Longest a `Resolve` waits for `min_revision` when the call has no deadline.

@@ -709,9 +709,24 @@ async fn history_run(
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if matches!(
+        cli.command,
+        Command::StreamCeiling { .. }
+            | Command::ResolveCeiling { .. }
+            | Command::DurableCeiling { .. }
+    ) {
+        // The do-nothing servers run on the control plane's runtime settings, as on its
+        // transport; the load generator keeps tokio's defaults.
+        runtime.event_interval(signpost_grpc::transport::RUNTIME_EVENT_INTERVAL);
+    }
+    runtime.enable_all().build()?.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Populate {
             data_dir,
             organizations,

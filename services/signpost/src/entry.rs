@@ -17,6 +17,7 @@ fn init_logging() {
 /// Parses the command line and runs `serve` or a CLI command.
 pub fn main_entry() -> std::process::ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .event_interval(signpost_grpc::transport::RUNTIME_EVENT_INTERVAL)
         .enable_all()
         .build()
         .expect("tokio runtime");

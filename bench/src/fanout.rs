@@ -424,9 +424,19 @@ pub async fn route_floor(
         store_epoch: store_epoch.to_owned(),
     };
     // The floor authorizes nothing; the client sends a bearer token all the same.
-    let (mut collector, connect_seconds) =
-        route_watchers(channels, "floor", streams, request).await?;
-    let mut client = tonic_health::pb::health_client::HealthClient::new(channels[0].clone());
+    let opened = route_watchers(channels, "floor", streams, request).await?;
+    triggered_changes(opened, &channels[0], streams, changes).await
+}
+
+/// Makes `changes` changes on the do-nothing stream server through `channel`, timed by
+/// the collector of `streams` watchers opened in `connect_seconds`.
+async fn triggered_changes(
+    (mut collector, connect_seconds): (Collector, f64),
+    channel: &Channel,
+    streams: usize,
+    changes: usize,
+) -> anyhow::Result<FanOut> {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let per_change_ms = collector
         .changes(streams, changes, async |_| trigger(&mut client).await)
         .await?;
@@ -472,22 +482,12 @@ pub async fn ceiling(
             }
         }));
     }
-    let (mut collector, connect_seconds) = Collector::open(
+    let opened = Collector::open(
         (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
         tasks,
         streams,
         opening,
     )
     .await?;
-    let mut client = HealthClient::new(channels[0].clone());
-    let per_change_ms = collector
-        .changes(streams, changes, async |_| trigger(&mut client).await)
-        .await?;
-    collector.stop();
-    Ok(FanOut {
-        streams,
-        per_change_ms,
-        connect_seconds,
-        ..FanOut::default()
-    })
+    triggered_changes(opened, &channels[0], streams, changes).await
 }

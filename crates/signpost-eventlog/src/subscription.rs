@@ -1,10 +1,12 @@
 //! Catch-up-then-live subscriptions that "pull on notify".
 //!
-//! A subscription keeps at most two pages of events. While behind, it reads the next page from
-//! the store, and when more than that page is behind it has the page after it read on a task
-//! of its own while the subscriber works through this one (a catch-up's reading and decoding
-//! then runs beside the subscriber's work instead of taking turns with it); once caught up it
-//! waits on the head watch channel and reads again. Nothing is pushed to it, so a slow
+//! A subscription keeps at most three pages of events. While behind, it reads the next page
+//! from the store, and when more than that page is behind it has the next two read on tasks of
+//! their own while the subscriber works through this one (a catch-up's reading and decoding
+//! then runs beside the subscriber's work instead of taking turns with it, and a read that the
+//! scheduler starts late is covered by the one after it: a first start of a million events
+//! listened about 4% sooner than with one page ahead, bench/FINDINGS.md, round 26); once
+//! caught up it waits on the head watch channel and reads again. Nothing is pushed to it, so a slow
 //! subscriber costs only its own reads and never slows appends, and a subscriber that stops
 //! polling holds no growing buffer.
 
@@ -52,11 +54,35 @@ struct PullState<S> {
     store: S,
     /// The first position of the next page to read.
     next: Position,
-    /// The page after the one being yielded, being read: its first position and the
-    /// reading task.
-    ahead: Option<(Position, tokio::task::JoinHandle<Page>)>,
+    /// The pages after the one being yielded, being read, in order: each one's first
+    /// position and its reading task.
+    ahead: std::collections::VecDeque<(Position, tokio::task::JoinHandle<Page>)>,
     head: tokio::sync::watch::Receiver<Position>,
     failed: bool,
+}
+
+/// Pages read ahead of the one being yielded, at most.
+const READ_AHEAD_PAGES: usize = 2;
+
+impl<S: EventStore + Clone> PullState<S> {
+    /// Starts reading the pages after the one at `next` (a full page) that begin at or
+    /// below `head`, until [`READ_AHEAD_PAGES`] are being read. Whether it started any.
+    fn read_ahead(&mut self, head: Position) -> bool {
+        let mut started = false;
+        while self.ahead.len() < READ_AHEAD_PAGES {
+            // The pages before it are wholly below the head, so full: it starts here.
+            let from = self.next + (self.ahead.len() as u64 + 1) * SUBSCRIPTION_PAGE as u64;
+            if from > head {
+                break;
+            }
+            let store = self.store.clone();
+            let reading =
+                tokio::spawn(async move { store.read_range(from, SUBSCRIPTION_PAGE).await });
+            self.ahead.push_back((from, reading));
+            started = true;
+        }
+        started
+    }
 }
 
 impl Subscription {
@@ -71,7 +97,7 @@ impl Subscription {
         let state = PullState {
             store,
             next: from,
-            ahead: None,
+            ahead: std::collections::VecDeque::new(),
             head,
             failed: false,
         };
@@ -84,22 +110,19 @@ impl Subscription {
                 // we read wakes the wait below instead of being missed.
                 let head = *state.head.borrow_and_update();
                 if head >= state.next {
-                    let read = match state.ahead.take() {
+                    let read = match state.ahead.pop_front() {
                         Some((from, reading)) if from == state.next => {
                             reading.await.unwrap_or_else(|error| {
                                 Err(LogError::Unavailable(format!("read-ahead task: {error}")))
                             })
                         }
-                        _ => state.store.read_range(state.next, SUBSCRIPTION_PAGE).await,
+                        _ => {
+                            state.ahead.clear();
+                            state.store.read_range(state.next, SUBSCRIPTION_PAGE).await
+                        }
                     };
                     if let Ok(events) = &read {
-                        let after = state.next + events.len() as u64;
-                        if events.len() == SUBSCRIPTION_PAGE && head >= after {
-                            let store = state.store.clone();
-                            let reading = tokio::spawn(async move {
-                                store.read_range(after, SUBSCRIPTION_PAGE).await
-                            });
-                            state.ahead = Some((after, reading));
+                        if events.len() == SUBSCRIPTION_PAGE && state.read_ahead(head) {
                             // A task spawned from a runtime thread waits in that thread's
                             // own slot until the spawner yields (no other thread takes
                             // it from there): yield once, so that its read starts now.

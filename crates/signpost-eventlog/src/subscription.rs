@@ -1,14 +1,14 @@
 //! Catch-up-then-live subscriptions that "pull on notify".
 //!
 //! A subscription keeps at most three pages of events. While behind, it reads the next page
-//! from the store, and when more than that page is behind it has the next two read on tasks of
-//! their own while the subscriber works through this one (a catch-up's reading and decoding
-//! then runs beside the subscriber's work instead of taking turns with it, and a read that the
-//! scheduler starts late is covered by the one after it: a first start of a million events
-//! listened about 4% sooner than with one page ahead, bench/FINDINGS.md, round 26); once
-//! caught up it waits on the head watch channel and reads again. Nothing is pushed to it, so a slow
-//! subscriber costs only its own reads and never slows appends, and a subscriber that stops
-//! polling holds no growing buffer.
+//! from the store, and when more than that page is behind it has the next two read on tasks
+//! of their own while the subscriber works through this one (a catch-up's reading and
+//! decoding then runs beside the subscriber's work instead of taking turns with it, and a
+//! read that the scheduler starts late is covered by the one after it: a first start of a
+//! million events listened about 5% sooner than with one page ahead, bench/FINDINGS.md,
+//! round 26); once caught up it waits on the head watch channel and reads again. Nothing is
+//! pushed to it, so a slow subscriber costs only its own reads and never slows appends, and
+//! a subscriber that stops polling holds no growing buffer.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -22,7 +22,8 @@
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
 //! generator, HDR histograms), [`cpu`] (CPU per request of the server and the load
-//! generator over a load phase), [`grpc`] and [`etcd`] (clients).
+//! generator over a load phase), [`grpc`] and [`etcd`] (clients), [`one_method`] (the
+//! one-method `RoutingService` the `Resolve` and `WatchRoutes` limits serve).
 #![forbid(unsafe_code)]
 
 mod admin_lists;
@@ -37,6 +38,7 @@ mod grpc;
 mod load;
 mod lookups;
 mod memory;
+mod one_method;
 mod populate;
 mod report;
 mod resolve_ceiling;

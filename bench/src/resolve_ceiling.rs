@@ -21,52 +21,37 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use prost::Message;
 use signpost_api::routing::v1 as wire;
-use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
 use signpost_grpc::routing::{ResolveCodec, ResolveReply};
 use signpost_routing::EncodedRoute;
-use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
-use tonic::server::{Grpc, NamedService, UnaryService};
+use tonic::codegen::{http, Body, BoxFuture, StdError};
+use tonic::server::{Grpc, UnaryService};
 use tonic::{Request, Response, Status};
+
+use crate::one_method::{OneMethod, Reply, RoutingMethod};
 
 /// What the server prints once it accepts connections (then the address).
 pub const LISTENING: &str = "resolve ceiling listening on ";
 
-const RESOLVE_PATH: &str = "/signpost.routing.v1.RoutingService/Resolve";
-
-/// `RoutingService` with one method: `Resolve`, answered with [`ConstantResolve::answer`]
-/// through the control plane's own `Resolve` codec (the route's bytes copied as the
-/// routing table keeps them, as `signpost serve` answers).
+/// `Resolve`, answered with [`ConstantResolve::answer`] through the control plane's own
+/// `Resolve` codec (the route's bytes copied as the routing table keeps them, as `signpost
+/// serve` answers).
 #[derive(Clone)]
 struct ConstantResolve {
     answer: Arc<ResolveReply>,
 }
 
-impl NamedService for ConstantResolve {
-    const NAME: &'static str = SERVICE_NAME;
-}
+impl RoutingMethod for ConstantResolve {
+    const PATH: &'static str = "/signpost.routing.v1.RoutingService/Resolve";
+    const REFUSAL: &'static str = "the resolve ceiling only answers Resolve";
 
-impl<B> Service<http::Request<B>> for ConstantResolve
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() != RESOLVE_PATH {
-            let refused = Status::unimplemented("the resolve ceiling only answers Resolve");
-            return Box::pin(async move { Ok(refused.into_http()) });
-        }
+    fn call<B>(&self, request: http::Request<B>) -> BoxFuture<Reply, Infallible>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
         let method = Answer(self.answer.clone());
         let mut grpc = Grpc::new(ResolveCodec);
         Box::pin(async move { Ok(grpc.unary(method, request).await) })
@@ -108,9 +93,9 @@ pub async fn serve(listen: SocketAddr, answer_hex: &str) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
     tonic::transport::Server::builder()
-        .add_service(ConstantResolve {
+        .add_service(OneMethod(ConstantResolve {
             answer: Arc::new(reply),
-        })
+        }))
         .serve_with_incoming(signpost_grpc::transport::incoming(listener))
         .await?;
     Ok(())

@@ -25,17 +25,16 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use futures::{Stream, StreamExt};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
-use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
 use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
 use signpost_routing::{Delta, EncodedRoute};
-use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
-use tonic::server::NamedService;
+use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Request, Response, Status};
+
+use crate::one_method::{OneMethod, Reply, RoutingMethod};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -44,8 +43,6 @@ use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
 pub const TRIGGER: &str = "bench.trigger";
 /// What the stream server prints once it accepts connections (then the address).
 pub const LISTENING: &str = "stream ceiling listening on ";
-
-const WATCH_ROUTES_PATH: &str = "/signpost.routing.v1.RoutingService/WatchRoutes";
 
 /// The latest change: its number, and the delta the `WatchRoutes` streams send for it
 /// (built once, by the trigger; none before the first change or without a route).
@@ -112,16 +109,12 @@ impl Health for Ceiling {
     }
 }
 
-/// `RoutingService` with one method: `WatchRoutes`, each stream sending every later
-/// change's delta (see the module documentation).
+/// `WatchRoutes` (served as a [`OneMethod`]), each stream sending every later change's
+/// delta (see the module documentation).
 #[derive(Clone)]
 struct RouteStreams {
     changes: Changes,
     store_epoch: Arc<str>,
-}
-
-impl NamedService for RouteStreams {
-    const NAME: &'static str = SERVICE_NAME;
 }
 
 impl RouteStreams {
@@ -144,25 +137,16 @@ impl RouteStreams {
     }
 }
 
-impl<B> Service<http::Request<B>> for RouteStreams
-where
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Self::Error>;
+impl RoutingMethod for RouteStreams {
+    const PATH: &'static str = "/signpost.routing.v1.RoutingService/WatchRoutes";
+    const REFUSAL: &'static str = "the stream ceiling only serves WatchRoutes";
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let response = if request.uri().path() == WATCH_ROUTES_PATH {
-            watch_routes_response(self.frames())
-        } else {
-            Status::unimplemented("the stream ceiling only serves WatchRoutes").into_http()
-        };
+    fn call<B>(&self, _request: http::Request<B>) -> BoxFuture<Reply, Infallible>
+    where
+        B: Body + Send + 'static,
+        B::Error: Into<StdError> + Send + 'static,
+    {
+        let response = watch_routes_response(self.frames());
         Box::pin(async move { Ok(response) })
     }
 }
@@ -182,9 +166,11 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
     let (changes, _) = tokio::sync::watch::channel(Change::default());
-    let routes = route.as_ref().map(|_| RouteStreams {
-        changes: changes.clone(),
-        store_epoch: store_epoch.into(),
+    let routes = route.as_ref().map(|_| {
+        OneMethod(RouteStreams {
+            changes: changes.clone(),
+            store_epoch: store_epoch.into(),
+        })
     });
     tonic::transport::Server::builder()
         .add_service(HealthServer::new(Ceiling {

@@ -244,6 +244,12 @@ enum Command {
         in_flight: usize,
         #[arg(long, default_value_t = 4)]
         connections: usize,
+        /// Control plane A's process id: each turn then reports its CPU per call.
+        #[arg(long)]
+        a_pid: Option<u32>,
+        /// Control plane B's process id.
+        #[arg(long)]
+        b_pid: Option<u32>,
     },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
@@ -781,19 +787,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             rounds,
             in_flight,
             connections,
+            a_pid,
+            b_pid,
         } => {
             let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
             let duration = Duration::from_secs(seconds);
-            let peers = [("a", a), ("b", b)];
+            let peers = [("a", a, a_pid), ("b", b, b_pid)];
             let mut channels = Vec::new();
-            for (_, url) in &peers {
+            for (_, url, _) in &peers {
                 channels.push(grpc::channels(url, connections).await?);
             }
             for round in 1..=rounds {
-                for ((name, _), channels) in peers.iter().zip(&channels) {
-                    let resolve =
-                        lookups::resolve_load(channels, &token, routes, in_flight, duration).await;
-                    let noop = lookups::noop_load(channels, in_flight, duration).await;
+                for ((name, _, pid), channels) in peers.iter().zip(&channels) {
+                    let resolve = cpu::measure(
+                        *pid,
+                        lookups::resolve_load(channels, &token, routes, in_flight, duration),
+                    )
+                    .await;
+                    let noop =
+                        cpu::measure(*pid, lookups::noop_load(channels, in_flight, duration)).await;
+                    let per_call = |report: &load::LoadReport| {
+                        report
+                            .cpu
+                            .and_then(|cpu| cpu.server_seconds)
+                            .map(|seconds| seconds * 1e6 / report.requests.max(1) as f64)
+                    };
                     emit(
                         "resolve_ab",
                         serde_json::json!({
@@ -803,6 +821,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "noop": noop.rate(),
                             "errors": resolve.errors + noop.errors,
                             "vs_noop": resolve.rate() / noop.rate(),
+                            "resolve_server_us": per_call(&resolve),
+                            "noop_server_us": per_call(&noop),
                         }),
                     );
                 }

@@ -5,8 +5,9 @@
 //! It serves `signpost.routing.v1.RoutingService/Resolve` and answers every call with
 //! one fixed `ResolveResponse`: the control plane's own answer for one routed domain
 //! (organization 0's, whose domain is the shortest, so the answer is a few bytes smaller
-//! than most), fetched just before and handed over as hex, and written by the control
-//! plane's own `Resolve` codec from the route kept encoded as its routing table keeps it.
+//! than most), fetched just before and handed over as hex. The request is read and the
+//! answer written by the control plane's own functions, from the route kept encoded as
+//! its routing table keeps it.
 //! Nothing is looked up, authorized or normalized. The do-nothing unary ceiling
 //! (`grpc.health.v1.Health/Check`) answers two bytes; this one carries what a `Resolve`
 //! must carry (a route, about 400 bytes), so the client decodes as much as it does from
@@ -24,20 +25,21 @@ use std::sync::Arc;
 
 use prost::Message;
 use signpost_api::routing::v1 as wire;
-use signpost_grpc::routing::{ResolveCodec, ResolveReply};
+use signpost_grpc::routing::{self, ResolveReply};
 use signpost_routing::EncodedRoute;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
-use tonic::server::{Grpc, UnaryService};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 
 use crate::one_method::{OneMethod, Reply, RoutingMethod};
 
 /// What the server prints once it accepts connections (then the address).
 pub const LISTENING: &str = "resolve ceiling listening on ";
 
-/// `Resolve`, answered with [`ConstantResolve::answer`] through the control plane's own
-/// `Resolve` codec (the route's bytes copied as the routing table keeps them, as `signpost
-/// serve` answers).
+/// `Resolve`, answered with [`ConstantResolve::answer`] as `signpost serve` answers it
+/// without compression: the request read and the answer written by the control plane's
+/// own functions ([`signpost_grpc::routing::read_resolve_request`],
+/// [`signpost_grpc::routing::resolve_response`]), the route's bytes copied as the routing
+/// table keeps them.
 #[derive(Clone)]
 struct ConstantResolve {
     answer: Arc<ResolveReply>,
@@ -52,24 +54,16 @@ impl RoutingMethod for ConstantResolve {
         B: Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        let method = Answer(self.answer.clone());
-        let mut grpc = Grpc::new(ResolveCodec);
-        Box::pin(async move { Ok(grpc.unary(method, request).await) })
-    }
-}
-
-/// The one answer, as a tonic unary method.
-struct Answer(Arc<ResolveReply>);
-
-impl UnaryService<wire::ResolveRequest> for Answer {
-    type Response = ResolveReply;
-    type Future = std::future::Ready<Result<Response<ResolveReply>, Status>>;
-
-    fn call(&mut self, request: Request<wire::ResolveRequest>) -> Self::Future {
-        std::future::ready(if request.get_ref().email.is_empty() {
-            Err(Status::invalid_argument("email is required"))
-        } else {
-            Ok(Response::new(ResolveReply::clone(&self.0)))
+        let answer = self.answer.clone();
+        Box::pin(async move {
+            let reply = match routing::read_resolve_request(request, None).await {
+                Ok(request) if request.get_ref().email.is_empty() => {
+                    Err(Status::invalid_argument("email is required"))
+                }
+                Ok(_) => Ok(ResolveReply::clone(&answer)),
+                Err(status) => Err(status),
+            };
+            Ok(routing::resolve_response(reply, None))
         })
     }
 }

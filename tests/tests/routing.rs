@@ -602,15 +602,21 @@ async fn the_health_service_reports_every_service_serving() {
 }
 
 /// A client codec that sends its bytes as the request message, as they are, and reads
-/// `WatchRoutesResponse`s: requests no generated client would send.
-#[derive(Debug, Clone, Copy, Default)]
-struct RawRequest;
+/// `T`s: requests no generated client would send.
+#[derive(Debug)]
+struct RawRequest<T>(std::marker::PhantomData<T>);
+
+impl<T> Default for RawRequest<T> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
 
 #[derive(Debug, Clone, Copy, Default)]
 struct RawEncoder;
 
-#[derive(Debug, Clone, Copy, Default)]
-struct ResponseDecoder;
+#[derive(Debug)]
+struct ResponseDecoder<T>(std::marker::PhantomData<T>);
 
 impl tonic::codec::Encoder for RawEncoder {
     type Item = Vec<u8>;
@@ -627,34 +633,56 @@ impl tonic::codec::Encoder for RawEncoder {
     }
 }
 
-impl tonic::codec::Decoder for ResponseDecoder {
-    type Item = wire::WatchRoutesResponse;
+impl<T: prost::Message + Default + Send + 'static> tonic::codec::Decoder for ResponseDecoder<T> {
+    type Item = T;
     type Error = tonic::Status;
 
     fn decode(
         &mut self,
         buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<wire::WatchRoutesResponse>, tonic::Status> {
-        use prost::Message;
-        wire::WatchRoutesResponse::decode(buf)
+    ) -> Result<Option<T>, tonic::Status> {
+        T::decode(buf)
             .map(Some)
             .map_err(|e| tonic::Status::internal(e.to_string()))
     }
 }
 
-impl tonic::codec::Codec for RawRequest {
+impl<T: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawRequest<T> {
     type Encode = Vec<u8>;
-    type Decode = wire::WatchRoutesResponse;
+    type Decode = T;
     type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder;
+    type Decoder = ResponseDecoder<T>;
 
     fn encoder(&mut self) -> RawEncoder {
         RawEncoder
     }
 
-    fn decoder(&mut self) -> ResponseDecoder {
-        ResponseDecoder
+    fn decoder(&mut self) -> ResponseDecoder<T> {
+        ResponseDecoder(std::marker::PhantomData)
     }
+}
+
+/// A raw client of `RoutingService` at `addr`, authenticated with `token`.
+async fn raw_client(
+    addr: std::net::SocketAddr,
+    token: &str,
+    compressed: bool,
+) -> tonic::client::Grpc<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    let service = tonic::service::interceptor::InterceptedService::new(
+        channel(addr).await,
+        signpost::cli::interceptor(token, None).unwrap(),
+    );
+    let mut grpc = tonic::client::Grpc::new(service);
+    if compressed {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    grpc
 }
 
 /// Calls `WatchRoutes` with `message` as the request's bytes; the status it ends with
@@ -665,26 +693,131 @@ async fn watch_raw(
     message: Vec<u8>,
     compressed: bool,
 ) -> Result<wire::WatchRoutesResponse, tonic::Status> {
-    let service = tonic::service::interceptor::InterceptedService::new(
-        channel(addr).await,
-        signpost::cli::interceptor(token, None).unwrap(),
-    );
-    let mut grpc = tonic::client::Grpc::new(service);
-    if compressed {
-        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    }
-    grpc.ready().await.unwrap();
+    let mut grpc = raw_client(addr, token, compressed).await;
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
         "/signpost.routing.v1.RoutingService/WatchRoutes",
     );
     let mut stream = grpc
-        .server_streaming(tonic::Request::new(message), path, RawRequest)
+        .server_streaming(tonic::Request::new(message), path, RawRequest::default())
         .await?
         .into_inner();
     tokio::time::timeout(Duration::from_secs(20), stream.next())
         .await
         .expect("an answer within 20 s")
         .expect("a message or a status")
+}
+
+/// Calls `Resolve` with `message` as the request's bytes.
+async fn resolve_raw(
+    addr: std::net::SocketAddr,
+    token: &str,
+    message: Vec<u8>,
+    compressed: bool,
+) -> Result<wire::ResolveResponse, tonic::Status> {
+    let mut grpc = raw_client(addr, token, compressed).await;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+        "/signpost.routing.v1.RoutingService/Resolve",
+    );
+    let call = grpc.unary(tonic::Request::new(message), path, RawRequest::default());
+    tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("an answer within 20 s")
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_resolve_requests_get_a_precise_status_and_the_server_keeps_serving() {
+    use prost::Message;
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "raw",
+        &["raw.example"],
+        "https://idp-raw.example.com/e",
+    )
+    .await;
+    let token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let addr = server.addr();
+    let head = server.head();
+
+    // Not a ResolveRequest: a length-delimited field that runs past the message.
+    let status = resolve_raw(addr, &token, vec![0x0a, 0x7f, b'x'], false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("not a ResolveRequest"),
+        "{status:?}"
+    );
+    assert_eq!(reason(&status), "REQUEST_MALFORMED");
+    assert_eq!(field(&status), "request");
+
+    // Larger than the server's limit on a request (2 MiB).
+    let huge = wire::ResolveRequest {
+        email: format!("{}@raw.example", "a".repeat(3 * 1024 * 1024)),
+        min_revision: None,
+    };
+    let status = resolve_raw(addr, &token, huge.encode_to_vec(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
+
+    // Compressed, which this server does not read.
+    let request = wire::ResolveRequest {
+        email: "Kim@RAW.example".into(),
+        min_revision: Some(head),
+    }
+    .encode_to_vec();
+    let status = resolve_raw(addr, &token, request.clone(), true)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(reason(&status), "COMPRESSION_UNSUPPORTED");
+
+    // A well-formed request with a bad email: the handler's own refusal.
+    let bad_email = wire::ResolveRequest {
+        email: "no-at-sign".into(),
+        min_revision: None,
+    };
+    let status = resolve_raw(addr, &token, bad_email.encode_to_vec(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert_eq!(field(&status), "email");
+
+    // Refused before anything is looked up: no token, a token of the wrong role.
+    let status = resolve_raw(addr, "spt_not-a-real-token", request.clone(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
+    let status = resolve_raw(addr, &auditor, request.clone(), false)
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+
+    // The same raw bytes, well formed, are answered exactly as the generated client
+    // reads them: the server still serves.
+    let raw = resolve_raw(addr, &token, request, false).await.unwrap();
+    let mut client = routing_client(addr, &token).await;
+    let typed = client
+        .resolve(wire::ResolveRequest {
+            email: "Kim@RAW.example".into(),
+            min_revision: Some(head),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(raw, typed);
+    assert_eq!(raw.domain, "raw.example");
+    let Some(wire::resolve_response::Answer::Route(route)) = raw.answer else {
+        panic!("a route: {raw:?}");
+    };
+    assert_eq!(route.domain, "raw.example");
+    assert!(raw.revision >= head);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -749,7 +882,7 @@ async fn hostile_watch_requests_get_a_precise_status_and_the_server_keeps_servin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_compression_enabled_watch_routes_goes_through_tonic_compressed() {
+async fn with_compression_enabled_watch_routes_and_resolve_go_through_tonic_compressed() {
     use tonic::codec::CompressionEncoding::Gzip;
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
@@ -807,4 +940,30 @@ async fn with_compression_enabled_watch_routes_goes_through_tonic_compressed() {
     let mut stream = response.into_inner();
     let (routes, _) = read_snapshot(&mut stream).await;
     assert_eq!(routes, expected);
+
+    // `Resolve` goes through tonic too: compressed both ways, the same answer.
+    let ask = || wire::ResolveRequest {
+        email: "pat@zap.example".into(),
+        min_revision: None,
+    };
+    let expected = plain.resolve(ask()).await.unwrap().into_inner();
+    let response = client
+        .resolve(ask())
+        .await
+        .expect("a compressed request is read");
+    assert_eq!(
+        response
+            .metadata()
+            .get("grpc-encoding")
+            .map(|v| v.to_str().unwrap()),
+        Some("gzip"),
+        "the answer is compressed"
+    );
+    let answer = response.into_inner();
+    assert_eq!(answer.domain, "zap.example");
+    assert!(matches!(
+        answer.answer,
+        Some(wire::resolve_response::Answer::Route(_))
+    ));
+    assert_eq!(answer.answer, expected.answer);
 }

@@ -48,6 +48,31 @@ pub fn watch_routes_response(
     body::response(frames, None)
 }
 
+/// Reads a `Resolve` request as `signpost serve` does without compression (one message
+/// of at most `max_request` bytes, `None`: tonic's default of 4 MiB), with its metadata.
+/// Public, with [`resolve_response`], so that a server answering `Resolve` on its own
+/// (the benchmark's do-nothing `Resolve`) reads and writes it the same way.
+pub async fn read_resolve_request<B>(
+    request: tonic::codegen::http::Request<B>,
+    max_request: Option<usize>,
+) -> Result<Request<wire::ResolveRequest>, Status>
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError> + Send + 'static,
+{
+    body::read_request("Resolve", request, max_request).await
+}
+
+/// The HTTP response `signpost serve` writes for a `Resolve` call without compression:
+/// the answer encoded once into a buffer of its size, then `grpc-status: 0`; a refusal
+/// is its status alone, as tonic writes it.
+pub fn resolve_response(
+    answer: Result<ResolveReply, Status>,
+    max_message: Option<usize>,
+) -> tonic::codegen::http::Response<tonic::body::Body> {
+    body::unary_response(answer.and_then(|reply| reply.to_grpc_message(max_message)))
+}
+
 /// Routes per snapshot message.
 pub const SNAPSHOT_CHUNK: usize = 1000;
 /// Longest a `Resolve` waits for `min_revision` when the call has no deadline.

@@ -5,7 +5,7 @@
 //! [`ResolveCodec`] copies those bytes into exactly what prost writes for the equivalent
 //! `ResolveResponse` (the tests hold them side by side).
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use signpost_api::routing::v1 as wire;
 use signpost_routing::EncodedRoute;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
@@ -44,6 +44,14 @@ impl ResolveReply {
             answer: Some(answer),
             domain: self.domain,
         }
+    }
+
+    /// This answer as a gRPC message (its prefix included) in a buffer of exactly its
+    /// size: refused with `OUT_OF_RANGE` above `max_message` bytes (`None`: no limit).
+    pub fn to_grpc_message(&self, max_message: Option<usize>) -> Result<Bytes, Status> {
+        super::body::prefixed("Resolve", self.encoded_len(), max_message, |buf| {
+            self.encode(buf)
+        })
     }
 
     fn encoded_len(&self) -> usize {

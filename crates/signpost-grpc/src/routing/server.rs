@@ -1,13 +1,16 @@
 //! [`RoutingServer`]: `RoutingService` as served. The generated server encodes
 //! every message with prost, once per stream, from owned messages; `WatchRoutes` is
-//! taken off it so a delta's shared bytes go out as they are, and `Resolve` is served
-//! with [`ResolveCodec`], so the table's route is encoded where it is instead of copied
-//! into a message. Every other method goes to the generated server.
+//! taken off it so a delta's shared bytes go out as they are, and `Resolve` so the
+//! table's route is encoded where it is instead of copied into a message. Every other
+//! method goes to the generated server.
 //!
-//! `WatchRoutes` is written as a response body of our own (module `body`): each
-//! message in a buffer of exactly its size, freed once written, where tonic's body keeps
-//! a buffer per stream for the stream's life. With compression enabled it goes through
-//! tonic with [`WatchRoutesCodec`] instead, which compresses as every other method does.
+//! Both are written as response bodies of our own (module `body`), each message in a
+//! buffer of exactly its size, freed once written: tonic's body keeps a buffer per
+//! stream for the stream's life, and its unary path sets up a decoding and an encoding
+//! stream, each with a buffer of 8 KiB, for one message each way (`Resolve` takes about
+//! a tenth less of the server's CPU without them, bench/FINDINGS.md round 27). With compression enabled they go
+//! through tonic with [`ResolveCodec`] and [`WatchRoutesCodec`] instead, which compress
+//! as every other method does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -139,27 +142,39 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        if request.uri().path() == RESOLVE_PATH {
-            let method = ResolveMethod(self.api.clone());
-            let mut grpc = self.grpc(ResolveCodec);
-            return Box::pin(async move { Ok(grpc.unary(method, request).await) });
-        }
-        if request.uri().path() != WATCH_ROUTES_PATH {
+        let path = request.uri().path();
+        if path != RESOLVE_PATH && path != WATCH_ROUTES_PATH {
             return self.generated.call(request);
         }
         if self.compression_enabled() {
+            if path == RESOLVE_PATH {
+                let method = ResolveMethod(self.api.clone());
+                let mut grpc = self.grpc(ResolveCodec);
+                return Box::pin(async move { Ok(grpc.unary(method, request).await) });
+            }
             let method = WatchRoutesMethod(self.api.clone());
             let mut grpc = self.grpc(WatchRoutesCodec);
             return Box::pin(async move { Ok(grpc.server_streaming(method, request).await) });
         }
-        // Without compression, a body of our own: nothing held between messages.
+        // Without compression, bodies of our own: `Resolve`'s request read and its answer
+        // written each in one buffer of its size, nothing held between a watch stream's
+        // messages.
         let api = self.api.clone();
         let (max_request, max_message) = (
             self.max_decoding_message_size,
             self.max_encoding_message_size,
         );
+        if path == RESOLVE_PATH {
+            return Box::pin(async move {
+                let answer = match super::read_resolve_request(request, max_request).await {
+                    Ok(request) => api.resolve_reply(request).await.map(Response::into_inner),
+                    Err(status) => Err(status),
+                };
+                Ok(super::resolve_response(answer, max_message))
+            });
+        }
         Box::pin(async move {
-            let frames = body::read_request(request, max_request)
+            let frames = body::read_request("WatchRoutes", request, max_request)
                 .await
                 .and_then(|request| api.watch(request));
             Ok(match frames {
@@ -171,7 +186,7 @@ where
     }
 }
 
-/// `Resolve` as a tonic unary method answering [`ResolveReply`]s.
+/// `Resolve` as a tonic unary method answering [`ResolveReply`]s (with compression).
 struct ResolveMethod(Arc<RoutingApi>);
 
 impl UnaryService<wire::ResolveRequest> for ResolveMethod {
@@ -184,7 +199,8 @@ impl UnaryService<wire::ResolveRequest> for ResolveMethod {
     }
 }
 
-/// `WatchRoutes` as a tonic server-streaming method over [`WatchFrame`]s.
+/// `WatchRoutes` as a tonic server-streaming method over [`WatchFrame`]s (with
+/// compression).
 struct WatchRoutesMethod(Arc<RoutingApi>);
 
 impl ServerStreamingService<wire::WatchRoutesRequest> for WatchRoutesMethod {

@@ -1255,6 +1255,33 @@ impl ControlPlane {
 
     /// Resolves an `authorization: Bearer` API token to its principal.
     pub fn authenticate_api_token(&self, bearer: &str) -> Result<Principal, ControlError> {
+        self.with_api_token(bearer, |token, role| Principal::ApiToken {
+            token_id: token.id.to_string(),
+            name: token.name.clone(),
+            role,
+            organization_scope: Some(token.organization_scope.clone()).filter(|s| !s.is_empty()),
+        })
+    }
+
+    /// Checks that an `authorization: Bearer` API token is valid and holds one of
+    /// `roles`: [`Self::authenticate_api_token`] then [`Principal::require`], without
+    /// building the principal (the routing service's calls need nothing else of it).
+    pub fn authorize_api_token(&self, bearer: &str, roles: &[Role]) -> Result<(), ControlError> {
+        let role = self.with_api_token(bearer, |_, role| role)?;
+        if roles.contains(&role) {
+            Ok(())
+        } else {
+            Err(crate::principal::permission_denied(roles))
+        }
+    }
+
+    /// `f` of the active API token `bearer` is and of its role; `UNAUTHENTICATED` when
+    /// it is not one.
+    fn with_api_token<R>(
+        &self,
+        bearer: &str,
+        f: impl FnOnce(&signpost_domain::api_token::ApiToken, Role) -> R,
+    ) -> Result<R, ControlError> {
         let refused = || ControlError::Unauthenticated {
             reason: "API_TOKEN_INVALID",
             message: "the API token is not valid".into(),
@@ -1269,13 +1296,7 @@ impl ControlPlane {
                 .filter(|t| t.state.is_active())
                 .ok_or_else(refused)?;
             let role = Role::from_token_role(token.state.role).ok_or_else(refused)?;
-            Ok(Principal::ApiToken {
-                token_id: token.state.id.to_string(),
-                name: token.state.name.clone(),
-                role,
-                organization_scope: Some(token.state.organization_scope.clone())
-                    .filter(|s| !s.is_empty()),
-            })
+            Ok(f(&token.state, role))
         })
     }
 

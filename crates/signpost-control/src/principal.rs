@@ -79,14 +79,7 @@ impl Principal {
         match self {
             Self::ApiToken { role, .. } if roles.contains(role) => Ok(()),
             Self::System => Ok(()),
-            _ => Err(ControlError::PermissionDenied(format!(
-                "this call needs a token with the {} role",
-                roles
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(" or ")
-            ))),
+            _ => Err(permission_denied(roles)),
         }
     }
 
@@ -119,4 +112,16 @@ impl Principal {
             },
         }
     }
+}
+
+/// The refusal of a caller whose token has none of `roles`.
+pub(crate) fn permission_denied(roles: &[Role]) -> ControlError {
+    ControlError::PermissionDenied(format!(
+        "this call needs a token with the {} role",
+        roles
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    ))
 }

@@ -110,12 +110,8 @@ impl RoutingApi {
     }
 
     fn authorize(&self, metadata: &tonic::metadata::MetadataMap) -> Result<(), Status> {
-        let principal = self
-            .plane
-            .authenticate_api_token(bearer(metadata)?)
-            .map_err(to_status)?;
-        principal
-            .require(&[Role::Edge, Role::Admin])
+        self.plane
+            .authorize_api_token(bearer(metadata)?, &[Role::Edge, Role::Admin])
             .map_err(to_status)
     }
 }

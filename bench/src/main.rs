@@ -251,6 +251,35 @@ enum Command {
         #[arg(long)]
         b_pid: Option<u32>,
     },
+    /// `AssignGroup` (scenario 1's concurrent load) against two running control planes in
+    /// turns (A, B, A, B, ...), for comparing two builds in the same minutes: each holds a
+    /// copy of the same `populate`d data directory, whose organizations `populate` listed
+    /// in `bench-organizations.txt`.
+    WritesAb {
+        /// Control plane A's URL.
+        #[arg(long)]
+        a: String,
+        /// Control plane B's URL.
+        #[arg(long)]
+        b: String,
+        /// The `populate`d data directory both copied (its token and organizations).
+        #[arg(long)]
+        populated: PathBuf,
+        #[arg(long, default_value_t = 4)]
+        seconds: u64,
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        #[arg(long, default_value_t = 64)]
+        in_flight: usize,
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
+        /// Control plane A's process id: each turn then reports its CPU per write.
+        #[arg(long)]
+        a_pid: Option<u32>,
+        /// Control plane B's process id.
+        #[arg(long)]
+        b_pid: Option<u32>,
+    },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
         /// The JSON lines the scenario runs printed.
@@ -823,6 +852,53 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "vs_noop": resolve.rate() / noop.rate(),
                             "resolve_server_us": per_call(&resolve),
                             "noop_server_us": per_call(&noop),
+                        }),
+                    );
+                }
+            }
+        }
+        Command::WritesAb {
+            a,
+            b,
+            populated,
+            seconds,
+            rounds,
+            in_flight,
+            connections,
+            a_pid,
+            b_pid,
+        } => {
+            let token = std::fs::read_to_string(populated.join(populate::TOKEN_FILE))?
+                .trim()
+                .to_owned();
+            let organizations = populate::read_organizations(&populated)?;
+            let duration = Duration::from_secs(seconds);
+            let peers = [("a", a, a_pid), ("b", b, b_pid)];
+            let mut channels = Vec::new();
+            for (_, url, _) in &peers {
+                channels.push(grpc::channels(url, connections).await?);
+            }
+            for round in 1..=rounds {
+                for ((name, _, pid), channels) in peers.iter().zip(&channels) {
+                    let load = writes::signpost_assign_load(
+                        channels,
+                        &token,
+                        &organizations,
+                        in_flight,
+                        duration,
+                    );
+                    let report = cpu::measure(*pid, load).await;
+                    emit(
+                        "writes_ab",
+                        serde_json::json!({
+                            "round": round,
+                            "server": name,
+                            "writes": report.rate(),
+                            "errors": report.errors,
+                            "server_us": report
+                                .cpu
+                                .and_then(|cpu| cpu.server_seconds)
+                                .map(|seconds| seconds * 1e6 / report.requests.max(1) as f64),
                         }),
                     );
                 }

@@ -109,6 +109,22 @@ pub struct Populated {
     pub ended: chrono::DateTime<chrono::Utc>,
 }
 
+/// The organizations a [`populate`]d `dir` lists.
+pub fn read_organizations(dir: &Path) -> anyhow::Result<Vec<Organization>> {
+    let path = dir.join(ORGANIZATIONS_FILE);
+    let listed = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    listed
+        .lines()
+        .map(|line| match line.split_once(' ') {
+            Some((organization_id, connection_id)) => Ok(Organization {
+                organization_id: organization_id.to_owned(),
+                connection_id: connection_id.to_owned(),
+            }),
+            None => anyhow::bail!("{}: not `organization connection`: {line}", path.display()),
+        })
+        .collect()
+}
+
 fn organization_commits(
     index: usize,
     cert: &schema::Certificate,
@@ -245,8 +261,15 @@ fn organization_commits(
     (vec![commit(configured), commit(active)], loaded)
 }
 
+/// The admin token file `populate` writes in the data directory.
+pub const TOKEN_FILE: &str = "bench-admin.token";
+/// The organizations file `populate` writes in the data directory: one line each,
+/// in index order, `organization_id connection_id`.
+pub const ORGANIZATIONS_FILE: &str = "bench-organizations.txt";
+
 /// Loads `population` into a fresh log in `dir`; writes an admin token to
-/// `<dir>/bench-admin.token` and returns it with the organizations loaded.
+/// `<dir>/bench-admin.token` and the organizations to `<dir>/bench-organizations.txt`,
+/// and returns them.
 pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Populated> {
     let started = chrono::Utc::now();
     std::fs::create_dir_all(dir)?;
@@ -303,7 +326,12 @@ pub async fn populate(dir: &Path, population: Population) -> anyhow::Result<Popu
     for task in tasks {
         organizations.extend(task.await??);
     }
-    std::fs::write(dir.join("bench-admin.token"), &token.token)?;
+    std::fs::write(dir.join(TOKEN_FILE), &token.token)?;
+    let listed: String = organizations
+        .iter()
+        .map(|o| format!("{} {}\n", o.organization_id, o.connection_id))
+        .collect();
+    std::fs::write(dir.join(ORGANIZATIONS_FILE), listed)?;
     Ok(Populated {
         token: token.token,
         organizations,

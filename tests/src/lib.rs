@@ -814,3 +814,105 @@ pub async fn new_organization(
         .organization
         .unwrap()
 }
+
+/// A client codec that sends its bytes as the request message, as they are, and reads
+/// `T`s: requests no generated client would send.
+#[derive(Debug)]
+pub struct RawRequest<T>(std::marker::PhantomData<T>);
+
+impl<T> Default for RawRequest<T> {
+    fn default() -> Self {
+        Self(std::marker::PhantomData)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawEncoder;
+
+#[derive(Debug)]
+pub struct ResponseDecoder<T>(std::marker::PhantomData<T>);
+
+impl tonic::codec::Encoder for RawEncoder {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        buf: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        buf.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl<T: prost::Message + Default + Send + 'static> tonic::codec::Decoder for ResponseDecoder<T> {
+    type Item = T;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        buf: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<T>, tonic::Status> {
+        T::decode(buf)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(e.to_string()))
+    }
+}
+
+impl<T: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawRequest<T> {
+    type Encode = Vec<u8>;
+    type Decode = T;
+    type Encoder = RawEncoder;
+    type Decoder = ResponseDecoder<T>;
+
+    fn encoder(&mut self) -> RawEncoder {
+        RawEncoder
+    }
+
+    fn decoder(&mut self) -> ResponseDecoder<T> {
+        ResponseDecoder(std::marker::PhantomData)
+    }
+}
+
+/// A raw client of `RoutingService` at `addr`, authenticated with `token`.
+pub async fn raw_client(
+    addr: SocketAddr,
+    token: &str,
+    compressed: bool,
+) -> tonic::client::Grpc<
+    tonic::service::interceptor::InterceptedService<
+        tonic::transport::Channel,
+        impl tonic::service::Interceptor,
+    >,
+> {
+    let service = tonic::service::interceptor::InterceptedService::new(
+        channel(addr).await,
+        signpost::cli::interceptor(token, None).unwrap(),
+    );
+    let mut grpc = tonic::client::Grpc::new(service);
+    if compressed {
+        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
+    }
+    grpc.ready().await.unwrap();
+    grpc
+}
+
+/// Calls unary `path` (`/package.Service/Method`) with `message` as the request's bytes,
+/// as they are (gzip-compressed when `compressed`), and reads a `T`.
+pub async fn unary_raw<T: prost::Message + Default + Send + 'static>(
+    addr: SocketAddr,
+    token: &str,
+    path: &'static str,
+    message: Vec<u8>,
+    compressed: bool,
+) -> Result<T, tonic::Status> {
+    let mut grpc = raw_client(addr, token, compressed).await;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(path);
+    let call = grpc.unary(tonic::Request::new(message), path, RawRequest::default());
+    tokio::time::timeout(std::time::Duration::from_secs(20), call)
+        .await
+        .expect("an answer within 20 s")
+        .map(tonic::Response::into_inner)
+}

@@ -561,6 +561,168 @@ async fn oversized_grpc_message_is_refused_and_the_server_stays_up() {
     setup.assert_still_serving().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_admin_request_bodies_get_a_precise_status_and_change_nothing() {
+    use prost::Message;
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, connection_id, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "bodies",
+        &["bodies.example"],
+        "https://idp-bodies.example.com/e",
+    )
+    .await;
+    let token = mint_token(&mut admin, schema::TokenRole::Admin).await;
+    let (addr, head) = (server.addr(), server.head());
+    const ASSIGN: &str = "/signpost.admin.v1.ConnectionAdminService/AssignGroup";
+    let assign = |request: &pb::AssignGroupRequest, compressed| {
+        let bytes = request.encode_to_vec();
+        let token = token.clone();
+        async move {
+            unary_raw::<pb::AssignGroupResponse>(addr, &token, ASSIGN, bytes, compressed).await
+        }
+    };
+    let request = pb::AssignGroupRequest {
+        connection_id: connection_id.clone(),
+        idp_group: "Partners".into(),
+        role: "admin".into(),
+        ..Default::default()
+    };
+
+    // Not an AssignGroupRequest: a length-delimited field that runs past the message.
+    let bytes = vec![0x0a, 0x7f, b'x'];
+    let status = unary_raw::<pb::AssignGroupResponse>(addr, &token, ASSIGN, bytes, false)
+        .await
+        .unwrap_err();
+    assert_refused(
+        &status,
+        Code::InvalidArgument,
+        "REQUEST_MALFORMED",
+        "request",
+    );
+    assert!(
+        status
+            .message()
+            .contains("does not decode as AssignGroupRequest"),
+        "{status:?}"
+    );
+
+    // Larger than the server's limit on a request (2 MiB).
+    let huge = pb::AssignGroupRequest {
+        role: "r".repeat(3 * 1024 * 1024),
+        ..request.clone()
+    };
+    let status = assign(&huge, false).await.unwrap_err();
+    assert_refused(&status, Code::OutOfRange, "REQUEST_TOO_LARGE", "request");
+
+    // Compressed, which this server does not read.
+    let status = assign(&request, true).await.unwrap_err();
+    assert_refused(
+        &status,
+        Code::Unimplemented,
+        "COMPRESSION_UNSUPPORTED",
+        "grpc-encoding",
+    );
+
+    // A method the service does not have: the generated server's answer.
+    let status = unary_raw::<pb::AssignGroupResponse>(
+        addr,
+        &token,
+        "/signpost.admin.v1.ConnectionAdminService/DropEverything",
+        request.encode_to_vec(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unimplemented, "{status:?}");
+
+    // Without a token: refused by the handler, read through the same path.
+    let status = unary_raw::<pb::AssignGroupResponse>(
+        addr,
+        "spt_not-a-real-token",
+        ASSIGN,
+        request.encode_to_vec(),
+        false,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(server.head(), head, "nothing appended");
+
+    // The same raw bytes, well formed, are one group assignment, answered as the
+    // generated client reads it.
+    let done = assign(&request, false)
+        .await
+        .expect("a valid request is served");
+    assert_eq!(done.log_position, head + 1);
+    let connection = done.connection.expect("the connection");
+    assert_eq!(connection.connection_id, connection_id);
+    assert!(
+        connection
+            .groups
+            .iter()
+            .any(|g| g.idp_group == "Partners" && g.role == "admin"),
+        "{connection:?}"
+    );
+    assert_still_serving(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_admin_method_reads_its_request_the_same_way() {
+    use prost::Message;
+    // The service's methods as the API's own descriptors name them, so a method added
+    // to the proto without being added to `AdminServer`'s table fails here.
+    let files = prost_types::FileDescriptorSet::decode(signpost_api::FILE_DESCRIPTOR_SET)
+        .expect("the API's descriptors");
+    let service = files
+        .file
+        .iter()
+        .filter(|file| file.package() == "signpost.admin.v1")
+        .flat_map(|file| &file.service)
+        .find(|service| service.name() == "ConnectionAdminService")
+        .expect("ConnectionAdminService");
+    assert!(service.method.len() >= 20, "{:?}", service.method);
+    let server = TestServer::start().await;
+    let token = server.admin_token.clone();
+    for method in &service.method {
+        assert!(!method.client_streaming() && !method.server_streaming());
+        let path: &'static str = Box::leak(
+            format!(
+                "/signpost.admin.v1.ConnectionAdminService/{}",
+                method.name()
+            )
+            .into_boxed_str(),
+        );
+        // A length-delimited field that runs past the message: no request type decodes it.
+        let status = unary_raw::<pb::GetOrganizationResponse>(
+            server.addr(),
+            &token,
+            path,
+            vec![0x0a, 0x7f, b'x'],
+            false,
+        )
+        .await
+        .unwrap_err();
+        assert_refused(
+            &status,
+            Code::InvalidArgument,
+            "REQUEST_MALFORMED",
+            "request",
+        );
+        assert!(
+            status.message().contains(&format!(
+                "does not decode as {}",
+                method.input_type().rsplit('.').next().unwrap()
+            )),
+            "{}: {status:?}",
+            method.name()
+        );
+    }
+    assert_still_serving(&server).await;
+}
+
 // ------------------------------------------------------------ names
 
 #[tokio::test]

@@ -601,90 +601,6 @@ async fn the_health_service_reports_every_service_serving() {
     }
 }
 
-/// A client codec that sends its bytes as the request message, as they are, and reads
-/// `T`s: requests no generated client would send.
-#[derive(Debug)]
-struct RawRequest<T>(std::marker::PhantomData<T>);
-
-impl<T> Default for RawRequest<T> {
-    fn default() -> Self {
-        Self(std::marker::PhantomData)
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default)]
-struct RawEncoder;
-
-#[derive(Debug)]
-struct ResponseDecoder<T>(std::marker::PhantomData<T>);
-
-impl tonic::codec::Encoder for RawEncoder {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        buf: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        buf.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl<T: prost::Message + Default + Send + 'static> tonic::codec::Decoder for ResponseDecoder<T> {
-    type Item = T;
-    type Error = tonic::Status;
-
-    fn decode(
-        &mut self,
-        buf: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<T>, tonic::Status> {
-        T::decode(buf)
-            .map(Some)
-            .map_err(|e| tonic::Status::internal(e.to_string()))
-    }
-}
-
-impl<T: prost::Message + Default + Send + 'static> tonic::codec::Codec for RawRequest<T> {
-    type Encode = Vec<u8>;
-    type Decode = T;
-    type Encoder = RawEncoder;
-    type Decoder = ResponseDecoder<T>;
-
-    fn encoder(&mut self) -> RawEncoder {
-        RawEncoder
-    }
-
-    fn decoder(&mut self) -> ResponseDecoder<T> {
-        ResponseDecoder(std::marker::PhantomData)
-    }
-}
-
-/// A raw client of `RoutingService` at `addr`, authenticated with `token`.
-async fn raw_client(
-    addr: std::net::SocketAddr,
-    token: &str,
-    compressed: bool,
-) -> tonic::client::Grpc<
-    tonic::service::interceptor::InterceptedService<
-        tonic::transport::Channel,
-        impl tonic::service::Interceptor,
-    >,
-> {
-    let service = tonic::service::interceptor::InterceptedService::new(
-        channel(addr).await,
-        signpost::cli::interceptor(token, None).unwrap(),
-    );
-    let mut grpc = tonic::client::Grpc::new(service);
-    if compressed {
-        grpc = grpc.send_compressed(tonic::codec::CompressionEncoding::Gzip);
-    }
-    grpc.ready().await.unwrap();
-    grpc
-}
-
 /// Calls `WatchRoutes` with `message` as the request's bytes; the status it ends with
 /// before any message, or the first message.
 async fn watch_raw(
@@ -714,15 +630,8 @@ async fn resolve_raw(
     message: Vec<u8>,
     compressed: bool,
 ) -> Result<wire::ResolveResponse, tonic::Status> {
-    let mut grpc = raw_client(addr, token, compressed).await;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static(
-        "/signpost.routing.v1.RoutingService/Resolve",
-    );
-    let call = grpc.unary(tonic::Request::new(message), path, RawRequest::default());
-    tokio::time::timeout(Duration::from_secs(20), call)
-        .await
-        .expect("an answer within 20 s")
-        .map(tonic::Response::into_inner)
+    let path = "/signpost.routing.v1.RoutingService/Resolve";
+    unary_raw(addr, token, path, message, compressed).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -748,7 +657,9 @@ async fn hostile_resolve_requests_get_a_precise_status_and_the_server_keeps_serv
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().contains("not a ResolveRequest"),
+        status
+            .message()
+            .contains("does not decode as ResolveRequest"),
         "{status:?}"
     );
     assert_eq!(reason(&status), "REQUEST_MALFORMED");
@@ -834,7 +745,9 @@ async fn hostile_watch_requests_get_a_precise_status_and_the_server_keeps_servin
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert!(
-        status.message().contains("not a WatchRoutesRequest"),
+        status
+            .message()
+            .contains("does not decode as WatchRoutesRequest"),
         "{status:?}"
     );
     assert_eq!(reason(&status), "REQUEST_MALFORMED");

@@ -13,6 +13,10 @@ use signpost_api::admin::v1 as pb;
 use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminService;
 use signpost_api::admin::v1::setup_form_service_server::SetupFormService;
 
+mod server;
+
+pub use server::AdminServer;
+
 use crate::convert::connection_status_i32;
 use crate::convert::ToWire;
 use crate::status::{invalid_field, to_status};

@@ -60,7 +60,7 @@ where
     B: tonic::codegen::Body + Send + 'static,
     B::Error: Into<tonic::codegen::StdError> + Send + 'static,
 {
-    body::read_request("Resolve", request, max_request).await
+    crate::unary::read_request("Resolve", request, max_request).await
 }
 
 /// The HTTP response `signpost serve` writes for a `Resolve` call without compression:
@@ -70,7 +70,7 @@ pub fn resolve_response(
     answer: Result<ResolveReply, Status>,
     max_message: Option<usize>,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
-    body::unary_response(answer.and_then(|reply| reply.to_grpc_message(max_message)))
+    crate::unary::response(answer.and_then(|reply| reply.to_grpc_message(max_message)))
 }
 
 /// Routes per snapshot message.

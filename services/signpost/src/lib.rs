@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use signpost_api::admin::v1::connection_admin_service_server::ConnectionAdminServiceServer;
 use signpost_api::admin::v1::setup_form_service_server::SetupFormServiceServer;
 use signpost_api::audit::v1::audit_service_server::AuditServiceServer;
 use signpost_api::eventlog::v1::event_log_service_server::EventLogServiceServer;
@@ -44,7 +43,9 @@ use signpost_eventlog::{
     verify_chain, ChainVerdict, EventStore, FileEventStore, FileOptions, LogError, SledEventStore,
     SledOptions,
 };
-use signpost_grpc::{AdminApi, AuditApi, EventLogApi, RoutingApi, RoutingServer, SetupFormApi};
+use signpost_grpc::{
+    AdminApi, AdminServer, AuditApi, EventLogApi, RoutingApi, RoutingServer, SetupFormApi,
+};
 use signpost_outbound::{SystemTxtResolver, TxtResolver};
 use signpost_routing::{RoutingOptions, RoutingProjection};
 use tokio::sync::oneshot;
@@ -218,9 +219,7 @@ impl Server {
             .with_context(|| format!("binding {}", config.listen))?;
         let local_addr = listener.local_addr()?;
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
-            .set_serving::<ConnectionAdminServiceServer<AdminApi>>()
-            .await;
+        health_reporter.set_serving::<AdminServer>().await;
         health_reporter
             .set_serving::<SetupFormServiceServer<SetupFormApi>>()
             .await;
@@ -235,7 +234,8 @@ impl Server {
             .register_encoded_file_descriptor_set(signpost_api::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .build_v1()?;
-        let admin = ConnectionAdminServiceServer::new(AdminApi::new(plane.clone()))
+        // Each admin call read and answered with one buffer each way.
+        let admin = AdminServer::new(AdminApi::new(plane.clone()))
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);
         let form = SetupFormServiceServer::new(SetupFormApi::new(plane.clone()))
             .max_decoding_message_size(MAX_INBOUND_MESSAGE_BYTES);

@@ -1,146 +1,25 @@
-//! Unary and streaming responses of `RoutingService` written as HTTP/2 response bodies of
-//! our own, each message in a buffer of exactly its size that is freed once HTTP/2 has
-//! written it, and their requests read without tonic's codec machinery.
+//! `WatchRoutes` written as an HTTP/2 response body of our own, each message in a
+//! buffer of exactly its size that is freed once HTTP/2 has written it.
 //!
-//! - `WatchRoutes` ([`response`]): tonic's streaming body encodes every message of a
-//!   stream into one buffer that lives as long as the stream and keeps the size of the
-//!   largest message it held (a delta: about 0.7 KiB), so 10,000 idle watchers kept 7 to
-//!   13 MiB of buffers after a few changes (bench/FINDINGS.md, round 13). [`WatchBody`]
-//!   holds no buffer between messages.
-//! - `Resolve` ([`unary_response`]): tonic's unary path sets up a decoding stream with an
-//!   8 KiB buffer for the request and an encoding stream with another for the answer,
-//!   for one message each way. [`OneMessage`] sends the answer, encoded once into a
-//!   buffer of its size, then the status.
+//! tonic's streaming body encodes every message of a stream into one buffer that lives
+//! as long as the stream and keeps the size of the largest message it held (a delta:
+//! about 0.7 KiB), so 10,000 idle watchers kept 7 to 13 MiB of buffers after a few
+//! changes (bench/FINDINGS.md, round 13). [`WatchBody`] holds no buffer between
+//! messages. The request is read as every unary request is (`crate::unary`).
 //!
-//! A request is read the way tonic reads it (one message, within the server's size
-//! limit), and errors become the same statuses: a refused call is answered with its
-//! status alone (trailers only), as tonic answers it.
-//!
-//! Compression is not handled here: [`super::RoutingServer`] serves both methods through
-//! tonic when any compression encoding is enabled.
+//! Compression is not handled here: [`super::RoutingServer`] serves `WatchRoutes`
+//! through tonic when any compression encoding is enabled.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
-use prost::Message;
-use tonic::codegen::{http, Body, StdError};
-use tonic::metadata::MetadataMap;
-use tonic::{Code, Request, Status};
+use tonic::codegen::{http, Body};
+use tonic::Status;
 
 use super::{WatchFrame, WatchFrames};
-use crate::status::status;
-
-/// Bytes of a gRPC message's prefix: a compression flag and a 4-byte length.
-pub(super) const PREFIX: usize = 5;
-
-/// tonic's default limit on a request message, used when the server sets none.
-const DEFAULT_MAX_REQUEST: usize = 4 * 1024 * 1024;
-
-/// Reads the one message `M` of `method`'s request (uncompressed, at most `max_request`
-/// bytes, `None`: tonic's default), with the call's metadata.
-pub async fn read_request<M, B>(
-    method: &'static str,
-    request: http::Request<B>,
-    max_request: Option<usize>,
-) -> Result<Request<M>, Status>
-where
-    M: Message + Default,
-    B: Body + Send + 'static,
-    B::Error: Into<StdError> + Send + 'static,
-{
-    let max_request = max_request.unwrap_or(DEFAULT_MAX_REQUEST);
-    let (parts, body) = request.into_parts();
-    let mut body = Box::pin(body);
-    let mut collected = BytesMut::new();
-    // Each frame's data is copied out before the next is awaited (the body's data
-    // type need not be `Send`).
-    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
-        let frame = frame.map_err(|error| {
-            status(
-                Code::Unavailable,
-                "REQUEST_UNREADABLE",
-                None,
-                format!("reading the {method} request: {}", error.into()),
-            )
-        })?;
-        if let Ok(data) = frame.into_data() {
-            if collected.len() + data.remaining() > max_request.saturating_add(PREFIX) {
-                return Err(too_large(method, max_request));
-            }
-            collected.put(data);
-        }
-    }
-    let message = one_message(method, &collected, max_request)?;
-    let message = M::decode(message).map_err(|error| {
-        malformed(format!(
-            "the {method} request is not a {method}Request: {error}"
-        ))
-    })?;
-    Ok(Request::from_parts(
-        MetadataMap::from_headers(parts.headers),
-        parts.extensions,
-        message,
-    ))
-}
-
-fn too_large(method: &str, max_request: usize) -> Status {
-    status(
-        Code::OutOfRange,
-        "REQUEST_TOO_LARGE",
-        Some("request"),
-        format!("the {method} request is larger than {max_request} bytes"),
-    )
-}
-
-/// A request body that is not one message of its method's request.
-fn malformed(message: impl Into<String>) -> Status {
-    status(
-        Code::InvalidArgument,
-        "REQUEST_MALFORMED",
-        Some("request"),
-        message.into(),
-    )
-}
-
-/// The one message of a unary request body.
-fn one_message<'a>(method: &str, body: &'a [u8], max_request: usize) -> Result<&'a [u8], Status> {
-    let Some((prefix, rest)) = body.split_first_chunk::<PREFIX>() else {
-        return Err(malformed(format!("the {method} request holds no message")));
-    };
-    if prefix[0] != 0 {
-        return Err(status(
-            Code::Unimplemented,
-            "COMPRESSION_UNSUPPORTED",
-            Some("grpc-encoding"),
-            format!("the {method} request is compressed, and this server reads it uncompressed"),
-        ));
-    }
-    let len = u32::from_be_bytes([prefix[1], prefix[2], prefix[3], prefix[4]]) as usize;
-    if len > max_request {
-        return Err(too_large(method, max_request));
-    }
-    match rest.len().cmp(&len) {
-        std::cmp::Ordering::Equal => Ok(rest),
-        std::cmp::Ordering::Less => Err(malformed(format!(
-            "the {method} request ends inside its message"
-        ))),
-        std::cmp::Ordering::Greater => Err(malformed(format!(
-            "the {method} request holds more than one message"
-        ))),
-    }
-}
-
-/// The gRPC response headers: `content-type: application/grpc`.
-fn grpc_response(body: tonic::body::Body) -> http::Response<tonic::body::Body> {
-    let mut response = http::Response::new(body);
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/grpc"),
-    );
-    response
-}
+use crate::unary::{grpc_response, prefixed, trailers};
 
 /// The response to a `WatchRoutes` call: `frames`, then its status as trailers.
 pub fn response(
@@ -151,93 +30,6 @@ pub fn response(
         frames: Some(frames),
         max_message: max_message.unwrap_or(usize::MAX),
     }))
-}
-
-/// The response to a unary call: its one message (prefix included, as
-/// [`prefixed`] writes it) then `grpc-status: 0`; or, when refused, its status alone.
-pub fn unary_response(message: Result<Bytes, Status>) -> http::Response<tonic::body::Body> {
-    match message {
-        Ok(message) => grpc_response(tonic::body::Body::new(OneMessage {
-            message: Some(message),
-            done: false,
-        })),
-        Err(status) => status.into_http(),
-    }
-}
-
-/// A message of `len` bytes, written by `encode`, as a gRPC message in a buffer of
-/// exactly its size: refused with `OUT_OF_RANGE` above `max_message` bytes (`None`: no
-/// limit).
-pub fn prefixed(
-    method: &str,
-    len: usize,
-    max_message: Option<usize>,
-    encode: impl FnOnce(&mut BytesMut),
-) -> Result<Bytes, Status> {
-    let max_message = max_message.unwrap_or(usize::MAX);
-    if len > max_message {
-        return Err(Status::out_of_range(format!(
-            "a {method} message of {len} bytes is larger than the limit of {max_message}"
-        )));
-    }
-    let Ok(prefix_len) = u32::try_from(len) else {
-        return Err(Status::out_of_range(format!(
-            "a {method} message of {len} bytes does not fit a gRPC frame"
-        )));
-    };
-    let mut buf = BytesMut::with_capacity(PREFIX + len);
-    buf.put_u8(0);
-    buf.put_u32(prefix_len);
-    encode(&mut buf);
-    debug_assert_eq!(buf.len(), PREFIX + len);
-    Ok(buf.freeze())
-}
-
-/// The trailers that end a body with `status` (`Ok`: grpc-status 0).
-fn trailers(status: Result<(), Status>) -> Frame<Bytes> {
-    let status = status.err().unwrap_or_else(|| Status::ok(""));
-    let mut trailers = http::HeaderMap::new();
-    if let Err(unencodable) = status.add_header(&mut trailers) {
-        trailers.clear();
-        let _ = unencodable.add_header(&mut trailers);
-    }
-    Frame::trailers(trailers)
-}
-
-/// A unary answer as an HTTP/2 body: its one message, then `grpc-status: 0`.
-struct OneMessage {
-    /// `None` once sent.
-    message: Option<Bytes>,
-    /// Whether the trailers are sent.
-    done: bool,
-}
-
-impl Body for OneMessage {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        if let Some(message) = self.message.take() {
-            return Poll::Ready(Some(Ok(Frame::data(message))));
-        }
-        if self.done {
-            return Poll::Ready(None);
-        }
-        self.done = true;
-        Poll::Ready(Some(Ok(trailers(Ok(())))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.done
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        let len = self.message.as_ref().map_or(0, |m| m.len() as u64);
-        http_body::SizeHint::with_exact(len)
-    }
 }
 
 /// A watch stream as an HTTP/2 body: one data frame per message, then trailers.
@@ -292,6 +84,7 @@ impl Body for WatchBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prost::Message;
     use signpost_api::routing::v1 as wire;
     use wire::watch_routes_response::Kind;
 
@@ -314,12 +107,6 @@ mod tests {
         std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
             .await
             .map(|frame| frame.expect("frames are never errors: statuses are trailers"))
-    }
-
-    async fn frame_of(body: &mut tonic::body::Body) -> Option<Frame<Bytes>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
-            .await
-            .map(|frame| frame.expect("a frame"))
     }
 
     fn status_of(frame: Frame<Bytes>) -> String {
@@ -376,77 +163,5 @@ mod tests {
         assert_eq!(status_of(next(&mut body).await.unwrap()), "11");
         let mut body = super::tests::body(vec![Ok(WatchFrame::Message(progress(1)))], len);
         assert!(next(&mut body).await.unwrap().is_data());
-    }
-
-    #[tokio::test]
-    async fn a_unary_answer_is_its_message_in_one_frame_then_status_ok() {
-        let encoded = progress(3).encode_to_vec();
-        let message = prefixed("Resolve", encoded.len(), None, |buf| {
-            progress(3).encode_raw(buf)
-        })
-        .unwrap();
-        assert_eq!(message.len(), PREFIX + encoded.len());
-        let response = unary_response(Ok(message.clone()));
-        assert_eq!(response.headers()["content-type"], "application/grpc");
-        let mut body = response.into_body();
-        let data = frame_of(&mut body).await.unwrap().into_data().unwrap();
-        assert_eq!(data, message);
-        assert_eq!(&data[5..], &encoded[..]);
-        assert!(!body.is_end_stream());
-        assert_eq!(status_of(frame_of(&mut body).await.unwrap()), "0");
-        assert!(body.is_end_stream());
-        assert!(frame_of(&mut body).await.is_none());
-    }
-
-    #[test]
-    fn a_refused_unary_call_is_answered_with_its_status_alone() {
-        let response = unary_response(Err(Status::permission_denied("edge or admin")));
-        assert_eq!(response.headers()["grpc-status"], "7");
-        assert!(response.body().is_end_stream());
-    }
-
-    #[test]
-    fn a_unary_answer_over_the_limit_is_refused_with_out_of_range() {
-        let len = progress(1).encoded_len();
-        let encode = |buf: &mut BytesMut| progress(1).encode_raw(buf);
-        let status = prefixed("Resolve", len, Some(len - 1), encode).unwrap_err();
-        assert_eq!(status.code(), Code::OutOfRange);
-        assert!(prefixed("Resolve", len, Some(len), encode).is_ok());
-    }
-
-    #[test]
-    fn a_request_body_holds_exactly_one_uncompressed_message() {
-        let message = wire::WatchRoutesRequest {
-            from_revision: Some(3),
-            store_epoch: "e".into(),
-        }
-        .encode_to_vec();
-        let framed = |flag: u8, len: usize, bytes: &[u8]| {
-            let mut body = vec![flag];
-            body.extend_from_slice(&(len as u32).to_be_bytes());
-            body.extend_from_slice(bytes);
-            body
-        };
-        let whole = framed(0, message.len(), &message);
-        assert_eq!(
-            one_message("WatchRoutes", &whole, 1024).unwrap(),
-            &message[..]
-        );
-        let code =
-            |body: &[u8], max: usize| one_message("WatchRoutes", body, max).unwrap_err().code();
-        assert_eq!(code(&[], 1024), tonic::Code::InvalidArgument);
-        assert_eq!(code(&whole[..4], 1024), tonic::Code::InvalidArgument);
-        assert_eq!(
-            code(&whole[..whole.len() - 1], 1024),
-            tonic::Code::InvalidArgument
-        );
-        let mut two = whole.clone();
-        two.extend_from_slice(&whole);
-        assert_eq!(code(&two, 1024), tonic::Code::InvalidArgument);
-        assert_eq!(
-            code(&framed(1, message.len(), &message), 1024),
-            tonic::Code::Unimplemented
-        );
-        assert_eq!(code(&whole, message.len() - 1), tonic::Code::OutOfRange);
     }
 }

@@ -49,7 +49,7 @@ impl ResolveReply {
     /// This answer as a gRPC message (its prefix included) in a buffer of exactly its
     /// size: refused with `OUT_OF_RANGE` above `max_message` bytes (`None`: no limit).
     pub fn to_grpc_message(&self, max_message: Option<usize>) -> Result<Bytes, Status> {
-        super::body::prefixed("Resolve", self.encoded_len(), max_message, |buf| {
+        crate::unary::prefixed("Resolve", self.encoded_len(), max_message, |buf| {
             self.encode(buf)
         })
     }

@@ -174,7 +174,7 @@ where
             });
         }
         Box::pin(async move {
-            let frames = body::read_request("WatchRoutes", request, max_request)
+            let frames = crate::unary::read_request("WatchRoutes", request, max_request)
                 .await
                 .and_then(|request| api.watch(request));
             Ok(match frames {

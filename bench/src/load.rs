@@ -42,6 +42,12 @@ impl LoadReport {
         self.requests as f64 / self.elapsed.as_secs_f64()
     }
 
+    /// The server's CPU per request, in microseconds, when measured.
+    pub fn server_us_per_request(&self) -> Option<f64> {
+        let seconds = self.cpu?.server_seconds?;
+        Some(seconds * 1e6 / self.requests.max(1) as f64)
+    }
+
     /// A JSON object for reports.
     pub fn json(&self) -> serde_json::Value {
         serde_json::json!({

@@ -60,6 +60,43 @@ struct Cli {
 }
 
 /// What every scenario run needs.
+/// Two running control planes driven in turns (A, B, A, B, ...), each holding a copy of
+/// the same `populate`d data directory.
+#[derive(Args, Debug, Clone)]
+struct AbPeers {
+    /// Control plane A's URL.
+    #[arg(long)]
+    a: String,
+    /// Control plane B's URL.
+    #[arg(long)]
+    b: String,
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    #[arg(long, default_value_t = 64)]
+    in_flight: usize,
+    #[arg(long, default_value_t = 4)]
+    connections: usize,
+    /// Control plane A's process id: each turn then reports its CPU per call.
+    #[arg(long)]
+    a_pid: Option<u32>,
+    /// Control plane B's process id.
+    #[arg(long)]
+    b_pid: Option<u32>,
+}
+
+impl AbPeers {
+    /// Each peer's name ("a", "b"), channels and process id.
+    async fn connect(
+        &self,
+    ) -> anyhow::Result<Vec<(&'static str, Vec<tonic::transport::Channel>, Option<u32>)>> {
+        let mut peers = Vec::new();
+        for (name, url, pid) in [("a", &self.a, self.a_pid), ("b", &self.b, self.b_pid)] {
+            peers.push((name, grpc::channels(url, self.connections).await?, pid));
+        }
+        Ok(peers)
+    }
+}
+
 #[derive(Args, Clone)]
 struct Common {
     /// Scratch directory for data directories (on the disk under test).
@@ -224,12 +261,8 @@ enum Command {
     /// (A, B, A, B, ...), for comparing two builds in the same minutes: each holds a
     /// copy of the same `populate`d data directory.
     ResolveAb {
-        /// Control plane A's URL.
-        #[arg(long)]
-        a: String,
-        /// Control plane B's URL.
-        #[arg(long)]
-        b: String,
+        #[command(flatten)]
+        peers: AbPeers,
         /// The admin token file both data directories hold.
         #[arg(long)]
         token_file: PathBuf,
@@ -238,47 +271,19 @@ enum Command {
         routes: usize,
         #[arg(long, default_value_t = 5)]
         seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        #[arg(long, default_value_t = 64)]
-        in_flight: usize,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Control plane A's process id: each turn then reports its CPU per call.
-        #[arg(long)]
-        a_pid: Option<u32>,
-        /// Control plane B's process id.
-        #[arg(long)]
-        b_pid: Option<u32>,
     },
     /// `AssignGroup` (scenario 1's concurrent load) against two running control planes in
     /// turns (A, B, A, B, ...), for comparing two builds in the same minutes: each holds a
     /// copy of the same `populate`d data directory, whose organizations `populate` listed
     /// in `bench-organizations.txt`.
     WritesAb {
-        /// Control plane A's URL.
-        #[arg(long)]
-        a: String,
-        /// Control plane B's URL.
-        #[arg(long)]
-        b: String,
+        #[command(flatten)]
+        peers: AbPeers,
         /// The `populate`d data directory both copied (its token and organizations).
         #[arg(long)]
         populated: PathBuf,
         #[arg(long, default_value_t = 4)]
         seconds: u64,
-        #[arg(long, default_value_t = 3)]
-        rounds: usize,
-        #[arg(long, default_value_t = 64)]
-        in_flight: usize,
-        #[arg(long, default_value_t = 4)]
-        connections: usize,
-        /// Control plane A's process id: each turn then reports its CPU per write.
-        #[arg(long)]
-        a_pid: Option<u32>,
-        /// Control plane B's process id.
-        #[arg(long)]
-        b_pid: Option<u32>,
     },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
@@ -808,26 +813,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             durable_ceiling::serve(listen, &data_dir).await?
         }
         Command::ResolveAb {
-            a,
-            b,
+            peers,
             token_file,
             routes,
             seconds,
-            rounds,
-            in_flight,
-            connections,
-            a_pid,
-            b_pid,
         } => {
             let token = std::fs::read_to_string(&token_file)?.trim().to_owned();
             let duration = Duration::from_secs(seconds);
-            let peers = [("a", a, a_pid), ("b", b, b_pid)];
-            let mut channels = Vec::new();
-            for (_, url, _) in &peers {
-                channels.push(grpc::channels(url, connections).await?);
-            }
-            for round in 1..=rounds {
-                for ((name, _, pid), channels) in peers.iter().zip(&channels) {
+            let in_flight = peers.in_flight;
+            let connected = peers.connect().await?;
+            for round in 1..=peers.rounds {
+                for (name, channels, pid) in &connected {
                     let resolve = cpu::measure(
                         *pid,
                         lookups::resolve_load(channels, &token, routes, in_flight, duration),
@@ -835,12 +831,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     .await;
                     let noop =
                         cpu::measure(*pid, lookups::noop_load(channels, in_flight, duration)).await;
-                    let per_call = |report: &load::LoadReport| {
-                        report
-                            .cpu
-                            .and_then(|cpu| cpu.server_seconds)
-                            .map(|seconds| seconds * 1e6 / report.requests.max(1) as f64)
-                    };
                     emit(
                         "resolve_ab",
                         serde_json::json!({
@@ -850,36 +840,27 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "noop": noop.rate(),
                             "errors": resolve.errors + noop.errors,
                             "vs_noop": resolve.rate() / noop.rate(),
-                            "resolve_server_us": per_call(&resolve),
-                            "noop_server_us": per_call(&noop),
+                            "resolve_server_us": resolve.server_us_per_request(),
+                            "noop_server_us": noop.server_us_per_request(),
                         }),
                     );
                 }
             }
         }
         Command::WritesAb {
-            a,
-            b,
+            peers,
             populated,
             seconds,
-            rounds,
-            in_flight,
-            connections,
-            a_pid,
-            b_pid,
         } => {
             let token = std::fs::read_to_string(populated.join(populate::TOKEN_FILE))?
                 .trim()
                 .to_owned();
             let organizations = populate::read_organizations(&populated)?;
             let duration = Duration::from_secs(seconds);
-            let peers = [("a", a, a_pid), ("b", b, b_pid)];
-            let mut channels = Vec::new();
-            for (_, url, _) in &peers {
-                channels.push(grpc::channels(url, connections).await?);
-            }
-            for round in 1..=rounds {
-                for ((name, _, pid), channels) in peers.iter().zip(&channels) {
+            let in_flight = peers.in_flight;
+            let connected = peers.connect().await?;
+            for round in 1..=peers.rounds {
+                for (name, channels, pid) in &connected {
                     let load = writes::signpost_assign_load(
                         channels,
                         &token,
@@ -895,10 +876,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "server": name,
                             "writes": report.rate(),
                             "errors": report.errors,
-                            "server_us": report
-                                .cpu
-                                .and_then(|cpu| cpu.server_seconds)
-                                .map(|seconds| seconds * 1e6 / report.requests.max(1) as f64),
+                            "server_us": report.server_us_per_request(),
                         }),
                     );
                 }

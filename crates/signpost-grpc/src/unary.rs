@@ -287,11 +287,12 @@ impl Body for OneMessage {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use signpost_api::routing::v1 as wire;
 
-    fn progress(revision: u64) -> wire::WatchRoutesResponse {
+    /// A small message for tests.
+    pub(crate) fn progress(revision: u64) -> wire::WatchRoutesResponse {
         wire::WatchRoutesResponse {
             revision,
             store_epoch: "epoch".into(),
@@ -307,7 +308,8 @@ mod tests {
             .map(|frame| frame.expect("a frame"))
     }
 
-    fn status_of(frame: Frame<Bytes>) -> String {
+    /// The `grpc-status` of a body's trailers.
+    pub(crate) fn status_of(frame: Frame<Bytes>) -> String {
         let trailers = frame.into_trailers().expect("trailers");
         trailers["grpc-status"].to_str().unwrap().to_owned()
     }

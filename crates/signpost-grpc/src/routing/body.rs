@@ -84,17 +84,8 @@ impl Body for WatchBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::unary::tests::{progress, status_of};
     use prost::Message;
-    use signpost_api::routing::v1 as wire;
-    use wire::watch_routes_response::Kind;
-
-    fn progress(revision: u64) -> wire::WatchRoutesResponse {
-        wire::WatchRoutesResponse {
-            revision,
-            store_epoch: "epoch".into(),
-            kind: Some(Kind::Progress(wire::Progress {})),
-        }
-    }
 
     fn body(items: Vec<Result<WatchFrame, Status>>, max_message: usize) -> WatchBody {
         WatchBody {
@@ -107,11 +98,6 @@ mod tests {
         std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx))
             .await
             .map(|frame| frame.expect("frames are never errors: statuses are trailers"))
-    }
-
-    fn status_of(frame: Frame<Bytes>) -> String {
-        let trailers = frame.into_trailers().expect("trailers");
-        trailers["grpc-status"].to_str().unwrap().to_owned()
     }
 
     #[tokio::test]

@@ -634,6 +634,47 @@ async fn resolve_raw(
     unary_raw(addr, token, path, message, compressed).await
 }
 
+/// The refusals every `RoutingService` request read by the server itself gets, `method`
+/// called as `send(token, request bytes, compressed)` with `[edge, auditor]` tokens: a
+/// body that does not decode, `huge` (over the 2 MiB limit), `valid` compressed, `valid`
+/// without a real token, and `valid` with the auditor's token.
+async fn assert_body_refusals<F, Fut>(
+    method: &str,
+    send: F,
+    [edge, auditor]: [&str; 2],
+    huge: Vec<u8>,
+    valid: Vec<u8>,
+) where
+    F: Fn(String, Vec<u8>, bool) -> Fut,
+    Fut: std::future::Future<Output = Result<(), tonic::Status>>,
+{
+    // Field 2, length-delimited, with a length that runs past the message: neither
+    // request decodes it.
+    let undecodable = vec![0x12, 0x7f, b'x'];
+    let refused = |result: Result<(), tonic::Status>| result.expect_err("refused");
+    let status = refused(send(edge.into(), undecodable, false).await);
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let expected = format!("does not decode as {method}Request");
+    assert!(status.message().contains(&expected), "{status:?}");
+    assert_eq!(reason(&status), "REQUEST_MALFORMED");
+    assert_eq!(field(&status), "request");
+
+    let status = refused(send(edge.into(), huge, false).await);
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
+
+    // Compressed, which this server does not read.
+    let status = refused(send(edge.into(), valid.clone(), true).await);
+    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
+    assert_eq!(reason(&status), "COMPRESSION_UNSUPPORTED");
+
+    // Refused before anything is done: no token, a token of the wrong role.
+    let status = refused(send("spt_not-a-real-token".into(), valid.clone(), false).await);
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    let status = refused(send(auditor.into(), valid, false).await);
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_resolve_requests_get_a_precise_status_and_the_server_keeps_serving() {
     use prost::Message;
@@ -651,42 +692,26 @@ async fn hostile_resolve_requests_get_a_precise_status_and_the_server_keeps_serv
     let addr = server.addr();
     let head = server.head();
 
-    // Not a ResolveRequest: a length-delimited field that runs past the message.
-    let status = resolve_raw(addr, &token, vec![0x0a, 0x7f, b'x'], false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("does not decode as ResolveRequest"),
-        "{status:?}"
-    );
-    assert_eq!(reason(&status), "REQUEST_MALFORMED");
-    assert_eq!(field(&status), "request");
-
-    // Larger than the server's limit on a request (2 MiB).
-    let huge = wire::ResolveRequest {
-        email: format!("{}@raw.example", "a".repeat(3 * 1024 * 1024)),
-        min_revision: None,
-    };
-    let status = resolve_raw(addr, &token, huge.encode_to_vec(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
-
-    // Compressed, which this server does not read.
     let request = wire::ResolveRequest {
         email: "Kim@RAW.example".into(),
         min_revision: Some(head),
     }
     .encode_to_vec();
-    let status = resolve_raw(addr, &token, request.clone(), true)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    assert_eq!(reason(&status), "COMPRESSION_UNSUPPORTED");
+    let huge = wire::ResolveRequest {
+        email: format!("{}@raw.example", "a".repeat(3 * 1024 * 1024)),
+        min_revision: None,
+    };
+    let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
+    assert_body_refusals(
+        "Resolve",
+        |token, bytes, compressed| async move {
+            resolve_raw(addr, &token, bytes, compressed).await.map(drop)
+        },
+        [&token, &auditor],
+        huge.encode_to_vec(),
+        request.clone(),
+    )
+    .await;
 
     // A well-formed request with a bad email: the handler's own refusal.
     let bad_email = wire::ResolveRequest {
@@ -698,17 +723,6 @@ async fn hostile_resolve_requests_get_a_precise_status_and_the_server_keeps_serv
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     assert_eq!(field(&status), "email");
-
-    // Refused before anything is looked up: no token, a token of the wrong role.
-    let status = resolve_raw(addr, "spt_not-a-real-token", request.clone(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
-    let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
-    let status = resolve_raw(addr, &auditor, request.clone(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
 
     // The same raw bytes, well formed, are answered exactly as the generated client
     // reads them: the server still serves.
@@ -739,49 +753,22 @@ async fn hostile_watch_requests_get_a_precise_status_and_the_server_keeps_servin
     let token = mint_token(&mut admin, schema::TokenRole::Edge).await;
     let addr = server.addr();
 
-    // Not a WatchRoutesRequest: a length-delimited field that runs past the message.
-    let status = watch_raw(addr, &token, vec![0x12, 0x7f, b'x'], false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    assert!(
-        status
-            .message()
-            .contains("does not decode as WatchRoutesRequest"),
-        "{status:?}"
-    );
-    assert_eq!(reason(&status), "REQUEST_MALFORMED");
-    assert_eq!(field(&status), "request");
-
-    // Larger than the server's limit on a request (2 MiB).
+    let request = wire::WatchRoutesRequest::default().encode_to_vec();
     let huge = wire::WatchRoutesRequest {
         from_revision: None,
         store_epoch: "e".repeat(3 * 1024 * 1024),
     };
-    let status = watch_raw(addr, &token, huge.encode_to_vec(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
-    assert_eq!(reason(&status), "REQUEST_TOO_LARGE");
-
-    // Compressed, which this server does not read.
-    let request = wire::WatchRoutesRequest::default().encode_to_vec();
-    let status = watch_raw(addr, &token, request.clone(), true)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unimplemented, "{status:?}");
-    assert_eq!(reason(&status), "COMPRESSION_UNSUPPORTED");
-
-    // Refused before anything is read: no token, a token of the wrong role.
-    let status = watch_raw(addr, "spt_not-a-real-token", request.clone(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     let auditor = mint_token(&mut admin, schema::TokenRole::Auditor).await;
-    let status = watch_raw(addr, &auditor, request.clone(), false)
-        .await
-        .unwrap_err();
-    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_body_refusals(
+        "WatchRoutes",
+        |token, bytes, compressed| async move {
+            watch_raw(addr, &token, bytes, compressed).await.map(drop)
+        },
+        [&token, &auditor],
+        huge.encode_to_vec(),
+        request.clone(),
+    )
+    .await;
 
     // The same raw bytes, well formed, start a snapshot: the server still serves.
     let first = watch_raw(addr, &token, request, false).await.unwrap();

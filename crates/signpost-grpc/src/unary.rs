@@ -230,10 +230,15 @@ where
         message.encode_raw(buf)
     });
     let mut response = response(encoded);
-    if response.status() == http::StatusCode::OK && !metadata.is_empty() {
-        for (name, value) in metadata.into_headers() {
-            if let Some(name) = name.filter(|name| !RESERVED_HEADERS.contains(&name.as_str())) {
-                response.headers_mut().append(name, value);
+    // A name comes once, before its first value; the values after it have none.
+    let mut name = None;
+    for (next, value) in metadata.into_headers() {
+        if next.is_some() {
+            name = next;
+        }
+        if let Some(name) = name.as_ref() {
+            if !RESERVED_HEADERS.contains(&name.as_str()) {
+                response.headers_mut().append(name.clone(), value);
             }
         }
     }
@@ -332,6 +337,39 @@ pub(crate) mod tests {
         assert_eq!(status_of(frame_of(&mut body).await.unwrap()), "0");
         assert!(body.is_end_stream());
         assert!(frame_of(&mut body).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_served_call_answers_its_message_and_metadata_but_no_reserved_header() {
+        let message = progress(5);
+        let encoded = message.encode_to_vec();
+        let mut body = BytesMut::new();
+        body.put_u8(0);
+        body.put_u32(encoded.len() as u32);
+        body.put_slice(&encoded);
+        let request = http::Request::new(http_body_util::Full::new(body.freeze()));
+        let response = serve(
+            "WatchRoutes",
+            request,
+            Limits::default(),
+            |request: Request<wire::WatchRoutesResponse>| async move {
+                let mut response = Response::new(request.into_inner());
+                let metadata = response.metadata_mut();
+                metadata.append("x-seen", "one".parse().unwrap());
+                metadata.append("x-seen", "two".parse().unwrap());
+                metadata.insert("grpc-status", "13".parse().unwrap());
+                Ok(response)
+            },
+        )
+        .await;
+        let seen: Vec<_> = response.headers().get_all("x-seen").iter().collect();
+        assert_eq!(seen, ["one", "two"]);
+        assert!(response.headers().get("grpc-status").is_none());
+        assert_eq!(response.headers()["content-type"], "application/grpc");
+        let mut body = response.into_body();
+        let data = frame_of(&mut body).await.unwrap().into_data().unwrap();
+        assert_eq!(&data[PREFIX..], &encoded[..]);
+        assert_eq!(status_of(frame_of(&mut body).await.unwrap()), "0");
     }
 
     #[test]

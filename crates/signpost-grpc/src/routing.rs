@@ -70,7 +70,9 @@ pub fn resolve_response(
     answer: Result<ResolveReply, Status>,
     max_message: Option<usize>,
 ) -> tonic::codegen::http::Response<tonic::body::Body> {
-    crate::unary::response(answer.and_then(|reply| reply.to_grpc_message(max_message)))
+    crate::unary::response(
+        answer.and_then(|reply| crate::unary::encode("Resolve", &reply, max_message)),
+    )
 }
 
 /// Routes per snapshot message.

@@ -177,6 +177,36 @@ pub(crate) fn prefixed(
     Ok(buf.freeze())
 }
 
+/// An answer [`serve`] can send: prost's encoding for generated messages; a type that
+/// writes its own (`Resolve`'s, the routing table's bytes) implements it itself.
+pub(crate) trait Answer {
+    /// Bytes of the encoding.
+    fn answer_len(&self) -> usize;
+    /// Writes exactly [`Self::answer_len`] bytes.
+    fn write_answer(&self, buf: &mut BytesMut);
+}
+
+impl<M: Message> Answer for M {
+    fn answer_len(&self) -> usize {
+        self.encoded_len()
+    }
+
+    fn write_answer(&self, buf: &mut BytesMut) {
+        self.encode_raw(buf)
+    }
+}
+
+/// `answer` of `method` as a gRPC message, as [`prefixed`] writes it.
+pub(crate) fn encode(
+    method: &str,
+    answer: &impl Answer,
+    max_message: Option<usize>,
+) -> Result<Bytes, Status> {
+    prefixed(method, answer.answer_len(), max_message, |buf| {
+        answer.write_answer(buf)
+    })
+}
+
 /// The trailers that end a body with `status` (`Ok`: grpc-status 0).
 pub(crate) fn trailers(status: Result<(), Status>) -> Frame<Bytes> {
     let status = status.err().unwrap_or_else(|| Status::ok(""));
@@ -199,8 +229,8 @@ pub(crate) struct Limits {
 }
 
 /// Serves one call of unary `method` with `handler`: the request read as
-/// [`read_request`] reads it, the answer (prost-encoded) and the answer's metadata sent
-/// as [`response`] sends them.
+/// [`read_request`] reads it, the answer ([`encode`]) and the answer's metadata sent as
+/// [`response`] sends them.
 pub(crate) async fn serve<M, R, B, F, Fut>(
     method: &'static str,
     request: http::Request<B>,
@@ -209,7 +239,7 @@ pub(crate) async fn serve<M, R, B, F, Fut>(
 ) -> http::Response<tonic::body::Body>
 where
     M: Message + Default,
-    R: Message,
+    R: Answer,
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
     F: FnOnce(Request<M>) -> Fut,
@@ -226,10 +256,7 @@ where
         }
         Err(status) => return status.into_http(),
     };
-    let encoded = prefixed(method, message.encoded_len(), limits.max_message, |buf| {
-        message.encode_raw(buf)
-    });
-    let mut response = response(encoded);
+    let mut response = response(encode(method, &message, limits.max_message));
     // A name comes once, before its first value; the values after it have none.
     let mut name = None;
     for (next, value) in metadata.into_headers() {

@@ -5,7 +5,7 @@
 //! [`ResolveCodec`] copies those bytes into exactly what prost writes for the equivalent
 //! `ResolveResponse` (the tests hold them side by side).
 
-use bytes::{BufMut, Bytes};
+use bytes::{BufMut, BytesMut};
 use signpost_api::routing::v1 as wire;
 use signpost_routing::EncodedRoute;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
@@ -46,14 +46,6 @@ impl ResolveReply {
         }
     }
 
-    /// This answer as a gRPC message (its prefix included) in a buffer of exactly its
-    /// size: refused with `OUT_OF_RANGE` above `max_message` bytes (`None`: no limit).
-    pub fn to_grpc_message(&self, max_message: Option<usize>) -> Result<Bytes, Status> {
-        crate::unary::prefixed("Resolve", self.encoded_len(), max_message, |buf| {
-            self.encode(buf)
-        })
-    }
-
     fn encoded_len(&self) -> usize {
         let revision = if self.revision == 0 {
             0
@@ -83,6 +75,18 @@ impl ResolveReply {
         if !self.domain.is_empty() {
             prost::encoding::string::encode(DOMAIN, &self.domain, buf);
         }
+    }
+}
+
+/// Served by [`crate::unary::serve`] without compression: the route's bytes copied into
+/// the answer's one buffer.
+impl crate::unary::Answer for ResolveReply {
+    fn answer_len(&self) -> usize {
+        self.encoded_len()
+    }
+
+    fn write_answer(&self, buf: &mut BytesMut) {
+        self.encode(buf)
     }
 }
 

@@ -4,13 +4,14 @@
 //! table's route is encoded where it is instead of copied into a message. Every other
 //! method goes to the generated server.
 //!
-//! Both are written as response bodies of our own (module `body`), each message in a
-//! buffer of exactly its size, freed once written: tonic's body keeps a buffer per
-//! stream for the stream's life, and its unary path sets up a decoding and an encoding
-//! stream, each with a buffer of 8 KiB, for one message each way (`Resolve` takes about
-//! a tenth less of the server's CPU without them, bench/FINDINGS.md round 27). With compression enabled they go
-//! through tonic with [`ResolveCodec`] and [`WatchRoutesCodec`] instead, which compress
-//! as every other method does.
+//! Both are written as response bodies of our own (`crate::unary` for `Resolve`, module
+//! `body` for `WatchRoutes`), each message in a buffer of exactly its size, freed once
+//! written: tonic's body keeps a buffer per stream for the stream's life, and its unary
+//! path sets up a decoding and an encoding stream, each with a buffer of 8 KiB, for one
+//! message each way (`Resolve` takes about a tenth less of the server's CPU without
+//! them, bench/FINDINGS.md round 27). With compression enabled they go through tonic
+//! with [`ResolveCodec`] and [`WatchRoutesCodec`] instead, which compress as every other
+//! method does.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -27,6 +28,7 @@ use tonic::{Request, Response, Status};
 use super::{
     body, ResolveCodec, ResolveReply, RoutingApi, WatchFrame, WatchFrames, WatchRoutesCodec,
 };
+use crate::unary;
 
 /// The path of `WatchRoutes` (`/{SERVICE_NAME}/WatchRoutes`).
 const WATCH_ROUTES_PATH: &str = "/signpost.routing.v1.RoutingService/WatchRoutes";
@@ -165,16 +167,21 @@ where
             self.max_encoding_message_size,
         );
         if path == RESOLVE_PATH {
+            let limits = unary::Limits {
+                max_request,
+                max_message,
+            };
             return Box::pin(async move {
-                let answer = match super::read_resolve_request(request, max_request).await {
-                    Ok(request) => api.resolve_reply(request).await.map(Response::into_inner),
-                    Err(status) => Err(status),
-                };
-                Ok(super::resolve_response(answer, max_message))
+                Ok(
+                    unary::serve("Resolve", request, limits, |request| async move {
+                        api.resolve_reply(request).await
+                    })
+                    .await,
+                )
             });
         }
         Box::pin(async move {
-            let frames = crate::unary::read_request("WatchRoutes", request, max_request)
+            let frames = unary::read_request("WatchRoutes", request, max_request)
                 .await
                 .and_then(|request| api.watch(request));
             Ok(match frames {

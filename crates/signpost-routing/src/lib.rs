@@ -2,7 +2,9 @@
 //!
 //! - [`routes`]: how an organization's state (verified domains, active
 //!   connection, policy) becomes routes — one per verified domain, or none
-//!   (password).
+//!   (password). A group event changes only the group fields of the active
+//!   connection's routes: [`routes::rewrite_group_fields`] rewrites those bytes of the
+//!   routes held instead of computing them again.
 //! - [`projection`]: [`RoutingProjection`], folded from the log and kept
 //!   current by tailing it; its revision is the last log position applied.
 //!   It publishes one [`Delta`] per commit that changed routes, keeps a

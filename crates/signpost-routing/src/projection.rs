@@ -29,7 +29,7 @@ use signpost_domain::Event;
 use signpost_eventlog::{EventEnvelope, EventStore};
 use tokio::sync::watch;
 
-use crate::routes::{organization_routes, EncodedRoute, OrganizationRoutes};
+use crate::routes::{organization_routes, rewrite_group_fields, EncodedRoute, OrganizationRoutes};
 
 /// The whole routing table: domain → route, in domain order.
 ///
@@ -318,11 +318,47 @@ struct Fold {
 }
 
 impl Fold {
-    /// Recomputes the routes of the organization `envelope`'s stream touches.
+    /// Recomputes the routes of the organization `envelope`'s stream touches; an event
+    /// that only changes a connection's groups rewrites their group fields alone.
     fn apply(&mut self, envelope: &EventEnvelope, source: &(impl RouteSource + ?Sized)) {
-        if let Some(organization_id) = organization_of(envelope, source) {
-            self.recompute(organization_id, source);
+        let Some(organization_id) = organization_of(envelope, source) else {
+            return;
+        };
+        match envelope.stream_id.strip_prefix("connection-") {
+            Some(connection_id) if changes_groups_only(&envelope.event_type) => {
+                self.regroup(organization_id, connection_id, source);
+            }
+            _ => self.recompute(organization_id, source),
         }
+    }
+
+    /// After an event that changed only `connection_id`'s groups or group requirement:
+    /// nothing, unless it is its organization's active connection (routes are computed
+    /// from that one alone), whose routes get their group fields written again
+    /// ([`rewrite_group_fields`]). The routes held are those of the state before the event:
+    /// every event since the catch-up was applied.
+    fn regroup(
+        &mut self,
+        organization_id: &str,
+        connection_id: &str,
+        source: &(impl RouteSource + ?Sized),
+    ) {
+        let Some(organization) = source.organization(organization_id) else {
+            return;
+        };
+        if organization.active_connection_id.as_deref() != Some(connection_id) {
+            return;
+        }
+        let (Some(connection), Some(routes)) = (
+            source.connection(connection_id),
+            self.routes.get_mut(organization_id),
+        ) else {
+            return;
+        };
+        let pending = &mut self.pending;
+        rewrite_group_fields(routes, organization, connection, |domain, route| {
+            pending.insert(domain.clone(), Some(route.clone()));
+        });
     }
 
     fn recompute(&mut self, organization_id: &str, source: &(impl RouteSource + ?Sized)) {
@@ -352,6 +388,15 @@ impl Fold {
             self.routes.insert(key, new);
         }
     }
+}
+
+/// Whether events of `event_type` change nothing of a connection but its group roles or
+/// group requirement (`Connection::apply`), so nothing of a route but its group fields.
+fn changes_groups_only(event_type: &str) -> bool {
+    matches!(
+        event_type,
+        "group_assigned" | "group_unassigned" | "group_requirement_changed"
+    )
 }
 
 /// The organization whose routes an event may change: its own stream's, or its
@@ -634,6 +679,31 @@ impl Shared {
 mod tests {
     use super::*;
     use signpost_api::routing::v1 as wire;
+    use signpost_domain::schema;
+
+    /// The group events are named as the domain names them, and no other event is taken
+    /// for one (another event's routes are computed whole).
+    #[test]
+    fn only_the_group_events_change_groups_only() {
+        let group_events = [
+            Event::GroupAssigned(schema::GroupAssigned::default()),
+            Event::GroupUnassigned(schema::GroupUnassigned::default()),
+            Event::GroupRequirementChanged(schema::GroupRequirementChanged::default()),
+        ];
+        for event in &group_events {
+            assert!(changes_groups_only(signpost_domain::event_type(event)));
+        }
+        let others = [
+            Event::ConnectionConfigured(Default::default()),
+            Event::ConnectionActivated(Default::default()),
+            Event::SsoPolicyChanged(Default::default()),
+            Event::DomainVerified(Default::default()),
+            Event::ProviderSwitched(Default::default()),
+        ];
+        for event in &others {
+            assert!(!changes_groups_only(signpost_domain::event_type(event)));
+        }
+    }
 
     /// Organization `organization`'s route for `domain`: held verbatim for an even
     /// organization, with its SAML URLs derived from the base URL for an odd one (the

@@ -403,6 +403,25 @@ impl EncodedRoute {
             .expect("an encoded route decodes: we encoded it")
     }
 
+    /// The route with its fields 9 to 11 (`group_roles`, `require_group`, `sso_policy`)
+    /// replaced by `tail`, written by [`encode_tail`]: every other byte is kept as it is.
+    /// Prost writes a message's fields in the order of their numbers, so those three are
+    /// the last bytes of the body, after every offset the header holds.
+    fn with_tail(&self, tail: &[u8]) -> Self {
+        let (&form, mut body) = self.0.split_first().expect("a stored route has a header");
+        if form != VERBATIM {
+            // The base URL's number and the two offsets come before the body.
+            for _ in 0..3 {
+                stored_varint(&mut body);
+            }
+        }
+        let kept = self.0.len() - body.len() + tail_offset(body);
+        let mut bytes = Vec::with_capacity(kept + tail.len());
+        bytes.extend_from_slice(&self.0[..kept]);
+        bytes.extend_from_slice(tail);
+        Self(Arc::from(bytes))
+    }
+
     /// Bytes the route takes where it is held (for tests of its size).
     pub fn stored_len(&self) -> usize {
         self.0.len()
@@ -448,6 +467,62 @@ pub fn organization_routes(
             (domain.clone(), encoded)
         })
         .collect()
+}
+
+/// The offset in `body` (prost's bytes of a `Route`, as a stored route holds them) of
+/// its first field numbered [`GROUP_ROLES_FIELD`] or above; its length when it has none.
+fn tail_offset(body: &[u8]) -> usize {
+    let mut rest = body;
+    while !rest.is_empty() {
+        let offset = body.len() - rest.len();
+        let (tag, wire_type) = decode_key(&mut rest).expect("a stored route's field decodes");
+        if tag >= GROUP_ROLES_FIELD {
+            return offset;
+        }
+        match wire_type {
+            WireType::Varint => {
+                stored_varint(&mut rest);
+            }
+            WireType::LengthDelimited => {
+                let len = stored_varint(&mut rest) as usize;
+                rest = &rest[len..];
+            }
+            _ => unreachable!("a Route's fields up to claim_mapping are varints or messages"),
+        }
+    }
+    body.len()
+}
+
+/// The routes of `organization` after an event that changed nothing but the group roles
+/// or the group requirement of `connection`, its active connection: each of `routes`
+/// (what [`organization_routes`] computed before the event) with fields 9 to 11 written
+/// again ([`EncodedRoute`]'s tail). Equal to what [`organization_routes`] computes after
+/// the event, since nothing before field 9 depends on groups, without decoding the
+/// connection's IdP settings or encoding the rest of each route again. Calls `changed`
+/// with each route whose bytes changed.
+pub fn rewrite_group_fields(
+    routes: &mut OrganizationRoutes,
+    organization: &Organization,
+    connection: &Connection,
+    mut changed: impl FnMut(&signpost_domain::Id, &EncodedRoute),
+) {
+    let mut tail = Vec::new();
+    encode_tail(
+        connection
+            .groups
+            .iter()
+            .map(|(g, r)| (g.as_str(), r.as_str())),
+        connection.require_group,
+        organization.sso_policy as i32,
+        &mut tail,
+    );
+    for (domain, route) in routes.iter_mut() {
+        let regrouped = route.with_tail(&tail);
+        if regrouped != *route {
+            *route = regrouped;
+            changed(domain, route);
+        }
+    }
 }
 
 /// The fields after `claim_mapping` (8) of a `Route`: `group_roles` (9),
@@ -727,6 +802,44 @@ mod tests {
             let head_bytes = head.encode_to_vec();
             prop_assert_eq!(&expected_tail[..head_bytes.len()], &head_bytes[..]);
             prop_assert_eq!(expected_tail.split_off(head_bytes.len()), tail);
+        }
+
+        /// A route's group fields written again (`with_tail`, as the fold does after a
+        /// group event) give the route encoded whole with those fields, whether its URLs
+        /// are derived or kept verbatim, with or without a claim mapping (field 8, the
+        /// last field kept).
+        #[test]
+        fn a_route_with_its_group_fields_rewritten_is_the_route_encoded_whole(
+            route in any_route(),
+            groups_from in any_route(),
+            claim_email in proptest::option::of(text()),
+            base in proptest::option::of(0..BASES.len()),
+        ) {
+            let mut before = route;
+            before.claim_mapping = claim_email.map(|email| signpost_domain::schema::ClaimMapping {
+                email,
+                ..Default::default()
+            });
+            let mut after = before.clone();
+            after.group_roles = groups_from.group_roles;
+            after.require_group = groups_from.require_group;
+            after.sso_policy = groups_from.sso_policy;
+            let mut tail = Vec::new();
+            encode_tail(
+                after.group_roles.iter().map(|(g, r)| (g.as_str(), r.as_str())),
+                after.require_group,
+                after.sso_policy,
+                &mut tail,
+            );
+            let encode = |route: &wire::Route| match base {
+                Some(base) => {
+                    EncodedRoute::with_service_provider_urls(&without_urls(route), BASES[base])
+                }
+                None => EncodedRoute::encode(route),
+            };
+            let rewritten = encode(&before).with_tail(&tail);
+            prop_assert_eq!(&rewritten, &encode(&after));
+            prop_assert_eq!(rewritten.to_wire(), encode(&after).to_wire());
         }
 
         /// Equal routes have equal bytes however their group roles were gathered: the

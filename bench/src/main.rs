@@ -256,6 +256,10 @@ enum Command {
         /// Where its event log lives (on the disk under test).
         #[arg(long)]
         data_dir: PathBuf,
+        /// The `AssignGroupResponse` every `AssignGroup` gets (with its append's
+        /// position), encoded, in hex.
+        #[arg(long)]
+        assign_answer_hex: String,
     },
     /// `Resolve` and the do-nothing call against two running control planes in turns
     /// (A, B, A, B, ...), for comparing two builds in the same minutes: each holds a
@@ -365,8 +369,12 @@ async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Res
     let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     let channels = grpc::channels(&server.url(), common.connections).await?;
     let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
-    // The durable do-nothing server, its log beside the control plane's (same disk).
-    let durable = server::CeilingProcess::durable(&dir.join("durable-ceiling")).await?;
+    // The durable do-nothing server, its log beside the control plane's (same disk),
+    // answering `AssignGroup` with the control plane's own answer to a call of the load's
+    // shape.
+    let answer =
+        writes::sample_answer(&channels[0], &populated.token, &populated.organizations).await?;
+    let durable = server::CeilingProcess::durable(&dir.join("durable-ceiling"), &answer).await?;
     let durable_channels =
         grpc::channels(&format!("http://{}", durable.addr), common.connections).await?;
     status("scenario 1: durable writes");
@@ -809,9 +817,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::ResolveCeiling { listen, answer_hex } => {
             resolve_ceiling::serve(listen, &answer_hex).await?
         }
-        Command::DurableCeiling { listen, data_dir } => {
-            durable_ceiling::serve(listen, &data_dir).await?
-        }
+        Command::DurableCeiling {
+            listen,
+            data_dir,
+            assign_answer_hex,
+        } => durable_ceiling::serve(listen, &data_dir, &assign_answer_hex).await?,
         Command::ResolveAb {
             peers,
             token_file,
@@ -893,6 +903,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let measured_at = std::fs::metadata(&results)?.modified()?.into();
             let markdown = report::render(&text, measured_at, &commit, &etcd_version, quick)?;
             std::fs::write(&out, markdown)?;
+            let failed = report::failed_calls(&text)?;
+            if quick && !failed.is_empty() {
+                anyhow::bail!("calls failed in a quick run: {}", failed.join(", "));
+            }
         }
     }
     Ok(())

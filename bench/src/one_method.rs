@@ -1,12 +1,12 @@
-//! [`OneMethod`]: a `signpost.routing.v1.RoutingService` that serves one method of its own
-//! and refuses the others with `UNIMPLEMENTED`. The do-nothing `Resolve`
-//! ([`crate::resolve_ceiling`]) and the route-sized `WatchRoutes` of the stream limit
-//! ([`crate::stream_ceiling`]) are each one [`RoutingMethod`] behind it.
+//! [`OneMethod`]: a gRPC service that serves one method of its own and refuses the
+//! others with `UNIMPLEMENTED`. The do-nothing `Resolve` ([`crate::resolve_ceiling`]),
+//! the route-sized `WatchRoutes` of the stream limit ([`crate::stream_ceiling`]) and the
+//! durable do-nothing `AssignGroup` ([`crate::durable_ceiling`]) are each one
+//! [`ServedMethod`] behind it.
 
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
 use tonic::codegen::{http, Body, BoxFuture, Service, StdError};
 use tonic::server::NamedService;
 use tonic::Status;
@@ -15,8 +15,10 @@ use tonic::Status;
 pub type Reply = http::Response<tonic::body::Body>;
 
 /// The one method a [`OneMethod`] serves.
-pub trait RoutingMethod: Clone + Send + 'static {
-    /// Its path (`/signpost.routing.v1.RoutingService/...`).
+pub trait ServedMethod: Clone + Send + 'static {
+    /// Its service's name (`signpost.routing.v1.RoutingService`).
+    const SERVICE: &'static str;
+    /// Its path (`/<service>/<method>`).
     const PATH: &'static str;
     /// The message every other method is refused with.
     const REFUSAL: &'static str;
@@ -28,17 +30,17 @@ pub trait RoutingMethod: Clone + Send + 'static {
         B::Error: Into<StdError> + Send + 'static;
 }
 
-/// `RoutingService` serving only `M`.
+/// `M`'s service, serving only `M`.
 #[derive(Clone)]
 pub struct OneMethod<M>(pub M);
 
-impl<M> NamedService for OneMethod<M> {
-    const NAME: &'static str = SERVICE_NAME;
+impl<M: ServedMethod> NamedService for OneMethod<M> {
+    const NAME: &'static str = M::SERVICE;
 }
 
 impl<M, B> Service<http::Request<B>> for OneMethod<M>
 where
-    M: RoutingMethod,
+    M: ServedMethod,
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {

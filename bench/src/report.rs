@@ -238,6 +238,39 @@ fn machine() -> String {
     format!("{cores} cores ({cpu}), {memory} memory, Linux {kernel}")
 }
 
+/// Every load phase in `results` with failed calls: `scenario.path: errors`. A quick run
+/// (CI's) fails on any, so the suite proves that every server it measures answers every
+/// call it is sent, the ceilings included.
+pub fn failed_calls(results: &str) -> anyhow::Result<Vec<String>> {
+    fn walk(value: &Value, path: &str, failed: &mut Vec<String>) {
+        match value {
+            Value::Object(fields) => {
+                for (key, field) in fields {
+                    match (key.as_str(), field.as_u64()) {
+                        ("errors", Some(errors)) if errors > 0 => {
+                            failed.push(format!("{path}: {errors}"));
+                        }
+                        _ => walk(field, &format!("{path}.{key}"), failed),
+                    }
+                }
+            }
+            Value::Array(items) => {
+                for (index, item) in items.iter().enumerate() {
+                    walk(item, &format!("{path}[{index}]"), failed);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut failed = Vec::new();
+    for line in results.lines().filter(|l| l.trim_start().starts_with('{')) {
+        let value: Value = serde_json::from_str(line)?;
+        let scenario = value["scenario"].as_str().unwrap_or("?");
+        walk(&value["result"], scenario, &mut failed);
+    }
+    Ok(failed)
+}
+
 /// Renders the report.
 pub fn render(
     results: &str,
@@ -329,6 +362,25 @@ pub fn render(
             ),
             ratio: ratio(sp, durable_many),
             goal: "context: is 2× etcd below a durable write's ceiling?",
+            met: None,
+        });
+    }
+    // The same, carrying `AssignGroup`'s messages: the load generator's own `AssignGroup`
+    // calls, each request read and its event appended as the control plane would, each
+    // answered with the control plane's answer to such a call.
+    let durable_assign = f(&w["durable_assign"]["per_second"]);
+    if durable_assign.is_some() {
+        rows.push(Row {
+            scenario: "",
+            measure: "limit: durable do-nothing `AssignGroup` (the same calls from the same client: each request read, its `group_assigned` event appended to Signpost's log as above, the answer the control plane's own to such a call; nothing decided, no projection)".into(),
+            signpost: rate(sp),
+            etcd: format!(
+                "ceiling {} (2× etcd = {})",
+                rate(durable_assign),
+                rate(et.map(|e| 2.0 * e))
+            ),
+            ratio: ratio(sp, durable_assign),
+            goal: "context: is 2× etcd below the ceiling of a durable write carrying these messages?",
             met: None,
         });
     }
@@ -809,6 +861,10 @@ pub fn render(
                 "durable do-nothing (one append to Signpost's log), 1 client",
                 "durable_noop_sequential",
             ),
+            (
+                "durable do-nothing AssignGroup (its event appended, the control plane's answer), concurrent",
+                "durable_assign",
+            ),
         ],
     )?;
     writeln!(
@@ -1149,7 +1205,12 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    and answers once it is durable; no command, read model, routing table or audit index;
    served on the control plane's own transport, responses finished in one turn of the
    runtime written together), with 64 in flight and with one client: what any durable write
-   through this log reaches here.
+   through this log reaches here. The same server also answers
+   `signpost.admin.v1.ConnectionAdminService/AssignGroup`: the load generator's own
+   `AssignGroup` calls, 64 in flight, each request read by the control plane's reader, its
+   `group_assigned` event appended to the connection's stream, and the answer the control
+   plane's own to a call of the load's shape (fetched just before): what a durable write
+   carrying these messages reaches here, with nothing decided.
 2. **Lookups.** `Resolve` of random routed emails among 100,000 routes, 64 in flight, for 10 s;
    the do-nothing unary ceiling (`grpc.health.v1.Health/Check`, a two-byte answer) from the
    same client; etcd serializable `Range` of one random key among 100,000 keys whose values
@@ -1295,6 +1356,23 @@ mod tests {
     }
 
     #[test]
+    fn failed_calls_are_found_wherever_a_phase_records_them() {
+        let results = [
+            r#"{"scenario": "writes", "result": {"signpost": {"errors": 0}, "durable_assign": {"errors": 3, "cpu": {}}}}"#,
+            r#"{"scenario": "lookups", "result": {"rounds": [{"errors": 0}, {"errors": 2}]}}"#,
+            r#"{"scenario": "edge", "result": {"discover": {"errors": 0}}}"#,
+        ]
+        .join("\n");
+        let failed = failed_calls(&results).unwrap();
+        assert_eq!(failed, ["writes.durable_assign: 3", "lookups.rounds[1]: 2"]);
+        assert!(
+            failed_calls(r#"{"scenario": "edge", "result": {"errors": 0}}"#)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn the_durable_ceiling_rows_compare_with_a_server_that_only_appends() {
         let writes = serde_json::json!({ "scenario": "writes", "result": {
             "signpost": { "per_second": 12_000.0 },
@@ -1303,11 +1381,17 @@ mod tests {
             "fdatasync_per_second": 6_000.0,
             "durable_noop": { "per_second": 24_000.0 },
             "durable_noop_sequential": { "per_second": 3_000.0 },
+            "durable_assign": { "per_second": 16_000.0 },
         }});
         assert_row(
             &writes,
             "limit: durable do-nothing (",
             "| 12,000/s | ceiling 24,000/s (2× etcd = 20,000/s) | 0.50× |",
+        );
+        assert_row(
+            &writes,
+            "limit: durable do-nothing `AssignGroup`",
+            "| 12,000/s | ceiling 16,000/s (2× etcd = 20,000/s) | 0.75× |",
         );
         assert_row(
             &writes,
@@ -1321,7 +1405,11 @@ mod tests {
         }});
         assert_no_table_row(
             &older,
-            &["|  | limit: durable do-nothing", "| durable do-nothing ("],
+            &[
+                "|  | limit: durable do-nothing",
+                "| durable do-nothing (",
+                "durable do-nothing `AssignGroup`",
+            ],
         );
     }
 

@@ -30,7 +30,7 @@ use signpost_routing::EncodedRoute;
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::Status;
 
-use crate::one_method::{OneMethod, Reply, RoutingMethod};
+use crate::one_method::{OneMethod, Reply, ServedMethod};
 
 /// What the server prints once it accepts connections (then the address).
 pub const LISTENING: &str = "resolve ceiling listening on ";
@@ -45,7 +45,8 @@ struct ConstantResolve {
     answer: Arc<ResolveReply>,
 }
 
-impl RoutingMethod for ConstantResolve {
+impl ServedMethod for ConstantResolve {
+    const SERVICE: &'static str = wire::routing_service_server::SERVICE_NAME;
     const PATH: &'static str = "/signpost.routing.v1.RoutingService/Resolve";
     const REFUSAL: &'static str = "the resolve ceiling only answers Resolve";
 

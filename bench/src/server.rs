@@ -254,9 +254,13 @@ impl CeilingProcess {
         .await
     }
 
-    /// Spawns `signpost-bench durable-ceiling` with its log in `data_dir` and waits until
-    /// it listens.
-    pub async fn durable(data_dir: &Path) -> anyhow::Result<Self> {
+    /// Spawns `signpost-bench durable-ceiling` with its log in `data_dir`, answering
+    /// `AssignGroup` with `assign_answer`, and waits until it listens.
+    pub async fn durable(
+        data_dir: &Path,
+        assign_answer: &signpost_api::admin::v1::AssignGroupResponse,
+    ) -> anyhow::Result<Self> {
+        let answer_hex = hex::encode(prost::Message::encode_to_vec(assign_answer));
         Self::start(
             &[
                 "durable-ceiling".as_ref(),
@@ -264,6 +268,8 @@ impl CeilingProcess {
                 "127.0.0.1:0".as_ref(),
                 "--data-dir".as_ref(),
                 data_dir.as_os_str(),
+                "--assign-answer-hex".as_ref(),
+                answer_hex.as_str().as_ref(),
             ],
             crate::durable_ceiling::LISTENING,
             "the durable ceiling server",

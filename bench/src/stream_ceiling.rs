@@ -34,7 +34,7 @@ use signpost_routing::{Delta, EncodedRoute};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
 use tonic::{Request, Response, Status};
 
-use crate::one_method::{OneMethod, Reply, RoutingMethod};
+use crate::one_method::{OneMethod, Reply, ServedMethod};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
@@ -137,7 +137,8 @@ impl RouteStreams {
     }
 }
 
-impl RoutingMethod for RouteStreams {
+impl ServedMethod for RouteStreams {
+    const SERVICE: &'static str = wire::routing_service_server::SERVICE_NAME;
     const PATH: &'static str = "/signpost.routing.v1.RoutingService/WatchRoutes";
     const REFUSAL: &'static str = "the stream ceiling only serves WatchRoutes";
 

@@ -86,6 +86,31 @@ pub async fn signpost_assign_load(
     .await
 }
 
+/// The control plane's answer to one `AssignGroup` of [`signpost_assign_load`]'s shape
+/// (worker 0's first call, BASIC view), for the durable do-nothing server to send: a
+/// write made before the load, to the connection that worker writes first.
+pub async fn sample_answer(
+    channel: &Channel,
+    token: &str,
+    organizations: &[Organization],
+) -> anyhow::Result<pb::AssignGroupResponse> {
+    let organization = organizations
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("no organization to write to"))?;
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let answer = grpc::admin(channel, token)
+        .assign_group(pb::AssignGroupRequest {
+            connection_id: organization.connection_id.clone(),
+            idp_group: "bench-writers-0".to_owned(),
+            role: format!("role-{run}-0-0"),
+            view: pb::ConnectionView::Basic as i32,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    Ok(answer)
+}
+
 /// etcd `put` of a 200-byte value from `in_flight` clients (each its own keys).
 pub async fn etcd_put_load(
     channels: &[Channel],
@@ -137,8 +162,11 @@ pub async fn run(
         load::measured(durable.pid, move |turn| {
             lookups::noop_load(durable.channels, in_flight, turn)
         }),
+        load::measured(durable.pid, move |turn| {
+            signpost_assign_load(durable.channels, token, organizations, in_flight, turn)
+        }),
     ];
-    let [signpost, etcd_many, noop_many, durable_many] =
+    let [signpost, etcd_many, noop_many, durable_many, durable_assign] =
         load::in_turns(load::ROUNDS, duration, concurrent).await;
     // The disk's limit is read right next to the sequential client (it drifts while
     // the kernel writes back what the loads left dirty).
@@ -169,6 +197,7 @@ pub async fn run(
         "noop_unary_sequential": noop_one.json(),
         "durable_noop": durable_many.json(),
         "durable_noop_sequential": durable_one.json(),
+        "durable_assign": durable_assign.json(),
         "fdatasync_per_second": fsync,
         "fdatasync_before": fsync_before,
         "fdatasync_after": fsync_after,

@@ -15,7 +15,7 @@ use signpost_api::admin::v1::setup_form_service_server::SetupFormService;
 
 mod server;
 
-pub use server::AdminServer;
+pub use server::{admin_response, read_admin_request, AdminServer};
 
 use crate::convert::connection_status_i32;
 use crate::convert::ToWire;

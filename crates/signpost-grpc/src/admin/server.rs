@@ -75,6 +75,34 @@ impl AdminServer {
     }
 }
 
+/// Reads the one request message of `ConnectionAdminService` method `method` (such as
+/// `"AssignGroup"`) as [`AdminServer`] reads it, with the call's metadata. Public, with
+/// [`admin_response`], so that a server answering an admin method on its own (the
+/// benchmark's durable do-nothing `AssignGroup`) reads and writes it the same way.
+pub async fn read_admin_request<M, B>(
+    method: &'static str,
+    request: http::Request<B>,
+    max_request: Option<usize>,
+) -> Result<tonic::Request<M>, tonic::Status>
+where
+    M: prost::Message + Default,
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    unary::read_request(method, request, max_request).await
+}
+
+/// The HTTP response [`AdminServer`] writes for `method`'s `answer` (no metadata): the
+/// message encoded once into a buffer of its size, then `grpc-status: 0`; a refusal is
+/// its status alone.
+pub fn admin_response(
+    method: &str,
+    answer: Result<impl prost::Message, tonic::Status>,
+    max_message: Option<usize>,
+) -> http::Response<tonic::body::Body> {
+    unary::response(answer.and_then(|answer| unary::encode(method, &answer, max_message)))
+}
+
 impl NamedService for AdminServer {
     const NAME: &'static str = SERVICE_NAME;
 }

@@ -40,6 +40,10 @@ pub struct FanOut {
     pub rss_open: u64,
     /// Server RSS with every watcher open, after the changes.
     pub rss_after: u64,
+    /// CPU seconds the server and this load generator spent making and delivering the
+    /// changes (from the first change made to the last delivered), when the server's
+    /// process id is known.
+    pub changes_cpu: Option<(f64, f64)>,
 }
 
 impl FanOut {
@@ -76,6 +80,8 @@ impl FanOut {
             "rss_before_bytes": self.rss_before, "rss_open_bytes": self.rss_open,
             "rss_after_bytes": self.rss_after,
             "memory_per_stream_bytes": self.memory_per_stream(),
+            "changes_server_cpu_seconds": self.changes_cpu.map(|(server, _)| server),
+            "changes_generator_cpu_seconds": self.changes_cpu.map(|(_, generator)| generator),
         })
     }
 }
@@ -278,6 +284,7 @@ pub async fn signpost(
     revision: u64,
     store_epoch: &str,
     server_rss: impl Fn() -> u64,
+    server_pid: Option<u32>,
 ) -> anyhow::Result<FanOut> {
     let rss_before = server_rss();
     let request = wire::WatchRoutesRequest {
@@ -289,6 +296,12 @@ pub async fn signpost(
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
     let run = uuid::Uuid::now_v7().simple().to_string();
+    let cpu_seconds = || {
+        server_pid
+            .and_then(crate::cpu::process_seconds)
+            .zip(crate::cpu::process_seconds(std::process::id()))
+    };
+    let cpu_before = cpu_seconds();
     let per_change_ms = collector
         .changes(streams, changes, async |change| {
             admin
@@ -302,6 +315,11 @@ pub async fn signpost(
             Ok(())
         })
         .await?;
+    let changes_cpu = cpu_before.zip(cpu_seconds()).map(
+        |((server, generator), (server_after, generator_after))| {
+            (server_after - server, generator_after - generator)
+        },
+    );
     let rss_after = server_rss();
     collector.stop();
     Ok(FanOut {
@@ -311,6 +329,7 @@ pub async fn signpost(
         rss_before,
         rss_open,
         rss_after,
+        changes_cpu,
     })
 }
 
@@ -395,6 +414,7 @@ pub async fn etcd(
         rss_before,
         rss_open,
         rss_after,
+        changes_cpu: None,
     })
 }
 

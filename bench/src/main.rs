@@ -289,6 +289,22 @@ enum Command {
         #[arg(long, default_value_t = 4)]
         seconds: u64,
     },
+    /// Scenario 3's fan-out (the control plane's side) at two running control planes in
+    /// turns, each holding a copy of the same `populate`d data directory: `streams`
+    /// `WatchRoutes` streams resuming from a snapshot's revision, then `changes`
+    /// `AssignGroup`s to its first organization's connection, each timed to its delivery
+    /// at every stream.
+    FanoutAb {
+        #[command(flatten)]
+        peers: AbPeers,
+        /// The `populate`d data directory both copied (its token and organizations).
+        #[arg(long)]
+        populated: PathBuf,
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+    },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
         /// The JSON lines the scenario runs printed.
@@ -537,6 +553,7 @@ async fn routing_run(
         grpc_snapshot.revision,
         &grpc_snapshot.store_epoch,
         || server.rss_bytes(),
+        server.pid(),
     )
     .await?;
     memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
@@ -644,6 +661,7 @@ async fn memory_with_links(
         snapshot.revision,
         &snapshot.store_epoch,
         || first.rss_bytes(),
+        first.pid(),
     )
     .await?;
     status("admin lists of closed setup links");
@@ -887,6 +905,54 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "writes": report.rate(),
                             "errors": report.errors,
                             "server_us": report.server_us_per_request(),
+                        }),
+                    );
+                }
+            }
+        }
+        Command::FanoutAb {
+            peers,
+            populated,
+            streams,
+            changes,
+        } => {
+            let token = std::fs::read_to_string(populated.join(populate::TOKEN_FILE))?
+                .trim()
+                .to_owned();
+            let organizations = populate::read_organizations(&populated)?;
+            let connection_id = &organizations
+                .first()
+                .ok_or_else(|| anyhow::anyhow!("no organization populated"))?
+                .connection_id;
+            let urls = [("a", &peers.a, peers.a_pid), ("b", &peers.b, peers.b_pid)];
+            for round in 1..=peers.rounds {
+                for (name, url, pid) in urls {
+                    let channels = grpc::channels(url, 1).await?;
+                    let snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
+                    let fan_channels = grpc::channels(url, streams.div_ceil(100).max(1)).await?;
+                    let rss = || pid.map(server::rss_of).unwrap_or_default();
+                    let fan_out = fanout::signpost(
+                        &fan_channels,
+                        &token,
+                        streams,
+                        changes,
+                        connection_id,
+                        snapshot.revision,
+                        &snapshot.store_epoch,
+                        rss,
+                        pid,
+                    )
+                    .await?;
+                    emit(
+                        "fanout_ab",
+                        serde_json::json!({
+                            "round": round,
+                            "server": name,
+                            "median_ms": fan_out.median_ms(),
+                            "worst_ms": fan_out.worst_ms(),
+                            "per_change_ms": fan_out.per_change_ms,
+                            "changes_server_cpu_seconds": fan_out.changes_cpu.map(|(s, _)| s),
+                            "changes_generator_cpu_seconds": fan_out.changes_cpu.map(|(_, g)| g),
                         }),
                     );
                 }

@@ -230,7 +230,9 @@ impl ByDomain {
 
 struct Shared {
     live: RwLock<Live>,
-    failure: RwLock<Option<String>>,
+    /// Why the projection stopped (set once: it does not start again). Every watch
+    /// stream looks at it after each change, so it is one atomic load while unset.
+    failure: OnceLock<String>,
     epoch: Arc<str>,
     history_limit: usize,
 }
@@ -482,7 +484,7 @@ impl RoutingFeed {
     /// The log cannot be applied: the projection stops, and waiters see `reason`.
     pub fn fail(&self, reason: String) {
         tracing::error!(%reason, "routing projection stopped: cannot apply the log");
-        *self.shared.failure.write().expect("failure lock") = Some(reason);
+        let _ = self.shared.failure.set(reason);
         self.publish.send_modify(|_| {});
     }
 }
@@ -501,7 +503,7 @@ impl RoutingProjection {
                 history: VecDeque::new(),
                 history_floor: 0,
             }),
-            failure: RwLock::new(None),
+            failure: OnceLock::new(),
             epoch: epoch.into(),
             history_limit: options.history_limit.max(1),
         });
@@ -575,7 +577,7 @@ impl RoutingProjection {
 
     /// Why the projection stopped, if it did.
     pub fn failure(&self) -> Option<String> {
-        self.shared.failure.read().expect("failure lock").clone()
+        self.shared.failure.get().cloned()
     }
 
     /// Waits until the projection has applied `revision`.
@@ -583,9 +585,7 @@ impl RoutingProjection {
         let mut watcher = self.revision.clone();
         let shared = self.shared.clone();
         let _ = watcher
-            .wait_for(|applied| {
-                *applied >= revision || shared.failure.read().expect("failure lock").is_some()
-            })
+            .wait_for(|applied| *applied >= revision || shared.failure.get().is_some())
             .await;
         match self.failure() {
             Some(reason) => Err(reason),

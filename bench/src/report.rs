@@ -937,9 +937,21 @@ pub fn render(
             continue;
         }
         let v = &fo[key];
+        let changes = v["per_change_ms"].as_array().map_or(0, Vec::len).max(1) as f64;
+        let cpu = match (
+            f(&v["changes_server_cpu_seconds"]),
+            f(&v["changes_generator_cpu_seconds"]),
+        ) {
+            (Some(server), Some(generator)) => format!(
+                "; CPU a change, from the first made to the last delivered: server {:.1} ms, load generator {:.1} ms",
+                server * 1000.0 / changes,
+                generator * 1000.0 / changes
+            ),
+            _ => String::new(),
+        };
         writeln!(
             out,
-            "- {name}: {} watchers opened in {:.1} s; per change (median ms, worst ms): {}{}.",
+            "- {name}: {} watchers opened in {:.1} s; per change (median ms, worst ms): {}{}{cpu}.",
             v["streams"],
             f(&v["connect_seconds"]).unwrap_or(0.0),
             v["per_change_ms"]
@@ -1353,6 +1365,32 @@ mod tests {
             "{row}"
         );
         assert!(row.contains("bound at this cost: 25,000/s"), "{row}");
+    }
+
+    #[test]
+    fn the_fan_out_details_give_the_cpu_a_change_when_measured() {
+        let fan_out = serde_json::json!({ "scenario": "fan_out", "result": {
+            "streams": 10_000, "changes": 2,
+            "signpost": {
+                "streams": 10_000, "per_change_ms": [[30.0, 50.0], [32.0, 55.0]],
+                "changes_server_cpu_seconds": 0.1, "changes_generator_cpu_seconds": 0.15,
+            },
+            "etcd": { "streams": 10_000, "per_change_ms": [[60.0, 80.0]] },
+        }});
+        let report = rendered(&fan_out);
+        let signpost = report
+            .lines()
+            .find(|l| l.starts_with("- Signpost: 10000 watchers"))
+            .expect("the Signpost fan-out line");
+        assert!(
+            signpost.ends_with("server 50.0 ms, load generator 75.0 ms."),
+            "{signpost}"
+        );
+        let etcd = report
+            .lines()
+            .find(|l| l.starts_with("- etcd: 10000 watchers"))
+            .expect("the etcd fan-out line");
+        assert!(!etcd.contains("CPU a change"), "{etcd}");
     }
 
     #[test]

@@ -880,10 +880,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             populated,
             seconds,
         } => {
-            let token = std::fs::read_to_string(populated.join(populate::TOKEN_FILE))?
-                .trim()
-                .to_owned();
-            let organizations = populate::read_organizations(&populated)?;
+            let (token, organizations) = populate::read_populated(&populated)?;
             let duration = Duration::from_secs(seconds);
             let in_flight = peers.in_flight;
             let connected = peers.connect().await?;
@@ -916,10 +913,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             streams,
             changes,
         } => {
-            let token = std::fs::read_to_string(populated.join(populate::TOKEN_FILE))?
-                .trim()
-                .to_owned();
-            let organizations = populate::read_organizations(&populated)?;
+            let (token, organizations) = populate::read_populated(&populated)?;
             let connection_id = &organizations
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("no organization populated"))?

@@ -109,8 +109,15 @@ pub struct Populated {
     pub ended: chrono::DateTime<chrono::Utc>,
 }
 
+/// The admin token and the organizations a [`populate`]d `dir` holds.
+pub fn read_populated(dir: &Path) -> anyhow::Result<(String, Vec<Organization>)> {
+    let path = dir.join(TOKEN_FILE);
+    let token = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+    Ok((token.trim().to_owned(), read_organizations(dir)?))
+}
+
 /// The organizations a [`populate`]d `dir` lists.
-pub fn read_organizations(dir: &Path) -> anyhow::Result<Vec<Organization>> {
+fn read_organizations(dir: &Path) -> anyhow::Result<Vec<Organization>> {
     let path = dir.join(ORGANIZATIONS_FILE);
     let listed = std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
     listed

@@ -446,18 +446,7 @@ pub fn organization_routes(
         return OrganizationRoutes::new();
     };
     let mut route = route_template(organization, connection);
-    // The group roles, written from the connection's own map (sorted like prost's),
-    // instead of copied into the message's `BTreeMap` for every route of every change.
-    let mut tail = Vec::new();
-    encode_tail(
-        connection
-            .groups
-            .iter()
-            .map(|(g, r)| (g.as_str(), r.as_str())),
-        connection.require_group,
-        organization.sso_policy as i32,
-        &mut tail,
-    );
+    let tail = group_fields(organization, connection);
     organization
         .verified_domains()
         .map(|domain| {
@@ -506,6 +495,20 @@ pub fn rewrite_group_fields(
     connection: &Connection,
     mut changed: impl FnMut(&signpost_domain::Id, &EncodedRoute),
 ) {
+    let tail = group_fields(organization, connection);
+    for (domain, route) in routes.iter_mut() {
+        let regrouped = route.with_tail(&tail);
+        if regrouped != *route {
+            *route = regrouped;
+            changed(domain, route);
+        }
+    }
+}
+
+/// Fields 9 to 11 of the routes of `organization` through `connection` ([`encode_tail`]):
+/// the group roles written from the connection's own map (sorted like prost's), instead
+/// of copied into the message's `BTreeMap` for every route of every change.
+fn group_fields(organization: &Organization, connection: &Connection) -> Vec<u8> {
     let mut tail = Vec::new();
     encode_tail(
         connection
@@ -516,13 +519,7 @@ pub fn rewrite_group_fields(
         organization.sso_policy as i32,
         &mut tail,
     );
-    for (domain, route) in routes.iter_mut() {
-        let regrouped = route.with_tail(&tail);
-        if regrouped != *route {
-            *route = regrouped;
-            changed(domain, route);
-        }
-    }
+    tail
 }
 
 /// The fields after `claim_mapping` (8) of a `Route`: `group_roles` (9),

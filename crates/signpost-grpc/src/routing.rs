@@ -2,8 +2,10 @@
 //!
 //! A watch stream is a small state machine with one cursor (the revision the
 //! watcher holds). It pulls deltas from the projection's shared history when
-//! the revision moves, so the projection never waits for a watcher and a
-//! watcher costs no memory beyond its cursor and what its transport buffers.
+//! the table changes (not at every commit: most change no route), so the
+//! projection never waits for a watcher and a watcher costs no memory beyond
+//! its cursor and what its transport buffers. When its progress timer fires, it
+//! catches up to the revision reached and says so with a progress message.
 //! A watcher that stops reading simply stops pulling; when it resumes and
 //! its cursor has fallen out of the history, it gets a reset and a fresh
 //! snapshot instead of a silent gap.
@@ -224,7 +226,8 @@ impl RoutingApi {
         let progress_interval = self.progress_interval;
         let stream = async_stream::stream! {
             let epoch = routing.shared_epoch();
-            let mut revisions = routing.watch_revision();
+            // Woken when the table changes, not at every commit (`watch_table`).
+            let mut table_changes = routing.watch_table();
             // Decide where this watcher starts: resume, or (reset +) snapshot. The request
             // is dropped once read: the stream lives for hours, its epoch copy need not.
             let mut cursor = None;
@@ -247,9 +250,11 @@ impl RoutingApi {
                 }
             }
             let mut progress = progress::ProgressTimer::new(progress_interval);
+            // The timer fired: the next pass sends a progress message if it sends no delta.
+            let mut progress_due = false;
             loop {
                 let Some(at) = cursor else {
-                    revisions.borrow_and_update();
+                    table_changes.borrow_and_update();
                     // Chunks are built as they are sent: one chunk of routes is referenced at
                     // a time, never the whole table (the persistent map stays valid while
                     // the projection moves on), and routes are encoded where they are.
@@ -270,6 +275,7 @@ impl RoutingApi {
                     cursor = Some(revision);
                     continue;
                 };
+                let mut sent = false;
                 match routing.changes_since(at) {
                     Err(_) => {
                         yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
@@ -279,6 +285,7 @@ impl RoutingApi {
                     Ok((deltas, revision)) => {
                         for delta in deltas {
                             // Encoded by the first stream to write it; the others copy its bytes.
+                            sent = true;
                             yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
                         }
                         cursor = Some(revision);
@@ -288,25 +295,27 @@ impl RoutingApi {
                     yield Err(to_status(ControlError::Internal(reason)));
                     return;
                 }
-                let caught_up = cursor.unwrap_or_default();
-                // The revision first, and alone when it moved: a change wakes every stream
-                // at once, and polling each one's progress timer too (and drawing which
-                // branch to poll first) cost more than the rest of our own code per stream
-                // and change. Progress is only due when nothing changes; the timer is cheap
-                // to ask while it is not due (`ProgressTimer`).
+                if progress_due && !sent {
+                    // Nothing changed the table since the last message: the stream has
+                    // everything up to the revision it just caught up to.
+                    let caught_up = cursor.unwrap_or_default();
+                    yield Ok(message(caught_up, &epoch, Kind::Progress(wire::Progress {})));
+                }
+                progress_due = false;
+                // A table change first, and alone when there is one: a change wakes every
+                // stream at once, and polling each one's progress timer too (and drawing
+                // which branch to poll first) cost more than the rest of our own code per
+                // stream and change. Progress is only due when nothing changes; the timer is
+                // cheap to ask while it is not due (`ProgressTimer`).
                 tokio::select! {
                     biased;
-                    changed = revisions.changed() => {
+                    changed = table_changes.changed() => {
                         if changed.is_err() {
                             yield Err(Status::unavailable("the routing projection stopped; resume from your revision"));
                             return;
                         }
                     }
-                    _ = progress.due() => {
-                        if routing.revision() == caught_up {
-                            yield Ok(message(caught_up, &epoch, Kind::Progress(wire::Progress {})));
-                        }
-                    }
+                    _ = progress.due() => progress_due = true,
                 }
             }
         };

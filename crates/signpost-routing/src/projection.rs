@@ -242,6 +242,8 @@ struct Shared {
 pub struct RoutingProjection {
     shared: Arc<Shared>,
     revision: watch::Receiver<u64>,
+    /// Moves only when a commit changes the table (and when the projection stops).
+    table: watch::Receiver<u64>,
 }
 
 impl std::fmt::Debug for RoutingProjection {
@@ -427,6 +429,9 @@ pub struct RoutingFeed {
     fold: Fold,
     shared: Arc<Shared>,
     publish: watch::Sender<u64>,
+    /// The revision of the last commit that changed the table: watch streams wait on it
+    /// rather than on the revision, which every commit moves.
+    table: watch::Sender<u64>,
     /// The catch-up ends at this position (0: none).
     catch_up_head: u64,
 }
@@ -462,8 +467,12 @@ impl RoutingFeed {
         self.fold.apply(envelope, source);
         if envelope.commit_last_position <= envelope.position {
             let changes = std::mem::take(&mut self.fold.pending);
+            let changed = !changes.is_empty();
             self.shared.publish(envelope.position, changes);
             self.publish.send_replace(envelope.position);
+            if changed {
+                self.table.send_replace(envelope.position);
+            }
         }
     }
 
@@ -479,6 +488,7 @@ impl RoutingFeed {
         let changes = std::mem::take(&mut self.fold.pending);
         self.shared.publish_catch_up(revision, changes);
         self.publish.send_replace(revision);
+        self.table.send_replace(revision);
     }
 
     /// The log cannot be applied: the projection stops, and waiters see `reason`.
@@ -486,6 +496,7 @@ impl RoutingFeed {
         tracing::error!(%reason, "routing projection stopped: cannot apply the log");
         let _ = self.shared.failure.set(reason);
         self.publish.send_modify(|_| {});
+        self.table.send_modify(|_| {});
     }
 }
 
@@ -508,9 +519,11 @@ impl RoutingProjection {
             history_limit: options.history_limit.max(1),
         });
         let (publish, revision) = watch::channel(0u64);
+        let (table_sender, table) = watch::channel(0u64);
         let projection = Self {
             shared: shared.clone(),
             revision,
+            table,
         };
         let feed = RoutingFeed {
             fold: Fold {
@@ -520,6 +533,7 @@ impl RoutingProjection {
             },
             shared,
             publish,
+            table: table_sender,
             catch_up_head: 0,
         };
         (projection, feed)
@@ -570,9 +584,18 @@ impl RoutingProjection {
         self.shared.live.read().expect("routing lock").revision
     }
 
-    /// A receiver that changes whenever the revision moves.
+    /// A receiver that changes whenever the revision moves: at every commit.
     pub fn watch_revision(&self) -> watch::Receiver<u64> {
         self.revision.clone()
+    }
+
+    /// A receiver that changes when a commit changes the table (it holds that commit's
+    /// revision), and when the projection stops: what a watch stream waits on. Most
+    /// commits change no route (a setup link, a token, an organization without a routed
+    /// domain), and with thousands of streams open, waking each at every commit would
+    /// cost more than the commits.
+    pub fn watch_table(&self) -> watch::Receiver<u64> {
+        self.table.clone()
     }
 
     /// Why the projection stopped, if it did.
@@ -680,6 +703,85 @@ mod tests {
     use super::*;
     use signpost_api::routing::v1 as wire;
     use signpost_domain::schema;
+
+    /// Watch streams wait on the table, not on the revision: a commit that changes no
+    /// route moves the revision alone; one that changes a route moves both.
+    #[test]
+    fn only_a_commit_that_changes_routes_moves_the_table_watch() {
+        let (projection, mut feed) =
+            RoutingProjection::fed("epoch".into(), RoutingOptions::new("https://sp.test"));
+        let (mut revisions, mut table) = (projection.watch_revision(), projection.watch_table());
+        let mut source = OwnAggregates::default();
+        let organization = "organization-o1";
+        let connection = "connection-c1";
+        let commits: [(&str, Event); 6] = [
+            (
+                organization,
+                Event::OrganizationCreated(schema::OrganizationCreated {
+                    organization_id: "o1".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                organization,
+                Event::DomainClaimed(schema::DomainClaimed {
+                    domain: "firm.test".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                organization,
+                Event::DomainVerified(schema::DomainVerified {
+                    domain: "firm.test".into(),
+                    ..Default::default()
+                }),
+            ),
+            (
+                connection,
+                Event::ConnectionConfigured(Box::new(schema::ConnectionConfigured {
+                    connection_id: "c1".into(),
+                    organization_id: "o1".into(),
+                    oidc: Some(schema::OidcSettings::default()),
+                    ..Default::default()
+                })),
+            ),
+            (
+                organization,
+                Event::ConnectionActivated(schema::ConnectionActivated {
+                    connection_id: "c1".into(),
+                }),
+            ),
+            (
+                "setup-link-l1",
+                Event::SetupLinkRevoked(schema::SetupLinkRevoked::default()),
+            ),
+        ];
+        for (n, (stream, event)) in commits.into_iter().enumerate() {
+            let position = n as u64 + 1;
+            let envelope = EventEnvelope {
+                position,
+                commit_last_position: position,
+                stream_id: stream.into(),
+                event_type: signpost_domain::event_type(&event).into(),
+                ..Default::default()
+            };
+            source.apply(&envelope, &event);
+            feed.apply(&envelope, &source);
+            assert!(revisions.has_changed().unwrap(), "commit {position}");
+            revisions.borrow_and_update();
+            // Only the activation routes the verified domain.
+            let routes_changed = position == 5;
+            assert_eq!(
+                table.has_changed().unwrap(),
+                routes_changed,
+                "commit {position}"
+            );
+            if routes_changed {
+                assert_eq!(*table.borrow_and_update(), position);
+            }
+        }
+        assert_eq!(projection.snapshot().1.len(), 1);
+    }
 
     /// The group events are named as the domain names them, and no other event is taken
     /// for one (another event's routes are computed whole).

@@ -44,6 +44,9 @@ pub struct FanOut {
     /// changes (from the first change made to the last delivered), when the server's
     /// process id is known.
     pub changes_cpu: Option<(f64, f64)>,
+    /// Server CPU a commit that changes no route (µs), made one after another with every
+    /// watcher still open, when asked for and the server's process id is known.
+    pub quiet_write_us: Option<f64>,
 }
 
 impl FanOut {
@@ -285,6 +288,7 @@ pub async fn signpost(
     store_epoch: &str,
     server_rss: impl Fn() -> u64,
     server_pid: Option<u32>,
+    quiet_writes: usize,
 ) -> anyhow::Result<FanOut> {
     let rss_before = server_rss();
     let request = wire::WatchRoutesRequest {
@@ -321,6 +325,23 @@ pub async fn signpost(
         },
     );
     let rss_after = server_rss();
+    // Commits that change no route (organizations without a domain), the watchers open.
+    let quiet_started = cpu_seconds();
+    for write in 0..quiet_writes {
+        admin
+            .create_organization(pb::CreateOrganizationRequest {
+                display_name: format!("quiet {write}"),
+                external_id: format!("quiet-{run}-{write}"),
+                ..Default::default()
+            })
+            .await?;
+    }
+    let quiet_write_us = quiet_started
+        .zip(cpu_seconds())
+        .filter(|_| quiet_writes > 0)
+        .map(|((server, _), (server_after, _))| {
+            (server_after - server) * 1e6 / quiet_writes as f64
+        });
     collector.stop();
     Ok(FanOut {
         streams,
@@ -330,6 +351,7 @@ pub async fn signpost(
         rss_open,
         rss_after,
         changes_cpu,
+        quiet_write_us,
     })
 }
 
@@ -415,6 +437,7 @@ pub async fn etcd(
         rss_open,
         rss_after,
         changes_cpu: None,
+        quiet_write_us: None,
     })
 }
 

@@ -304,6 +304,10 @@ enum Command {
         streams: usize,
         #[arg(long, default_value_t = 20)]
         changes: usize,
+        /// Then, the streams still open, this many commits that change no route (new
+        /// organizations, one after another): the server's CPU a commit.
+        #[arg(long, default_value_t = 0)]
+        quiet_writes: usize,
     },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
@@ -554,6 +558,7 @@ async fn routing_run(
         &grpc_snapshot.store_epoch,
         || server.rss_bytes(),
         server.pid(),
+        0,
     )
     .await?;
     memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
@@ -662,6 +667,7 @@ async fn memory_with_links(
         &snapshot.store_epoch,
         || first.rss_bytes(),
         first.pid(),
+        0,
     )
     .await?;
     status("admin lists of closed setup links");
@@ -912,6 +918,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             populated,
             streams,
             changes,
+            quiet_writes,
         } => {
             let (token, organizations) = populate::read_populated(&populated)?;
             let connection_id = &organizations
@@ -935,6 +942,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         &snapshot.store_epoch,
                         rss,
                         pid,
+                        quiet_writes,
                     )
                     .await?;
                     emit(
@@ -947,6 +955,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "per_change_ms": fan_out.per_change_ms,
                             "changes_server_cpu_seconds": fan_out.changes_cpu.map(|(s, _)| s),
                             "changes_generator_cpu_seconds": fan_out.changes_cpu.map(|(_, g)| g),
+                            "quiet_write_server_us": fan_out.quiet_write_us,
                         }),
                     );
                 }

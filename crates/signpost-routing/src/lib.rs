@@ -9,7 +9,9 @@
 //!   current by tailing it; its revision is the last log position applied.
 //!   It publishes one [`Delta`] per commit that changed routes, keeps a
 //!   bounded history of them for resuming watchers, and hands out O(1)
-//!   snapshots of the table.
+//!   snapshots of the table. Two watches: the revision (every commit: what
+//!   `Resolve`'s `min_revision` waits for) and the table (only commits that
+//!   changed routes: what watch streams wait for).
 //!
 //! Routes are kept encoded ([`EncodedRoute`]: the wire type `signpost.routing.v1.Route`
 //! as prost writes it): the table exists to be sent to login edges, so it is kept in

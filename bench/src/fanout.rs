@@ -276,7 +276,9 @@ async fn route_watchers(
 }
 
 /// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
-/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`.
+/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`, then, the streams
+/// still open, `quiet_writes` commits that change no route. With `server_pid`, the CPU
+/// the changes and the quiet commits cost is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub async fn signpost(
     channels: &[Channel],

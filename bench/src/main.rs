@@ -12,12 +12,16 @@
 //! - `stream-ceiling`: the do-nothing stream server scenario 3's limit is measured on
 //!   ([`stream_ceiling`]).
 //! - `durable-ceiling`: the durable do-nothing server (each call one append to Signpost's
-//!   own log, nothing else) scenario 1's durable limit is measured on
+//!   own log, nothing else: a two-byte `Check`, or the load's own `AssignGroup` answered
+//!   with the control plane's answer) scenario 1's durable limits are measured on
 //!   ([`durable_ceiling`]).
 //! - `resolve-ceiling`: the do-nothing `Resolve` (one fixed answer as large as a route)
 //!   scenario 2 compares `Resolve` with ([`resolve_ceiling`]).
 //! - `resolve-ab`: `Resolve` and the do-nothing call at two running control planes in
 //!   turns ([`lookups`]), for comparing two builds side by side.
+//! - `writes-ab`, `fanout-ab`: scenario 1's `AssignGroup` load, and scenario 3's
+//!   fan-out (with `--quiet-writes`, commits that change no route while the streams are
+//!   open), at two running control planes in turns ([`writes`], [`fanout`]).
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load

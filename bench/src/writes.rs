@@ -6,7 +6,9 @@
 //! client's own limits in the same run (a do-nothing unary call with 64 in
 //! flight and one at a time), which bound what any call can reach, and the
 //! durable do-nothing server's ([`crate::durable_ceiling`]: each call one append to
-//! Signpost's own log and nothing else), which bounds what a durable write can.
+//! Signpost's own log and nothing else), which bounds what a durable write can, measured
+//! twice: with two-byte calls, and with this load's own `AssignGroup` calls answered as
+//! the control plane answers them.
 
 use std::io::Write;
 use std::path::Path;

@@ -17,7 +17,7 @@ const SLACK: Duration = Duration::from_millis(5);
 /// while it is not due.
 ///
 /// A route change wakes every stream at once, and each then goes back to waiting on the
-/// revision and on this timer. Polling a tokio `Sleep` each time touches its entry in the
+/// table's changes and on this timer. Polling a tokio `Sleep` each time touches its entry in the
 /// timer wheel, a cold cache line per stream: about 4% of the server's samples during the
 /// fan-out (bench/FINDINGS.md, round 28). Once the sleep has been polled with a task's
 /// waker it wakes that task when due, so until its deadline draws near, asking again from

@@ -12,17 +12,10 @@ pub mod pb {
 
 /// etcd's KV client.
 pub type Kv = pb::kv_client::KvClient<Channel>;
-/// etcd's Watch client.
-pub type Watch = pb::watch_client::WatchClient<Channel>;
 
 /// A KV client on `channel`.
 pub fn kv(channel: &Channel) -> Kv {
     pb::kv_client::KvClient::new(channel.clone()).max_decoding_message_size(512 << 20)
-}
-
-/// A Watch client on `channel`.
-pub fn watch(channel: &Channel) -> Watch {
-    pb::watch_client::WatchClient::new(channel.clone())
 }
 
 /// One put.

@@ -8,17 +8,27 @@
 //! edges do after a restart with their state file), so the figure is the
 //! delivery of deltas, not 10,000 snapshots of the table; etcd watchers start
 //! at the current revision, which is the same thing.
+//!
+//! A watcher reads each message as far as its kind ([`RouteArrival`], [`EtcdArrival`])
+//! and writes the arrival's latency to its own slot of [`Deliveries`]; the collector is
+//! woken once per change, by the arrival that completes it. The load generator shares the
+//! two cores with the server, so its work per arrival delays the watchers served later.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use signpost_api::admin::v1 as pb;
 use signpost_api::routing::v1 as wire;
-use signpost_api::routing::v1::watch_routes_response::Kind;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tonic::codegen::http::uri::PathAndQuery;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+use tonic_prost::ProstCodec;
 
 use crate::{etcd, grpc};
 
@@ -89,99 +99,201 @@ impl FanOut {
     }
 }
 
-/// Where the watchers send what they see.
-struct Collector {
+/// What the watchers record and the collector reads: for each change, the time it was
+/// made and its arrival at each watcher. A watcher writes its own slot and counts the
+/// arrival; only the arrival that completes a change wakes the collector. (Until round 29
+/// every arrival was sent to the collector over a channel, which woke the runtime's main
+/// thread with a `futex` call thousands of times per change: CPU taken from the server
+/// being measured on this 2-core machine.)
+struct Deliveries {
     epoch: Instant,
-    sent_at: Arc<AtomicU64>,
-    ready_rx: tokio::sync::mpsc::Receiver<()>,
-    latency_rx: tokio::sync::mpsc::UnboundedReceiver<(usize, u64)>,
+    streams: usize,
+    /// Per change: microseconds since `epoch` just before it was made, or [`NOT_MADE`].
+    made_at: Box<[AtomicU64]>,
+    /// Per change and watcher (`change * streams + watcher`): the arrival's latency (µs).
+    latencies: Box<[AtomicU64]>,
+    /// Per change: the watchers it has reached.
+    arrived: Box<[AtomicUsize]>,
+    /// Watchers open.
+    opened: AtomicUsize,
+    /// Watchers whose stream ended or failed.
+    ended: AtomicUsize,
+    /// Arrivals of a change not made yet, or past the last one: a watcher saw more than
+    /// was made.
+    unexpected: AtomicUsize,
+    wake: Notify,
+}
+
+/// [`Deliveries::made_at`] of a change not made yet.
+const NOT_MADE: u64 = u64::MAX;
+
+impl Deliveries {
+    fn new(streams: usize, changes: usize) -> Arc<Self> {
+        let atomics =
+            |count: usize, value: u64| (0..count).map(|_| AtomicU64::new(value)).collect();
+        Arc::new(Deliveries {
+            epoch: Instant::now(),
+            streams,
+            made_at: atomics(changes, NOT_MADE),
+            latencies: atomics(changes * streams, 0),
+            arrived: (0..changes).map(|_| AtomicUsize::new(0)).collect(),
+            opened: AtomicUsize::new(0),
+            ended: AtomicUsize::new(0),
+            unexpected: AtomicUsize::new(0),
+            wake: Notify::new(),
+        })
+    }
+
+    fn changes(&self) -> usize {
+        self.made_at.len()
+    }
+
+    fn micros(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// A watcher is open.
+    fn opened(&self) {
+        if self.opened.fetch_add(1, Ordering::AcqRel) + 1 == self.streams {
+            self.wake.notify_one();
+        }
+    }
+
+    /// A watcher's stream ended (or never opened).
+    fn ended(&self) {
+        self.ended.fetch_add(1, Ordering::AcqRel);
+        self.wake.notify_one();
+    }
+
+    /// Change `change` is about to be made.
+    fn making(&self, change: usize) {
+        self.made_at[change].store(self.micros(), Ordering::Release);
+    }
+
+    /// The next change reached `watcher` now; `seen` counts the changes it has seen.
+    fn arrived(&self, watcher: usize, seen: &mut usize) {
+        let now = self.micros();
+        let change = *seen;
+        *seen += 1;
+        let made_at = self
+            .made_at
+            .get(change)
+            .map_or(NOT_MADE, |made_at| made_at.load(Ordering::Acquire));
+        if made_at == NOT_MADE {
+            self.unexpected.fetch_add(1, Ordering::AcqRel);
+            self.wake.notify_one();
+            return;
+        }
+        self.latencies[change * self.streams + watcher]
+            .store(now.saturating_sub(made_at), Ordering::Relaxed);
+        if self.arrived[change].fetch_add(1, Ordering::AcqRel) + 1 == self.streams {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Waits until `done` holds, failing at once if a watcher ended or saw too much, and
+    /// after `timeout` with `late`'s message.
+    async fn wait(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&Self) -> bool,
+        late: impl Fn(&Self) -> String,
+    ) -> anyhow::Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let ended = self.ended.load(Ordering::Acquire);
+            anyhow::ensure!(ended == 0, "{ended} watchers ended or failed to open");
+            let unexpected = self.unexpected.load(Ordering::Acquire);
+            anyhow::ensure!(
+                unexpected == 0,
+                "watchers saw {unexpected} changes that were not made"
+            );
+            if done(self) {
+                return Ok(());
+            }
+            tokio::time::timeout_at(deadline, self.wake.notified())
+                .await
+                .map_err(|_| anyhow::anyhow!(late(self)))?;
+        }
+    }
+
+    /// (median, worst) latency of `change` over every watcher, in ms, once it reached all.
+    fn latency_ms(&self, change: usize) -> (f64, f64) {
+        let slots = &self.latencies[change * self.streams..(change + 1) * self.streams];
+        let mut latencies: Vec<u64> = slots
+            .iter()
+            .map(|latency| latency.load(Ordering::Relaxed))
+            .collect();
+        latencies.sort_unstable();
+        match (latencies.get(latencies.len() / 2), latencies.last()) {
+            (Some(median), Some(worst)) => (*median as f64 / 1000.0, *worst as f64 / 1000.0),
+            _ => (0.0, 0.0),
+        }
+    }
+}
+
+/// The watchers' tasks and what they record.
+struct Collector {
+    deliveries: Arc<Deliveries>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl Collector {
-    /// The collector of the watchers `tasks`, once each of the `streams` has reported that it
-    /// is open (the senders in `parts` are the originals, dropped here so that watchers that
-    /// fail are noticed), and half a second more for the server to settle; with the seconds
-    /// since `opening`.
+    /// The collector of the watchers `tasks`, once each has reported that it is open, and
+    /// half a second more for the server to settle; with the seconds since `opening`.
     async fn open(
-        parts: CollectorParts,
+        deliveries: Arc<Deliveries>,
         tasks: Vec<JoinHandle<()>>,
-        streams: usize,
         opening: Instant,
     ) -> anyhow::Result<(Self, f64)> {
-        let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = parts;
-        drop(ready_tx);
-        drop(latency_tx);
-        let mut collector = Collector {
-            epoch,
-            sent_at,
-            ready_rx,
-            latency_rx,
-            tasks,
-        };
-        collector.wait_ready(streams).await?;
+        let collector = Collector { deliveries, tasks };
+        let streams = collector.deliveries.streams;
+        collector
+            .deliveries
+            .wait(
+                Duration::from_secs(300),
+                |deliveries| deliveries.opened.load(Ordering::Acquire) == streams,
+                |deliveries| {
+                    format!(
+                        "only {} of {streams} watchers opened within 300 s",
+                        deliveries.opened.load(Ordering::Acquire)
+                    )
+                },
+            )
+            .await?;
         let connect_seconds = opening.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_millis(500)).await;
         Ok((collector, connect_seconds))
     }
 
-    async fn wait_ready(&mut self, streams: usize) -> anyhow::Result<()> {
-        for _ in 0..streams {
-            tokio::time::timeout(Duration::from_secs(300), self.ready_rx.recv())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("a watcher failed to open"))?;
-        }
-        Ok(())
-    }
-
-    /// Makes `changes` changes one after another with `make` (given the change's number),
-    /// each timed from just before it is made to its arrival at every one of `streams`
-    /// watchers: (median, worst) in ms per change.
+    /// Makes the changes one after another with `make` (given the change's number), each
+    /// timed from just before it is made to its arrival at every watcher: (median, worst)
+    /// in ms per change.
     async fn changes(
         &mut self,
-        streams: usize,
-        changes: usize,
         mut make: impl AsyncFnMut(usize) -> anyhow::Result<()>,
     ) -> anyhow::Result<Vec<(f64, f64)>> {
-        let mut per_change_ms = Vec::with_capacity(changes);
-        for change in 0..changes {
-            self.mark_sent();
+        let deliveries = &self.deliveries;
+        let streams = deliveries.streams;
+        let mut per_change_ms = Vec::with_capacity(deliveries.changes());
+        for change in 0..deliveries.changes() {
+            deliveries.making(change);
             make(change).await?;
-            per_change_ms.push(self.collect(change, streams).await?);
+            deliveries
+                .wait(
+                    Duration::from_secs(60),
+                    |deliveries| deliveries.arrived[change].load(Ordering::Acquire) == streams,
+                    |deliveries| {
+                        format!(
+                            "change {change}: only {} of {streams} watchers saw it within 60 s",
+                            deliveries.arrived[change].load(Ordering::Acquire)
+                        )
+                    },
+                )
+                .await?;
+            per_change_ms.push(deliveries.latency_ms(change));
         }
         Ok(per_change_ms)
-    }
-
-    fn mark_sent(&self) {
-        self.sent_at
-            .store(self.epoch.elapsed().as_micros() as u64, Ordering::SeqCst);
-    }
-
-    /// Waits for `streams` deliveries of `change`: (median, worst) in ms.
-    async fn collect(&mut self, change: usize, streams: usize) -> anyhow::Result<(f64, f64)> {
-        let mut latencies = Vec::with_capacity(streams);
-        while latencies.len() < streams {
-            let (index, micros) =
-                tokio::time::timeout(Duration::from_secs(60), self.latency_rx.recv())
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!(
-                            "change {change}: only {} of {streams} watchers saw it within 60 s",
-                            latencies.len()
-                        )
-                    })?
-                    .ok_or_else(|| anyhow::anyhow!("watchers ended"))?;
-            anyhow::ensure!(
-                index == change,
-                "a watcher saw change {index} while {change} was measured"
-            );
-            latencies.push(micros);
-        }
-        latencies.sort_unstable();
-        Ok((
-            latencies[latencies.len() / 2] as f64 / 1000.0,
-            latencies[latencies.len() - 1] as f64 / 1000.0,
-        ))
     }
 
     fn stop(self) {
@@ -191,73 +303,123 @@ impl Collector {
     }
 }
 
-/// What every watcher task shares with the collector: the clock's origin, the send time of
-/// the change being measured, and the channels for "snapshot done" and delivery latencies.
-type CollectorParts = (
-    Instant,
-    Arc<AtomicU64>,
-    tokio::sync::mpsc::Sender<()>,
-    tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
-    tokio::sync::mpsc::Receiver<()>,
-    tokio::sync::mpsc::UnboundedReceiver<(usize, u64)>,
-);
-
-/// Records that change number `change` reached a watcher now (microseconds since the
-/// change was sent), and moves on to the next change.
-fn record_delivery(
-    latencies: &tokio::sync::mpsc::UnboundedSender<(usize, u64)>,
-    epoch: Instant,
-    sent_at: &AtomicU64,
-    change: &mut usize,
-) {
-    let now = epoch.elapsed().as_micros() as u64;
-    let _ = latencies.send((*change, now.saturating_sub(sent_at.load(Ordering::SeqCst))));
-    *change += 1;
+/// Spawns watcher number `watcher`'s task: `watch` runs it and returns when its stream
+/// ends; the collector is told if that happens before the watcher is stopped.
+fn spawn_watcher<F>(deliveries: &Arc<Deliveries>, watch: F) -> JoinHandle<()>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let deliveries = deliveries.clone();
+    tokio::spawn(async move {
+        watch.await;
+        deliveries.ended();
+    })
 }
 
-fn collector_parts(streams: usize) -> CollectorParts {
-    let (ready_tx, ready_rx) = tokio::sync::mpsc::channel::<()>(streams.max(1));
-    let (latency_tx, latency_rx) = tokio::sync::mpsc::unbounded_channel();
-    (
-        Instant::now(),
-        Arc::new(AtomicU64::new(0)),
-        ready_tx,
-        latency_tx,
-        ready_rx,
-        latency_rx,
-    )
+/// What a watcher decodes of a `WatchRoutesResponse`: its kind, with the routes it
+/// carries left encoded. A delivery is timed to its arrival at the watcher, not through
+/// the watcher's decoding of the routes: that is an edge's own work, done on machines of
+/// its own in production, while here it takes CPU from the server on the same two cores.
+/// etcd's watchers are treated alike ([`EtcdArrival`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RouteArrival {
+    #[prost(oneof = "RouteArrivalKind", tags = "3, 4, 5, 6, 7")]
+    kind: Option<RouteArrivalKind>,
+}
+
+/// [`RouteArrival`]'s kind (`WatchRoutesResponse.kind`'s field numbers).
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum RouteArrivalKind {
+    #[prost(bytes = "bytes", tag = "3")]
+    Snapshot(Bytes),
+    #[prost(bytes = "bytes", tag = "4")]
+    SnapshotEnd(Bytes),
+    #[prost(bytes = "bytes", tag = "5")]
+    Delta(Bytes),
+    #[prost(message, tag = "6")]
+    Reset(wire::Reset),
+    #[prost(bytes = "bytes", tag = "7")]
+    Progress(Bytes),
+}
+
+/// What an etcd watcher decodes of a `WatchResponse`: its flags and its events, each left
+/// encoded (see [`RouteArrival`]).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EtcdArrival {
+    #[prost(bool, tag = "3")]
+    created: bool,
+    #[prost(bool, tag = "4")]
+    canceled: bool,
+    #[prost(string, tag = "6")]
+    cancel_reason: String,
+    #[prost(bytes = "bytes", repeated, tag = "11")]
+    events: Vec<Bytes>,
+}
+
+/// A `WatchRoutes` call on `channel` whose responses are decoded as [`RouteArrival`]s.
+async fn watch_route_arrivals(
+    channel: &Channel,
+    token: &str,
+    request: wire::WatchRoutesRequest,
+) -> anyhow::Result<tonic::Streaming<RouteArrival>> {
+    let mut client = tonic::client::Grpc::new(InterceptedService::new(
+        channel.clone(),
+        grpc::bearer(token),
+    ))
+    .max_decoding_message_size(256 << 20);
+    client.ready().await?;
+    let path = PathAndQuery::from_static("/signpost.routing.v1.RoutingService/WatchRoutes");
+    let codec = ProstCodec::<wire::WatchRoutesRequest, RouteArrival>::default();
+    Ok(client
+        .server_streaming(tonic::Request::new(request), path, codec)
+        .await?
+        .into_inner())
+}
+
+/// An etcd `Watch` call on `channel` sending `requests`, whose responses are decoded as
+/// [`EtcdArrival`]s.
+async fn etcd_watch_arrivals(
+    channel: &Channel,
+    requests: impl futures::Stream<Item = etcd::pb::WatchRequest> + Send + 'static,
+) -> anyhow::Result<tonic::Streaming<EtcdArrival>> {
+    let mut client = tonic::client::Grpc::new(channel.clone());
+    client.ready().await?;
+    let path = PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
+    let codec = ProstCodec::<etcd::pb::WatchRequest, EtcdArrival>::default();
+    Ok(client
+        .streaming(tonic::Request::new(requests), path, codec)
+        .await?
+        .into_inner())
 }
 
 /// Opens `streams` `WatchRoutes` streams with `request`, spread over `channels`, and
-/// returns their collector once all are open (with the seconds that took).
+/// returns their collector for `changes` changes once all are open (with the seconds that
+/// took).
 async fn route_watchers(
     channels: &[Channel],
     token: &str,
     streams: usize,
+    changes: usize,
     request: wire::WatchRoutesRequest,
 ) -> anyhow::Result<(Collector, f64)> {
-    let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = collector_parts(streams);
+    let deliveries = Deliveries::new(streams, changes);
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
-    for index in 0..streams {
-        let mut client = grpc::routing(&channels[index % channels.len()], token);
-        let ready = ready_tx.clone();
-        let latencies = latency_tx.clone();
-        let sent_at = sent_at.clone();
+    for watcher in 0..streams {
+        let channel = channels[watcher % channels.len()].clone();
+        let token = token.to_owned();
         let request = request.clone();
-        tasks.push(tokio::spawn(async move {
-            let Ok(reply) = client.watch_routes(request).await else {
+        let recorder = deliveries.clone();
+        tasks.push(spawn_watcher(&deliveries, async move {
+            let Ok(mut stream) = watch_route_arrivals(&channel, &token, request).await else {
                 return;
             };
-            let _ = ready.send(()).await;
-            let mut stream = reply.into_inner();
-            let mut change = 0usize;
+            recorder.opened();
+            let mut seen = 0usize;
             while let Some(Ok(message)) = stream.next().await {
                 match message.kind {
-                    Some(Kind::Delta(_)) => {
-                        record_delivery(&latencies, epoch, &sent_at, &mut change);
-                    }
-                    Some(Kind::Reset(reset)) => {
+                    Some(RouteArrivalKind::Delta(_)) => recorder.arrived(watcher, &mut seen),
+                    Some(RouteArrivalKind::Reset(reset)) => {
                         eprintln!("[fan-out] a watcher was reset: {:?}", reset.reason);
                         return;
                     }
@@ -266,13 +428,7 @@ async fn route_watchers(
             }
         }));
     }
-    Collector::open(
-        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
-        tasks,
-        streams,
-        opening,
-    )
-    .await
+    Collector::open(deliveries, tasks, opening).await
 }
 
 /// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
@@ -298,7 +454,7 @@ pub async fn signpost(
         store_epoch: store_epoch.to_owned(),
     };
     let (mut collector, connect_seconds) =
-        route_watchers(channels, token, streams, request).await?;
+        route_watchers(channels, token, streams, changes, request).await?;
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
     let run = uuid::Uuid::now_v7().simple().to_string();
@@ -309,7 +465,7 @@ pub async fn signpost(
     };
     let cpu_before = cpu_seconds();
     let per_change_ms = collector
-        .changes(streams, changes, async |change| {
+        .changes(async |change| {
             admin
                 .assign_group(pb::AssignGroupRequest {
                     connection_id: connection_id.to_owned(),
@@ -366,16 +522,14 @@ pub async fn etcd(
     value_bytes: usize,
     server_rss: impl Fn() -> u64,
 ) -> anyhow::Result<FanOut> {
-    let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = collector_parts(streams);
+    let deliveries = Deliveries::new(streams, changes);
     let rss_before = server_rss();
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
-    for index in 0..streams {
-        let mut client = etcd::watch(&channels[index % channels.len()]);
-        let ready = ready_tx.clone();
-        let latencies = latency_tx.clone();
-        let sent_at = sent_at.clone();
-        tasks.push(tokio::spawn(async move {
+    for watcher in 0..streams {
+        let channel = channels[watcher % channels.len()].clone();
+        let recorder = deliveries.clone();
+        tasks.push(spawn_watcher(&deliveries, async move {
             let create = etcd::pb::WatchRequest {
                 request_union: Some(etcd::pb::watch_request::RequestUnion::CreateRequest(
                     etcd::pb::WatchCreateRequest {
@@ -387,14 +541,13 @@ pub async fn etcd(
             };
             // Keep the request side open: closing it would end the watch.
             let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-            let Ok(reply) = client.watch(requests).await else {
+            let Ok(mut stream) = etcd_watch_arrivals(&channel, requests).await else {
                 return;
             };
-            let mut stream = reply.into_inner();
-            let mut change = 0usize;
+            let mut seen = 0usize;
             while let Some(Ok(message)) = stream.next().await {
                 if message.created {
-                    let _ = ready.send(()).await;
+                    recorder.opened();
                 }
                 if message.canceled {
                     eprintln!(
@@ -404,22 +557,16 @@ pub async fn etcd(
                     return;
                 }
                 for _ in &message.events {
-                    record_delivery(&latencies, epoch, &sent_at, &mut change);
+                    recorder.arrived(watcher, &mut seen);
                 }
             }
         }));
     }
-    let (mut collector, connect_seconds) = Collector::open(
-        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
-        tasks,
-        streams,
-        opening,
-    )
-    .await?;
+    let (mut collector, connect_seconds) = Collector::open(deliveries, tasks, opening).await?;
     let rss_open = server_rss();
     let mut kv = etcd::kv(&channels[0]);
     let per_change_ms = collector
-        .changes(streams, changes, async |change| {
+        .changes(async |change| {
             etcd::put(
                 &mut kv,
                 format!("{ETCD_PREFIX}route").into_bytes(),
@@ -469,21 +616,20 @@ pub async fn route_floor(
         store_epoch: store_epoch.to_owned(),
     };
     // The floor authorizes nothing; the client sends a bearer token all the same.
-    let opened = route_watchers(channels, "floor", streams, request).await?;
-    triggered_changes(opened, &channels[0], streams, changes).await
+    let opened = route_watchers(channels, "floor", streams, changes, request).await?;
+    triggered_changes(opened, &channels[0], streams).await
 }
 
-/// Makes `changes` changes on the do-nothing stream server through `channel`, timed by
-/// the collector of `streams` watchers opened in `connect_seconds`.
+/// Makes the collector's changes on the do-nothing stream server through `channel`, timed
+/// by the collector of `streams` watchers opened in `connect_seconds`.
 async fn triggered_changes(
     (mut collector, connect_seconds): (Collector, f64),
     channel: &Channel,
     streams: usize,
-    changes: usize,
 ) -> anyhow::Result<FanOut> {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let per_change_ms = collector
-        .changes(streams, changes, async |_| trigger(&mut client).await)
+        .changes(async |_| trigger(&mut client).await)
         .await?;
     collector.stop();
     Ok(FanOut {
@@ -503,15 +649,13 @@ pub async fn ceiling(
 ) -> anyhow::Result<FanOut> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx) = collector_parts(streams);
+    let deliveries = Deliveries::new(streams, changes);
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
-    for index in 0..streams {
-        let mut client = HealthClient::new(channels[index % channels.len()].clone());
-        let ready = ready_tx.clone();
-        let latencies = latency_tx.clone();
-        let sent_at = sent_at.clone();
-        tasks.push(tokio::spawn(async move {
+    for watcher in 0..streams {
+        let mut client = HealthClient::new(channels[watcher % channels.len()].clone());
+        let recorder = deliveries.clone();
+        tasks.push(spawn_watcher(&deliveries, async move {
             let Ok(reply) = client.watch(HealthCheckRequest::default()).await else {
                 return;
             };
@@ -520,19 +664,191 @@ pub async fn ceiling(
             if !matches!(stream.next().await, Some(Ok(_))) {
                 return;
             }
-            let _ = ready.send(()).await;
-            let mut change = 0usize;
+            recorder.opened();
+            let mut seen = 0usize;
             while let Some(Ok(_)) = stream.next().await {
-                record_delivery(&latencies, epoch, &sent_at, &mut change);
+                recorder.arrived(watcher, &mut seen);
             }
         }));
     }
-    let opened = Collector::open(
-        (epoch, sent_at, ready_tx, latency_tx, ready_rx, latency_rx),
-        tasks,
-        streams,
-        opening,
-    )
-    .await?;
-    triggered_changes(opened, &channels[0], streams, changes).await
+    let opened = Collector::open(deliveries, tasks, opening).await?;
+    triggered_changes(opened, &channels[0], streams).await
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn route(domain: &str) -> wire::Route {
+        wire::Route {
+            domain: domain.into(),
+            organization_id: "org_1".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_route_arrival_is_the_response_s_kind_with_its_body_left_encoded() {
+        let delta = wire::RouteDelta {
+            upserts: vec![route("acme.example"), route("globex.example")],
+            deletes: vec!["initech.example".into()],
+        };
+        let response = wire::WatchRoutesResponse {
+            revision: 41,
+            store_epoch: "epoch".into(),
+            kind: Some(wire::watch_routes_response::Kind::Delta(delta.clone())),
+        };
+        let arrival = RouteArrival::decode(response.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            arrival.kind,
+            Some(RouteArrivalKind::Delta(delta.encode_to_vec().into()))
+        );
+
+        let reset = wire::WatchRoutesResponse {
+            revision: 41,
+            kind: Some(wire::watch_routes_response::Kind::Reset(wire::Reset {
+                reason: wire::ResetReason::EpochChanged as i32,
+            })),
+            ..Default::default()
+        };
+        let arrival = RouteArrival::decode(reset.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(
+            arrival.kind,
+            Some(RouteArrivalKind::Reset(wire::Reset {
+                reason: wire::ResetReason::EpochChanged as i32
+            }))
+        );
+
+        let progress = wire::WatchRoutesResponse {
+            revision: 42,
+            kind: Some(wire::watch_routes_response::Kind::Progress(
+                wire::Progress::default(),
+            )),
+            ..Default::default()
+        };
+        let arrival = RouteArrival::decode(progress.encode_to_vec().as_slice()).unwrap();
+        assert!(matches!(arrival.kind, Some(RouteArrivalKind::Progress(_))));
+    }
+
+    #[test]
+    fn an_etcd_arrival_counts_the_response_s_events() {
+        let event = |key: &str| etcd::pb::Event {
+            kv: Some(etcd::pb::KeyValue {
+                key: key.as_bytes().to_vec(),
+                value: vec![b'x'; 200],
+                mod_revision: 7,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let response = etcd::pb::WatchResponse {
+            watch_id: 3,
+            events: vec![event("/a"), event("/b")],
+            ..Default::default()
+        };
+        let arrival = EtcdArrival::decode(response.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(arrival.events.len(), 2);
+        assert_eq!(arrival.events[1], Bytes::from(event("/b").encode_to_vec()));
+        assert!(!arrival.created && !arrival.canceled);
+
+        let canceled = etcd::pb::WatchResponse {
+            created: true,
+            canceled: true,
+            cancel_reason: "compacted".into(),
+            ..Default::default()
+        };
+        let arrival = EtcdArrival::decode(canceled.encode_to_vec().as_slice()).unwrap();
+        assert!(arrival.created && arrival.canceled);
+        assert_eq!(arrival.cancel_reason, "compacted");
+        assert!(arrival.events.is_empty());
+    }
+
+    /// Waits a short while for `change` to reach every watcher.
+    async fn wait_for(deliveries: &Deliveries, change: usize) -> anyhow::Result<()> {
+        deliveries
+            .wait(
+                Duration::from_millis(200),
+                |d| d.arrived[change].load(Ordering::Acquire) == d.streams,
+                |_| format!("change {change} is late"),
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_change_is_collected_once_it_reached_every_watcher() {
+        let deliveries = Deliveries::new(3, 2);
+        let mut seen = [0usize; 3];
+        deliveries.making(0);
+        deliveries.arrived(2, &mut seen[2]);
+        deliveries.arrived(0, &mut seen[0]);
+        let late = wait_for(&deliveries, 0).await.unwrap_err();
+        assert_eq!(late.to_string(), "change 0 is late");
+
+        deliveries.arrived(1, &mut seen[1]);
+        wait_for(&deliveries, 0).await.unwrap();
+        let (median, worst) = deliveries.latency_ms(0);
+        assert!(median <= worst);
+        assert_eq!(seen, [1, 1, 1]);
+
+        // The next change is recorded in its own slots, from its own making.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        deliveries.making(1);
+        for (watcher, seen) in seen.iter_mut().enumerate() {
+            deliveries.arrived(watcher, seen);
+        }
+        wait_for(&deliveries, 1).await.unwrap();
+        assert!(deliveries.latency_ms(1).1 < 5.0);
+    }
+
+    #[tokio::test]
+    async fn an_arrival_of_a_change_not_made_fails_the_collection() {
+        let deliveries = Deliveries::new(2, 2);
+        let mut seen = [0usize; 2];
+        deliveries.making(0);
+        deliveries.arrived(0, &mut seen[0]);
+        // Watcher 0 sees a second change before the second one was made.
+        deliveries.arrived(0, &mut seen[0]);
+        deliveries.arrived(1, &mut seen[1]);
+        let error = wait_for(&deliveries, 0).await.unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "watchers saw 1 changes that were not made"
+        );
+
+        // Past the last change, too.
+        let deliveries = Deliveries::new(1, 1);
+        let mut seen = 0;
+        deliveries.making(0);
+        deliveries.arrived(0, &mut seen);
+        deliveries.arrived(0, &mut seen);
+        assert!(wait_for(&deliveries, 0).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_ended_fails_the_collection_at_once() {
+        let deliveries = Deliveries::new(2, 1);
+        let waiting = {
+            let deliveries = deliveries.clone();
+            tokio::spawn(async move {
+                deliveries
+                    .wait(
+                        Duration::from_secs(60),
+                        |d| d.opened.load(Ordering::Acquire) == d.streams,
+                        |_| "late".into(),
+                    )
+                    .await
+            })
+        };
+        deliveries.opened();
+        let task = spawn_watcher(&deliveries, async {});
+        task.await.unwrap();
+        let error = tokio::time::timeout(Duration::from_secs(10), waiting)
+            .await
+            .expect("the wait ends when a watcher ends, not at its timeout")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(error.to_string(), "1 watchers ended or failed to open");
+    }
 }

@@ -15,7 +15,7 @@
 //! two cores with the server, so its work per arrival delays the watchers served later.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,8 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use tonic_prost::ProstCodec;
 
+use crate::load::LoadReport;
+use crate::populate::Organization;
 use crate::{etcd, grpc};
 
 /// Key prefix the etcd watchers watch.
@@ -57,6 +59,8 @@ pub struct FanOut {
     /// Server CPU a commit that changes no route (µs), made one after another with every
     /// watcher still open, when asked for and the server's process id is known.
     pub quiet_write_us: Option<f64>,
+    /// A write load made with every watcher still open, when asked for.
+    pub writes_with_streams: Option<WritesWithStreams>,
 }
 
 impl FanOut {
@@ -121,6 +125,13 @@ struct Deliveries {
     /// Arrivals of a change not made yet, or past the last one: a watcher saw more than
     /// was made.
     unexpected: AtomicUsize,
+    /// Per watcher: the revision of the last message it received (`WatchRoutes` only).
+    reached: Box<[AtomicU64]>,
+    /// Per watcher: the deltas it has received.
+    deltas: Box<[AtomicU64]>,
+    /// Past the measured changes (a write load with the watchers open): arrivals are
+    /// counted, not timed.
+    free_running: AtomicBool,
     wake: Notify,
 }
 
@@ -140,6 +151,9 @@ impl Deliveries {
             opened: AtomicUsize::new(0),
             ended: AtomicUsize::new(0),
             unexpected: AtomicUsize::new(0),
+            reached: atomics(streams, 0),
+            deltas: atomics(streams, 0),
+            free_running: AtomicBool::new(false),
             wake: Notify::new(),
         })
     }
@@ -170,11 +184,20 @@ impl Deliveries {
         self.made_at[change].store(self.micros(), Ordering::Release);
     }
 
+    /// `watcher` received a message of `revision`.
+    fn reached(&self, watcher: usize, revision: u64) {
+        self.reached[watcher].store(revision, Ordering::Release);
+    }
+
     /// The next change reached `watcher` now; `seen` counts the changes it has seen.
     fn arrived(&self, watcher: usize, seen: &mut usize) {
         let now = self.micros();
         let change = *seen;
         *seen += 1;
+        self.deltas[watcher].store(*seen as u64, Ordering::Relaxed);
+        if self.free_running.load(Ordering::Relaxed) {
+            return;
+        }
         let made_at = self
             .made_at
             .get(change)
@@ -323,6 +346,8 @@ where
 /// etcd's watchers are treated alike ([`EtcdArrival`]).
 #[derive(Clone, PartialEq, prost::Message)]
 struct RouteArrival {
+    #[prost(uint64, tag = "1")]
+    revision: u64,
     #[prost(oneof = "RouteArrivalKind", tags = "3, 4, 5, 6, 7")]
     kind: Option<RouteArrivalKind>,
 }
@@ -417,6 +442,7 @@ async fn route_watchers(
             recorder.opened();
             let mut seen = 0usize;
             while let Some(Ok(message)) = stream.next().await {
+                recorder.reached(watcher, message.revision);
                 match message.kind {
                     Some(RouteArrivalKind::Delta(_)) => recorder.arrived(watcher, &mut seen),
                     Some(RouteArrivalKind::Reset(reset)) => {
@@ -431,10 +457,56 @@ async fn route_watchers(
     Collector::open(deliveries, tasks, opening).await
 }
 
+/// What [`signpost`] does once the changes are measured, every watcher still open.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct After<'a> {
+    /// Commits that change no route (new organizations), one after another.
+    pub quiet_writes: usize,
+    /// Scenario 1's concurrent `AssignGroup` load, every write a route change.
+    pub write_load: Option<WriteLoad<'a>>,
+}
+
+/// A concurrent `AssignGroup` load ([`crate::writes::signpost_assign_load`]).
+#[derive(Debug, Clone, Copy)]
+pub struct WriteLoad<'a> {
+    /// Its connections (others than the watchers').
+    pub channels: &'a [Channel],
+    /// The organizations it writes to.
+    pub organizations: &'a [Organization],
+    /// Calls in flight.
+    pub in_flight: usize,
+    /// How long.
+    pub duration: Duration,
+}
+
+/// A write load made with every watcher open.
+#[derive(Debug, Clone)]
+pub struct WritesWithStreams {
+    /// The load.
+    pub load: LoadReport,
+    /// From the load's end to every watcher at the revision of one write made right
+    /// after it (ms): how far behind the streams were when the writes stopped.
+    pub caught_up_ms: f64,
+    /// Deltas a watcher received during the load, on average (each may carry the route
+    /// changes of several commits).
+    pub deltas_per_stream: f64,
+}
+
+impl WritesWithStreams {
+    /// A JSON object for reports.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "load": self.load.json(),
+            "caught_up_ms": self.caught_up_ms,
+            "deltas_per_stream": self.deltas_per_stream,
+        })
+    }
+}
+
 /// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
 /// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`, then, the streams
-/// still open, `quiet_writes` commits that change no route. With `server_pid`, the CPU
-/// the changes and the quiet commits cost is recorded too.
+/// still open, what `after` asks for. With `server_pid`, the CPU the changes and the
+/// quiet commits cost is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub async fn signpost(
     channels: &[Channel],
@@ -446,8 +518,9 @@ pub async fn signpost(
     store_epoch: &str,
     server_rss: impl Fn() -> u64,
     server_pid: Option<u32>,
-    quiet_writes: usize,
+    after: After<'_>,
 ) -> anyhow::Result<FanOut> {
+    let quiet_writes = after.quiet_writes;
     let rss_before = server_rss();
     let request = wire::WatchRoutesRequest {
         from_revision: Some(revision),
@@ -500,6 +573,23 @@ pub async fn signpost(
         .map(|((server, _), (server_after, _))| {
             (server_after - server) * 1e6 / quiet_writes as f64
         });
+    let writes_with_streams = match after.write_load {
+        Some(load) => Some(
+            writes_with_streams(&collector.deliveries, token, server_pid, load, async || {
+                let written = admin
+                    .assign_group(pb::AssignGroupRequest {
+                        connection_id: connection_id.to_owned(),
+                        idp_group: "fan-out".into(),
+                        role: format!("role-{run}-after-load"),
+                        ..Default::default()
+                    })
+                    .await?;
+                Ok(written.into_inner().log_position)
+            })
+            .await?,
+        ),
+        None => None,
+    };
     collector.stop();
     Ok(FanOut {
         streams,
@@ -510,6 +600,64 @@ pub async fn signpost(
         rss_after,
         changes_cpu,
         quiet_write_us,
+        writes_with_streams,
+    })
+}
+
+/// Runs `load` with every watcher of `deliveries` open, then makes one more write with
+/// `last` (which returns its log position) and waits for every watcher to reach it.
+async fn writes_with_streams(
+    deliveries: &Deliveries,
+    token: &str,
+    server_pid: Option<u32>,
+    load: WriteLoad<'_>,
+    last: impl AsyncFnOnce() -> anyhow::Result<u64>,
+) -> anyhow::Result<WritesWithStreams> {
+    deliveries.free_running.store(true, Ordering::Relaxed);
+    let deltas = || {
+        deliveries
+            .deltas
+            .iter()
+            .map(|count| count.load(Ordering::Relaxed))
+            .sum::<u64>()
+    };
+    let deltas_before = deltas();
+    let report = crate::cpu::measure(
+        server_pid,
+        crate::writes::signpost_assign_load(
+            load.channels,
+            token,
+            load.organizations,
+            load.in_flight,
+            load.duration,
+        ),
+    )
+    .await;
+    let ended = Instant::now();
+    let deltas_during = deltas() - deltas_before;
+    let position = last().await?;
+    let deadline = ended + Duration::from_secs(120);
+    loop {
+        let behind = deliveries
+            .reached
+            .iter()
+            .filter(|reached| reached.load(Ordering::Acquire) < position)
+            .count();
+        if behind == 0 {
+            break;
+        }
+        let ended_streams = deliveries.ended.load(Ordering::Acquire);
+        anyhow::ensure!(ended_streams == 0, "{ended_streams} watchers ended");
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{behind} watchers had not reached position {position} 120 s after the write load"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    Ok(WritesWithStreams {
+        load: report,
+        caught_up_ms: ended.elapsed().as_secs_f64() * 1000.0,
+        deltas_per_stream: deltas_during as f64 / deliveries.streams.max(1) as f64,
     })
 }
 
@@ -587,6 +735,7 @@ pub async fn etcd(
         rss_after,
         changes_cpu: None,
         quiet_write_us: None,
+        writes_with_streams: None,
     })
 }
 

@@ -312,6 +312,18 @@ enum Command {
         /// organizations, one after another): the server's CPU a commit.
         #[arg(long, default_value_t = 0)]
         quiet_writes: usize,
+        /// Then, the streams still open, scenario 1's concurrent `AssignGroup` load for
+        /// this many seconds (every write a route change), after the same load with no
+        /// stream open (at the turn's start): writes per second and server CPU a write
+        /// with and without the streams, and how far behind the streams were when the
+        /// writes stopped.
+        #[arg(long, default_value_t = 0)]
+        write_seconds: u64,
+        /// The write load's organizations: the first this many populated (0: every one).
+        /// With 1, every write changes the same route again, as a burst of group
+        /// assignments to one connection does.
+        #[arg(long, default_value_t = 0)]
+        write_organizations: usize,
     },
     /// Turns JSON lines of results into BENCHMARKS.md.
     Report {
@@ -562,7 +574,7 @@ async fn routing_run(
         &grpc_snapshot.store_epoch,
         || server.rss_bytes(),
         server.pid(),
-        0,
+        fanout::After::default(),
     )
     .await?;
     memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
@@ -671,7 +683,7 @@ async fn memory_with_links(
         &snapshot.store_epoch,
         || first.rss_bytes(),
         first.pid(),
-        0,
+        fanout::After::default(),
     )
     .await?;
     status("admin lists of closed setup links");
@@ -923,8 +935,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             streams,
             changes,
             quiet_writes,
+            write_seconds,
+            write_organizations,
         } => {
             let (token, organizations) = populate::read_populated(&populated)?;
+            let written = match write_organizations {
+                0 => &organizations[..],
+                n => &organizations[..n.min(organizations.len())],
+            };
+            let write_duration = Duration::from_secs(write_seconds);
             let connection_id = &organizations
                 .first()
                 .ok_or_else(|| anyhow::anyhow!("no organization populated"))?
@@ -933,6 +952,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for round in 1..=peers.rounds {
                 for (name, url, pid) in urls {
                     let channels = grpc::channels(url, 1).await?;
+                    let load_channels = grpc::channels(url, peers.connections).await?;
+                    let without_streams = if write_seconds > 0 {
+                        let load = writes::signpost_assign_load(
+                            &load_channels,
+                            &token,
+                            written,
+                            peers.in_flight,
+                            write_duration,
+                        );
+                        Some(cpu::measure(pid, load).await)
+                    } else {
+                        None
+                    };
+                    let write_load = without_streams.as_ref().map(|_| fanout::WriteLoad {
+                        channels: &load_channels,
+                        organizations: written,
+                        in_flight: peers.in_flight,
+                        duration: write_duration,
+                    });
                     let snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
                     let fan_channels = grpc::channels(url, streams.div_ceil(100).max(1)).await?;
                     let rss = || pid.map(server::rss_of).unwrap_or_default();
@@ -946,7 +984,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         &snapshot.store_epoch,
                         rss,
                         pid,
-                        quiet_writes,
+                        fanout::After {
+                            quiet_writes,
+                            write_load,
+                        },
                     )
                     .await?;
                     emit(
@@ -960,6 +1001,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "changes_server_cpu_seconds": fan_out.changes_cpu.map(|(s, _)| s),
                             "changes_generator_cpu_seconds": fan_out.changes_cpu.map(|(_, g)| g),
                             "quiet_write_server_us": fan_out.quiet_write_us,
+                            "writes_without_streams": without_streams.map(|load| load.json()),
+                            "writes_with_streams": fan_out.writes_with_streams.map(|w| w.json()),
                         }),
                     );
                 }

@@ -180,6 +180,88 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
     assert!(!table.contains_key("three.com"));
 }
 
+/// A watcher behind a burst of group assignments to one connection (each commit changing
+/// the same route again) gets the burst as one delta at its last revision, holding the
+/// route as the last commit left it; a change of another organization's route after the
+/// burst is its own message.
+#[tokio::test]
+async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, acme, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let mut stream = watch(&mut routing, None).await;
+    let (_, revision) = read_snapshot(&mut stream).await;
+    let epoch = server.server.routing.epoch().to_owned();
+    drop(stream);
+
+    const BURST: usize = 30;
+    for change in 0..BURST {
+        admin
+            .assign_group(pb::AssignGroupRequest {
+                connection_id: acme.clone(),
+                idp_group: format!("group-{}", change % 7),
+                role: format!("role-{change}"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let burst_end = server.head();
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "globex",
+        &["globex.com"],
+        "https://idp.globex.com/e",
+    )
+    .await;
+    let head = server.head();
+    server.server.routing.wait_for(head).await.unwrap();
+
+    let mut stream = watch(&mut routing, Some((revision, epoch))).await;
+    let burst = next_change(&mut stream).await;
+    assert_eq!(burst.revision, burst_end, "one message for the whole burst");
+    let Some(Kind::Delta(delta)) = burst.kind else {
+        panic!("expected a delta, got {burst:?}");
+    };
+    assert!(delta.deletes.is_empty());
+    let [route] = &delta.upserts[..] else {
+        panic!("the burst's one route, got {:?}", delta.upserts);
+    };
+    assert_eq!(route.domain, "acme.com");
+    assert_eq!(route.group_roles.len(), 7);
+    for change in BURST - 7..BURST {
+        assert_eq!(
+            route.group_roles[&format!("group-{}", change % 7)],
+            format!("role-{change}"),
+            "each group's last role"
+        );
+    }
+    let next = next_change(&mut stream).await;
+    assert_eq!(next.revision, head);
+    let Some(Kind::Delta(delta)) = next.kind else {
+        panic!("expected a delta, got {next:?}");
+    };
+    assert_eq!(
+        delta
+            .upserts
+            .iter()
+            .map(|r| r.domain.as_str())
+            .collect::<Vec<_>>(),
+        ["globex.com"]
+    );
+}
+
 #[tokio::test]
 async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
     let server = TestServer::start_with(|config| config.routing_history = 2).await;
@@ -323,20 +405,24 @@ async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
     let mut slow = watch(&mut slow_client, None).await;
     read_snapshot(&mut slow).await;
 
-    // The fast watcher reads on its own task while changes are appended.
+    // The fast watcher reads on its own task while changes are appended, until it has
+    // the last one's revision (told once the changes are made). When it is behind by
+    // several of them, they come as one delta (they all change the same route).
     let mut fast_client = routing_client(server.addr(), &edge_token).await;
     let mut fast = watch(&mut fast_client, None).await;
     read_snapshot(&mut fast).await;
     const CHANGES: usize = 1500;
     const GROUPS: usize = 400;
+    let (last_change, mut wanted) = tokio::sync::watch::channel(u64::MAX);
     let reader = tokio::spawn(async move {
-        let mut deltas = 0;
         let mut last = 0;
-        while deltas < CHANGES {
-            let message = next(&mut fast).await;
+        while last < *wanted.borrow_and_update() {
+            let message = tokio::select! {
+                message = next(&mut fast) => message,
+                _ = wanted.changed() => continue,
+            };
             match message.kind {
                 Some(Kind::Delta(_)) => {
-                    deltas += 1;
                     assert!(
                         message.revision > last,
                         "each delta moves the revision forward"
@@ -362,6 +448,7 @@ async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
             .await
             .unwrap();
     }
+    last_change.send(server.head()).unwrap();
     let fast_reached = reader.await.unwrap();
     assert_eq!(fast_reached, server.head());
     // The server kept only its bounded history, whatever the slow stream did.

@@ -29,7 +29,7 @@ use futures::{Stream, StreamExt};
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_server::RoutingService;
 use signpost_control::{ControlError, ControlPlane, Role};
-use signpost_routing::RoutingProjection;
+use signpost_routing::{Delta, RoutingProjection};
 use tonic::{Request, Response, Status};
 
 use crate::admin::bearer;
@@ -80,6 +80,7 @@ pub fn resolve_response(
 
 /// Routes per snapshot message.
 pub const SNAPSHOT_CHUNK: usize = 1000;
+
 /// Longest a `Resolve` waits for `min_revision` when the call has no deadline.
 pub const MAX_REVISION_WAIT: Duration = Duration::from_secs(30);
 
@@ -283,7 +284,8 @@ impl RoutingApi {
                         continue;
                     }
                     Ok((deltas, revision)) => {
-                        for delta in deltas {
+                        // Behind by commits that change the same routes again: one message.
+                        for delta in Delta::coalesce(deltas) {
                             // Encoded by the first stream to write it; the others copy its bytes.
                             sent = true;
                             yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });

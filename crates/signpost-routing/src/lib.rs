@@ -11,7 +11,8 @@
 //!   bounded history of them for resuming watchers, and hands out O(1)
 //!   snapshots of the table. Two watches: the revision (every commit: what
 //!   `Resolve`'s `min_revision` waits for) and the table (only commits that
-//!   changed routes: what watch streams wait for).
+//!   changed routes: what watch streams wait for). [`Delta::coalesce`] merges the
+//!   deltas a watcher is behind by where they only change the same routes again.
 //!
 //! Routes are kept encoded ([`EncodedRoute`]: the wire type `signpost.routing.v1.Route`
 //! as prost writes it): the table exists to be sent to login edges, so it is kept in

@@ -75,7 +75,106 @@ impl Delta {
             .0
             .get_or_init(|| encode(self).into_boxed_slice())
     }
+
+    /// Consecutive deltas (in revision order, as [`RoutingProjection::changes_since`]
+    /// returns them) with each run of deltas that only change again the domains of the
+    /// run's first one merged into one delta at the run's last revision, holding each
+    /// domain's last change. Applied to a table in turn, they leave what `deltas` leave,
+    /// and each says the revision it brings its reader to; what is skipped is only the
+    /// intermediate states of domains that changed again.
+    ///
+    /// A burst of commits on the same routes (group assignments to one connection, one
+    /// after another) then reaches a watcher that is behind it as one message of those
+    /// routes, not one message per commit. Deltas of other domains are left as they are,
+    /// each still encoded once for every stream: merging them would save no bytes, and
+    /// a merged delta is encoded for each stream that sends it (bench/FINDINGS.md, round
+    /// 29). A merged delta is never larger than its run's first delta, and a first delta
+    /// of more than [`MERGE_SCAN`] changes starts no run.
+    pub fn coalesce(deltas: Vec<Arc<Delta>>) -> Vec<Arc<Delta>> {
+        if deltas.len() < 2 {
+            return deltas;
+        }
+        let mut coalesced = Vec::with_capacity(deltas.len());
+        let mut run: Vec<Arc<Delta>> = Vec::new();
+        for delta in deltas {
+            if run.first().is_some_and(|first| first.covers(&delta)) {
+                run.push(delta);
+                continue;
+            }
+            if !run.is_empty() {
+                coalesced.push(Self::merged(std::mem::take(&mut run)));
+            }
+            run.push(delta);
+        }
+        if !run.is_empty() {
+            coalesced.push(Self::merged(run));
+        }
+        coalesced
+    }
+
+    /// Upserts and deletions.
+    fn changes(&self) -> usize {
+        self.upserts.len() + self.deletes.len()
+    }
+
+    /// Whether every domain `next` changes is one this delta changes (this one no larger
+    /// than [`MERGE_SCAN`]).
+    fn covers(&self, next: &Delta) -> bool {
+        if self.changes() > MERGE_SCAN || next.changes() > self.changes() {
+            return false;
+        }
+        let changes = |domain: &[u8]| {
+            self.upserts.iter().any(|route| route.domain() == domain)
+                || self
+                    .deletes
+                    .iter()
+                    .any(|deleted| deleted.as_bytes() == domain)
+        };
+        next.upserts.iter().all(|route| changes(route.domain()))
+            && next
+                .deletes
+                .iter()
+                .all(|deleted| changes(deleted.as_bytes()))
+    }
+
+    /// A non-empty run of consecutive deltas as one, at the last one's revision: each
+    /// domain's last change, in domain order. A run of one is that delta.
+    fn merged(mut run: Vec<Arc<Delta>>) -> Arc<Delta> {
+        /// A domain's last change in the run.
+        enum Last<'a> {
+            Upsert(&'a EncodedRoute),
+            Delete(&'a str),
+        }
+        if run.len() == 1 {
+            if let Some(delta) = run.pop() {
+                return delta;
+            }
+        }
+        let revision = run.last().map_or(0, |delta| delta.revision);
+        let mut last: BTreeMap<&[u8], Last<'_>> = BTreeMap::new();
+        for delta in &run {
+            for route in &delta.upserts {
+                last.insert(route.domain(), Last::Upsert(route));
+            }
+            for domain in &delta.deletes {
+                last.insert(domain.as_bytes(), Last::Delete(domain));
+            }
+        }
+        let mut upserts = Vec::new();
+        let mut deletes = Vec::new();
+        for change in last.into_values() {
+            match change {
+                Last::Upsert(route) => upserts.push(route.clone()),
+                Last::Delete(domain) => deletes.push(domain.to_owned()),
+            }
+        }
+        Arc::new(Delta::new(revision, upserts, deletes))
+    }
 }
+
+/// Most changes of a delta that [`Delta::coalesce`] starts a run with: the domains of
+/// the deltas after it are looked for among its own, one by one.
+pub const MERGE_SCAN: usize = 64;
 
 /// A cache of a value's encoding, filled once. It is not part of the value: equal
 /// values are equal encoded or not, and a clone (which may then be changed) starts
@@ -700,6 +799,8 @@ impl Shared {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeSet;
+
     use super::*;
     use signpost_api::routing::v1 as wire;
     use signpost_domain::schema;
@@ -831,6 +932,56 @@ mod tests {
         format!("d{d:02}.example")
     }
 
+    fn delta(revision: u64, upserts: &[(u8, u8)], deletes: &[u8]) -> Arc<Delta> {
+        Arc::new(Delta::new(
+            revision,
+            upserts
+                .iter()
+                .map(|(d, o)| route(&domain(*d), *o))
+                .collect(),
+            deletes.iter().map(|d| domain(*d)).collect(),
+        ))
+    }
+
+    #[test]
+    fn a_burst_on_the_same_routes_is_merged_and_other_deltas_are_left_as_they_are() {
+        // Three commits on domains 1 and 2; one on domain 3 and one deleting it; one on
+        // domain 1 again.
+        let burst = vec![
+            delta(10, &[(1, 0), (2, 0)], &[]),
+            delta(11, &[(2, 1)], &[]),
+            delta(12, &[(1, 2)], &[2]),
+            delta(13, &[(3, 0)], &[]),
+            delta(14, &[], &[3]),
+            delta(15, &[(1, 3)], &[]),
+        ];
+        let coalesced = Delta::coalesce(burst.clone());
+        assert_eq!(coalesced.len(), 3);
+        assert_eq!(coalesced[0].revision, 12);
+        assert_eq!(coalesced[0].upserts, vec![route(&domain(1), 2)]);
+        assert_eq!(coalesced[0].deletes, vec![domain(2)]);
+        // Deleting what the delta before upserted changes no new domain: merged.
+        assert_eq!(coalesced[1].revision, 14);
+        assert!(coalesced[1].upserts.is_empty());
+        assert_eq!(coalesced[1].deletes, vec![domain(3)]);
+        // A delta of a domain the run's first did not change is its own message, sent as
+        // published.
+        assert!(Arc::ptr_eq(&coalesced[2], &burst[5]));
+
+        // Alternating organizations: nothing to merge.
+        let alternating = vec![
+            delta(1, &[(1, 0)], &[]),
+            delta(2, &[(2, 0)], &[]),
+            delta(3, &[(1, 1)], &[]),
+        ];
+        let coalesced = Delta::coalesce(alternating.clone());
+        assert_eq!(coalesced.len(), 3);
+        assert!(coalesced
+            .iter()
+            .zip(&alternating)
+            .all(|(a, b)| Arc::ptr_eq(a, b)));
+    }
+
     proptest::proptest! {
         /// `Resolve`'s index answers what the table holds, after the catch-up's
         /// publication and after every commit's publication that follows it.
@@ -873,6 +1024,84 @@ mod tests {
                 let live = projection.shared.live.read().expect("routing lock");
                 proptest::prop_assert_eq!(live.by_domain.routes.len(), table.len());
             }
+        }
+
+        /// Coalesced deltas bring a table from a revision to the same table as every
+        /// delta since it applied in turn, each at one of those deltas' revisions; a
+        /// merged delta is no larger than the first delta of its run, and a delta that
+        /// changes a domain its predecessor did not is never merged into it.
+        #[test]
+        fn coalesced_deltas_leave_the_table_every_delta_leaves(
+            commits in proptest::collection::vec(
+                proptest::collection::vec((0u8..12, proptest::option::of(0u8..4)), 0..6),
+                2..24,
+            ),
+        ) {
+            let (projection, feed) = RoutingProjection::fed(
+                "epoch".to_owned(),
+                RoutingOptions::new("https://signpost.example"),
+            );
+            let as_map = |table: &RouteTable| -> BTreeMap<String, EncodedRoute> {
+                table.iter().map(|(d, r)| (d.to_string(), r.clone())).collect()
+            };
+            // The watcher's table: the one the first commit left.
+            let mut table = BTreeMap::new();
+            for (n, commit) in commits.iter().enumerate() {
+                let changes: Changes = commit
+                    .iter()
+                    .map(|(d, organization)| {
+                        let d = domain(*d);
+                        let route = organization.map(|o| route(&d, o));
+                        (signpost_domain::Id::from(d.as_str()), route)
+                    })
+                    .collect();
+                let revision = n as u64 + 1;
+                if n == 0 {
+                    feed.shared.publish_catch_up(revision, changes);
+                    table = as_map(&projection.snapshot().1);
+                } else {
+                    feed.shared.publish(revision, changes);
+                }
+            }
+            let (_, head_table) = projection.snapshot();
+            let (deltas, head) = projection.changes_since(1).unwrap();
+            let coalesced = Delta::coalesce(deltas.clone());
+            proptest::prop_assert!(coalesced.len() <= deltas.len());
+            let mut at = 1;
+            for delta in &coalesced {
+                proptest::prop_assert!(delta.revision > at, "revisions move forward");
+                // The deltas it stands for: those after `at`, up to its revision.
+                let run: Vec<&Arc<Delta>> = deltas
+                    .iter()
+                    .filter(|d| d.revision > at && d.revision <= delta.revision)
+                    .collect();
+                proptest::prop_assert_eq!(run.last().map(|d| d.revision), Some(delta.revision));
+                if run.len() == 1 {
+                    proptest::prop_assert!(Arc::ptr_eq(run[0], delta), "a delta alone is sent as it is");
+                }
+                proptest::prop_assert!(delta.changes() <= run[0].changes());
+                let domains = |d: &Delta| -> BTreeSet<Vec<u8>> {
+                    d.upserts
+                        .iter()
+                        .map(|r| r.domain().to_vec())
+                        .chain(d.deletes.iter().map(|d| d.as_bytes().to_vec()))
+                        .collect()
+                };
+                for next in &run[1..] {
+                    proptest::prop_assert!(domains(next).is_subset(&domains(run[0])));
+                }
+                at = delta.revision;
+                for route in &delta.upserts {
+                    let d = String::from_utf8(route.domain().to_vec()).unwrap();
+                    table.insert(d, route.clone());
+                }
+                for d in &delta.deletes {
+                    table.remove(d);
+                }
+            }
+            proptest::prop_assert_eq!(at, deltas.last().map_or(1, |d| d.revision));
+            proptest::prop_assert!(at <= head);
+            proptest::prop_assert_eq!(table, as_map(&head_table));
         }
     }
 }

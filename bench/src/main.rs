@@ -21,7 +21,8 @@
 //!   turns ([`lookups`]), for comparing two builds side by side.
 //! - `writes-ab`, `fanout-ab`: scenario 1's `AssignGroup` load, and scenario 3's
 //!   fan-out (with `--quiet-writes`, commits that change no route while the streams are
-//!   open), at two running control planes in turns ([`writes`], [`fanout`]).
+//!   open; with `--write-seconds`, scenario 1's write load with the streams open), at two
+//!   running control planes in turns ([`writes`], [`fanout`]).
 //! - `report`: JSON lines → markdown ([`report`]).
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load

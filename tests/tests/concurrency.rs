@@ -1,6 +1,6 @@
 //! Many writers at once, over real gRPC: optimistic concurrency gives one
-//! winner per version, unpinned commands retry internally, and request ids
-//! make retries idempotent.
+//! winner per version, unpinned commands on one connection take turns and all
+//! succeed, and request ids make retries idempotent.
 
 use signpost_api::admin::v1 as pb;
 use signpost_api::log::v1 as schema;
@@ -125,7 +125,7 @@ async fn racing_pinned_commands_have_exactly_one_winner_per_version() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn racing_unpinned_commands_all_succeed_by_retrying_internally() {
+async fn racing_unpinned_commands_on_one_connection_all_succeed_each_deciding_once() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     let (_, connection_id) = configured_connection(&server, &mut admin).await;
@@ -169,6 +169,8 @@ async fn racing_unpinned_commands_all_succeed_by_retrying_internally() {
         assert!(connection.groups.iter().any(|g| g.idp_group == group));
     }
     assert_eq!(connection.version, start_version + RACERS as u64);
+    // They took turns: none decided on state another was about to change.
+    assert_eq!(server.server.plane.conflict_retries(), 0);
     assert_log_has_no_gaps(&server).await;
 }
 

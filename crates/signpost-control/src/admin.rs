@@ -855,6 +855,8 @@ impl ControlPlane {
         command: ConnectionCommand,
         detail: ConnectionDetail,
     ) -> Result<Mutated<ConnectionView>, ControlError> {
+        let stream = streams::connection(connection_id);
+        let turn = self.stream_turn(&stream).await;
         let done = self
             .execute(principal, meta, fp, |model| {
                 let connection = state_of(&model.connections, connection_id);
@@ -862,7 +864,7 @@ impl ControlPlane {
                 let events = connection.handle(command.clone())?;
                 Ok(Plan {
                     writes: vec![PlannedWrite {
-                        stream: streams::connection(connection_id),
+                        stream: stream.clone(),
                         expected,
                         events,
                     }],
@@ -870,6 +872,7 @@ impl ControlPlane {
                 })
             })
             .await?;
+        drop(turn);
         Ok(Mutated {
             value: self.connection_view(connection_id, detail).await?,
             position: done.position,

@@ -5,10 +5,14 @@
 //! with the expected versions they were decided on, wait until the read model
 //! has applied them, answer. Conflicts caused by a concurrent writer are
 //! retried from fresh state unless the caller pinned an `expected_version`
-//! (then the conflict is theirs to see). Idempotent retries are answered
-//! from the log's idempotency record without deciding anything again.
+//! (then the conflict is theirs to see). Commands on one connection take turns
+//! in the process first (`ControlPlane::stream_turn`), so a burst of them does not
+//! race: each decides once, on the state its predecessor left. Idempotent retries
+//! are answered from the log's idempotency record without deciding anything again.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -157,6 +161,49 @@ struct Inner {
     uniqueness: tokio::sync::Mutex<()>,
     /// SAML signing certificates whole, for views.
     certificates: CertificateCache,
+    /// Commands' turns on their streams ([`ControlPlane::stream_turn`]).
+    turns: StreamTurns,
+    /// Commands decided again after losing the append's race.
+    conflict_retries: AtomicU64,
+}
+
+/// Streams whose turn locks [`StreamTurns`] keeps before it drops the idle ones (those
+/// no command holds or waits for).
+const IDLE_TURNS_KEPT: usize = 4096;
+
+/// One turn lock per stream that commands have asked for; the idle ones are dropped
+/// once `kept` streams have one.
+struct StreamTurns {
+    turns: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    kept: usize,
+}
+
+impl StreamTurns {
+    fn new(kept: usize) -> Self {
+        Self {
+            turns: std::sync::Mutex::new(HashMap::new()),
+            kept,
+        }
+    }
+
+    /// Waits for the turn on `stream`, held until the guard drops.
+    async fn turn(&self, stream: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let turn = {
+            let mut turns = self.turns.lock().expect("turns lock");
+            if turns.len() >= self.kept {
+                // A turn held or waited for has a clone outside the map.
+                turns.retain(|_, turn| Arc::strong_count(turn) > 1);
+            }
+            turns.entry(stream.to_owned()).or_default().clone()
+        };
+        turn.lock_owned().await
+    }
+
+    /// Streams with a turn lock kept.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.turns.lock().expect("turns lock").len()
+    }
 }
 
 /// The control plane's application layer. Cheap to clone.
@@ -209,6 +256,8 @@ impl ControlPlane {
                 config,
                 uniqueness: tokio::sync::Mutex::new(()),
                 certificates: CertificateCache::default(),
+                turns: StreamTurns::new(IDLE_TURNS_KEPT),
+                conflict_retries: AtomicU64::new(0),
             }),
         })
     }
@@ -252,6 +301,24 @@ impl ControlPlane {
     /// Takes the uniqueness lock (see [`Inner::uniqueness`]).
     pub(crate) async fn uniqueness_guard(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.inner.uniqueness.lock().await
+    }
+
+    /// Waits for this command's turn on `stream`, held until the guard drops: commands on
+    /// one stream in this process run one after another. Without turns, concurrent
+    /// commands on one stream all decide on the same state, all but one lose the
+    /// append's race, and each decides again: a burst of 64 concurrent group
+    /// assignments to one connection cost about 300 µs of server CPU a write, against
+    /// about 45 spread over connections (bench/FINDINGS.md, round 29). Commands from
+    /// elsewhere (another stream's command touching this one) still meet the append's
+    /// check and retry.
+    pub(crate) async fn stream_turn(&self, stream: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        self.inner.turns.turn(stream).await
+    }
+
+    /// Commands decided again after losing the append's race to a concurrent one, since
+    /// the start.
+    pub fn conflict_retries(&self) -> u64 {
+        self.inner.conflict_retries.load(Ordering::Relaxed)
     }
 
     /// Reads the model once it has applied everything committed so far.
@@ -354,6 +421,7 @@ impl ControlPlane {
                     if meta.expected_version.is_none() && attempts < MAX_CONFLICT_RETRIES =>
                 {
                     attempts += 1;
+                    self.inner.conflict_retries.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(
                         attempts,
                         "command lost a race; deciding again on fresh state"
@@ -544,6 +612,8 @@ pub(crate) fn paginate<'a, S, T>(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use proptest::prelude::*;
 
@@ -601,5 +671,49 @@ mod tests {
             ids.len(),
             "one view per item listed, none for skipped items"
         );
+    }
+
+    #[tokio::test]
+    async fn commands_on_one_stream_take_turns_and_other_streams_do_not_wait() {
+        let turns = Arc::new(StreamTurns::new(IDLE_TURNS_KEPT));
+        let first = turns.turn("connection-a").await;
+        let waiting = {
+            let turns = turns.clone();
+            tokio::spawn(async move {
+                let _turn = turns.turn("connection-a").await;
+            })
+        };
+        // Another stream's turn is free at once.
+        tokio::time::timeout(Duration::from_secs(5), turns.turn("connection-b"))
+            .await
+            .expect("another stream's turn does not wait");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiting.is_finished(), "the same stream's turn waits");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the turn passes on once released")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_turns_are_dropped_and_held_ones_kept() {
+        let turns = StreamTurns::new(8);
+        let held = turns.turn("held").await;
+        for stream in 0..20 {
+            drop(turns.turn(&format!("idle-{stream}")).await);
+        }
+        assert!(turns.len() <= 8, "{} turns kept", turns.len());
+        // The held turn survived every clean-up: asking for it again waits.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), turns.turn("held"))
+                .await
+                .is_err(),
+            "the held turn is still the one held"
+        );
+        drop(held);
+        tokio::time::timeout(Duration::from_secs(5), turns.turn("held"))
+            .await
+            .expect("free once released");
     }
 }

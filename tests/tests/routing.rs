@@ -62,6 +62,23 @@ async fn read_snapshot(
     }
 }
 
+/// The organization "acme" with an active SAML connection routing acme.com, and an
+/// edge token, once the table has the route: (admin client, connection id, edge token).
+async fn acme_and_an_edge(server: &TestServer) -> (AdminClient, String, String) {
+    let mut admin = server.admin().await;
+    let (_, connection, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
+    (admin, connection, edge_token)
+}
+
 #[tokio::test]
 async fn a_provider_switch_moves_every_domain_in_one_message_at_one_revision() {
     let server = TestServer::start().await;
@@ -187,17 +204,7 @@ async fn a_resuming_watcher_gets_only_the_deltas_and_ends_with_the_fresh_table()
 #[tokio::test]
 async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
     let server = TestServer::start().await;
-    let mut admin = server.admin().await;
-    let (_, acme, _) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com"],
-        "https://idp.acme.com/e",
-    )
-    .await;
-    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
-    server.server.routing.wait_for(server.head()).await.unwrap();
+    let (mut admin, acme, edge_token) = acme_and_an_edge(&server).await;
     let mut routing = routing_client(server.addr(), &edge_token).await;
     let mut stream = watch(&mut routing, None).await;
     let (_, revision) = read_snapshot(&mut stream).await;
@@ -307,17 +314,7 @@ async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
 #[tokio::test]
 async fn resuming_with_another_store_epoch_or_a_revision_ahead_gives_a_reset() {
     let server = TestServer::start().await;
-    let mut admin = server.admin().await;
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com"],
-        "https://idp.acme.com/e",
-    )
-    .await;
-    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
-    server.server.routing.wait_for(server.head()).await.unwrap();
+    let (_, _, edge_token) = acme_and_an_edge(&server).await;
     let mut routing = routing_client(server.addr(), &edge_token).await;
 
     let mut other_epoch = watch(&mut routing, Some((1, "a-restored-backup".into()))).await;
@@ -391,16 +388,7 @@ async fn an_idle_stream_gets_progress_messages_with_the_current_revision() {
 #[tokio::test]
 async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
     let server = TestServer::start_with(|config| config.routing_history = 32).await;
-    let mut admin = server.admin().await;
-    let (_, connection, _) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com"],
-        "https://idp.acme.com/e",
-    )
-    .await;
-    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    let (mut admin, connection, edge_token) = acme_and_an_edge(&server).await;
     let mut slow_client = routing_client(server.addr(), &edge_token).await;
     let mut slow = watch(&mut slow_client, None).await;
     read_snapshot(&mut slow).await;

@@ -932,6 +932,18 @@ mod tests {
         format!("d{d:02}.example")
     }
 
+    /// A commit's changes: each (domain, organization routing it, or none: deleted).
+    fn commit_changes(commit: &[(u8, Option<u8>)]) -> Changes {
+        commit
+            .iter()
+            .map(|(d, organization)| {
+                let d = domain(*d);
+                let route = organization.map(|o| route(&d, o));
+                (signpost_domain::Id::from(d.as_str()), route)
+            })
+            .collect()
+    }
+
     fn delta(revision: u64, upserts: &[(u8, u8)], deletes: &[u8]) -> Arc<Delta> {
         Arc::new(Delta::new(
             revision,
@@ -997,14 +1009,7 @@ mod tests {
                 RoutingOptions::new("https://signpost.example"),
             );
             for (n, commit) in commits.iter().enumerate() {
-                let changes: Changes = commit
-                    .iter()
-                    .map(|(d, organization)| {
-                        let d = domain(*d);
-                        let route = organization.map(|o| route(&d, o));
-                        (signpost_domain::Id::from(d.as_str()), route)
-                    })
-                    .collect();
+                let changes = commit_changes(commit);
                 let revision = n as u64 + 1;
                 if n == 0 {
                     feed.shared.publish_catch_up(revision, changes);
@@ -1047,14 +1052,7 @@ mod tests {
             // The watcher's table: the one the first commit left.
             let mut table = BTreeMap::new();
             for (n, commit) in commits.iter().enumerate() {
-                let changes: Changes = commit
-                    .iter()
-                    .map(|(d, organization)| {
-                        let d = domain(*d);
-                        let route = organization.map(|o| route(&d, o));
-                        (signpost_domain::Id::from(d.as_str()), route)
-                    })
-                    .collect();
+                let changes = commit_changes(commit);
                 let revision = n as u64 + 1;
                 if n == 0 {
                     feed.shared.publish_catch_up(revision, changes);

@@ -543,6 +543,13 @@ pub async fn signpost(
     let rss_open = server_rss();
     let mut admin = grpc::admin(&channels[0], token);
     let run = uuid::Uuid::now_v7().simple().to_string();
+    // Each change gives the connection's "fan-out" group a new role: one route change.
+    let assign = |role: String| pb::AssignGroupRequest {
+        connection_id: connection_id.to_owned(),
+        idp_group: "fan-out".into(),
+        role: format!("role-{run}-{role}"),
+        ..Default::default()
+    };
     let cpu_seconds = || {
         server_pid
             .and_then(crate::cpu::process_seconds)
@@ -551,14 +558,7 @@ pub async fn signpost(
     let cpu_before = cpu_seconds();
     let per_change_ms = collector
         .changes(async |change| {
-            admin
-                .assign_group(pb::AssignGroupRequest {
-                    connection_id: connection_id.to_owned(),
-                    idp_group: "fan-out".into(),
-                    role: format!("role-{run}-{change}"),
-                    ..Default::default()
-                })
-                .await?;
+            admin.assign_group(assign(change.to_string())).await?;
             Ok(())
         })
         .await?;
@@ -588,14 +588,7 @@ pub async fn signpost(
     let writes_with_streams = match after.write_load {
         Some(load) => Some(
             writes_with_streams(&collector.deliveries, token, server_pid, load, async || {
-                let written = admin
-                    .assign_group(pb::AssignGroupRequest {
-                        connection_id: connection_id.to_owned(),
-                        idp_group: "fan-out".into(),
-                        role: format!("role-{run}-after-load"),
-                        ..Default::default()
-                    })
-                    .await?;
+                let written = admin.assign_group(assign("after-load".into())).await?;
                 Ok(written.into_inner().log_position)
             })
             .await?,

@@ -944,6 +944,19 @@ mod tests {
             .collect()
     }
 
+    /// Publishes commit number `n` (from 0) at revision `n + 1`, the first as the end of
+    /// the catch-up; returns the revision.
+    fn publish_commit(feed: &RoutingFeed, n: usize, commit: &[(u8, Option<u8>)]) -> u64 {
+        let revision = n as u64 + 1;
+        if n == 0 {
+            feed.shared
+                .publish_catch_up(revision, commit_changes(commit));
+        } else {
+            feed.shared.publish(revision, commit_changes(commit));
+        }
+        revision
+    }
+
     fn delta(revision: u64, upserts: &[(u8, u8)], deletes: &[u8]) -> Arc<Delta> {
         Arc::new(Delta::new(
             revision,
@@ -1009,13 +1022,7 @@ mod tests {
                 RoutingOptions::new("https://signpost.example"),
             );
             for (n, commit) in commits.iter().enumerate() {
-                let changes = commit_changes(commit);
-                let revision = n as u64 + 1;
-                if n == 0 {
-                    feed.shared.publish_catch_up(revision, changes);
-                } else {
-                    feed.shared.publish(revision, changes);
-                }
+                let revision = publish_commit(&feed, n, commit);
                 let (at, table) = projection.snapshot();
                 proptest::prop_assert_eq!(at, revision);
                 for d in 0..16 {
@@ -1052,13 +1059,9 @@ mod tests {
             // The watcher's table: the one the first commit left.
             let mut table = BTreeMap::new();
             for (n, commit) in commits.iter().enumerate() {
-                let changes = commit_changes(commit);
-                let revision = n as u64 + 1;
+                publish_commit(&feed, n, commit);
                 if n == 0 {
-                    feed.shared.publish_catch_up(revision, changes);
                     table = as_map(&projection.snapshot().1);
-                } else {
-                    feed.shared.publish(revision, changes);
                 }
             }
             let (_, head_table) = projection.snapshot();

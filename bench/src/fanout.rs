@@ -9,6 +9,11 @@
 //! delivery of deltas, not 10,000 snapshots of the table; etcd watchers start
 //! at the current revision, which is the same thing.
 //!
+//! Every peer's watchers first get [`WARM_UP_CHANGES`] changes that are not counted: the
+//! load generator's first messages on a stream write fresh pages of its receive buffer,
+//! and 10,000 watchers doing so at once took the two cores from the server (see the
+//! constant).
+//!
 //! A watcher reads each message as far as its kind ([`RouteArrival`], [`EtcdArrival`])
 //! and writes the arrival's latency to its own slot of [`Deliveries`]; the collector is
 //! woken once per change, by the arrival that completes it. The load generator shares the
@@ -37,6 +42,20 @@ use crate::{etcd, grpc};
 /// Key prefix the etcd watchers watch.
 pub const ETCD_PREFIX: &str = "/signpost/fanout/";
 
+/// Changes made and delivered before the measured ones, on every peer, and not counted.
+///
+/// tonic reads each stream's messages into an 8 KiB buffer of its own, allocated when the
+/// stream opens and written page by page as messages arrive. With route-sized messages
+/// (about 520 bytes) every watcher writes a fresh page at its 1st and its 8th message: 10,000
+/// page faults in the load generator within one change, on the two cores the server is
+/// delivering with. Profiled with change timestamps (round 30), the load generator took
+/// 127 samples in the 8th change against 61 to 80 in the others, 36 of them page faults
+/// in tonic's decoding; the server's samples did not change. Over 48 changes, only the
+/// 1st and the 8th stood out: once the buffer is full it is reused in place. An edge
+/// pays this once per stream in its life; 16 changes (one full buffer) leave every
+/// watcher in the state it keeps.
+pub const WARM_UP_CHANGES: usize = 16;
+
 /// Fan-out figures of one peer.
 #[derive(Debug, Clone, Default)]
 pub struct FanOut {
@@ -44,6 +63,8 @@ pub struct FanOut {
     pub streams: usize,
     /// Per change: median and worst delivery latency over all watchers (ms).
     pub per_change_ms: Vec<(f64, f64)>,
+    /// The same, for the [`WARM_UP_CHANGES`] made before them and not counted.
+    pub warm_up_ms: Vec<(f64, f64)>,
     /// Time to open every watcher.
     pub connect_seconds: f64,
     /// Server RSS before the watchers opened.
@@ -93,6 +114,7 @@ impl FanOut {
             "streams": self.streams, "changes": self.per_change_ms.len(),
             "median_ms": self.median_ms(), "worst_ms": self.worst_ms(),
             "per_change_ms": self.per_change_ms,
+            "warm_up_per_change_ms": self.warm_up_ms,
             "connect_seconds": self.connect_seconds,
             "rss_before_bytes": self.rss_before, "rss_open_bytes": self.rss_open,
             "rss_after_bytes": self.rss_after,
@@ -112,6 +134,8 @@ impl FanOut {
 struct Deliveries {
     epoch: Instant,
     streams: usize,
+    /// The first changes, not counted (in the scenario, [`WARM_UP_CHANGES`]).
+    warm_up: usize,
     /// Per change: microseconds since `epoch` just before it was made, or [`NOT_MADE`].
     made_at: Box<[AtomicU64]>,
     /// Per change and watcher (`change * streams + watcher`): the arrival's latency (µs).
@@ -142,12 +166,15 @@ struct Deliveries {
 const NOT_MADE: u64 = u64::MAX;
 
 impl Deliveries {
-    fn new(streams: usize, changes: usize) -> Arc<Self> {
+    /// For `changes` measured changes after `warm_up` ones.
+    fn new(streams: usize, warm_up: usize, changes: usize) -> Arc<Self> {
+        let changes = warm_up + changes;
         let atomics =
             |count: usize, value: u64| (0..count).map(|_| AtomicU64::new(value)).collect();
         Arc::new(Deliveries {
             epoch: Instant::now(),
             streams,
+            warm_up,
             made_at: atomics(changes, NOT_MADE),
             latencies: atomics(changes * streams, 0),
             arrived: (0..changes).map(|_| AtomicUsize::new(0)).collect(),
@@ -259,6 +286,25 @@ impl Deliveries {
     }
 }
 
+/// What [`Collector::changes`] measured.
+struct Changes {
+    /// Per measured change: (median, worst) delivery latency over all watchers (ms).
+    per_change_ms: Vec<(f64, f64)>,
+    /// The same for the warm-up changes before them.
+    warm_up_ms: Vec<(f64, f64)>,
+    /// CPU seconds the server and this load generator spent on the measured changes,
+    /// from the first made to the last delivered, when the server's process id is known.
+    cpu: Option<(f64, f64)>,
+}
+
+/// CPU seconds used so far by the process `server_pid` and by this one, when the server's
+/// is known.
+fn cpu_seconds(server_pid: Option<u32>) -> Option<(f64, f64)> {
+    server_pid
+        .and_then(crate::cpu::process_seconds)
+        .zip(crate::cpu::process_seconds(std::process::id()))
+}
+
 /// The watchers' tasks and what they record.
 struct Collector {
     deliveries: Arc<Deliveries>,
@@ -293,17 +339,22 @@ impl Collector {
         Ok((collector, connect_seconds))
     }
 
-    /// Makes the changes one after another with `make` (given the change's number), each
-    /// timed from just before it is made to its arrival at every watcher: (median, worst)
-    /// in ms per change.
+    /// Makes the warm-up changes, then the measured ones, one after another with `make`
+    /// (given the change's number), each timed from just before it is made to its arrival
+    /// at every watcher; with `server_pid`, the CPU of the measured ones.
     async fn changes(
         &mut self,
+        server_pid: Option<u32>,
         mut make: impl AsyncFnMut(usize) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Vec<(f64, f64)>> {
+    ) -> anyhow::Result<Changes> {
         let deliveries = &self.deliveries;
         let streams = deliveries.streams;
         let mut per_change_ms = Vec::with_capacity(deliveries.changes());
+        let mut cpu_before = None;
         for change in 0..deliveries.changes() {
+            if change == deliveries.warm_up {
+                cpu_before = cpu_seconds(server_pid);
+            }
             deliveries.making(change);
             make(change).await?;
             deliveries
@@ -320,7 +371,17 @@ impl Collector {
                 .await?;
             per_change_ms.push(deliveries.latency_ms(change));
         }
-        Ok(per_change_ms)
+        let cpu = cpu_before.zip(cpu_seconds(server_pid)).map(
+            |((server, generator), (server_after, generator_after))| {
+                (server_after - server, generator_after - generator)
+            },
+        );
+        let measured = per_change_ms.split_off(deliveries.warm_up);
+        Ok(Changes {
+            per_change_ms: measured,
+            warm_up_ms: per_change_ms,
+            cpu,
+        })
     }
 
     fn stop(self) {
@@ -431,7 +492,7 @@ async fn route_watchers(
     changes: usize,
     request: wire::WatchRoutesRequest,
 ) -> anyhow::Result<(Collector, f64)> {
-    let deliveries = Deliveries::new(streams, changes);
+    let deliveries = Deliveries::new(streams, WARM_UP_CHANGES, changes);
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for watcher in 0..streams {
@@ -550,26 +611,15 @@ pub async fn signpost(
         role: format!("role-{run}-{role}"),
         ..Default::default()
     };
-    let cpu_seconds = || {
-        server_pid
-            .and_then(crate::cpu::process_seconds)
-            .zip(crate::cpu::process_seconds(std::process::id()))
-    };
-    let cpu_before = cpu_seconds();
-    let per_change_ms = collector
-        .changes(async |change| {
+    let changes = collector
+        .changes(server_pid, async |change| {
             admin.assign_group(assign(change.to_string())).await?;
             Ok(())
         })
         .await?;
-    let changes_cpu = cpu_before.zip(cpu_seconds()).map(
-        |((server, generator), (server_after, generator_after))| {
-            (server_after - server, generator_after - generator)
-        },
-    );
     let rss_after = server_rss();
     // Commits that change no route (organizations without a domain), the watchers open.
-    let quiet_started = cpu_seconds();
+    let quiet_started = cpu_seconds(server_pid);
     for write in 0..quiet_writes {
         admin
             .create_organization(pb::CreateOrganizationRequest {
@@ -580,7 +630,7 @@ pub async fn signpost(
             .await?;
     }
     let quiet_write_us = quiet_started
-        .zip(cpu_seconds())
+        .zip(cpu_seconds(server_pid))
         .filter(|_| quiet_writes > 0)
         .map(|((server, _), (server_after, _))| {
             (server_after - server) * 1e6 / quiet_writes as f64
@@ -598,12 +648,13 @@ pub async fn signpost(
     collector.stop();
     Ok(FanOut {
         streams,
-        per_change_ms,
+        per_change_ms: changes.per_change_ms,
+        warm_up_ms: changes.warm_up_ms,
         connect_seconds,
         rss_before,
         rss_open,
         rss_after,
-        changes_cpu,
+        changes_cpu: changes.cpu,
         quiet_write_us,
         writes_with_streams,
     })
@@ -677,7 +728,7 @@ pub async fn etcd(
     value_bytes: usize,
     server_rss: impl Fn() -> u64,
 ) -> anyhow::Result<FanOut> {
-    let deliveries = Deliveries::new(streams, changes);
+    let deliveries = Deliveries::new(streams, WARM_UP_CHANGES, changes);
     let rss_before = server_rss();
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
@@ -720,8 +771,8 @@ pub async fn etcd(
     let (mut collector, connect_seconds) = Collector::open(deliveries, tasks, opening).await?;
     let rss_open = server_rss();
     let mut kv = etcd::kv(&channels[0]);
-    let per_change_ms = collector
-        .changes(async |change| {
+    let changes = collector
+        .changes(None, async |change| {
             etcd::put(
                 &mut kv,
                 format!("{ETCD_PREFIX}route").into_bytes(),
@@ -735,7 +786,8 @@ pub async fn etcd(
     collector.stop();
     Ok(FanOut {
         streams,
-        per_change_ms,
+        per_change_ms: changes.per_change_ms,
+        warm_up_ms: changes.warm_up_ms,
         connect_seconds,
         rss_before,
         rss_open,
@@ -784,13 +836,14 @@ async fn triggered_changes(
     streams: usize,
 ) -> anyhow::Result<FanOut> {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel.clone());
-    let per_change_ms = collector
-        .changes(async |_| trigger(&mut client).await)
+    let changes = collector
+        .changes(None, async |_| trigger(&mut client).await)
         .await?;
     collector.stop();
     Ok(FanOut {
         streams,
-        per_change_ms,
+        per_change_ms: changes.per_change_ms,
+        warm_up_ms: changes.warm_up_ms,
         connect_seconds,
         ..FanOut::default()
     })
@@ -805,7 +858,7 @@ pub async fn ceiling(
 ) -> anyhow::Result<FanOut> {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let deliveries = Deliveries::new(streams, changes);
+    let deliveries = Deliveries::new(streams, WARM_UP_CHANGES, changes);
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for watcher in 0..streams {
@@ -934,7 +987,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_change_is_collected_once_it_reached_every_watcher() {
-        let deliveries = Deliveries::new(3, 2);
+        let deliveries = Deliveries::new(3, 0, 2);
         let mut seen = [0usize; 3];
         deliveries.making(0);
         deliveries.arrived(2, &mut seen[2]);
@@ -958,9 +1011,45 @@ mod tests {
         assert!(deliveries.latency_ms(1).1 < 5.0);
     }
 
+    /// The warm-up changes are made and delivered first, with the numbers before the
+    /// measured ones', and only the measured ones are returned as such.
+    #[tokio::test]
+    async fn the_warm_up_changes_come_first_and_are_not_counted() {
+        let deliveries = Deliveries::new(2, 3, 2);
+        let mut collector = Collector {
+            deliveries: deliveries.clone(),
+            tasks: Vec::new(),
+        };
+        let mut made = Vec::new();
+        let mut seen = [0usize; 2];
+        let changes = collector
+            .changes(None, async |change| {
+                made.push(change);
+                if change >= 3 {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                }
+                for (watcher, seen) in seen.iter_mut().enumerate() {
+                    deliveries.arrived(watcher, seen);
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        assert_eq!(made, [0, 1, 2, 3, 4]);
+        assert_eq!(seen, [5, 5]);
+        assert_eq!(changes.warm_up_ms.len(), 3);
+        assert_eq!(changes.per_change_ms.len(), 2);
+        // The measured changes are the ones that took at least 30 ms to arrive.
+        assert!(changes
+            .per_change_ms
+            .iter()
+            .all(|(median, _)| *median >= 30.0));
+        assert!(changes.cpu.is_none());
+    }
+
     #[tokio::test]
     async fn an_arrival_of_a_change_not_made_fails_the_collection() {
-        let deliveries = Deliveries::new(2, 2);
+        let deliveries = Deliveries::new(2, 0, 2);
         let mut seen = [0usize; 2];
         deliveries.making(0);
         deliveries.arrived(0, &mut seen[0]);
@@ -974,7 +1063,7 @@ mod tests {
         );
 
         // Past the last change, too.
-        let deliveries = Deliveries::new(1, 1);
+        let deliveries = Deliveries::new(1, 0, 1);
         let mut seen = 0;
         deliveries.making(0);
         deliveries.arrived(0, &mut seen);
@@ -984,7 +1073,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_watcher_that_ended_fails_the_collection_at_once() {
-        let deliveries = Deliveries::new(2, 1);
+        let deliveries = Deliveries::new(2, 0, 1);
         let waiting = {
             let deliveries = deliveries.clone();
             tokio::spawn(async move {

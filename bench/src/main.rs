@@ -999,6 +999,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "median_ms": fan_out.median_ms(),
                             "worst_ms": fan_out.worst_ms(),
                             "per_change_ms": fan_out.per_change_ms,
+                            "warm_up_per_change_ms": fan_out.warm_up_ms,
                             "changes_server_cpu_seconds": fan_out.changes_cpu.map(|(s, _)| s),
                             "changes_generator_cpu_seconds": fan_out.changes_cpu.map(|(_, g)| g),
                             "quiet_write_server_us": fan_out.quiet_write_us,

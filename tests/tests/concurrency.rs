@@ -1,6 +1,6 @@
 //! Many writers at once, over real gRPC: optimistic concurrency gives one
-//! winner per version, unpinned commands on one connection take turns and all
-//! succeed, and request ids make retries idempotent.
+//! winner per version, unpinned commands on one connection or one organization take
+//! turns and all succeed, and request ids make retries idempotent.
 
 use signpost_api::admin::v1 as pb;
 use signpost_api::log::v1 as schema;
@@ -51,6 +51,20 @@ async fn assert_log_has_no_gaps(server: &TestServer) {
         .map(|e| e.position)
         .collect();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
+}
+
+/// How many events of `event_type` the log holds.
+async fn events_of_type(server: &TestServer, event_type: &str) -> usize {
+    server
+        .server
+        .plane
+        .store()
+        .read_range(1, 100_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|event| event.event_type == event_type)
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -171,6 +185,79 @@ async fn racing_unpinned_commands_on_one_connection_all_succeed_each_deciding_on
     assert_eq!(connection.version, start_version + RACERS as u64);
     // They took turns: none decided on state another was about to change.
     assert_eq!(server.server.plane.conflict_retries(), 0);
+    assert_log_has_no_gaps(&server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_unpinned_commands_on_one_organization_all_succeed_each_deciding_once() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (org, _) = configured_connection(&server, &mut admin).await;
+    let clients = racing_clients(&server).await;
+    let retries_before = server.server.plane.conflict_retries();
+
+    // Half the racers enforce SSO, half make it optional: whichever runs next after a
+    // racer of the other kind changes the policy, on the version that racer left.
+    let racers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(racer, mut client)| {
+            let organization_id = org.clone();
+            let policy = if racer % 2 == 0 {
+                schema::SsoPolicy::Enforced
+            } else {
+                schema::SsoPolicy::Optional
+            };
+            tokio::spawn(async move {
+                client
+                    .set_sso_policy(pb::SetSsoPolicyRequest {
+                        organization_id,
+                        policy: policy as i32,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.unwrap().expect("an unpinned command succeeds");
+    }
+    // They took turns: none decided on state another was about to change.
+    assert_eq!(server.server.plane.conflict_retries(), retries_before);
+    let changes = events_of_type(&server, "sso_policy_changed").await;
+    assert!(changes > 1, "the racers changed the policy {changes} times");
+    assert_log_has_no_gaps(&server).await;
+}
+
+/// Activation is decided on the organization's state too: a burst of activations of one
+/// connection activates it once, and the others find it active without racing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_activations_of_one_connection_activate_it_once_each_deciding_once() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let (_, connection_id) = configured_connection(&server, &mut admin).await;
+    let clients = racing_clients(&server).await;
+    let retries_before = server.server.plane.conflict_retries();
+
+    let racers: Vec<_> = clients
+        .into_iter()
+        .map(|mut client| {
+            let connection_id = connection_id.clone();
+            tokio::spawn(async move {
+                client
+                    .activate_connection(pb::ActivateConnectionRequest {
+                        connection_id,
+                        ..Default::default()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for racer in racers {
+        racer.await.unwrap().expect("every activation succeeds");
+    }
+    assert_eq!(server.server.plane.conflict_retries(), retries_before);
+    assert_eq!(events_of_type(&server, "connection_activated").await, 1);
     assert_log_has_no_gaps(&server).await;
 }
 

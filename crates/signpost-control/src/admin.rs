@@ -225,6 +225,8 @@ impl ControlPlane {
         organization_id: &str,
         command: impl Fn(&ReadModel) -> Result<OrganizationCommand, ControlError>,
     ) -> Result<u64, ControlError> {
+        let stream = streams::organization(organization_id);
+        let _turn = self.stream_turn(&stream).await;
         let done = self
             .execute(principal, meta, fp, |model| {
                 let org = state_of(&model.organizations, organization_id);
@@ -232,7 +234,7 @@ impl ControlPlane {
                 let events = org.handle(command(model)?)?;
                 Ok(Plan {
                     writes: vec![PlannedWrite {
-                        stream: streams::organization(organization_id),
+                        stream: stream.clone(),
                         expected,
                         events,
                     }],
@@ -947,6 +949,20 @@ impl ControlPlane {
         connection_id: &str,
         command: impl Fn(ConnectionFacts) -> OrganizationCommand,
     ) -> Result<(u64, String), ControlError> {
+        // The turn of the organization the connection belongs to (a connection never
+        // changes organization); a connection not known yet is refused when decided.
+        let organization = self.projection().read(|model| {
+            model
+                .connection_organization(connection_id)
+                .map(str::to_owned)
+        });
+        let _turn = match organization {
+            Some(organization) => Some(
+                self.stream_turn(&streams::organization(&organization))
+                    .await,
+            ),
+            None => None,
+        };
         let done = self
             .execute(principal, meta, fp, |model| {
                 let organization_id = model

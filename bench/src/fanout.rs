@@ -9,10 +9,11 @@
 //! delivery of deltas, not 10,000 snapshots of the table; etcd watchers start
 //! at the current revision, which is the same thing.
 //!
-//! Every peer's watchers first get [`WARM_UP_CHANGES`] changes that are not counted: the
-//! load generator's first messages on a stream write fresh pages of its receive buffer,
-//! and 10,000 watchers doing so at once took the two cores from the server (see the
-//! constant).
+//! Every peer's watchers first get [`WARM_UP_CHANGES`] changes that are not counted: a
+//! watcher's first messages cost the load generator more than later ones, and 10,000
+//! watchers paying that at once took the two cores from the server (see the constant).
+//! The watchers are [`crate::watch_client`]'s calls on `h2`, the same for every peer,
+//! and each change is made over a connection of its own.
 //!
 //! A watcher reads each message as far as its kind ([`RouteArrival`], [`EtcdArrival`])
 //! and writes the arrival's latency to its own slot of [`Deliveries`]; the collector is
@@ -25,18 +26,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::StreamExt;
+use prost::Message;
 use signpost_api::admin::v1 as pb;
 use signpost_api::routing::v1 as wire;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use tonic_prost::ProstCodec;
 
 use crate::load::LoadReport;
 use crate::populate::Organization;
+use crate::watch_client::{Messages, WatchConnection};
 use crate::{etcd, grpc};
 
 /// Key prefix the etcd watchers watch.
@@ -44,16 +43,18 @@ pub const ETCD_PREFIX: &str = "/signpost/fanout/";
 
 /// Changes made and delivered before the measured ones, on every peer, and not counted.
 ///
-/// tonic reads each stream's messages into an 8 KiB buffer of its own, allocated when the
-/// stream opens and written page by page as messages arrive. With route-sized messages
-/// (about 520 bytes) every watcher writes a fresh page at its 1st and its 8th message: 10,000
-/// page faults in the load generator within one change, on the two cores the server is
-/// delivering with. Profiled with change timestamps (round 30), the load generator took
+/// Found with tonic's client, which the watchers used until round 30: it reads each
+/// stream's messages into an 8 KiB buffer of its own, allocated when the stream opens and
+/// written page by page as messages arrive. With route-sized messages (about 520 bytes)
+/// every watcher wrote a fresh page at its 1st and its 8th message: 10,000 page faults in
+/// the load generator within one change, on the two cores the server is delivering with. Profiled with change timestamps (round 30), the load generator took
 /// 127 samples in the 8th change against 61 to 80 in the others, 36 of them page faults
 /// in tonic's decoding; the server's samples did not change. Over 48 changes, only the
 /// 1st and the 8th stood out: once the buffer is full it is reused in place. An edge
-/// pays this once per stream in its life; 16 changes (one full buffer) leave every
-/// watcher in the state it keeps.
+/// pays such first costs once per stream in its life; 16 changes (one full buffer) left
+/// every watcher in the state it keeps. [`crate::watch_client`] keeps no buffer per
+/// stream; the warm-up stays, so that any first cost of a client is kept out of the
+/// figures, for every peer alike.
 pub const WARM_UP_CHANGES: usize = 16;
 
 /// Fan-out figures of one peer.
@@ -446,47 +447,43 @@ struct EtcdArrival {
     events: Vec<Bytes>,
 }
 
-/// A `WatchRoutes` call on `channel` whose responses are decoded as [`RouteArrival`]s.
-async fn watch_route_arrivals(
-    channel: &Channel,
+/// A `WatchRoutes` call on `connection` (its messages are read as [`RouteArrival`]s).
+async fn watch_routes(
+    connection: &WatchConnection,
     token: &str,
-    request: wire::WatchRoutesRequest,
-) -> anyhow::Result<tonic::Streaming<RouteArrival>> {
-    let mut client = tonic::client::Grpc::new(InterceptedService::new(
-        channel.clone(),
-        grpc::bearer(token),
-    ))
-    .max_decoding_message_size(256 << 20);
-    client.ready().await?;
-    let path = PathAndQuery::from_static("/signpost.routing.v1.RoutingService/WatchRoutes");
-    let codec = ProstCodec::<wire::WatchRoutesRequest, RouteArrival>::default();
-    Ok(client
-        .server_streaming(tonic::Request::new(request), path, codec)
-        .await?
-        .into_inner())
+    request: &wire::WatchRoutesRequest,
+) -> anyhow::Result<Messages> {
+    connection
+        .call(
+            "/signpost.routing.v1.RoutingService/WatchRoutes",
+            Some(&format!("Bearer {token}")),
+            &request.encode_to_vec(),
+            false,
+        )
+        .await
 }
 
-/// An etcd `Watch` call on `channel` sending `requests`, whose responses are decoded as
-/// [`EtcdArrival`]s.
-async fn etcd_watch_arrivals(
-    channel: &Channel,
-    requests: impl futures::Stream<Item = etcd::pb::WatchRequest> + Send + 'static,
-) -> anyhow::Result<tonic::Streaming<EtcdArrival>> {
-    let mut client = tonic::client::Grpc::new(channel.clone());
-    client.ready().await?;
-    let path = PathAndQuery::from_static("/etcdserverpb.Watch/Watch");
-    let codec = ProstCodec::<etcd::pb::WatchRequest, EtcdArrival>::default();
-    Ok(client
-        .streaming(tonic::Request::new(requests), path, codec)
-        .await?
-        .into_inner())
+/// An etcd `Watch` call on `connection` sending `create` and keeping its request side
+/// open, as a watch must (its messages are read as [`EtcdArrival`]s).
+async fn etcd_watch(
+    connection: &WatchConnection,
+    create: &etcd::pb::WatchRequest,
+) -> anyhow::Result<Messages> {
+    connection
+        .call(
+            "/etcdserverpb.Watch/Watch",
+            None,
+            &create.encode_to_vec(),
+            true,
+        )
+        .await
 }
 
-/// Opens `streams` `WatchRoutes` streams with `request`, spread over `channels`, and
+/// Opens `streams` `WatchRoutes` streams with `request`, spread over `connections`, and
 /// returns their collector for `changes` changes once all are open (with the seconds that
 /// took).
 async fn route_watchers(
-    channels: &[Channel],
+    connections: &[WatchConnection],
     token: &str,
     streams: usize,
     changes: usize,
@@ -496,17 +493,20 @@ async fn route_watchers(
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for watcher in 0..streams {
-        let channel = channels[watcher % channels.len()].clone();
+        let connection = connections[watcher % connections.len()].clone();
         let token = token.to_owned();
         let request = request.clone();
         let recorder = deliveries.clone();
         tasks.push(spawn_watcher(&deliveries, async move {
-            let Ok(mut stream) = watch_route_arrivals(&channel, &token, request).await else {
+            let Ok(mut stream) = watch_routes(&connection, &token, &request).await else {
                 return;
             };
             recorder.opened();
             let mut seen = 0usize;
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(bytes)) = stream.next().await {
+                let Ok(message) = RouteArrival::decode(bytes) else {
+                    return;
+                };
                 recorder.reached(watcher, message.revision);
                 match message.kind {
                     Some(RouteArrivalKind::Delta(_)) => recorder.arrived(watcher, &mut seen),
@@ -576,13 +576,14 @@ impl WritesWithStreams {
     }
 }
 
-/// Signpost: `streams` `WatchRoutes` streams resuming from `revision` in
-/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id`, then, the streams
-/// still open, what `after` asks for. With `server_pid`, the CPU the changes and the
-/// quiet commits cost is recorded too.
+/// Signpost: `streams` `WatchRoutes` streams on `watchers` resuming from `revision` in
+/// `store_epoch`, then `changes` `AssignGroup`s on `connection_id` through `channel`,
+/// then, the streams still open, what `after` asks for. With `server_pid`, the CPU the
+/// changes and the quiet commits cost is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub async fn signpost(
-    channels: &[Channel],
+    watchers: &[WatchConnection],
+    channel: &Channel,
     token: &str,
     streams: usize,
     changes: usize,
@@ -600,9 +601,9 @@ pub async fn signpost(
         store_epoch: store_epoch.to_owned(),
     };
     let (mut collector, connect_seconds) =
-        route_watchers(channels, token, streams, changes, request).await?;
+        route_watchers(watchers, token, streams, changes, request).await?;
     let rss_open = server_rss();
-    let mut admin = grpc::admin(&channels[0], token);
+    let mut admin = grpc::admin(channel, token);
     let run = uuid::Uuid::now_v7().simple().to_string();
     // Each change gives the connection's "fan-out" group a new role: one route change.
     let assign = |role: String| pb::AssignGroupRequest {
@@ -719,10 +720,12 @@ async fn writes_with_streams(
     })
 }
 
-/// etcd: `streams` watchers on [`ETCD_PREFIX`] (one Watch stream each, like
-/// one `WatchRoutes` stream each), then `changes` puts of `value_bytes` under it.
+/// etcd: `streams` watchers on [`ETCD_PREFIX`] on `watchers` (one Watch stream each,
+/// like one `WatchRoutes` stream each), then `changes` puts of `value_bytes` under it
+/// through `channel`.
 pub async fn etcd(
-    channels: &[Channel],
+    watchers: &[WatchConnection],
+    channel: &Channel,
     streams: usize,
     changes: usize,
     value_bytes: usize,
@@ -733,7 +736,7 @@ pub async fn etcd(
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for watcher in 0..streams {
-        let channel = channels[watcher % channels.len()].clone();
+        let connection = watchers[watcher % watchers.len()].clone();
         let recorder = deliveries.clone();
         tasks.push(spawn_watcher(&deliveries, async move {
             let create = etcd::pb::WatchRequest {
@@ -745,13 +748,14 @@ pub async fn etcd(
                     },
                 )),
             };
-            // Keep the request side open: closing it would end the watch.
-            let requests = futures::stream::iter([create]).chain(futures::stream::pending());
-            let Ok(mut stream) = etcd_watch_arrivals(&channel, requests).await else {
+            let Ok(mut stream) = etcd_watch(&connection, &create).await else {
                 return;
             };
             let mut seen = 0usize;
-            while let Some(Ok(message)) = stream.next().await {
+            while let Some(Ok(bytes)) = stream.next().await {
+                let Ok(message) = EtcdArrival::decode(bytes) else {
+                    return;
+                };
                 if message.created {
                     recorder.opened();
                 }
@@ -770,7 +774,7 @@ pub async fn etcd(
     }
     let (mut collector, connect_seconds) = Collector::open(deliveries, tasks, opening).await?;
     let rss_open = server_rss();
-    let mut kv = etcd::kv(&channels[0]);
+    let mut kv = etcd::kv(channel);
     let changes = collector
         .changes(None, async |change| {
             etcd::put(
@@ -814,7 +818,8 @@ async fn trigger(
 /// `streams` `WatchRoutes` streams opened by the same client as [`signpost`]'s, with the
 /// same request, then `changes` changes, each a delta as large as the control plane's.
 pub async fn route_floor(
-    channels: &[Channel],
+    watchers: &[WatchConnection],
+    channel: &Channel,
     streams: usize,
     changes: usize,
     store_epoch: &str,
@@ -824,8 +829,8 @@ pub async fn route_floor(
         store_epoch: store_epoch.to_owned(),
     };
     // The floor authorizes nothing; the client sends a bearer token all the same.
-    let opened = route_watchers(channels, "floor", streams, changes, request).await?;
-    triggered_changes(opened, &channels[0], streams).await
+    let opened = route_watchers(watchers, "floor", streams, changes, request).await?;
+    triggered_changes(opened, channel, streams).await
 }
 
 /// Makes the collector's changes on the do-nothing stream server through `channel`, timed
@@ -850,25 +855,27 @@ async fn triggered_changes(
 }
 
 /// The limit of this machine and client ([`crate::stream_ceiling`]): `streams` `Watch`
-/// streams on a do-nothing server, then `changes` changes, measured like the peers.
+/// streams on a do-nothing server on `watchers`, then `changes` changes made through
+/// `channel`, measured like the peers.
 pub async fn ceiling(
-    channels: &[Channel],
+    watchers: &[WatchConnection],
+    channel: &Channel,
     streams: usize,
     changes: usize,
 ) -> anyhow::Result<FanOut> {
-    use tonic_health::pb::health_client::HealthClient;
-    use tonic_health::pb::HealthCheckRequest;
+    let request = tonic_health::pb::HealthCheckRequest::default().encode_to_vec();
     let deliveries = Deliveries::new(streams, WARM_UP_CHANGES, changes);
     let opening = Instant::now();
     let mut tasks = Vec::with_capacity(streams);
     for watcher in 0..streams {
-        let mut client = HealthClient::new(channels[watcher % channels.len()].clone());
+        let connection = watchers[watcher % watchers.len()].clone();
+        let request = request.clone();
         let recorder = deliveries.clone();
         tasks.push(spawn_watcher(&deliveries, async move {
-            let Ok(reply) = client.watch(HealthCheckRequest::default()).await else {
+            let path = "/grpc.health.v1.Health/Watch";
+            let Ok(mut stream) = connection.call(path, None, &request, false).await else {
                 return;
             };
-            let mut stream = reply.into_inner();
             // The first message is the state when the stream opened.
             if !matches!(stream.next().await, Some(Ok(_))) {
                 return;
@@ -881,7 +888,7 @@ pub async fn ceiling(
         }));
     }
     let opened = Collector::open(deliveries, tasks, opening).await?;
-    triggered_changes(opened, &channels[0], streams).await
+    triggered_changes(opened, channel, streams).await
 }
 
 #[cfg(test)]

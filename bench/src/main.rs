@@ -27,8 +27,10 @@
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
 //! generator, HDR histograms), [`cpu`] (CPU per request of the server and the load
-//! generator over a load phase), [`grpc`] and [`etcd`] (clients), [`one_method`] (the
-//! one-method `RoutingService` the `Resolve` and `WatchRoutes` limits serve).
+//! generator over a load phase), [`grpc`] and [`etcd`] (clients), [`watch_client`] (the
+//! fan-out's watchers' minimal gRPC client on `h2`, the same for every peer),
+//! [`one_method`] (the one-method `RoutingService` the `Resolve` and `WatchRoutes` limits
+//! serve).
 #![forbid(unsafe_code)]
 
 mod admin_lists;
@@ -50,6 +52,7 @@ mod resolve_ceiling;
 mod server;
 mod snapshot;
 mod stream_ceiling;
+mod watch_client;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -564,9 +567,10 @@ async fn routing_run(
     // Scenario 3: fan-out (and scenario 8's peak memory).
     status(&format!("scenario 3: fan-out to {streams} streams"));
     let per_connection = 100;
-    let fan_channels = grpc::channels(&url, streams.div_ceil(per_connection).max(1)).await?;
+    let watchers = watch_client::connect(&url, streams.div_ceil(per_connection).max(1)).await?;
     let signpost_fan_out = fanout::signpost(
-        &fan_channels,
+        &watchers,
+        &channels[0],
         &token,
         streams,
         changes,
@@ -579,11 +583,12 @@ async fn routing_run(
     )
     .await?;
     memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
-    drop(fan_channels);
-    let etcd_fan_channels =
-        grpc::channels(&common.etcd, streams.div_ceil(per_connection).max(1)).await?;
+    drop(watchers);
+    let etcd_watchers =
+        watch_client::connect(&common.etcd, streams.div_ceil(per_connection).max(1)).await?;
     let etcd_fan_out = fanout::etcd(
-        &etcd_fan_channels,
+        &etcd_watchers,
+        &etcd_channels[0],
         streams,
         changes,
         writes::VALUE_BYTES,
@@ -591,7 +596,7 @@ async fn routing_run(
     )
     .await?;
     memory.etcd_watchers = etcd_fan_out.rss_open.max(etcd_fan_out.rss_after);
-    drop(etcd_fan_channels);
+    drop(etcd_watchers);
     // The limit: the same client against a server that does nothing but stream, first
     // two-byte messages, then deltas of the route the changes above made (as large as
     // the control plane's), each on connections of its own.
@@ -603,20 +608,23 @@ async fn routing_run(
     let ceiling_server =
         server::CeilingProcess::stream(Some((&delta_route, &grpc_snapshot.store_epoch))).await?;
     let ceiling_url = grpc::url(ceiling_server.addr);
-    let ceiling_channels =
-        grpc::channels(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
-    let ceiling_fan_out = fanout::ceiling(&ceiling_channels, streams, changes).await?;
-    drop(ceiling_channels);
-    let floor_channels =
-        grpc::channels(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
+    let trigger_channels = grpc::channels(&ceiling_url, 1).await?;
+    let ceiling_watchers =
+        watch_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
+    let ceiling_fan_out =
+        fanout::ceiling(&ceiling_watchers, &trigger_channels[0], streams, changes).await?;
+    drop(ceiling_watchers);
+    let floor_watchers =
+        watch_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
     let route_floor = fanout::route_floor(
-        &floor_channels,
+        &floor_watchers,
+        &trigger_channels[0],
         streams,
         changes,
         &grpc_snapshot.store_epoch,
     )
     .await?;
-    drop(floor_channels);
+    drop(floor_watchers);
     ceiling_server.stop().await;
     emit(
         "fan_out",
@@ -672,10 +680,12 @@ async fn memory_with_links(
     let populated = populate_shaped(&dir, population).await?;
     let first = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 15 })).await;
-    let channels = grpc::channels(&first.url(), streams.div_ceil(100).max(1)).await?;
+    let channels = grpc::channels(&first.url(), 1).await?;
+    let watchers = watch_client::connect(&first.url(), streams.div_ceil(100).max(1)).await?;
     let snapshot = snapshot::grpc_snapshot(&channels[0], &populated.token).await?;
     let fan_out = fanout::signpost(
-        &channels,
+        &watchers,
+        &channels[0],
         &populated.token,
         streams,
         1,
@@ -973,10 +983,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         duration: write_duration,
                     });
                     let snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
-                    let fan_channels = grpc::channels(url, streams.div_ceil(100).max(1)).await?;
+                    let watchers = watch_client::connect(url, streams.div_ceil(100).max(1)).await?;
                     let rss = || pid.map(server::rss_of).unwrap_or_default();
                     let fan_out = fanout::signpost(
-                        &fan_channels,
+                        &watchers,
+                        &channels[0],
                         &token,
                         streams,
                         changes,

@@ -1247,12 +1247,16 @@ compare that cost with what a goal leaves per request, and with a do-nothing cal
    with a state file does, so they carry deltas only) against 10,000 etcd watch streams on a
    prefix; 20 changes one after another (an `AssignGroup` / a 200-byte `put`); for each, the time
    from just before the mutation is sent to its arrival at every watcher; median (over changes)
-   of the per-change median, and the worst single delivery. Before them, 16 warm-up changes
-   made and timed the same way, on every peer and limit, are not counted: tonic reads each
-   stream into an 8 KiB buffer written page by page, so every watcher's 1st and 8th
-   route-sized message wrote a fresh page, 10,000 page faults in the load generator within
-   one change, on the cores the server delivers with (round 30); an edge pays that once in
-   a stream's life. Their worst is given with each row's changes below. A watcher decodes each message as
+   of the per-change median, and the worst single delivery. Before the measured changes come
+   16 warm-up changes, made and timed the same way on every peer and limit and not counted
+   (their worst is given with each row's changes below): with tonic's client, every watcher's
+   1st and 8th route-sized message wrote a fresh page of its 8 KiB receive buffer, 10,000 page
+   faults in the load generator within one change, on the cores the server delivers with
+   (round 30); an edge pays such first costs once in a stream's life. The watchers are one
+   minimal gRPC client on `h2`, the same for every peer and limit (`watch_client.rs`, since
+   round 30; tonic's before): a message is the slice of the DATA frame it arrived in, with no
+   body layers and no buffer per stream; each change is made over a connection no watcher
+   uses. A watcher decodes each message as
    far as its kind (a `WatchRoutes` delta, an etcd response's events) and leaves the routes and
    key-values in it encoded: decoding them is an edge's own work, done on machines of its own
    in production, where here it would take the two cores from the server still delivering

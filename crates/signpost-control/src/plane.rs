@@ -8,8 +8,8 @@
 //! (then the conflict is theirs to see). Commands on one connection, and commands
 //! on one organization, take turns in the process first (`ControlPlane::stream_turn`),
 //! so a burst of them does not race: each decides once, on the state its predecessor
-//! left. Idempotent retries
-//! are answered from the log's idempotency record without deciding anything again.
+//! left. Idempotent retries are answered from the log's idempotency record without
+//! deciding anything again.
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -172,6 +172,16 @@ impl TestServer {
     pub fn head(&self) -> u64 {
         self.server.plane.store().head().position
     }
+
+    /// Every event in the log, in position order.
+    pub async fn events(&self) -> Vec<schema::EventEnvelope> {
+        self.server
+            .plane
+            .store()
+            .read_range(1, 100_000)
+            .await
+            .unwrap()
+    }
 }
 
 /// Path of the `signpost` binary under test (usable in integration tests only).

@@ -40,31 +40,39 @@ async fn racing_clients(server: &TestServer) -> Vec<AdminClient> {
 /// The log's positions are exactly 1..=head.
 async fn assert_log_has_no_gaps(server: &TestServer) {
     let head = server.head();
-    let positions: Vec<u64> = server
-        .server
-        .plane
-        .store()
-        .read_range(1, 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|e| e.position)
-        .collect();
+    let positions: Vec<u64> = server.events().await.iter().map(|e| e.position).collect();
     assert_eq!(positions, (1..=head).collect::<Vec<_>>());
 }
 
 /// How many events of `event_type` the log holds.
 async fn events_of_type(server: &TestServer, event_type: &str) -> usize {
-    server
-        .server
-        .plane
-        .store()
-        .read_range(1, 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .filter(|event| event.event_type == event_type)
-        .count()
+    let events = server.events().await;
+    events.iter().filter(|e| e.event_type == event_type).count()
+}
+
+/// Runs `racer` with each of `clients` (and its number) at once; every call must
+/// succeed. Returns their answers.
+async fn race<Answer, Call>(
+    clients: Vec<AdminClient>,
+    racer: impl Fn(usize, AdminClient) -> Call,
+) -> Vec<Answer>
+where
+    Answer: Send + 'static,
+    Call: std::future::Future<Output = Result<tonic::Response<Answer>, tonic::Status>>
+        + Send
+        + 'static,
+{
+    let racers: Vec<_> = clients
+        .into_iter()
+        .enumerate()
+        .map(|(number, client)| tokio::spawn(racer(number, client)))
+        .collect();
+    let mut answers = Vec::with_capacity(racers.len());
+    for racer in racers {
+        let answer = racer.await.unwrap().expect("an unpinned command succeeds");
+        answers.push(answer.into_inner());
+    }
+    answers
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,28 +154,21 @@ async fn racing_unpinned_commands_on_one_connection_all_succeed_each_deciding_on
     let clients = racing_clients(&server).await;
     let start_version = get_connection(&mut admin, &connection_id).await.version;
 
-    let racers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(racer, mut client)| {
-            let connection_id = connection_id.clone();
-            tokio::spawn(async move {
-                client
-                    .assign_group(pb::AssignGroupRequest {
-                        connection_id,
-                        idp_group: format!("group-{racer}"),
-                        role: "viewer".into(),
-                        ..Default::default()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    let mut positions = Vec::new();
-    for racer in racers {
-        let reply = racer.await.unwrap().expect("an unpinned command succeeds");
-        positions.push(reply.into_inner().log_position);
-    }
+    let answers = race(clients, |racer, mut client| {
+        let connection_id = connection_id.clone();
+        async move {
+            client
+                .assign_group(pb::AssignGroupRequest {
+                    connection_id,
+                    idp_group: format!("group-{racer}"),
+                    role: "viewer".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await;
+    let mut positions: Vec<u64> = answers.iter().map(|a| a.log_position).collect();
     positions.sort_unstable();
     positions.dedup();
     assert_eq!(
@@ -198,30 +199,24 @@ async fn racing_unpinned_commands_on_one_organization_all_succeed_each_deciding_
 
     // Half the racers enforce SSO, half make it optional: whichever runs next after a
     // racer of the other kind changes the policy, on the version that racer left.
-    let racers: Vec<_> = clients
-        .into_iter()
-        .enumerate()
-        .map(|(racer, mut client)| {
-            let organization_id = org.clone();
-            let policy = if racer % 2 == 0 {
-                schema::SsoPolicy::Enforced
-            } else {
-                schema::SsoPolicy::Optional
-            };
-            tokio::spawn(async move {
-                client
-                    .set_sso_policy(pb::SetSsoPolicyRequest {
-                        organization_id,
-                        policy: policy as i32,
-                        ..Default::default()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for racer in racers {
-        racer.await.unwrap().expect("an unpinned command succeeds");
-    }
+    race(clients, |racer, mut client| {
+        let organization_id = org.clone();
+        let policy = if racer % 2 == 0 {
+            schema::SsoPolicy::Enforced
+        } else {
+            schema::SsoPolicy::Optional
+        };
+        async move {
+            client
+                .set_sso_policy(pb::SetSsoPolicyRequest {
+                    organization_id,
+                    policy: policy as i32,
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await;
     // They took turns: none decided on state another was about to change.
     assert_eq!(server.server.plane.conflict_retries(), retries_before);
     let changes = events_of_type(&server, "sso_policy_changed").await;
@@ -239,23 +234,18 @@ async fn racing_activations_of_one_connection_activate_it_once_each_deciding_onc
     let clients = racing_clients(&server).await;
     let retries_before = server.server.plane.conflict_retries();
 
-    let racers: Vec<_> = clients
-        .into_iter()
-        .map(|mut client| {
-            let connection_id = connection_id.clone();
-            tokio::spawn(async move {
-                client
-                    .activate_connection(pb::ActivateConnectionRequest {
-                        connection_id,
-                        ..Default::default()
-                    })
-                    .await
-            })
-        })
-        .collect();
-    for racer in racers {
-        racer.await.unwrap().expect("every activation succeeds");
-    }
+    race(clients, |_, mut client| {
+        let connection_id = connection_id.clone();
+        async move {
+            client
+                .activate_connection(pb::ActivateConnectionRequest {
+                    connection_id,
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await;
     assert_eq!(server.server.plane.conflict_retries(), retries_before);
     assert_eq!(events_of_type(&server, "connection_activated").await, 1);
     assert_log_has_no_gaps(&server).await;

@@ -135,17 +135,6 @@ fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     files
 }
 
-/// Every event in the log, in position order.
-async fn all_events(server: &TestServer) -> Vec<schema::EventEnvelope> {
-    server
-        .server
-        .plane
-        .store()
-        .read_range(1, 100_000)
-        .await
-        .unwrap()
-}
-
 /// An organization with a verified domain and an active SAML connection
 /// configured through a NEW_CONNECTION link. Returns (organization id, connection id).
 async fn organization_with_active_saml_connection(
@@ -253,7 +242,7 @@ async fn oidc_lifecycle_keeps_the_client_secret_out_of_reads_the_log_and_the_dat
     assert!(!reads.contains(CLIENT_SECRET), "a read shows the secret");
 
     // No event payload holds it in clear.
-    let events = all_events(&server).await;
+    let events = server.events().await;
     assert!(events
         .iter()
         .any(|e| e.event_type == "connection_configured"));
@@ -396,7 +385,8 @@ async fn a_provider_switch_and_the_switch_back_each_move_the_active_connection_i
         head_before + 2,
         "one switch + one spent link"
     );
-    let new_events: Vec<_> = all_events(&server)
+    let new_events: Vec<_> = server
+        .events()
         .await
         .into_iter()
         .filter(|e| e.position > head_before)
@@ -589,7 +579,7 @@ async fn activation_needs_a_verified_domain_and_manual_verification_records_who_
         claim.verified_by
     );
     assert!(claim.verify_time.is_some());
-    let event = all_events(&server).await.pop().unwrap();
+    let event = server.events().await.pop().unwrap();
     assert_eq!(event.position, verified.log_position);
     assert_eq!(event.event_type, "domain_verified");
     assert_eq!(event.actor.unwrap().on_behalf_of, "jane@platform.example");

@@ -12,7 +12,7 @@
 //! Every peer's watchers first get [`WARM_UP_CHANGES`] changes that are not counted: a
 //! watcher's first messages cost the load generator more than later ones, and 10,000
 //! watchers paying that at once took the two cores from the server (see the constant).
-//! The watchers are [`crate::watch_client`]'s calls on `h2`, the same for every peer,
+//! The watchers are [`crate::h2_client`]'s calls on `h2`, the same for every peer,
 //! and each change is made over a connection of its own.
 //!
 //! A watcher reads each message as far as its kind ([`RouteArrival`], [`EtcdArrival`])
@@ -33,9 +33,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::h2_client::{Connection, Messages};
 use crate::load::LoadReport;
 use crate::populate::Organization;
-use crate::watch_client::{Messages, WatchConnection};
 use crate::{etcd, grpc};
 
 /// Key prefix the etcd watchers watch.
@@ -47,12 +47,13 @@ pub const ETCD_PREFIX: &str = "/signpost/fanout/";
 /// stream's messages into an 8 KiB buffer of its own, allocated when the stream opens and
 /// written page by page as messages arrive. With route-sized messages (about 520 bytes)
 /// every watcher wrote a fresh page at its 1st and its 8th message: 10,000 page faults in
-/// the load generator within one change, on the two cores the server is delivering with. Profiled with change timestamps (round 30), the load generator took
-/// 127 samples in the 8th change against 61 to 80 in the others, 36 of them page faults
-/// in tonic's decoding; the server's samples did not change. Over 48 changes, only the
+/// the load generator within one change, on the two cores the server is delivering with.
+/// Profiled with change timestamps (round 30), the load generator took 127 samples in
+/// the 8th change against 61 to 89 in the others, 36 of them page faults in tonic's
+/// decoding; the server's samples did not change. Over 48 changes, only the
 /// 1st and the 8th stood out: once the buffer is full it is reused in place. An edge
 /// pays such first costs once per stream in its life; 16 changes (one full buffer) left
-/// every watcher in the state it keeps. [`crate::watch_client`] keeps no buffer per
+/// every watcher in the state it keeps. [`crate::h2_client`] keeps no buffer per
 /// stream; the warm-up stays, so that any first cost of a client is kept out of the
 /// figures, for every peer alike.
 pub const WARM_UP_CHANGES: usize = 16;
@@ -449,7 +450,7 @@ struct EtcdArrival {
 
 /// A `WatchRoutes` call on `connection` (its messages are read as [`RouteArrival`]s).
 async fn watch_routes(
-    connection: &WatchConnection,
+    connection: &Connection,
     token: &str,
     request: &wire::WatchRoutesRequest,
 ) -> anyhow::Result<Messages> {
@@ -466,7 +467,7 @@ async fn watch_routes(
 /// An etcd `Watch` call on `connection` sending `create` and keeping its request side
 /// open, as a watch must (its messages are read as [`EtcdArrival`]s).
 async fn etcd_watch(
-    connection: &WatchConnection,
+    connection: &Connection,
     create: &etcd::pb::WatchRequest,
 ) -> anyhow::Result<Messages> {
     connection
@@ -483,7 +484,7 @@ async fn etcd_watch(
 /// returns their collector for `changes` changes once all are open (with the seconds that
 /// took).
 async fn route_watchers(
-    connections: &[WatchConnection],
+    connections: &[Connection],
     token: &str,
     streams: usize,
     changes: usize,
@@ -539,7 +540,7 @@ pub struct After<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct WriteLoad<'a> {
     /// Its connections (others than the watchers').
-    pub channels: &'a [Channel],
+    pub connections: &'a [Connection],
     /// The organizations it writes to.
     pub organizations: &'a [Organization],
     /// Calls in flight.
@@ -582,7 +583,7 @@ impl WritesWithStreams {
 /// changes and the quiet commits cost is recorded too.
 #[allow(clippy::too_many_arguments)]
 pub async fn signpost(
-    watchers: &[WatchConnection],
+    watchers: &[Connection],
     channel: &Channel,
     token: &str,
     streams: usize,
@@ -683,7 +684,7 @@ async fn writes_with_streams(
     let report = crate::cpu::measure(
         server_pid,
         crate::writes::signpost_assign_load(
-            load.channels,
+            load.connections,
             token,
             load.organizations,
             load.in_flight,
@@ -724,7 +725,7 @@ async fn writes_with_streams(
 /// like one `WatchRoutes` stream each), then `changes` puts of `value_bytes` under it
 /// through `channel`.
 pub async fn etcd(
-    watchers: &[WatchConnection],
+    watchers: &[Connection],
     channel: &Channel,
     streams: usize,
     changes: usize,
@@ -818,7 +819,7 @@ async fn trigger(
 /// `streams` `WatchRoutes` streams opened by the same client as [`signpost`]'s, with the
 /// same request, then `changes` changes, each a delta as large as the control plane's.
 pub async fn route_floor(
-    watchers: &[WatchConnection],
+    watchers: &[Connection],
     channel: &Channel,
     streams: usize,
     changes: usize,
@@ -858,7 +859,7 @@ async fn triggered_changes(
 /// streams on a do-nothing server on `watchers`, then `changes` changes made through
 /// `channel`, measured like the peers.
 pub async fn ceiling(
-    watchers: &[WatchConnection],
+    watchers: &[Connection],
     channel: &Channel,
     streams: usize,
     changes: usize,

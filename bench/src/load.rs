@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use tonic::transport::Channel;
+
+use crate::h2_client::Connection;
 
 /// The two servers a scenario's load phases run against: their connections, and their
 /// processes (whose CPU each phase records, [`crate::cpu::measure`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Peers<'a> {
     /// Connections to the Signpost control plane.
-    pub signpost: &'a [Channel],
+    pub signpost: &'a [Connection],
     /// Connections to etcd.
-    pub etcd: &'a [Channel],
+    pub etcd: &'a [Connection],
     /// Their process ids.
     pub pids: crate::cpu::Servers,
 }

@@ -12,6 +12,7 @@ use prost::Message;
 use signpost_api::routing::v1 as wire;
 use tonic::transport::Channel;
 
+use crate::h2_client::Connection;
 use crate::load::Peers;
 use crate::populate::domain_of;
 use crate::{etcd, grpc, load};
@@ -23,57 +24,86 @@ fn pick(worker: usize, i: u64, routes: usize) -> usize {
     ((worker as u64 * 7919 + i * 104_729) % routes.max(1) as u64) as usize
 }
 
-/// `Resolve` for random routed domains among `routes`, `in_flight` at a time.
+/// What a `Resolve` load reads of an answer: its kind, the route left encoded
+/// (`ResolveResponse.answer`'s field numbers).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResolveAnswer {
+    #[prost(oneof = "ResolveAnswerKind", tags = "2, 3")]
+    answer: Option<ResolveAnswerKind>,
+}
+
+/// [`ResolveAnswer`]'s kind.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum ResolveAnswerKind {
+    #[prost(bytes = "bytes", tag = "2")]
+    Route(bytes::Bytes),
+    #[prost(bytes = "bytes", tag = "3")]
+    Password(bytes::Bytes),
+}
+
+/// What an etcd `Range` load reads of an answer: the key-values, left encoded
+/// (`RangeResponse.kvs`).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RangeAnswer {
+    #[prost(bytes = "bytes", repeated, tag = "2")]
+    kvs: Vec<bytes::Bytes>,
+}
+
+/// `Resolve` for random routed domains among `routes`, `in_flight` at a time; a call
+/// counts when it is answered with a route.
 pub async fn resolve_load(
-    channels: &[Channel],
+    connections: &[Connection],
     token: &str,
     routes: usize,
     in_flight: usize,
     duration: Duration,
 ) -> load::LoadReport {
-    let clients: Arc<Vec<grpc::Routing>> =
-        Arc::new(channels.iter().map(|c| grpc::routing(c, token)).collect());
+    let connections: Arc<[Connection]> = connections.into();
+    let bearer: Arc<str> = format!("Bearer {token}").into();
     load::run(in_flight, duration, move |worker, i| {
-        let mut client = clients[worker % clients.len()].clone();
-        let domain = domain_of(pick(worker, i, routes));
+        let connection = connections[worker % connections.len()].clone();
+        let bearer = bearer.clone();
+        let request = wire::ResolveRequest {
+            email: format!("user@{}", domain_of(pick(worker, i, routes))),
+            min_revision: None,
+        }
+        .encode_to_vec();
         async move {
-            match client
-                .resolve(wire::ResolveRequest {
-                    email: format!("user@{domain}"),
-                    min_revision: None,
-                })
+            let answer = connection
+                .unary(RESOLVE, Some(&bearer), &request)
                 .await
-            {
-                Ok(reply) => matches!(
-                    reply.into_inner().answer,
-                    Some(wire::resolve_response::Answer::Route(_))
-                ),
-                Err(_) => false,
-            }
+                .and_then(|answer| Ok(ResolveAnswer::decode(answer)?));
+            matches!(
+                answer,
+                Ok(ResolveAnswer {
+                    answer: Some(ResolveAnswerKind::Route(_))
+                })
+            )
         }
     })
     .await
 }
 
-/// The ceiling: a do-nothing unary handler from the same client.
+/// `Resolve`'s path.
+const RESOLVE: &str = "/signpost.routing.v1.RoutingService/Resolve";
+
+/// The ceiling: a do-nothing unary handler (`grpc.health.v1.Health/Check`) from the same
+/// client.
 pub async fn noop_load(
-    channels: &[Channel],
+    connections: &[Connection],
     in_flight: usize,
     duration: Duration,
 ) -> load::LoadReport {
-    let clients: Arc<Vec<_>> = Arc::new(
-        channels
-            .iter()
-            .map(|c| tonic_health::pb::health_client::HealthClient::new(c.clone()))
-            .collect(),
-    );
+    let connections: Arc<[Connection]> = connections.into();
+    let request: Arc<[u8]> = tonic_health::pb::HealthCheckRequest::default()
+        .encode_to_vec()
+        .into();
     load::run(in_flight, duration, move |worker, _| {
-        let mut client = clients[worker % clients.len()].clone();
+        let connection = connections[worker % connections.len()].clone();
+        let request = request.clone();
         async move {
-            client
-                .check(tonic_health::pb::HealthCheckRequest {
-                    service: String::new(),
-                })
+            connection
+                .unary("/grpc.health.v1.Health/Check", None, &request)
                 .await
                 .is_ok()
         }
@@ -81,29 +111,29 @@ pub async fn noop_load(
     .await
 }
 
-/// etcd serializable `Range` of one random key among `keys`.
+/// etcd serializable `Range` of one random key among `keys`; a call counts when it
+/// finds the key.
 pub async fn etcd_range_load(
-    channels: &[Channel],
+    connections: &[Connection],
     keys: usize,
     in_flight: usize,
     duration: Duration,
 ) -> load::LoadReport {
-    let clients: Arc<Vec<etcd::Kv>> = Arc::new(channels.iter().map(etcd::kv).collect());
+    let connections: Arc<[Connection]> = connections.into();
     load::run(in_flight, duration, move |worker, i| {
-        let mut client = clients[worker % clients.len()].clone();
-        let key = format!("{ETCD_PREFIX}{}", domain_of(pick(worker, i, keys))).into_bytes();
+        let connection = connections[worker % connections.len()].clone();
+        let request = etcd::pb::RangeRequest {
+            key: format!("{ETCD_PREFIX}{}", domain_of(pick(worker, i, keys))).into_bytes(),
+            serializable: true,
+            ..Default::default()
+        }
+        .encode_to_vec();
         async move {
-            match client
-                .range(etcd::pb::RangeRequest {
-                    key,
-                    serializable: true,
-                    ..Default::default()
-                })
+            let answer = connection
+                .unary("/etcdserverpb.KV/Range", None, &request)
                 .await
-            {
-                Ok(reply) => reply.into_inner().kvs.len() == 1,
-                Err(_) => false,
-            }
+                .and_then(|answer| Ok(RangeAnswer::decode(answer)?));
+            matches!(answer, Ok(RangeAnswer { kvs }) if kvs.len() == 1)
         }
     })
     .await
@@ -177,7 +207,7 @@ pub async fn load_etcd_table(
 /// The do-nothing `Resolve` server's connections and process id.
 #[derive(Debug, Clone, Copy)]
 pub struct AnswerCeiling<'a> {
-    pub channels: &'a [Channel],
+    pub connections: &'a [Connection],
     pub pid: Option<u32>,
 }
 
@@ -190,20 +220,20 @@ pub async fn run(
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
+    let (connections, etcd_connections, servers) = (peers.signpost, peers.etcd, peers.pids);
     // In turns, so that the ceilings, `Resolve` and etcd meet the same neighbours.
     let phases = [
         load::measured(servers.signpost, move |turn| {
-            noop_load(channels, in_flight, turn)
+            noop_load(connections, in_flight, turn)
         }),
         load::measured(servers.signpost, move |turn| {
-            resolve_load(channels, token, routes, in_flight, turn)
+            resolve_load(connections, token, routes, in_flight, turn)
         }),
         load::measured(servers.etcd, move |turn| {
-            etcd_range_load(etcd_channels, routes, in_flight, turn)
+            etcd_range_load(etcd_connections, routes, in_flight, turn)
         }),
         load::measured(answer.pid, move |turn| {
-            resolve_load(answer.channels, token, routes, in_flight, turn)
+            resolve_load(answer.connections, token, routes, in_flight, turn)
         }),
     ];
     let [noop, resolve, etcd, constant] = load::in_turns(load::ROUNDS, duration, phases).await;
@@ -216,4 +246,52 @@ pub async fn run(
         "ratio_to_noop": resolve.rate() / noop.rate().max(f64::MIN_POSITIVE),
         "answer_ceiling": constant.json(),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Resolve` load reads an answer's kind from the whole answer's bytes.
+    #[test]
+    fn a_resolve_answer_is_read_as_its_kind() {
+        let routed = wire::ResolveResponse {
+            revision: 7,
+            answer: Some(wire::resolve_response::Answer::Route(wire::Route {
+                domain: "acme.example".into(),
+                ..Default::default()
+            })),
+            domain: "acme.example".into(),
+        };
+        let read = ResolveAnswer::decode(routed.encode_to_vec().as_slice()).unwrap();
+        assert!(matches!(read.answer, Some(ResolveAnswerKind::Route(_))));
+        let password = wire::ResolveResponse {
+            answer: Some(wire::resolve_response::Answer::Password(wire::Password {})),
+            ..routed
+        };
+        let read = ResolveAnswer::decode(password.encode_to_vec().as_slice()).unwrap();
+        assert!(matches!(read.answer, Some(ResolveAnswerKind::Password(_))));
+    }
+
+    /// An etcd `Range` load counts the key-values of the whole answer.
+    #[test]
+    fn a_range_answer_is_read_as_its_key_values() {
+        let answer = etcd::pb::RangeResponse {
+            header: Some(Default::default()),
+            kvs: vec![etcd::pb::KeyValue {
+                key: b"/signpost/routes/acme.example".to_vec(),
+                value: vec![7; 414],
+                ..Default::default()
+            }],
+            count: 1,
+            ..Default::default()
+        };
+        let read = RangeAnswer::decode(answer.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(read.kvs.len(), 1);
+        let empty = etcd::pb::RangeResponse::default();
+        assert!(RangeAnswer::decode(empty.encode_to_vec().as_slice())
+            .unwrap()
+            .kvs
+            .is_empty());
+    }
 }

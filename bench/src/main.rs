@@ -27,8 +27,8 @@
 //!
 //! Shared: [`server`] (child processes, RSS), [`load`] (closed-loop load
 //! generator, HDR histograms), [`cpu`] (CPU per request of the server and the load
-//! generator over a load phase), [`grpc`] and [`etcd`] (clients), [`watch_client`] (the
-//! fan-out's watchers' minimal gRPC client on `h2`, the same for every peer),
+//! generator over a load phase), [`grpc`] and [`etcd`] (clients), [`h2_client`] (the
+//! minimal gRPC client on `h2` every load of scenarios 1 to 3 uses, for every peer),
 //! [`one_method`] (the one-method `RoutingService` the `Resolve` and `WatchRoutes` limits
 //! serve).
 #![forbid(unsafe_code)]
@@ -42,6 +42,7 @@ mod edge;
 mod etcd;
 mod fanout;
 mod grpc;
+mod h2_client;
 mod load;
 mod lookups;
 mod memory;
@@ -52,7 +53,6 @@ mod resolve_ceiling;
 mod server;
 mod snapshot;
 mod stream_ceiling;
-mod watch_client;
 mod writes;
 
 use std::path::{Path, PathBuf};
@@ -93,13 +93,13 @@ struct AbPeers {
 }
 
 impl AbPeers {
-    /// Each peer's name ("a", "b"), channels and process id.
+    /// Each peer's name ("a", "b"), the loads' connections and process id.
     async fn connect(
         &self,
-    ) -> anyhow::Result<Vec<(&'static str, Vec<tonic::transport::Channel>, Option<u32>)>> {
+    ) -> anyhow::Result<Vec<(&'static str, Vec<h2_client::Connection>, Option<u32>)>> {
         let mut peers = Vec::new();
         for (name, url, pid) in [("a", &self.a, self.a_pid), ("b", &self.b, self.b_pid)] {
-            peers.push((name, grpc::channels(url, self.connections).await?, pid));
+            peers.push((name, h2_client::connect(url, self.connections).await?, pid));
         }
         Ok(peers)
     }
@@ -157,8 +157,8 @@ impl Common {
     fn peers<'a>(
         &self,
         server: &server::ControlPlaneProcess,
-        signpost: &'a [tonic::transport::Channel],
-        etcd: &'a [tonic::transport::Channel],
+        signpost: &'a [h2_client::Connection],
+        etcd: &'a [h2_client::Connection],
     ) -> load::Peers<'a> {
         load::Peers {
             signpost,
@@ -407,21 +407,22 @@ async fn writes_run(common: Common, organizations: Option<usize>) -> anyhow::Res
     let dir = common.fresh("writes")?;
     let populated = populate_timed(&dir, organizations, 0).await?;
     let server = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
-    let channels = grpc::channels(&server.url(), common.connections).await?;
-    let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
+    let channels = grpc::channels(&server.url(), 1).await?;
+    let connections = h2_client::connect(&server.url(), common.connections).await?;
+    let etcd_connections = h2_client::connect(&common.etcd, common.connections).await?;
     // The durable do-nothing server, its log beside the control plane's (same disk),
     // answering `AssignGroup` with the control plane's own answer to a call of the load's
     // shape.
     let answer =
         writes::sample_answer(&channels[0], &populated.token, &populated.organizations).await?;
     let durable = server::CeilingProcess::durable(&dir.join("durable-ceiling"), &answer).await?;
-    let durable_channels =
-        grpc::channels(&format!("http://{}", durable.addr), common.connections).await?;
+    let durable_connections =
+        h2_client::connect(&format!("http://{}", durable.addr), common.connections).await?;
     status("scenario 1: durable writes");
     let result = writes::run(
-        common.peers(&server, &channels, &etcd_channels),
+        common.peers(&server, &connections, &etcd_connections),
         writes::DurableCeiling {
-            channels: &durable_channels,
+            connections: &durable_connections,
             pid: durable.pid(),
         },
         &populated.token,
@@ -485,12 +486,14 @@ async fn routing_run(
         lookups::load_etcd_table(&etcd_channels, routes, value_bytes, common.in_flight).await?;
     status("scenario 2: lookups");
     let answer_server = server::CeilingProcess::resolve(&answer).await?;
-    let answer_channels =
-        grpc::channels(&grpc::url(answer_server.addr), common.connections).await?;
+    let answer_connections =
+        h2_client::connect(&grpc::url(answer_server.addr), common.connections).await?;
+    let connections = h2_client::connect(&url, common.connections).await?;
+    let etcd_connections = h2_client::connect(&common.etcd, common.connections).await?;
     let mut result = lookups::run(
-        common.peers(&server, &channels, &etcd_channels),
+        common.peers(&server, &connections, &etcd_connections),
         lookups::AnswerCeiling {
-            channels: &answer_channels,
+            connections: &answer_connections,
             pid: answer_server.pid(),
         },
         &token,
@@ -499,7 +502,7 @@ async fn routing_run(
         duration,
     )
     .await?;
-    drop(answer_channels);
+    drop((answer_connections, connections, etcd_connections));
     answer_server.stop().await;
     result["value_bytes"] = value_bytes.into();
     result["etcd_load_seconds"] = etcd_load_seconds.into();
@@ -567,7 +570,7 @@ async fn routing_run(
     // Scenario 3: fan-out (and scenario 8's peak memory).
     status(&format!("scenario 3: fan-out to {streams} streams"));
     let per_connection = 100;
-    let watchers = watch_client::connect(&url, streams.div_ceil(per_connection).max(1)).await?;
+    let watchers = h2_client::connect(&url, streams.div_ceil(per_connection).max(1)).await?;
     let signpost_fan_out = fanout::signpost(
         &watchers,
         &channels[0],
@@ -585,7 +588,7 @@ async fn routing_run(
     memory.control_plane_streams = signpost_fan_out.rss_open.max(signpost_fan_out.rss_after);
     drop(watchers);
     let etcd_watchers =
-        watch_client::connect(&common.etcd, streams.div_ceil(per_connection).max(1)).await?;
+        h2_client::connect(&common.etcd, streams.div_ceil(per_connection).max(1)).await?;
     let etcd_fan_out = fanout::etcd(
         &etcd_watchers,
         &etcd_channels[0],
@@ -610,12 +613,12 @@ async fn routing_run(
     let ceiling_url = grpc::url(ceiling_server.addr);
     let trigger_channels = grpc::channels(&ceiling_url, 1).await?;
     let ceiling_watchers =
-        watch_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
+        h2_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
     let ceiling_fan_out =
         fanout::ceiling(&ceiling_watchers, &trigger_channels[0], streams, changes).await?;
     drop(ceiling_watchers);
     let floor_watchers =
-        watch_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
+        h2_client::connect(&ceiling_url, streams.div_ceil(per_connection).max(1)).await?;
     let route_floor = fanout::route_floor(
         &floor_watchers,
         &trigger_channels[0],
@@ -681,7 +684,7 @@ async fn memory_with_links(
     let first = server::ControlPlaneProcess::start(&common.signpost(), &dir, &[]).await?;
     tokio::time::sleep(Duration::from_secs(if common.quick { 1 } else { 15 })).await;
     let channels = grpc::channels(&first.url(), 1).await?;
-    let watchers = watch_client::connect(&first.url(), streams.div_ceil(100).max(1)).await?;
+    let watchers = h2_client::connect(&first.url(), streams.div_ceil(100).max(1)).await?;
     let snapshot = snapshot::grpc_snapshot(&channels[0], &populated.token).await?;
     let fan_out = fanout::signpost(
         &watchers,
@@ -884,14 +887,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let in_flight = peers.in_flight;
             let connected = peers.connect().await?;
             for round in 1..=peers.rounds {
-                for (name, channels, pid) in &connected {
+                for (name, connections, pid) in &connected {
                     let resolve = cpu::measure(
                         *pid,
-                        lookups::resolve_load(channels, &token, routes, in_flight, duration),
+                        lookups::resolve_load(connections, &token, routes, in_flight, duration),
                     )
                     .await;
                     let noop =
-                        cpu::measure(*pid, lookups::noop_load(channels, in_flight, duration)).await;
+                        cpu::measure(*pid, lookups::noop_load(connections, in_flight, duration))
+                            .await;
                     emit(
                         "resolve_ab",
                         serde_json::json!({
@@ -918,9 +922,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let in_flight = peers.in_flight;
             let connected = peers.connect().await?;
             for round in 1..=peers.rounds {
-                for (name, channels, pid) in &connected {
+                for (name, connections, pid) in &connected {
                     let load = writes::signpost_assign_load(
-                        channels,
+                        connections,
                         &token,
                         &organizations,
                         in_flight,
@@ -963,10 +967,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             for round in 1..=peers.rounds {
                 for (name, url, pid) in urls {
                     let channels = grpc::channels(url, 1).await?;
-                    let load_channels = grpc::channels(url, peers.connections).await?;
+                    let load_connections = h2_client::connect(url, peers.connections).await?;
                     let without_streams = if write_seconds > 0 {
                         let load = writes::signpost_assign_load(
-                            &load_channels,
+                            &load_connections,
                             &token,
                             written,
                             peers.in_flight,
@@ -977,13 +981,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         None
                     };
                     let write_load = without_streams.as_ref().map(|_| fanout::WriteLoad {
-                        channels: &load_channels,
+                        connections: &load_connections,
                         organizations: written,
                         in_flight: peers.in_flight,
                         duration: write_duration,
                     });
                     let snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
-                    let watchers = watch_client::connect(url, streams.div_ceil(100).max(1)).await?;
+                    let watchers = h2_client::connect(url, streams.div_ceil(100).max(1)).await?;
                     let rss = || pid.map(server::rss_of).unwrap_or_default();
                     let fan_out = fanout::signpost(
                         &watchers,

@@ -15,10 +15,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use prost::Message;
 use signpost_api::admin::v1 as pb;
 use tonic::transport::Channel;
 
 use crate::cpu;
+use crate::h2_client::Connection;
 use crate::load::Peers;
 use crate::populate::Organization;
 use crate::{etcd, grpc, load, lookups};
@@ -51,14 +53,14 @@ pub fn fdatasync_rate(dir: &Path, duration: Duration) -> anyhow::Result<f64> {
 /// would: the FULL view's SAML settings and SP metadata (about 2 KB) cost about a fifth
 /// of a write's CPU on each side (bench/FINDINGS.md, round 25).
 pub async fn signpost_assign_load(
-    channels: &[Channel],
+    connections: &[Connection],
     token: &str,
     organizations: &[Organization],
     in_flight: usize,
     duration: Duration,
 ) -> load::LoadReport {
-    let clients: Arc<Vec<grpc::Admin>> =
-        Arc::new(channels.iter().map(|c| grpc::admin(c, token)).collect());
+    let clients: Arc<[Connection]> = connections.into();
+    let bearer: Arc<str> = format!("Bearer {token}").into();
     let connections: Arc<Vec<String>> = Arc::new(
         organizations
             .iter()
@@ -67,26 +69,30 @@ pub async fn signpost_assign_load(
     );
     let run = uuid::Uuid::now_v7().simple().to_string();
     load::run(in_flight, duration, move |worker, i| {
-        let mut client = clients[worker % clients.len()].clone();
+        let client = clients[worker % clients.len()].clone();
+        let bearer = bearer.clone();
         let per_worker = (connections.len() / in_flight).max(1);
         let slot = (i as usize % per_worker) * in_flight + worker;
-        let connection_id = connections[slot % connections.len()].clone();
-        let role = format!("role-{run}-{worker}-{i}");
+        let request = pb::AssignGroupRequest {
+            connection_id: connections[slot % connections.len()].clone(),
+            idp_group: format!("bench-writers-{worker}"),
+            role: format!("role-{run}-{worker}-{i}"),
+            view: pb::ConnectionView::Basic as i32,
+            ..Default::default()
+        }
+        .encode_to_vec();
         async move {
             client
-                .assign_group(pb::AssignGroupRequest {
-                    connection_id,
-                    idp_group: format!("bench-writers-{worker}"),
-                    role,
-                    view: pb::ConnectionView::Basic as i32,
-                    ..Default::default()
-                })
+                .unary(ASSIGN_GROUP, Some(&bearer), &request)
                 .await
                 .is_ok()
         }
     })
     .await
 }
+
+/// `AssignGroup`'s path.
+const ASSIGN_GROUP: &str = "/signpost.admin.v1.ConnectionAdminService/AssignGroup";
 
 /// The control plane's answer to one `AssignGroup` of [`signpost_assign_load`]'s shape
 /// (worker 0's first call, BASIC view), for the durable do-nothing server to send: a
@@ -115,16 +121,25 @@ pub async fn sample_answer(
 
 /// etcd `put` of a 200-byte value from `in_flight` clients (each its own keys).
 pub async fn etcd_put_load(
-    channels: &[Channel],
+    connections: &[Connection],
     in_flight: usize,
     duration: Duration,
 ) -> load::LoadReport {
-    let clients: Arc<Vec<etcd::Kv>> = Arc::new(channels.iter().map(etcd::kv).collect());
+    let clients: Arc<[Connection]> = connections.into();
     load::run(in_flight, duration, move |worker, i| {
-        let mut client = clients[worker % clients.len()].clone();
-        let key = format!("/bench/writes/{worker}/{}", i % 1000).into_bytes();
-        let value = etcd::value_of(i as usize, VALUE_BYTES);
-        async move { etcd::put(&mut client, key, value).await.is_ok() }
+        let client = clients[worker % clients.len()].clone();
+        let request = etcd::pb::PutRequest {
+            key: format!("/bench/writes/{worker}/{}", i % 1000).into_bytes(),
+            value: etcd::value_of(i as usize, VALUE_BYTES),
+            ..Default::default()
+        }
+        .encode_to_vec();
+        async move {
+            client
+                .unary("/etcdserverpb.KV/Put", None, &request)
+                .await
+                .is_ok()
+        }
     })
     .await
 }
@@ -132,7 +147,7 @@ pub async fn etcd_put_load(
 /// The durable do-nothing server's connections and process id.
 #[derive(Debug, Clone, Copy)]
 pub struct DurableCeiling<'a> {
-    pub channels: &'a [Channel],
+    pub connections: &'a [Connection],
     pub pid: Option<u32>,
 }
 
@@ -146,26 +161,26 @@ pub async fn run(
     in_flight: usize,
     duration: Duration,
 ) -> anyhow::Result<serde_json::Value> {
-    let (channels, etcd_channels, servers) = (peers.signpost, peers.etcd, peers.pids);
+    let (connections, etcd_connections, servers) = (peers.signpost, peers.etcd, peers.pids);
     // Both peers and the do-nothing ceiling in turns, so that they meet the same
     // neighbours on this shared machine. The machine's limits for this client: nothing can
     // beat a do-nothing unary call with as many in flight, and a sequential durable write
     // costs at least its round trip (below) plus one fdatasync.
     let concurrent = [
         load::measured(servers.signpost, move |turn| {
-            signpost_assign_load(channels, token, organizations, in_flight, turn)
+            signpost_assign_load(connections, token, organizations, in_flight, turn)
         }),
         load::measured(servers.etcd, move |turn| {
-            etcd_put_load(etcd_channels, in_flight, turn)
+            etcd_put_load(etcd_connections, in_flight, turn)
         }),
         load::measured(servers.signpost, move |turn| {
-            lookups::noop_load(channels, in_flight, turn)
+            lookups::noop_load(connections, in_flight, turn)
         }),
         load::measured(durable.pid, move |turn| {
-            lookups::noop_load(durable.channels, in_flight, turn)
+            lookups::noop_load(durable.connections, in_flight, turn)
         }),
         load::measured(durable.pid, move |turn| {
-            signpost_assign_load(durable.channels, token, organizations, in_flight, turn)
+            signpost_assign_load(durable.connections, token, organizations, in_flight, turn)
         }),
     ];
     let [signpost, etcd_many, noop_many, durable_many, durable_assign] =
@@ -176,16 +191,20 @@ pub async fn run(
     let fsync_before = fdatasync_rate(data_dir, probe)?;
     let signpost_one = cpu::measure(
         servers.signpost,
-        signpost_assign_load(channels, token, organizations, 1, duration),
+        signpost_assign_load(connections, token, organizations, 1, duration),
     )
     .await;
     let fsync_after = fdatasync_rate(data_dir, probe)?;
-    let etcd_one = cpu::measure(servers.etcd, etcd_put_load(etcd_channels, 1, duration)).await;
+    let etcd_one = cpu::measure(servers.etcd, etcd_put_load(etcd_connections, 1, duration)).await;
     let fsync = (fsync_before + fsync_after) / 2.0;
-    let noop_one = cpu::measure(servers.signpost, lookups::noop_load(channels, 1, duration)).await;
+    let noop_one = cpu::measure(
+        servers.signpost,
+        lookups::noop_load(connections, 1, duration),
+    )
+    .await;
     let durable_one = cpu::measure(
         durable.pid,
-        lookups::noop_load(durable.channels, 1, duration),
+        lookups::noop_load(durable.connections, 1, duration),
     )
     .await;
     Ok(serde_json::json!({

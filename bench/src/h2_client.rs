@@ -1,15 +1,16 @@
-//! The fan-out's watchers' gRPC client: calls made on `h2` directly, each response
-//! message handed over as the bytes it arrived in.
+//! The load generator's gRPC client: calls made on `h2` directly, each answer handed
+//! over as the bytes it arrived in. Every load of scenarios 1 to 3 uses it, for Signpost,
+//! etcd and every do-nothing limit alike.
 //!
-//! A fan-out runs 10,000 watchers in this process, on the two cores the server under test
-//! delivers with, so whatever a watcher does per message delays the watchers the server
-//! reaches after it. tonic's client, which the watchers used until round 30, passes every
-//! message through hyper's body and its own layers, and copies it into an 8 KiB buffer per
-//! stream before decoding it. Here a message that arrived in one DATA frame (each delta
-//! does) is a slice of that frame: nothing is copied, and no buffer is kept per stream
-//! between messages. The same client watches Signpost, etcd and both do-nothing limits,
-//! over the same number of connections as before; the server sees the same HTTP/2
-//! requests and flow-control windows (hyper's client defaults, which tonic used).
+//! The load generator runs on the two cores the servers under test use, so whatever it
+//! does per call is taken from them. tonic's client, which the loads used until round 30,
+//! passes every message through hyper's body and its own layers, decodes answers whole,
+//! and copies streamed messages into an 8 KiB buffer per stream; for `Resolve` it took
+//! more CPU a call than the server did. Here a message that arrived in one DATA frame
+//! (every answer and delta of these loads does) is a slice of that frame: nothing is
+//! copied, and no buffer is kept per stream between messages. A load reads an answer
+//! only as far as it checks it. The servers see the same HTTP/2 requests, connections
+//! and flow-control windows (hyper's client defaults, which tonic used).
 
 use std::net::SocketAddr;
 
@@ -19,18 +20,18 @@ use bytes::{Buf, Bytes, BytesMut};
 const STREAM_WINDOW: u32 = 2 << 20;
 /// Each connection's receive window: hyper's client default too.
 const CONNECTION_WINDOW: u32 = 5 << 20;
-/// The largest message a watcher accepts.
+/// The largest message accepted.
 const MAX_MESSAGE: usize = 256 << 20;
 
-/// One HTTP/2 connection to a server, for watchers' calls. Cheap to clone.
-#[derive(Clone)]
-pub struct WatchConnection {
+/// One HTTP/2 connection to a server. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Connection {
     send: h2::client::SendRequest<Bytes>,
     authority: String,
 }
 
 /// `count` connections to `url` (`http://host:port`).
-pub async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<WatchConnection>> {
+pub async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<Connection>> {
     let authority = url
         .strip_prefix("http://")
         .ok_or_else(|| anyhow::anyhow!("{url}: only http:// is served here"))?
@@ -53,7 +54,7 @@ pub async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<WatchConnect
             // Ends when the server closes the connection or every handle is dropped.
             let _ = connection.await;
         });
-        connections.push(WatchConnection {
+        connections.push(Connection {
             send,
             authority: authority.clone(),
         });
@@ -61,7 +62,7 @@ pub async fn connect(url: &str, count: usize) -> anyhow::Result<Vec<WatchConnect
     Ok(connections)
 }
 
-impl WatchConnection {
+impl Connection {
     /// Calls `path` with `message` (one encoded request) and `authorization` when given.
     /// The request side ends with the message unless `keep_open`: a bidirectional call,
     /// such as etcd's `Watch`, that the server would end with it.
@@ -97,6 +98,26 @@ impl WatchConnection {
             framing: Framing::default(),
             _request: keep_open.then_some(request_body),
         })
+    }
+
+    /// A unary call: `message` sent, its one answer returned (a non-OK status, no answer
+    /// or more than one are errors).
+    pub async fn unary(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+        message: &[u8],
+    ) -> anyhow::Result<Bytes> {
+        let mut messages = self.call(path, authorization, message, false).await?;
+        let answer = messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow::anyhow!("{path}: no answer"))??;
+        if let Some(more) = messages.next().await {
+            more?;
+            anyhow::bail!("{path}: more than one answer");
+        }
+        Ok(answer)
     }
 }
 

@@ -61,7 +61,7 @@ pub async fn signpost_assign_load(
 ) -> load::LoadReport {
     let clients: Arc<[Connection]> = connections.into();
     let bearer: Arc<str> = format!("Bearer {token}").into();
-    let connections: Arc<Vec<String>> = Arc::new(
+    let connection_ids: Arc<Vec<String>> = Arc::new(
         organizations
             .iter()
             .map(|o| o.connection_id.clone())
@@ -71,10 +71,10 @@ pub async fn signpost_assign_load(
     load::run(in_flight, duration, move |worker, i| {
         let client = clients[worker % clients.len()].clone();
         let bearer = bearer.clone();
-        let per_worker = (connections.len() / in_flight).max(1);
+        let per_worker = (connection_ids.len() / in_flight).max(1);
         let slot = (i as usize % per_worker) * in_flight + worker;
         let request = pb::AssignGroupRequest {
-            connection_id: connections[slot % connections.len()].clone(),
+            connection_id: connection_ids[slot % connection_ids.len()].clone(),
             idp_group: format!("bench-writers-{worker}"),
             role: format!("role-{run}-{worker}-{i}"),
             view: pb::ConnectionView::Basic as i32,

@@ -115,6 +115,14 @@ pub fn process_seconds(pid: u32) -> Option<f64> {
     process_ticks(pid).map(|ticks| ticks as f64 / TICKS_PER_SECOND)
 }
 
+/// CPU seconds used so far by the process `server` and by this one, when the server's is
+/// known and readable.
+pub fn server_and_own_seconds(server: Option<u32>) -> Option<(f64, f64)> {
+    server
+        .and_then(process_seconds)
+        .zip(process_seconds(std::process::id()))
+}
+
 /// The cores this machine gives the suite.
 pub fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())

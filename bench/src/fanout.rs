@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::cpu::server_and_own_seconds;
 use crate::h2_client::{Connection, Messages};
 use crate::load::LoadReport;
 use crate::populate::Organization;
@@ -299,14 +300,6 @@ struct Changes {
     cpu: Option<(f64, f64)>,
 }
 
-/// CPU seconds used so far by the process `server_pid` and by this one, when the server's
-/// is known.
-fn cpu_seconds(server_pid: Option<u32>) -> Option<(f64, f64)> {
-    server_pid
-        .and_then(crate::cpu::process_seconds)
-        .zip(crate::cpu::process_seconds(std::process::id()))
-}
-
 /// The watchers' tasks and what they record.
 struct Collector {
     deliveries: Arc<Deliveries>,
@@ -355,7 +348,7 @@ impl Collector {
         let mut cpu_before = None;
         for change in 0..deliveries.changes() {
             if change == deliveries.warm_up {
-                cpu_before = cpu_seconds(server_pid);
+                cpu_before = server_and_own_seconds(server_pid);
             }
             deliveries.making(change);
             make(change).await?;
@@ -373,7 +366,7 @@ impl Collector {
                 .await?;
             per_change_ms.push(deliveries.latency_ms(change));
         }
-        let cpu = cpu_before.zip(cpu_seconds(server_pid)).map(
+        let cpu = cpu_before.zip(server_and_own_seconds(server_pid)).map(
             |((server, generator), (server_after, generator_after))| {
                 (server_after - server, generator_after - generator)
             },
@@ -621,7 +614,7 @@ pub async fn signpost(
         .await?;
     let rss_after = server_rss();
     // Commits that change no route (organizations without a domain), the watchers open.
-    let quiet_started = cpu_seconds(server_pid);
+    let quiet_started = server_and_own_seconds(server_pid);
     for write in 0..quiet_writes {
         admin
             .create_organization(pb::CreateOrganizationRequest {
@@ -632,7 +625,7 @@ pub async fn signpost(
             .await?;
     }
     let quiet_write_us = quiet_started
-        .zip(cpu_seconds(server_pid))
+        .zip(server_and_own_seconds(server_pid))
         .filter(|_| quiet_writes > 0)
         .map(|((server, _), (server_after, _))| {
             (server_after - server) * 1e6 / quiet_writes as f64

@@ -468,7 +468,8 @@ async fn routing_run(
         serde_json::json!({ "routes": routes, "setup_links": setup_links, "seconds": server.startup.as_secs_f64(), "rss_bytes": server.rss_bytes() }),
     );
     let url = server.url();
-    let channels = grpc::channels(&url, common.connections).await?;
+    // For set-up calls and the fan-out's changes; the loads have connections of their own.
+    let channels = grpc::channels(&url, 1).await?;
     let etcd_channels = grpc::channels(&common.etcd, common.connections).await?;
     let mut memory = memory::Memory {
         routes,

@@ -710,9 +710,15 @@ async fn an_edge_whose_state_is_from_another_store_epoch_gets_a_reset_and_a_snap
     edge.stop().await;
 }
 
-#[tokio::test]
-async fn an_edge_resuming_from_history_no_longer_kept_gets_a_reset_and_a_snapshot() {
-    let server = TestServer::start_with(|config| config.routing_history = 2).await;
+/// An edge that stopped, then resumes behind changes the server no longer holds as
+/// deltas nor remembers (`catch_up_routes`: 1 changed route, and another organization's
+/// route changed last) or does remember (the default).
+async fn an_edge_resumes_behind_the_deltas_kept(catch_up_routes: usize) -> Vec<AppliedMessage> {
+    let server = TestServer::start_with(|config| {
+        config.routing_history = 2;
+        config.routing_catch_up_routes = catch_up_routes;
+    })
+    .await;
     let mut admin = server.admin().await;
     let (_, connection, activated) = active_saml_organization(
         &mut admin,
@@ -740,17 +746,39 @@ async fn an_edge_resuming_from_history_no_longer_kept_gets_a_reset_and_a_snapsho
             .await
             .unwrap();
     }
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "globex",
+        &["globex.com"],
+        "https://idp.globex.com/e",
+    )
+    .await;
     let head = server.head();
 
     let edge = start_edge(server.addr(), &token, &state_file).await;
     let mut applied = subscribe_from_the_start(&edge);
     converged(&edge, head).await;
     let messages = drain(&mut applied);
+    let routes = route_map(&edge);
+    assert_eq!(routes["acme.com"].group_roles.len(), 5);
+    assert!(routes.contains_key("globex.com"));
+    edge.stop().await;
+    messages
+}
+
+#[tokio::test]
+async fn an_edge_resuming_behind_the_deltas_kept_catches_up_in_one_delta() {
+    let messages = an_edge_resumes_behind_the_deltas_kept(65_536).await;
+    assert_eq!(changes(&messages), [MessageKind::Delta], "{messages:?}");
+}
+
+#[tokio::test]
+async fn an_edge_resuming_from_history_no_longer_kept_gets_a_reset_and_a_snapshot() {
+    let messages = an_edge_resumes_behind_the_deltas_kept(1).await;
     let kinds = changes(&messages);
     assert_eq!(kinds.first(), Some(&MessageKind::Reset), "{messages:?}");
     assert!(kinds.contains(&MessageKind::SnapshotEnd), "{messages:?}");
-    assert_eq!(route_map(&edge)["acme.com"].group_roles.len(), 5);
-    edge.stop().await;
 }
 
 #[tokio::test]

@@ -269,9 +269,78 @@ async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
     );
 }
 
+/// Behind more deltas than the server keeps, a resuming watcher gets one delta at the
+/// head with every domain changed since its revision, once, in its state now: a new
+/// organization's route, and the deletions of two routes changed five times before.
+#[tokio::test]
+async fn resuming_beyond_the_deltas_kept_gets_every_changed_route_once_in_one_delta() {
+    let server = TestServer::start_with(|config| config.routing_history = 2).await;
+    let mut admin = server.admin().await;
+    let (_, connection, revision) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        &["acme.com", "acme.org"],
+        "https://idp.acme.com/e",
+    )
+    .await;
+    for group in 0..5 {
+        admin
+            .assign_group(pb::AssignGroupRequest {
+                connection_id: connection.clone(),
+                idp_group: format!("g{group}"),
+                role: "r".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "globex",
+        &["globex.com"],
+        "https://idp.globex.com/e",
+    )
+    .await;
+    admin
+        .deactivate_connection(pb::DeactivateConnectionRequest {
+            connection_id: connection.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
+    let stats = server.server.routing.stats();
+    assert!(
+        revision < stats.history_floor,
+        "the deltas since are not all kept"
+    );
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let epoch = server.server.routing.epoch().to_owned();
+    let mut stream = watch(&mut routing, Some((revision, epoch))).await;
+    let message = next_change(&mut stream).await;
+    assert_eq!(message.revision, server.head());
+    let Some(Kind::Delta(delta)) = message.kind else {
+        panic!("expected one delta, got {message:?}");
+    };
+    let upserts: Vec<&str> = delta.upserts.iter().map(|r| r.domain.as_str()).collect();
+    assert_eq!(upserts, ["globex.com"]);
+    let mut deletes = delta.deletes.clone();
+    deletes.sort();
+    assert_eq!(deletes, ["acme.com", "acme.org"]);
+}
+
 #[tokio::test]
 async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
-    let server = TestServer::start_with(|config| config.routing_history = 2).await;
+    // Two deltas kept, and one changed route remembered: the second organization's
+    // route, made last, pushes acme's out.
+    let server = TestServer::start_with(|config| {
+        config.routing_history = 2;
+        config.routing_catch_up_routes = 1;
+    })
+    .await;
     let mut admin = server.admin().await;
     let (_, connection, revision) = active_saml_organization(
         &mut admin,
@@ -292,6 +361,14 @@ async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
             .await
             .unwrap();
     }
+    active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "globex",
+        &["globex.com"],
+        "https://idp.globex.com/e",
+    )
+    .await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
     // Mutations answer once the admin read model has them; the routing table follows
     // the log on its own, so wait until it holds the token's position too.
@@ -385,17 +462,41 @@ async fn an_idle_stream_gets_progress_messages_with_the_current_revision() {
     }
 }
 
-#[tokio::test]
-async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
-    let server = TestServer::start_with(|config| config.routing_history = 32).await;
-    let (mut admin, connection, edge_token) = acme_and_an_edge(&server).await;
+/// What a stream that stopped reading got once it read again.
+enum SlowStreamGot {
+    /// The route's last state in a delta at the head, with no reset.
+    CaughtUp,
+    /// A `TOO_SLOW` reset, then the table at the head.
+    Reset,
+}
+
+/// A slow stream stops reading while 1,500 changes (each a big group, so its transport
+/// buffers fill) are made to acme's routes (`domains`), and a fast one reads them all;
+/// then the slow one reads again, until it has the head's table.
+async fn a_slow_and_a_fast_stream(catch_up_routes: usize, domains: &[&str]) -> SlowStreamGot {
+    let server = TestServer::start_with(|config| {
+        config.routing_history = 32;
+        config.routing_catch_up_routes = catch_up_routes;
+    })
+    .await;
+    let mut admin = server.admin().await;
+    let (_, connection, _) = active_saml_organization(
+        &mut admin,
+        server.addr(),
+        "acme",
+        domains,
+        "https://idp.acme.com/e",
+    )
+    .await;
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
     let mut slow_client = routing_client(server.addr(), &edge_token).await;
     let mut slow = watch(&mut slow_client, None).await;
     read_snapshot(&mut slow).await;
 
     // The fast watcher reads on its own task while changes are appended, until it has
     // the last one's revision (told once the changes are made). When it is behind by
-    // several of them, they come as one delta (they all change the same route).
+    // several of them, they come as one delta (they all change the same routes).
     let mut fast_client = routing_client(server.addr(), &edge_token).await;
     let mut fast = watch(&mut fast_client, None).await;
     read_snapshot(&mut fast).await;
@@ -436,33 +537,60 @@ async fn a_stream_that_stops_reading_is_reset_while_another_keeps_receiving() {
             .await
             .unwrap();
     }
-    last_change.send(server.head()).unwrap();
+    let head = server.head();
+    last_change.send(head).unwrap();
     let fast_reached = reader.await.unwrap();
-    assert_eq!(fast_reached, server.head());
-    // The server kept only its bounded history, whatever the slow stream did.
-    assert!(server.server.routing.stats().history_len <= 32);
+    assert_eq!(fast_reached, head);
+    // The server kept only its bounded history and index, whatever the slow stream did.
+    let stats = server.server.routing.stats();
+    assert!(stats.history_len <= 32);
+    assert!(stats.catch_up_routes <= catch_up_routes);
 
-    // The slow stream drains what its transport buffered, then is reset and re-snapshotted.
-    let saw_reset;
+    // The slow stream drains what its transport buffered, then catches up or is reset.
+    let last_group = format!("group-{}-{padding}", (CHANGES - 1) % GROUPS);
+    let has_the_last_change = |route: &wire::Route| {
+        route.group_roles.len() == GROUPS
+            && route.group_roles[&last_group] == format!("role-{}", CHANGES - 1)
+    };
+    let mut last = 0;
     loop {
         let message = next(&mut slow).await;
         match message.kind {
             Some(Kind::Reset(reset)) => {
                 assert_eq!(reset.reason, wire::ResetReason::TooSlow as i32);
-                saw_reset = true;
                 let (table, revision) = read_snapshot(&mut slow).await;
-                assert_eq!(revision, server.head());
-                let roles = &table["acme.com"].group_roles;
-                assert_eq!(roles.len(), GROUPS);
-                let last_group = format!("group-{}-{padding}", (CHANGES - 1) % GROUPS);
-                assert_eq!(roles[&last_group], format!("role-{}", CHANGES - 1));
-                break;
+                assert_eq!(revision, head);
+                assert!(domains.iter().all(|d| has_the_last_change(&table[*d])));
+                return SlowStreamGot::Reset;
             }
-            Some(Kind::Delta(_)) | Some(Kind::Progress(_)) => {}
+            Some(Kind::Delta(delta)) => {
+                assert!(message.revision > last, "deltas move forward");
+                last = message.revision;
+                if last == head {
+                    assert_eq!(delta.upserts.len(), domains.len(), "each route once");
+                    assert!(delta.upserts.iter().all(has_the_last_change));
+                    return SlowStreamGot::CaughtUp;
+                }
+            }
+            Some(Kind::Progress(_)) => {}
             other => panic!("unexpected {other:?}"),
         }
     }
-    assert!(saw_reset);
+}
+
+/// Far behind the deltas kept, a stream that reads again gets every route changed since,
+/// once, in one delta at the head: not a reset and the whole table.
+#[tokio::test]
+async fn a_stream_that_stops_reading_catches_up_in_one_delta_while_another_keeps_receiving() {
+    let got = a_slow_and_a_fast_stream(65_536, &["acme.com", "acme.org"]).await;
+    assert!(matches!(got, SlowStreamGot::CaughtUp));
+}
+
+/// When more routes changed since it stopped than the server remembers, it is reset.
+#[tokio::test]
+async fn a_stream_that_stops_reading_behind_more_routes_than_remembered_is_reset() {
+    let got = a_slow_and_a_fast_stream(1, &["acme.com", "acme.org"]).await;
+    assert!(matches!(got, SlowStreamGot::Reset));
 }
 
 #[tokio::test]

@@ -6,9 +6,11 @@
 //! projection never waits for a watcher and a watcher costs no memory beyond
 //! its cursor and what its transport buffers. When its progress timer fires, it
 //! catches up to the revision reached and says so with a progress message.
-//! A watcher that stops reading simply stops pulling; when it resumes and
-//! its cursor has fallen out of the history, it gets a reset and a fresh
-//! snapshot instead of a silent gap.
+//! A watcher that stops reading simply stops pulling; when it reads again far
+//! behind, it gets one catch-up delta of every route changed since its cursor
+//! (`RoutingProjection::pull`), and when even the projection's last-change index no
+//! longer reaches back to its cursor, a reset and a fresh snapshot instead of a silent
+//! gap.
 //!
 //! The stream yields [`WatchFrame`]s: a published delta is the same message for
 //! every watcher, so it is encoded once and its bytes are shared by every
@@ -23,20 +25,22 @@ mod resolve;
 mod server;
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_server::RoutingService;
 use signpost_control::{ControlError, ControlPlane, Role};
-use signpost_routing::{Delta, RoutingProjection};
+use signpost_routing::{Delta, Pulled, RoutingProjection};
 use tonic::{Request, Response, Status};
 
 use crate::admin::bearer;
 use crate::status::{invalid_field, to_status};
 
 pub use codec::{
-    WatchFrame, WatchFrameEncoder, WatchRoutesCodec, WATCH_BUFFER_BYTES, WATCH_REQUEST_BUFFER_BYTES,
+    CatchUpPieces, WatchFrame, WatchFrameEncoder, WatchRoutesCodec, CATCH_UP_PIECE_BYTES,
+    WATCH_BUFFER_BYTES, WATCH_REQUEST_BUFFER_BYTES,
 };
 pub use resolve::{ResolveCodec, ResolveReply, ResolveReplyEncoder};
 pub use server::RoutingServer;
@@ -240,7 +244,7 @@ impl RoutingApi {
                     Some(wire::ResetReason::EpochChanged)
                 } else if from > routing.revision() {
                     Some(wire::ResetReason::RevisionAhead)
-                } else if routing.changes_since(from).is_err() {
+                } else if routing.pull(from).is_err() {
                     Some(wire::ResetReason::HistoryNotKept)
                 } else {
                     None
@@ -277,19 +281,26 @@ impl RoutingApi {
                     continue;
                 };
                 let mut sent = false;
-                match routing.changes_since(at) {
+                match routing.pull(at) {
                     Err(_) => {
                         yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
                         cursor = None;
                         continue;
                     }
-                    Ok((deltas, revision)) => {
+                    Ok((Pulled::Deltas(deltas), revision)) => {
                         // Behind by commits that change the same routes again: one message.
                         for delta in Delta::coalesce(deltas) {
                             // Encoded by the first stream to write it; the others copy its bytes.
                             sent = true;
                             yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
                         }
+                        cursor = Some(revision);
+                    }
+                    Ok((Pulled::CatchUp(delta), revision)) => {
+                        // Far behind: every route changed since, each once, in one message
+                        // built for this stream (and written in pieces).
+                        sent = true;
+                        yield Ok(WatchFrame::CatchUp { delta: Arc::new(delta), store_epoch: epoch.clone() });
                         cursor = Some(revision);
                     }
                 }

@@ -11,8 +11,11 @@
 //!   bounded history of them for resuming watchers, and hands out O(1)
 //!   snapshots of the table. Two watches: the revision (every commit: what
 //!   `Resolve`'s `min_revision` waits for) and the table (only commits that
-//!   changed routes: what watch streams wait for). [`Delta::coalesce`] merges the
-//!   deltas a watcher is behind by where they only change the same routes again.
+//!   changed routes: what watch streams wait for). [`RoutingProjection::pull`] hands a
+//!   watcher what it is behind by: the published deltas (which [`Delta::coalesce`]
+//!   merges where they only change the same routes again) or, further behind, one
+//!   catch-up delta of every domain changed since its revision, from a bounded index of
+//!   each domain's last change.
 //!
 //! Routes are kept encoded ([`EncodedRoute`]: the wire type `signpost.routing.v1.Route`
 //! as prost writes it): the table exists to be sent to login edges, so it is kept in
@@ -28,6 +31,6 @@ pub mod routes;
 pub use routes::EncodedRoute;
 
 pub use projection::{
-    Delta, HistoryGap, OwnAggregates, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
-    RoutingProjection, RoutingStats,
+    Delta, HistoryGap, OwnAggregates, Pulled, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
+    RoutingProjection, RoutingStats, CATCH_UP_AFTER,
 };

@@ -17,6 +17,17 @@
 //! Readers never block the fold for long: the table is a persistent map
 //! (`imbl`), so a snapshot is an O(1) clone that stays valid while the fold
 //! moves on, and the history is a ring of at most `history_limit` deltas.
+//!
+//! A watcher pulls what it is behind by with [`RoutingProjection::pull`]: the published
+//! deltas themselves while it is at most [`CATCH_UP_AFTER`] of them behind (each is
+//! encoded once for every watcher); further behind, one *catch-up* delta of every domain
+//! changed since its revision, in its state now, at the current revision. The catch-up
+//! comes from the last-change index ([`LastChanges`]): each domain changed since the
+//! projection started, once, at the revision of its last change, up to
+//! `catch_up_routes` domains. So a watcher behind a long run of writes gets the routes
+//! that changed, each once, instead of every delta or a reset and the whole table; only a
+//! watcher behind the index's floor, or whose catch-up would be larger than
+//! `catch_up_bytes`, is reset.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
@@ -176,6 +187,23 @@ impl Delta {
 /// the deltas after it are looked for among its own, one by one.
 pub const MERGE_SCAN: usize = 64;
 
+/// Most published deltas [`RoutingProjection::pull`] hands a watcher; one further behind
+/// gets one catch-up delta instead, when the last-change index can build it.
+pub const CATCH_UP_AFTER: usize = 16;
+
+/// What a watcher is behind by ([`RoutingProjection::pull`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pulled {
+    /// The published deltas after its revision, in revision order (maybe none).
+    Deltas(Vec<Arc<Delta>>),
+    /// One delta built for this watcher: every domain changed after its revision, in its
+    /// state at the delta's revision (the current one), each once (a route, or a deletion
+    /// for a domain that routes to password now, even if the watcher never had it).
+    /// Applied to the watcher's table it gives the table at that revision, and like every
+    /// delta it never splits a commit's changes.
+    CatchUp(Delta),
+}
+
 /// A cache of a value's encoding, filled once. It is not part of the value: equal
 /// values are equal encoded or not, and a clone (which may then be changed) starts
 /// without it. Published deltas are never changed (the history holds them behind `Arc`).
@@ -220,6 +248,17 @@ pub struct RoutingOptions {
     pub public_base_url: String,
     /// How many deltas the history keeps for resuming watchers.
     pub history_limit: usize,
+    /// How many changed domains the last-change index remembers (the oldest changes are
+    /// forgotten first, and watchers behind them are reset).
+    pub catch_up_routes: usize,
+    /// Largest catch-up delta, in bytes of routes and deleted domains: a watcher whose
+    /// catch-up would be larger is sent the published deltas, or reset. A catch-up is
+    /// built and written for one stream, so it is kept to about a snapshot chunk's size
+    /// (far under the 4 MiB a gRPC client usually accepts in one message): with 2 MiB,
+    /// 1,000 streams behind writes spread over 4,096 routes of about 3.5 KiB each took
+    /// the server to 1.4 GiB and cut the writes by a third, against 0.7 GiB and no
+    /// loss with 256 KiB (bench/FINDINGS.md, round 31).
+    pub catch_up_bytes: usize,
 }
 
 impl RoutingOptions {
@@ -228,6 +267,8 @@ impl RoutingOptions {
         Self {
             public_base_url: public_base_url.into(),
             history_limit: 4096,
+            catch_up_routes: 65_536,
+            catch_up_bytes: 256 * 1024,
         }
     }
 }
@@ -241,8 +282,12 @@ pub struct RoutingStats {
     pub routes: usize,
     /// Deltas kept.
     pub history_len: usize,
-    /// Changes after this revision are kept.
+    /// Changes after this revision are kept as deltas.
     pub history_floor: u64,
+    /// Domains in the last-change index.
+    pub catch_up_routes: usize,
+    /// Changes after this revision are in the last-change index.
+    pub catch_up_floor: u64,
 }
 
 struct Live {
@@ -252,6 +297,75 @@ struct Live {
     by_domain: ByDomain,
     history: VecDeque<Arc<Delta>>,
     history_floor: u64,
+    last_changes: LastChanges,
+}
+
+/// Each domain changed since the projection started, once, at the revision of its last
+/// change, with its state now: what a catch-up delta is read from. Bounded: past its
+/// limit the oldest changes are forgotten and the floor moves up to them.
+struct LastChanges {
+    /// (revision of the domain's last change, domain) → its route now (None: unrouted).
+    by_revision: BTreeMap<(u64, signpost_domain::Id), Option<EncodedRoute>>,
+    /// Domain → the revision of its last change (its key in `by_revision`).
+    revision_of: HashMap<signpost_domain::Id, u64>,
+    /// Every change after this revision is here.
+    floor: u64,
+    limit: usize,
+}
+
+impl LastChanges {
+    fn new(limit: usize) -> Self {
+        Self {
+            by_revision: BTreeMap::new(),
+            revision_of: HashMap::new(),
+            floor: 0,
+            limit: limit.max(1),
+        }
+    }
+
+    /// Nothing is known before `revision` (the table was published whole there).
+    fn restart_at(&mut self, revision: u64) {
+        self.by_revision.clear();
+        self.revision_of.clear();
+        self.floor = revision;
+    }
+
+    /// `domain` changed at `revision` to `route`.
+    fn record(&mut self, revision: u64, domain: &signpost_domain::Id, route: Option<EncodedRoute>) {
+        if let Some(previous) = self.revision_of.insert(domain.clone(), revision) {
+            self.by_revision.remove(&(previous, domain.clone()));
+        }
+        self.by_revision.insert((revision, domain.clone()), route);
+        while self.by_revision.len() > self.limit {
+            let Some(((oldest, forgotten), _)) = self.by_revision.pop_first() else {
+                break;
+            };
+            self.revision_of.remove(&forgotten);
+            self.floor = self.floor.max(oldest);
+        }
+    }
+
+    /// The catch-up delta from `revision` (at or above the floor) to `head`, unless its
+    /// routes and deleted domains come to more than `max_bytes`.
+    fn since(&self, revision: u64, head: u64, max_bytes: usize) -> Option<Delta> {
+        debug_assert!(revision >= self.floor);
+        let (mut upserts, mut deletes, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        let after = (revision.saturating_add(1), signpost_domain::Id::from(""));
+        for ((_, domain), route) in self.by_revision.range(after..) {
+            bytes += match route {
+                Some(route) => route.wire_len(),
+                None => domain.len(),
+            };
+            if bytes > max_bytes {
+                return None;
+            }
+            match route {
+                Some(route) => upserts.push(route.clone()),
+                None => deletes.push(domain.to_string()),
+            }
+        }
+        Some(Delta::new(head, upserts, deletes))
+    }
 }
 
 impl Live {
@@ -334,6 +448,7 @@ struct Shared {
     failure: OnceLock<String>,
     epoch: Arc<str>,
     history_limit: usize,
+    catch_up_bytes: usize,
 }
 
 /// The live routing projection. Cheap to clone.
@@ -612,10 +727,12 @@ impl RoutingProjection {
                 by_domain: ByDomain::new(),
                 history: VecDeque::new(),
                 history_floor: 0,
+                last_changes: LastChanges::new(options.catch_up_routes),
             }),
             failure: OnceLock::new(),
             epoch: epoch.into(),
             history_limit: options.history_limit.max(1),
+            catch_up_bytes: options.catch_up_bytes,
         });
         let (publish, revision) = watch::channel(0u64);
         let (table_sender, table) = watch::channel(0u64);
@@ -746,6 +863,38 @@ impl RoutingProjection {
         ))
     }
 
+    /// What a watcher at `revision` is behind by, and the revision it brings the watcher
+    /// to (the current one): the published deltas after `revision` while they are at most
+    /// [`CATCH_UP_AFTER`]; further behind, one catch-up delta from the last-change index
+    /// if the index reaches back to `revision` and the delta fits `catch_up_bytes`;
+    /// otherwise every published delta, if the history still holds them; otherwise a
+    /// [`HistoryGap`] (the watcher must be reset).
+    pub fn pull(&self, revision: u64) -> Result<(Pulled, u64), HistoryGap> {
+        let live = self.shared.live.read().expect("routing lock");
+        let kept = revision >= live.history_floor;
+        let start = live
+            .history
+            .partition_point(|delta| delta.revision <= revision);
+        let behind = live.history.len() - start;
+        let deltas = || live.history.range(start..).cloned().collect();
+        if kept && behind <= CATCH_UP_AFTER {
+            return Ok((Pulled::Deltas(deltas()), live.revision));
+        }
+        let index = &live.last_changes;
+        if revision >= index.floor {
+            if let Some(delta) = index.since(revision, live.revision, self.shared.catch_up_bytes) {
+                return Ok((Pulled::CatchUp(delta), live.revision));
+            }
+        }
+        if kept {
+            return Ok((Pulled::Deltas(deltas()), live.revision));
+        }
+        Err(HistoryGap {
+            asked: revision,
+            floor: live.history_floor.min(index.floor),
+        })
+    }
+
     /// Counters.
     pub fn stats(&self) -> RoutingStats {
         let live = self.shared.live.read().expect("routing lock");
@@ -754,6 +903,8 @@ impl RoutingProjection {
             routes: live.table.len(),
             history_len: live.history.len(),
             history_floor: live.history_floor,
+            catch_up_routes: live.last_changes.by_revision.len(),
+            catch_up_floor: live.last_changes.floor,
         }
     }
 }
@@ -771,6 +922,7 @@ impl Shared {
         live.revision = revision;
         live.history.clear();
         live.history_floor = revision;
+        live.last_changes.restart_at(revision);
     }
 
     /// Publishes the end of a commit: table, history and revision move together.
@@ -786,6 +938,7 @@ impl Shared {
                 Some(route) => delta.upserts.push(route.clone()),
                 None => delta.deletes.push(domain.to_string()),
             }
+            live.last_changes.record(revision, &domain, route.clone());
             live.set(domain, route);
         }
         live.history.push_back(Arc::new(delta));
@@ -1103,6 +1256,108 @@ mod tests {
             proptest::prop_assert_eq!(at, deltas.last().map_or(1, |d| d.revision));
             proptest::prop_assert!(at <= head);
             proptest::prop_assert_eq!(table, as_map(&head_table));
+        }
+
+        /// Whatever a watcher at any revision pulls brings its table to the head's: the
+        /// published deltas while it is at most `CATCH_UP_AFTER` behind; further behind,
+        /// one catch-up delta at the head holding exactly the domains changed since its
+        /// revision, each once, whenever the index reaches back there and the delta fits
+        /// its byte limit; otherwise the published deltas if kept, otherwise a gap. The
+        /// index never holds more than its limit.
+        #[test]
+        fn a_pull_brings_a_watcher_at_any_revision_to_the_head(
+            commits in proptest::collection::vec(
+                proptest::collection::vec((0u8..24, proptest::option::of(0u8..4)), 0..5),
+                2..48,
+            ),
+            history_limit in 1usize..40,
+            catch_up_routes in 1usize..30,
+            catch_up_bytes in proptest::sample::select(vec![0usize, 60, 200, 1_000, 1 << 20]),
+        ) {
+            let mut options = RoutingOptions::new("https://signpost.example");
+            options.history_limit = history_limit;
+            options.catch_up_routes = catch_up_routes;
+            options.catch_up_bytes = catch_up_bytes;
+            let (projection, feed) = RoutingProjection::fed("epoch".to_owned(), options);
+            let as_map = |table: &RouteTable| -> BTreeMap<String, EncodedRoute> {
+                table.iter().map(|(d, r)| (d.to_string(), r.clone())).collect()
+            };
+            // The table at each revision (0: before the first), and each domain's last
+            // change after the catch-up.
+            let mut tables = vec![BTreeMap::new()];
+            let mut last_change: BTreeMap<String, u64> = BTreeMap::new();
+            for (n, commit) in commits.iter().enumerate() {
+                let revision = publish_commit(&feed, n, commit);
+                tables.push(as_map(&projection.snapshot().1));
+                if n > 0 {
+                    for (d, _) in commit {
+                        last_change.insert(domain(*d), revision);
+                    }
+                }
+                let stats = projection.stats();
+                proptest::prop_assert!(stats.catch_up_routes <= catch_up_routes);
+            }
+            let head = commits.len() as u64;
+            let stats = projection.stats();
+            let head_table = &tables[head as usize];
+            for at in 0..=head {
+                let changed: BTreeSet<String> = last_change
+                    .iter()
+                    .filter(|(_, revision)| **revision > at)
+                    .map(|(d, _)| d.clone())
+                    .collect();
+                let size: usize = changed
+                    .iter()
+                    .map(|d| head_table.get(d).map_or(d.len(), EncodedRoute::wire_len))
+                    .sum();
+                let catch_up_possible = at >= stats.catch_up_floor && size <= catch_up_bytes;
+                let behind = commits[at.min(head) as usize..]
+                    .iter()
+                    .filter(|commit| !commit.is_empty())
+                    .count();
+                let mut table = tables[at as usize].clone();
+                let apply = |table: &mut BTreeMap<String, EncodedRoute>, delta: &Delta| {
+                    for d in &delta.deletes {
+                        table.remove(d);
+                    }
+                    for route in &delta.upserts {
+                        table.insert(String::from_utf8(route.domain().to_vec()).unwrap(), route.clone());
+                    }
+                };
+                match projection.pull(at) {
+                    Ok((Pulled::Deltas(deltas), revision)) => {
+                        proptest::prop_assert_eq!(revision, head);
+                        proptest::prop_assert!(at >= stats.history_floor);
+                        proptest::prop_assert!(deltas.len() <= CATCH_UP_AFTER || !catch_up_possible);
+                        for delta in &deltas {
+                            proptest::prop_assert!(delta.revision > at);
+                            apply(&mut table, delta);
+                        }
+                    }
+                    Ok((Pulled::CatchUp(delta), revision)) => {
+                        proptest::prop_assert_eq!(revision, head);
+                        proptest::prop_assert_eq!(delta.revision, head);
+                        proptest::prop_assert!(catch_up_possible);
+                        proptest::prop_assert!(behind > CATCH_UP_AFTER || at < stats.history_floor);
+                        let domains: Vec<String> = delta
+                            .upserts
+                            .iter()
+                            .map(|r| String::from_utf8(r.domain().to_vec()).unwrap())
+                            .chain(delta.deletes.iter().cloned())
+                            .collect();
+                        proptest::prop_assert_eq!(domains.len(), changed.len(), "each domain once");
+                        proptest::prop_assert_eq!(domains.into_iter().collect::<BTreeSet<_>>(), changed.clone());
+                        apply(&mut table, &delta);
+                    }
+                    Err(gap) => {
+                        proptest::prop_assert_eq!(gap.asked, at);
+                        proptest::prop_assert!(at < stats.history_floor);
+                        proptest::prop_assert!(!catch_up_possible);
+                        continue;
+                    }
+                }
+                proptest::prop_assert_eq!(&table, head_table, "from revision {}", at);
+            }
         }
     }
 }

@@ -51,6 +51,11 @@ pub struct ServeArgs {
     /// How many route changes are kept for watchers that resume [default: 4096].
     #[arg(long, env = "SIGNPOST_ROUTING_HISTORY")]
     pub routing_history: Option<usize>,
+    /// How many changed routes the server remembers (each once, at its last change) to
+    /// catch up a watcher far behind with one delta instead of a reset and the whole
+    /// table [default: 65536].
+    #[arg(long, env = "SIGNPOST_ROUTING_CATCH_UP_ROUTES")]
+    pub routing_catch_up_routes: Option<usize>,
     /// Page cache of the audit database, in MiB [default: 8]. Audit queries read what is
     /// not cached from disk (through the OS's page cache); more only helps heavy audit
     /// query loads, and costs resident memory.
@@ -95,6 +100,7 @@ struct FileConfig {
     public_base_url: Option<Url>,
     secret_key_file: Option<PathBuf>,
     routing_history: Option<usize>,
+    routing_catch_up_routes: Option<usize>,
     audit_cache_mib: Option<u64>,
     audit_serve_first_behind: Option<u64>,
     routing_progress_seconds: Option<u64>,
@@ -119,6 +125,8 @@ pub struct ServerConfig {
     pub allow_loopback_http_idp_for_tests: bool,
     /// Route changes kept for resuming watchers.
     pub routing_history: usize,
+    /// Changed routes remembered for catching up watchers far behind.
+    pub routing_catch_up_routes: usize,
     /// The audit database's page cache, in bytes.
     pub audit_cache_bytes: u64,
     /// How far behind the log the audit timeline must start for the server to serve
@@ -146,6 +154,7 @@ impl ServerConfig {
             secret_key_file: None,
             allow_loopback_http_idp_for_tests: false,
             routing_history: 4096,
+            routing_catch_up_routes: 65_536,
             audit_cache_bytes: DEFAULT_AUDIT_CACHE_MIB * MIB,
             audit_serve_first_behind: DEFAULT_AUDIT_SERVE_FIRST_BEHIND,
             routing_progress_interval: std::time::Duration::from_secs(5),
@@ -191,6 +200,12 @@ impl ServerConfig {
         config.allow_loopback_http_idp_for_tests = args.test_only_allow_loopback_http_idp;
         if let Some(history) = args.routing_history.or(file.routing_history) {
             config.routing_history = history.max(1);
+        }
+        if let Some(routes) = args
+            .routing_catch_up_routes
+            .or(file.routing_catch_up_routes)
+        {
+            config.routing_catch_up_routes = routes.max(1);
         }
         if let Some(mib) = args.audit_cache_mib.or(file.audit_cache_mib) {
             config.audit_cache_bytes = mib.clamp(1, MAX_AUDIT_CACHE_MIB) * MIB;
@@ -310,6 +325,7 @@ mod tests {
         let example = include_str!("../../../deploy/signpost.toml");
         let parsed: FileConfig = toml::from_str(example).unwrap();
         assert_eq!(parsed.routing_history, Some(4096));
+        assert_eq!(parsed.routing_catch_up_routes, Some(65_536));
         assert_eq!(parsed.audit_cache_mib, Some(8));
         assert_eq!(
             parsed.audit_serve_first_behind,

@@ -118,6 +118,7 @@ impl Server {
             .unwrap_or_else(|| Arc::new(SystemTxtResolver::new()));
         let mut routing_options = RoutingOptions::new(config.public_base_url.as_str());
         routing_options.history_limit = config.routing_history;
+        routing_options.catch_up_routes = config.routing_catch_up_routes;
         let mut audit_options = AuditOptions::new(config.public_base_url.as_str());
         audit_options.cache_capacity_bytes = config.audit_cache_bytes;
         // The audit timeline's catch-up is the read model's (below): nothing to wait for

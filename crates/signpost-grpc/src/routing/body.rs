@@ -5,7 +5,9 @@
 //! as long as the stream and keeps the size of the largest message it held (a delta:
 //! about 0.7 KiB), so 10,000 idle watchers kept 7 to 13 MiB of buffers after a few
 //! changes (bench/FINDINGS.md, round 13). [`WatchBody`] holds no buffer between
-//! messages. The request is read as every unary request is (`crate::unary`).
+//! messages, and writes a large catch-up delta in pieces ([`CatchUpPieces`]), so it never
+//! holds more than one piece of one. The request is read as every unary request is
+//! (`crate::unary`).
 //!
 //! Compression is not handled here: [`super::RoutingServer`] serves `WatchRoutes`
 //! through tonic when any compression encoding is enabled.
@@ -18,6 +20,7 @@ use http_body::Frame;
 use tonic::codegen::{http, Body};
 use tonic::Status;
 
+use super::codec::CatchUpPieces;
 use super::{WatchFrame, WatchFrames};
 use crate::unary::{grpc_response, prefixed, trailers};
 
@@ -29,6 +32,7 @@ pub fn response(
     grpc_response(tonic::body::Body::new(WatchBody {
         frames: Some(frames),
         max_message: max_message.unwrap_or(usize::MAX),
+        pieces: None,
     }))
 }
 
@@ -38,6 +42,8 @@ struct WatchBody {
     frames: Option<WatchFrames>,
     /// Largest message sent.
     max_message: usize,
+    /// The rest of a catch-up delta being written in pieces.
+    pieces: Option<CatchUpPieces>,
 }
 
 /// `frame` as a gRPC message: the prefix and the encoded `WatchRoutesResponse`, in a
@@ -51,6 +57,30 @@ fn message(frame: &WatchFrame, max_message: usize) -> Result<Bytes, Status> {
     )
 }
 
+/// A catch-up delta's message, to be written in pieces, if it is within `max_message`.
+fn in_pieces(frame: WatchFrame, max_message: usize) -> Result<CatchUpPieces, Status> {
+    let len = frame.encoded_len();
+    let too_large = |what: &str| {
+        Err(Status::out_of_range(format!(
+            "a WatchRoutes message of {len} bytes {what}"
+        )))
+    };
+    if len > max_message {
+        return too_large(&format!("is larger than the limit of {max_message}"));
+    }
+    let Ok(len) = u32::try_from(len) else {
+        return too_large("does not fit a gRPC frame");
+    };
+    match frame {
+        WatchFrame::CatchUp { delta, store_epoch } => {
+            Ok(CatchUpPieces::new(delta, store_epoch, len))
+        }
+        _ => Err(Status::internal(
+            "only a catch-up delta is written in pieces",
+        )),
+    }
+}
+
 impl Body for WatchBody {
     type Data = Bytes;
     type Error = Status;
@@ -60,11 +90,28 @@ impl Body for WatchBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         let max_message = self.max_message;
+        if let Some(pieces) = self.pieces.as_mut() {
+            match pieces.next_piece() {
+                Some(piece) => return Poll::Ready(Some(Ok(Frame::data(piece)))),
+                None => self.pieces = None,
+            }
+        }
         let Some(frames) = self.frames.as_mut() else {
             return Poll::Ready(None);
         };
         let end = match frames.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(frame @ WatchFrame::CatchUp { .. }))) => {
+                match in_pieces(frame, max_message) {
+                    Ok(mut pieces) => {
+                        // The first piece holds at least the prefix and the message's head.
+                        let first = pieces.next_piece().unwrap_or_default();
+                        self.pieces = Some(pieces);
+                        return Poll::Ready(Some(Ok(Frame::data(first))));
+                    }
+                    Err(status) => Err(status),
+                }
+            }
             Poll::Ready(Some(Ok(frame))) => match message(&frame, max_message) {
                 Ok(bytes) => return Poll::Ready(Some(Ok(Frame::data(bytes)))),
                 Err(status) => Err(status),
@@ -91,6 +138,7 @@ mod tests {
         WatchBody {
             frames: Some(Box::pin(futures::stream::iter(items))),
             max_message,
+            pieces: None,
         }
     }
 
@@ -140,6 +188,77 @@ mod tests {
             .unwrap()
             .contains("projection%20stopped"));
         assert!(next(&mut body).await.is_none(), "nothing after the status");
+    }
+
+    fn catch_up(routes: usize, deletes: usize) -> WatchFrame {
+        let padding = "p".repeat(300);
+        let upserts = (0..routes)
+            .map(|n| {
+                signpost_routing::EncodedRoute::encode(&signpost_api::routing::v1::Route {
+                    domain: format!("d{n}.example"),
+                    organization_id: format!("organization-{n}-{padding}"),
+                    ..Default::default()
+                })
+            })
+            .collect();
+        let deletes = (0..deletes).map(|n| format!("gone{n}.example")).collect();
+        WatchFrame::CatchUp {
+            delta: std::sync::Arc::new(signpost_routing::Delta::new(42, upserts, deletes)),
+            store_epoch: "epoch".into(),
+        }
+    }
+
+    /// A catch-up delta is written in pieces of about `CATCH_UP_PIECE_BYTES`, each route
+    /// and deleted domain whole in one, that together are the one gRPC message prost
+    /// writes for it; the stream goes on after it.
+    #[tokio::test]
+    async fn a_catch_up_is_written_in_pieces_that_make_its_message() {
+        use crate::routing::CATCH_UP_PIECE_BYTES;
+        for (routes, deletes) in [(1000, 300), (0, 3), (1, 0), (0, 0)] {
+            let frame = catch_up(routes, deletes);
+            let encoded = frame.clone().into_message().encode_to_vec();
+            let mut body = body(
+                vec![Ok(frame), Ok(WatchFrame::Message(progress(43)))],
+                usize::MAX,
+            );
+            let mut written = Vec::new();
+            let mut pieces = 0;
+            while written.len() < encoded.len() + 5 {
+                let piece = next(&mut body).await.unwrap().into_data().unwrap();
+                assert!(
+                    piece.len() <= CATCH_UP_PIECE_BYTES + 1024,
+                    "{}",
+                    piece.len()
+                );
+                written.extend_from_slice(&piece);
+                pieces += 1;
+            }
+            assert_eq!(written[0], 0, "uncompressed");
+            assert_eq!(&written[1..5], &(encoded.len() as u32).to_be_bytes());
+            assert_eq!(
+                &written[5..],
+                &encoded[..],
+                "{routes} routes, {deletes} deletes"
+            );
+            let expected_pieces = (encoded.len() + 5).div_ceil(CATCH_UP_PIECE_BYTES);
+            assert!(
+                pieces >= expected_pieces.max(1) && pieces <= expected_pieces + 1,
+                "{pieces} pieces for {} bytes",
+                encoded.len()
+            );
+            let after = next(&mut body).await.unwrap().into_data().unwrap();
+            assert_eq!(&after[5..], &progress(43).encode_to_vec()[..]);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_catch_up_over_the_limit_ends_the_stream_with_out_of_range() {
+        let frame = catch_up(10, 1);
+        let len = frame.encoded_len();
+        let mut body = super::tests::body(vec![Ok(frame.clone())], len - 1);
+        assert_eq!(status_of(next(&mut body).await.unwrap()), "11");
+        let mut body = super::tests::body(vec![Ok(frame)], len);
+        assert!(next(&mut body).await.unwrap().is_data());
     }
 
     #[tokio::test]

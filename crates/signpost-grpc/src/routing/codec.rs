@@ -5,7 +5,9 @@
 //! the [`Delta`]) and each stream only copies those bytes into its frame
 //! ([`WatchFrame::Delta`]). Snapshot chunks copy the table's routes, which are
 //! kept encoded ([`EncodedRoute`]), into their frame ([`WatchFrame::SnapshotChunk`]).
-//! Everything else is an ordinary message.
+//! A catch-up delta is built for one stream ([`WatchFrame::CatchUp`]) and can be
+//! megabytes: the body writes it in pieces ([`CatchUpPieces`]), so a stream never holds
+//! more than one piece of it encoded. Everything else is an ordinary message.
 //!
 //! The bytes are exactly those prost writes for the equivalent
 //! `WatchRoutesResponse` (same field order, defaults left out), so a client
@@ -46,6 +48,14 @@ pub enum WatchFrame {
         /// The store epoch.
         store_epoch: Arc<str>,
     },
+    /// A catch-up delta built for this stream ([`signpost_routing::Pulled::CatchUp`]),
+    /// encoded for it alone, in pieces by the body ([`CatchUpPieces`]).
+    CatchUp {
+        /// The delta.
+        delta: Arc<Delta>,
+        /// The store epoch.
+        store_epoch: Arc<str>,
+    },
     /// A snapshot chunk, encoded from the table's routes where they are.
     SnapshotChunk {
         /// The revision of the snapshot.
@@ -65,6 +75,7 @@ impl WatchFrame {
     pub fn encoded_len(&self) -> usize {
         match self {
             Self::Delta { delta, store_epoch } => shared_delta(delta, store_epoch).len(),
+            Self::CatchUp { delta, store_epoch } => delta_len(delta, store_epoch),
             Self::SnapshotChunk {
                 revision,
                 store_epoch,
@@ -80,6 +91,14 @@ impl WatchFrame {
     pub fn encode(&self, buf: &mut impl BufMut) {
         match self {
             Self::Delta { delta, store_epoch } => buf.put_slice(shared_delta(delta, store_epoch)),
+            Self::CatchUp { delta, store_epoch } => encode_route_list_response(
+                delta.revision,
+                store_epoch,
+                RESPONSE_DELTA,
+                &delta.upserts,
+                &delta.deletes,
+                buf,
+            ),
             Self::SnapshotChunk {
                 revision,
                 store_epoch,
@@ -106,14 +125,16 @@ impl WatchFrame {
             routes.iter().map(EncodedRoute::decode).collect()
         };
         match self {
-            Self::Delta { delta, store_epoch } => wire::WatchRoutesResponse {
-                revision: delta.revision,
-                store_epoch: store_epoch.as_ref().to_owned(),
-                kind: Some(Kind::Delta(wire::RouteDelta {
-                    upserts: copy(&delta.upserts),
-                    deletes: delta.deletes.clone(),
-                })),
-            },
+            Self::Delta { delta, store_epoch } | Self::CatchUp { delta, store_epoch } => {
+                wire::WatchRoutesResponse {
+                    revision: delta.revision,
+                    store_epoch: store_epoch.as_ref().to_owned(),
+                    kind: Some(Kind::Delta(wire::RouteDelta {
+                        upserts: copy(&delta.upserts),
+                        deletes: delta.deletes.clone(),
+                    })),
+                }
+            }
             Self::SnapshotChunk {
                 revision,
                 store_epoch,
@@ -138,14 +159,7 @@ fn shared_delta<'a>(delta: &'a Delta, store_epoch: &str) -> &'a [u8] {
 /// The `WatchRoutesResponse` of `delta` in the store epoch `store_epoch`: what
 /// every watcher receives for it, encoded once ([`Delta::encoded_message`]).
 fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
-    let len = route_list_response_len(
-        delta.revision,
-        store_epoch,
-        RESPONSE_DELTA,
-        &delta.upserts,
-        &delta.deletes,
-    );
-    let mut buf = Vec::with_capacity(len);
+    let mut buf = Vec::with_capacity(delta_len(delta, store_epoch));
     encode_route_list_response(
         delta.revision,
         store_epoch,
@@ -155,6 +169,17 @@ fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
         &mut buf,
     );
     buf
+}
+
+/// Length of `delta`'s `WatchRoutesResponse`.
+fn delta_len(delta: &Delta, store_epoch: &str) -> usize {
+    route_list_response_len(
+        delta.revision,
+        store_epoch,
+        RESPONSE_DELTA,
+        &delta.upserts,
+        &delta.deletes,
+    )
 }
 
 /// Length of the `SnapshotChunk` or `RouteDelta` (both: routes at field 1,
@@ -204,6 +229,22 @@ fn encode_route_list_response(
     deletes: &[String],
     buf: &mut impl BufMut,
 ) {
+    encode_route_list_head(revision, store_epoch, kind_field, routes, deletes, buf);
+    for route in routes {
+        route.encode_field(ROUTES, buf);
+    }
+    prost::encoding::string::encode_repeated(DELETES, deletes, buf);
+}
+
+/// Writes what comes before the routes of [`encode_route_list_response`].
+fn encode_route_list_head(
+    revision: u64,
+    store_epoch: &str,
+    kind_field: u32,
+    routes: &[EncodedRoute],
+    deletes: &[String],
+    buf: &mut impl BufMut,
+) {
     if revision != 0 {
         prost::encoding::uint64::encode(RESPONSE_REVISION, &revision, buf);
     }
@@ -214,10 +255,75 @@ fn encode_route_list_response(
     }
     encode_key(kind_field, WireType::LengthDelimited, buf);
     encode_varint(route_list_len(routes, deletes) as u64, buf);
-    for route in routes {
-        route.encode_field(ROUTES, buf);
+}
+
+/// About how many bytes each piece of a catch-up delta holds ([`CatchUpPieces`]).
+pub const CATCH_UP_PIECE_BYTES: usize = 64 * 1024;
+
+/// A catch-up delta as a gRPC message (the 5-byte prefix, then the same bytes as
+/// [`WatchFrame::encode`]) in pieces of about [`CATCH_UP_PIECE_BYTES`], each encoded
+/// when it is asked for: what the stream holds of it encoded is one piece, whatever the
+/// delta's size. Every route and deleted domain is whole in one piece.
+#[derive(Debug)]
+pub struct CatchUpPieces {
+    delta: Arc<Delta>,
+    store_epoch: Arc<str>,
+    /// The length of the `WatchRoutesResponse`.
+    len: u32,
+    started: bool,
+    next_route: usize,
+    next_delete: usize,
+}
+
+impl CatchUpPieces {
+    /// The pieces of `delta`'s message; `len` is its [`WatchFrame::encoded_len`].
+    pub fn new(delta: Arc<Delta>, store_epoch: Arc<str>, len: u32) -> Self {
+        Self {
+            delta,
+            store_epoch,
+            len,
+            started: false,
+            next_route: 0,
+            next_delete: 0,
+        }
     }
-    prost::encoding::string::encode_repeated(DELETES, deletes, buf);
+
+    /// The next piece; `None` once the message is written.
+    pub fn next_piece(&mut self) -> Option<bytes::Bytes> {
+        let delta = &*self.delta;
+        let done = |this: &Self| {
+            this.next_route == delta.upserts.len() && this.next_delete == delta.deletes.len()
+        };
+        if self.started && done(self) {
+            return None;
+        }
+        let mut buf = bytes::BytesMut::with_capacity(CATCH_UP_PIECE_BYTES + 1024);
+        if !self.started {
+            self.started = true;
+            buf.put_u8(0);
+            buf.put_u32(self.len);
+            encode_route_list_head(
+                delta.revision,
+                &self.store_epoch,
+                RESPONSE_DELTA,
+                &delta.upserts,
+                &delta.deletes,
+                &mut buf,
+            );
+        }
+        while buf.len() < CATCH_UP_PIECE_BYTES && self.next_route < delta.upserts.len() {
+            delta.upserts[self.next_route].encode_field(ROUTES, &mut buf);
+            self.next_route += 1;
+        }
+        while buf.len() < CATCH_UP_PIECE_BYTES
+            && self.next_route == delta.upserts.len()
+            && self.next_delete < delta.deletes.len()
+        {
+            prost::encoding::string::encode(DELETES, &delta.deletes[self.next_delete], &mut buf);
+            self.next_delete += 1;
+        }
+        Some(buf.freeze())
+    }
 }
 
 /// The codec `WatchRoutes` is served with: [`WatchFrame`]s out, prost-decoded

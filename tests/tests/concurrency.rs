@@ -224,6 +224,69 @@ async fn racing_unpinned_commands_on_one_organization_all_succeed_each_deciding_
     assert_log_has_no_gaps(&server).await;
 }
 
+/// Setup form submissions on one link take turns with each other and with the commands
+/// on the connection they configure: submissions and group assignments racing on one
+/// connection all succeed, each deciding once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_setup_form_submissions_and_group_assignments_all_succeed_each_deciding_once() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let org =
+        organization_with_verified_domain(&server, &mut admin, "Hawthorn Law", "hawthorn-law.com")
+            .await;
+    let (_, url, connection_id) =
+        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
+    let form = saml_xml_form(&idp_metadata(
+        "https://idp.hawthorn-law.com/entity",
+        "https://idp.hawthorn-law.com/sso",
+    ));
+    server
+        .form(&url)
+        .await
+        .submit_setup_form(form.clone())
+        .await
+        .unwrap();
+    let mut forms = Vec::with_capacity(RACERS / 2);
+    for _ in 0..RACERS / 2 {
+        forms.push(server.form(&url).await);
+    }
+    let clients = racing_clients(&server).await;
+    let retries_before = server.server.plane.conflict_retries();
+
+    let submissions: Vec<_> = forms
+        .into_iter()
+        .map(|mut client| {
+            let form = form.clone();
+            tokio::spawn(async move { client.submit_setup_form(form).await })
+        })
+        .collect();
+    let assignments = race(clients, |racer, mut client| {
+        let connection_id = connection_id.clone();
+        async move {
+            client
+                .assign_group(pb::AssignGroupRequest {
+                    connection_id,
+                    idp_group: format!("group-{racer}"),
+                    role: "member".into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    let assignments = assignments.await;
+    for submission in submissions {
+        submission.await.unwrap().expect("a submission succeeds");
+    }
+    assert_eq!(assignments.len(), RACERS);
+    // They took turns: none decided on state another was about to change.
+    assert_eq!(server.server.plane.conflict_retries(), retries_before);
+    assert_eq!(
+        events_of_type(&server, "setup_form_submitted").await,
+        1 + RACERS / 2
+    );
+    assert_log_has_no_gaps(&server).await;
+}
+
 /// Activation is decided on the organization's state too: a burst of activations of one
 /// connection activates it once, and the others find it active without racing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

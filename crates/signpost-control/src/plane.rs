@@ -5,10 +5,12 @@
 //! with the expected versions they were decided on, wait until the read model
 //! has applied them, answer. Conflicts caused by a concurrent writer are
 //! retried from fresh state unless the caller pinned an `expected_version`
-//! (then the conflict is theirs to see). Commands on one connection, and commands
-//! on one organization, take turns in the process first (`ControlPlane::stream_turn`),
-//! so a burst of them does not race: each decides once, on the state its predecessor
-//! left. Idempotent retries are answered from the log's idempotency record without
+//! (then the conflict is theirs to see). Commands on one connection, commands on one
+//! organization, and setup form submissions (on their link and their connection) take
+//! turns in the process first (`ControlPlane::stream_turn`), so a burst of them does not
+//! race: each decides once, on the state its predecessor left. Locks are taken in one
+//! order: the uniqueness lock, then an organization's turn or a connection's, then a
+//! setup link's. Idempotent retries are answered from the log's idempotency record without
 //! deciding anything again.
 
 use std::collections::HashMap;

@@ -271,6 +271,12 @@ impl ControlPlane {
         };
         let now = self.now();
         let _unique = self.uniqueness_guard().await;
+        // Its turns on the two streams it writes, so that it decides on the state the
+        // commands before it left, instead of racing them: the connection's (taken by
+        // the connection's commands, none of which waits for the uniqueness lock), then
+        // the link's (taken by this command alone).
+        let _connection_turn = self.stream_turn(&streams::connection(&connection_id)).await;
+        let _link_turn = self.stream_turn(&streams::setup_link(setup_link_id)).await;
         let done = self
             .execute(principal, meta, fp, |model| {
                 let settings = settings.clone().ok_or_else(|| {

@@ -215,7 +215,7 @@ async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
     // published deltas, merged where they change the same route again. (Further behind,
     // one catch-up delta: `resuming_beyond_the_deltas_kept_...`.)
     const BURST: usize = 14;
-    assert!(BURST < signpost_routing::CATCH_UP_AFTER);
+    const { assert!(BURST < signpost_routing::CATCH_UP_AFTER) };
     for change in 0..BURST {
         admin
             .assign_group(pb::AssignGroupRequest {

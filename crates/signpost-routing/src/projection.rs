@@ -191,6 +191,11 @@ pub const MERGE_SCAN: usize = 64;
 /// gets one catch-up delta instead, when the last-change index can build it.
 pub const CATCH_UP_AFTER: usize = 16;
 
+/// Most changes (routes and deletions) in one catch-up delta, whatever their bytes: a
+/// catch-up is read under the table's read lock, so that read stays short even when the
+/// changes are deletions of a few bytes each (a snapshot chunk is 1,000 routes).
+pub const CATCH_UP_MAX_CHANGES: usize = 4096;
+
 /// What a watcher is behind by ([`RoutingProjection::pull`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pulled {
@@ -307,7 +312,7 @@ struct LastChanges {
     /// (revision of the domain's last change, domain) → its route now (None: unrouted).
     by_revision: BTreeMap<(u64, signpost_domain::Id), Option<EncodedRoute>>,
     /// Domain → the revision of its last change (its key in `by_revision`).
-    revision_of: HashMap<signpost_domain::Id, u64>,
+    revision_of: HashMap<signpost_domain::Id, u64, foldhash::fast::RandomState>,
     /// Every change after this revision is here.
     floor: u64,
     limit: usize,
@@ -317,7 +322,7 @@ impl LastChanges {
     fn new(limit: usize) -> Self {
         Self {
             by_revision: BTreeMap::new(),
-            revision_of: HashMap::new(),
+            revision_of: HashMap::default(),
             floor: 0,
             limit: limit.max(1),
         }
@@ -346,7 +351,8 @@ impl LastChanges {
     }
 
     /// The catch-up delta from `revision` (at or above the floor) to `head`, unless its
-    /// routes and deleted domains come to more than `max_bytes`.
+    /// routes and deleted domains come to more than `max_bytes`, or to more than
+    /// [`CATCH_UP_MAX_CHANGES`].
     fn since(&self, revision: u64, head: u64, max_bytes: usize) -> Option<Delta> {
         debug_assert!(revision >= self.floor);
         let (mut upserts, mut deletes, mut bytes) = (Vec::new(), Vec::new(), 0usize);
@@ -356,7 +362,7 @@ impl LastChanges {
                 Some(route) => route.wire_len(),
                 None => domain.len(),
             };
-            if bytes > max_bytes {
+            if bytes > max_bytes || upserts.len() + deletes.len() == CATCH_UP_MAX_CHANGES {
                 return None;
             }
             match route {
@@ -1158,6 +1164,56 @@ mod tests {
             .iter()
             .zip(&alternating)
             .all(|(a, b)| Arc::ptr_eq(a, b)));
+    }
+
+    /// A catch-up holds at most `CATCH_UP_MAX_CHANGES` changes, however few their bytes:
+    /// beyond that a watcher gets the published deltas while they are kept, else a gap.
+    #[test]
+    fn a_catch_up_holds_at_most_its_number_of_changes() {
+        for (per_commit, history_limit, expect) in [
+            (200, 4096, "catch-up"),
+            (300, 4096, "deltas"),
+            (300, 8, "gap"),
+        ] {
+            let mut options = RoutingOptions::new("https://signpost.example");
+            options.catch_up_bytes = usize::MAX;
+            options.history_limit = history_limit;
+            let (projection, feed) = RoutingProjection::fed("epoch".to_owned(), options);
+            feed.shared.publish_catch_up(1, Changes::new());
+            const COMMITS: u64 = 17;
+            for commit in 0..COMMITS {
+                let changes = (0..per_commit)
+                    .map(|n| {
+                        let domain = format!("c{commit}-{n}.example");
+                        let route = route(&domain, 0);
+                        (signpost_domain::Id::from(domain.as_str()), Some(route))
+                    })
+                    .collect();
+                feed.shared.publish(2 + commit, changes);
+            }
+            let changes = per_commit * COMMITS as usize;
+            let pulled = projection.pull(1);
+            match (expect, pulled) {
+                ("catch-up", Ok((Pulled::CatchUp(delta), head))) => {
+                    assert!(changes <= CATCH_UP_MAX_CHANGES);
+                    assert_eq!((delta.upserts.len(), head), (changes, 1 + COMMITS));
+                }
+                ("deltas", Ok((Pulled::Deltas(deltas), _))) => {
+                    assert!(changes > CATCH_UP_MAX_CHANGES);
+                    assert_eq!(deltas.len(), COMMITS as usize);
+                }
+                ("gap", Err(gap)) => assert_eq!(gap.asked, 1),
+                (expect, other) => panic!(
+                    "expected {expect}, got {}",
+                    match other {
+                        Ok((Pulled::CatchUp(delta), _)) =>
+                            format!("a catch-up of {}", delta.upserts.len()),
+                        Ok((Pulled::Deltas(deltas), _)) => format!("{} deltas", deltas.len()),
+                        Err(gap) => format!("{gap}"),
+                    }
+                ),
+            }
+        }
     }
 
     proptest::proptest! {

@@ -260,9 +260,10 @@ pub struct RoutingOptions {
     /// catch-up would be larger is sent the published deltas, or reset. A catch-up is
     /// built and written for one stream, so it is kept to about a snapshot chunk's size
     /// (far under the 4 MiB a gRPC client usually accepts in one message): with 2 MiB,
-    /// 1,000 streams behind writes spread over 4,096 routes of about 3.5 KiB each took
-    /// the server to 1.4 GiB and cut the writes by a third, against 0.7 GiB and no
-    /// loss with 256 KiB (bench/FINDINGS.md, round 31).
+    /// 1,000 streams behind writes spread over 4,096 routes of about 3 KiB each took
+    /// the server's peak to 1.4 GiB (0.7 GiB before) and cut the writes with the streams
+    /// open by a third; with 256 KiB that load is served as before (bench/FINDINGS.md,
+    /// round 31).
     pub catch_up_bytes: usize,
 }
 

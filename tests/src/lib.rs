@@ -475,6 +475,35 @@ pub async fn mint_token(admin: &mut AdminClient, role: schema::TokenRole) -> Str
         .token
 }
 
+/// Assigns the groups `g0`..`g{count - 1}` of `connection_id` the role `r`, one call
+/// each: `count` changes of the connection's routes.
+pub async fn assign_numbered_groups(admin: &mut AdminClient, connection_id: &str, count: usize) {
+    for group in 0..count {
+        admin
+            .assign_group(pb::AssignGroupRequest {
+                connection_id: connection_id.to_owned(),
+                idp_group: format!("g{group}"),
+                role: "r".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+/// The organization "globex", routing globex.com through an active SAML connection: a
+/// route of another organization.
+pub async fn active_globex(admin: &mut AdminClient, addr: SocketAddr) {
+    active_saml_organization(
+        admin,
+        addr,
+        "globex",
+        &["globex.com"],
+        "https://idp.globex.com/e",
+    )
+    .await;
+}
+
 /// An organization with `domains` verified (manually) and an active SAML
 /// connection configured from pasted metadata for `entity_id`.
 /// Returns (organization id, connection id, log position after activation).

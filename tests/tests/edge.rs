@@ -735,25 +735,8 @@ async fn an_edge_resumes_behind_the_deltas_kept(catch_up_routes: usize) -> Vec<A
     converged(&edge, activated).await;
     edge.stop().await;
 
-    for group in 0..5 {
-        admin
-            .assign_group(pb::AssignGroupRequest {
-                connection_id: connection.clone(),
-                idp_group: format!("g{group}"),
-                role: "r".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "globex",
-        &["globex.com"],
-        "https://idp.globex.com/e",
-    )
-    .await;
+    assign_numbered_groups(&mut admin, &connection, 5).await;
+    active_globex(&mut admin, server.addr()).await;
     let head = server.head();
 
     let edge = start_edge(server.addr(), &token, &state_file).await;

@@ -228,14 +228,7 @@ async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
             .unwrap();
     }
     let burst_end = server.head();
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "globex",
-        &["globex.com"],
-        "https://idp.globex.com/e",
-    )
-    .await;
+    active_globex(&mut admin, server.addr()).await;
     let head = server.head();
     server.server.routing.wait_for(head).await.unwrap();
 
@@ -288,25 +281,8 @@ async fn resuming_beyond_the_deltas_kept_gets_every_changed_route_once_in_one_de
         "https://idp.acme.com/e",
     )
     .await;
-    for group in 0..5 {
-        admin
-            .assign_group(pb::AssignGroupRequest {
-                connection_id: connection.clone(),
-                idp_group: format!("g{group}"),
-                role: "r".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "globex",
-        &["globex.com"],
-        "https://idp.globex.com/e",
-    )
-    .await;
+    assign_numbered_groups(&mut admin, &connection, 5).await;
+    active_globex(&mut admin, server.addr()).await;
     admin
         .deactivate_connection(pb::DeactivateConnectionRequest {
             connection_id: connection.clone(),
@@ -354,25 +330,8 @@ async fn resuming_from_history_no_longer_kept_gives_a_reset_and_a_snapshot() {
         "https://idp.acme.com/e",
     )
     .await;
-    for group in 0..5 {
-        admin
-            .assign_group(pb::AssignGroupRequest {
-                connection_id: connection.clone(),
-                idp_group: format!("g{group}"),
-                role: "r".into(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
-    active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "globex",
-        &["globex.com"],
-        "https://idp.globex.com/e",
-    )
-    .await;
+    assign_numbered_groups(&mut admin, &connection, 5).await;
+    active_globex(&mut admin, server.addr()).await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
     // Mutations answer once the admin read model has them; the routing table follows
     // the log on its own, so wait until it holds the token's position too.

@@ -236,6 +236,9 @@ impl RoutingApi {
             // Decide where this watcher starts: resume, or (reset +) snapshot. The request
             // is dropped once read: the stream lives for hours, its epoch copy need not.
             let mut cursor = None;
+            // What a resuming watcher is behind by, pulled once to know it can resume, and
+            // sent first (a catch-up is not built twice).
+            let mut resumed = None;
             let wire::WatchRoutesRequest { from_revision, store_epoch } = request;
             let same_epoch = store_epoch == *epoch;
             drop(store_epoch);
@@ -244,10 +247,14 @@ impl RoutingApi {
                     Some(wire::ResetReason::EpochChanged)
                 } else if from > routing.revision() {
                     Some(wire::ResetReason::RevisionAhead)
-                } else if routing.pull(from).is_err() {
-                    Some(wire::ResetReason::HistoryNotKept)
                 } else {
-                    None
+                    match routing.pull(from) {
+                        Ok(pulled) => {
+                            resumed = Some(pulled);
+                            None
+                        }
+                        Err(_) => Some(wire::ResetReason::HistoryNotKept),
+                    }
                 };
                 match reset {
                     None => cursor = Some(from),
@@ -281,7 +288,7 @@ impl RoutingApi {
                     continue;
                 };
                 let mut sent = false;
-                match routing.pull(at) {
+                match resumed.take().map_or_else(|| routing.pull(at), Ok) {
                     Err(_) => {
                         yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
                         cursor = None;

@@ -549,6 +549,139 @@ async fn a_stream_that_stops_reading_catches_up_in_one_delta_while_another_keeps
     assert!(matches!(got, SlowStreamGot::CaughtUp));
 }
 
+/// Change number `change` of a connection: one of 100 groups, each named with 240 bytes
+/// (routes grow to about 25 KB, so a slow watcher's transport buffers fill and the
+/// server's side of its stream falls behind), gets the role `role-{change}`.
+async fn assign_big_group(
+    mut admin: AdminClient,
+    connection_id: String,
+    change: usize,
+) -> AdminClient {
+    admin
+        .assign_group(pb::AssignGroupRequest {
+            connection_id,
+            idp_group: format!("group-{}-{}", change % 100, "x".repeat(240)),
+            role: format!("role-{change}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+}
+
+/// Watchers that read at different paces while commands from four clients change many
+/// organizations' routes (a history of 4 deltas, so a watcher behind is caught up) each
+/// end with exactly the server's table at its head: no change is lost between a
+/// catch-up and the next wake-up, and revisions only move on. The writes end with one
+/// change to each organization, so the last watcher's catch-up holds every
+/// organization's last change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchers_at_any_pace_end_with_the_servers_table_while_many_routes_change() {
+    const ORGANIZATIONS: usize = 6;
+    const CHANGES: usize = 600;
+    let server = TestServer::start_with(|config| config.routing_history = 4).await;
+    let mut admin = server.admin().await;
+    let mut connections = Vec::new();
+    for n in 0..ORGANIZATIONS {
+        let domain = format!("org{n}.test");
+        let (_, connection, _) = active_saml_organization(
+            &mut admin,
+            server.addr(),
+            &format!("org{n}"),
+            &[domain.as_str()],
+            &format!("https://idp.org{n}.test/e"),
+        )
+        .await;
+        connections.push(connection);
+    }
+    let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
+    server.server.routing.wait_for(server.head()).await.unwrap();
+
+    let (last_change, wanted) = tokio::sync::watch::channel(u64::MAX);
+    let mut watchers = Vec::new();
+    // Each watcher pauses this long after each message; the last one reads nothing until
+    // the writes are done (its transport buffers fill, its stream on the server stops).
+    for (pause_ms, late) in [(0u64, false), (2, false), (0, true)] {
+        let mut client = routing_client(server.addr(), &edge_token).await;
+        let mut stream = watch(&mut client, None).await;
+        let (table, revision) = read_snapshot(&mut stream).await;
+        let mut wanted = wanted.clone();
+        watchers.push(tokio::spawn(async move {
+            let _client = client;
+            if late {
+                let _ = wanted.wait_for(|head| *head != u64::MAX).await;
+            }
+            let (mut table, mut at, mut resets, mut catch_ups) = (table, revision, 0, 0);
+            while at < *wanted.borrow_and_update() {
+                let message = tokio::select! {
+                    message = next(&mut stream) => message,
+                    _ = wanted.changed() => continue,
+                };
+                match message.kind {
+                    Some(Kind::Delta(delta)) => {
+                        assert!(message.revision > at, "deltas move forward");
+                        // A command changes one organization's route: more is a catch-up.
+                        if delta.upserts.len() + delta.deletes.len() > 1 {
+                            catch_ups += 1;
+                        }
+                        for domain in &delta.deletes {
+                            table.remove(domain);
+                        }
+                        for route in delta.upserts {
+                            table.insert(route.domain.clone(), route);
+                        }
+                    }
+                    Some(Kind::Progress(_)) => assert!(message.revision >= at),
+                    Some(Kind::Reset(_)) => {
+                        resets += 1;
+                        let (fresh, _) = read_snapshot(&mut stream).await;
+                        table = fresh;
+                    }
+                    other => panic!("unexpected {other:?}"),
+                }
+                at = message.revision.max(at);
+                if pause_ms > 0 {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                }
+            }
+            (table, at, resets, catch_ups)
+        }));
+    }
+    let mut writers = Vec::new();
+    for writer in 0..4 {
+        let (mut client, connections) = (server.admin().await, connections.clone());
+        writers.push(tokio::spawn(async move {
+            for change in (writer..CHANGES).step_by(4) {
+                let connection_id = connections[change % ORGANIZATIONS].clone();
+                client = assign_big_group(client, connection_id, change).await;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    for (n, connection_id) in connections.iter().enumerate() {
+        admin = assign_big_group(admin, connection_id.clone(), CHANGES + n).await;
+    }
+    let head = server.head();
+    server.server.routing.wait_for(head).await.unwrap();
+    last_change.send(head).unwrap();
+    let mut client = routing_client(server.addr(), &edge_token).await;
+    let (expected, at) = read_snapshot(&mut watch(&mut client, None).await).await;
+    assert_eq!(at, head);
+    let mut slowest_catch_ups = 0;
+    for watcher in watchers {
+        let (table, reached, resets, catch_ups) = watcher.await.unwrap();
+        assert_eq!(reached, head);
+        assert_eq!(
+            table, expected,
+            "after {resets} resets and {catch_ups} catch-ups"
+        );
+        slowest_catch_ups = catch_ups;
+    }
+    assert!(slowest_catch_ups > 0, "the slowest watcher was caught up");
+}
+
 /// When more routes changed since it stopped than the server remembers, it is reset.
 #[tokio::test]
 async fn a_stream_that_stops_reading_behind_more_routes_than_remembered_is_reset() {

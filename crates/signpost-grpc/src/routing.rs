@@ -237,7 +237,8 @@ impl RoutingApi {
             // is dropped once read: the stream lives for hours, its epoch copy need not.
             let mut cursor = None;
             // What a resuming watcher is behind by, pulled once to know it can resume, and
-            // sent first (a catch-up is not built twice).
+            // sent first (a catch-up is not built twice). Boxed: the stream holds this
+            // slot for its whole life, and a stream's own memory is a few KiB.
             let mut resumed = None;
             let wire::WatchRoutesRequest { from_revision, store_epoch } = request;
             let same_epoch = store_epoch == *epoch;
@@ -250,7 +251,7 @@ impl RoutingApi {
                 } else {
                     match routing.pull(from) {
                         Ok(pulled) => {
-                            resumed = Some(pulled);
+                            resumed = Some(Box::new(pulled));
                             None
                         }
                         Err(_) => Some(wire::ResetReason::HistoryNotKept),
@@ -288,7 +289,7 @@ impl RoutingApi {
                     continue;
                 };
                 let mut sent = false;
-                match resumed.take().map_or_else(|| routing.pull(at), Ok) {
+                match resumed.take().map_or_else(|| routing.pull(at), |pulled| Ok(*pulled)) {
                     Err(_) => {
                         yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
                         cursor = None;

@@ -873,7 +873,8 @@ impl RoutingProjection {
     /// What a watcher at `revision` is behind by, and the revision it brings the watcher
     /// to (the current one): the published deltas after `revision` while they are at most
     /// [`CATCH_UP_AFTER`]; further behind, one catch-up delta from the last-change index
-    /// if the index reaches back to `revision` and the delta fits `catch_up_bytes`;
+    /// if the index reaches back to `revision` and the delta fits `catch_up_bytes` and
+    /// [`CATCH_UP_MAX_CHANGES`];
     /// otherwise every published delta, if the history still holds them; otherwise a
     /// [`HistoryGap`] (the watcher must be reset).
     pub fn pull(&self, revision: u64) -> Result<(Pulled, u64), HistoryGap> {

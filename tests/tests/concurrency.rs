@@ -12,6 +12,16 @@ const RACERS: usize = 50;
 /// An organization with a configured (not yet active) SAML connection.
 /// Returns (organization id, connection id).
 async fn configured_connection(server: &TestServer, admin: &mut AdminClient) -> (String, String) {
+    let (org, connection_id, _) = configured_by_link(server, admin).await;
+    (org, connection_id)
+}
+
+/// [`configured_connection`], and the setup link's URL it was configured through (its
+/// form submitted once). Returns (organization id, connection id, link URL).
+async fn configured_by_link(
+    server: &TestServer,
+    admin: &mut AdminClient,
+) -> (String, String, String) {
     let org =
         organization_with_verified_domain(server, admin, "Hawthorn Law", "hawthorn-law.com").await;
     let (_, url, connection_id) =
@@ -19,13 +29,18 @@ async fn configured_connection(server: &TestServer, admin: &mut AdminClient) -> 
     server
         .form(&url)
         .await
-        .submit_setup_form(saml_xml_form(&idp_metadata(
-            "https://idp.hawthorn-law.com/entity",
-            "https://idp.hawthorn-law.com/sso",
-        )))
+        .submit_setup_form(hawthorn_form())
         .await
         .unwrap();
-    (org, connection_id)
+    (org, connection_id, url)
+}
+
+/// The setup form the Hawthorn Law connection is configured with.
+fn hawthorn_form() -> pb::SubmitSetupFormRequest {
+    saml_xml_form(&idp_metadata(
+        "https://idp.hawthorn-law.com/entity",
+        "https://idp.hawthorn-law.com/sso",
+    ))
 }
 
 /// `RACERS` admin clients, each on its own HTTP/2 connection.
@@ -231,21 +246,7 @@ async fn racing_unpinned_commands_on_one_organization_all_succeed_each_deciding_
 async fn racing_setup_form_submissions_and_group_assignments_all_succeed_each_deciding_once() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let org =
-        organization_with_verified_domain(&server, &mut admin, "Hawthorn Law", "hawthorn-law.com")
-            .await;
-    let (_, url, connection_id) =
-        issue_link(&mut admin, &org, schema::SetupIntent::NewConnection, "").await;
-    let form = saml_xml_form(&idp_metadata(
-        "https://idp.hawthorn-law.com/entity",
-        "https://idp.hawthorn-law.com/sso",
-    ));
-    server
-        .form(&url)
-        .await
-        .submit_setup_form(form.clone())
-        .await
-        .unwrap();
+    let (_, connection_id, url) = configured_by_link(&server, &mut admin).await;
     let mut forms = Vec::with_capacity(RACERS / 2);
     for _ in 0..RACERS / 2 {
         forms.push(server.form(&url).await);
@@ -256,8 +257,7 @@ async fn racing_setup_form_submissions_and_group_assignments_all_succeed_each_de
     let submissions: Vec<_> = forms
         .into_iter()
         .map(|mut client| {
-            let form = form.clone();
-            tokio::spawn(async move { client.submit_setup_form(form).await })
+            tokio::spawn(async move { client.submit_setup_form(hawthorn_form()).await })
         })
         .collect();
     let assignments = race(clients, |racer, mut client| {

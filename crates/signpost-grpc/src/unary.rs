@@ -149,6 +149,26 @@ pub(crate) fn response(message: Result<Bytes, Status>) -> http::Response<tonic::
     }
 }
 
+/// The gRPC prefix's length field for a `method` message of `len` bytes: refused with
+/// `OUT_OF_RANGE` above `max_message` bytes (`None`: no limit) or past a gRPC frame.
+pub(crate) fn prefix_len(
+    method: &str,
+    len: usize,
+    max_message: Option<usize>,
+) -> Result<u32, Status> {
+    let max_message = max_message.unwrap_or(usize::MAX);
+    if len > max_message {
+        return Err(Status::out_of_range(format!(
+            "a {method} message of {len} bytes is larger than the limit of {max_message}"
+        )));
+    }
+    u32::try_from(len).map_err(|_| {
+        Status::out_of_range(format!(
+            "a {method} message of {len} bytes does not fit a gRPC frame"
+        ))
+    })
+}
+
 /// A message of `len` bytes, written by `encode`, as a gRPC message in a buffer of
 /// exactly its size: refused with `OUT_OF_RANGE` above `max_message` bytes (`None`: no
 /// limit).
@@ -158,17 +178,7 @@ pub(crate) fn prefixed(
     max_message: Option<usize>,
     encode: impl FnOnce(&mut BytesMut),
 ) -> Result<Bytes, Status> {
-    let max_message = max_message.unwrap_or(usize::MAX);
-    if len > max_message {
-        return Err(Status::out_of_range(format!(
-            "a {method} message of {len} bytes is larger than the limit of {max_message}"
-        )));
-    }
-    let Ok(prefix_len) = u32::try_from(len) else {
-        return Err(Status::out_of_range(format!(
-            "a {method} message of {len} bytes does not fit a gRPC frame"
-        )));
-    };
+    let prefix_len = prefix_len(method, len, max_message)?;
     let mut buf = BytesMut::with_capacity(PREFIX + len);
     buf.put_u8(0);
     buf.put_u32(prefix_len);

@@ -57,30 +57,6 @@ fn message(frame: &WatchFrame, max_message: usize) -> Result<Bytes, Status> {
     )
 }
 
-/// A catch-up delta's message, to be written in pieces, if it is within `max_message`.
-fn in_pieces(frame: WatchFrame, max_message: usize) -> Result<CatchUpPieces, Status> {
-    let len = frame.encoded_len();
-    let too_large = |what: &str| {
-        Err(Status::out_of_range(format!(
-            "a WatchRoutes message of {len} bytes {what}"
-        )))
-    };
-    if len > max_message {
-        return too_large(&format!("is larger than the limit of {max_message}"));
-    }
-    let Ok(len) = u32::try_from(len) else {
-        return too_large("does not fit a gRPC frame");
-    };
-    match frame {
-        WatchFrame::CatchUp { delta, store_epoch } => {
-            Ok(CatchUpPieces::new(delta, store_epoch, len))
-        }
-        _ => Err(Status::internal(
-            "only a catch-up delta is written in pieces",
-        )),
-    }
-}
-
 impl Body for WatchBody {
     type Data = Bytes;
     type Error = Status;
@@ -101,8 +77,8 @@ impl Body for WatchBody {
         };
         let end = match frames.as_mut().poll_next(cx) {
             Poll::Pending => return Poll::Pending,
-            Poll::Ready(Some(Ok(frame @ WatchFrame::CatchUp { .. }))) => {
-                match in_pieces(frame, max_message) {
+            Poll::Ready(Some(Ok(WatchFrame::CatchUp { delta, store_epoch }))) => {
+                match CatchUpPieces::new(delta, store_epoch, Some(max_message)) {
                     Ok(mut pieces) => {
                         // The first piece holds at least the prefix and the message's head.
                         let first = pieces.next_piece().unwrap_or_default();

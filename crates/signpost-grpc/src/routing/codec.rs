@@ -276,16 +276,23 @@ pub struct CatchUpPieces {
 }
 
 impl CatchUpPieces {
-    /// The pieces of `delta`'s message; `len` is its [`WatchFrame::encoded_len`].
-    pub fn new(delta: Arc<Delta>, store_epoch: Arc<str>, len: u32) -> Self {
-        Self {
+    /// The pieces of `delta`'s message, refused with `OUT_OF_RANGE` above `max_message`
+    /// bytes (`None`: no limit).
+    pub fn new(
+        delta: Arc<Delta>,
+        store_epoch: Arc<str>,
+        max_message: Option<usize>,
+    ) -> Result<Self, Status> {
+        let len =
+            crate::unary::prefix_len("WatchRoutes", delta_len(&delta, &store_epoch), max_message)?;
+        Ok(Self {
             delta,
             store_epoch,
             len,
             started: false,
             next_route: 0,
             next_delete: 0,
-        }
+        })
     }
 
     /// The next piece; `None` once the message is written.

@@ -87,7 +87,7 @@ impl Delta {
             .get_or_init(|| encode(self).into_boxed_slice())
     }
 
-    /// Consecutive deltas (in revision order, as [`RoutingProjection::changes_since`]
+    /// Consecutive deltas (in revision order, as [`RoutingProjection::pull`]
     /// returns them) with each run of deltas that only change again the domains of the
     /// run's first one merged into one delta at the run's last revision, holding each
     /// domain's last change. Applied to a table in turn, they leave what `deltas` leave,
@@ -851,25 +851,6 @@ impl RoutingProjection {
         (live.revision, live.table.clone())
     }
 
-    /// Every delta after `revision`, and the revision they bring a watcher to
-    /// (the current one: revisions without route changes are included).
-    pub fn changes_since(&self, revision: u64) -> Result<(Vec<Arc<Delta>>, u64), HistoryGap> {
-        let live = self.shared.live.read().expect("routing lock");
-        if revision < live.history_floor {
-            return Err(HistoryGap {
-                asked: revision,
-                floor: live.history_floor,
-            });
-        }
-        let start = live
-            .history
-            .partition_point(|delta| delta.revision <= revision);
-        Ok((
-            live.history.range(start..).cloned().collect(),
-            live.revision,
-        ))
-    }
-
     /// What a watcher at `revision` is behind by, and the revision it brings the watcher
     /// to (the current one): the published deltas after `revision` while they are at most
     /// [`CATCH_UP_AFTER`]; further behind, one catch-up delta from the last-change index
@@ -1118,6 +1099,14 @@ mod tests {
         revision
     }
 
+    /// Every published delta after `revision` still kept, and the current revision.
+    fn published_since(projection: &RoutingProjection, revision: u64) -> (Vec<Arc<Delta>>, u64) {
+        let live = projection.shared.live.read().expect("routing lock");
+        assert!(revision >= live.history_floor);
+        let deltas = live.history.iter().filter(|d| d.revision > revision);
+        (deltas.cloned().collect(), live.revision)
+    }
+
     fn delta(revision: u64, upserts: &[(u8, u8)], deletes: &[u8]) -> Arc<Delta> {
         Arc::new(Delta::new(
             revision,
@@ -1276,7 +1265,7 @@ mod tests {
                 }
             }
             let (_, head_table) = projection.snapshot();
-            let (deltas, head) = projection.changes_since(1).unwrap();
+            let (deltas, head) = published_since(&projection, 1);
             let coalesced = Delta::coalesce(deltas.clone());
             proptest::prop_assert!(coalesced.len() <= deltas.len());
             let mut at = 1;

@@ -80,7 +80,12 @@ impl WatchFrame {
                 revision,
                 store_epoch,
                 routes,
-            } => route_list_response_len(*revision, store_epoch, RESPONSE_SNAPSHOT, routes, &[]),
+            } => route_list_response_len(
+                *revision,
+                store_epoch,
+                RESPONSE_SNAPSHOT,
+                route_list_len(routes, &[]),
+            ),
             Self::Message(message) => message.encoded_len(),
         }
     }
@@ -177,8 +182,7 @@ fn delta_len(delta: &Delta, store_epoch: &str) -> usize {
         delta.revision,
         store_epoch,
         RESPONSE_DELTA,
-        &delta.upserts,
-        &delta.deletes,
+        route_list_len(&delta.upserts, &delta.deletes),
     )
 }
 
@@ -193,13 +197,12 @@ fn route_list_len(routes: &[EncodedRoute], deletes: &[String]) -> usize {
 }
 
 /// Length of a `WatchRoutesResponse` whose kind (field `kind_field`) is a
-/// `SnapshotChunk` or a `RouteDelta`.
+/// `SnapshotChunk` or a `RouteDelta` of `kind_len` bytes ([`route_list_len`]).
 fn route_list_response_len(
     revision: u64,
     store_epoch: &str,
     kind_field: u32,
-    routes: &[EncodedRoute],
-    deletes: &[String],
+    kind_len: usize,
 ) -> usize {
     let revision_len = match revision {
         0 => 0,
@@ -210,7 +213,6 @@ fn route_list_response_len(
         len => key_len(RESPONSE_STORE_EPOCH) + encoded_len_varint(len as u64) + len,
     };
     // The kind is a oneof member: written even when empty.
-    let kind_len = route_list_len(routes, deletes);
     revision_len
         + store_epoch_len
         + key_len(kind_field)
@@ -229,20 +231,21 @@ fn encode_route_list_response(
     deletes: &[String],
     buf: &mut impl BufMut,
 ) {
-    encode_route_list_head(revision, store_epoch, kind_field, routes, deletes, buf);
+    let kind_len = route_list_len(routes, deletes);
+    encode_route_list_head(revision, store_epoch, kind_field, kind_len, buf);
     for route in routes {
         route.encode_field(ROUTES, buf);
     }
     prost::encoding::string::encode_repeated(DELETES, deletes, buf);
 }
 
-/// Writes what comes before the routes of [`encode_route_list_response`].
+/// Writes what comes before the routes of [`encode_route_list_response`], whose kind is
+/// `kind_len` bytes.
 fn encode_route_list_head(
     revision: u64,
     store_epoch: &str,
     kind_field: u32,
-    routes: &[EncodedRoute],
-    deletes: &[String],
+    kind_len: usize,
     buf: &mut impl BufMut,
 ) {
     if revision != 0 {
@@ -254,7 +257,7 @@ fn encode_route_list_head(
         buf.put_slice(store_epoch.as_bytes());
     }
     encode_key(kind_field, WireType::LengthDelimited, buf);
-    encode_varint(route_list_len(routes, deletes) as u64, buf);
+    encode_varint(kind_len as u64, buf);
 }
 
 /// About how many bytes each piece of a catch-up delta holds ([`CatchUpPieces`]).
@@ -268,8 +271,9 @@ pub const CATCH_UP_PIECE_BYTES: usize = 64 * 1024;
 pub struct CatchUpPieces {
     delta: Arc<Delta>,
     store_epoch: Arc<str>,
-    /// The length of the `WatchRoutesResponse`.
+    /// The length of the `WatchRoutesResponse`, and of its `RouteDelta`.
     len: u32,
+    kind_len: usize,
     started: bool,
     next_route: usize,
     next_delete: usize,
@@ -283,12 +287,14 @@ impl CatchUpPieces {
         store_epoch: Arc<str>,
         max_message: Option<usize>,
     ) -> Result<Self, Status> {
-        let len =
-            crate::unary::prefix_len("WatchRoutes", delta_len(&delta, &store_epoch), max_message)?;
+        let kind_len = route_list_len(&delta.upserts, &delta.deletes);
+        let len = route_list_response_len(delta.revision, &store_epoch, RESPONSE_DELTA, kind_len);
+        let len = crate::unary::prefix_len("WatchRoutes", len, max_message)?;
         Ok(Self {
             delta,
             store_epoch,
             len,
+            kind_len,
             started: false,
             next_route: 0,
             next_delete: 0,
@@ -313,8 +319,7 @@ impl CatchUpPieces {
                 delta.revision,
                 &self.store_epoch,
                 RESPONSE_DELTA,
-                &delta.upserts,
-                &delta.deletes,
+                self.kind_len,
                 &mut buf,
             );
         }

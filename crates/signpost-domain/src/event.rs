@@ -61,21 +61,29 @@ pub fn decode_event(payload: &[u8]) -> Result<Event, DecodeError> {
 
 /// Stream names: one stream per aggregate, `<kind>-<id>`.
 pub mod streams {
+    /// `prefix` then `id`, in one allocation of the right size.
+    fn named(prefix: &str, id: &str) -> String {
+        let mut name = String::with_capacity(prefix.len() + id.len());
+        name.push_str(prefix);
+        name.push_str(id);
+        name
+    }
+
     /// The organization's stream.
     pub fn organization(id: &str) -> String {
-        format!("organization-{id}")
+        named("organization-", id)
     }
     /// The connection's stream.
     pub fn connection(id: &str) -> String {
-        format!("connection-{id}")
+        named("connection-", id)
     }
     /// The setup link's stream.
     pub fn setup_link(id: &str) -> String {
-        format!("setup-link-{id}")
+        named("setup-link-", id)
     }
     /// The API token's stream.
     pub fn api_token(id: &str) -> String {
-        format!("api-token-{id}")
+        named("api-token-", id)
     }
 }
 

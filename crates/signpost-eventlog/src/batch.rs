@@ -33,19 +33,25 @@ pub(crate) struct BatchPlan {
     /// New envelopes, in position order.
     pub envelopes: Vec<EventEnvelope>,
     /// Each stream written by the batch and its version after the batch.
-    pub stream_versions: HashMap<StreamId, u64>,
+    pub stream_versions: HashMap<StreamId, u64, foldhash::fast::RandomState>,
     /// Idempotency records written by the batch.
-    pub idempotency: HashMap<IdempotencyKey, StoredOutcome>,
+    pub idempotency: HashMap<IdempotencyKey, StoredOutcome, foldhash::fast::RandomState>,
 }
 
 impl BatchPlan {
     /// An empty plan continuing the log after `head`.
     pub fn new(head: Head) -> Self {
+        Self::with_capacity(head, 0)
+    }
+
+    /// An empty plan continuing the log after `head`, with room for `commits` commits of
+    /// one event on one stream each (a batch of group assignments grows no table).
+    pub fn with_capacity(head: Head, commits: usize) -> Self {
         BatchPlan {
             tail: head,
-            envelopes: Vec::new(),
-            stream_versions: HashMap::new(),
-            idempotency: HashMap::new(),
+            envelopes: Vec::with_capacity(commits),
+            stream_versions: HashMap::with_capacity_and_hasher(commits, Default::default()),
+            idempotency: HashMap::with_capacity_and_hasher(commits, Default::default()),
         }
     }
 

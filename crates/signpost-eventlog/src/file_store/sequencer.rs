@@ -107,7 +107,7 @@ impl Sequencer {
             }
             return;
         }
-        let mut plan = BatchPlan::new(self.head);
+        let mut plan = BatchPlan::with_capacity(self.head, requests.len());
         let mut answers = Vec::with_capacity(requests.len());
         let mut accepted = 0u64;
         {

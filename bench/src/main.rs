@@ -9,6 +9,8 @@
 //!   [`memory`] (8), all against one control plane holding the big table.
 //! - `history`: [`cold_start`] (5) and [`audit`] (7) on a large log.
 //! - `populate`: bulk-load a data directory ([`populate`]).
+//! - `sample-answer`: the control plane's answer to one of scenario 1's calls, in hex, for
+//!   `durable-ceiling` (`bench/instructions.sh` counts instructions on both).
 //! - `stream-ceiling`: the do-nothing stream server scenario 3's limit is measured on
 //!   ([`stream_ceiling`]).
 //! - `durable-ceiling`: the durable do-nothing server (each call one append to Signpost's
@@ -237,6 +239,17 @@ enum Command {
     },
     /// Prints a loopback port that is free right now.
     FreePort,
+    /// Makes one `AssignGroup` of scenario 1's shape at a running control plane holding a
+    /// `populate`d data directory and prints the answer, encoded, in hex: what
+    /// `durable-ceiling --assign-answer-hex` sends (`bench/instructions.sh`).
+    SampleAnswer {
+        /// The control plane's URL.
+        #[arg(long)]
+        url: String,
+        /// The `populate`d data directory it serves (its token and organizations).
+        #[arg(long)]
+        populated: PathBuf,
+    },
     /// Serves the do-nothing stream server that scenario 3's limit is measured on.
     StreamCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -864,6 +877,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             events_per_organization,
         } => history_run(common, organizations, events_per_organization).await?,
         Command::FreePort => println!("{}", server::free_port()?.port()),
+        Command::SampleAnswer { url, populated } => {
+            let (token, organizations) = populate::read_populated(&populated)?;
+            let channels = grpc::channels(&url, 1).await?;
+            let answer = writes::sample_answer(&channels[0], &token, &organizations).await?;
+            println!("{}", hex::encode(prost::Message::encode_to_vec(&answer)));
+        }
         Command::StreamCeiling {
             listen,
             route_hex,

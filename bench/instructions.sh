@@ -6,14 +6,16 @@
 #                                      writes-ab, 64 calls in flight
 #
 # Counts, unlike times, do not move with what else the machine is doing: two runs of the
-# same build agree within about 0.2%, so a change of a few percent is seen in one run
+# same build agree within about 0.6%, so a change of a few percent is seen in one run
 # (bench/FINDINGS.md, round 32). Under valgrind every thread takes turns on one core, so
 # batches differ from a real run's and no time here means anything; the counts are per
 # write (each write appends one event: the writes are the sequencer's `BatchPlan::add`
 # calls). Kernel work (system calls, wake-ups) is not counted. valgrind reports a CPU
 # without SHA extensions, so SHA-256 runs in software here and is shown apart.
 #
-# Environment: BENCH_WORK_DIR (scratch, default target/bench-work/instructions).
+# Environment: BENCH_WORK_DIR (scratch, default target/bench-work/instructions);
+# SIGNPOST_BIN, another build's `signpost` binary to count instead of this tree's (to
+# compare two builds: the durable limit is this tree's either way).
 set -euo pipefail
 
 SECONDS_EACH="${1:-20}"
@@ -38,6 +40,7 @@ done
 TARGET_DIR="$(cargo metadata --format-version 1 --no-deps 2>/dev/null | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')"
 BIN="${TARGET_DIR:-$ROOT/target}/release"
 BENCH="$BIN/signpost-bench"
+SIGNPOST="${SIGNPOST_BIN:-$BIN/signpost}"
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
@@ -45,7 +48,7 @@ mkdir -p "$WORK"
 
 # The control plane's answer to one call of the load's shape, for the durable limit.
 PORT="$("$BENCH" free-port)"
-"$BIN/signpost" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/populated" \
+"$SIGNPOST" serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/populated" \
   > "$WORK/answer-server.log" 2>&1 &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT
@@ -98,7 +101,7 @@ count() {
 }
 
 {
-  count control-plane "$BIN/signpost" serve --listen 127.0.0.1:PORT --data-dir DIR
+  count control-plane "$SIGNPOST" serve --listen 127.0.0.1:PORT --data-dir DIR
   count durable-limit "$BENCH" durable-ceiling --listen 127.0.0.1:PORT --data-dir DIR/limit-log \
     --assign-answer-hex "$ANSWER"
 } > "$WORK/counts.txt"

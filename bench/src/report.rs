@@ -1197,6 +1197,13 @@ freshly populated data directory and stops it), stops etcd, and renders the JSON
 (`target/bench-work/results.jsonl`) with `signpost-bench report`. Set `BENCH_WORK_DIR` to put the
 scratch space elsewhere, `BENCH_OUT` to write the report elsewhere. No test asserts any speed.
 
+`bench/instructions.sh [SECONDS]` (about 4 minutes, not part of `run.sh`; installs valgrind if
+missing) counts with valgrind's callgrind the instructions a durable write costs the control
+plane and the durable do-nothing server, under scenario 1's `AssignGroup` load (two turns of
+20 s, 64 in flight). Counts do not move with what else the machine does (runs of one build
+agree within about 0.6%), so it compares two builds where timed turns cannot; it counts no
+kernel work, and SHA-256 runs in software under valgrind, so it is shown apart.
+
 Both peers are driven by the same client over the same number of HTTP/2 connections (4 for
 load, one per 100 watchers for fan-out), a closed loop of 64 requests in flight, latencies in
 HDR histograms. Since round 30 the loads of scenarios 1 to 3, and the limits measured beside

@@ -34,7 +34,10 @@
 //! (`checkpoint.rs`).
 //!
 //! Reads `pread` contiguous runs: `read_range` of N consecutive events is one read (up to
-//! 8 MiB), then each record's checksum is checked and its envelope decoded.
+//! 8 MiB), then each record's checksum is checked and its envelope decoded. The last batch
+//! written stays in memory as its envelopes (up to [`RECENT_BATCH_EVENTS`]) until the next,
+//! and a `read_range` within it copies them instead: the projections following the head
+//! read every batch back just after it was written.
 //! [`FileEventStore::scan`] is the same, as a blocking iterator for start-up code.
 
 mod checkpoint;
@@ -140,6 +143,9 @@ struct FileInner {
 /// What the sequencer publishes to readers.
 pub(crate) struct Shared {
     index: RwLock<Index>,
+    /// The last batch written (when it held at most [`RECENT_BATCH_EVENTS`] events), its
+    /// envelopes as they were encoded into its frame.
+    recent: std::sync::Mutex<Option<Arc<RecentBatch>>>,
     head_tx: watch::Sender<Position>,
     poisoned: AtomicBool,
     batches: AtomicU64,
@@ -151,7 +157,35 @@ pub(crate) struct Shared {
     fail_next_write: AtomicBool,
 }
 
+/// The envelopes of one batch, from position `first` on.
+#[derive(Debug)]
+pub(crate) struct RecentBatch {
+    pub first: Position,
+    pub envelopes: Vec<EventEnvelope>,
+}
+
+/// Batches of at most this many events stay in memory until the next one (about a
+/// kilobyte an event): a bulk commit is read back from its segment instead.
+pub(crate) const RECENT_BATCH_EVENTS: usize = 4096;
+
 impl Shared {
+    /// The last batch written (a panic while it was replaced leaves a usable value: it is
+    /// only ever swapped whole).
+    pub(crate) fn recent(&self) -> std::sync::MutexGuard<'_, Option<Arc<RecentBatch>>> {
+        self.recent
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The events at positions `from..from + count` if the last batch written holds them
+    /// all, copied.
+    fn recent_events(&self, from: Position, count: u64) -> Option<Vec<EventEnvelope>> {
+        let recent = self.recent().clone()?;
+        let start = usize::try_from(from.checked_sub(recent.first)?).ok()?;
+        let end = start.checked_add(usize::try_from(count).ok()?)?;
+        recent.envelopes.get(start..end).map(<[_]>::to_vec)
+    }
+
     fn index(&self) -> RwLockReadGuard<'_, Index> {
         // The index is only extended after validation, by appends that cannot fail halfway
         // for a reason other than a panic, so a poisoned lock still holds a usable index.
@@ -340,6 +374,7 @@ impl FileEventStore {
         let (head_tx, _) = watch::channel(head.position);
         let shared = Arc::new(Shared {
             index: RwLock::new(index),
+            recent: std::sync::Mutex::new(None),
             head_tx,
             poisoned: AtomicBool::new(false),
             batches: AtomicU64::new(0),
@@ -569,10 +604,16 @@ impl EventStore for FileEventStore {
         let Some((from, slots)) = self.readable_range(from, limit) else {
             return Ok(Vec::new());
         };
-        // A subscription following the head reads the last few events, just written and
-        // still in the page cache: a `pread` of a few KiB, cheaper than a hop to the
-        // blocking pool and back (two thread wake-ups on every commit's path).
-        if (limit as u64).min(slots - (from - 1)) <= INLINE_READ_EVENTS {
+        let count = (limit as u64).min(slots - (from - 1));
+        // A subscription following the head reads the batch just written: its envelopes
+        // are still in memory.
+        if let Some(events) = self.inner.shared.recent_events(from, count) {
+            return Ok(events);
+        }
+        // Otherwise the last few events are still in the page cache: a `pread` of a few
+        // KiB, cheaper than a hop to the blocking pool and back (two thread wake-ups on
+        // every commit's path).
+        if count <= INLINE_READ_EVENTS {
             let shared = &self.inner.shared;
             let (segments, items) = shared.range_items(from - 1, limit as u64);
             return read::read_events(&segments, &items);
@@ -735,6 +776,58 @@ mod tests {
             },
             idempotency: None,
         }
+    }
+
+    /// Every range reads the same envelopes whether the last batch is served from memory
+    /// or, after a reopen, from the segments alone; a batch too large to keep is read
+    /// from its segment.
+    #[tokio::test]
+    async fn a_read_of_the_batch_just_written_gives_what_its_segment_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileEventStore::open(dir.path(), FileOptions::default()).unwrap();
+        for round in 0..4 {
+            // Appends sent together: the sequencer takes them as one batch or a few.
+            let appends = (0..20).map(|i| store.append(commit(&format!("s{round}-{i}"))));
+            for outcome in futures::future::join_all(appends).await {
+                outcome.unwrap();
+            }
+        }
+        let head = store.head().position;
+        let recent = store
+            .inner
+            .shared
+            .recent()
+            .clone()
+            .expect("the last batch is kept");
+        assert_eq!(recent.first + recent.envelopes.len() as u64 - 1, head);
+        assert!(store.inner.shared.recent_events(head, 1).is_some());
+        let mut read_now = Vec::new();
+        for from in 1..=head + 1 {
+            for limit in [1, 2, 7, 100] {
+                read_now.push(store.read_range(from, limit).await.unwrap());
+            }
+        }
+        drop(store);
+
+        let store = FileEventStore::open(dir.path(), FileOptions::default()).unwrap();
+        assert!(store.inner.shared.recent().is_none());
+        let mut read_back = Vec::new();
+        for from in 1..=head + 1 {
+            for limit in [1, 2, 7, 100] {
+                read_back.push(store.read_range(from, limit).await.unwrap());
+            }
+        }
+        assert_eq!(read_now, read_back);
+        assert_eq!(read_back[0][0].position, 1);
+
+        // A bulk commit is not kept: its events are read from the segment.
+        let mut bulk = commit("bulk");
+        bulk.writes[0].events = vec![bulk.writes[0].events[0].clone(); RECENT_BATCH_EVENTS + 1];
+        store.append(bulk).await.unwrap();
+        assert!(store.inner.shared.recent().is_none());
+        let last = store.read_range(head + 1, usize::MAX).await.unwrap();
+        assert_eq!(last.len(), RECENT_BATCH_EVENTS + 1);
+        assert!(last.iter().all(|envelope| envelope.stream_id == "bulk"));
     }
 
     #[tokio::test]

@@ -17,7 +17,7 @@ use super::format::{
 };
 use super::index::{idempotency_hash, pack, Location, MAX_SEGMENT_OFFSET};
 use super::recover::create_segment;
-use super::{find_idempotency, FileOptions, Shared};
+use super::{find_idempotency, FileOptions, RecentBatch, Shared, RECENT_BATCH_EVENTS};
 use crate::batch::{BatchPlan, CommittedState};
 use crate::error::LogError;
 use crate::sequencing::{next_batch, poisoned_error};
@@ -150,9 +150,22 @@ impl Sequencer {
 
         let head = plan.head();
         self.head = head;
+        // Kept before the index reaches the batch, so that a reader who sees it there finds
+        // its envelopes here (a reader who does not reads the segment: the same bytes).
+        let first = head.position + 1 - plan.envelopes.len() as u64;
+        let recent = (plan.envelopes.len() <= RECENT_BATCH_EVENTS).then(|| {
+            Arc::new(RecentBatch {
+                first,
+                envelopes: std::mem::take(&mut plan.envelopes),
+            })
+        });
+        *self.shared.recent() = recent.clone();
+        let envelopes = recent
+            .as_deref()
+            .map_or(&plan.envelopes, |batch| &batch.envelopes);
         {
             let mut index = self.shared.index_mut();
-            for (envelope, location) in plan.envelopes.iter().zip(written.events) {
+            for (envelope, location) in envelopes.iter().zip(written.events) {
                 index.push_event(location, Some(&envelope.stream_id));
             }
             for (hash, location) in written.idempotency {
@@ -166,7 +179,7 @@ impl Sequencer {
         self.shared.commits.fetch_add(accepted, Ordering::Relaxed);
         self.shared
             .events
-            .fetch_add(plan.envelopes.len() as u64, Ordering::Relaxed);
+            .fetch_add(envelopes.len() as u64, Ordering::Relaxed);
         // Published (index, then watch) before answering: whoever hears "committed" can read
         // it back.
         self.shared.head_tx.send_replace(head.position);

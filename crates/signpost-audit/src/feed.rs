@@ -7,7 +7,10 @@
 //! keeps no read model at all. While the read model catches up at start the steps go in
 //! batches of up to [`FEED_BATCH`] (one channel operation and at most one wake-up of the
 //! audit task a batch: a one-fold start of a million events spent about 0.08 s of CPU
-//! less), the last one at the head of the catch-up; live events go one by one. A catch-up at start of fewer than
+//! less), the last one at the head of the catch-up; live events go when the read model's
+//! task has applied every event it had at hand (`Follower::idle`), up to [`LIVE_BATCH`]
+//! at a time (about 1,800 instructions an event less under a write load,
+//! bench/FINDINGS.md, round 32). A catch-up at start of fewer than
 //! [`crate::AuditOptions::catch_up_alone_behind`] events rides on the read model's own
 //! catch-up: nobody is served yet, so when the channel is full the feed makes the read
 //! model's task wait for the audit task (the two then share the machine's cores: one
@@ -172,8 +175,9 @@ pub struct AuditFeed {
     /// 1). Live events are described at once.
     stubs: Option<FirstNamed>,
     before: Option<Before>,
-    /// Steps described while the read model catches up, not handed over yet: they go in
-    /// batches of [`FEED_BATCH`] (live events go one by one).
+    /// Steps described and not handed over yet: while the read model catches up they go
+    /// in batches of [`FEED_BATCH`]; live ones when the read model's task runs out of
+    /// events at hand, or by [`LIVE_BATCH`].
     batch: Vec<Step>,
     /// `None` while the feed is let go.
     sender: Option<mpsc::Sender<Vec<Step>>>,
@@ -246,6 +250,15 @@ fn batch_len(capacity: usize) -> usize {
 /// operation (and at most one wake-up of the audit task) per batch instead of per event.
 pub(crate) const FEED_BATCH: usize = 128;
 
+/// Most live steps handed over at once (a write load's batches of commits are about this
+/// size); fewer when the read model's task runs out of events first.
+pub(crate) const LIVE_BATCH: usize = 16;
+
+/// The steps a live batch holds at most, for a channel of `capacity` places.
+fn live_batch_len(capacity: usize) -> usize {
+    LIVE_BATCH.min(capacity).max(1)
+}
+
 /// The read model's wait for the audit task: until `steps` (if any) are handed over, then
 /// until `room` places are free. If the audit task is gone, the wait ends and the next
 /// event finds the channel closed.
@@ -317,14 +330,46 @@ impl Follower for AuditFeed {
         }
         let before = self.before.take()?;
         let sender = self.sender.as_ref()?;
+        let capacity = sender.max_capacity();
+        let queued = capacity - sender.capacity();
         let rows = fold::after(before, model);
         let position = envelope.position;
         self.batch.push(Step::new(envelope, Some(rows)));
-        let capacity = sender.max_capacity();
-        let batch = batch_len(capacity);
-        if position < self.catch_up_to && self.batch.len() < batch {
+        if position < self.catch_up_to && self.batch.len() < batch_len(capacity) {
             return None;
         }
+        // Live steps wait for the read model's task to run out of events at hand (`idle`),
+        // or for a live batch to fill: one hand-over and one wake-up of the audit task for
+        // what one read of the log brought, not for each event. Only while few messages
+        // wait: at most `capacity / live` live batches are queued, so the steps waiting stay
+        // within twice the capacity (a crowded channel takes steps one by one, as it did).
+        let live = live_batch_len(capacity);
+        if position > self.catch_up_to && self.batch.len() < live && queued < capacity / live {
+            return None;
+        }
+        self.hand_over(position)
+    }
+
+    fn idle(&mut self) {
+        let Some(position) = self.batch.last().map(|step| step.position) else {
+            return;
+        };
+        if position > self.catch_up_to {
+            // Live: never a wait (see `hand_over`).
+            let wait = self.hand_over(position);
+            debug_assert!(wait.is_none());
+        }
+    }
+}
+
+impl AuditFeed {
+    /// Hands the steps gathered, the last at `position`, to the audit task. While the
+    /// read model catches up a full channel makes it wait (the returned wait); past that,
+    /// a full channel lets the feed go.
+    fn hand_over(&mut self, position: u64) -> Option<FollowerWait> {
+        let sender = self.sender.as_ref()?;
+        let capacity = sender.max_capacity();
+        let batch = batch_len(capacity);
         let steps = std::mem::replace(
             &mut self.batch,
             if position < self.catch_up_to {
@@ -346,8 +391,8 @@ impl Follower for AuditFeed {
             }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::warn!(
-                    position = envelope.position,
-                    capacity = sender.max_capacity(),
+                    position,
+                    capacity,
                     "audit timeline fell behind the read model; it reads the log itself from here"
                 );
                 self.sender = None;

@@ -88,11 +88,11 @@ pub struct AuditOptions {
     /// database and opening it again (what sled held for the catch-up's writes is let
     /// go). `u64::MAX`: never.
     pub reopen_after_catch_up: u64,
-    /// Events the [`AuditFeed`] may hand over before the audit task takes them (while
-    /// the read model catches up at start they go in batches, and about as many steps
-    /// wait at most). When they fill up while the read model catches up, it waits;
-    /// after that, the feed lets go and the task reads the log itself until it has
-    /// caught up again.
+    /// Hand-overs the [`AuditFeed`] may make before the audit task takes them (while
+    /// the read model catches up at start they are batches, and about this many steps
+    /// wait at most; after it, live batches only while few wait, so at most twice this
+    /// many). When they fill up while the read model catches up, it waits; after that,
+    /// the feed lets go and the task reads the log itself until it has caught up again.
     pub feed_capacity: usize,
     /// A fed projection starting at least this many events behind the log's head
     /// catches up alone: its feed starts let go, so the read model catches up (and the
@@ -656,8 +656,9 @@ enum Mode {
         steps: mpsc::Receiver<OwnStep>,
         taking: std::vec::IntoIter<Step>,
     },
-    /// Taking the steps the read model's task describes, which come in batches while
-    /// it catches up at start (`taking`: the rest of the last one) and one by one after.
+    /// Taking the steps the read model's task describes, which come in batches
+    /// (`taking`: the rest of the last one): while it catches up at start, and after
+    /// that, what it applied before it ran out of events at hand (`AuditFeed`).
     Fed {
         steps: mpsc::Receiver<Vec<Step>>,
         taking: std::vec::IntoIter<Step>,

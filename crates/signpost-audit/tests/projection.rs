@@ -2026,6 +2026,9 @@ async fn play_on(
             wait.await;
         }
     }
+    // The events at hand are applied: live steps held for a batch go now, as the read
+    // model's task hands them over before it waits for the log.
+    feed.idle();
     waited
 }
 

@@ -48,6 +48,9 @@ pub trait Follower: Send + 'static {
         event: &Event,
         model: &ReadModel,
     ) -> Option<FollowerWait>;
+    /// Called when the task has applied every event it had at hand, before it waits for
+    /// the log: a follower that holds what it made for a later hand-over gives it now.
+    fn idle(&mut self) {}
 }
 
 /// What the read model's task drives besides the model, reading and decoding each
@@ -175,6 +178,11 @@ impl Projection {
                         // Wake waiters so they see the failure instead of hanging.
                         publish.send_modify(|_| {});
                         return;
+                    }
+                }
+                if events.in_hand() == 0 {
+                    if let Some(follower) = follower.as_mut() {
+                        follower.idle();
                     }
                 }
             }

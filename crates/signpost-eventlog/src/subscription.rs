@@ -86,6 +86,12 @@ impl<S: EventStore + Clone> PullState<S> {
 }
 
 impl Subscription {
+    /// How many events the subscription holds, read and not yet yielded: while it is
+    /// more than zero, the next `poll_next` yields at once.
+    pub fn in_hand(&self) -> usize {
+        self.page.len()
+    }
+
     /// Subscribes to `store` from `from` by reading pages and waiting on its head watch.
     /// Any `EventStore` can build its `subscribe` from this.
     pub fn pull_on_notify<S>(store: S, from: Position) -> Subscription

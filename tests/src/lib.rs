@@ -491,6 +491,19 @@ pub async fn assign_numbered_groups(admin: &mut AdminClient, connection_id: &str
     }
 }
 
+/// `acme` (acme.com and acme.org) with an active SAML connection for
+/// `https://idp.acme.com/e`: (organization id, connection id, log position after activation).
+pub async fn active_acme(admin: &mut AdminClient, addr: SocketAddr) -> (String, String, u64) {
+    active_saml_organization(
+        admin,
+        addr,
+        "acme",
+        &["acme.com", "acme.org"],
+        "https://idp.acme.com/e",
+    )
+    .await
+}
+
 /// The organization "globex", routing globex.com through an active SAML connection: a
 /// route of another organization.
 pub async fn active_globex(admin: &mut AdminClient, addr: SocketAddr) {

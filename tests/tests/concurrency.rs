@@ -90,6 +90,29 @@ where
     answers
 }
 
+/// Each of `clients` at once assigns its own group (`group-<its number>`) the `role` on
+/// `connection_id`; every call must succeed. Returns their answers.
+async fn race_group_assignments(
+    clients: Vec<AdminClient>,
+    connection_id: &str,
+    role: &'static str,
+) -> Vec<pb::AssignGroupResponse> {
+    race(clients, |racer, mut client| {
+        let connection_id = connection_id.to_owned();
+        async move {
+            client
+                .assign_group(pb::AssignGroupRequest {
+                    connection_id,
+                    idp_group: format!("group-{racer}"),
+                    role: role.into(),
+                    ..Default::default()
+                })
+                .await
+        }
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_pinned_commands_have_exactly_one_winner_per_version() {
     let server = TestServer::start().await;
@@ -169,20 +192,7 @@ async fn racing_unpinned_commands_on_one_connection_all_succeed_each_deciding_on
     let clients = racing_clients(&server).await;
     let start_version = get_connection(&mut admin, &connection_id).await.version;
 
-    let answers = race(clients, |racer, mut client| {
-        let connection_id = connection_id.clone();
-        async move {
-            client
-                .assign_group(pb::AssignGroupRequest {
-                    connection_id,
-                    idp_group: format!("group-{racer}"),
-                    role: "viewer".into(),
-                    ..Default::default()
-                })
-                .await
-        }
-    })
-    .await;
+    let answers = race_group_assignments(clients, &connection_id, "viewer").await;
     let mut positions: Vec<u64> = answers.iter().map(|a| a.log_position).collect();
     positions.sort_unstable();
     positions.dedup();
@@ -260,20 +270,7 @@ async fn racing_setup_form_submissions_and_group_assignments_all_succeed_each_de
             tokio::spawn(async move { client.submit_setup_form(hawthorn_form()).await })
         })
         .collect();
-    let assignments = race(clients, |racer, mut client| {
-        let connection_id = connection_id.clone();
-        async move {
-            client
-                .assign_group(pb::AssignGroupRequest {
-                    connection_id,
-                    idp_group: format!("group-{racer}"),
-                    role: "member".into(),
-                    ..Default::default()
-                })
-                .await
-        }
-    });
-    let assignments = assignments.await;
+    let assignments = race_group_assignments(clients, &connection_id, "member").await;
     for submission in submissions {
         submission.await.unwrap().expect("a submission succeeds");
     }

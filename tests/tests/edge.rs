@@ -863,14 +863,7 @@ async fn deactivation_and_domain_release_route_to_password_and_the_enforced_poli
 ) {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let (org, connection, activated) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com", "acme.org"],
-        "https://idp.acme.com/e",
-    )
-    .await;
+    let (org, connection, activated) = active_acme(&mut admin, server.addr()).await;
     let token = mint_token(&mut admin, schema::TokenRole::Edge).await;
     let dir = tempfile::tempdir().unwrap();
     let edge = start_edge(server.addr(), &token, &state_file_in(&dir)).await;

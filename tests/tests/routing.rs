@@ -273,14 +273,7 @@ async fn a_watcher_behind_a_burst_on_one_route_gets_it_as_one_delta() {
 async fn resuming_beyond_the_deltas_kept_gets_every_changed_route_once_in_one_delta() {
     let server = TestServer::start_with(|config| config.routing_history = 2).await;
     let mut admin = server.admin().await;
-    let (_, connection, revision) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com", "acme.org"],
-        "https://idp.acme.com/e",
-    )
-    .await;
+    let (_, connection, revision) = active_acme(&mut admin, server.addr()).await;
     assign_numbered_groups(&mut admin, &connection, 5).await;
     active_globex(&mut admin, server.addr()).await;
     admin
@@ -693,14 +686,7 @@ async fn a_stream_that_stops_reading_behind_more_routes_than_remembered_is_reset
 async fn deactivation_and_domain_release_route_to_password_and_the_enforced_policy_is_visible() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let (org, connection, activated_at) = active_saml_organization(
-        &mut admin,
-        server.addr(),
-        "acme",
-        &["acme.com", "acme.org"],
-        "https://idp.acme.com/e",
-    )
-    .await;
+    let (org, connection, activated_at) = active_acme(&mut admin, server.addr()).await;
     let edge_token = mint_token(&mut admin, schema::TokenRole::Edge).await;
     server.server.routing.wait_for(server.head()).await.unwrap();
     let mut routing = routing_client(server.addr(), &edge_token).await;

@@ -2,36 +2,59 @@
 # Instructions a durable write costs the control plane, and the durable do-nothing server
 # (scenario 1's limit), counted by valgrind's callgrind under the same `AssignGroup` load.
 #
-#   bench/instructions.sh [SECONDS]    each server: two turns of SECONDS (default 20) of
-#                                      writes-ab, 64 calls in flight
+#   bench/instructions.sh [--cache] [--kernel] [SECONDS]
+#       each server: two turns of SECONDS (default 20) of writes-ab, 64 calls in flight
+#   --cache   callgrind also simulates the first-level caches: instruction-cache misses and
+#             data-cache read and write misses a write (the simulated last level is not
+#             this machine's, so it is left out). About half as many writes are counted.
+#   --kernel  then runs each server without valgrind, under the same load, and counts what
+#             callgrind cannot see: context switches a write (every thread, from /proc), and
+#             system calls a write (strace -c -f over a second load; strace slows the
+#             server, so batches, and the calls a write, differ a little from a free run's).
 #
 # Counts, unlike times, do not move with what else the machine is doing: two runs of the
 # same build agree within about 0.6%, so a change of a few percent is seen in one run
 # (bench/FINDINGS.md, round 32). Under valgrind every thread takes turns on one core, so
 # batches differ from a real run's and no time here means anything; the counts are per
 # write (each write appends one event: the writes are the sequencer's `BatchPlan::add`
-# calls). Kernel work (system calls, wake-ups) is not counted. valgrind reports a CPU
-# without SHA extensions, so SHA-256 runs in software here and is shown apart.
+# calls). Kernel work (system calls, wake-ups) is not counted by callgrind (--kernel counts
+# the calls, not their time). valgrind reports a CPU without SHA extensions, so SHA-256
+# runs in software here and is shown apart.
 #
 # Environment: BENCH_WORK_DIR (scratch, default target/bench-work/instructions);
 # SIGNPOST_BIN, another build's `signpost` binary to count instead of this tree's (to
 # compare two builds: the durable limit is this tree's either way).
 set -euo pipefail
 
-SECONDS_EACH="${1:-20}"
+CACHE=""; KERNEL=""; SECONDS_EACH=20
+for arg in "$@"; do
+  case "$arg" in
+    --cache) CACHE=1 ;;
+    --kernel) KERNEL=1 ;;
+    [0-9]*) SECONDS_EACH="$arg" ;;
+    *) echo "usage: bench/instructions.sh [--cache] [--kernel] [SECONDS]" >&2; exit 2 ;;
+  esac
+done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 WORK="${BENCH_WORK_DIR:-$ROOT/target/bench-work/instructions}"
 log() { echo "[instructions.sh] $*" >&2; }
 
-if ! command -v valgrind >/dev/null || ! command -v callgrind_annotate >/dev/null; then
+# need COMMAND PACKAGE: installs PACKAGE from Debian when COMMAND is missing.
+need() {
+  command -v "$1" >/dev/null && return 0
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     apt-get update -qq >&2 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >&2
   else
-    log "valgrind is needed"; exit 1
+    log "$1 is needed (Debian package $2)"; exit 1
   fi
-fi
+}
+need valgrind valgrind
+need callgrind_annotate valgrind
+if [ -n "$KERNEL" ]; then need strace strace; fi
+CACHE_SIM=no
+if [ -n "$CACHE" ]; then CACHE_SIM=yes; fi
 
 # Each binary on its own, as bench/run.sh builds them.
 for package in signpost-bench signpost; do
@@ -74,7 +97,8 @@ count() {
     arg="${arg//DIR/$WORK/$name}"
     args+=("${arg//PORT/$port}")
   done
-  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no "${args[@]}" \
+  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    --cache-sim="$CACHE_SIM" "${args[@]}" \
     > "$WORK/$name.log" 2>&1 &
   local pid=$!
   until (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
@@ -90,31 +114,113 @@ count() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
   local tree="$WORK/$name.tree"
   callgrind_annotate --tree=caller --inclusive=yes --threshold=100 "$out.1" > "$tree" 2>/dev/null
-  local total writes sha
-  total="$(sed -n 's/^ *\([0-9,]*\) (100.0%)  PROGRAM TOTALS.*/\1/p' "$tree" | tr -d ,)"
+  local writes sha totals
   writes="$(grep -B1 '\*  ???:signpost_eventlog::batch::BatchPlan::add ' "$tree" \
     | sed -n 's/.*< ???:signpost_eventlog::file_store::sequencer::Sequencer::run (\([0-9,]*\)x).*/\1/p' \
     | tr -d ,)"
-  sha="$(sed -n 's/^ *\([0-9,]*\) ([ 0-9.]*%)  \*  ???:sha2::sha256::compress256 .*/\1/p' "$tree" \
-    | head -n 1 | tr -d ,)"
-  echo "$name ${writes:-0} ${total:-0} ${sha:-0}"
+  sha="$(grep -m 1 '\*  ???:sha2::sha256::compress256 ' "$tree" | awk '{ gsub(",", ""); print $1 }')"
+  # The totals line holds one count per event, in the order "Events shown:" names them
+  # (Ir alone, or with --cache Ir Dr Dw I1mr D1mr D1mw ILmr DLmr DLmw).
+  totals="$(awk '
+    /^Events shown:/ { n = NF - 2; for (i = 1; i <= n; i++) event[i] = $(i + 2) }
+    /PROGRAM TOTALS/ {
+      gsub(",", "")
+      for (i = 1; i <= n; i++) count[event[i]] = $(2 * i - 1)
+      # As text: the counts pass 2^31, where awk'"'"'s %d stops.
+      for (i = 1; i <= 4; i++) { e = i == 1 ? "Ir" : i == 2 ? "I1mr" : i == 3 ? "D1mr" : "D1mw"
+        printf "%s ", (e in count) ? count[e] : 0 }
+      exit
+    }' "$tree")"
+  echo "$name ${writes:-0} ${sha:-0} ${totals:-0 0 0 0}"
 }
 
+# kernel NAME COMMAND...: runs COMMAND without valgrind, the load against it twice: the
+# first counting context switches (every thread's, from /proc), the second under strace -c
+# -f. Prints "NAME writes switches traced-writes" and the strace table to NAME.strace.
+kernel() {
+  local name="$1"; shift
+  local port
+  port="$("$BENCH" free-port)"
+  rm -rf "$WORK/$name-kernel"
+  cp -a "$WORK/populated" "$WORK/$name-kernel"
+  local args=()
+  for arg in "$@"; do
+    arg="${arg//DIR/$WORK/$name-kernel}"
+    args+=("${arg//PORT/$port}")
+  done
+  "${args[@]}" > "$WORK/$name-kernel.log" 2>&1 &
+  local pid=$!
+  until (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name-kernel.log" >&2; exit 1; }
+    sleep 0.2
+  done
+  sleep 1
+  switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
+  # load OUT: two turns of writes-ab; prints the writes they made.
+  load() {
+    "$BENCH" writes-ab --a "http://127.0.0.1:$port" --b "http://127.0.0.1:$port" --rounds 1 \
+      --in-flight 64 --populated "$WORK/$name-kernel" --seconds "$SECONDS_EACH" > "$1" 2>&1
+    sed -n 's/.*"writes":\([0-9.]*\).*/\1/p' "$1" | awk -v s="$SECONDS_EACH" '{ n += $1 * s } END { printf "%d", n }'
+  }
+  local before after writes traced tracer
+  before="$(switches)"
+  writes="$(load "$WORK/$name-kernel.load")"
+  after="$(switches)"
+  strace -c -f -p "$pid" -o "$WORK/$name.strace" 2>/dev/null &
+  tracer=$!
+  sleep 1
+  traced="$(load "$WORK/$name-kernel.traced")"
+  kill -INT "$tracer"; wait "$tracer" 2>/dev/null || true
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$name $writes $((after - before)) $traced"
+}
+
+CONTROL_PLANE=("$SIGNPOST" serve --listen 127.0.0.1:PORT --data-dir DIR)
+DURABLE_LIMIT=("$BENCH" durable-ceiling --listen 127.0.0.1:PORT --data-dir DIR/limit-log
+  --assign-answer-hex "$ANSWER")
 {
-  count control-plane "$SIGNPOST" serve --listen 127.0.0.1:PORT --data-dir DIR
-  count durable-limit "$BENCH" durable-ceiling --listen 127.0.0.1:PORT --data-dir DIR/limit-log \
-    --assign-answer-hex "$ANSWER"
+  count control-plane "${CONTROL_PLANE[@]}"
+  count durable-limit "${DURABLE_LIMIT[@]}"
 } > "$WORK/counts.txt"
 
-awk '
-  { name[NR] = $1; writes[NR] = $2; total[NR] = $3; sha[NR] = $4 }
+awk -v cache="$CACHE" '
+  { name[NR] = $1; writes[NR] = $2; sha[NR] = $3; total[NR] = $4; i1[NR] = $5; d1r[NR] = $6; d1w[NR] = $7 }
   END {
-    printf "| server | writes counted | instructions a write | of which SHA-256 (software here) | without SHA-256 |\n"
-    printf "|---|---|---|---|---|\n"
+    printf "| server | writes counted | instructions a write | of which SHA-256 (software here) | without SHA-256 |"
+    if (cache) printf " instruction-cache misses a write | data-cache read misses | data-cache write misses |"
+    printf "\n|---|---|---|---|---|%s\n", cache ? "---|---|---|" : ""
     for (i = 1; i <= NR; i++) {
       if (writes[i] == 0) { print "no writes counted for " name[i] > "/dev/stderr"; exit 1 }
       w[i] = (total[i] - sha[i]) / writes[i]
-      printf "| %s | %d | %.0f | %.0f | %.0f |\n", name[i], writes[i], total[i] / writes[i], sha[i] / writes[i], w[i]
+      printf "| %s | %d | %.0f | %.0f | %.0f |", name[i], writes[i], total[i] / writes[i], sha[i] / writes[i], w[i]
+      if (cache) printf " %.0f | %.0f | %.0f |", i1[i] / writes[i], d1r[i] / writes[i], d1w[i] / writes[i]
+      printf "\n"
     }
-    if (NR == 2) printf "\ncontrol plane / durable limit, without SHA-256: %.2f×\n", w[1] / w[2]
+    if (NR == 2) {
+      printf "\ncontrol plane / durable limit, without SHA-256: %.2f×\n", w[1] / w[2]
+      if (cache) printf "instruction-cache misses: %.2f×; data-cache misses (read and write): %.2f×\n",
+        (i1[1] / writes[1]) / (i1[2] / writes[2]),
+        ((d1r[1] + d1w[1]) / writes[1]) / ((d1r[2] + d1w[2]) / writes[2])
+    }
   }' "$WORK/counts.txt"
+
+if [ -n "$KERNEL" ]; then
+  {
+    kernel control-plane "${CONTROL_PLANE[@]}"
+    kernel durable-limit "${DURABLE_LIMIT[@]}"
+  } > "$WORK/kernel.txt"
+  echo
+  echo "| server (no valgrind) | writes | context switches a write | writes traced | system calls a write, traced | of which futex | fdatasync | pwrite64 |"
+  echo "|---|---|---|---|---|---|---|---|"
+  while read -r name writes switches traced; do
+    # strace -c's table: % time, seconds, usecs/call, calls, [errors], syscall.
+    awk -v name="$name" -v writes="$writes" -v switches="$switches" -v traced="$traced" '
+      $1 ~ /^[0-9.]+$/ && NF >= 5 { calls[$NF] = $4 }
+      END {
+        if (writes == 0 || traced == 0) { print "no writes for " name > "/dev/stderr"; exit 1 }
+        printf "| %s | %d | %.2f | %d | %.2f | %.2f | %.2f | %.2f |\n", name, writes, switches / writes,
+          traced, calls["total"] / traced, calls["futex"] / traced, calls["fdatasync"] / traced,
+          calls["pwrite64"] / traced
+      }' "$WORK/$name.strace"
+  done < "$WORK/kernel.txt"
+fi

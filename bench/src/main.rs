@@ -827,8 +827,24 @@ async fn history_run(
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// Installs a subscriber that keeps warnings and errors (`SIGNPOST_BENCH_LOG` sets another
+/// filter), on stderr. Without one, the `tracing` crate's `log` fallback (its `log` feature,
+/// which tower turns on) makes every span of h2 a record for `log` to look at: about 9,700
+/// instructions an `AssignGroup` call in the do-nothing servers, which the control plane,
+/// whose filter turns those spans off where they are declared, does not pay, and likewise in
+/// the load generator's h2 client (bench/FINDINGS.md, round 33).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SIGNPOST_BENCH_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if matches!(
         cli.command,

@@ -1202,7 +1202,11 @@ missing) counts with valgrind's callgrind the instructions a durable write costs
 plane and the durable do-nothing server, under scenario 1's `AssignGroup` load (two turns of
 20 s, 64 in flight). Counts do not move with what else the machine does (runs of one build
 agree within about 0.6%), so it compares two builds where timed turns cannot; it counts no
-kernel work, and SHA-256 runs in software under valgrind, so it is shown apart.
+kernel work, and SHA-256 runs in software under valgrind, so it is shown apart. `--cache`
+adds the first-level cache misses a write (callgrind's cache simulation: instruction-cache
+misses, data-cache read and write misses); `--kernel` then runs each server without valgrind
+under the same load and counts the context switches a write (from `/proc`) and the system
+calls a write (`strace -c -f`, installed if missing).
 
 Both peers are driven by the same client over the same number of HTTP/2 connections (4 for
 load, one per 100 watchers for fan-out), a closed loop of 64 requests in flight, latencies in
@@ -1211,7 +1215,11 @@ them, use one minimal gRPC client on `h2` (`bench/src/h2_client.rs`): the reques
 the answer read only as far as the load checks it (a route for `Resolve`, one key-value for
 `Range`, an OK status for writes), messages left as slices of the frames they arrived in. It
 takes less of the two cores it shares with the servers than tonic's client, which drove them
-before and still drives the audit scenario and the set-up calls. etcd is reached through `bench/proto/etcd.proto`, the subset of etcd's v3 API
+before and still drives the audit scenario and the set-up calls. Since round 33 the
+benchmark binary (the load generator and the do-nothing servers) installs a `tracing`
+subscriber keeping warnings, as the control plane keeps its own level: without one, the
+`tracing` crate's `log` fallback made every span of h2 cost work, about 9,700 instructions a
+call in the durable do-nothing server, which the control plane never paid. etcd is reached through `bench/proto/etcd.proto`, the subset of etcd's v3 API
 used here with etcd's own field numbers. Loads compared with each other (Signpost, etcd and the
 do-nothing ceilings, in scenarios 1 and 2) take turns: each runs twice for half its phase
 (A, B, C, D, A, B, C, D) and its two turns are merged, so that a busy minute on this shared

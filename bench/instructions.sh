@@ -6,7 +6,7 @@
 #       each server: two turns of SECONDS (default 20) of writes-ab, 64 calls in flight
 #   --cache   callgrind also simulates the first-level caches: instruction-cache misses and
 #             data-cache read and write misses a write (the simulated last level is not
-#             this machine's, so it is left out). About half as many writes are counted.
+#             this machine's, so it is left out). About a third as many writes are counted.
 #   --kernel  then runs each server without valgrind, under the same load, and counts what
 #             callgrind cannot see: context switches a write (every thread, from /proc), and
 #             system calls a write (strace -c -f over a second load; strace slows the

@@ -82,29 +82,35 @@ done
 ANSWER="$("$BENCH" sample-answer --url "http://127.0.0.1:$PORT" --populated "$WORK/populated")"
 kill "$SERVER"; wait "$SERVER" 2>/dev/null || true
 
-# count NAME COMMAND...: runs COMMAND under callgrind on a fresh port, the load against it,
-# and prints "NAME writes instructions sha256".
-count() {
+# launch NAME COMMAND...: copies the populated directory to NAME, starts COMMAND in the
+# background (its command line names the data directory and the port as DIR and PORT), its
+# output in NAME.log, and waits until it listens. Sets PORT and PID.
+launch() {
   local name="$1"; shift
-  local port out
-  port="$("$BENCH" free-port)"
-  out="$WORK/callgrind.$name"
-  rm -rf "$WORK/$name"
+  PORT="$("$BENCH" free-port)"
+  rm -rf "${WORK:?}/$name"
   cp -a "$WORK/populated" "$WORK/$name"
-  # The command line names the data directory and the port as DIR and PORT.
   local args=()
   for arg in "$@"; do
     arg="${arg//DIR/$WORK/$name}"
-    args+=("${arg//PORT/$port}")
+    args+=("${arg//PORT/$PORT}")
   done
-  valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
-    --cache-sim="$CACHE_SIM" "${args[@]}" \
-    > "$WORK/$name.log" 2>&1 &
-  local pid=$!
-  until (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name.log" >&2; exit 1; }
+  "${args[@]}" > "$WORK/$name.log" 2>&1 &
+  PID=$!
+  until (echo > "/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+    kill -0 "$PID" 2>/dev/null || { cat "$WORK/$name.log" >&2; exit 1; }
     sleep 0.5
   done
+}
+
+# count NAME COMMAND...: runs COMMAND under callgrind on a fresh port, the load against it,
+# and prints "NAME writes sha256 instructions I1-misses D1-read-misses D1-write-misses".
+count() {
+  local name="$1"; shift
+  local out="$WORK/callgrind.$name"
+  launch "$name" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no \
+    --cache-sim="$CACHE_SIM" "$@"
+  local port="$PORT" pid="$PID"
   sleep 2
   # Start-up is not counted: from here to the dump, the load and nothing else.
   callgrind_control -z "$pid" >/dev/null
@@ -139,21 +145,8 @@ count() {
 # -f. Prints "NAME writes switches traced-writes" and the strace table to NAME.strace.
 kernel() {
   local name="$1"; shift
-  local port
-  port="$("$BENCH" free-port)"
-  rm -rf "$WORK/$name-kernel"
-  cp -a "$WORK/populated" "$WORK/$name-kernel"
-  local args=()
-  for arg in "$@"; do
-    arg="${arg//DIR/$WORK/$name-kernel}"
-    args+=("${arg//PORT/$port}")
-  done
-  "${args[@]}" > "$WORK/$name-kernel.log" 2>&1 &
-  local pid=$!
-  until (echo > "/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-    kill -0 "$pid" 2>/dev/null || { cat "$WORK/$name-kernel.log" >&2; exit 1; }
-    sleep 0.2
-  done
+  launch "$name-kernel" "$@"
+  local port="$PORT" pid="$PID"
   sleep 1
   switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
   # load OUT: two turns of writes-ab; prints the writes they made.

@@ -2,7 +2,7 @@
 # Instructions a durable write costs the control plane, and the durable do-nothing server
 # (scenario 1's limit), counted by valgrind's callgrind under the same `AssignGroup` load.
 #
-#   bench/instructions.sh [--cache] [--kernel] [SECONDS]
+#   bench/instructions.sh [--cache] [--kernel] [--fanout] [SECONDS]
 #       each server: two turns of SECONDS (default 20) of writes-ab, 64 calls in flight
 #   --cache   callgrind also simulates the first-level caches: instruction-cache misses and
 #             data-cache read and write misses a write (the simulated last level is not
@@ -11,6 +11,12 @@
 #             callgrind cannot see: context switches a write (every thread, from /proc), and
 #             system calls a write (strace -c -f over a second load; strace slows the
 #             server, so batches, and the calls a write, differ a little from a free run's).
+#   --fanout  then counts scenario 3's fan-out the same way: instructions a delivery (one
+#             change reaching one stream) on the control plane (fanout-ab) and on the
+#             do-nothing stream server given the control plane's route (scenario 3's
+#             route-sized limit, floor-fanout), 2,000 streams; each server runs the load
+#             with 20 changes and again with 60, and the difference is divided by the
+#             deliveries it adds, so opening the streams and the warm-up cancel out.
 #
 # Counts, unlike times, do not move with what else the machine is doing: two runs of the
 # same build agree within about 0.6%, so a change of a few percent is seen in one run
@@ -26,13 +32,14 @@
 # compare two builds: the durable limit is this tree's either way).
 set -euo pipefail
 
-CACHE=""; KERNEL=""; SECONDS_EACH=20
+CACHE=""; KERNEL=""; FANOUT=""; SECONDS_EACH=20
 for arg in "$@"; do
   case "$arg" in
     --cache) CACHE=1 ;;
     --kernel) KERNEL=1 ;;
+    --fanout) FANOUT=1 ;;
     [0-9]*) SECONDS_EACH="$arg" ;;
-    *) echo "usage: bench/instructions.sh [--cache] [--kernel] [SECONDS]" >&2; exit 2 ;;
+    *) echo "usage: bench/instructions.sh [--cache] [--kernel] [--fanout] [SECONDS]" >&2; exit 2 ;;
   esac
 done
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -216,4 +223,58 @@ if [ -n "$KERNEL" ]; then
           calls["pwrite64"] / traced
       }' "$WORK/$name.strace"
   done < "$WORK/kernel.txt"
+fi
+
+# The fan-out loads: LOAD URL DIR CHANGES. The control plane's makes two turns
+# (fanout-ab's A and B, the same server); the limit's one.
+FANOUT_STREAMS=2000
+control_plane_fanout() {
+  "$BENCH" fanout-ab --a "$1" --b "$1" --rounds 1 --streams "$FANOUT_STREAMS" --changes "$3" \
+    --populated "$2"
+}
+limit_fanout() {
+  "$BENCH" floor-fanout --url "$1" --streams "$FANOUT_STREAMS" --changes "$3" \
+    --store-epoch "$STORE_EPOCH"
+}
+
+# fanout NAME TURNS LOAD COMMAND...: runs COMMAND under callgrind, then the function LOAD
+# with 20 and with 60 changes, each counted on its own, and prints "NAME deliveries-added
+# instructions-added" (TURNS: how many turns of the streams one LOAD makes).
+fanout() {
+  local name="$1" turns="$2" load="$3"; shift 3
+  local out="$WORK/callgrind.$name"
+  launch "$name" valgrind --tool=callgrind --callgrind-out-file="$out" --dump-instr=no "$@"
+  local port="$PORT" pid="$PID"
+  sleep 2
+  local changes dump=0 totals=()
+  for changes in 20 60; do
+    callgrind_control -z "$pid" >/dev/null
+    "$load" "http://127.0.0.1:$port" "$WORK/$name" "$changes" > "$WORK/$name.load-$changes" 2>&1
+    callgrind_control -d "$pid" >/dev/null
+    dump=$((dump + 1))
+    totals+=("$(callgrind_annotate "$out.$dump" 2>/dev/null \
+      | awk '/PROGRAM TOTALS/ { gsub(",", ""); print $1; exit }')")
+  done
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$name $((40 * turns * FANOUT_STREAMS)) $((totals[1] - totals[0]))"
+}
+
+if [ -n "$FANOUT" ]; then
+  {
+    fanout fanout-control-plane 2 control_plane_fanout "${CONTROL_PLANE[@]}"
+    # The route the control plane's changes make, for the limit to send.
+    launch fanout-route "${CONTROL_PLANE[@]}"
+    read -r ROUTE_HEX STORE_EPOCH < <("$BENCH" sample-route --url "http://127.0.0.1:$PORT" \
+      --populated "$WORK/fanout-route")
+    kill "$PID"; wait "$PID" 2>/dev/null || true
+    fanout fanout-limit 1 limit_fanout "$BENCH" stream-ceiling --listen 127.0.0.1:PORT \
+      --route-hex "$ROUTE_HEX" --store-epoch "$STORE_EPOCH"
+  } > "$WORK/fanout.txt"
+  echo
+  echo "| server | deliveries added (40 changes a turn, $FANOUT_STREAMS streams) | instructions a delivery |"
+  echo "|---|---|---|"
+  awk '
+    { n = $2; per[NR] = $3 / n; printf "| %s | %d | %.0f |\n", $1, n, per[NR] }
+    END { if (NR == 2) printf "\ncontrol plane / route-sized limit, a delivery: %.2f×\n", per[1] / per[2] }
+  ' "$WORK/fanout.txt"
 fi

@@ -250,6 +250,33 @@ enum Command {
         #[arg(long)]
         populated: PathBuf,
     },
+    /// Prints, for a running control plane holding a `populate`d data directory, the route
+    /// of its first organization (the one `fanout-ab` changes), encoded, in hex, and the
+    /// store epoch, separated by a space: what `stream-ceiling --route-hex --store-epoch`
+    /// serves (`bench/instructions.sh --fanout`).
+    SampleRoute {
+        /// The control plane's URL.
+        #[arg(long)]
+        url: String,
+        /// The `populate`d data directory it serves (its token).
+        #[arg(long)]
+        populated: PathBuf,
+    },
+    /// Scenario 3's route-sized limit alone, at a running `stream-ceiling` given a route:
+    /// `streams` `WatchRoutes` streams, then `changes` changes, each timed to its delivery
+    /// at every stream, as `fanout-ab` times the control plane's.
+    FloorFanout {
+        /// The do-nothing stream server's URL.
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 10_000)]
+        streams: usize,
+        #[arg(long, default_value_t = 20)]
+        changes: usize,
+        /// The store epoch it serves.
+        #[arg(long)]
+        store_epoch: String,
+    },
     /// Serves the do-nothing stream server that scenario 3's limit is measured on.
     StreamCeiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -898,6 +925,36 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let channels = grpc::channels(&url, 1).await?;
             let answer = writes::sample_answer(&channels[0], &token, &organizations).await?;
             println!("{}", hex::encode(prost::Message::encode_to_vec(&answer)));
+        }
+        Command::SampleRoute { url, populated } => {
+            let (token, _) = populate::read_populated(&populated)?;
+            let channels = grpc::channels(&url, 1).await?;
+            let route = match lookups::routed_answer(&channels[0], &token).await?.answer {
+                Some(signpost_api::routing::v1::resolve_response::Answer::Route(route)) => route,
+                _ => anyhow::bail!("the first organization has no route"),
+            };
+            let snapshot = snapshot::grpc_snapshot(&channels[0], &token).await?;
+            let route = hex::encode(prost::Message::encode_to_vec(&route));
+            println!("{route} {}", snapshot.store_epoch);
+        }
+        Command::FloorFanout {
+            url,
+            streams,
+            changes,
+            store_epoch,
+        } => {
+            let trigger = grpc::channels(&url, 1).await?;
+            let watchers = h2_client::connect(&url, streams.div_ceil(100).max(1)).await?;
+            let floor =
+                fanout::route_floor(&watchers, &trigger[0], streams, changes, &store_epoch).await?;
+            emit(
+                "floor_fanout",
+                serde_json::json!({
+                    "median_ms": floor.median_ms(),
+                    "worst_ms": floor.worst_ms(),
+                    "per_change_ms": floor.per_change_ms,
+                }),
+            );
         }
         Command::StreamCeiling {
             listen,

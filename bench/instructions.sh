@@ -10,7 +10,11 @@
 #   --kernel  then runs each server without valgrind, under the same load, and counts what
 #             callgrind cannot see: context switches a write (every thread, from /proc), and
 #             system calls a write (strace -c -f over a second load; strace slows the
-#             server, so batches, and the calls a write, differ a little from a free run's).
+#             server, so batches, and the calls a write, differ a little from a free run's),
+#             and CPU a write by thread (user and system, from every thread's /proc stat over
+#             the first load; the control plane names its runtime's threads
+#             signpost-worker and signpost-block, its blocking threads: the audit
+#             database's writes).
 #   --fanout  then counts scenario 3's fan-out the same way: instructions a delivery (one
 #             change reaching one stream) on the control plane (fanout-ab) and on the
 #             do-nothing stream server given the control plane's route (scenario 3's
@@ -156,6 +160,15 @@ kernel() {
   local port="$PORT" pid="$PID"
   sleep 1
   switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
+  # threads: every thread's name (numbered names such as sled-io-3 without the number),
+  # user and system CPU ticks, one line a thread.
+  threads() {
+    local task
+    for task in /proc/"$pid"/task/*; do
+      printf '%s %s\n' "$(sed 's/-[0-9]*$//' "$task/comm" 2>/dev/null)" \
+        "$(awk '{ print $14, $15 }' "$task/stat" 2>/dev/null)"
+    done
+  }
   # load OUT: two turns of writes-ab; prints the writes they made.
   load() {
     "$BENCH" writes-ab --a "http://127.0.0.1:$port" --b "http://127.0.0.1:$port" --rounds 1 \
@@ -164,7 +177,9 @@ kernel() {
   }
   local before after writes traced tracer
   before="$(switches)"
+  threads > "$WORK/$name.threads-before"
   writes="$(load "$WORK/$name-kernel.load")"
+  threads > "$WORK/$name.threads-after"
   after="$(switches)"
   strace -c -f -p "$pid" -o "$WORK/$name.strace" 2>/dev/null &
   tracer=$!
@@ -223,6 +238,39 @@ if [ -n "$KERNEL" ]; then
           calls["pwrite64"] / traced
       }' "$WORK/$name.strace"
   done < "$WORK/kernel.txt"
+  # CPU a write by thread: the ticks each thread spent during the counted load (a thread
+  # that started during it counts from zero), summed by name.
+  echo
+  echo "| thread (no valgrind) | control plane: CPU a write, user + system (µs) | durable limit |"
+  echo "|---|---|---|"
+  hz="$(getconf CLK_TCK)"
+  while read -r name writes _; do
+    awk -v name="$name" -v writes="$writes" -v hz="$hz" '
+      FNR == 1 { file++ }
+      # The runtime workers: the control plane names them, the benchmark binary (the
+      # limit) keeps the tokio default, which its blocking threads would share.
+      { key = $1 ~ /^(signpost-worker|tokio-rt-worker)$/ ? "runtime-workers" : $1
+        user = $(NF - 1); kernel = $NF }
+      file == 1 { seen[key] -= user + kernel; useen[key] -= user; next }
+      { seen[key] += user + kernel; useen[key] += user }
+      END {
+        for (key in seen) if (seen[key] > 0)
+          printf "%s %s %.1f %.1f\n", name, key, seen[key] * 1e6 / hz / writes, useen[key] * 1e6 / hz / writes
+      }' "$WORK/$name.threads-before" "$WORK/$name.threads-after"
+  done < "$WORK/kernel.txt" > "$WORK/threads.txt"
+  # A row a thread name, the busiest first; then every thread together.
+  awk '
+    { total[$1] += $3; cpu[$2, $1] = sprintf("%.1f (%.1f user)", $3, $4); busy[$2] += $3 }
+    END {
+      for (thread in busy) {
+        a = ((thread, "control-plane") in cpu) ? cpu[thread, "control-plane"] : "-"
+        b = ((thread, "durable-limit") in cpu) ? cpu[thread, "durable-limit"] : "-"
+        printf "%.3f\t| %s | %s | %s |\n", busy[thread], thread, a, b
+      }
+    }' "$WORK/threads.txt" | sort -k1,1 -rn | cut -f2-
+  awk '{ total[$1] += $3 } END {
+    printf "| every thread | %.1f | %.1f |\n", total["control-plane"], total["durable-limit"] }' \
+    "$WORK/threads.txt"
 fi
 
 # The fan-out loads: LOAD URL DIR CHANGES. The control plane's makes two turns

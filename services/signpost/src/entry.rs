@@ -14,9 +14,36 @@ fn init_logging() {
         .init();
 }
 
+/// The runtime's worker threads: `TOKIO_WORKER_THREADS` when set (as tokio itself reads
+/// it), else one per core.
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
+}
+
 /// Parses the command line and runs `serve` or a CLI command.
 pub fn main_entry() -> std::process::ExitCode {
+    let workers = worker_threads();
+    let started = std::sync::atomic::AtomicUsize::new(0);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        // The runtime starts its workers first, so the first `workers` threads it names
+        // are they; the rest run blocking work (the audit database's writes, reads of the
+        // log away from its head). Named apart, they tell `top -H` and the benchmark's
+        // per-thread count (`bench/instructions.sh --kernel`) where the CPU goes.
+        .thread_name_fn(move || {
+            let n = started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if n < workers {
+                "signpost-worker"
+            } else {
+                "signpost-block"
+            }
+            .to_owned()
+        })
         .event_interval(signpost_grpc::transport::RUNTIME_EVENT_INTERVAL)
         .enable_all()
         .build()

@@ -1205,8 +1205,11 @@ agree within about 0.6%), so it compares two builds where timed turns cannot; it
 kernel work, and SHA-256 runs in software under valgrind, so it is shown apart. `--cache`
 adds the first-level cache misses a write (callgrind's cache simulation: instruction-cache
 misses, data-cache read and write misses); `--kernel` then runs each server without valgrind
-under the same load and counts the context switches a write (from `/proc`) and the system
-calls a write (`strace -c -f`, installed if missing); `--fanout` counts scenario 3's fan-out
+under the same load and counts the context switches a write (from `/proc`), the system
+calls a write (`strace -c -f`, installed if missing) and the CPU a write by thread, user and
+system (from every thread's `/proc` stat; the control plane names its runtime's threads
+`signpost-worker` and `signpost-block`, the latter its blocking work: the audit database's
+writes); `--fanout` counts scenario 3's fan-out
 the same way, instructions a delivery (one change reaching one stream, 2,000 streams, the
 difference between 20 and 60 changes) on the control plane (`fanout-ab`) and on the
 do-nothing stream server sending the control plane's route (`floor-fanout`, the route-sized

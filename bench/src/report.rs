@@ -1185,9 +1185,16 @@ fn detail_rows(out: &mut String, value: &Value, loads: &[(&str, &str)]) -> anyho
 const STATIC_SECTIONS: &str = r#"## How to run
 
 ```sh
+bench/speed.sh          # about 30 s: is the machine at its usual speed? (exit status 3: no)
 bench/run.sh            # the full suite (about 10-15 minutes here), rewrites BENCHMARKS.md
 bench/run.sh --quick    # every scenario for a second or two: proves the suite works (CI)
 ```
+
+`speed.sh` measures the do-nothing unary call (64 in flight, the suite's client) against a
+control plane on a small populated directory and compares it with scenario 2's do-nothing
+call in a normal hour (74,716/s, round 31's report). Below 85% of that, a full run would
+miss absolute goals that a normal hour meets (the machine is shared, and has run whole
+sessions at half speed), so the last full report is worth more than a new one.
 
 `run.sh` installs what is missing (`etcd-server`, `wrk` from Debian), builds the release
 binaries (`signpost`, `signpost-edge`, `signpost-bench`), starts etcd on a free loopback port with

@@ -160,12 +160,12 @@ kernel() {
   local port="$PORT" pid="$PID"
   sleep 1
   switches() { cat /proc/"$pid"/task/*/status 2>/dev/null | awk '/ctxt_switches/ { n += $2 } END { print n + 0 }'; }
-  # threads: every thread's name (numbered names such as sled-io-3 without the number),
-  # user and system CPU ticks, one line a thread.
+  # threads: every thread's id, name (numbered names such as sled-io-3 without the
+  # number), user and system CPU ticks, one line a thread.
   threads() {
     local task
     for task in /proc/"$pid"/task/*; do
-      printf '%s %s\n' "$(sed 's/-[0-9]*$//' "$task/comm" 2>/dev/null)" \
+      printf '%s %s %s\n' "${task##*/}" "$(sed 's/-[0-9]*$//' "$task/comm" 2>/dev/null)" \
         "$(awk '{ print $14, $15 }' "$task/stat" 2>/dev/null)"
     done
   }
@@ -239,7 +239,8 @@ if [ -n "$KERNEL" ]; then
       }' "$WORK/$name.strace"
   done < "$WORK/kernel.txt"
   # CPU a write by thread: the ticks each thread spent during the counted load (a thread
-  # that started during it counts from zero), summed by name.
+  # that started during it counts from zero; one that ended during it is left out, its
+  # last ticks unknown), summed by name.
   echo
   echo "| thread (no valgrind) | control plane: CPU a write, user + system (µs) | durable limit |"
   echo "|---|---|---|"
@@ -247,12 +248,11 @@ if [ -n "$KERNEL" ]; then
   while read -r name writes _; do
     awk -v name="$name" -v writes="$writes" -v hz="$hz" '
       FNR == 1 { file++ }
+      file == 1 { before[$1] = $(NF - 1) + $NF; ubefore[$1] = $(NF - 1); next }
       # The runtime workers: the control plane names them, the benchmark binary (the
       # limit) keeps the tokio default, which its blocking threads would share.
-      { key = $1 ~ /^(signpost-worker|tokio-rt-worker)$/ ? "runtime-workers" : $1
-        user = $(NF - 1); kernel = $NF }
-      file == 1 { seen[key] -= user + kernel; useen[key] -= user; next }
-      { seen[key] += user + kernel; useen[key] += user }
+      { key = $2 ~ /^(signpost-worker|tokio-rt-worker)$/ ? "runtime-workers" : $2
+        seen[key] += $(NF - 1) + $NF - before[$1]; useen[key] += $(NF - 1) - ubefore[$1] }
       END {
         for (key in seen) if (seen[key] > 0)
           printf "%s %s %.1f %.1f\n", name, key, seen[key] * 1e6 / hz / writes, useen[key] * 1e6 / hz / writes

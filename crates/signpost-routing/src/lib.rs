@@ -31,6 +31,6 @@ pub mod routes;
 pub use routes::EncodedRoute;
 
 pub use projection::{
-    Delta, HistoryGap, OwnAggregates, Pulled, RouteSource, RouteTable, RoutingFeed, RoutingOptions,
-    RoutingProjection, RoutingStats, CATCH_UP_AFTER,
+    Delta, Deltas, HistoryGap, OwnAggregates, Pulled, RouteSource, RouteTable, RoutingFeed,
+    RoutingOptions, RoutingProjection, RoutingStats, CATCH_UP_AFTER,
 };

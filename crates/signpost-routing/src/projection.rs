@@ -101,11 +101,11 @@ impl Delta {
     /// a merged delta is encoded for each stream that sends it (bench/FINDINGS.md, round
     /// 29). A merged delta is never larger than its run's first delta, and a first delta
     /// of more than [`MERGE_SCAN`] changes starts no run.
-    pub fn coalesce(deltas: Vec<Arc<Delta>>) -> Vec<Arc<Delta>> {
+    pub fn coalesce(deltas: Deltas) -> Deltas {
         if deltas.len() < 2 {
             return deltas;
         }
-        let mut coalesced = Vec::with_capacity(deltas.len());
+        let mut coalesced = Deltas::with_capacity(deltas.len());
         let mut run: Vec<Arc<Delta>> = Vec::new();
         for delta in deltas {
             if run.first().is_some_and(|first| first.covers(&delta)) {
@@ -196,11 +196,16 @@ pub const CATCH_UP_AFTER: usize = 16;
 /// changes are deletions of a few bytes each (a snapshot chunk is 1,000 routes).
 pub const CATCH_UP_MAX_CHANGES: usize = 4096;
 
+/// Published deltas, in revision order: held inline while there is one (a watcher that
+/// keeps up pulls one delta a change, and every open stream pulls at every change: a heap
+/// allocation and its free for each would be a tenth of the stream body's own work).
+pub type Deltas = smallvec::SmallVec<[Arc<Delta>; 1]>;
+
 /// What a watcher is behind by ([`RoutingProjection::pull`]).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Pulled {
     /// The published deltas after its revision, in revision order (maybe none).
-    Deltas(Vec<Arc<Delta>>),
+    Deltas(Deltas),
     /// One delta built for this watcher: every domain changed after its revision, in its
     /// state at the delta's revision (the current one), each once (a route, or a deletion
     /// for a domain that routes to password now, even if the watcher never had it).
@@ -1130,7 +1135,7 @@ mod tests {
             delta(14, &[], &[3]),
             delta(15, &[(1, 3)], &[]),
         ];
-        let coalesced = Delta::coalesce(burst.clone());
+        let coalesced = Delta::coalesce(burst.clone().into());
         assert_eq!(coalesced.len(), 3);
         assert_eq!(coalesced[0].revision, 12);
         assert_eq!(coalesced[0].upserts, vec![route(&domain(1), 2)]);
@@ -1149,7 +1154,7 @@ mod tests {
             delta(2, &[(2, 0)], &[]),
             delta(3, &[(1, 1)], &[]),
         ];
-        let coalesced = Delta::coalesce(alternating.clone());
+        let coalesced = Delta::coalesce(alternating.clone().into());
         assert_eq!(coalesced.len(), 3);
         assert!(coalesced
             .iter()
@@ -1266,7 +1271,7 @@ mod tests {
             }
             let (_, head_table) = projection.snapshot();
             let (deltas, head) = published_since(&projection, 1);
-            let coalesced = Delta::coalesce(deltas.clone());
+            let coalesced = Delta::coalesce(deltas.clone().into());
             proptest::prop_assert!(coalesced.len() <= deltas.len());
             let mut at = 1;
             for delta in &coalesced {

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::{Arc, OnceLock, RwLock};
 
+use bytes::Bytes;
 use futures::StreamExt;
 use signpost_domain::connection::Connection;
 use signpost_domain::organization::Organization;
@@ -75,16 +76,15 @@ impl Delta {
         }
     }
 
-    /// The delta as the routing stream's message, encoded by the first watcher that
-    /// sends it and read by every later one: with thousands of watchers the same
-    /// bytes are built once per delta, not once per stream.
+    /// The delta as the routing stream sends it, encoded by the first watcher that
+    /// sends it and shared by every later one: with thousands of watchers the same
+    /// bytes are built once per delta, not once per stream, and each stream sends a
+    /// reference to them rather than a copy.
     ///
-    /// The stream has one message form for a delta (`signpost-grpc` builds it), so
-    /// every caller passes the same `encode`; only the first call runs it.
-    pub fn encoded_message(&self, encode: impl FnOnce(&Delta) -> Vec<u8>) -> &[u8] {
-        self.encoded_message
-            .0
-            .get_or_init(|| encode(self).into_boxed_slice())
+    /// The stream has one form for a delta (`signpost-grpc` builds it: the gRPC message,
+    /// framed), so every caller passes the same `encode`; only the first call runs it.
+    pub fn encoded_message(&self, encode: impl FnOnce(&Delta) -> Bytes) -> &Bytes {
+        self.encoded_message.0.get_or_init(|| encode(self))
     }
 
     /// Consecutive deltas (in revision order, as [`RoutingProjection::pull`]
@@ -218,7 +218,7 @@ pub enum Pulled {
 /// values are equal encoded or not, and a clone (which may then be changed) starts
 /// without it. Published deltas are never changed (the history holds them behind `Arc`).
 #[derive(Default)]
-struct EncodedOnce(OnceLock<Box<[u8]>>);
+struct EncodedOnce(OnceLock<Bytes>);
 
 impl Clone for EncodedOnce {
     fn clone(&self) -> Self {

@@ -1,5 +1,6 @@
 //! `WatchRoutes` written as an HTTP/2 response body of our own, each message in a
-//! buffer of exactly its size that is freed once HTTP/2 has written it.
+//! buffer of exactly its size that is freed once HTTP/2 has written it (a published
+//! delta's is shared by every stream and lives with the delta).
 //!
 //! tonic's streaming body encodes every message of a stream into one buffer that lives
 //! as long as the stream and keeps the size of the largest message it held (a delta:
@@ -20,9 +21,9 @@ use http_body::Frame;
 use tonic::codegen::{http, Body};
 use tonic::Status;
 
-use super::codec::CatchUpPieces;
+use super::codec::{framed_delta, CatchUpPieces};
 use super::{WatchFrame, WatchFrames};
-use crate::unary::{grpc_response, prefixed, trailers};
+use crate::unary::{grpc_response, prefix_len, prefixed, trailers, PREFIX};
 
 /// The response to a `WatchRoutes` call: `frames`, then its status as trailers.
 pub fn response(
@@ -47,8 +48,15 @@ struct WatchBody {
 }
 
 /// `frame` as a gRPC message: the prefix and the encoded `WatchRoutesResponse`, in a
-/// buffer of exactly that size.
+/// buffer of exactly that size. A published delta's is the one every stream sends,
+/// framed once and shared (`codec::framed_delta`): a reference, not a copy, so a change
+/// reaching 10,000 streams allocates and copies its message once, not 10,000 times.
 fn message(frame: &WatchFrame, max_message: usize) -> Result<Bytes, Status> {
+    if let WatchFrame::Delta { delta, store_epoch } = frame {
+        let framed = framed_delta(delta, store_epoch);
+        prefix_len("WatchRoutes", framed.len() - PREFIX, Some(max_message))?;
+        return Ok(framed.clone());
+    }
     prefixed(
         "WatchRoutes",
         frame.encoded_len(),
@@ -231,6 +239,38 @@ mod tests {
     async fn a_catch_up_over_the_limit_ends_the_stream_with_out_of_range() {
         let frame = catch_up(10, 1);
         let len = frame.encoded_len();
+        let mut body = super::tests::body(vec![Ok(frame.clone())], len - 1);
+        assert_eq!(status_of(next(&mut body).await.unwrap()), "11");
+        let mut body = super::tests::body(vec![Ok(frame)], len);
+        assert!(next(&mut body).await.unwrap().is_data());
+    }
+
+    /// A published delta is the same gRPC message on every stream: each body sends the
+    /// bytes framed once (the same buffer), the message prost writes for it behind its
+    /// prefix; and the message limit still holds for it.
+    #[tokio::test]
+    async fn a_published_delta_is_one_shared_buffer_on_every_stream() {
+        let WatchFrame::CatchUp { delta, store_epoch } = catch_up(3, 1) else {
+            unreachable!("catch_up makes a catch-up frame")
+        };
+        let frame = WatchFrame::Delta { delta, store_epoch };
+        let encoded = frame.clone().into_message().encode_to_vec();
+        let mut sent = Vec::new();
+        for _ in 0..2 {
+            let mut body = body(vec![Ok(frame.clone())], usize::MAX);
+            sent.push(next(&mut body).await.unwrap().into_data().unwrap());
+            assert_eq!(
+                status_of(next(&mut body).await.unwrap()),
+                "0",
+                "then the stream ends"
+            );
+        }
+        assert_eq!(sent[0][0], 0, "uncompressed");
+        assert_eq!(&sent[0][1..5], &(encoded.len() as u32).to_be_bytes());
+        assert_eq!(&sent[0][5..], &encoded[..]);
+        assert_eq!(sent[0].as_ptr(), sent[1].as_ptr(), "one buffer, not a copy");
+
+        let len = encoded.len();
         let mut body = super::tests::body(vec![Ok(frame.clone())], len - 1);
         assert_eq!(status_of(next(&mut body).await.unwrap()), "11");
         let mut body = super::tests::body(vec![Ok(frame)], len);

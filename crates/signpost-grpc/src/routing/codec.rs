@@ -1,9 +1,10 @@
 //! The `WatchRoutes` codec: what every watcher receives alike is encoded once.
 //!
 //! A published delta is the same message for every stream (same revision, same
-//! store epoch, same routes), so it is encoded once ([`encode_delta`], cached in
-//! the [`Delta`]) and each stream only copies those bytes into its frame
-//! ([`WatchFrame::Delta`]). Snapshot chunks copy the table's routes, which are
+//! store epoch, same routes), so it is encoded once, framed as a gRPC message
+//! ([`encode_delta`], cached in the [`Delta`]), and each stream's body sends a reference
+//! to those bytes ([`WatchFrame::Delta`], [`framed_delta`]): no copy and no buffer of its
+//! own. Snapshot chunks copy the table's routes, which are
 //! kept encoded ([`EncodedRoute`]), into their frame ([`WatchFrame::SnapshotChunk`]).
 //! A catch-up delta is built for one stream ([`WatchFrame::CatchUp`]) and can be
 //! megabytes: the body writes it in pieces ([`CatchUpPieces`]), so a stream never holds
@@ -15,7 +16,7 @@
 
 use std::sync::Arc;
 
-use bytes::BufMut;
+use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, key_len, WireType};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
@@ -23,6 +24,8 @@ use signpost_routing::{Delta, EncodedRoute};
 use tonic::codec::{BufferSettings, Codec, EncodeBuf, Encoder};
 use tonic::Status;
 use tonic_prost::ProstDecoder;
+
+use crate::unary::PREFIX;
 
 /// `WatchRoutesResponse.revision`.
 const RESPONSE_REVISION: u32 = 1;
@@ -41,7 +44,7 @@ const DELETES: u32 = 2;
 #[derive(Debug, Clone, PartialEq)]
 pub enum WatchFrame {
     /// A published delta: its message is encoded once, by the first stream that
-    /// writes it, and copied as is by every other ([`Delta::encoded_message`]).
+    /// writes it, and shared by every other ([`Delta::encoded_message`]).
     Delta {
         /// The delta, shared with the projection's history.
         delta: Arc<Delta>,
@@ -156,15 +159,26 @@ impl WatchFrame {
     }
 }
 
-/// `delta`'s message, encoded once for every stream.
-fn shared_delta<'a>(delta: &'a Delta, store_epoch: &str) -> &'a [u8] {
+/// `delta`'s message as a gRPC message (the prefix, then the `WatchRoutesResponse`),
+/// encoded once for every stream: what a stream's body sends for it, by reference.
+pub(super) fn framed_delta<'a>(delta: &'a Delta, store_epoch: &str) -> &'a Bytes {
     delta.encoded_message(|delta| encode_delta(store_epoch, delta))
 }
 
-/// The `WatchRoutesResponse` of `delta` in the store epoch `store_epoch`: what
-/// every watcher receives for it, encoded once ([`Delta::encoded_message`]).
-fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
-    let mut buf = Vec::with_capacity(delta_len(delta, store_epoch));
+/// `delta`'s message alone ([`framed_delta`] without its prefix).
+fn shared_delta<'a>(delta: &'a Delta, store_epoch: &str) -> &'a [u8] {
+    &framed_delta(delta, store_epoch)[PREFIX..]
+}
+
+/// The `WatchRoutesResponse` of `delta` in the store epoch `store_epoch`, framed as a
+/// gRPC message (uncompressed, its length in the prefix): what every watcher receives
+/// for it, encoded once ([`Delta::encoded_message`]). A message too long for the prefix
+/// is never sent: the body refuses it by its length first.
+fn encode_delta(store_epoch: &str, delta: &Delta) -> Bytes {
+    let len = delta_len(delta, store_epoch);
+    let mut buf = Vec::with_capacity(PREFIX + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
     encode_route_list_response(
         delta.revision,
         store_epoch,
@@ -173,7 +187,8 @@ fn encode_delta(store_epoch: &str, delta: &Delta) -> Vec<u8> {
         &delta.deletes,
         &mut buf,
     );
-    buf
+    debug_assert_eq!(buf.len(), PREFIX + len);
+    buf.into()
 }
 
 /// Length of `delta`'s `WatchRoutesResponse`.
@@ -502,7 +517,8 @@ mod tests {
         for epoch in ["c4d713b9-4e47-4641-a9c4-2d75981738a8", ""] {
             for delta in deltas() {
                 let old = delta_message(epoch, &delta);
-                assert_eq!(encode_delta(epoch, &delta), old.encode_to_vec());
+                let framed = encode_delta(epoch, &delta);
+                assert_eq!(&framed[PREFIX..], &old.encode_to_vec()[..]);
                 let frame = WatchFrame::Delta {
                     delta: Arc::new(delta),
                     store_epoch: epoch.into(),
@@ -524,12 +540,17 @@ mod tests {
         };
         let first = frame_bytes(&frame(&delta));
         let shared = delta.encoded_message(|_| unreachable!("encoded by the first frame"));
-        assert_eq!(shared, &first[..]);
+        assert_eq!(&shared[PREFIX..], &first[..]);
+        assert_eq!(shared[0], 0, "uncompressed");
+        assert_eq!(&shared[1..PREFIX], &(first.len() as u32).to_be_bytes());
         assert_eq!(frame_bytes(&frame(&delta)), first);
+        // Every stream sends the same bytes, not a copy of them.
+        let framed = framed_delta(&delta, "epoch");
+        assert_eq!(framed.as_ptr(), shared.as_ptr());
         // A clone (which may be changed) does not carry the encoding along.
         let clone = Delta::clone(&delta);
         assert_eq!(clone, *delta);
-        assert_eq!(clone.encoded_message(|_| Vec::new()), &[] as &[u8]);
+        assert!(clone.encoded_message(|_| Bytes::new()).is_empty());
     }
 
     #[test]

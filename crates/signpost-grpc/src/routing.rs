@@ -298,7 +298,7 @@ impl RoutingApi {
                     Ok((Pulled::Deltas(deltas), revision)) => {
                         // Behind by commits that change the same routes again: one message.
                         for delta in Delta::coalesce(deltas) {
-                            // Encoded by the first stream to write it; the others copy its bytes.
+                            // Encoded and framed by the first stream to write it; the others send those bytes.
                             sent = true;
                             yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
                         }

@@ -198,7 +198,8 @@ pub const CATCH_UP_MAX_CHANGES: usize = 4096;
 
 /// Published deltas, in revision order: held inline while there is one (a watcher that
 /// keeps up pulls one delta a change, and every open stream pulls at every change: a heap
-/// allocation and its free for each would be a tenth of the stream body's own work).
+/// allocation and its free for each cost about 3% of a delivery's instructions,
+/// bench/FINDINGS.md round 34).
 pub type Deltas = smallvec::SmallVec<[Arc<Delta>; 1]>;
 
 /// What a watcher is behind by ([`RoutingProjection::pull`]).

@@ -298,7 +298,8 @@ impl RoutingApi {
                     Ok((Pulled::Deltas(deltas), revision)) => {
                         // Behind by commits that change the same routes again: one message.
                         for delta in Delta::coalesce(deltas) {
-                            // Encoded and framed by the first stream to write it; the others send those bytes.
+                            // Encoded and framed by the first stream to write it; the
+                            // others send those bytes.
                             sent = true;
                             yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
                         }

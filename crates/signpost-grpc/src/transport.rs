@@ -34,15 +34,20 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 /// tasks are ready (tokio's `event_interval`; its default is 61). A turn, as the flush
 /// waits for it, ends at such a poll, so this bounds how much a turn can gather. A route
 /// change wakes every watch stream at once, and tokio runs them in the order they
-/// subscribed, which interleaves the connections: with 10,000 streams on 100
-/// connections, a turn of 61 polls held less than one message per connection, and a
-/// change took about 3,900 writes. With 1,024 it took about 1,200, and its median
-/// delivery fell by a fifth (bench/FINDINGS.md, round 26). The cost: while more than
-/// this many polls are queued, I/O readiness and timers are looked at that much later
-/// (a few milliseconds); when the queue empties the driver is polled at once, as before.
+/// subscribed, which interleaves the connections, so each turn writes to nearly every
+/// connection. With 10,000 streams on 100 connections, a turn of 61 polls held less
+/// than one message per connection and a change took about 3,900 writes; 1,024 polls
+/// took about 1,200 (bench/FINDINGS.md, round 26). 16,384 is more than the polls a
+/// change to 10,000 streams takes on either thread, so a thread writes each connection
+/// once a change, or once per [`HOLD_LIMIT`]: about 400 writes, with the server's CPU
+/// for a change about 15% lower and the load generator's about 27% lower (round 35).
+/// The cost: while more polls than this are queued, I/O readiness and timers are looked
+/// at after them, so a request that arrives during a change to 10,000 streams may wait
+/// for that change's polls (tens of milliseconds on this machine) rather than a
+/// thousand of them; when the queue empties the driver is polled at once, as before.
 /// `signpost serve` builds its runtime with it, and so do the benchmark's do-nothing
 /// servers.
-pub const RUNTIME_EVENT_INTERVAL: u32 = 1024;
+pub const RUNTIME_EVENT_INTERVAL: u32 = 16_384;
 
 /// The buffer's first allocation in a turn. It is given back once written out,
 /// so an idle connection (an edge between route changes) holds none.

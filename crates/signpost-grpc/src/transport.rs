@@ -39,8 +39,9 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 /// than one message per connection and a change took about 3,900 writes; 1,024 polls
 /// took about 1,200 (bench/FINDINGS.md, round 26). 16,384 is more than the polls a
 /// change to 10,000 streams takes on either thread, so a thread writes each connection
-/// once a change, or once per [`HOLD_LIMIT`]: about 400 writes, with the server's CPU
-/// for a change about 15% lower and the load generator's about 27% lower (round 35).
+/// once a change, or once per [`HOLD_LIMIT`]: the server's sends fell to about a third,
+/// the load generator's CPU a change by about a fifth, and the worst delivery by about
+/// a seventh (seven A/Bs, round 35).
 /// The cost: while more polls than this are queued, I/O readiness and timers are looked
 /// at after them, so a request that arrives during a change to 10,000 streams may wait
 /// for that change's polls (tens of milliseconds on this machine) rather than a

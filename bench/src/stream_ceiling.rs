@@ -19,7 +19,9 @@
 //! It serves on the control plane's own transport
 //! ([`signpost_grpc::transport::incoming`], the sockets `signpost serve` accepts): before
 //! round 24 it did not, wrote each stream's message on its own, and was slower than the
-//! control plane itself (bench/FINDINGS.md, round 24).
+//! control plane itself (bench/FINDINGS.md, round 24). Its streams wait for a change as
+//! the control plane's do, each connection's on a channel of its own moved by a
+//! [`ChangeRelay`], so a change wakes them a connection at a time (round 36).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -29,6 +31,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
+use signpost_grpc::routing::relay::{ChangeRelay, ConnectionKey};
 use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
 use signpost_routing::{Delta, EncodedRoute};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
@@ -56,6 +59,8 @@ type Changes = tokio::sync::watch::Sender<Change>;
 
 struct Ceiling {
     changes: Changes,
+    /// What the `Watch` streams wait on.
+    relay: Arc<ChangeRelay<Change>>,
     /// The route every change's delta upserts (none: `WatchRoutes` is not served).
     route: Option<EncodedRoute>,
 }
@@ -94,9 +99,9 @@ impl Health for Ceiling {
 
     async fn watch(
         &self,
-        _request: Request<HealthCheckRequest>,
+        request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let mut changes = self.changes.subscribe();
+        let mut changes = self.relay.subscribe(request.remote_addr());
         let opened = message(changes.borrow_and_update().number);
         let later = futures::stream::unfold(changes, |mut changes| async move {
             changes.changed().await.ok()?;
@@ -113,14 +118,15 @@ impl Health for Ceiling {
 /// delta (see the module documentation).
 #[derive(Clone)]
 struct RouteStreams {
-    changes: Changes,
+    relay: Arc<ChangeRelay<Change>>,
     store_epoch: Arc<str>,
 }
 
 impl RouteStreams {
-    /// The frames of one stream: the delta of each change made after it opened.
-    fn frames(&self) -> WatchFrames {
-        let changes = self.changes.subscribe();
+    /// The frames of one stream on `connection`: the delta of each change made after it
+    /// opened.
+    fn frames(&self, connection: ConnectionKey) -> WatchFrames {
+        let changes = self.relay.subscribe(connection);
         let store_epoch = self.store_epoch.clone();
         Box::pin(futures::stream::unfold(changes, move |mut changes| {
             let store_epoch = store_epoch.clone();
@@ -142,12 +148,16 @@ impl ServedMethod for RouteStreams {
     const PATH: &'static str = "/signpost.routing.v1.RoutingService/WatchRoutes";
     const REFUSAL: &'static str = "the stream ceiling only serves WatchRoutes";
 
-    fn call<B>(&self, _request: http::Request<B>) -> BoxFuture<Reply, Infallible>
+    fn call<B>(&self, request: http::Request<B>) -> BoxFuture<Reply, Infallible>
     where
         B: Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        let response = watch_routes_response(self.frames());
+        let connection = request
+            .extensions()
+            .get::<tonic::transport::server::TcpConnectInfo>()
+            .and_then(|info| info.remote_addr());
+        let response = watch_routes_response(self.frames(connection));
         Box::pin(async move { Ok(response) })
     }
 }
@@ -166,16 +176,18 @@ pub async fn serve(
         .transpose()?;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     eprintln!("{LISTENING}{}", listener.local_addr()?);
-    let (changes, _) = tokio::sync::watch::channel(Change::default());
+    let (changes, source) = tokio::sync::watch::channel(Change::default());
+    let relay = Arc::new(ChangeRelay::new(source));
     let routes = route.as_ref().map(|_| {
         OneMethod(RouteStreams {
-            changes: changes.clone(),
+            relay: relay.clone(),
             store_epoch: store_epoch.into(),
         })
     });
     tonic::transport::Server::builder()
         .add_service(HealthServer::new(Ceiling {
             changes,
+            relay,
             route: route.as_ref().map(EncodedRoute::encode),
         }))
         .add_optional_service(routes)

@@ -17,10 +17,15 @@
 //! stream (module `codec`). [`RoutingServer`] writes them as a response body of its
 //! own that holds no buffer between messages (module `body`), and serves everything
 //! else through the generated server (module `server`).
+//!
+//! A stream waits for table changes on its connection's channel, which a relay task
+//! moves for each connection in turn (module `relay`): the streams of one connection
+//! are woken and run together, rather than scattered among 10,000 others.
 
 mod body;
 mod codec;
 mod progress;
+pub mod relay;
 mod resolve;
 mod server;
 
@@ -94,6 +99,8 @@ pub struct RoutingApi {
     plane: ControlPlane,
     routing: RoutingProjection,
     progress_interval: Duration,
+    /// Table changes, to each connection's streams together.
+    relay: Arc<relay::ChangeRelay<u64>>,
 }
 
 impl std::fmt::Debug for RoutingApi {
@@ -114,6 +121,7 @@ impl RoutingApi {
     ) -> Self {
         Self {
             plane,
+            relay: Arc::new(relay::ChangeRelay::new(routing.watch_table())),
             routing,
             progress_interval,
         }
@@ -222,17 +230,25 @@ impl RoutingApi {
     /// a caller that is refused.
     pub fn watch(&self, request: Request<wire::WatchRoutesRequest>) -> Result<WatchFrames, Status> {
         self.authorize(request.metadata())?;
-        Ok(self.watch_frames(request.into_inner()))
+        let connection = request.remote_addr();
+        Ok(self.watch_frames(request.into_inner(), connection))
     }
 
-    fn watch_frames(&self, request: wire::WatchRoutesRequest) -> WatchFrames {
+    fn watch_frames(
+        &self,
+        request: wire::WatchRoutesRequest,
+        connection: relay::ConnectionKey,
+    ) -> WatchFrames {
         use wire::watch_routes_response::Kind;
         let routing = self.routing.clone();
+        let relay = self.relay.clone();
         let progress_interval = self.progress_interval;
         let stream = async_stream::stream! {
             let epoch = routing.shared_epoch();
-            // Woken when the table changes, not at every commit (`watch_table`).
-            let mut table_changes = routing.watch_table();
+            // Woken when the table changes, not at every commit (`watch_table`), with the
+            // other streams of this connection (`relay`).
+            let mut table_changes = relay.subscribe(connection);
+            drop(relay);
             // Decide where this watcher starts: resume, or (reset +) snapshot. The request
             // is dropped once read: the stream lives for hours, its epoch copy need not.
             let mut cursor = None;

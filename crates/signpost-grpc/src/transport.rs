@@ -33,15 +33,16 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 /// How many task polls a runtime thread makes between two polls of its I/O driver while
 /// tasks are ready (tokio's `event_interval`; its default is 61). A turn, as the flush
 /// waits for it, ends at such a poll, so this bounds how much a turn can gather. A route
-/// change wakes every watch stream at once, and tokio runs them in the order they
-/// subscribed, which interleaves the connections, so each turn writes to nearly every
-/// connection. With 10,000 streams on 100 connections, a turn of 61 polls held less
-/// than one message per connection and a change took about 3,900 writes; 1,024 polls
-/// took about 1,200 (bench/FINDINGS.md, round 26). 16,384 is more than the polls a
-/// change to 10,000 streams takes on either thread, so a thread writes each connection
-/// once a change, or once per [`HOLD_LIMIT`]: the server's sends fell to about a third,
-/// the load generator's CPU a change by about a fifth, and the worst delivery by about
-/// a seventh (seven A/Bs, round 35).
+/// change wakes every watch stream at once. Until round 36 they were woken in an order
+/// that interleaved the connections, so each turn wrote to nearly every connection: with
+/// 10,000 streams on 100 connections, a turn of 61 polls held less than one message per
+/// connection and a change took about 3,900 writes; 1,024 polls took about 1,200
+/// (bench/FINDINGS.md, round 26). 16,384 is more than the polls a change to 10,000
+/// streams takes on either thread, so a thread writes each connection once a change, or
+/// once per [`HOLD_LIMIT`]: the server's sends fell to about a third, the load
+/// generator's CPU a change by about a fifth, and the worst delivery by about a seventh
+/// (seven A/Bs, round 35). Since round 36 a change wakes each connection's streams
+/// together (`routing::relay`), which a shorter turn might serve as well: not measured.
 /// The cost: while more polls than this are queued, I/O readiness and timers are looked
 /// at after them, so a request that arrives during a change to 10,000 streams may wait
 /// for that change's polls (tens of milliseconds on this machine) rather than a

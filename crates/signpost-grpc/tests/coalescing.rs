@@ -247,11 +247,13 @@ fn a_change_to_many_streams_on_one_connection_goes_out_in_a_few_writes() {
     );
 }
 
-/// The benchmark's shape, smaller: streams opened in turn on each of many connections, so
-/// that a change wakes them interleaved. A turn of the runtime must hold every stream a
-/// thread polls, or each turn writes to nearly every connection again: with tokio's
+/// The benchmark's shape, smaller: streams opened in turn on each of many connections.
+/// Woken in that interleaved order, a turn of the runtime must hold every stream a thread
+/// polls, or each turn writes to nearly every connection again: with tokio's
 /// `event_interval` at 1,024 this change took 448 to 984 writes (five runs), at
-/// [`RUNTIME_EVENT_INTERVAL`] (16,384) 200 to 202.
+/// [`RUNTIME_EVENT_INTERVAL`] (16,384) 200 to 202. Since round 36 the streams of a
+/// connection are woken together (the server's change relay), which keeps each
+/// connection's messages in one turn as well.
 #[test]
 fn a_change_to_streams_spread_over_many_connections_goes_out_in_a_write_or_two_each() {
     let connections = 200;

@@ -32,24 +32,23 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 
 /// How many task polls a runtime thread makes between two polls of its I/O driver while
 /// tasks are ready (tokio's `event_interval`; its default is 61). A turn, as the flush
-/// waits for it, ends at such a poll, so this bounds how much a turn can gather. A route
-/// change wakes every watch stream at once. Until round 36 they were woken in an order
-/// that interleaved the connections, so each turn wrote to nearly every connection: with
-/// 10,000 streams on 100 connections, a turn of 61 polls held less than one message per
-/// connection and a change took about 3,900 writes; 1,024 polls took about 1,200
-/// (bench/FINDINGS.md, round 26). 16,384 is more than the polls a change to 10,000
-/// streams takes on either thread, so a thread writes each connection once a change, or
-/// once per [`HOLD_LIMIT`]: the server's sends fell to about a third, the load
-/// generator's CPU a change by about a fifth, and the worst delivery by about a seventh
-/// (seven A/Bs, round 35). Since round 36 a change wakes each connection's streams
-/// together (`routing::relay`), which a shorter turn might serve as well: not measured.
-/// The cost: while more polls than this are queued, I/O readiness and timers are looked
-/// at after them, so a request that arrives during a change to 10,000 streams may wait
-/// for that change's polls (tens of milliseconds on this machine) rather than a
-/// thousand of them; when the queue empties the driver is polled at once, as before.
-/// `signpost serve` builds its runtime with it, and so do the benchmark's do-nothing
-/// servers.
-pub const RUNTIME_EVENT_INTERVAL: u32 = 16_384;
+/// waits for it, ends at such a poll, so this bounds how much a turn can gather, and how
+/// long I/O readiness and timers wait while tasks are queued.
+///
+/// A route change wakes every watch stream at once, a connection's streams together
+/// (`routing::relay`), so a turn of 1,024 polls holds each of the connections it reaches
+/// whole and writes each once a change (about ten connections of the benchmark's 100
+/// streams each). Before the relay the streams were woken scattered, and each turn wrote
+/// to nearly every connection: with 10,000 streams on 100 connections, a turn of 61 polls
+/// took about 3,900 writes a change and 1,024 about 1,200 (bench/FINDINGS.md, round 26),
+/// so round 35 set 16,384, more than a change's polls on either thread. With the relay,
+/// 1,024 against 16,384 made the same sends, the median delivery fell by about a fifth
+/// (connections reached early are written early instead of at the change's end), and the
+/// worst delivery and the server's CPU stayed level (four runs); 256 lowered the median by
+/// about a tenth more for 7% more sends, inside the turns' spread, and 61 cost more sends
+/// and CPU (round 36). Writes were level too. `signpost serve` builds
+/// its runtime with it, and so do the benchmark's do-nothing servers.
+pub const RUNTIME_EVENT_INTERVAL: u32 = 1_024;
 
 /// The buffer's first allocation in a turn. It is given back once written out,
 /// so an idle connection (an edge between route changes) holds none.

@@ -3,7 +3,9 @@
 //! turn's messages, and h2 must be willing to buffer more than one of them (a delta is
 //! larger than the 256 bytes above which h2 otherwise keeps each frame aside and waits for
 //! a flush: bench/FINDINGS.md, round 26). With streams spread over many connections, a
-//! turn must also be long enough to hold a change's polls (round 35).
+//! change must also wake each connection's streams together (the control plane's change
+//! relay, `signpost_grpc::routing::relay`, round 36), so that a turn of the runtime holds
+//! each connection's messages.
 //!
 //! A real tonic server on loopback, the control plane's own `WatchRoutes` body and runtime
 //! settings, a real HTTP/2 client; the writes counted are those the server's socket makes.
@@ -19,13 +21,14 @@ use futures::StreamExt;
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_client::RoutingServiceClient;
 use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
+use signpost_grpc::routing::relay::{ChangeRelay, ConnectionKey};
 use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
 use signpost_grpc::transport::{CoalescingStream, RUNTIME_EVENT_INTERVAL};
 use signpost_routing::{Delta, EncodedRoute};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
-use tonic::transport::server::Connected;
+use tonic::transport::server::{Connected, TcpConnectInfo};
 
 /// Streams on the one connection.
 const STREAMS: usize = 100;
@@ -37,9 +40,11 @@ struct Counting {
 }
 
 impl Connected for Counting {
-    type ConnectInfo = ();
+    type ConnectInfo = TcpConnectInfo;
 
-    fn connect_info(&self) -> Self::ConnectInfo {}
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.socket.connect_info()
+    }
 }
 
 impl AsyncRead for Counting {
@@ -75,10 +80,11 @@ impl AsyncWrite for Counting {
     }
 }
 
-/// `RoutingService/WatchRoutes` only: every stream sends each delta published on `changes`.
+/// `RoutingService/WatchRoutes` only: every stream sends each delta published on the
+/// relayed channel, waiting on its connection's channel as the control plane's streams do.
 #[derive(Clone)]
 struct Deltas {
-    changes: tokio::sync::watch::Sender<Option<Arc<Delta>>>,
+    relay: Arc<ChangeRelay<Option<Arc<Delta>>>>,
 }
 
 impl NamedService for Deltas {
@@ -86,8 +92,8 @@ impl NamedService for Deltas {
 }
 
 impl Deltas {
-    fn frames(&self) -> WatchFrames {
-        let changes = self.changes.subscribe();
+    fn frames(&self, connection: ConnectionKey) -> WatchFrames {
+        let changes = self.relay.subscribe(connection);
         Box::pin(futures::stream::unfold(changes, |mut changes| async move {
             changes.changed().await.ok()?;
             let delta = changes.borrow_and_update().clone()?;
@@ -109,8 +115,12 @@ impl<B: Send + 'static> Service<http::Request<B>> for Deltas {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, _request: http::Request<B>) -> Self::Future {
-        let response = watch_routes_response(self.frames());
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let connection = request
+            .extensions()
+            .get::<TcpConnectInfo>()
+            .and_then(TcpConnectInfo::remote_addr);
+        let response = watch_routes_response(self.frames(connection));
         Box::pin(async move { Ok(response) })
     }
 }
@@ -137,8 +147,7 @@ fn route() -> wire::Route {
 
 /// Opens `connections` HTTP/2 connections to a server with the control plane's runtime
 /// settings and `streams` `WatchRoutes` streams on them, opened in turn on each connection
-/// (so that every connection's streams are spread over the order in which a change wakes
-/// them, as the benchmark's watchers are); publishes one change of a route; returns the
+/// (as the benchmark's watchers are); publishes one change of a route; returns the
 /// writes the server's sockets made for it, once every stream has received it.
 fn writes_for_one_change(connections: usize, streams: usize) -> usize {
     let server = tokio::runtime::Builder::new_multi_thread()
@@ -148,9 +157,9 @@ fn writes_for_one_change(connections: usize, streams: usize) -> usize {
         .build()
         .expect("server runtime");
     let writes = Arc::new(AtomicUsize::new(0));
-    let (changes, _) = tokio::sync::watch::channel(None);
+    let (changes, source) = tokio::sync::watch::channel(None);
     let deltas = Deltas {
-        changes: changes.clone(),
+        relay: Arc::new(ChangeRelay::new(source)),
     };
     let listener = server
         .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
@@ -248,12 +257,11 @@ fn a_change_to_many_streams_on_one_connection_goes_out_in_a_few_writes() {
 }
 
 /// The benchmark's shape, smaller: streams opened in turn on each of many connections.
-/// Woken in that interleaved order, a turn of the runtime must hold every stream a thread
-/// polls, or each turn writes to nearly every connection again: with tokio's
-/// `event_interval` at 1,024 this change took 448 to 984 writes (five runs), at
-/// [`RUNTIME_EVENT_INTERVAL`] (16,384) 200 to 202. Since round 36 the streams of a
-/// connection are woken together (the server's change relay), which keeps each
-/// connection's messages in one turn as well.
+/// Woken in that scattered order, each turn of the runtime writes to nearly every
+/// connection again: at [`RUNTIME_EVENT_INTERVAL`] (1,024 polls a turn) this change took
+/// 597 to 700 writes with every stream on one channel (three runs; 448 to 984 in round
+/// 35). Woken a connection at a time through the relay, as the control plane's streams
+/// are, it took 202 to 206 (four runs).
 #[test]
 fn a_change_to_streams_spread_over_many_connections_goes_out_in_a_write_or_two_each() {
     let connections = 200;

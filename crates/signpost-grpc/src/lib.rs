@@ -7,7 +7,8 @@
 //! - [`routing`]: `RoutingService` ([`routing::RoutingApi`]): `Resolve` and
 //!   `WatchRoutes` over the routing projection, served by
 //!   [`routing::RoutingServer`], which encodes each published delta once for
-//!   every watch stream.
+//!   every watch stream; [`routing::relay::ChangeRelay`] wakes a connection's watch
+//!   streams together when the table changes.
 //! - [`audit`]: `AuditService` ([`audit::AuditApi`]): timeline, verification,
 //!   checkpoints and point-in-time answers over `signpost_audit`.
 //! - [`eventlog`]: `EventLogService` ([`eventlog::EventLogApi`]): the raw log feed.

@@ -42,12 +42,12 @@ pub const HOLD_LIMIT: usize = 16 * 1024;
 /// to nearly every connection: with 10,000 streams on 100 connections, a turn of 61 polls
 /// took about 3,900 writes a change and 1,024 about 1,200 (bench/FINDINGS.md, round 26),
 /// so round 35 set 16,384, more than a change's polls on either thread. With the relay,
-/// 1,024 against 16,384 made the same sends, the median delivery fell by about a fifth
+/// 1,024 against 16,384 made the same sends, the median delivery fell by about a quarter
 /// (connections reached early are written early instead of at the change's end), and the
-/// worst delivery and the server's CPU stayed level (four runs); 256 lowered the median by
-/// about a tenth more for 7% more sends, inside the turns' spread, and 61 cost more sends
-/// and CPU (round 36). Writes were level too. `signpost serve` builds
-/// its runtime with it, and so do the benchmark's do-nothing servers.
+/// worst delivery and the server's CPU stayed level or fell (four runs); 256 lowered the
+/// median by about a tenth more for 7% more sends, inside the turns' spread, and 61 cost
+/// more sends and CPU (round 36). Writes were level too. `signpost serve` builds its
+/// runtime with it, and so do the benchmark's do-nothing servers.
 pub const RUNTIME_EVENT_INTERVAL: u32 = 1_024;
 
 /// The buffer's first allocation in a turn. It is given back once written out,

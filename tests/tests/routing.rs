@@ -1152,3 +1152,98 @@ async fn with_compression_enabled_watch_routes_and_resolve_go_through_tonic_comp
     ));
     assert_eq!(answer.answer, expected.answer);
 }
+
+/// When the routing table cannot apply the log, every open stream (on any connection)
+/// ends with an error instead of waiting for changes that will not come, and so does a
+/// stream opened afterwards. Progress messages are made rare, so the end has to come
+/// from the stop itself (a stream also looks for it at each progress message).
+#[tokio::test]
+async fn streams_end_with_an_error_when_the_routing_table_stops() {
+    use signpost_eventlog::{
+        Actor, ActorKind, Commit, CommitMeta, ExpectedVersion, NewEvent, StreamId, StreamWrite,
+    };
+
+    let server = TestServer::start_with(|config| {
+        config.routing_progress_interval = Duration::from_secs(3600);
+    })
+    .await;
+    let (_admin, _, edge_token) = acme_and_an_edge(&server).await;
+    // Streams on two connections, each holding the table.
+    let mut streams = Vec::new();
+    for _ in 0..2 {
+        let mut routing = routing_client(server.addr(), &edge_token).await;
+        for _ in 0..2 {
+            let mut stream = watch(&mut routing, None).await;
+            read_snapshot(&mut stream).await;
+            streams.push(stream);
+        }
+    }
+
+    // An event no projection can decode, appended behind the control plane's back.
+    let undecodable = Commit {
+        writes: vec![StreamWrite {
+            stream: StreamId::new("organization-undecodable".to_owned()).unwrap(),
+            expected: ExpectedVersion::Any,
+            events: vec![NewEvent {
+                event_type: "organization_created".to_owned(),
+                payload: bytes::Bytes::from_static(&[0xff, 0xff, 0xff]),
+            }],
+        }],
+        meta: CommitMeta {
+            actor: Actor {
+                kind: ActorKind::ApiToken as i32,
+                id: "test".to_owned(),
+                on_behalf_of: String::new(),
+                display_name: "test".to_owned(),
+            },
+            correlation_id: "test".to_owned(),
+            request_id: None,
+        },
+        idempotency: None,
+    };
+    server
+        .server
+        .plane
+        .store()
+        .append(undecodable)
+        .await
+        .unwrap();
+
+    let ends_with_an_error = |mut stream: Watch| async move {
+        loop {
+            match tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("the stream ends within 20 s")
+            {
+                Some(Ok(message)) => assert!(
+                    matches!(message.kind, Some(Kind::Progress(_))),
+                    "only progress before the end, got {message:?}"
+                ),
+                Some(Err(status)) => return status,
+                None => panic!("the stream ended without an error"),
+            }
+        }
+    };
+    for stream in streams {
+        let status = ends_with_an_error(stream).await;
+        assert!(
+            matches!(
+                status.code(),
+                tonic::Code::Internal | tonic::Code::Unavailable
+            ),
+            "{status:?}"
+        );
+    }
+    // A stream opened now gets what the table held, then the same end.
+    let mut routing = routing_client(server.addr(), &edge_token).await;
+    let mut late = watch(&mut routing, None).await;
+    read_snapshot(&mut late).await;
+    let status = ends_with_an_error(late).await;
+    assert!(
+        matches!(
+            status.code(),
+            tonic::Code::Internal | tonic::Code::Unavailable
+        ),
+        "{status:?}"
+    );
+}

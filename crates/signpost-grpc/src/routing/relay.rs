@@ -8,15 +8,21 @@
 //! change. The [`ChangeRelay`] holds one channel per connection instead, and a task of
 //! its own moves them all, one after the other, when the table changes: each
 //! connection's streams are then woken together, and run together, on one thread at a
-//! time.
+//! time (bench/FINDINGS.md, round 36).
+//!
+//! A connection's channel is a list of wakers and the latest value under a lock
+//! ([`Changes`] is a stream's end of it), lighter than a `watch` channel for this use:
+//! a change takes the whole list at once.
 //!
 //! Streams whose connection is not known (no TCP peer address) share one channel.
 //! [`ChangeRelay`] relays any `watch` channel: the benchmark's do-nothing stream servers
 //! wake their streams the same way.
 
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Poll, Waker};
 
 use tokio::sync::watch;
 
@@ -39,10 +45,114 @@ pub struct ChangeRelay<T> {
 
 #[derive(Debug)]
 struct Channels<T> {
-    /// Each connection's channel; a channel is dropped once no stream listens to it.
-    by_connection: HashMap<ConnectionKey, watch::Sender<T>>,
+    /// Each connection's channel; a channel is dropped once no stream holds it.
+    by_connection: HashMap<ConnectionKey, Arc<Channel<T>>>,
     /// The source closed: nothing will change again.
     closed: bool,
+}
+
+/// One connection's channel: the source's latest value, and the streams waiting for the
+/// next. Lighter than a `watch` channel, whose waiters each take a place in one of eight
+/// lists and are woken in batches: here a change takes the list of wakers at once.
+#[derive(Debug)]
+struct Channel<T> {
+    state: Mutex<State<T>>,
+}
+
+#[derive(Debug)]
+struct State<T> {
+    /// Moves by one at every change.
+    version: u64,
+    value: T,
+    /// The tasks waiting for the next change, each once.
+    waiting: Vec<Waker>,
+    closed: bool,
+}
+
+impl<T> Channel<T> {
+    fn new(value: T, closed: bool) -> Self {
+        Self {
+            state: Mutex::new(State {
+                version: 0,
+                value,
+                waiting: Vec::new(),
+                closed,
+            }),
+        }
+    }
+
+    /// Sets the value (or closes the channel) and wakes every stream waiting.
+    fn change(&self, value: Option<T>) {
+        let waiting = {
+            let mut state = self.state.lock().expect("relay channel lock");
+            match value {
+                Some(value) => {
+                    state.version += 1;
+                    state.value = value;
+                }
+                None => state.closed = true,
+            }
+            std::mem::take(&mut state.waiting)
+        };
+        for waker in waiting {
+            waker.wake();
+        }
+    }
+}
+
+/// A stream's end of its connection's channel ([`ChangeRelay::subscribe`]).
+#[derive(Debug)]
+pub struct Changes<T> {
+    channel: Arc<Channel<T>>,
+    /// The version this stream has seen.
+    seen: u64,
+    /// The version it waits beyond with a waker in the channel's list, and the waker's
+    /// place there.
+    registered: Option<(u64, usize)>,
+}
+
+/// The channel closed: nothing will change again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Closed;
+
+impl<T: Clone> Changes<T> {
+    /// The latest value, now seen.
+    pub fn borrow_and_update(&mut self) -> T {
+        let state = self.channel.state.lock().expect("relay channel lock");
+        self.seen = state.version;
+        state.value.clone()
+    }
+
+    /// Completes at the first change this stream has not seen (at once if there is one),
+    /// or with [`Closed`] once the channel closed with every change seen.
+    pub async fn changed(&mut self) -> Result<(), Closed> {
+        poll_fn(|cx| {
+            let mut state = self.channel.state.lock().expect("relay channel lock");
+            if state.version != self.seen {
+                self.seen = state.version;
+                return Poll::Ready(Ok(()));
+            }
+            if state.closed {
+                return Poll::Ready(Err(Closed));
+            }
+            // Once a change: a stream polled again before it (woken by its progress timer,
+            // say) is already in the list, and only its waker is replaced if it would wake
+            // another task. The list is emptied only when the version moves.
+            match self.registered {
+                Some((version, place)) if version == state.version => {
+                    if !state.waiting[place].will_wake(cx.waker()) {
+                        state.waiting[place] = cx.waker().clone();
+                    }
+                }
+                _ => {
+                    self.registered = Some((state.version, state.waiting.len()));
+                    state.waiting.push(cx.waker().clone());
+                }
+            }
+            Poll::Pending
+        })
+        .await
+    }
 }
 
 impl<T: Clone + Send + Sync + 'static> ChangeRelay<T> {
@@ -58,31 +168,37 @@ impl<T: Clone + Send + Sync + 'static> ChangeRelay<T> {
         }
     }
 
-    /// A receiver that changes after every change of the source, holding its value,
-    /// shared by the streams of `connection`. It moves after the source does, so a
-    /// stream that reads what changed after subscribing misses nothing; and it closes
-    /// once the source has closed. Must be called inside a tokio runtime (the first call
-    /// starts the relay's task).
-    pub fn subscribe(&self, connection: ConnectionKey) -> watch::Receiver<T> {
+    /// The changes of the source, shared by the streams of `connection`: each completes
+    /// [`Changes::changed`] after the source moves, holding its value. It moves after the
+    /// source does, so a stream that reads what changed after subscribing misses nothing;
+    /// and it closes once the source has closed. Must be called inside a tokio runtime
+    /// (the first call starts the relay's task).
+    pub fn subscribe(&self, connection: ConnectionKey) -> Changes<T> {
         self.started.get_or_init(|| {
             tokio::spawn(relay(self.source.clone(), self.channels.clone()));
         });
         let mut channels = self.channels.lock().expect("relay lock");
-        if channels.closed {
-            // The sender is dropped at once: the stream hears that nothing will change.
-            return watch::channel(self.source.borrow().clone()).1;
+        let channel = if channels.closed {
+            // Nothing will change: the stream hears so at once.
+            Arc::new(Channel::new(self.source.borrow().clone(), true))
+        } else if let Some(channel) = channels.by_connection.get(&connection) {
+            channel.clone()
+        } else {
+            // A new connection: forget those no stream holds any more (a stream ends
+            // without telling the relay), so the map holds live connections only.
+            channels
+                .by_connection
+                .retain(|_, channel| Arc::strong_count(channel) > 1);
+            let channel = Arc::new(Channel::new(self.source.borrow().clone(), false));
+            channels.by_connection.insert(connection, channel.clone());
+            channel
+        };
+        let seen = channel.state.lock().expect("relay channel lock").version;
+        Changes {
+            channel,
+            seen,
+            registered: None,
         }
-        if let Some(sender) = channels.by_connection.get(&connection) {
-            return sender.subscribe();
-        }
-        // A new connection: forget those no stream listens to any more (a stream ends
-        // without telling the relay), so the map holds live connections only.
-        channels
-            .by_connection
-            .retain(|_, sender| sender.receiver_count() > 0);
-        let (sender, receiver) = watch::channel(self.source.borrow().clone());
-        channels.by_connection.insert(connection, sender);
-        receiver
     }
 
     /// Connections with a channel (for tests).
@@ -102,21 +218,23 @@ async fn relay<T: Clone>(mut source: watch::Receiver<T>, channels: Arc<Mutex<Cha
     while source.changed().await.is_ok() {
         let value = source.borrow_and_update().clone();
         let mut channels = channels.lock().expect("relay lock");
-        channels.by_connection.retain(|_, sender| {
-            // `send_replace` rather than `send`: it stores the value even while no stream
-            // waits, and wakes those that do.
-            sender.send_replace(value.clone());
-            sender.receiver_count() > 0
+        channels.by_connection.retain(|_, channel| {
+            channel.change(Some(value.clone()));
+            Arc::strong_count(channel) > 1
         });
     }
     let mut channels = channels.lock().expect("relay lock");
     channels.closed = true;
-    channels.by_connection.clear();
+    for (_, channel) in channels.by_connection.drain() {
+        channel.change(None);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use futures::FutureExt;
+    use std::future::Future;
     use std::time::Duration;
 
     fn connection(n: u16) -> ConnectionKey {
@@ -179,7 +297,7 @@ mod tests {
             table.send_replace(revision);
             for changes in &mut streams {
                 changes.changed().await.expect("the change");
-                assert_eq!(*changes.borrow_and_update(), revision);
+                assert_eq!(changes.borrow_and_update(), revision);
             }
         }
         drop(table);
@@ -211,5 +329,45 @@ mod tests {
         drop(other);
         let _third = relay.subscribe(connection(3));
         assert_eq!(relay.connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_change_before_the_wait_is_not_missed_and_a_wait_polled_again_wakes_its_last_waker() {
+        let (table, receiver) = watch::channel(0);
+        let relay = ChangeRelay::new(receiver);
+        let mut changes = relay.subscribe(connection(1));
+        // Let the relay's task start and wait for the table.
+        until(|| relay.connections() == 1).await;
+        for _ in 0..3 {
+            tokio::task::yield_now().await;
+        }
+        // Changed after subscribing, before the stream waits: the wait ends at once.
+        table.send_replace(1);
+        until(|| changes.channel.state.lock().unwrap().version == 1).await;
+        assert_eq!(changes.changed().now_or_never(), Some(Ok(())));
+        assert_eq!(changes.borrow_and_update(), 1);
+        // A wait polled again before the change (a stream woken by its progress timer in
+        // between), here with another waker each time, is in the channel's list once, with
+        // the last waker, which the next change wakes.
+        assert_eq!(changes.changed().now_or_never(), None);
+        assert_eq!(changes.changed().now_or_never(), None);
+        assert_eq!(changes.channel.state.lock().unwrap().waiting.len(), 1);
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl futures::task::ArcWake for Count {
+            fn wake_by_ref(count: &Arc<Self>) {
+                count.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let count = Arc::new(Count(Default::default()));
+        let waker = futures::task::waker(count.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        let mut wait = Box::pin(changes.changed());
+        assert!(wait.as_mut().poll(&mut cx).is_pending());
+        table.send_replace(2);
+        // Woken by the relay's pass, not found later by chance.
+        until(|| count.0.load(std::sync::atomic::Ordering::SeqCst) == 1).await;
+        assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        drop(wait);
+        assert_eq!(changes.borrow_and_update(), 2);
     }
 }

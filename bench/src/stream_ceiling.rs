@@ -31,7 +31,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use prost::Message;
 use signpost_api::routing::v1 as wire;
-use signpost_grpc::routing::relay::{ChangeRelay, ConnectionKey};
+use signpost_grpc::routing::relay::{connection_of, ChangeRelay, ConnectionKey};
 use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
 use signpost_routing::{Delta, EncodedRoute};
 use tonic::codegen::{http, Body, BoxFuture, StdError};
@@ -101,7 +101,7 @@ impl Health for Ceiling {
         &self,
         request: Request<HealthCheckRequest>,
     ) -> Result<Response<WatchStream>, Status> {
-        let mut changes = self.relay.subscribe(request.remote_addr());
+        let mut changes = self.relay.subscribe(connection_of(request.extensions()));
         let opened = message(changes.borrow_and_update().number);
         let later = futures::stream::unfold(changes, |mut changes| async move {
             changes.changed().await.ok()?;
@@ -153,11 +153,7 @@ impl ServedMethod for RouteStreams {
         B: Body + Send + 'static,
         B::Error: Into<StdError> + Send + 'static,
     {
-        let connection = request
-            .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr());
-        let response = watch_routes_response(self.frames(connection));
+        let response = watch_routes_response(self.frames(connection_of(request.extensions())));
         Box::pin(async move { Ok(response) })
     }
 }

@@ -230,7 +230,7 @@ impl RoutingApi {
     /// a caller that is refused.
     pub fn watch(&self, request: Request<wire::WatchRoutesRequest>) -> Result<WatchFrames, Status> {
         self.authorize(request.metadata())?;
-        let connection = request.remote_addr();
+        let connection = relay::connection_of(request.extensions());
         Ok(self.watch_frames(request.into_inner(), connection))
     }
 

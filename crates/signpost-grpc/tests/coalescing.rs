@@ -21,7 +21,7 @@ use futures::StreamExt;
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_client::RoutingServiceClient;
 use signpost_api::routing::v1::routing_service_server::SERVICE_NAME;
-use signpost_grpc::routing::relay::{ChangeRelay, ConnectionKey};
+use signpost_grpc::routing::relay::{connection_of, ChangeRelay, ConnectionKey};
 use signpost_grpc::routing::{watch_routes_response, WatchFrame, WatchFrames};
 use signpost_grpc::transport::{CoalescingStream, RUNTIME_EVENT_INTERVAL};
 use signpost_routing::{Delta, EncodedRoute};
@@ -116,11 +116,7 @@ impl<B: Send + 'static> Service<http::Request<B>> for Deltas {
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let connection = request
-            .extensions()
-            .get::<TcpConnectInfo>()
-            .and_then(TcpConnectInfo::remote_addr);
-        let response = watch_routes_response(self.frames(connection));
+        let response = watch_routes_response(self.frames(connection_of(request.extensions())));
         Box::pin(async move { Ok(response) })
     }
 }

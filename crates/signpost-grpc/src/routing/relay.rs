@@ -29,6 +29,14 @@ use tokio::sync::watch;
 /// The connection a watch stream arrived on (its peer's address), if known.
 pub type ConnectionKey = Option<SocketAddr>;
 
+/// The connection of a request, from the extensions the server's transport gave it (a
+/// TCP peer address; none on other transports).
+pub fn connection_of(extensions: &tonic::codegen::http::Extensions) -> ConnectionKey {
+    extensions
+        .get::<tonic::transport::server::TcpConnectInfo>()
+        .and_then(tonic::transport::server::TcpConnectInfo::remote_addr)
+}
+
 /// One change channel per connection with watch streams open, moved by one task
 /// whenever the source channel moves (see the module's documentation). `signpost serve`
 /// relays the routing table's channel

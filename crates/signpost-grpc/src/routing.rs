@@ -4,8 +4,9 @@
 //! watcher holds). It pulls deltas from the projection's shared history when
 //! the table changes (not at every commit: most change no route), so the
 //! projection never waits for a watcher and a watcher costs no memory beyond
-//! its cursor and what its transport buffers. When its progress timer fires, it
-//! catches up to the revision reached and says so with a progress message.
+//! its cursor and what its transport buffers. When its progress message is due (its
+//! connection's channel ticks, below), it catches up to the revision reached and says so
+//! with a progress message.
 //! A watcher that stops reading simply stops pulling; when it reads again far
 //! behind, it gets one catch-up delta of every route changed since its cursor
 //! (`RoutingProjection::pull`), and when even the projection's last-change index no
@@ -20,11 +21,11 @@
 //!
 //! A stream waits for table changes on its connection's channel, which a relay task
 //! moves for each connection in turn (module `relay`): the streams of one connection
-//! are woken and run together, rather than scattered among 10,000 others.
+//! are woken and run together, rather than scattered among 10,000 others. The same
+//! channel ticks once every progress interval, so the streams keep no timer each.
 
 mod body;
 mod codec;
-mod progress;
 pub mod relay;
 mod resolve;
 mod server;
@@ -98,16 +99,13 @@ pub const MAX_REVISION_WAIT: Duration = Duration::from_secs(30);
 pub struct RoutingApi {
     plane: ControlPlane,
     routing: RoutingProjection,
-    progress_interval: Duration,
-    /// Table changes, to each connection's streams together.
+    /// Table changes and progress ticks, to each connection's streams together.
     relay: Arc<relay::ChangeRelay<u64>>,
 }
 
 impl std::fmt::Debug for RoutingApi {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RoutingApi")
-            .field("progress_interval", &self.progress_interval)
-            .finish()
+        f.debug_struct("RoutingApi").finish_non_exhaustive()
     }
 }
 
@@ -121,9 +119,11 @@ impl RoutingApi {
     ) -> Self {
         Self {
             plane,
-            relay: Arc::new(relay::ChangeRelay::new(routing.watch_table())),
+            relay: Arc::new(relay::ChangeRelay::with_progress(
+                routing.watch_table(),
+                progress_interval,
+            )),
             routing,
-            progress_interval,
         }
     }
 
@@ -242,11 +242,10 @@ impl RoutingApi {
         use wire::watch_routes_response::Kind;
         let routing = self.routing.clone();
         let relay = self.relay.clone();
-        let progress_interval = self.progress_interval;
         let stream = async_stream::stream! {
             let epoch = routing.shared_epoch();
-            // Woken when the table changes, not at every commit (`watch_table`), with the
-            // other streams of this connection (`relay`).
+            // Woken when the table changes, not at every commit (`watch_table`), and when a
+            // progress message is due, with the other streams of this connection (`relay`).
             let mut table_changes = relay.subscribe(connection);
             drop(relay);
             // Decide where this watcher starts: resume, or (reset +) snapshot. The request
@@ -278,8 +277,7 @@ impl RoutingApi {
                     Some(reason) => yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: reason as i32 }))),
                 }
             }
-            let mut progress = progress::ProgressTimer::new(progress_interval);
-            // The timer fired: the next pass sends a progress message if it sends no delta.
+            // The channel ticked: the next pass sends a progress message if it sends no delta.
             let mut progress_due = false;
             loop {
                 let Some(at) = cursor else {
@@ -339,21 +337,12 @@ impl RoutingApi {
                     let caught_up = cursor.unwrap_or_default();
                     yield Ok(message(caught_up, &epoch, Kind::Progress(wire::Progress {})));
                 }
-                progress_due = false;
-                // A table change first, and alone when there is one: a change wakes every
-                // stream at once, and polling each one's progress timer too (and drawing
-                // which branch to poll first) cost more than the rest of our own code per
-                // stream and change. Progress is only due when nothing changes; the timer is
-                // cheap to ask while it is not due (`ProgressTimer`).
-                tokio::select! {
-                    biased;
-                    changed = table_changes.changed() => {
-                        if changed.is_err() {
-                            yield Err(Status::unavailable("the routing projection stopped; resume from your revision"));
-                            return;
-                        }
+                match table_changes.changed().await {
+                    Ok(moved) => progress_due = moved.ticked,
+                    Err(relay::Closed) => {
+                        yield Err(Status::unavailable("the routing projection stopped; resume from your revision"));
+                        return;
                     }
-                    _ = progress.due() => progress_due = true,
                 }
             }
         };

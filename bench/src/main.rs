@@ -1110,6 +1110,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             "warm_up_per_change_ms": fan_out.warm_up_ms,
                             "changes_server_cpu_seconds": fan_out.changes_cpu.map(|(s, _)| s),
                             "changes_generator_cpu_seconds": fan_out.changes_cpu.map(|(_, g)| g),
+                            "memory_per_stream_bytes": fan_out.memory_per_stream(),
                             "quiet_write_server_us": fan_out.quiet_write_us,
                             "writes_without_streams": without_streams.map(|load| load.json()),
                             "writes_with_streams": fan_out.writes_with_streams.map(|w| w.json()),

@@ -29,6 +29,7 @@ mod codec;
 pub mod relay;
 mod resolve;
 mod server;
+mod watch;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use futures::{Stream, StreamExt};
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::routing_service_server::RoutingService;
 use signpost_control::{ControlError, ControlPlane, Role};
-use signpost_routing::{Delta, Pulled, RoutingProjection};
+use signpost_routing::RoutingProjection;
 use tonic::{Request, Response, Status};
 
 use crate::admin::bearer;
@@ -239,113 +240,13 @@ impl RoutingApi {
         request: wire::WatchRoutesRequest,
         connection: relay::ConnectionKey,
     ) -> WatchFrames {
-        use wire::watch_routes_response::Kind;
-        let routing = self.routing.clone();
-        let relay = self.relay.clone();
-        let stream = async_stream::stream! {
-            let epoch = routing.shared_epoch();
-            // Woken when the table changes, not at every commit (`watch_table`), and when a
-            // progress message is due, with the other streams of this connection (`relay`).
-            let mut table_changes = relay.subscribe(connection);
-            drop(relay);
-            // Decide where this watcher starts: resume, or (reset +) snapshot. The request
-            // is dropped once read: the stream lives for hours, its epoch copy need not.
-            let mut cursor = None;
-            // What a resuming watcher is behind by, pulled once to know it can resume, and
-            // sent first (a catch-up is not built twice). Boxed: the stream holds this
-            // slot for its whole life, and a stream's own memory is a few KiB.
-            let mut resumed = None;
-            let wire::WatchRoutesRequest { from_revision, store_epoch } = request;
-            let same_epoch = store_epoch == *epoch;
-            drop(store_epoch);
-            if let Some(from) = from_revision {
-                let reset = if !same_epoch {
-                    Some(wire::ResetReason::EpochChanged)
-                } else if from > routing.revision() {
-                    Some(wire::ResetReason::RevisionAhead)
-                } else {
-                    match routing.pull(from) {
-                        Ok(pulled) => {
-                            resumed = Some(Box::new(pulled));
-                            None
-                        }
-                        Err(_) => Some(wire::ResetReason::HistoryNotKept),
-                    }
-                };
-                match reset {
-                    None => cursor = Some(from),
-                    Some(reason) => yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: reason as i32 }))),
-                }
-            }
-            // The channel ticked: the next pass sends a progress message if it sends no delta.
-            let mut progress_due = false;
-            loop {
-                let Some(at) = cursor else {
-                    table_changes.borrow_and_update();
-                    // Chunks are built as they are sent: one chunk of routes is referenced at
-                    // a time, never the whole table (the persistent map stays valid while
-                    // the projection moves on), and routes are encoded where they are.
-                    let (revision, table) = routing.snapshot();
-                    let mut chunk = Vec::with_capacity(SNAPSHOT_CHUNK.min(table.len()));
-                    for route in table.values() {
-                        chunk.push(route.clone());
-                        if chunk.len() == SNAPSHOT_CHUNK {
-                            let routes = std::mem::replace(&mut chunk, Vec::with_capacity(SNAPSHOT_CHUNK));
-                            yield Ok(WatchFrame::SnapshotChunk { revision, store_epoch: epoch.clone(), routes });
-                        }
-                    }
-                    if !chunk.is_empty() {
-                        yield Ok(WatchFrame::SnapshotChunk { revision, store_epoch: epoch.clone(), routes: chunk });
-                    }
-                    yield Ok(message(revision, &epoch, Kind::SnapshotEnd(wire::SnapshotEnd { route_count: table.len() as u64 })));
-                    drop(table);
-                    cursor = Some(revision);
-                    continue;
-                };
-                let mut sent = false;
-                match resumed.take().map_or_else(|| routing.pull(at), |pulled| Ok(*pulled)) {
-                    Err(_) => {
-                        yield Ok(message(routing.revision(), &epoch, Kind::Reset(wire::Reset { reason: wire::ResetReason::TooSlow as i32 })));
-                        cursor = None;
-                        continue;
-                    }
-                    Ok((Pulled::Deltas(deltas), revision)) => {
-                        // Behind by commits that change the same routes again: one message.
-                        for delta in Delta::coalesce(deltas) {
-                            // Encoded and framed by the first stream to write it; the
-                            // others send those bytes.
-                            sent = true;
-                            yield Ok(WatchFrame::Delta { delta, store_epoch: epoch.clone() });
-                        }
-                        cursor = Some(revision);
-                    }
-                    Ok((Pulled::CatchUp(delta), revision)) => {
-                        // Far behind: every route changed since, each once, in one message
-                        // built for this stream (and written in pieces).
-                        sent = true;
-                        yield Ok(WatchFrame::CatchUp { delta: Arc::new(delta), store_epoch: epoch.clone() });
-                        cursor = Some(revision);
-                    }
-                }
-                if let Some(reason) = routing.failure() {
-                    yield Err(to_status(ControlError::Internal(reason)));
-                    return;
-                }
-                if progress_due && !sent {
-                    // Nothing changed the table since the last message: the stream has
-                    // everything up to the revision it just caught up to.
-                    let caught_up = cursor.unwrap_or_default();
-                    yield Ok(message(caught_up, &epoch, Kind::Progress(wire::Progress {})));
-                }
-                match table_changes.changed().await {
-                    Ok(moved) => progress_due = moved.ticked,
-                    Err(relay::Closed) => {
-                        yield Err(Status::unavailable("the routing projection stopped; resume from your revision"));
-                        return;
-                    }
-                }
-            }
-        };
-        Box::pin(stream)
+        // Woken when the table changes, not at every commit (`watch_table`), and when a
+        // progress message is due, with the other streams of this connection (`relay`).
+        let changes = self.relay.subscribe(connection);
+        Box::pin(watch::WatchStream::open(
+            self.routing.clone(),
+            changes,
+            request,
+        ))
     }
 }

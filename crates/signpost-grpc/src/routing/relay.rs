@@ -32,7 +32,7 @@ use std::collections::HashMap;
 use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -186,38 +186,41 @@ impl<T: Clone> Changes<T> {
     /// is one), saying which, or with [`Closed`] once the channel closed with every change
     /// seen.
     pub async fn changed(&mut self) -> Result<Moved, Closed> {
-        poll_fn(|cx| {
-            let mut state = self.channel.state.lock().expect("relay channel lock");
-            let moved = Moved {
-                changed: state.version != self.seen,
-                ticked: state.ticks != self.seen_ticks,
-            };
-            if moved.changed || moved.ticked {
-                self.seen = state.version;
-                self.seen_ticks = state.ticks;
-                return Poll::Ready(Ok(moved));
-            }
-            if state.closed {
-                return Poll::Ready(Err(Closed));
-            }
-            // Once a move: a stream polled again before it (woken by something else) is
-            // already in the list, and only its waker is replaced if it would wake
-            // another task. The list is emptied only when the channel moves.
-            let moves = state.moves();
-            match self.registered {
-                Some((registered, place)) if registered == moves => {
-                    if !state.waiting[place].will_wake(cx.waker()) {
-                        state.waiting[place] = cx.waker().clone();
-                    }
+        poll_fn(|cx| self.poll_changed(cx)).await
+    }
+
+    /// [`Changes::changed`] as a poll: ready with what moved, or pending with the task's
+    /// waker in the channel's list.
+    pub fn poll_changed(&mut self, cx: &mut Context<'_>) -> Poll<Result<Moved, Closed>> {
+        let mut state = self.channel.state.lock().expect("relay channel lock");
+        let moved = Moved {
+            changed: state.version != self.seen,
+            ticked: state.ticks != self.seen_ticks,
+        };
+        if moved.changed || moved.ticked {
+            self.seen = state.version;
+            self.seen_ticks = state.ticks;
+            return Poll::Ready(Ok(moved));
+        }
+        if state.closed {
+            return Poll::Ready(Err(Closed));
+        }
+        // Once a move: a stream polled again before it (woken by something else) is
+        // already in the list, and only its waker is replaced if it would wake another
+        // task. The list is emptied only when the channel moves.
+        let moves = state.moves();
+        match self.registered {
+            Some((registered, place)) if registered == moves => {
+                if !state.waiting[place].will_wake(cx.waker()) {
+                    state.waiting[place] = cx.waker().clone();
                 }
-                _ => {
-                    self.registered = Some((moves, state.waiting.len()));
-                    state.waiting.push(cx.waker().clone());
-                }
             }
-            Poll::Pending
-        })
-        .await
+            _ => {
+                self.registered = Some((moves, state.waiting.len()));
+                state.waiting.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
 }
 

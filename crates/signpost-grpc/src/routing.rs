@@ -101,7 +101,7 @@ pub struct RoutingApi {
     plane: ControlPlane,
     routing: RoutingProjection,
     /// Table changes and progress ticks, to each connection's streams together.
-    relay: Arc<relay::ChangeRelay<u64>>,
+    relay: Arc<relay::ChangeRelay<signpost_routing::TableChange>>,
 }
 
 impl std::fmt::Debug for RoutingApi {

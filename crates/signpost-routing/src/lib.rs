@@ -32,5 +32,5 @@ pub use routes::EncodedRoute;
 
 pub use projection::{
     Delta, Deltas, HistoryGap, OwnAggregates, Pulled, RouteSource, RouteTable, RoutingFeed,
-    RoutingOptions, RoutingProjection, RoutingStats, CATCH_UP_AFTER,
+    RoutingOptions, RoutingProjection, RoutingStats, TableChange, CATCH_UP_AFTER,
 };

@@ -470,7 +470,29 @@ pub struct RoutingProjection {
     shared: Arc<Shared>,
     revision: watch::Receiver<u64>,
     /// Moves only when a commit changes the table (and when the projection stops).
-    table: watch::Receiver<u64>,
+    table: watch::Receiver<TableChange>,
+}
+
+/// The last commit that changed the table, as [`RoutingProjection::watch_table`] tells it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TableChange {
+    /// Its revision.
+    pub revision: u64,
+    /// Its delta, with the revision of the table change before it: a watcher holding any
+    /// revision from that one up to (not including) the delta's is behind by this delta
+    /// alone, and can take it without pulling ([`TableChange::delta_after`]). None for the
+    /// table a start-up catch-up published whole.
+    pub delta: Option<(u64, Arc<Delta>)>,
+}
+
+impl TableChange {
+    /// The delta that brings a watcher at `revision` to this change, when it is the only
+    /// one it is behind by (otherwise [`RoutingProjection::pull`] says what it is).
+    pub fn delta_after(self, revision: u64) -> Option<Arc<Delta>> {
+        self.delta
+            .filter(|(before, delta)| *before <= revision && revision < delta.revision)
+            .map(|(_, delta)| delta)
+    }
 }
 
 impl std::fmt::Debug for RoutingProjection {
@@ -656,9 +678,9 @@ pub struct RoutingFeed {
     fold: Fold,
     shared: Arc<Shared>,
     publish: watch::Sender<u64>,
-    /// The revision of the last commit that changed the table: watch streams wait on it
-    /// rather than on the revision, which every commit moves.
-    table: watch::Sender<u64>,
+    /// The last commit that changed the table: watch streams wait on it rather than on
+    /// the revision, which every commit moves.
+    table: watch::Sender<TableChange>,
     /// The catch-up ends at this position (0: none).
     catch_up_head: u64,
 }
@@ -694,11 +716,13 @@ impl RoutingFeed {
         self.fold.apply(envelope, source);
         if envelope.commit_last_position <= envelope.position {
             let changes = std::mem::take(&mut self.fold.pending);
-            let changed = !changes.is_empty();
-            self.shared.publish(envelope.position, changes);
+            let delta = self.shared.publish(envelope.position, changes);
             self.publish.send_replace(envelope.position);
-            if changed {
-                self.table.send_replace(envelope.position);
+            if let Some(delta) = delta {
+                self.table.send_replace(TableChange {
+                    revision: envelope.position,
+                    delta: Some(delta),
+                });
             }
         }
     }
@@ -715,7 +739,10 @@ impl RoutingFeed {
         let changes = std::mem::take(&mut self.fold.pending);
         self.shared.publish_catch_up(revision, changes);
         self.publish.send_replace(revision);
-        self.table.send_replace(revision);
+        self.table.send_replace(TableChange {
+            revision,
+            delta: None,
+        });
     }
 
     /// The log cannot be applied: the projection stops, and waiters see `reason`.
@@ -748,7 +775,7 @@ impl RoutingProjection {
             catch_up_bytes: options.catch_up_bytes,
         });
         let (publish, revision) = watch::channel(0u64);
-        let (table_sender, table) = watch::channel(0u64);
+        let (table_sender, table) = watch::channel(TableChange::default());
         let projection = Self {
             shared: shared.clone(),
             revision,
@@ -819,11 +846,11 @@ impl RoutingProjection {
     }
 
     /// A receiver that changes when a commit changes the table (it holds that commit's
-    /// revision), and when the projection stops: what a watch stream waits on. Most
+    /// revision and delta), and when the projection stops: what a watch stream waits on. Most
     /// commits change no route (a setup link, a token, an organization without a routed
     /// domain), and with thousands of streams open, waking each at every commit would
     /// cost more than the commits.
-    pub fn watch_table(&self) -> watch::Receiver<u64> {
+    pub fn watch_table(&self) -> watch::Receiver<TableChange> {
         self.table.clone()
     }
 
@@ -939,13 +966,20 @@ impl Shared {
         live.last_changes.restart_at(revision);
     }
 
-    /// Publishes the end of a commit: table, history and revision move together.
-    fn publish(&self, revision: u64, changes: Changes) {
+    /// Publishes the end of a commit: table, history and revision move together. Returns
+    /// the commit's delta, if it changed the table, with the revision of the table change
+    /// before it (what [`TableChange::delta`] holds).
+    fn publish(&self, revision: u64, changes: Changes) -> Option<(u64, Arc<Delta>)> {
         let mut live = self.live.write().expect("routing lock");
         live.revision = revision;
         if changes.is_empty() {
-            return;
+            return None;
         }
+        // Every table change after it is in the history, the newest last.
+        let before = live
+            .history
+            .back()
+            .map_or(live.history_floor, |delta| delta.revision);
         let mut delta = Delta::new(revision, Vec::new(), Vec::new());
         for (domain, route) in changes {
             match &route {
@@ -955,12 +989,14 @@ impl Shared {
             live.last_changes.record(revision, &domain, route.clone());
             live.set(domain, route);
         }
-        live.history.push_back(Arc::new(delta));
+        let delta = Arc::new(delta);
+        live.history.push_back(delta.clone());
         while live.history.len() > self.history_limit {
             if let Some(dropped) = live.history.pop_front() {
                 live.history_floor = dropped.revision;
             }
         }
+        Some((before, delta))
     }
 }
 
@@ -1045,7 +1081,7 @@ mod tests {
                 "commit {position}"
             );
             if routes_changed {
-                assert_eq!(*table.borrow_and_update(), position);
+                assert_eq!(table.borrow_and_update().revision, position);
             }
         }
         assert_eq!(projection.snapshot().1.len(), 1);
@@ -1347,6 +1383,55 @@ mod tests {
             proptest::prop_assert_eq!(at, deltas.last().map_or(1, |d| d.revision));
             proptest::prop_assert!(at <= head);
             proptest::prop_assert_eq!(table, as_map(&head_table));
+        }
+
+        /// A table change's delta is offered to a watcher exactly when pulling would give
+        /// it that delta alone: at any revision from the table change before it up to its
+        /// own, whatever the history keeps.
+        #[test]
+        fn a_table_change_offers_its_delta_to_the_watchers_it_alone_brings_to_the_head(
+            commits in proptest::collection::vec(
+                proptest::collection::vec((0u8..12, proptest::option::of(0u8..4)), 0..4),
+                2..32,
+            ),
+            history_limit in 1usize..8,
+        ) {
+            let mut options = RoutingOptions::new("https://signpost.example");
+            options.history_limit = history_limit;
+            let (projection, feed) = RoutingProjection::fed("epoch".to_owned(), options);
+            for (n, commit) in commits.iter().enumerate() {
+                let revision = n as u64 + 1;
+                if n == 0 {
+                    feed.shared.publish_catch_up(revision, commit_changes(commit));
+                    continue;
+                }
+                let Some(delta) = feed.shared.publish(revision, commit_changes(commit)) else {
+                    proptest::prop_assert!(commit.is_empty() || commit_changes(commit).is_empty());
+                    continue;
+                };
+                let change = TableChange { revision, delta: Some(delta) };
+                for at in 0..=revision {
+                    let offered = change.clone().delta_after(at);
+                    let alone = match projection.pull(at) {
+                        Ok((Pulled::Deltas(deltas), head)) if deltas.len() == 1 => {
+                            proptest::prop_assert_eq!(head, revision);
+                            Some(deltas[0].clone())
+                        }
+                        _ => None,
+                    };
+                    match (&offered, &alone) {
+                        (Some(offered), Some(alone)) => proptest::prop_assert!(
+                            Arc::ptr_eq(offered, alone),
+                            "at {}: the same delta", at
+                        ),
+                        (None, None) => {}
+                        _ => proptest::prop_assert!(
+                            false,
+                            "at {}: offered {:?}, pulled alone {:?}", at, offered.as_ref().map(|d| d.revision), alone.as_ref().map(|d| d.revision)
+                        ),
+                    }
+                }
+            }
         }
 
         /// Whatever a watcher at any revision pulls brings its table to the head's: the

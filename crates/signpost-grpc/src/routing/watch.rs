@@ -20,7 +20,7 @@ use futures::Stream;
 use signpost_api::routing::v1 as wire;
 use signpost_api::routing::v1::watch_routes_response::Kind;
 use signpost_control::ControlError;
-use signpost_routing::{Delta, Deltas, Pulled, RoutingProjection};
+use signpost_routing::{Delta, Deltas, Pulled, RoutingProjection, TableChange};
 use tonic::Status;
 
 use super::relay::{Changes, Closed};
@@ -35,7 +35,7 @@ pub(super) struct WatchStream {
     routing: RoutingProjection,
     epoch: Arc<str>,
     /// Table changes and progress ticks, shared with the connection's other streams.
-    changes: Changes<u64>,
+    changes: Changes<TableChange>,
     /// The revision the watcher holds once what it was sent is applied.
     cursor: u64,
     step: Step,
@@ -74,7 +74,7 @@ impl WatchStream {
     /// when a resume was asked for) a snapshot.
     pub(super) fn open(
         routing: RoutingProjection,
-        mut changes: Changes<u64>,
+        mut changes: Changes<TableChange>,
         request: wire::WatchRoutesRequest,
     ) -> Self {
         let epoch = routing.shared_epoch();
@@ -113,7 +113,7 @@ impl WatchStream {
     fn new(
         routing: RoutingProjection,
         epoch: Arc<str>,
-        changes: Changes<u64>,
+        changes: Changes<TableChange>,
         cursor: u64,
         step: Step,
     ) -> Self {
@@ -181,7 +181,7 @@ impl WatchStream {
 fn snapshot(
     routing: &RoutingProjection,
     epoch: &Arc<str>,
-    changes: &mut Changes<u64>,
+    changes: &mut Changes<TableChange>,
 ) -> (u64, Step) {
     changes.borrow_and_update();
     let (revision, table) = routing.snapshot();
@@ -259,6 +259,18 @@ impl Stream for WatchStream {
                     Poll::Ready(Ok(moved)) => {
                         this.progress_due = moved.ticked;
                         this.step = Step::Pass;
+                        // One table change behind, as a stream almost always is: its
+                        // delta came with the change, and the projection is not asked.
+                        if moved.changed {
+                            let change = this.changes.borrow_and_update();
+                            if let Some(delta) = change.delta_after(this.cursor) {
+                                this.cursor = delta.revision;
+                                this.sent = true;
+                                this.deltas.clear();
+                                this.deltas.push(delta);
+                                this.step = Step::Deltas;
+                            }
+                        }
                     }
                     Poll::Ready(Err(Closed)) => {
                         this.step = Step::Done;

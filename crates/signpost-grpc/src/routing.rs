@@ -1,10 +1,12 @@
 //! `RoutingService`: `Resolve` and `WatchRoutes` over the routing projection.
 //!
 //! A watch stream is a small state machine with one cursor (the revision the
-//! watcher holds). It pulls deltas from the projection's shared history when
-//! the table changes (not at every commit: most change no route), so the
+//! watcher holds; module `watch`). It pulls deltas from the projection's shared history
+//! when the table changes (not at every commit: most change no route), so the
 //! projection never waits for a watcher and a watcher costs no memory beyond
-//! its cursor and what its transport buffers. When its progress message is due (its
+//! its cursor and what its transport buffers. A table change carries its delta, so a
+//! stream one change behind, as almost every stream is, takes it from the change
+//! without asking the projection (`signpost_routing::TableChange`). When its progress message is due (its
 //! connection's channel ticks, below), it catches up to the revision reached and says so
 //! with a progress message.
 //! A watcher that stops reading simply stops pulling; when it reads again far

@@ -8,7 +8,10 @@
 //! thread-local slot, and resumes through its whole state machine; 10,000 streams did
 //! that at every change, each on a cold cache line of its own (bench/FINDINGS.md, round
 //! 37). Here the live state is what a stream needs between changes: its cursor, its
-//! connection's channel and the deltas it still has to send. The snapshot, sent when a
+//! connection's channel and the deltas it still has to send. A stream one table change
+//! behind takes that change's delta from the channel (`TableChange::delta_after`); only
+//! a stream further behind, or one told by a tick that progress is due, pulls from the
+//! projection, under its lock. The snapshot, sent when a
 //! stream opens or after a `TOO_SLOW` reset, is a boxed stream of its own, dropped once
 //! sent.
 

@@ -28,7 +28,14 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
 /// Bytes held before they are written without waiting for the turn's end.
-pub const HOLD_LIMIT: usize = 16 * 1024;
+///
+/// A route change gives each connection of the fan-out about 50 KB (100 streams'
+/// deltas of about 500 bytes): 16 KiB wrote it in about four sends, 32 KiB in about two.
+/// Against 16 KiB, 32 KiB made 44% fewer sends, for 0.93 and 0.98 of the server's CPU
+/// during a change and the same latencies (two A/Bs of four turns, bench/FINDINGS.md,
+/// round 37); 64 KiB cut the sends by two thirds but delayed each connection's first
+/// deltas (the median rose by 3%).
+pub const HOLD_LIMIT: usize = 32 * 1024;
 
 /// How many task polls a runtime thread makes between two polls of its I/O driver while
 /// tasks are ready (tokio's `event_interval`; its default is 61). A turn, as the flush

@@ -6,9 +6,9 @@
 //! projection never waits for a watcher and a watcher costs no memory beyond
 //! its cursor and what its transport buffers. A table change carries its delta, so a
 //! stream one change behind, as almost every stream is, takes it from the change
-//! without asking the projection (`signpost_routing::TableChange`). When its progress message is due (its
-//! connection's channel ticks, below), it catches up to the revision reached and says so
-//! with a progress message.
+//! without asking the projection (`signpost_routing::TableChange`). When its progress
+//! message is due (its connection's channel ticks, below), it catches up to the revision
+//! reached and says so with a progress message.
 //! A watcher that stops reading simply stops pulling; when it reads again far
 //! behind, it gets one catch-up delta of every route changed since its cursor
 //! (`RoutingProjection::pull`), and when even the projection's last-change index no

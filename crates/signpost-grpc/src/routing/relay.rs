@@ -19,11 +19,12 @@
 //! and its streams hear it as they hear a change. The connections tick in turn, spread
 //! over the interval, so a tick wakes one connection's streams together (written to it
 //! at once) and not every stream at the same moment (unless they all share one
-//! connection, whose ticks then cost what a change costs, once an interval). A stream then needs no timer of
-//! its own: with one per stream, every stream woken by a change read the clock and
-//! checked its timer, and the progress messages went out scattered, one stream and one
-//! write at a time. With 10,000 idle streams on 100 connections the server spends about
-//! 30% less CPU than with a timer per stream (bench/FINDINGS.md, round 37).
+//! connection, whose ticks then cost what a change costs, once an interval). A stream
+//! then needs no timer of its own: with one per stream, every stream woken by a change
+//! read the clock and checked its timer, and the progress messages went out scattered,
+//! one stream and one write at a time. With 10,000 idle streams on 100 connections the
+//! server spends about 30% less CPU than with a timer per stream (bench/FINDINGS.md,
+//! round 37).
 //!
 //! Streams whose connection is not known (no TCP peer address) share one channel.
 //! [`ChangeRelay`] relays any `watch` channel: the benchmark's do-nothing stream servers

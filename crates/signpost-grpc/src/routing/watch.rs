@@ -225,11 +225,9 @@ impl Stream for WatchStream {
                     Poll::Pending => return Poll::Pending,
                 },
                 Step::Resumed(_) => {
-                    let Step::Resumed(pulled) = std::mem::replace(&mut this.step, Step::Pass)
-                    else {
-                        unreachable!("matched above")
-                    };
-                    this.take(Ok(*pulled));
+                    if let Step::Resumed(pulled) = std::mem::replace(&mut this.step, Step::Pass) {
+                        this.take(Ok(*pulled));
+                    }
                 }
                 Step::Pass => {
                     let pulled = this.routing.pull(this.cursor);
@@ -269,7 +267,7 @@ impl Stream for WatchStream {
                             if let Some(delta) = change.delta_after(this.cursor) {
                                 this.cursor = delta.revision;
                                 this.sent = true;
-                                this.deltas.clear();
+                                // Empty: a stream waits only once its deltas are sent.
                                 this.deltas.push(delta);
                                 this.step = Step::Deltas;
                             }
